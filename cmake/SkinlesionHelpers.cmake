@@ -1,0 +1,52 @@
+# Helpers shared by every target of the project.
+
+# Warnings are errors on project code only; imported targets come in as system headers.
+set(SKINLESION_WARNINGS -Wall -Wextra -Werror -Wno-unused-parameter)
+
+# skinlesion_library(NAME SRCS a.cc ... DEPS x y [TORCH])
+# A static library rooted at the repo (includes are "skinlesion/<lib>/<file>.h").
+# TORCH links LibTorch and precompiles <torch/torch.h> for the target.
+function(skinlesion_library name)
+  cmake_parse_arguments(ARG "TORCH" "" "SRCS;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SRCS})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR}/proto_gen)
+  target_compile_options(${name} PRIVATE ${SKINLESION_WARNINGS})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  if(ARG_TORCH)
+    skinlesion_use_torch(${name})
+  endif()
+endfunction()
+
+function(skinlesion_use_torch target)
+  target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+  target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
+  if(SKINLESION_PCH)
+    target_precompile_headers(${target} PRIVATE <torch/torch.h>)
+  endif()
+endfunction()
+
+# skinlesion_test(NAME SRCS a_test.cc DEPS lib [LABELS unit] [TORCH] [TIMEOUT s])
+# A GoogleTest binary; each test case is registered with CTest under the labels.
+function(skinlesion_test name)
+  if(NOT SKINLESION_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(ARG "TORCH" "TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  if(NOT ARG_LABELS)
+    set(ARG_LABELS unit)
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  add_executable(${name} ${ARG_SRCS})
+  target_compile_options(${name} PRIVATE ${SKINLESION_WARNINGS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} skinlesion_testing GTest::gtest GTest::gmock GTest::gtest_main)
+  if(ARG_TORCH)
+    skinlesion_use_torch(${name})
+  endif()
+  gtest_discover_tests(${name}
+    DISCOVERY_MODE PRE_TEST
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
+               ENVIRONMENT "SKINLESION_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+endfunction()

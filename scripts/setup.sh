@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian package skinlesion needs to build, test and run.
+# Idempotent: packages already present are left alone. Run as root (or with sudo).
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config git clang libclang-rt-14-dev
+  # LibTorch (CPU) and a fast BLAS for it; Gloo for c10d on CPU
+  libtorch-dev libopenblas0-openmp libgloo-dev
+  # RPC
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # images, plots, JSON, storage, metrics
+  libopencv-dev libcairo2-dev nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
+  libabsl-dev
+  # tests
+  libgtest-dev libgmock-dev
+  # reference models for the conformance tests (system interpreter)
+  python3 python3-torch python3-torchvision python3-numpy
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "setup: done"
