@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything (apt), builds, and runs the test suite (all but `slow`).
+#   scripts/test.sh                 # default suite (what CI runs)
+#   SKINLESION_TEST_LABELS=slow scripts/test.sh   # only the slow tests
+#   BUILD_DIR=build-asan CMAKE_ARGS=-DSKINLESION_SANITIZE=ON scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+# shellcheck disable=SC2086
+cmake -S . -B "$BUILD_DIR" -G Ninja ${CMAKE_ARGS:-} >/dev/null
+start=$(date +%s)
+ninja -C "$BUILD_DIR" -j "$JOBS"
+echo "build: $(( $(date +%s) - start )) s"
+
+if [ -n "${SKINLESION_TEST_LABELS:-}" ]; then
+  ctest --test-dir "$BUILD_DIR" -L "$SKINLESION_TEST_LABELS" --output-on-failure -j "$JOBS"
+else
+  ctest --test-dir "$BUILD_DIR" -LE slow --output-on-failure -j "$JOBS"
+fi

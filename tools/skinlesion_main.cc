@@ -1,0 +1,175 @@
+// `skinlesion`: the command-line tool.
+//
+//   skinlesion dataset      --data DIR [--metadata CSV]
+//   skinlesion split        --data DIR --out split.csv [--seed N] [--train F --val F --test F]
+//                           [--kfold K]
+//   skinlesion augment-grid --image PATH --out grid.png [--preset medical] [--rows R --cols C]
+//                           [--tile PX] [--seed N]
+//   skinlesion version
+//
+// Flags live here only; every command is a few calls into the libraries.
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "skinlesion/common/logging.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/data/ham10000.h"
+#include "skinlesion/data/split.h"
+#include "skinlesion/image/augment.h"
+#include "skinlesion/image/decode.h"
+#include "skinlesion/image/grid.h"
+
+ABSL_FLAG(std::string, data, "",
+          "HAM10000 folder: the Kaggle layout (HAM10000_metadata.csv, HAM10000_images_part_1/, "
+          "_part_2/) or a flat folder of images");
+ABSL_FLAG(std::string, metadata, "", "Metadata CSV (default: <data>/HAM10000_metadata.csv)");
+ABSL_FLAG(std::string, out, "", "Output file");
+ABSL_FLAG(uint64_t, seed, 42, "Random seed");
+ABSL_FLAG(double, train, 0.70, "Train fraction (split)");
+ABSL_FLAG(double, val, 0.15, "Validation fraction (split)");
+ABSL_FLAG(double, test, 0.15, "Test fraction (split)");
+ABSL_FLAG(int, kfold, 0, "If > 1, make K lesion-disjoint stratified folds instead");
+ABSL_FLAG(std::string, image, "", "Input image");
+ABSL_FLAG(std::string, preset, "medical", "Augmentation preset: none, light, medical");
+ABSL_FLAG(int, rows, 3, "Grid rows");
+ABSL_FLAG(int, cols, 4, "Grid columns");
+ABSL_FLAG(int, tile, 224, "Grid tile size in pixels");
+
+namespace skinlesion {
+namespace {
+
+absl::Status Require(const std::string& value, const char* flag) {
+  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat("--", flag, " is required"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<data::Catalogue> LoadCatalogue() {
+  const std::string dir = absl::GetFlag(FLAGS_data);
+  SL_RETURN_IF_ERROR(Require(dir, "data"));
+  std::string metadata = absl::GetFlag(FLAGS_metadata);
+  if (metadata.empty()) metadata = dir + "/HAM10000_metadata.csv";
+  return data::LoadHam10000(metadata, dir, data::Ham10000Options{});
+}
+
+absl::Status RunDataset() {
+  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, LoadCatalogue());
+  std::printf("%s", data::Summary(catalogue).c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunSplit() {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  SL_RETURN_IF_ERROR(Require(out, "out"));
+  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, LoadCatalogue());
+  const int k = absl::GetFlag(FLAGS_kfold);
+  data::Split split;
+  if (k > 1) {
+    SL_ASSIGN_OR_RETURN(split, data::MakeKFold(catalogue, k, absl::GetFlag(FLAGS_seed)));
+  } else {
+    data::SplitOptions options;
+    options.train = absl::GetFlag(FLAGS_train);
+    options.val = absl::GetFlag(FLAGS_val);
+    options.test = absl::GetFlag(FLAGS_test);
+    options.seed = absl::GetFlag(FLAGS_seed);
+    SL_ASSIGN_OR_RETURN(split, data::MakeSplit(catalogue, options));
+  }
+  SL_RETURN_IF_ERROR(data::SaveSplit(split, out));
+  std::printf("%s", data::SplitSummary(split, catalogue).c_str());
+  std::printf("wrote %s (digest %s)\n", out.c_str(), split.Digest().c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunAugmentGrid() {
+  const std::string path = absl::GetFlag(FLAGS_image);
+  const std::string out = absl::GetFlag(FLAGS_out);
+  SL_RETURN_IF_ERROR(Require(path, "image"));
+  SL_RETURN_IF_ERROR(Require(out, "out"));
+  const int tile = absl::GetFlag(FLAGS_tile);
+  const int rows = absl::GetFlag(FLAGS_rows);
+  const int cols = absl::GetFlag(FLAGS_cols);
+  if (tile < 16 || tile > 1024 || rows < 1 || cols < 1 || rows * cols > 256) {
+    return absl::InvalidArgumentError("grid needs 16 <= --tile <= 1024 and 1..256 tiles");
+  }
+  SL_ASSIGN_OR_RETURN(const cv::Mat rgb, image::DecodeImageFile(path, image::DecodeLimits{}));
+  SL_ASSIGN_OR_RETURN(const image::Pipeline pipeline,
+                      image::MakePreset(absl::GetFlag(FLAGS_preset), tile));
+  const cv::Mat grid =
+      image::MakeAugmentationGrid(rgb, pipeline, absl::GetFlag(FLAGS_seed), rows, cols, tile);
+  SL_RETURN_IF_ERROR(image::WriteImage(out, grid));
+  std::printf("wrote %s (%dx%d, preset %s)\n", out.c_str(), grid.cols, grid.rows,
+              absl::GetFlag(FLAGS_preset).c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunVersion() {
+  std::printf("skinlesion %s\n", SKINLESION_VERSION);
+  return absl::OkStatus();
+}
+
+struct Command {
+  const char* help;
+  std::function<absl::Status()> run;
+};
+
+const std::map<std::string, Command>& Commands() {
+  static const auto* commands = new std::map<std::string, Command>{
+      {"dataset", {"summarise a HAM10000 folder (classes, lesions, missing images)", RunDataset}},
+      {"split", {"write a stratified, lesion-disjoint split file", RunSplit}},
+      {"augment-grid", {"write a PNG grid of augmented versions of an image", RunAugmentGrid}},
+      {"version", {"print the version", RunVersion}},
+  };
+  return *commands;
+}
+
+std::string UsageText() {
+  std::string text = "usage: skinlesion <command> [flags]\n\ncommands:\n";
+  for (const auto& [name, command] : Commands()) {
+    absl::StrAppend(&text, "  ", name, std::string(16 - std::min<size_t>(15, name.size()), ' '),
+                    command.help, "\n");
+  }
+  absl::StrAppend(&text, "\nflags: skinlesion <command> --helpfull");
+  return text;
+}
+
+}  // namespace
+}  // namespace skinlesion
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(skinlesion::UsageText());
+  if (argc < 2 || argv[1][0] == '-') {
+    std::fprintf(stderr, "%s\n", skinlesion::UsageText().c_str());
+    return argc < 2 ? 2 : (std::string(argv[1]) == "--help" ? 0 : 2);
+  }
+  const std::string name = argv[1];
+  const auto& commands = skinlesion::Commands();
+  const auto it = commands.find(name);
+  if (it == commands.end()) {
+    std::fprintf(stderr, "skinlesion: unknown command '%s'\n\n%s\n", name.c_str(),
+                 skinlesion::UsageText().c_str());
+    return 2;
+  }
+  // Parse the flags after the command name.
+  std::vector<char*> args = {argv[0]};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  const std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (positional.size() > 1) {
+    std::fprintf(stderr, "skinlesion %s: unexpected argument '%s'\n", name.c_str(), positional[1]);
+    return 2;
+  }
+  const absl::Status status = it->second.run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "skinlesion %s: %s\n", name.c_str(), std::string(status.message()).c_str());
+    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
