@@ -11,7 +11,7 @@ PACKAGES=(
   # RPC
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # images, plots, JSON, storage, metrics
-  libopencv-dev libcairo2-dev nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
+  libopencv-dev libcairo2-dev fonts-dejavu-core nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
   libabsl-dev
   # tests
   libgtest-dev libgmock-dev
