@@ -1,7 +1,7 @@
 # Helpers shared by every target of the project.
 
 # Warnings are errors on project code only; imported targets come in as system headers.
-set(SKINLESION_WARNINGS -Wall -Wextra -Werror -Wno-unused-parameter)
+set(SKINLESION_WARNINGS -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers)
 
 # skinlesion_library(NAME SRCS a.cc ... DEPS x y [TORCH])
 # A static library rooted at the repo (includes are "skinlesion/<lib>/<file>.h").
@@ -46,6 +46,7 @@ function(skinlesion_test name)
   endif()
   gtest_discover_tests(${name}
     DISCOVERY_MODE PRE_TEST
+    TEST_PREFIX "${name}."
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
                ENVIRONMENT "SKINLESION_SOURCE_DIR=${PROJECT_SOURCE_DIR}")

@@ -15,6 +15,10 @@ int main(int argc, char** argv) {
   std::vector<std::filesystem::path> inputs;
   for (int i = 1; i < argc; ++i) {
     const std::filesystem::path p(argv[i]);
+    if (!std::filesystem::exists(p)) {
+      std::fprintf(stderr, "replay: %s does not exist\n", argv[i]);
+      return 2;
+    }
     if (std::filesystem::is_directory(p)) {
       for (const auto& e : std::filesystem::recursive_directory_iterator(p)) {
         if (e.is_regular_file()) inputs.push_back(e.path());

@@ -8,6 +8,7 @@
 //   skinlesion version
 //
 // Flags live here only; every command is a few calls into the libraries.
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -20,6 +21,8 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "skinlesion/common/classes.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/data/ham10000.h"
@@ -66,25 +69,49 @@ absl::Status RunDataset() {
   return absl::OkStatus();
 }
 
+// Per-partition image counts by class: the proportions a stratified split keeps.
+std::string SplitTable(const data::Split& split, const data::Catalogue& catalogue) {
+  std::string out = absl::StrFormat("%-10s %7s", "partition", "images");
+  for (const ClassInfo& c : AllClasses()) absl::StrAppend(&out, absl::StrFormat(" %6s", std::string(c.code)));
+  absl::StrAppend(&out, "\n");
+  for (const std::string& partition : split.Partitions()) {
+    std::array<int, kNumClasses> counts{};
+    int total = 0;
+    for (const data::Sample& s : catalogue.samples) {
+      const std::string* p = split.PartitionOf(s.image_id);
+      if (p != nullptr && *p == partition) {
+        counts[s.label]++;
+        ++total;
+      }
+    }
+    absl::StrAppend(&out, absl::StrFormat("%-10s %7d", partition, total));
+    for (int n : counts) absl::StrAppend(&out, absl::StrFormat(" %6d", n));
+    absl::StrAppend(&out, "\n");
+  }
+  return out;
+}
+
 absl::Status RunSplit() {
   const std::string out = absl::GetFlag(FLAGS_out);
   SL_RETURN_IF_ERROR(Require(out, "out"));
   SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, LoadCatalogue());
   const int k = absl::GetFlag(FLAGS_kfold);
-  data::Split split;
+  absl::StatusOr<data::Split> split;
   if (k > 1) {
-    SL_ASSIGN_OR_RETURN(split, data::MakeKFold(catalogue, k, absl::GetFlag(FLAGS_seed)));
+    split = data::MakeKFold(catalogue, k, absl::GetFlag(FLAGS_seed));
   } else {
     data::SplitOptions options;
     options.train = absl::GetFlag(FLAGS_train);
     options.val = absl::GetFlag(FLAGS_val);
     options.test = absl::GetFlag(FLAGS_test);
     options.seed = absl::GetFlag(FLAGS_seed);
-    SL_ASSIGN_OR_RETURN(split, data::MakeSplit(catalogue, options));
+    split = data::MakeSplit(catalogue, options);
   }
-  SL_RETURN_IF_ERROR(data::SaveSplit(split, out));
-  std::printf("%s", data::SplitSummary(split, catalogue).c_str());
-  std::printf("wrote %s (digest %s)\n", out.c_str(), split.Digest().c_str());
+  if (!split.ok()) return split.status();
+  SL_RETURN_IF_ERROR(data::SaveSplit(*split, out));
+  std::printf("%s", SplitTable(*split, catalogue).c_str());
+  std::printf("wrote %s (%s, seed %llu, digest %s)\n", out.c_str(), split->method().c_str(),
+              static_cast<unsigned long long>(split->seed()), split->Digest().c_str());
   return absl::OkStatus();
 }
 
@@ -99,12 +126,12 @@ absl::Status RunAugmentGrid() {
   if (tile < 16 || tile > 1024 || rows < 1 || cols < 1 || rows * cols > 256) {
     return absl::InvalidArgumentError("grid needs 16 <= --tile <= 1024 and 1..256 tiles");
   }
-  SL_ASSIGN_OR_RETURN(const cv::Mat rgb, image::DecodeImageFile(path, image::DecodeLimits{}));
-  SL_ASSIGN_OR_RETURN(const image::Pipeline pipeline,
-                      image::MakePreset(absl::GetFlag(FLAGS_preset), tile));
+  SL_ASSIGN_OR_RETURN(const cv::Mat rgb, DecodeImageFile(path, DecodeLimits{}));
+  SL_ASSIGN_OR_RETURN(const Pipeline pipeline,
+                      MakePreset(absl::GetFlag(FLAGS_preset), tile));
   const cv::Mat grid =
-      image::MakeAugmentationGrid(rgb, pipeline, absl::GetFlag(FLAGS_seed), rows, cols, tile);
-  SL_RETURN_IF_ERROR(image::WriteImage(out, grid));
+      MakeAugmentationGrid(rgb, pipeline, absl::GetFlag(FLAGS_seed), rows, cols, tile);
+  SL_RETURN_IF_ERROR(WriteImage(out, grid));
   std::printf("wrote %s (%dx%d, preset %s)\n", out.c_str(), grid.cols, grid.rows,
               absl::GetFlag(FLAGS_preset).c_str());
   return absl::OkStatus();

@@ -1,0 +1,110 @@
+#include "skinlesion/eval/report.h"
+
+#include <cairo.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include <opencv2/imgproc.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "skinlesion/common/csv.h"
+#include "skinlesion/common/rng.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/eval/plots.h"
+#include "skinlesion/image/decode.h"
+
+namespace skinlesion::eval {
+namespace {
+
+// A grid of test images, each captioned "true → predicted (p)", green when right.
+absl::Status PlotExamples(const ReportInput& in, const std::vector<Probs>& probs,
+                         const std::string& path) {
+  const int n = static_cast<int>(in.image_paths.size());
+  std::vector<int> order(n);
+  for (int i = 0; i < n; ++i) order[i] = i;
+  Rng rng(DeriveSeed({in.seed, 0xe4a3}));
+  for (int i = n - 1; i > 0; --i) std::swap(order[i], order[rng.UniformInt(i + 1)]);
+  const int count = std::min(n, in.grid_examples);
+  const int cols = 4, rows = (count + cols - 1) / cols, tile = 200, caption = 36;
+  cairo_surface_t* surface =
+      cairo_image_surface_create(CAIRO_FORMAT_RGB24, cols * tile, rows * (tile + caption) + 40);
+  cairo_t* cr = cairo_create(surface);
+  cairo_set_source_rgb(cr, 1, 1, 1);
+  cairo_paint(cr);
+  cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
+  cairo_set_font_size(cr, 16);
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  cairo_move_to(cr, 10, 26);
+  cairo_show_text(cr, "Random test images: true -> predicted (probability)");
+  cairo_select_font_face(cr, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+  for (int k = 0; k < count; ++k) {
+    const int i = order[k];
+    const int x = (k % cols) * tile, y = 40 + (k / cols) * (tile + caption);
+    auto img = DecodeImageFile(in.image_paths[i]);
+    if (img.ok()) {
+      cv::Mat small, bgra;
+      cv::resize(*img, small, cv::Size(tile - 8, tile - 8), 0, 0, cv::INTER_AREA);
+      cv::cvtColor(small, bgra, cv::COLOR_RGB2BGRA);  // Cairo RGB24 is BGRX in memory.
+      cairo_surface_t* pic = cairo_image_surface_create_for_data(
+          bgra.data, CAIRO_FORMAT_RGB24, bgra.cols, bgra.rows, static_cast<int>(bgra.step));
+      cairo_set_source_surface(cr, pic, x + 4, y + 4);
+      cairo_paint(cr);
+      cairo_surface_destroy(pic);
+    }
+    const int pred = static_cast<int>(std::max_element(probs[i].begin(), probs[i].end()) - probs[i].begin());
+    const bool right = pred == in.labels[i];
+    right ? cairo_set_source_rgb(cr, 0.0, 0.5, 0.2) : cairo_set_source_rgb(cr, 0.75, 0.1, 0.1);
+    cairo_set_font_size(cr, 14);
+    cairo_move_to(cr, x + 6, y + tile + 20);
+    const std::string text = absl::StrFormat("%s -> %s (%.2f)", std::string(ClassAt(in.labels[i]).code),
+                                             std::string(ClassAt(pred).code), probs[i][pred]);
+    cairo_show_text(cr, text.c_str());
+  }
+  cairo_surface_flush(surface);
+  const cairo_status_t st = cairo_surface_write_to_png(surface, path.c_str());
+  cairo_destroy(cr);
+  cairo_surface_destroy(surface);
+  if (st != CAIRO_STATUS_SUCCESS) {
+    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", cairo_status_to_string(st)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  double temperature = in.temperature;
+  if (!in.val_logits.empty()) {
+    SL_ASSIGN_OR_RETURN(temperature, FitTemperature(in.val_labels, in.val_logits));
+  }
+  const std::vector<Probs> raw = Softmax(in.logits, 1.0);
+  const std::vector<Probs> calibrated = Softmax(in.logits, temperature);
+  SL_ASSIGN_OR_RETURN(const Metrics before, ComputeMetrics(in.labels, raw));
+  SL_ASSIGN_OR_RETURN(const Metrics after, ComputeMetrics(in.labels, calibrated));
+  nlohmann::json j = MetricsToJson(after);
+  j["temperature"] = temperature;
+  j["n_val"] = in.val_labels.size();
+  nlohmann::json uncalibrated = MetricsToJson(before);
+  j["uncalibrated"] = {{"ece", uncalibrated["ece"]}, {"nll", uncalibrated["nll"]},
+                       {"brier", uncalibrated["brier"]}, {"accuracy", uncalibrated["accuracy"]}};
+  j["context"] = in.context;
+  SL_RETURN_IF_ERROR(PlotConfusionMatrix(after, dir + "/confusion_matrix.png"));
+  SL_RETURN_IF_ERROR(PlotRocCurves(after, dir + "/roc_curves.png"));
+  SL_RETURN_IF_ERROR(PlotReliability(after, dir + "/reliability.png"));
+  SL_RETURN_IF_ERROR(PlotReliability(before, dir + "/reliability_uncalibrated.png"));
+  if (!in.image_paths.empty()) {
+    if (in.image_paths.size() != in.labels.size()) {
+      return absl::InvalidArgumentError("report: image_paths and labels differ in size");
+    }
+    SL_RETURN_IF_ERROR(PlotExamples(in, calibrated, dir + "/test_examples.png"));
+  }
+  SL_RETURN_IF_ERROR(WriteFileAtomically(dir + "/metrics.json", j.dump(2) + "\n"));
+  return j;
+}
+
+}  // namespace skinlesion::eval

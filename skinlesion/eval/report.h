@@ -1,0 +1,45 @@
+// An evaluation report on disk: metrics JSON and the plots a person looks at.
+//
+//   <dir>/metrics.json         eval::MetricsToJson of the calibrated predictions, plus
+//                              "uncalibrated" (the same keys before temperature scaling),
+//                              "temperature", "tta", "n_val" and caller-supplied "context"
+//   <dir>/confusion_matrix.png
+//   <dir>/roc_curves.png
+//   <dir>/reliability.png      after calibration
+//   <dir>/reliability_uncalibrated.png
+//   <dir>/test_examples.png    a grid of random test images with true and predicted labels
+#ifndef SKINLESION_EVAL_REPORT_H_
+#define SKINLESION_EVAL_REPORT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "skinlesion/eval/metrics.h"
+
+namespace skinlesion::eval {
+
+struct ReportInput {
+  // Test predictions (logits) and labels.
+  std::vector<int> labels;
+  std::vector<Probs> logits;
+  // Validation predictions to fit the temperature on; empty: use `temperature`.
+  std::vector<int> val_labels;
+  std::vector<Probs> val_logits;
+  double temperature = 1.0;
+  // Image paths of the test samples (same order), for the example grid; may be empty.
+  std::vector<std::string> image_paths;
+  int grid_examples = 16;
+  uint64_t seed = 0;
+  // Anything the caller wants recorded (model, data, command...).
+  nlohmann::json context;
+};
+
+// Writes the report into `dir` (created) and returns metrics.json's content.
+absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& input, const std::string& dir);
+
+}  // namespace skinlesion::eval
+
+#endif  // SKINLESION_EVAL_REPORT_H_

@@ -1,0 +1,58 @@
+#include "skinlesion/eval/report.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "skinlesion/common/rng.h"
+#include "skinlesion/testing/testing.h"
+
+namespace skinlesion::eval {
+namespace {
+
+using ::skinlesion::testing::SourcePath;
+using ::skinlesion::testing::TempDir;
+
+TEST(ReportTest, WritesMetricsAndPlotsAndCalibrates) {
+  // Over-confident logits (true temperature 3): calibration must lower the ECE.
+  Rng rng(5);
+  ReportInput in;
+  auto draw = [&](std::vector<int>& labels, std::vector<Probs>& logits, int n) {
+    for (int i = 0; i < n; ++i) {
+      const int y = static_cast<int>(rng.UniformInt(kNumClasses));
+      Probs z;
+      for (float& v : z) v = static_cast<float>(rng.Normal() * 3);
+      z[y] += 4.5f;
+      labels.push_back(y);
+      logits.push_back(z);
+    }
+  };
+  draw(in.labels, in.logits, 600);
+  draw(in.val_labels, in.val_logits, 600);
+  const std::string images = SourcePath("tests/fixtures/ham10000/images");
+  for (size_t i = 0; i < in.labels.size(); ++i) {
+    in.image_paths.push_back(images + (i % 2 ? "/ISIC_0024698.jpg" : "/ISIC_0031901.jpg"));
+  }
+  in.context = {{"model", "test"}};
+  TempDir dir;
+  auto j = WriteReport(in, dir.Join("report"));
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_GT((*j)["temperature"].get<double>(), 1.2);
+  EXPECT_LT((*j)["ece"].get<double>(), (*j)["uncalibrated"]["ece"].get<double>());
+  // Temperature scaling never changes the argmax.
+  EXPECT_DOUBLE_EQ((*j)["accuracy"].get<double>(), (*j)["uncalibrated"]["accuracy"].get<double>());
+  EXPECT_EQ((*j)["context"]["model"], "test");
+  for (const char* f : {"metrics.json", "confusion_matrix.png", "roc_curves.png", "reliability.png",
+                        "reliability_uncalibrated.png", "test_examples.png"}) {
+    EXPECT_GT(std::filesystem::file_size(dir.Join(std::string("report/") + f)), 1000u) << f;
+  }
+  std::ifstream f(dir.Join("report/metrics.json"));
+  const auto parsed = nlohmann::json::parse(f);
+  for (const char* key : {"accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "per_class", "ece"}) {
+    EXPECT_TRUE(parsed.contains(key)) << key;
+  }
+  EXPECT_TRUE(parsed["per_class"]["mel"].contains("recall"));
+}
+
+}  // namespace
+}  // namespace skinlesion::eval

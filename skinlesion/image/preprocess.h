@@ -1,0 +1,78 @@
+// Model input preparation: resize/crop an RGB image to a square and normalise it
+// to the float CHW layout of torchvision-style models.
+//
+//   PreprocessOptions options;                       // 224, shorter side + centre crop,
+//                                                    // ImageNet mean/std
+//   std::vector<float> chw = Preprocess(rgb, options);   // 3 * 224 * 224 floats
+//   PreprocessInto(rgb, options, batch + i * 3 * 224 * 224);  // straight into a batch
+//
+// Functions take an 8-bit 3-channel RGB cv::Mat (what DecodeImage returns) and treat
+// a wrong type or invalid options as programming errors (SL_CHECK); validate options
+// that come from configuration once with ValidatePreprocessOptions(). Thread-safe.
+#ifndef SKINLESION_IMAGE_PREPROCESS_H_
+#define SKINLESION_IMAGE_PREPROCESS_H_
+
+#include <array>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "opencv2/core/mat.hpp"
+
+namespace skinlesion {
+
+enum class ResizeMode {
+  // Resize so the shorter side is size / crop_fraction, keeping the aspect ratio, and
+  // keep the centred size x size square (torchvision Resize + CenterCrop). Computed
+  // the cheap way round: cut the centred square of side round(shorter *
+  // crop_fraction) from the source, then resize it once to size x size. Memory and
+  // time are bounded by the output even for a 1 x 16384 strip; the sampling grid may
+  // differ from resize-then-crop by under one source pixel.
+  kResizeShorterThenCenterCrop,
+  // Resize straight to size x size; the aspect ratio is not kept.
+  kDirectResize,
+};
+
+enum class Interpolation {
+  kBilinear,  // cv::INTER_LINEAR (default).
+  kArea,      // cv::INTER_AREA: averages when shrinking, less aliasing.
+  kBicubic,   // cv::INTER_CUBIC.
+};
+
+struct PreprocessOptions {
+  // Output side in pixels. Default 224.
+  int size = 224;
+  ResizeMode mode = ResizeMode::kResizeShorterThenCenterCrop;
+  // kResizeShorterThenCenterCrop only: the share of the resized shorter side that
+  // the crop keeps, in (0, 1]. 1.0 (default): the shorter side becomes `size` and only
+  // the longer side is cropped; 0.875: the classic "resize 256, crop 224".
+  float crop_fraction = 1.0f;
+  Interpolation interpolation = Interpolation::kBilinear;
+  // Per-channel (R, G, B) normalisation of x / 255: (x / 255 - mean) / std.
+  // Defaults: ImageNet.
+  std::array<float, 3> mean = {0.485f, 0.456f, 0.406f};
+  std::array<float, 3> std = {0.229f, 0.224f, 0.225f};
+};
+
+// InvalidArgument unless 1 <= size <= 16384, 0 < crop_fraction <= 1 and every std
+// is finite and > 0 (and every mean finite).
+absl::Status ValidatePreprocessOptions(const PreprocessOptions& options);
+
+// The resize/crop step: a size x size CV_8UC3 RGB image, continuous, in its own
+// buffer (never sharing the input's pixels). The centred source square starts at
+// floor((side - crop) / 2) on each axis.
+cv::Mat Resize(const cv::Mat& rgb, const PreprocessOptions& options);
+
+// Writes 3 * rgb.rows * rgb.cols floats to `out` in CHW order (all of R, then G, then
+// B), each (x / 255 - mean[c]) / std[c]. Any size of input; non-continuous views
+// (ROIs) are fine. Uses options.mean and options.std only.
+void NormalizeToCHW(const cv::Mat& rgb_u8, const PreprocessOptions& options, float* out);
+
+// Resize() then NormalizeToCHW(): 3 * size * size floats. The Into variant writes
+// into the caller's buffer (e.g. a slot of a batch tensor) and skips the copy that
+// Resize() makes to return a continuous image.
+std::vector<float> Preprocess(const cv::Mat& rgb, const PreprocessOptions& options);
+void PreprocessInto(const cv::Mat& rgb, const PreprocessOptions& options, float* out);
+
+}  // namespace skinlesion
+
+#endif  // SKINLESION_IMAGE_PREPROCESS_H_

@@ -1,0 +1,144 @@
+#include "skinlesion/predict/predictor.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "skinlesion/common/csv.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/image/preprocess.h"
+#include "skinlesion/models/state_dict.h"
+
+namespace skinlesion::predict {
+
+nlohmann::json Prediction::ToJson() const {
+  nlohmann::json probs = nlohmann::json::object();
+  for (const ClassInfo& c : AllClasses()) probs[std::string(c.code)] = probabilities[c.index];
+  nlohmann::json top_json = nlohmann::json::array();
+  for (const auto& [k, p] : top) top_json.push_back({{"code", std::string(ClassAt(k).code)}, {"probability", p}});
+  return {{"class", code},
+          {"name", name},
+          {"confidence", confidence},
+          {"malignancy_group", std::string(MalignancyGroupName(ClassAt(class_index).group))},
+          {"malignancy_risk", malignancy_risk},
+          {"refer", refer},
+          {"refer_reason", refer_reason},
+          {"top", top_json},
+          {"probabilities", probs}};
+}
+
+Prediction MakePrediction(const std::array<float, kNumClasses>& probabilities, const ReferPolicy& refer) {
+  Prediction p;
+  p.probabilities = probabilities;
+  std::array<int, kNumClasses> order;
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return probabilities[a] > probabilities[b]; });
+  p.class_index = order[0];
+  p.code = std::string(ClassAt(p.class_index).code);
+  p.name = std::string(ClassAt(p.class_index).name);
+  p.confidence = probabilities[order[0]];
+  for (int i = 0; i < 3; ++i) p.top.emplace_back(order[i], probabilities[order[i]]);
+  for (int k = 0; k < kNumClasses; ++k) {
+    if (IsMalignant(k)) p.malignancy_risk += probabilities[k];
+  }
+  const double margin = probabilities[order[0]] - probabilities[order[1]];
+  if (p.confidence < refer.min_confidence) {
+    p.refer = true;
+    p.refer_reason = absl::StrFormat("top probability %.2f is under %.2f", p.confidence, refer.min_confidence);
+  } else if (margin < refer.min_margin) {
+    p.refer = true;
+    p.refer_reason = absl::StrFormat("%s and %s are too close (margin %.2f < %.2f)", p.code,
+                                     std::string(ClassAt(order[1]).code), margin, refer.min_margin);
+  }
+  return p;
+}
+
+Predictor::~Predictor() = default;
+
+absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& model_dir,
+                                                             const PredictorOptions& options) {
+  if (options.threads > 0) torch::set_num_threads(options.threads);
+  SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(model_dir));
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(model_dir + "/manifest.json", 16 << 20));
+  std::unique_ptr<Predictor> p(new Predictor());
+  p->manifest_ = nlohmann::json::parse(text, nullptr, false);
+  if (p->manifest_.is_discarded()) {
+    return absl::DataLossError(absl::StrCat(model_dir, "/manifest.json is not valid JSON"));
+  }
+  if (checkpoint.manifest.num_classes != kNumClasses) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": the model has ", checkpoint.manifest.num_classes,
+                                                   " classes, not ", kNumClasses));
+  }
+  p->architecture_ = checkpoint.manifest.architecture;
+  p->image_size_ = checkpoint.manifest.image_size;
+  if (p->manifest_.contains("calibration")) {
+    p->temperature_ = p->manifest_["calibration"].value("temperature", 1.0);
+    if (!(p->temperature_ > 0)) return absl::InvalidArgumentError("calibration temperature must be > 0");
+  }
+  if (p->manifest_.contains("refer")) {
+    p->refer_.min_confidence = p->manifest_["refer"].value("min_confidence", p->refer_.min_confidence);
+    p->refer_.min_margin = p->manifest_["refer"].value("min_margin", p->refer_.min_margin);
+  }
+  try {
+    torch::Device device(options.device);
+    checkpoint.model->to(device);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
+  }
+  checkpoint.model->eval();
+  p->model_ = checkpoint.model;
+  p->device_ = options.device;
+  p->limits_ = options.decode_limits;
+  return p;
+}
+
+absl::StatusOr<Prediction> Predictor::PredictFile(const std::string& path) const {
+  SL_ASSIGN_OR_RETURN(const cv::Mat rgb, DecodeImageFile(path, limits_));
+  return Predict(rgb);
+}
+
+absl::StatusOr<Prediction> Predictor::PredictBytes(absl::string_view encoded) const {
+  SL_ASSIGN_OR_RETURN(const cv::Mat rgb, DecodeImage(encoded, limits_));
+  return Predict(rgb);
+}
+
+absl::StatusOr<Prediction> Predictor::Predict(const cv::Mat& rgb) const {
+  SL_ASSIGN_OR_RETURN(std::vector<Prediction> out, PredictBatch({rgb}));
+  return std::move(out[0]);
+}
+
+absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vector<cv::Mat>& images) const {
+  if (images.empty()) return std::vector<Prediction>{};
+  PreprocessOptions pre;
+  pre.size = static_cast<int>(image_size_);
+  const int64_t n = static_cast<int64_t>(images.size());
+  torch::Tensor batch = torch::empty({n, 3, image_size_, image_size_}, torch::kFloat32);
+  for (int64_t i = 0; i < n; ++i) {
+    if (images[i].empty() || images[i].type() != CV_8UC3) {
+      return absl::InvalidArgumentError("expected an RGB uint8 image");
+    }
+    PreprocessInto(images[i], pre, batch[i].data_ptr<float>());
+  }
+  torch::Tensor probs;
+  try {
+    torch::InferenceMode guard;
+    torch::Tensor logits = model_->forward(batch.to(torch::Device(device_))).to(torch::kFloat32);
+    probs = torch::softmax(logits / temperature_, 1).cpu().contiguous();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("inference failed: ", e.what_without_backtrace()));
+  }
+  std::vector<Prediction> out;
+  const auto acc = probs.accessor<float, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    std::array<float, kNumClasses> p{};
+    for (int k = 0; k < kNumClasses; ++k) p[k] = acc[i][k];
+    out.push_back(MakePrediction(p, refer_));
+  }
+  return out;
+}
+
+}  // namespace skinlesion::predict

@@ -1,0 +1,101 @@
+// Classify lesion images with a trained model: the C++ counterpart of the
+// Python `SkinLesionClassifier(model_path).predict(image)` API.
+//
+//   SL_ASSIGN_OR_RETURN(auto predictor, Predictor::Create("models/bundled"));
+//   SL_ASSIGN_OR_RETURN(Prediction p, predictor->PredictFile("lesion.jpg"));
+//   std::cout << p.code << " " << p.confidence;
+//
+// A model directory holds model.safetensors and manifest.json (architecture,
+// image size, labels; optionally "calibration": {"temperature": T} and
+// "refer": {"min_confidence": c, "min_margin": m}). Probabilities are
+// softmax(logits / T). `refer` is set when the top probability is under
+// min_confidence or its margin over the second under min_margin: the model is
+// unsure and a specialist should look.
+//
+// Thread-safe: Predict* may be called concurrently (inference runs under
+// torch::InferenceMode; the module is not mutated).
+#ifndef SKINLESION_PREDICT_PREDICTOR_H_
+#define SKINLESION_PREDICT_PREDICTOR_H_
+
+#include <array>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+#include "skinlesion/common/classes.h"
+#include "skinlesion/image/decode.h"
+
+namespace skinlesion::models {
+class Classifier;
+}
+
+namespace skinlesion::predict {
+
+struct Prediction {
+  int class_index = -1;
+  std::string code;         // "mel"
+  std::string name;         // "Melanoma"
+  float confidence = 0;     // Probability of the top class.
+  std::array<float, kNumClasses> probabilities{};  // Index order (classes.h).
+  std::vector<std::pair<int, float>> top;          // (class, probability), top 3.
+  float malignancy_risk = 0;  // Sum over mel, bcc, akiec.
+  bool refer = false;
+  std::string refer_reason;
+  nlohmann::json ToJson() const;
+};
+
+struct PredictorOptions {
+  std::string device = "cpu";
+  int threads = 0;  // > 0: set LibTorch intra-op threads.
+  DecodeLimits decode_limits;
+};
+
+struct ReferPolicy {
+  double min_confidence = 0.5;
+  double min_margin = 0.1;
+};
+
+class Predictor {
+ public:
+  // Loads the model directory. NotFound / InvalidArgument / DataLoss with the path.
+  static absl::StatusOr<std::unique_ptr<Predictor>> Create(const std::string& model_dir,
+                                                           const PredictorOptions& options = {});
+  ~Predictor();
+
+  absl::StatusOr<Prediction> PredictFile(const std::string& path) const;
+  absl::StatusOr<Prediction> PredictBytes(absl::string_view encoded) const;
+  // An RGB uint8 image of any size.
+  absl::StatusOr<Prediction> Predict(const cv::Mat& rgb) const;
+  // Several images in one forward pass.
+  absl::StatusOr<std::vector<Prediction>> PredictBatch(const std::vector<cv::Mat>& rgb) const;
+
+  const nlohmann::json& manifest() const { return manifest_; }
+  const std::string& architecture() const { return architecture_; }
+  int64_t image_size() const { return image_size_; }
+  double temperature() const { return temperature_; }
+
+ private:
+  Predictor() = default;
+  std::shared_ptr<models::Classifier> model_;
+  nlohmann::json manifest_;
+  std::string architecture_;
+  std::string device_;
+  int64_t image_size_ = 224;
+  double temperature_ = 1.0;
+  ReferPolicy refer_;
+  DecodeLimits limits_;
+};
+
+// Turns calibrated probabilities into a Prediction (shared with the servers).
+Prediction MakePrediction(const std::array<float, kNumClasses>& probabilities,
+                          const ReferPolicy& refer);
+
+}  // namespace skinlesion::predict
+
+#endif  // SKINLESION_PREDICT_PREDICTOR_H_

@@ -1,0 +1,104 @@
+#include "skinlesion/predict/predictor.h"
+
+#include <torch/torch.h>
+
+#include <fstream>
+#include <numeric>
+
+#include "gtest/gtest.h"
+#include "skinlesion/common/csv.h"
+#include "skinlesion/models/model_zoo.h"
+#include "skinlesion/models/state_dict.h"
+#include "skinlesion/testing/testing.h"
+
+namespace skinlesion::predict {
+namespace {
+
+using ::skinlesion::testing::SourcePath;
+using ::skinlesion::testing::StatusIs;
+using ::skinlesion::testing::TempDir;
+using ::testing::HasSubstr;
+
+std::string MakeModelDir(const TempDir& dir, double temperature) {
+  torch::manual_seed(3);
+  models::ModelOptions mo;
+  mo.image_size = 32;
+  auto model = models::CreateModel("resnet18", mo);
+  EXPECT_TRUE(model.ok());
+  const std::string path = dir.Join("model");
+  EXPECT_TRUE(models::SaveCheckpoint(**model, path, 32).ok());
+  auto text = ReadFileToString(path + "/manifest.json", 1 << 20);
+  nlohmann::json m = nlohmann::json::parse(*text);
+  m["calibration"] = {{"temperature", temperature}};
+  m["refer"] = {{"min_confidence", 0.9}, {"min_margin", 0.05}};
+  EXPECT_TRUE(WriteFileAtomically(path + "/manifest.json", m.dump()).ok());
+  return path;
+}
+
+TEST(MakePredictionTest, TopClassRiskAndReferral) {
+  std::array<float, kNumClasses> p = {0.05f, 0.05f, 0.05f, 0.05f, 0.6f, 0.15f, 0.05f};
+  const Prediction a = MakePrediction(p, {.min_confidence = 0.5, .min_margin = 0.1});
+  EXPECT_EQ(a.code, "mel");
+  EXPECT_EQ(a.name, "Melanoma");
+  EXPECT_FLOAT_EQ(a.confidence, 0.6f);
+  EXPECT_NEAR(a.malignancy_risk, 0.7f, 1e-6);  // akiec + bcc + mel
+  ASSERT_EQ(a.top.size(), 3u);
+  EXPECT_EQ(a.top[1].first, 5);
+  EXPECT_FALSE(a.refer);
+  const Prediction b = MakePrediction(p, {.min_confidence = 0.7, .min_margin = 0.1});
+  EXPECT_TRUE(b.refer);
+  EXPECT_THAT(b.refer_reason, HasSubstr("under 0.70"));
+  std::array<float, kNumClasses> close = {0, 0, 0, 0, 0.52f, 0.48f, 0};
+  const Prediction c = MakePrediction(close, {.min_confidence = 0.5, .min_margin = 0.1});
+  EXPECT_TRUE(c.refer);
+  EXPECT_THAT(c.refer_reason, HasSubstr("mel and nv are too close"));
+  const auto j = a.ToJson();
+  EXPECT_EQ(j["class"], "mel");
+  EXPECT_EQ(j["malignancy_group"], "malignant");
+  EXPECT_EQ(j["probabilities"].size(), 7u);
+}
+
+TEST(PredictorTest, PredictsCalibratedProbabilities) {
+  TempDir dir;
+  auto p1 = Predictor::Create(MakeModelDir(dir, 1.0), {.threads = 1});
+  ASSERT_TRUE(p1.ok()) << p1.status();
+  EXPECT_EQ((*p1)->architecture(), "resnet18");
+  EXPECT_EQ((*p1)->image_size(), 32);
+  const std::string image = SourcePath("tests/fixtures/ham10000/images/ISIC_0024698.jpg");
+  auto a = (*p1)->PredictFile(image);
+  ASSERT_TRUE(a.ok()) << a.status();
+  const float sum = std::accumulate(a->probabilities.begin(), a->probabilities.end(), 0.0f);
+  EXPECT_NEAR(sum, 1.0f, 1e-5);
+  // Same answer for the same bytes, alone or in a batch.
+  std::ifstream f(image, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto b = (*p1)->PredictBytes(bytes);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(a->probabilities, b->probabilities);
+  auto decoded = DecodeImage(bytes);
+  auto batch = (*p1)->PredictBatch({*decoded, *decoded});
+  ASSERT_TRUE(batch.ok());
+  for (int k = 0; k < kNumClasses; ++k) EXPECT_NEAR((*batch)[1].probabilities[k], a->probabilities[k], 1e-5);
+  // A higher temperature flattens the distribution, keeping the argmax.
+  TempDir dir2;
+  auto p3 = Predictor::Create(MakeModelDir(dir2, 3.0), {.threads = 1});
+  ASSERT_TRUE(p3.ok());
+  auto c = (*p3)->PredictFile(image);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->class_index, a->class_index);
+  EXPECT_LT(c->confidence, a->confidence);
+  EXPECT_TRUE(c->refer);  // min_confidence 0.9 in the manifest.
+}
+
+TEST(PredictorTest, ClearErrors) {
+  TempDir dir;
+  EXPECT_THAT(Predictor::Create(dir.Join("nope")), StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  auto p = Predictor::Create(MakeModelDir(dir, 1.0), {.threads = 1});
+  ASSERT_TRUE(p.ok());
+  EXPECT_THAT((*p)->PredictBytes("not an image"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unsupported")));
+  EXPECT_FALSE((*p)->PredictFile(dir.Join("missing.jpg")).ok());
+  EXPECT_THAT((*p)->Predict(cv::Mat()), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RGB")));
+}
+
+}  // namespace
+}  // namespace skinlesion::predict

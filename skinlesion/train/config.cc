@@ -1,0 +1,155 @@
+#include "skinlesion/train/config.h"
+
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "skinlesion/train/losses.h"
+#include "skinlesion/train/schedule.h"
+
+namespace skinlesion::train {
+namespace {
+
+// One table drives ToJson and FromJson so the two cannot drift apart.
+template <typename F>
+void ForEachField(TrainConfig& c, F&& f) {
+  f("architecture", c.architecture);
+  f("image_size", c.image_size);
+  f("init_weights", c.init_weights);
+  f("dropout", c.dropout);
+  f("augmentation", c.augmentation);
+  f("sampler", c.sampler);
+  f("class_weighting", c.class_weighting);
+  f("batch_size", c.batch_size);
+  f("grad_accum", c.grad_accum);
+  f("num_workers", c.num_workers);
+  f("threads", c.threads);
+  f("epochs", c.epochs);
+  f("frozen_epochs", c.frozen_epochs);
+  f("optimizer", c.optimizer);
+  f("lr", c.lr);
+  f("backbone_lr_factor", c.backbone_lr_factor);
+  f("layer_decay", c.layer_decay);
+  f("weight_decay", c.weight_decay);
+  f("momentum", c.momentum);
+  f("nesterov", c.nesterov);
+  f("schedule", c.schedule);
+  f("t0", c.t0);
+  f("t_mult", c.t_mult);
+  f("min_lr_factor", c.min_lr_factor);
+  f("warmup_epochs", c.warmup_epochs);
+  f("step_epochs", c.step_epochs);
+  f("gamma", c.gamma);
+  f("loss", c.loss);
+  f("focal_gamma", c.focal_gamma);
+  f("label_smoothing", c.label_smoothing);
+  f("precision", c.precision);
+  f("clip_grad_norm", c.clip_grad_norm);
+  f("ema_decay", c.ema_decay);
+  f("monitor", c.monitor);
+  f("patience", c.patience);
+  f("seed", c.seed);
+  f("progress_interval_s", c.progress_interval_s);
+}
+
+bool OneOf(const std::string& v, std::initializer_list<const char*> options) {
+  for (const char* o : options) {
+    if (v == o) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+nlohmann::json TrainConfig::ToJson() const {
+  nlohmann::json j = nlohmann::json::object();
+  TrainConfig copy = *this;
+  ForEachField(copy, [&](const char* key, auto& value) { j[key] = value; });
+  return j;
+}
+
+absl::StatusOr<TrainConfig> TrainConfig::FromJson(const nlohmann::json& j, const TrainConfig& base) {
+  if (!j.is_object()) return absl::InvalidArgumentError("training config must be a JSON object");
+  TrainConfig c = base;
+  std::vector<std::string> problems;
+  std::map<std::string, bool> known;
+  ForEachField(c, [&](const char* key, auto& value) {
+    known[key] = true;
+    if (!j.contains(key)) return;
+    using T = std::decay_t<decltype(value)>;
+    const nlohmann::json& v = j[key];
+    const bool ok = std::is_same_v<T, std::string> ? v.is_string()
+                    : std::is_same_v<T, bool>      ? v.is_boolean()
+                    : std::is_floating_point_v<T>  ? v.is_number()
+                    : std::is_unsigned_v<T>        ? v.is_number_unsigned()
+                                                   : v.is_number_integer();
+    if (!ok) {
+      problems.push_back(absl::StrCat("'", key, "' has the wrong type (", v.type_name(), ")"));
+      return;
+    }
+    value = v.get<T>();
+  });
+  for (const auto& [key, value] : j.items()) {
+    if (!known.count(key)) problems.push_back(absl::StrCat("unknown key '", key, "'"));
+  }
+  if (!problems.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training config: ", absl::StrJoin(problems, "; ")));
+  }
+  return c;
+}
+
+absl::Status TrainConfig::Validate() const {
+  std::vector<std::string> p;
+  if (architecture.empty()) p.push_back("architecture is empty");
+  if (image_size < 16 || image_size > 1024) p.push_back("image_size must be in [16, 1024]");
+  if (!OneOf(augmentation, {"none", "light", "medical"})) {
+    p.push_back(absl::StrCat("unknown augmentation '", augmentation, "'"));
+  }
+  if (!OneOf(sampler, {"shuffle", "balanced"})) p.push_back(absl::StrCat("unknown sampler '", sampler, "'"));
+  if (!OneOf(class_weighting, {"inverse", "sqrt"})) {
+    p.push_back(absl::StrCat("unknown class_weighting '", class_weighting, "'"));
+  }
+  if (batch_size < 1) p.push_back("batch_size must be >= 1");
+  if (grad_accum < 1) p.push_back("grad_accum must be >= 1");
+  if (num_workers < 0) p.push_back("num_workers must be >= 0");
+  if (threads < 1) p.push_back("threads must be >= 1");
+  if (epochs < 1) p.push_back("epochs must be >= 1");
+  if (frozen_epochs < 0 || frozen_epochs > epochs) p.push_back("frozen_epochs must be in [0, epochs]");
+  if (!OneOf(optimizer, {"adamw", "sgd"})) p.push_back(absl::StrCat("unknown optimizer '", optimizer, "'"));
+  if (!(lr > 0 && lr < 10)) p.push_back("lr must be in (0, 10)");
+  if (!(backbone_lr_factor >= 0 && backbone_lr_factor <= 10)) p.push_back("backbone_lr_factor must be in [0, 10]");
+  if (!(layer_decay > 0 && layer_decay <= 1)) p.push_back("layer_decay must be in (0, 1]");
+  if (weight_decay < 0) p.push_back("weight_decay must be >= 0");
+  if (momentum < 0 || momentum >= 1) p.push_back("momentum must be in [0, 1)");
+  auto kind = ParseScheduleKind(schedule);
+  if (!kind.ok()) {
+    p.push_back(std::string(kind.status().message()));
+  } else {
+    ScheduleOptions s;
+    s.kind = *kind;
+    s.t0 = t0;
+    s.t_mult = t_mult;
+    s.min_factor = min_lr_factor;
+    s.warmup_epochs = warmup_epochs;
+    s.total_epochs = epochs;
+    s.step_epochs = step_epochs;
+    s.gamma = gamma;
+    if (auto st = ValidateSchedule(s); !st.ok()) p.push_back(std::string(st.message()));
+  }
+  if (auto l = ParseLossKind(loss); !l.ok()) p.push_back(std::string(l.status().message()));
+  if (focal_gamma < 0) p.push_back("focal_gamma must be >= 0");
+  if (label_smoothing < 0 || label_smoothing >= 1) p.push_back("label_smoothing must be in [0, 1)");
+  if (!OneOf(precision, {"auto", "fp32", "bf16", "fp16"})) {
+    p.push_back(absl::StrCat("unknown precision '", precision, "'"));
+  }
+  if (ema_decay < 0 || ema_decay >= 1) p.push_back("ema_decay must be in [0, 1)");
+  if (patience < 0) p.push_back("patience must be >= 0");
+  if (monitor.empty()) p.push_back("monitor is empty");
+  if (p.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("invalid training config: ", absl::StrJoin(p, "; ")));
+}
+
+}  // namespace skinlesion::train

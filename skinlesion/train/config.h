@@ -1,0 +1,82 @@
+// The configuration of a training run: every knob of `skinlesion train`, with the
+// defaults of the paper's recipe. Serialised as JSON (saved with every run, read
+// from --config files); unknown keys are errors so a typo never goes unnoticed.
+#ifndef SKINLESION_TRAIN_CONFIG_H_
+#define SKINLESION_TRAIN_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace skinlesion::train {
+
+struct TrainConfig {
+  // Model.
+  std::string architecture = "vit_b_16";
+  int64_t image_size = 224;
+  // Pretrained weights (safetensors, torchvision/timm/HF layout, or .pth); empty =
+  // random initialisation.
+  std::string init_weights;
+  double dropout = -1;            // < 0: the architecture's default.
+
+  // Data.
+  std::string augmentation = "medical";    // none, light, medical
+  std::string sampler = "shuffle";         // shuffle, balanced
+  std::string class_weighting = "sqrt";    // inverse, sqrt: for balanced sampler & weighted loss
+  int batch_size = 32;
+  int grad_accum = 1;                      // Micro-batches per optimiser step.
+  int num_workers = 2;
+  int threads = 2;                         // LibTorch intra-op threads.
+
+  // Optimisation: phase 1 trains the head on a frozen backbone for frozen_epochs,
+  // phase 2 trains everything for the remaining epochs with discriminative rates.
+  int epochs = 30;
+  int frozen_epochs = 3;
+  std::string optimizer = "adamw";         // adamw, sgd
+  double lr = 3e-4;                        // Head lr (both phases).
+  double backbone_lr_factor = 0.1;         // Phase 2 backbone lr = lr * factor.
+  double layer_decay = 0.75;               // ViT: lr * decay^(depth - layer) per block; 1 = off.
+  double weight_decay = 0.05;
+  double momentum = 0.9;                   // SGD.
+  bool nesterov = true;                    // SGD.
+  std::string schedule = "cosine_restarts";  // constant, cosine_restarts, warmup_cosine, step
+  double t0 = 10;
+  double t_mult = 2;
+  double min_lr_factor = 0.01;
+  double warmup_epochs = 1;
+  double step_epochs = 10;
+  double gamma = 0.1;
+
+  // Loss.
+  std::string loss = "weighted_ce";        // ce, weighted_ce, focal
+  double focal_gamma = 2.0;
+  double label_smoothing = 0.1;
+
+  // Numerics.
+  std::string precision = "auto";          // auto (fp16 AMP on CUDA, fp32 on CPU), fp32, bf16
+  double clip_grad_norm = 1.0;             // <= 0: off.
+  double ema_decay = 0.0;                  // 0: off; e.g. 0.999.
+
+  // Selection.
+  std::string monitor = "balanced_accuracy";  // A key of the metrics JSON; higher is better.
+  int patience = 8;                        // Epochs without improvement; 0: off.
+  uint64_t seed = 42;
+
+  // Logging: a progress line at most every this many seconds within an epoch.
+  double progress_interval_s = 10;
+
+  nlohmann::json ToJson() const;
+  // Starts from `base` and overrides the keys present; unknown keys and wrong types
+  // are InvalidArgument naming each one.
+  static absl::StatusOr<TrainConfig> FromJson(const nlohmann::json& j, const TrainConfig& base);
+  static absl::StatusOr<TrainConfig> FromJson(const nlohmann::json& j) { return FromJson(j, TrainConfig()); }
+  // Every problem at once (InvalidArgument listing them), e.g. "epochs must be >= 1;
+  // unknown optimizer 'adam'".
+  absl::Status Validate() const;
+};
+
+}  // namespace skinlesion::train
+
+#endif  // SKINLESION_TRAIN_CONFIG_H_

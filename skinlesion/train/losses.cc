@@ -1,0 +1,57 @@
+#include "skinlesion/train/losses.h"
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace skinlesion::train {
+
+using Kind = LossOptions::Kind;
+
+absl::StatusOr<Kind> ParseLossKind(absl::string_view name) {
+  if (name == "ce") return Kind::kCrossEntropy;
+  if (name == "weighted_ce") return Kind::kWeightedCrossEntropy;
+  if (name == "focal") return Kind::kFocal;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown loss '", name, "' (expected ce, weighted_ce, focal)"));
+}
+
+std::string LossKindName(Kind kind) {
+  switch (kind) {
+    case Kind::kCrossEntropy: return "ce";
+    case Kind::kWeightedCrossEntropy: return "weighted_ce";
+    case Kind::kFocal: return "focal";
+  }
+  return "?";
+}
+
+at::Tensor ComputeLoss(const at::Tensor& logits, const at::Tensor& targets,
+                       const LossOptions& options) {
+  namespace F = torch::nn::functional;
+  const at::Tensor z = logits.to(torch::kFloat32);
+  torch::Tensor weights;
+  if (options.kind != Kind::kCrossEntropy && !options.class_weights.empty()) {
+    weights = torch::tensor(options.class_weights, torch::kFloat64).to(z.options());
+  }
+  if (options.kind != Kind::kFocal) {
+    auto o = F::CrossEntropyFuncOptions().label_smoothing(options.label_smoothing);
+    if (weights.defined()) o.weight(weights);
+    return F::cross_entropy(z, targets, o);
+  }
+  const torch::Tensor log_p = torch::log_softmax(z, 1);
+  const torch::Tensor log_pt = log_p.gather(1, targets.unsqueeze(1)).squeeze(1);
+  const torch::Tensor pt = log_pt.exp();
+  torch::Tensor loss = -torch::pow(1 - pt, options.focal_gamma) * log_pt;
+  if (options.label_smoothing > 0) {
+    // Smooth towards the uniform distribution, as torch does for cross-entropy.
+    const double eps = options.label_smoothing;
+    loss = (1 - eps) * loss - eps * torch::pow(1 - pt, options.focal_gamma) * log_p.mean(1);
+  }
+  if (weights.defined()) {
+    const torch::Tensor w = weights.index_select(0, targets);
+    return (loss * w).sum() / w.sum();
+  }
+  return loss.mean();
+}
+
+}  // namespace skinlesion::train

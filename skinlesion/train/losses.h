@@ -1,0 +1,40 @@
+// Classification losses for class-imbalanced training.
+//
+//   CrossEntropy: torch's cross-entropy with optional per-class weights and label
+//                 smoothing (weighted mean: sum_i w[y_i] l_i / sum_i w[y_i]).
+//   Focal:        Lin et al. 2017, FL = -alpha[y] (1 - p_y)^gamma log p_y, averaged
+//                 like the weighted cross-entropy (alpha plays the class weights);
+//                 gamma = 0 and alpha = 1 is plain cross-entropy.
+#ifndef SKINLESION_TRAIN_LOSSES_H_
+#define SKINLESION_TRAIN_LOSSES_H_
+
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace skinlesion::train {
+
+struct LossOptions {
+  enum class Kind { kCrossEntropy, kWeightedCrossEntropy, kFocal };
+  Kind kind = Kind::kWeightedCrossEntropy;
+  double label_smoothing = 0.0;  // [0, 1)
+  double focal_gamma = 2.0;
+  // Per-class weights (size = number of classes) for weighted CE and focal alpha;
+  // empty = all 1. Typically data::ClassWeights(train labels, inverse or sqrt).
+  std::vector<double> class_weights;
+};
+
+absl::StatusOr<LossOptions::Kind> ParseLossKind(absl::string_view name);  // ce, weighted_ce, focal
+std::string LossKindName(LossOptions::Kind kind);
+
+// logits [N, K] (any floating dtype), targets [N] int64. Returns a scalar.
+at::Tensor ComputeLoss(const at::Tensor& logits, const at::Tensor& targets,
+                       const LossOptions& options);
+
+}  // namespace skinlesion::train
+
+#endif  // SKINLESION_TRAIN_LOSSES_H_

@@ -1,0 +1,277 @@
+#include "skinlesion/train/trainer.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "skinlesion/data/ham10000.h"
+#include "skinlesion/models/model_zoo.h"
+#include "skinlesion/testing/testing.h"
+#include "skinlesion/train/distributed.h"
+
+namespace skinlesion::train {
+namespace {
+
+using ::skinlesion::testing::SourcePath;
+using ::skinlesion::testing::StatusIs;
+using ::skinlesion::testing::TempDir;
+using ::testing::HasSubstr;
+
+std::vector<data::Sample> FixtureSamples() {
+  auto catalogue = data::LoadHam10000(SourcePath("tests/fixtures/ham10000/metadata_subset.csv"),
+                                      SourcePath("tests/fixtures/ham10000/images"), {});
+  EXPECT_TRUE(catalogue.ok()) << catalogue.status();
+  return catalogue->samples;
+}
+
+// A tiny, fast configuration: ResNet-18 at 32 px, 14 images.
+TrainConfig TinyConfig() {
+  TrainConfig c;
+  c.architecture = "resnet18";
+  c.image_size = 32;
+  c.batch_size = 4;
+  c.num_workers = 1;
+  c.threads = 1;
+  c.epochs = 3;
+  c.frozen_epochs = 1;
+  c.lr = 1e-3;
+  c.schedule = "warmup_cosine";
+  c.warmup_epochs = 0.5;
+  c.augmentation = "light";
+  c.patience = 0;
+  c.progress_interval_s = 1e9;
+  return c;
+}
+
+std::vector<torch::Tensor> Weights(models::Classifier& m) {
+  std::vector<torch::Tensor> w;
+  for (const auto& p : m.parameters()) w.push_back(p.detach().clone());
+  for (const auto& b : m.buffers()) w.push_back(b.detach().clone());
+  return w;
+}
+
+void ExpectIdentical(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_TRUE(torch::equal(a[i], b[i])) << "tensor " << i << " differs, max diff "
+                                          << (a[i].to(torch::kDouble) - b[i].to(torch::kDouble)).abs().max().item<double>();
+  }
+}
+
+TrainContext Context(const std::string& dir) {
+  TrainContext ctx;
+  ctx.output_dir = dir;
+  ctx.log_progress = false;
+  return ctx;
+}
+
+TEST(TrainerTest, SameSeedGivesIdenticalWeightsAndWritesTheRun) {
+  const auto samples = FixtureSamples();
+  TempDir a, b;
+  auto ra = Train(TinyConfig(), samples, samples, Context(a.path()));
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  auto rb = Train(TinyConfig(), samples, samples, Context(b.path()));
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  ExpectIdentical(Weights(*ra->model), Weights(*rb->model));
+  EXPECT_EQ(ra->epochs_run, 3);
+  ASSERT_EQ(ra->history.size(), 3u);
+  EXPECT_EQ(ra->history[0].phase, "frozen");
+  EXPECT_EQ(ra->history[2].phase, "finetune");
+  EXPECT_TRUE(ra->history[0].val_metrics.contains("balanced_accuracy"));
+  // The run's files.
+  for (const char* f : {"config.json", "train_log.jsonl", "training_curves.png",
+                        "checkpoints/last/model.pt", "checkpoints/last/optimizer.pt",
+                        "checkpoints/last/state.json", "checkpoints/best/model.pt"}) {
+    EXPECT_TRUE(std::filesystem::exists(a.Join(f))) << f;
+  }
+  std::ifstream log(a.Join("train_log.jsonl"));
+  int lines = 0;
+  for (std::string line; std::getline(log, line);) {
+    EXPECT_TRUE(nlohmann::json::parse(line).contains("val_metrics"));
+    ++lines;
+  }
+  EXPECT_EQ(lines, 3);
+  auto saved = TrainConfig::FromJson(nlohmann::json::parse(std::ifstream(a.Join("config.json"))));
+  ASSERT_TRUE(saved.ok());
+  EXPECT_EQ(saved->ToJson(), TinyConfig().ToJson());
+  // A different seed trains differently.
+  TempDir c;
+  TrainConfig other = TinyConfig();
+  other.seed = 7;
+  auto rc = Train(other, samples, samples, Context(c.path()));
+  ASSERT_TRUE(rc.ok());
+  EXPECT_FALSE(torch::equal(Weights(*ra->model)[0], Weights(*rc->model)[0]));
+}
+
+TEST(TrainerTest, FrozenPhaseTrainsOnlyTheHead) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  c.epochs = 1;
+  c.frozen_epochs = 1;
+  torch::manual_seed(c.seed);
+  models::ModelOptions mo;
+  mo.image_size = c.image_size;
+  auto model = models::CreateModel("resnet18", mo);
+  ASSERT_TRUE(model.ok());
+  const auto before = Weights(**model);
+  TempDir dir;
+  TrainContext ctx = Context(dir.path());
+  ctx.model = *model;
+  ASSERT_TRUE(Train(c, samples, samples, ctx).ok());
+  const auto named = (*model)->named_parameters();
+  const auto after = Weights(**model);
+  for (size_t i = 0; i < named.size(); ++i) {
+    const bool head = named[i].key() == "fc.weight" || named[i].key() == "fc.bias";
+    EXPECT_EQ(torch::equal(before[i], after[i]), !head) << named[i].key();
+  }
+  // BatchNorm statistics of the frozen backbone did not move either.
+  for (size_t i = named.size(); i < before.size(); ++i) EXPECT_TRUE(torch::equal(before[i], after[i]));
+}
+
+class StopAfter : public ProgressListener {
+ public:
+  explicit StopAfter(int epochs) : epochs_(epochs) {}
+  void OnEpoch(const EpochRecord&) override { ++seen_; }
+  bool ShouldStop() override { return seen_ >= epochs_; }
+
+ private:
+  int epochs_, seen_ = 0;
+};
+
+TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  c.epochs = 4;
+  c.ema_decay = 0.9;
+  TempDir full_dir, split_dir;
+  auto full = Train(c, samples, samples, Context(full_dir.path()));
+  ASSERT_TRUE(full.ok()) << full.status();
+
+  StopAfter stop(2);  // Interrupted in the fine-tuning phase.
+  TrainContext first = Context(split_dir.path());
+  first.listener = &stop;
+  EXPECT_THAT(Train(c, samples, samples, first), StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  TrainContext second = Context(split_dir.path());
+  second.resume = true;
+  auto resumed = Train(c, samples, samples, second);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->history.size(), 4u);
+  ExpectIdentical(Weights(*full->model), Weights(*resumed->model));
+}
+
+TEST(TrainerTest, InvalidConfigListsEveryProblem) {
+  TrainConfig c = TinyConfig();
+  c.epochs = 0;
+  c.optimizer = "adam";
+  c.loss = "mse";
+  EXPECT_THAT(c.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     AllOf(HasSubstr("epochs must be >= 1"), HasSubstr("unknown optimizer 'adam'"),
+                                           HasSubstr("unknown loss 'mse'"))));
+  EXPECT_THAT(TrainConfig::FromJson({{"epochs", "ten"}, {"lrr", 1}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("'epochs' has the wrong type"), HasSubstr("unknown key 'lrr'"))));
+  TempDir dir;
+  c = TinyConfig();
+  c.architecture = "resnet9000";
+  EXPECT_THAT(Train(c, FixtureSamples(), FixtureSamples(), Context(dir.path())),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("resnet9000")));
+}
+
+TEST(DistributedTest, EnvParsing) {
+  std::map<std::string, std::string> env = {{"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29501"},
+                                            {"RANK", "1"}, {"WORLD_SIZE", "4"}};
+  auto get = [&](const char* k) -> const char* {
+    auto it = env.find(k);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  auto o = DistributedOptionsFromEnv(get);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->master_addr, "10.0.0.1");
+  EXPECT_EQ(o->master_port, 29501);
+  EXPECT_EQ(o->rank, 1);
+  EXPECT_EQ(o->world_size, 4);
+  env["RANK"] = "4";
+  EXPECT_THAT(DistributedOptionsFromEnv(get), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside")));
+  env["RANK"] = "x";
+  EXPECT_THAT(DistributedOptionsFromEnv(get), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an integer")));
+  env.erase("WORLD_SIZE");
+  EXPECT_THAT(DistributedOptionsFromEnv(get), StatusIs(absl::StatusCode::kNotFound, HasSubstr("WORLD_SIZE")));
+}
+
+// Two processes on loopback end with identical weights, equal to one process with
+// the same global batch. ViT (LayerNorm, no BatchNorm) so the equality is exact
+// up to float summation order.
+TEST(DistributedTest, TwoRanksMatchSingleProcess) {
+  auto samples = FixtureSamples();
+  samples.resize(12);  // Whole global batches: the sharded sampler drops a partial one.
+  TrainConfig c = TinyConfig();
+  c.architecture = "vit_custom";
+  c.augmentation = "none";  // Augmentation is keyed by the position in each rank's loader.
+  c.frozen_epochs = 0;
+  c.epochs = 2;
+  c.batch_size = 4;
+  c.label_smoothing = 0;
+  auto make_model = [&] {
+    torch::manual_seed(c.seed);
+    models::ModelOptions mo;
+    mo.image_size = c.image_size;
+    mo.vit = {.patch_size = 8, .hidden_dim = 32, .num_layers = 2, .num_heads = 2, .mlp_dim = 64};
+    return *models::CreateModel("vit_custom", mo);
+  };
+  TempDir single_dir, ddp_dir;
+  TrainContext single_ctx = Context(single_dir.path());
+  single_ctx.model = make_model();
+  auto single = Train(c, samples, samples, single_ctx);
+  ASSERT_TRUE(single.ok()) << single.status();
+  const auto expected = Weights(*single->model);
+
+  const int port = 29000 + static_cast<int>(::getpid() % 1000);
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < 2; ++rank) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      DistributedOptions o;
+      o.master_port = port;
+      o.rank = rank;
+      o.world_size = 2;
+      o.timeout_s = 60;
+      auto reducer = CreateProcessGroupReducer(o);
+      if (!reducer.ok()) ::_exit(10);
+      TrainContext ctx = Context(ddp_dir.Join("rank" + std::to_string(rank)));
+      ctx.model = make_model();
+      ctx.reducer = reducer->get();
+      auto r = Train(c, samples, samples, ctx);
+      if (!r.ok()) ::_exit(11);
+      torch::save(Weights(*r->model), ddp_dir.Join("weights" + std::to_string(rank) + ".pt"));
+      ::_exit(0);
+    }
+    children.push_back(pid);
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status)) << "rank crashed";
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+  }
+  std::vector<torch::Tensor> w0, w1;
+  torch::load(w0, ddp_dir.Join("weights0.pt"));
+  torch::load(w1, ddp_dir.Join("weights1.pt"));
+  ExpectIdentical(w0, w1);
+  ASSERT_EQ(w0.size(), expected.size());
+  bool moved = false;
+  for (size_t i = 0; i < w0.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(w0[i], expected[i], /*rtol=*/1e-4, /*atol=*/1e-5)) << "tensor " << i;
+  }
+  const auto initial = Weights(*make_model());
+  for (size_t i = 0; i < w0.size(); ++i) moved |= !torch::equal(w0[i], initial[i]);
+  EXPECT_TRUE(moved);
+}
+
+}  // namespace
+}  // namespace skinlesion::train
