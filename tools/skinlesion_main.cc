@@ -5,6 +5,12 @@
 //                           [--kfold K]
 //   skinlesion augment-grid --image PATH --out grid.png [--preset medical] [--rows R --cols C]
 //                           [--tile PX] [--seed N]
+//   skinlesion models       [--image_size 224]
+//   skinlesion train        --data DIR --out RUN [--config cfg.json] [--set k=v,...]
+//                           [--split split.csv] [--device auto] [--resume]
+//   skinlesion evaluate     --model DIR --out DIR (--data DIR --split F [--partition test]
+//                           | --isic_csv F --images DIR) [--tta]
+//   skinlesion predict      IMAGE... [--model DIR] [--json]
 //   skinlesion version
 //
 // Flags live here only; every command is a few calls into the libraries.
@@ -30,6 +36,7 @@
 #include "skinlesion/image/augment.h"
 #include "skinlesion/image/decode.h"
 #include "skinlesion/image/grid.h"
+#include "tools/ml_commands.h"
 
 ABSL_FLAG(std::string, data, "",
           "HAM10000 folder: the Kaggle layout (HAM10000_metadata.csv, HAM10000_images_part_1/, "
@@ -46,6 +53,19 @@ ABSL_FLAG(std::string, preset, "medical", "Augmentation preset: none, light, med
 ABSL_FLAG(int, rows, 3, "Grid rows");
 ABSL_FLAG(int, cols, 4, "Grid columns");
 ABSL_FLAG(int, tile, 224, "Grid tile size in pixels");
+ABSL_FLAG(int, image_size, 224, "Input size for `models`");
+ABSL_FLAG(std::string, config, "", "Training configuration JSON (train)");
+ABSL_FLAG(std::string, set, "", "Configuration overrides key=value,key=value (train)");
+ABSL_FLAG(std::string, split, "", "Split file (train: made and saved when empty)");
+ABSL_FLAG(std::string, device, "auto", "Device: auto, cpu, cuda, cuda:N");
+ABSL_FLAG(bool, resume, false, "Resume training from <out>/checkpoints/last");
+ABSL_FLAG(std::string, model, "", "Model directory (default for predict: the bundled model)");
+ABSL_FLAG(std::string, partition, "test", "Split partition to evaluate");
+ABSL_FLAG(std::string, isic_csv, "", "ISIC 2018 Task 3 ground-truth CSV (evaluate)");
+ABSL_FLAG(std::string, images, "", "Image folder for --isic_csv");
+ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate)");
+ABSL_FLAG(bool, json, false, "JSON output (predict)");
+ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (evaluate, predict)");
 
 namespace skinlesion {
 namespace {
@@ -137,6 +157,53 @@ absl::Status RunAugmentGrid() {
   return absl::OkStatus();
 }
 
+std::vector<std::string> g_positional;  // Arguments after the flags (predict's images).
+std::string g_command_line;
+
+absl::Status RunModelsCommand() { return cli::RunModels(absl::GetFlag(FLAGS_image_size)); }
+
+absl::Status RunTrainCommand() {
+  cli::TrainCommand c;
+  c.config_file = absl::GetFlag(FLAGS_config);
+  c.overrides = absl::GetFlag(FLAGS_set);
+  c.data_dir = absl::GetFlag(FLAGS_data);
+  c.metadata = absl::GetFlag(FLAGS_metadata);
+  c.split_file = absl::GetFlag(FLAGS_split);
+  c.split_seed = absl::GetFlag(FLAGS_seed);
+  c.out_dir = absl::GetFlag(FLAGS_out);
+  c.device = absl::GetFlag(FLAGS_device);
+  c.resume = absl::GetFlag(FLAGS_resume);
+  c.command_line = g_command_line;
+  return cli::RunTrain(c);
+}
+
+absl::Status RunEvaluateCommand() {
+  cli::EvaluateCommand c;
+  c.model_dir = absl::GetFlag(FLAGS_model);
+  c.out_dir = absl::GetFlag(FLAGS_out);
+  c.data_dir = absl::GetFlag(FLAGS_data);
+  c.metadata = absl::GetFlag(FLAGS_metadata);
+  c.split_file = absl::GetFlag(FLAGS_split);
+  c.partition = absl::GetFlag(FLAGS_partition);
+  c.isic_csv = absl::GetFlag(FLAGS_isic_csv);
+  c.isic_images = absl::GetFlag(FLAGS_images);
+  c.tta = absl::GetFlag(FLAGS_tta);
+  c.device = absl::GetFlag(FLAGS_device);
+  c.threads = absl::GetFlag(FLAGS_threads);
+  return cli::RunEvaluate(c);
+}
+
+absl::Status RunPredictCommand() {
+  cli::PredictCommand c;
+  c.model_dir = absl::GetFlag(FLAGS_model);
+  c.images = g_positional;
+  c.json = absl::GetFlag(FLAGS_json);
+  c.threads = absl::GetFlag(FLAGS_threads);
+  const std::string device = absl::GetFlag(FLAGS_device);
+  c.device = device == "auto" ? "cpu" : device;
+  return cli::RunPredict(c);
+}
+
 absl::Status RunVersion() {
   std::printf("skinlesion %s\n", SKINLESION_VERSION);
   return absl::OkStatus();
@@ -152,6 +219,10 @@ const std::map<std::string, Command>& Commands() {
       {"dataset", {"summarise a HAM10000 folder (classes, lesions, missing images)", RunDataset}},
       {"split", {"write a stratified, lesion-disjoint split file", RunSplit}},
       {"augment-grid", {"write a PNG grid of augmented versions of an image", RunAugmentGrid}},
+      {"models", {"list the architectures with parameters and FLOPs", RunModelsCommand}},
+      {"train", {"train a classifier (two-phase fine-tuning) and export it", RunTrainCommand}},
+      {"evaluate", {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand}},
+      {"predict", {"classify lesion images (the bundled model by default)", RunPredictCommand}},
       {"version", {"print the version", RunVersion}},
   };
   return *commands;
@@ -189,9 +260,13 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
   const std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  if (positional.size() > 1) {
+  for (size_t i = 1; i < positional.size(); ++i) skinlesion::g_positional.push_back(positional[i]);
+  if (name != "predict" && !skinlesion::g_positional.empty()) {
     std::fprintf(stderr, "skinlesion %s: unexpected argument '%s'\n", name.c_str(), positional[1]);
     return 2;
+  }
+  for (int i = 0; i < argc; ++i) {
+    absl::StrAppend(&skinlesion::g_command_line, i ? " " : "", argv[i]);
   }
   const absl::Status status = it->second.run();
   if (!status.ok()) {

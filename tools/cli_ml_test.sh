@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# End to end through the CLI on the committed fixtures: split -> train (tiny) ->
+# evaluate (HAM10000 split and ISIC 2018 format) -> predict, and bad input.
+set -euo pipefail
+CLI=$1 FIX=$2 OUT=$3
+rm -rf "$OUT"
+mkdir -p "$OUT"
+DATA=(--data "$FIX/images" --metadata "$FIX/metadata_subset.csv")
+
+"$CLI" split "${DATA[@]}" --out "$OUT/split0.csv" --train 0.34 --val 0.33 --test 0.33 --seed 1
+# Two lesions per class cannot fill three partitions: move every other val image to test.
+awk -F, 'BEGIN{OFS=","} NR>1 && $3=="val" && (n++ % 2) {$3="test"} {print}' "$OUT/split0.csv" > "$OUT/split.csv"
+"$CLI" train "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/run" --device cpu \
+  --set architecture=resnet18,image_size=32,epochs=2,frozen_epochs=1,batch_size=4,num_workers=1,threads=1,progress_interval_s=0
+for f in model/model.safetensors model/manifest.json report/metrics.json report/confusion_matrix.png \
+         report/roc_curves.png report/reliability.png report/test_examples.png training_curves.png \
+         train_log.jsonl config.json split.csv; do
+  test -s "$OUT/run/$f" || { echo "missing $f"; exit 1; }
+done
+grep -q '"temperature"' "$OUT/run/model/manifest.json"
+grep -q '"split_digest"' "$OUT/run/model/manifest.json"
+cmp "$OUT/split.csv" "$OUT/run/split.csv"
+
+"$CLI" evaluate --model "$OUT/run/model" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval" --device cpu --tta
+grep -q '"balanced_accuracy"' "$OUT/eval/metrics.json"
+grep -q '"per_class"' "$OUT/eval/metrics.json"
+
+# The same images as an ISIC 2018 Task 3 ground truth.
+{
+  echo "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"
+  echo "ISIC_0024698,0.0,1.0,0.0,0.0,0.0,0.0,0.0"
+  echo "ISIC_0031901,1.0,0.0,0.0,0.0,0.0,0.0,0.0"
+  echo "ISIC_0029360,0.0,0.0,0.0,0.0,1.0,0.0,0.0"
+} > "$OUT/isic.csv"
+"$CLI" evaluate --model "$OUT/run/model" --isic_csv "$OUT/isic.csv" --images "$FIX/images" --out "$OUT/eval_isic" --device cpu
+grep -q '"n": 3' "$OUT/eval_isic/metrics.json"
+
+"$CLI" predict --model "$OUT/run/model" --json "$FIX/images/ISIC_0024698.jpg" > "$OUT/pred.json"
+grep -q '"probabilities"' "$OUT/pred.json"
+grep -q '"malignancy_risk"' "$OUT/pred.json"
+"$CLI" predict --model "$OUT/run/model" "$FIX/images/ISIC_0024698.jpg" | grep -q "top-3"
+
+# Bad input: a clear message and a failing exit code, never a crash.
+if "$CLI" predict --model "$OUT/run/model" "$OUT/split.csv" 2> "$OUT/err.txt"; then
+  echo "predict accepted a CSV file as an image"; exit 1
+fi
+grep -q "unsupported image format" "$OUT/err.txt"
+if "$CLI" train "${DATA[@]}" --out "$OUT/bad" --set epochs=0,optimizer=adam 2> "$OUT/err2.txt"; then
+  echo "train accepted a bad config"; exit 1
+fi
+grep -q "epochs must be >= 1" "$OUT/err2.txt"
+grep -q "unknown optimizer 'adam'" "$OUT/err2.txt"
+echo "cli_ml_test: ok"

@@ -1,0 +1,282 @@
+#include "tools/ml_commands.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "skinlesion/common/csv.h"
+#include "skinlesion/common/hash.h"
+#include "skinlesion/common/logging.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/data/ham10000.h"
+#include "skinlesion/data/isic.h"
+#include "skinlesion/data/split.h"
+#include "skinlesion/eval/report.h"
+#include "skinlesion/models/model_zoo.h"
+#include "skinlesion/models/state_dict.h"
+#include "skinlesion/predict/predictor.h"
+#include "skinlesion/train/trainer.h"
+
+namespace skinlesion::cli {
+namespace fs = std::filesystem;
+namespace {
+
+std::string ResolveDevice(const std::string& device) {
+  if (device != "auto") return device;
+  return torch::cuda::is_available() ? "cuda" : "cpu";
+}
+
+// "a=1,b=x,c=true" -> {"a": 1, "b": "x", "c": true}: values parse as JSON when
+// they can, else they are strings.
+absl::StatusOr<nlohmann::json> ParseOverrides(const std::string& text) {
+  nlohmann::json j = nlohmann::json::object();
+  if (text.empty()) return j;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    const std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    if (kv.first.empty() || item.find('=') == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("--set: expected key=value, got '", item, "'"));
+    }
+    nlohmann::json v = nlohmann::json::parse(kv.second, nullptr, false);
+    j[kv.first] = v.is_discarded() ? nlohmann::json(kv.second) : v;
+  }
+  return j;
+}
+
+absl::StatusOr<train::TrainConfig> BuildConfig(const TrainCommand& cmd) {
+  train::TrainConfig config;
+  if (!cmd.config_file.empty()) {
+    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.config_file, 1 << 20));
+    const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(cmd.config_file, " is not valid JSON"));
+    SL_ASSIGN_OR_RETURN(config, train::TrainConfig::FromJson(j, config));
+  }
+  SL_ASSIGN_OR_RETURN(const nlohmann::json overrides, ParseOverrides(cmd.overrides));
+  SL_ASSIGN_OR_RETURN(config, train::TrainConfig::FromJson(overrides, config));
+  SL_RETURN_IF_ERROR(config.Validate());
+  return config;
+}
+
+std::vector<std::string> LabelCodes() {
+  std::vector<std::string> labels;
+  for (const ClassInfo& c : AllClasses()) labels.emplace_back(c.code);
+  return labels;
+}
+
+void PrintHeadline(const nlohmann::json& m) {
+  std::printf("  accuracy           %.4f\n", m.value("accuracy", 0.0));
+  std::printf("  balanced accuracy  %.4f\n", m.value("balanced_accuracy", 0.0));
+  std::printf("  macro F1           %.4f\n", m.value("macro_f1", 0.0));
+  if (m["macro_auc"].is_number()) std::printf("  macro AUC          %.4f\n", m["macro_auc"].get<double>());
+  std::printf("  melanoma recall    %.4f\n", m.value("melanoma_recall", 0.0));
+  std::printf("  ECE                %.4f (uncalibrated %.4f, T=%.3f)\n", m.value("ece", 0.0),
+              m.contains("uncalibrated") ? m["uncalibrated"].value("ece", 0.0) : 0.0,
+              m.value("temperature", 1.0));
+}
+
+std::string Now() {
+  const std::time_t t = std::time(nullptr);
+  tm utc;
+  gmtime_r(&t, &utc);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return buf;
+}
+
+}  // namespace
+
+std::string DefaultModelDir() {
+  if (const char* env = std::getenv("SKINLESION_MODEL"); env != nullptr && *env) return env;
+  if (fs::exists("models/bundled/manifest.json")) return "models/bundled";
+  return std::string(SKINLESION_SOURCE_DIR) + "/models/bundled";
+}
+
+absl::Status RunModels(int64_t image_size) {
+  std::printf("%s", models::FormatModelTable(image_size).c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunTrain(const TrainCommand& cmd) {
+  if (cmd.data_dir.empty()) return absl::InvalidArgumentError("--data is required");
+  if (cmd.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  SL_ASSIGN_OR_RETURN(const train::TrainConfig config, BuildConfig(cmd));
+  torch::set_num_threads(config.threads);
+  const std::string device = ResolveDevice(cmd.device);
+  const std::string metadata =
+      cmd.metadata.empty() ? cmd.data_dir + "/HAM10000_metadata.csv" : cmd.metadata;
+  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, data::LoadHam10000(metadata, cmd.data_dir, {}));
+  std::error_code ec;
+  fs::create_directories(cmd.out_dir, ec);
+  absl::StatusOr<data::Split> split = cmd.split_file.empty()
+                                          ? data::MakeSplit(catalogue, {.seed = cmd.split_seed})
+                                          : data::LoadSplit(cmd.split_file);
+  if (!split.ok()) return split.status();
+  SL_RETURN_IF_ERROR(data::SaveSplit(*split, cmd.out_dir + "/split.csv"));
+  SL_ASSIGN_OR_RETURN(const auto train_set, data::Apply(*split, catalogue, "train"));
+  SL_ASSIGN_OR_RETURN(const auto val_set, data::Apply(*split, catalogue, "val"));
+  SL_ASSIGN_OR_RETURN(const auto test_set, data::Apply(*split, catalogue, "test"));
+  std::fprintf(stderr, "[train] %s on %s: %zu train / %zu val / %zu test images, split %s\n",
+               config.architecture.c_str(), device.c_str(), train_set.size(), val_set.size(),
+               test_set.size(), split->Digest().substr(0, 12).c_str());
+
+  train::TrainContext ctx;
+  ctx.device = device;
+  ctx.output_dir = cmd.out_dir;
+  ctx.resume = cmd.resume;
+  if (!config.init_weights.empty()) {
+    torch::manual_seed(config.seed);
+    SL_ASSIGN_OR_RETURN(ctx.model, models::CreateModel(config.architecture,
+                                                       {.image_size = config.image_size,
+                                                        .dropout = config.dropout}));
+    SL_ASSIGN_OR_RETURN(const models::LoadReport report,
+                        models::LoadWeightsFile(*ctx.model, config.init_weights));
+    std::fprintf(stderr, "[train] loaded %d tensors from %s%s\n", report.loaded,
+                 config.init_weights.c_str(), report.head_replaced ? " (new head)" : "");
+  }
+  SL_ASSIGN_OR_RETURN(train::TrainResult result, train::Train(config, train_set, val_set, ctx));
+  SL_RETURN_IF_ERROR(train::LoadTrainCheckpoint(*result.model, result.best_checkpoint));
+  result.model->eval();
+
+  // Test-set report with temperature scaling fitted on the validation split.
+  SL_ASSIGN_OR_RETURN(const train::Predictions val_pred,
+                      train::PredictSamples(*result.model, val_set, config.image_size, device,
+                                            config.batch_size, config.num_workers));
+  SL_ASSIGN_OR_RETURN(const train::Predictions test_pred,
+                      train::PredictSamples(*result.model, test_set, config.image_size, device,
+                                            config.batch_size, config.num_workers));
+  eval::ReportInput report;
+  report.labels = test_pred.labels;
+  report.logits = test_pred.logits;
+  report.val_labels = val_pred.labels;
+  report.val_logits = val_pred.logits;
+  for (const auto& s : test_set) report.image_paths.push_back(s.path);
+  report.seed = config.seed;
+  report.context = {{"architecture", config.architecture}, {"split_digest", split->Digest()},
+                    {"best_epoch", result.best_epoch + 1}, {"epochs_run", result.epochs_run},
+                    {"partition", "test"}};
+  SL_ASSIGN_OR_RETURN(const nlohmann::json metrics, eval::WriteReport(report, cmd.out_dir + "/report"));
+
+  // Export: torchvision-named safetensors + manifest with provenance.
+  const std::string model_dir = cmd.out_dir + "/model";
+  result.model->to(torch::kCPU);
+  SL_RETURN_IF_ERROR(models::SaveCheckpoint(*result.model, model_dir,
+                                            config.image_size, LabelCodes()));
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(model_dir + "/manifest.json", 1 << 20));
+  nlohmann::json manifest = nlohmann::json::parse(text);
+  manifest["calibration"] = {{"temperature", metrics["temperature"]}, {"fitted_on", "val"}};
+  manifest["refer"] = {{"min_confidence", 0.5}, {"min_margin", 0.1}};
+  manifest["preprocessing"] = {{"size", config.image_size}, {"resize", "shorter_side_center_crop"},
+                               {"mean", {0.485, 0.456, 0.406}}, {"std", {0.229, 0.224, 0.225}}};
+  nlohmann::json test_metrics = metrics;
+  test_metrics.erase("confusion_matrix_normalized");
+  manifest["metrics"] = test_metrics;
+  manifest["training"] = {{"config", config.ToJson()},
+                          {"best_epoch", result.best_epoch + 1},
+                          {"epochs_run", result.epochs_run},
+                          {"early_stopped", result.early_stopped},
+                          {"device", device},
+                          {"command", cmd.command_line}};
+  manifest["data"] = {{"dataset", "HAM10000"},
+                      {"split_digest", split->Digest()},
+                      {"split_method", split->method()},
+                      {"train_images", train_set.size()},
+                      {"val_images", val_set.size()},
+                      {"test_images", test_set.size()},
+                      {"licence", "CC BY-NC 4.0 (HAM10000): non-commercial use only"}};
+  manifest["created"] = Now();
+  SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(model_dir + "/model.safetensors"));
+  SL_RETURN_IF_ERROR(WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n"));
+  std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
+              result.best_epoch + 1, result.epochs_run, result.early_stopped ? " (early stop)" : "");
+  std::printf("test split (%zu images):\n", test_set.size());
+  PrintHeadline(metrics);
+  std::printf("wrote %s/model, %s/report, %s/train_log.jsonl\n", cmd.out_dir.c_str(),
+              cmd.out_dir.c_str(), cmd.out_dir.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunEvaluate(const EvaluateCommand& cmd) {
+  if (cmd.model_dir.empty() || cmd.out_dir.empty()) return absl::InvalidArgumentError("--model and --out are required");
+  torch::set_num_threads(cmd.threads);
+  std::vector<data::Sample> samples;
+  nlohmann::json context = {{"model", cmd.model_dir}, {"tta", cmd.tta}};
+  if (!cmd.isic_csv.empty()) {
+    if (cmd.isic_images.empty()) return absl::InvalidArgumentError("--isic_csv needs --images");
+    SL_ASSIGN_OR_RETURN(const data::Catalogue c, data::LoadIsic2018(cmd.isic_csv, cmd.isic_images));
+    samples = c.samples;
+    context["ground_truth"] = cmd.isic_csv;
+  } else {
+    if (cmd.data_dir.empty() || cmd.split_file.empty()) {
+      return absl::InvalidArgumentError("give --data with --split, or --isic_csv with --images");
+    }
+    const std::string metadata = cmd.metadata.empty() ? cmd.data_dir + "/HAM10000_metadata.csv" : cmd.metadata;
+    SL_ASSIGN_OR_RETURN(const data::Catalogue c, data::LoadHam10000(metadata, cmd.data_dir, {}));
+    SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
+    SL_ASSIGN_OR_RETURN(samples, data::Apply(split, c, cmd.partition));
+    context["split_digest"] = split.Digest();
+    context["partition"] = cmd.partition;
+  }
+  if (samples.empty()) return absl::InvalidArgumentError("no images to evaluate");
+  SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
+  const nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
+  const std::string device = ResolveDevice(cmd.device);
+  checkpoint.model->to(torch::Device(device));
+  SL_ASSIGN_OR_RETURN(const train::Predictions pred,
+                      train::PredictSamples(*checkpoint.model, samples, checkpoint.manifest.image_size,
+                                            device, 32, 2, cmd.tta));
+  eval::ReportInput report;
+  report.labels = pred.labels;
+  report.logits = pred.logits;
+  report.temperature = manifest.is_object() && manifest.contains("calibration")
+                           ? manifest["calibration"].value("temperature", 1.0)
+                           : 1.0;
+  for (const auto& s : samples) report.image_paths.push_back(s.path);
+  report.context = context;
+  SL_ASSIGN_OR_RETURN(const nlohmann::json metrics, eval::WriteReport(report, cmd.out_dir));
+  std::printf("evaluated %s on %zu images:\n", cmd.model_dir.c_str(), samples.size());
+  PrintHeadline(metrics);
+  std::printf("wrote %s/metrics.json and plots\n", cmd.out_dir.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunPredict(const PredictCommand& cmd) {
+  if (cmd.images.empty()) return absl::InvalidArgumentError("give one or more image files");
+  const std::string dir = cmd.model_dir.empty() ? DefaultModelDir() : cmd.model_dir;
+  SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(dir, {.device = cmd.device, .threads = cmd.threads}));
+  nlohmann::json all = nlohmann::json::array();
+  absl::Status first_error;
+  for (const std::string& path : cmd.images) {
+    auto p = predictor->PredictFile(path);
+    if (!p.ok()) {
+      std::fprintf(stderr, "%s: %s\n", path.c_str(), std::string(p.status().message()).c_str());
+      if (first_error.ok()) first_error = p.status();
+      if (cmd.json) all.push_back({{"image", path}, {"error", std::string(p.status().message())}});
+      continue;
+    }
+    if (cmd.json) {
+      nlohmann::json j = p->ToJson();
+      j["image"] = path;
+      j["model"] = {{"architecture", predictor->architecture()},
+                    {"sha256", predictor->manifest().value("sha256", "")}};
+      all.push_back(j);
+      continue;
+    }
+    std::printf("%s\n  %s (%s) %.1f%%  [%s]%s\n", path.c_str(), p->code.c_str(), p->name.c_str(),
+                100 * p->confidence,
+                std::string(MalignancyGroupName(ClassAt(p->class_index).group)).c_str(),
+                p->refer ? "  -> see a dermatologist: the model is unsure" : "");
+    std::string top = "  top-3:";
+    for (const auto& [k, prob] : p->top) absl::StrAppend(&top, absl::StrFormat(" %s %.1f%%", std::string(ClassAt(k).code), 100 * prob));
+    std::printf("%s\n  malignancy risk %.1f%%\n", top.c_str(), 100 * p->malignancy_risk);
+  }
+  if (cmd.json) std::printf("%s\n", all.dump(2).c_str());
+  return first_error;
+}
+
+}  // namespace skinlesion::cli

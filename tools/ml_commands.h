@@ -1,0 +1,58 @@
+// The machine-learning commands of the `skinlesion` CLI: models, train, evaluate,
+// predict. Each takes a plain options struct filled from flags by main.
+#ifndef SKINLESION_TOOLS_ML_COMMANDS_H_
+#define SKINLESION_TOOLS_ML_COMMANDS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace skinlesion::cli {
+
+struct TrainCommand {
+  std::string config_file;      // JSON TrainConfig; optional.
+  std::string overrides;        // "key=value,key=value" applied over the config.
+  std::string data_dir;         // HAM10000 layout.
+  std::string metadata;         // Default <data_dir>/HAM10000_metadata.csv.
+  std::string split_file;       // Existing split; empty: make one (seeded) and save it.
+  uint64_t split_seed = 42;
+  std::string out_dir;
+  std::string device = "auto";  // auto: cuda when available.
+  bool resume = false;
+  std::string command_line;     // Recorded in the model card.
+};
+
+struct EvaluateCommand {
+  std::string model_dir;
+  std::string out_dir;
+  // Either a HAM10000 folder with a split file (partition, default "test")...
+  std::string data_dir, metadata, split_file, partition = "test";
+  // ...or an ISIC 2018 Task 3 ground-truth CSV with an image folder.
+  std::string isic_csv, isic_images;
+  bool tta = false;
+  std::string device = "auto";
+  int threads = 2;
+};
+
+struct PredictCommand {
+  std::string model_dir;        // Empty: the bundled model.
+  std::vector<std::string> images;
+  bool json = false;
+  std::string device = "cpu";
+  int threads = 2;
+};
+
+absl::Status RunModels(int64_t image_size);
+absl::Status RunTrain(const TrainCommand& command);
+absl::Status RunEvaluate(const EvaluateCommand& command);
+absl::Status RunPredict(const PredictCommand& command);
+
+// The bundled model: $SKINLESION_MODEL, else models/bundled under the current
+// directory, else under the source tree this binary was built from.
+std::string DefaultModelDir();
+
+}  // namespace skinlesion::cli
+
+#endif  // SKINLESION_TOOLS_ML_COMMANDS_H_
