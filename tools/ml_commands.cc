@@ -21,6 +21,7 @@
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
+#include "skinlesion/train/distributed.h"
 #include "skinlesion/train/trainer.h"
 
 namespace skinlesion::cli {
@@ -138,7 +139,17 @@ absl::Status RunTrain(const TrainCommand& cmd) {
     std::fprintf(stderr, "[train] loaded %d tensors from %s%s\n", report.loaded,
                  config.init_weights.c_str(), report.head_replaced ? " (new head)" : "");
   }
+  // Data-parallel when launched as one of WORLD_SIZE workers (Kubernetes, torchrun style).
+  std::unique_ptr<train::GradientReducer> reducer;
+  auto dist = train::DistributedOptionsFromEnv([](const char* name) { return std::getenv(name); });
+  if (dist.ok()) {
+    SL_ASSIGN_OR_RETURN(reducer, train::CreateProcessGroupReducer(*dist));
+    ctx.reducer = reducer.get();
+  } else if (!absl::IsNotFound(dist.status())) {
+    return dist.status();
+  }
   SL_ASSIGN_OR_RETURN(train::TrainResult result, train::Train(config, train_set, val_set, ctx));
+  if (reducer != nullptr && reducer->rank() != 0) return absl::OkStatus();  // Rank 0 reports.
   SL_RETURN_IF_ERROR(train::LoadTrainCheckpoint(*result.model, result.best_checkpoint));
   result.model->eval();
 

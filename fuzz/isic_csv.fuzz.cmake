@@ -1,0 +1,1 @@
+skinlesion_fuzzer(isic_csv SRCS isic_csv.cc DEPS skinlesion_data)

@@ -1,0 +1,111 @@
+// Lesion-disjoint, class-stratified dataset splits that can be saved and repeated.
+//
+// HAM10000 has several images of many lesions; an image-level split leaks a lesion's
+// siblings into the test set. Splits here assign whole lesions: samples are grouped
+// by lesion_id, a lesion's class is the majority label of its images (ties go to
+// the lower class index), and each class's lesions, sorted by id and shuffled with
+// Rng(DeriveSeed({seed, class})), are cut so the lesion counts per class follow the
+// requested fractions (largest-remainder rounding: within one lesion of exact).
+// The result depends only on the catalogue's (image_id, lesion_id, label) content
+// and the seed, not on row order.
+//
+// A Split is saved as a CSV file with a header, sorted by image_id:
+//   image_id,lesion_id,partition,method,seed
+//   ISIC_0024306,HAM_0000550,train,holdout:0.7/0.15/0.15,42
+// Digest() is the SHA-256 of exactly that text, so `sha256sum split.csv` matches
+// it and a run that records the digest can be repeated exactly.
+//
+// Example:
+//   SL_ASSIGN_OR_RETURN(Split split, MakeSplit(catalogue, {.seed = 42}));
+//   SL_RETURN_IF_ERROR(SaveSplit(split, run_dir + "/split.csv"));
+//   SL_ASSIGN_OR_RETURN(std::vector<Sample> train, Apply(split, catalogue, "train"));
+#ifndef SKINLESION_DATA_SPLIT_H_
+#define SKINLESION_DATA_SPLIT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "skinlesion/data/catalogue.h"
+
+namespace skinlesion::data {
+
+struct SplitOptions {
+  // Fractions of each class's lesions; each >= 0, summing to 1 (within 1e-6).
+  double train = 0.7;
+  double val = 0.15;
+  double test = 0.15;
+  uint64_t seed = 0;
+};
+
+// An assignment of image ids to partitions. Immutable; cheap to copy around by
+// const reference. Partitions are "train", "val", "test" (holdout) or
+// "fold0".."fold<k-1>" (k-fold).
+class Split {
+ public:
+  struct Entry {
+    std::string image_id;
+    std::string lesion_id;
+    std::string partition;
+  };
+
+  // Checks and sorts the entries: ids non-empty, no image twice, every partition one
+  // of `method`'s, no lesion in two partitions. InvalidArgument otherwise.
+  static absl::StatusOr<Split> Create(std::string method, uint64_t seed,
+                                      std::vector<Entry> entries);
+
+  // "holdout:<train>/<val>/<test>" or "kfold:<k>".
+  const std::string& method() const { return method_; }
+  uint64_t seed() const { return seed_; }
+  // Sorted by image_id.
+  const std::vector<Entry>& entries() const { return entries_; }
+  // The partition names the method defines, in order (some may hold no image).
+  std::vector<std::string> Partitions() const;
+  // The partition of `image_id`, or nullptr when the split does not name it.
+  const std::string* PartitionOf(absl::string_view image_id) const;
+  // Number of images in `partition`.
+  int Count(absl::string_view partition) const;
+
+  // The canonical CSV text (what SaveSplit writes) and its SHA-256 (hex).
+  std::string ToCsv() const;
+  std::string Digest() const;
+
+ private:
+  Split() = default;
+  std::string method_;
+  uint64_t seed_ = 0;
+  std::vector<Entry> entries_;
+};
+
+// Holdout split into train/val/test. InvalidArgument for bad fractions or an empty
+// catalogue.
+absl::StatusOr<Split> MakeSplit(const Catalogue& catalogue, const SplitOptions& options);
+
+// Stratified, lesion-disjoint k-fold assignment ("fold0".."fold<k-1>"). Within each
+// class the shuffled lesions are dealt round-robin, continuing from where the
+// previous class stopped, so per class and overall the folds' lesion counts differ
+// by at most one. InvalidArgument unless 2 <= k <= number of lesions.
+absl::StatusOr<Split> MakeKFold(const Catalogue& catalogue, int k, uint64_t seed);
+
+// Writes ToCsv() atomically / reads and validates a split file.
+absl::Status SaveSplit(const Split& split, const std::string& path);
+absl::StatusOr<Split> LoadSplit(const std::string& path);
+// Parses split CSV text; `source` names it in errors.
+absl::StatusOr<Split> ParseSplit(absl::string_view text, absl::string_view source = "split");
+
+// The catalogue's samples in `partition`, in catalogue order. FailedPrecondition
+// when the split and the catalogue disagree: an image of one missing from the
+// other, or an image whose lesion differs. InvalidArgument for a partition the
+// split's method does not define.
+absl::StatusOr<std::vector<Sample>> Apply(const Split& split, const Catalogue& catalogue,
+                                          absl::string_view partition);
+// Everything except `partition` (the training set of a k-fold round).
+absl::StatusOr<std::vector<Sample>> ApplyExcept(const Split& split, const Catalogue& catalogue,
+                                                absl::string_view partition);
+
+}  // namespace skinlesion::data
+
+#endif  // SKINLESION_DATA_SPLIT_H_
