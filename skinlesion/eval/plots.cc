@@ -170,8 +170,9 @@ absl::Status PlotRocCurves(const Metrics& m, const std::string& path, int size) 
   cairo_set_line_width(cr, 2);
   for (int k = 0; k < kNumClasses; ++k) {
     const RocCurve& roc = m.roc[k];
-    names.push_back(absl::StrFormat("%s  AUC %.3f", std::string(ClassAt(k).code),
-                                    m.per_class[k].auc));
+    names.push_back(std::isfinite(m.per_class[k].auc)
+                        ? absl::StrFormat("%s  AUC %.3f", std::string(ClassAt(k).code), m.per_class[k].auc)
+                        : absl::StrFormat("%s  AUC n/a", std::string(ClassAt(k).code)));
     if (roc.fpr.size() < 2 || !std::isfinite(m.per_class[k].auc)) continue;
     cairo_set_source_rgb(cr, kPalette[k][0], kPalette[k][1], kPalette[k][2]);
     cairo_move_to(cr, a.X(roc.fpr[0]), a.Y(roc.tpr[0]));
