@@ -1,0 +1,155 @@
+#include "skinlesion/models/state_dict.h"
+
+#include <torch/torch.h>
+
+#include "gtest/gtest.h"
+#include "skinlesion/common/logging.h"
+#include "skinlesion/models/model_zoo.h"
+#include "skinlesion/models/safetensors.h"
+#include "skinlesion/testing/testing.h"
+
+namespace skinlesion::models {
+namespace {
+
+using ::skinlesion::testing::IsOk;
+using ::skinlesion::testing::SourcePath;
+using ::skinlesion::testing::StatusIs;
+using ::skinlesion::testing::TempDir;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+std::shared_ptr<Classifier> Make(const std::string& arch, int64_t classes = 7, int64_t size = 32) {
+  ModelOptions o;
+  o.num_classes = classes;
+  o.image_size = size;
+  o.vit = {8, 16, 1, 2, 32};
+  auto m = CreateModel(arch, o);
+  SL_CHECK(m.ok()) << m.status();
+  (*m)->eval();
+  return *m;
+}
+
+void Randomize(Classifier& m, int seed) {
+  torch::manual_seed(seed);
+  torch::NoGradGuard g;
+  for (auto& p : m.parameters()) p.normal_(0, 0.1);
+  for (auto& b : m.named_buffers()) {
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 1.5);
+  }
+}
+
+class StateDictTest : public ::testing::Test {
+ protected:
+  void SetUp() override { torch::set_num_threads(2); }
+};
+
+TEST_F(StateDictTest, LoadsAnotherModelsWeights) {
+  auto a = Make("resnet18"), b = Make("resnet18");
+  Randomize(*a, 1);
+  auto report = LoadStateDict(*b, GetStateDict(*a));
+  ASSERT_THAT(report, IsOk());
+  EXPECT_FALSE(report->head_replaced);
+  EXPECT_EQ(report->loaded, static_cast<int>(GetStateDict(*a).size()));
+  torch::NoGradGuard g;
+  torch::Tensor x = torch::randn({1, 3, 32, 32});
+  EXPECT_TRUE(torch::allclose(a->forward(x), b->forward(x)));
+}
+
+TEST_F(StateDictTest, ReplacesHeadWhenClassCountsDiffer) {
+  auto imagenet = Make("efficientnet_b0", 1000);
+  auto ours = Make("efficientnet_b0", 7);
+  Randomize(*imagenet, 2);
+  const torch::Tensor head_before = GetStateDict(*ours).at("classifier.1.weight").clone();
+  auto report = LoadStateDict(*ours, GetStateDict(*imagenet));
+  ASSERT_THAT(report, IsOk());
+  EXPECT_TRUE(report->head_replaced);
+  auto sd = GetStateDict(*ours);
+  EXPECT_TRUE(torch::equal(sd.at("classifier.1.weight"), head_before));
+  EXPECT_TRUE(torch::equal(sd.at("features.0.0.weight"), GetStateDict(*imagenet).at("features.0.0.weight")));
+
+  LoadOptions strict;
+  strict.replace_head_on_class_mismatch = false;
+  EXPECT_THAT(LoadStateDict(*ours, GetStateDict(*imagenet), strict),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("classifier.1.weight (checkpoint [1000, 1280], model [7, 1280])")));
+}
+
+TEST_F(StateDictTest, ListsEveryProblemAndLeavesTheModelUnchanged) {
+  auto a = Make("resnet18"), b = Make("resnet18");
+  Randomize(*a, 3);
+  const torch::Tensor before = GetStateDict(*b).at("layer2.0.conv2.weight").clone();
+  TensorMap sd = GetStateDict(*a);
+  sd.erase("conv1.weight");
+  sd.erase("layer4.1.bn2.running_var");
+  sd["bogus.weight"] = torch::ones({1});
+  sd["layer1.0.conv1.weight"] = torch::ones({3, 3});
+  EXPECT_THAT(LoadStateDict(*b, sd),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("missing 2: conv1.weight, layer4.1.bn2.running_var"),
+                             HasSubstr("unexpected 1: bogus.weight"),
+                             HasSubstr("layer1.0.conv1.weight (checkpoint [3, 3], model [64, 64, 3, 3])"))));
+  EXPECT_TRUE(torch::equal(GetStateDict(*b).at("layer2.0.conv2.weight"), before));
+}
+
+TEST_F(StateDictTest, ToleratesMissingNumBatchesTracked) {
+  auto a = Make("densenet121"), b = Make("densenet121");
+  TensorMap sd = GetStateDict(*a);
+  for (auto it = sd.begin(); it != sd.end();) {
+    it = it->first.find("num_batches_tracked") != std::string::npos ? sd.erase(it) : std::next(it);
+  }
+  auto report = LoadStateDict(*b, sd);
+  ASSERT_THAT(report, IsOk());
+  EXPECT_FALSE(report->defaulted.empty());
+}
+
+TEST_F(StateDictTest, InterpolatesVitPositionEmbeddingsOfAnotherSize) {
+  auto big = Make("vit_custom", 7, 64);   // 8x8 patches
+  auto small = Make("vit_custom", 7, 32); // 4x4 patches
+  Randomize(*big, 4);
+  auto report = LoadStateDict(*small, GetStateDict(*big));
+  ASSERT_THAT(report, IsOk());
+  EXPECT_EQ(GetStateDict(*small).at("encoder.pos_embedding").sizes(), (std::vector<int64_t>{1, 17, 16}));
+  LoadOptions no_adapt;
+  no_adapt.adapt = false;
+  EXPECT_THAT(LoadStateDict(*small, GetStateDict(*big), no_adapt),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("encoder.pos_embedding")));
+}
+
+TEST_F(StateDictTest, CheckpointRoundTrip) {
+  TempDir dir;
+  auto a = Make("vit_custom");
+  Randomize(*a, 5);
+  const std::vector<std::string> labels = {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"};
+  ASSERT_THAT(SaveCheckpoint(*a, dir.Join("ckpt"), 32, labels, {8, 16, 1, 2, 32}), IsOk());
+  auto loaded = LoadCheckpoint(dir.Join("ckpt"));
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_EQ(loaded->manifest.architecture, "vit_custom");
+  EXPECT_EQ(loaded->manifest.labels, labels);
+  EXPECT_EQ(loaded->manifest.vit.hidden_dim, 16);
+  torch::NoGradGuard g;
+  torch::Tensor x = torch::randn({2, 3, 32, 32});
+  EXPECT_TRUE(torch::allclose(a->forward(x), loaded->model->forward(x)));
+  auto st = ReadSafetensors(dir.Join("ckpt/model.safetensors"));
+  ASSERT_THAT(st, IsOk());
+  EXPECT_THAT(st->metadata.at("skinlesion.manifest"), HasSubstr("vit_custom"));
+
+  EXPECT_THAT(SaveCheckpoint(*a, dir.Join("bad"), 32, {"one"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("labels")));
+  EXPECT_THAT(ManifestFromJson(R"({"format":"other"})"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("format")));
+  EXPECT_THAT(ManifestFromJson(R"({"format":"skinlesion.checkpoint.v1","architecture":"resnet18","num_classes":-1})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("num_classes")));
+}
+
+TEST_F(StateDictTest, ReadWeightsFileDispatchesOnContent) {
+  TempDir dir;
+  ASSERT_THAT(WriteSafetensors(dir.Join("w.bin"), {{"module.fc.weight", torch::ones({2, 2})}}), IsOk());
+  auto st = ReadWeightsFile(dir.Join("w.bin"));
+  ASSERT_THAT(st, IsOk());
+  EXPECT_TRUE(st->count("fc.weight"));
+  auto pth = ReadWeightsFile(SourcePath("skinlesion/models/testdata/tiny_state_dict.pth"));
+  ASSERT_THAT(pth, IsOk());
+  EXPECT_TRUE(pth->count("linear.weight"));
+  EXPECT_THAT(ReadWeightsFile(dir.Join("none")), StatusIs(absl::StatusCode::kNotFound, HasSubstr("none")));
+}
+
+}  // namespace
+}  // namespace skinlesion::models
