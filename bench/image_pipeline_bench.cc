@@ -156,6 +156,28 @@ double LoaderRate(data::DataLoader& loader, int64_t epoch) {
 
 }  // namespace
 
+// How much parallel throughput the machine gives right now: the same fixed
+// arithmetic on 1 thread and on 2 threads at once (each doing the same work);
+// 2.0 means two real cores, 1.0 means the two threads shared one core's worth.
+double ParallelCapacity() {
+  auto spin = [] {
+    volatile double sink = 0;
+    double x = 0;
+    for (long i = 0; i < 300000000L; ++i) x += static_cast<double>(i) * 0.5;
+    sink = x;
+    (void)sink;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  spin();
+  const double one = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t1 = std::chrono::steady_clock::now();
+  std::thread a(spin), b(spin);
+  a.join();
+  b.join();
+  const double two = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  return 2.0 * one / two;
+}
+
 int main(int argc, char** argv) {
   Flags flags;
   if (!ParseFlags(argc, argv, &flags)) {
@@ -245,11 +267,15 @@ int main(int argc, char** argv) {
                 *std::max_element(row.rates.begin(), row.rates.end()), median / reference,
                 Median(row.cpus), Median(per_cpu));
   }
+  const double capacity = ParallelCapacity();
   for (size_t i = 2; i + 1 < rows.size(); i += 3) {
-    std::printf("\n%s: 2 workers / 1 worker = %.2fx, 1 worker / loop = %.2fx",
-                rows[i].pipeline.c_str(), Median(rows[i + 1].rates) / Median(rows[i].rates),
+    const double scaling = Median(rows[i + 1].rates) / Median(rows[i].rates);
+    std::printf("\n%s: 2 workers / 1 worker = %.2fx (%.0f%% of the machine's parallel capacity), "
+                "1 worker / loop = %.2fx",
+                rows[i].pipeline.c_str(), scaling, 100 * scaling / capacity,
                 Median(rows[i].rates) / Median(rows[i - 1].rates));
   }
-  std::printf("\n");
+  std::printf("\nparallel capacity now: %.2fx (2 threads of pure arithmetic vs 1; 2.00 = two free cores)\n",
+              capacity);
   return 0;
 }
