@@ -1,0 +1,557 @@
+// Training-step throughput of the model zoo against Python torchvision on the same
+// machine, in the same run.
+//
+// One step = zero_grad, forward in training mode, cross-entropy (label smoothing
+// 0.1) on random labels, backward, AdamW step (lr 1e-4, weight decay 0.05, all
+// parameters): what Train() does per batch, without data loading. Input N(0, 1)
+// [batch, 3, size, size]; torch::manual_seed(0); torch::set_num_threads(--threads)
+// on both sides; same LibTorch (Debian's 1.13) under both.
+//
+// The reference is bench/reference/train_step_bench.py --serve, run by --python
+// (/usr/bin/python3: torch 1.13 / torchvision 0.14) as a co-process. The two sides
+// take steps in lock-step -- C++, Python, Python, C++, C++, Python, ... (the order
+// alternates) -- so both see the same machine load at nearly the same moment: on a
+// shared, loaded machine the ratio of each pair of steps is far steadier than two
+// separate timing runs. --warmup pairs are dropped, then --iters pairs are timed.
+//
+// On a machine shared with other busy processes, run it with OMP_WAIT_POLICY=PASSIVE
+// (inherited by the Python side): with libgomp's default spin-then-sleep barriers a
+// 2-thread step there takes 2-30x longer and varies wildly (see
+// bench/reference/README.md).
+//
+// Prints a markdown table: img/s of the median step per side, the median over pairs
+// of the per-pair ratio C++/Python (> 1: C++ faster), the fastest step per side,
+// the median process CPU time per step, and the medians of the phases (forward,
+// backward, optimizer).
+//
+//   train_throughput_bench [--archs resnet18,resnet50,efficientnet_b0,vit_b_16]
+//       [--size 224] [--batch 8] [--threads 2] [--warmup 5] [--iters 10]
+//       [--channels_last] [--op_profile N] [--python /usr/bin/python3]
+//       [--reference bench/reference/train_step_bench.py] [--no_reference]
+#include <ATen/record_function.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "skinlesion/models/model_zoo.h"
+
+ABSL_FLAG(std::string, archs, "resnet18,resnet50,efficientnet_b0,vit_b_16",
+          "Comma-separated architectures (models::ListArchitectures names)");
+ABSL_FLAG(int64_t, size, 224, "Image side in pixels");
+ABSL_FLAG(int64_t, batch, 8, "Batch size");
+ABSL_FLAG(int, threads, 2, "Intra-op threads (torch::set_num_threads), both sides");
+ABSL_FLAG(int, warmup, 5, "Untimed steps (pairs) first");
+ABSL_FLAG(int, iters, 10, "Timed steps (pairs); medians are reported");
+ABSL_FLAG(int, op_profile, 0,
+          "After the timed steps, profile this many more steps per side and print the aten ops "
+          "with their call counts and self time (RecordFunction in C++, torch.autograd.profiler "
+          "in Python)");
+ABSL_FLAG(int, op_rows, 30, "Rows of the --op_profile table (the most expensive ops)");
+ABSL_FLAG(bool, channels_last, false, "Model and input in channels-last memory format, both sides");
+ABSL_FLAG(std::string, python, "/usr/bin/python3", "Python with torch + torchvision");
+ABSL_FLAG(std::string, reference, "bench/reference/train_step_bench.py",
+          "The Python reference script");
+ABSL_FLAG(bool, no_reference, false, "Only time the C++ models");
+
+namespace {
+
+// One training step's times: whole step (wall, process CPU) and its phases (wall):
+// zero_grad + forward + loss, backward, optimizer step.
+struct OpStats {
+  int64_t calls = 0;
+  double self_ms = 0;
+};
+using OpTable = std::map<std::string, OpStats>;
+
+struct Step {
+  double wall_ms = 0, cpu_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
+  OpTable ops;  // Profiled steps only.
+};
+
+// Op-level profile of the C++ side: a global RecordFunction callback keeps a
+// per-thread stack of open ops to split each op's time into self and children.
+class OpProfiler {
+ public:
+  OpProfiler() {
+    handle_ = at::addGlobalCallback(
+        at::RecordFunctionCallback(&OnStart, &OnEnd)
+            .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+  }
+  ~OpProfiler() { at::removeCallback(handle_); }
+  OpProfiler(const OpProfiler&) = delete;
+  OpProfiler& operator=(const OpProfiler&) = delete;
+
+  // The ops recorded since the last call, names prefixed with "<phase>/".
+  static void TakeInto(const std::string& phase, OpTable& out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, s] : table_) out[phase + "/" + name] = s;
+    table_.clear();
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Frame {
+    std::string name;
+    Clock::time_point start;
+    double child_ms = 0;
+  };
+
+  static std::unique_ptr<at::ObserverContext> OnStart(const at::RecordFunction& fn) {
+    stack_.push_back({fn.name(), Clock::now(), 0});
+    return nullptr;
+  }
+  static void OnEnd(const at::RecordFunction& fn, at::ObserverContext*) {
+    if (stack_.empty()) return;
+    Frame f = std::move(stack_.back());
+    stack_.pop_back();
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - f.start).count();
+    if (!stack_.empty()) stack_.back().child_ms += ms;
+    std::lock_guard<std::mutex> lock(mu_);
+    OpStats& s = table_[f.name];
+    ++s.calls;
+    s.self_ms += ms - f.child_ms;
+  }
+
+  at::CallbackHandle handle_;
+  static thread_local std::vector<Frame> stack_;
+  static std::mutex mu_;
+  static OpTable table_;
+};
+thread_local std::vector<OpProfiler::Frame> OpProfiler::stack_;
+std::mutex OpProfiler::mu_;
+OpTable OpProfiler::table_;
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+template <typename F>
+double MedianOf(const std::vector<Step>& steps, F&& field) {
+  std::vector<double> v;
+  for (const Step& s : steps) v.push_back(field(s));
+  return Median(v);
+}
+
+double ProcessCpuMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
+}
+
+// The C++ side: a model-zoo model and an AdamW optimiser.
+class CppStepper {
+ public:
+  static std::unique_ptr<CppStepper> Create(const std::string& arch, int64_t size, int64_t batch,
+                                            bool channels_last) {
+    torch::manual_seed(0);
+    skinlesion::models::ModelOptions options;
+    options.image_size = size;
+    auto created = skinlesion::models::CreateModel(arch, options);
+    if (!created.ok()) {
+      std::cerr << arch << ": " << created.status() << "\n";
+      return nullptr;
+    }
+    return std::unique_ptr<CppStepper>(new CppStepper(*created, size, batch, channels_last));
+  }
+
+  Step Run(bool profile = false) {
+    std::optional<OpProfiler> profiler;
+    if (profile) profiler.emplace();
+    using Ms = std::chrono::duration<double, std::milli>;
+    const auto start = std::chrono::steady_clock::now();
+    const double cpu_start = ProcessCpuMs();
+    namespace F = torch::nn::functional;
+    optimizer_.zero_grad();
+    torch::Tensor loss = F::cross_entropy(model_->forward(x_), y_,
+                                          F::CrossEntropyFuncOptions().label_smoothing(0.1));
+    Step s;
+    if (profile) OpProfiler::TakeInto("forward", s.ops);
+    const auto t1 = std::chrono::steady_clock::now();
+    loss.backward();
+    if (profile) OpProfiler::TakeInto("backward", s.ops);
+    const auto t2 = std::chrono::steady_clock::now();
+    optimizer_.step();
+    if (profile) OpProfiler::TakeInto("optimizer", s.ops);
+    const auto end = std::chrono::steady_clock::now();
+    s.wall_ms = Ms(end - start).count();
+    s.cpu_ms = ProcessCpuMs() - cpu_start;
+    s.forward_ms = Ms(t1 - start).count();
+    s.backward_ms = Ms(t2 - t1).count();
+    s.optimizer_ms = Ms(end - t2).count();
+    return s;
+  }
+
+ private:
+  static std::vector<torch::Tensor> Prepare(skinlesion::models::Classifier& model,
+                                            bool channels_last) {
+    model.train();
+    if (channels_last) {
+      torch::NoGradGuard no_grad;
+      for (auto& p : model.parameters()) {
+        if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+      }
+    }
+    return model.parameters();
+  }
+
+  CppStepper(std::shared_ptr<skinlesion::models::Classifier> model, int64_t size, int64_t batch,
+             bool channels_last)
+      : model_(std::move(model)),
+        optimizer_(Prepare(*model_, channels_last),
+                   torch::optim::AdamWOptions(1e-4).weight_decay(0.05)),
+        x_(torch::randn({batch, 3, size, size})),
+        y_(torch::randint(0, 7, {batch}, torch::kLong)) {
+    if (channels_last) x_ = x_.contiguous(torch::MemoryFormat::ChannelsLast);
+  }
+
+  std::shared_ptr<skinlesion::models::Classifier> model_;
+  torch::optim::AdamW optimizer_;
+  torch::Tensor x_, y_;
+};
+
+// The Python side: train_step_bench.py --serve as a co-process on two pipes.
+class PythonStepper {
+ public:
+  static std::unique_ptr<PythonStepper> Start(const std::vector<std::string>& argv) {
+    int to_child[2], from_child[2];
+    if (pipe2(to_child, O_CLOEXEC) != 0) return nullptr;
+    if (pipe2(from_child, O_CLOEXEC) != 0) {
+      close(to_child[0]);
+      close(to_child[1]);
+      return nullptr;
+    }
+    // Built before fork(): the child of a multi-threaded process must not allocate.
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) {
+      for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) close(fd);
+      return nullptr;
+    }
+    if (pid == 0) {
+      dup2(to_child[0], STDIN_FILENO);
+      dup2(from_child[1], STDOUT_FILENO);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    auto p = std::unique_ptr<PythonStepper>(new PythonStepper());
+    p->pid_ = pid;
+    p->in_ = fdopen(to_child[1], "w");
+    p->out_ = fdopen(from_child[0], "r");
+    const std::optional<nlohmann::json> ready = p->ReadJson();
+    if (!ready || !ready->value("ready", false)) {
+      std::cerr << "the Python reference did not start\n";
+      return nullptr;
+    }
+    p->threads_ = ready->value("threads", 0);
+    return p;
+  }
+
+  ~PythonStepper() {
+    if (in_ != nullptr) {
+      std::fputs("quit\n", in_);
+      std::fclose(in_);
+    }
+    if (out_ != nullptr) std::fclose(out_);
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+  }
+
+  int threads() const { return threads_; }
+
+  std::optional<Step> Run(bool profile = false) {
+    if (std::fputs(profile ? "profile\n" : "step\n", in_) < 0 || std::fflush(in_) != 0)
+      return std::nullopt;
+    const std::optional<nlohmann::json> j = ReadJson();
+    if (!j || !j->contains("wall_ms")) return std::nullopt;
+    Step s;
+    s.wall_ms = j->value("wall_ms", 0.0);
+    s.cpu_ms = j->value("cpu_ms", 0.0);
+    s.forward_ms = j->value("forward_ms", 0.0);
+    s.backward_ms = j->value("backward_ms", 0.0);
+    s.optimizer_ms = j->value("optimizer_ms", 0.0);
+    if (j->contains("ops") && (*j)["ops"].is_object()) {
+      for (const auto& [name, v] : (*j)["ops"].items()) {
+        if (!v.is_array() || v.size() != 2) continue;
+        s.ops[name] = OpStats{v[0].get<int64_t>(), v[1].get<double>()};
+      }
+    }
+    return s;
+  }
+
+ private:
+  PythonStepper() = default;
+
+  std::optional<nlohmann::json> ReadJson() {
+    std::string line;
+    line.reserve(1 << 12);
+    int c;
+    while ((c = std::fgetc(out_)) != EOF && c != '\n') line.push_back(static_cast<char>(c));
+    if (line.empty()) return std::nullopt;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    return j;
+  }
+
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+  int threads_ = 0;
+};
+
+struct Row {
+  std::string arch;
+  bool ok = false;
+  std::vector<Step> cpp, python;
+  std::vector<double> pair_ratios;  // Python wall / C++ wall per pair = C++/Python speed.
+  OpTable cpp_ops, python_ops;      // Summed over the --op_profile steps.
+  int profiled = 0;
+};
+
+void AddOps(OpTable& to, const OpTable& from) {
+  for (const auto& [name, s] : from) {
+    to[name].calls += s.calls;
+    to[name].self_ms += s.self_ms;
+  }
+}
+
+Row BenchArch(const std::string& arch, int64_t size, int64_t batch, int threads, int warmup,
+              int iters, bool channels_last, bool reference) {
+  Row row;
+  row.arch = arch;
+  std::unique_ptr<CppStepper> cpp = CppStepper::Create(arch, size, batch, channels_last);
+  if (cpp == nullptr) return row;
+  std::unique_ptr<PythonStepper> python;
+  if (reference) {
+    std::vector<std::string> argv = {absl::GetFlag(FLAGS_python),
+                                     absl::GetFlag(FLAGS_reference),
+                                     "--serve",
+                                     "--archs",
+                                     arch,
+                                     "--size",
+                                     absl::StrCat(size),
+                                     "--batch",
+                                     absl::StrCat(batch),
+                                     "--threads",
+                                     absl::StrCat(threads)};
+    if (channels_last) argv.push_back("--channels_last");
+    python = PythonStepper::Start(argv);
+    if (python == nullptr) return row;
+    if (python->threads() != threads) {
+      std::cerr << "warning: the reference runs with " << python->threads() << " threads\n";
+    }
+  }
+  for (int i = 0; i < warmup + iters; ++i) {
+    Step c;
+    std::optional<Step> p;
+    if (i % 2 == 0 || !python) {  // Alternate who goes first.
+      c = cpp->Run();
+      if (python) p = python->Run();
+    } else {
+      p = python->Run();
+      c = cpp->Run();
+    }
+    if (python && !p) {
+      std::cerr << arch << ": the Python reference stopped answering\n";
+      return row;
+    }
+    std::fprintf(stderr, "%s step %d/%d: C++ %.1f ms%s%s\n", arch.c_str(), i + 1, warmup + iters,
+                 c.wall_ms, p ? absl::StrFormat(", Python %.1f ms", p->wall_ms).c_str() : "",
+                 i < warmup ? " (warm-up)" : "");
+    if (i < warmup) continue;
+    row.cpp.push_back(c);
+    if (p) {
+      row.python.push_back(*p);
+      row.pair_ratios.push_back(p->wall_ms / c.wall_ms);
+    }
+  }
+  for (int i = 0; i < absl::GetFlag(FLAGS_op_profile); ++i) {
+    AddOps(row.cpp_ops, cpp->Run(/*profile=*/true).ops);
+    if (python) {
+      const std::optional<Step> p = python->Run(/*profile=*/true);
+      if (!p) return row;
+      AddOps(row.python_ops, p->ops);
+    }
+    ++row.profiled;
+  }
+  row.ok = true;
+  return row;
+}
+
+// The aten ops of the profiled steps by phase, per step: calls and self ms on both
+// sides, the --op_rows most expensive (by the larger side), then the totals.
+void PrintOps(const Row& r) {
+  std::vector<std::string> names;
+  for (const OpTable* t : {&r.cpp_ops, &r.python_ops}) {
+    for (const auto& [name, s] : *t) {
+      const size_t slash = name.find('/');
+      if (slash != std::string::npos && name.compare(slash + 1, 6, "aten::") == 0 &&
+          std::find(names.begin(), names.end(), name) == names.end()) {
+        names.push_back(name);
+      }
+    }
+  }
+  auto get = [](const OpTable& t, const std::string& name) {
+    auto it = t.find(name);
+    return it == t.end() ? OpStats{} : it->second;
+  };
+  std::sort(names.begin(), names.end(), [&](const std::string& a, const std::string& b) {
+    return std::max(get(r.cpp_ops, a).self_ms, get(r.python_ops, a).self_ms) >
+           std::max(get(r.cpp_ops, b).self_ms, get(r.python_ops, b).self_ms);
+  });
+  const double n = r.profiled;
+  std::printf(
+      "\n%s: aten ops per step by phase (mean of %d profiled steps per side; self wall ms on "
+      "the calling thread)\n\n",
+      r.arch.c_str(), r.profiled);
+  std::printf(
+      "| phase/op | C++ calls | Python calls | C++ self ms | Python self ms "
+      "|\n|---|---|---|---|---|\n");
+  OpStats cpp_total, python_total;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const OpStats c = get(r.cpp_ops, names[i]), p = get(r.python_ops, names[i]);
+    cpp_total.calls += c.calls;
+    cpp_total.self_ms += c.self_ms;
+    python_total.calls += p.calls;
+    python_total.self_ms += p.self_ms;
+    if (i < static_cast<size_t>(absl::GetFlag(FLAGS_op_rows))) {
+      std::printf("| %s | %.0f | %.0f | %.1f | %.1f |\n", names[i].c_str(), c.calls / n,
+                  p.calls / n, c.self_ms / n, p.self_ms / n);
+    }
+  }
+  std::printf("| all %zu aten ops | %.0f | %.0f | %.1f | %.1f |\n", names.size(),
+              cpp_total.calls / n, python_total.calls / n, cpp_total.self_ms / n,
+              python_total.self_ms / n);
+}
+
+std::string Ips(int64_t batch, double ms) {
+  return absl::StrFormat("%.1f", 1000.0 * static_cast<double>(batch) / ms);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  signal(SIGPIPE, SIG_IGN);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  const int64_t size = absl::GetFlag(FLAGS_size);
+  const int64_t batch = absl::GetFlag(FLAGS_batch);
+  const int warmup = absl::GetFlag(FLAGS_warmup);
+  const int iters = absl::GetFlag(FLAGS_iters);
+  const bool channels_last = absl::GetFlag(FLAGS_channels_last);
+  const bool reference = !absl::GetFlag(FLAGS_no_reference);
+  if (threads < 1 || size < 16 || batch < 1 || warmup < 0 || iters < 1) {
+    std::cerr << "need --threads >= 1, --size >= 16, --batch >= 1, --warmup >= 0, --iters >= 1\n";
+    return 2;
+  }
+  torch::set_num_threads(threads);
+
+  const std::vector<std::string> archs =
+      absl::StrSplit(absl::GetFlag(FLAGS_archs), ',', absl::SkipEmpty());
+  std::vector<Row> rows;
+  for (const std::string& arch : archs) {
+    rows.push_back(BenchArch(arch, size, batch, threads, warmup, iters, channels_last, reference));
+  }
+
+  auto wall = [](const Step& s) { return s.wall_ms; };
+  auto dash_or = [&](bool have, const std::string& s) {
+    return reference && have ? s : std::string("-");
+  };
+  std::printf(
+      "| arch | size | batch | C++ img/s | Python img/s | C++/Python | C++ best img/s | Python "
+      "best img/s "
+      "| C++ CPU s/step | Python CPU s/step |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  int failures = 0;
+  for (const Row& r : rows) {
+    if (!r.ok) {
+      ++failures;
+      std::printf("| %s | %lld | %lld | failed | | | | | | |\n", r.arch.c_str(),
+                  static_cast<long long>(size), static_cast<long long>(batch));
+      continue;
+    }
+    const bool py = !r.python.empty();
+    auto best = [&](const std::vector<Step>& v) {
+      double m = v.empty() ? 0 : v[0].wall_ms;
+      for (const Step& s : v) m = std::min(m, s.wall_ms);
+      return m;
+    };
+    std::printf("| %s | %lld | %lld | %s | %s | %s | %s | %s | %.2f | %s |\n", r.arch.c_str(),
+                static_cast<long long>(size), static_cast<long long>(batch),
+                Ips(batch, MedianOf(r.cpp, wall)).c_str(),
+                dash_or(py, Ips(batch, MedianOf(r.python, wall))).c_str(),
+                dash_or(py, absl::StrFormat("%.2f", Median(r.pair_ratios))).c_str(),
+                Ips(batch, best(r.cpp)).c_str(), dash_or(py, Ips(batch, best(r.python))).c_str(),
+                MedianOf(r.cpp, [](const Step& s) { return s.cpu_ms; }) / 1000.0,
+                dash_or(py, absl::StrFormat(
+                                "%.2f", MedianOf(r.python, [](const Step& s) { return s.cpu_ms; }) /
+                                            1000.0))
+                    .c_str());
+  }
+  std::printf(
+      "\nPhases, median wall ms per step: forward = zero_grad + forward + loss; backward; AdamW "
+      "step.\n\n");
+  std::printf(
+      "| arch | C++ forward | Python forward | C++ backward | Python backward | C++ optimizer | "
+      "Python optimizer |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    if (!r.ok) continue;
+    const bool py = !r.python.empty();
+    auto cell = [&](const std::vector<Step>& v, double Step::*field) {
+      return v.empty()
+                 ? std::string("-")
+                 : absl::StrFormat("%.1f", MedianOf(v, [&](const Step& s) { return s.*field; }));
+    };
+    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", r.arch.c_str(),
+                cell(r.cpp, &Step::forward_ms).c_str(),
+                dash_or(py, cell(r.python, &Step::forward_ms)).c_str(),
+                cell(r.cpp, &Step::backward_ms).c_str(),
+                dash_or(py, cell(r.python, &Step::backward_ms)).c_str(),
+                cell(r.cpp, &Step::optimizer_ms).c_str(),
+                dash_or(py, cell(r.python, &Step::optimizer_ms)).c_str());
+  }
+  for (const Row& r : rows) {
+    if (!r.ok || r.profiled == 0) continue;
+    PrintOps(r);
+  }
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  std::printf(
+      "\nTraining step (fwd + bwd + AdamW), CPU, %d threads, OMP_WAIT_POLICY=%s, %s, %d timed "
+      "lock-step "
+      "pairs after %d warm-up; img/s from the median step, best = fastest step, C++/Python = "
+      "median "
+      "over pairs of the per-pair speed ratio (> 1: C++ faster), CPU = median process CPU time per "
+      "step.\n",
+      threads, wait_policy != nullptr ? wait_policy : "(unset)",
+      channels_last ? "channels-last" : "contiguous (NCHW)", iters, warmup);
+  return failures == 0 ? 0 : 1;
+}
