@@ -5,6 +5,9 @@
 #   BUILD_DIR=build-asan CMAKE_ARGS=-DSKINLESION_SANITIZE=ON scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Idle OpenMP threads sleep instead of spinning: on a shared or small machine the
+# default busy-wait steals the cores from the threads doing the work.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 bash scripts/setup.sh
 BUILD_DIR=${BUILD_DIR:-build}
