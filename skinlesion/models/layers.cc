@@ -24,7 +24,9 @@ torch::Tensor CountedConv2dImpl::forward(const torch::Tensor& x) {
 }
 
 torch::Tensor CountedLinearImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = torch::nn::LinearImpl::forward(x);
+  // at::linear folds [N, L, D] inputs into one addmm (bias fused), as Python's
+  // nn.Linear does; the C++ functional form does matmul plus a separate bias add.
+  torch::Tensor y = at::linear(x, weight, bias);
   if (FlopCounter::Active()) FlopCounter::Add(y.numel() * options.in_features());
   return y;
 }

@@ -29,7 +29,7 @@ class SelfAttentionImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x) {
     const int64_t n = x.size(0), l = x.size(1), head_dim = dim_ / heads_;
-    torch::Tensor qkv = F::linear(x, in_proj_weight_, in_proj_bias_);
+    torch::Tensor qkv = at::linear(x, in_proj_weight_, in_proj_bias_);
     const double p = is_training() ? dropout_ : 0.0;
 #if TORCH_VERSION_MAJOR >= 2
     qkv = qkv.reshape({n, l, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
