@@ -17,6 +17,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   # reference models for the conformance tests (system interpreter)
   python3 python3-torch python3-torchvision python3-numpy
+  # Python gRPC clients in the service tests (stubs generated from our protos)
+  python3-grpcio python3-protobuf
 )
 
 SUDO=""

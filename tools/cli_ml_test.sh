@@ -20,6 +20,33 @@ done
 grep -q '"temperature"' "$OUT/run/model/manifest.json"
 grep -q '"split_digest"' "$OUT/run/model/manifest.json"
 cmp "$OUT/split.csv" "$OUT/run/split.csv"
+# The golden set: images copied into the model and the outputs the trainer recorded.
+/usr/bin/python3 - "$OUT/run/model" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+g = json.load(open(os.path.join(d, "manifest.json")))["golden_set"]
+assert g["tolerance"] > 0 and len(g["items"]) >= 2, g
+for item in g["items"]:
+    assert os.path.getsize(os.path.join(d, item["file"])) > 0, item
+    assert len(item["probabilities"]) == 7 and abs(sum(item["probabilities"]) - 1) < 1e-4, item
+PY
+
+# Export as float16: half the bytes, provenance kept, golden set re-recorded, same answers.
+"$CLI" export --model "$OUT/run/model" --out "$OUT/fp16" --fp16 | grep -q "float16"
+/usr/bin/python3 - "$OUT/run/model" "$OUT/fp16" <<'PY'
+import json, os, sys
+a, b = sys.argv[1:]
+ma, mb = (json.load(open(os.path.join(d, "manifest.json"))) for d in (a, b))
+assert os.path.getsize(os.path.join(b, "model.safetensors")) < 0.6 * os.path.getsize(os.path.join(a, "model.safetensors"))
+assert mb["weights_dtype"] == "float16" and mb["exported_from"]["sha256"] == ma["sha256"] != mb["sha256"]
+assert mb["calibration"] == ma["calibration"] and mb["data"] == ma["data"]
+for x, y in zip(ma["golden_set"]["items"], mb["golden_set"]["items"]):
+    assert max(abs(p - q) for p, q in zip(x["probabilities"], y["probabilities"])) < 0.02, (x, y)
+PY
+if "$CLI" export --model "$OUT/run/model" --out "$OUT/fp16" 2> "$OUT/err_export.txt"; then
+  echo "export overwrote a model directory"; exit 1
+fi
+grep -q "exists and is not empty" "$OUT/err_export.txt"
 
 "$CLI" evaluate --model "$OUT/run/model" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval" --device cpu --tta
 grep -q '"balanced_accuracy"' "$OUT/eval/metrics.json"

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -87,6 +88,56 @@ std::string Now() {
   char buf[64];
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
   return buf;
+}
+
+// Copies `images` into the model directory as golden_<i>.<ext>, classifies each copy
+// with the exported model exactly as a server will load it, and records the result
+// in manifest["golden_set"]: a server checks a new version against it before
+// serving it (skinlesion/serving).
+absl::Status WriteGoldenSet(const std::string& model_dir, const std::vector<std::string>& images) {
+  if (images.empty()) return absl::OkStatus();
+  std::vector<std::string> files;
+  for (size_t i = 0; i < images.size(); ++i) {
+    std::string ext = fs::path(images[i]).extension().string();
+    for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string name = absl::StrCat("golden_", i, ext.empty() ? ".img" : ext);
+    std::error_code ec;
+    fs::copy_file(images[i], model_dir + "/" + name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return absl::NotFoundError(absl::StrCat("golden image ", images[i], ": ", ec.message()));
+    files.push_back(name);
+  }
+  SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(model_dir, {.device = "cpu"}));
+  nlohmann::json items = nlohmann::json::array();
+  for (const std::string& name : files) {
+    SL_ASSIGN_OR_RETURN(const predict::Prediction p, predictor->PredictFile(model_dir + "/" + name));
+    items.push_back({{"file", name},
+                     {"probabilities", std::vector<float>(p.probabilities.begin(), p.probabilities.end())},
+                     {"top_class", p.code}});
+  }
+  nlohmann::json manifest = predictor->manifest();
+  manifest["golden_set"] = {{"tolerance", 1e-3}, {"items", items}};
+  return WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n");
+}
+
+// Up to `n` images for a golden set: the first of each class in turn (so the set
+// covers several classes), in the order of `samples`.
+std::vector<std::string> PickGoldenImages(const std::vector<data::Sample>& samples, size_t n) {
+  std::vector<std::string> picked;
+  std::vector<bool> used(samples.size(), false);
+  while (picked.size() < n) {
+    std::vector<bool> class_seen(kNumClasses, false);
+    bool any = false;
+    for (size_t i = 0; i < samples.size() && picked.size() < n; ++i) {
+      const int label = samples[i].label;
+      if (used[i] || label < 0 || label >= kNumClasses || class_seen[label]) continue;
+      class_seen[label] = true;
+      used[i] = true;
+      any = true;
+      picked.push_back(samples[i].path);
+    }
+    if (!any) break;
+  }
+  return picked;
 }
 
 }  // namespace
@@ -202,12 +253,49 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   manifest["created"] = Now();
   SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(model_dir + "/model.safetensors"));
   SL_RETURN_IF_ERROR(WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n"));
+  SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(test_set, 4)));
   std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
               result.best_epoch + 1, result.epochs_run, result.early_stopped ? " (early stop)" : "");
   std::printf("test split (%zu images):\n", test_set.size());
   PrintHeadline(metrics);
   std::printf("wrote %s/model, %s/report, %s/train_log.jsonl\n", cmd.out_dir.c_str(),
               cmd.out_dir.c_str(), cmd.out_dir.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunExport(const ExportCommand& cmd) {
+  if (cmd.model_dir.empty() || cmd.out_dir.empty()) return absl::InvalidArgumentError("--model and --out are required");
+  std::error_code ec;
+  if (fs::exists(cmd.out_dir, ec) && !fs::is_empty(cmd.out_dir, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat(cmd.out_dir, " exists and is not empty"));
+  }
+  SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
+  nlohmann::json source = nlohmann::json::parse(text, nullptr, false);
+  if (!source.is_object()) return absl::DataLossError(absl::StrCat(cmd.model_dir, "/manifest.json is not a JSON object"));
+  // Golden images: the ones given, else the source's own golden files.
+  std::vector<std::string> golden = cmd.golden;
+  if (golden.empty() && source.contains("golden_set")) {
+    for (const auto& item : source["golden_set"].value("items", nlohmann::json::array())) {
+      golden.push_back(cmd.model_dir + "/" + item.value("file", ""));
+    }
+  }
+  SL_RETURN_IF_ERROR(models::SaveCheckpoint(*checkpoint.model, cmd.out_dir, checkpoint.manifest.image_size,
+                                            checkpoint.manifest.labels, checkpoint.manifest.vit, cmd.fp16));
+  // Keep the provenance of the source; the weights (and their digest) are new.
+  SL_ASSIGN_OR_RETURN(const std::string fresh, ReadFileToString(cmd.out_dir + "/manifest.json", 1 << 20));
+  nlohmann::json manifest = nlohmann::json::parse(fresh);
+  for (const auto& [key, value] : source.items()) {
+    if (!manifest.contains(key) && key != "golden_set" && key != "sha256") manifest[key] = value;
+  }
+  manifest["weights_dtype"] = cmd.fp16 ? "float16" : "float32";
+  manifest["exported_from"] = {{"sha256", source.value("sha256", "")}, {"created", source.value("created", "")}};
+  SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(cmd.out_dir + "/model.safetensors"));
+  SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.out_dir + "/manifest.json", manifest.dump(2) + "\n"));
+  SL_RETURN_IF_ERROR(WriteGoldenSet(cmd.out_dir, golden));
+  std::printf("exported %s -> %s (%s weights, %lld bytes, golden set of %zu)\n", cmd.model_dir.c_str(),
+              cmd.out_dir.c_str(), cmd.fp16 ? "float16" : "float32",
+              static_cast<long long>(fs::file_size(cmd.out_dir + "/model.safetensors")), golden.size());
   return absl::OkStatus();
 }
 

@@ -44,7 +44,15 @@ struct PredictCommand {
   int threads = 2;
 };
 
+struct ExportCommand {
+  std::string model_dir;        // Source model directory.
+  std::string out_dir;          // New model directory (must not exist or be empty).
+  bool fp16 = false;            // Store weights as F16 (half the size).
+  std::vector<std::string> golden;  // Images for the golden set; empty: the source's.
+};
+
 absl::Status RunModels(int64_t image_size);
+absl::Status RunExport(const ExportCommand& command);
 absl::Status RunTrain(const TrainCommand& command);
 absl::Status RunEvaluate(const EvaluateCommand& command);
 absl::Status RunPredict(const PredictCommand& command);

@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
@@ -66,6 +67,8 @@ ABSL_FLAG(std::string, images, "", "Image folder for --isic_csv");
 ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate)");
 ABSL_FLAG(bool, json, false, "JSON output (predict)");
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (evaluate, predict)");
+ABSL_FLAG(bool, fp16, false, "Store the exported weights as float16 (export)");
+ABSL_FLAG(std::string, golden, "", "Comma-separated images for the golden set (export; default: the source's)");
 
 namespace skinlesion {
 namespace {
@@ -204,6 +207,17 @@ absl::Status RunPredictCommand() {
   return cli::RunPredict(c);
 }
 
+absl::Status RunExportCommand() {
+  cli::ExportCommand c;
+  c.model_dir = absl::GetFlag(FLAGS_model);
+  c.out_dir = absl::GetFlag(FLAGS_out);
+  c.fp16 = absl::GetFlag(FLAGS_fp16);
+  for (absl::string_view g : absl::StrSplit(absl::GetFlag(FLAGS_golden), ',', absl::SkipEmpty())) {
+    c.golden.emplace_back(g);
+  }
+  return cli::RunExport(c);
+}
+
 absl::Status RunVersion() {
   std::printf("skinlesion %s\n", SKINLESION_VERSION);
   return absl::OkStatus();
@@ -222,6 +236,7 @@ const std::map<std::string, Command>& Commands() {
       {"models", {"list the architectures with parameters and FLOPs", RunModelsCommand}},
       {"train", {"train a classifier (two-phase fine-tuning) and export it", RunTrainCommand}},
       {"evaluate", {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand}},
+      {"export", {"copy a model directory (optionally as float16) with a fresh golden set", RunExportCommand}},
       {"predict", {"classify lesion images (the bundled model by default)", RunPredictCommand}},
       {"version", {"print the version", RunVersion}},
   };

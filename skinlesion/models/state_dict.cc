@@ -184,7 +184,7 @@ absl::StatusOr<CheckpointManifest> ManifestFromJson(absl::string_view text) {
 }
 
 absl::Status SaveCheckpoint(const Classifier& model, const std::string& dir, int64_t image_size,
-                            const std::vector<std::string>& labels, const VitConfig& vit) {
+                            const std::vector<std::string>& labels, const VitConfig& vit, bool fp16) {
   if (!labels.empty() && static_cast<int64_t>(labels.size()) != model.num_classes()) {
     return absl::InvalidArgumentError(absl::StrCat(labels.size(), " labels for a model of ", model.num_classes(), " classes"));
   }
@@ -198,7 +198,13 @@ absl::Status SaveCheckpoint(const Classifier& model, const std::string& dir, int
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   const std::string manifest = ManifestToJson(m);
-  SL_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", GetStateDict(model),
+  TensorMap state = GetStateDict(model);
+  if (fp16) {
+    for (auto& [name, tensor] : state) {
+      if (tensor.is_floating_point()) tensor = tensor.to(torch::kCPU, torch::kHalf);
+    }
+  }
+  SL_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", state,
                                       {{"skinlesion.manifest", manifest}, {"format", "pt"}}));
   return WriteFileAtomically(dir + "/manifest.json", manifest);
 }

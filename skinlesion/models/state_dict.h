@@ -66,8 +66,11 @@ absl::StatusOr<CheckpointManifest> ManifestFromJson(absl::string_view json);
 
 // Writes `dir`/model.safetensors and `dir`/manifest.json (creating `dir`).
 // architecture, num_classes and image_size come from the model and `image_size`.
+// `fp16`: floating-point tensors are stored as F16 (half the size; LoadCheckpoint
+// converts them back to the model's float32); integer buffers are kept.
 absl::Status SaveCheckpoint(const Classifier& model, const std::string& dir, int64_t image_size,
-                            const std::vector<std::string>& labels = {}, const VitConfig& vit = {});
+                            const std::vector<std::string>& labels = {}, const VitConfig& vit = {},
+                            bool fp16 = false);
 
 struct Checkpoint {
   CheckpointManifest manifest;
