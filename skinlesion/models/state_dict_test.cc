@@ -1,5 +1,7 @@
 #include "skinlesion/models/state_dict.h"
 
+#include <filesystem>
+
 #include <torch/torch.h>
 
 #include "gtest/gtest.h"
@@ -132,6 +134,27 @@ TEST_F(StateDictTest, CheckpointRoundTrip) {
   auto st = ReadSafetensors(dir.Join("ckpt/model.safetensors"));
   ASSERT_THAT(st, IsOk());
   EXPECT_THAT(st->metadata.at("skinlesion.manifest"), HasSubstr("vit_custom"));
+
+  // fp16 export: F16 floats, integer buffers kept, the same logits to half precision.
+  auto r = Make("resnet18");
+  Randomize(*r, 6);
+  r->eval();
+  ASSERT_THAT(SaveCheckpoint(*r, dir.Join("fp32"), 32, labels), IsOk());
+  ASSERT_THAT(SaveCheckpoint(*r, dir.Join("fp16"), 32, labels, {}, /*fp16=*/true), IsOk());
+  auto half = ReadSafetensors(dir.Join("fp16/model.safetensors"));
+  ASSERT_THAT(half, IsOk());
+  EXPECT_EQ(half->tensors.at("conv1.weight").scalar_type(), torch::kHalf);
+  EXPECT_EQ(half->tensors.at("bn1.num_batches_tracked").scalar_type(), torch::kLong);
+  EXPECT_LT(std::filesystem::file_size(dir.Join("fp16/model.safetensors")),
+            std::filesystem::file_size(dir.Join("fp32/model.safetensors")) * 6 / 10);
+  auto r16 = LoadCheckpoint(dir.Join("fp16"));
+  ASSERT_THAT(r16, IsOk());
+  torch::Tensor xr = torch::randn({2, 3, 32, 32});
+  const torch::Tensor want = r->forward(xr);
+  const torch::Tensor got = r16->model->forward(xr);
+  EXPECT_EQ(got.scalar_type(), torch::kFloat);
+  EXPECT_LT((got - want).abs().max().item<float>(), 2e-2 * want.abs().max().item<float>() + 1e-3);
+  EXPECT_FALSE(torch::equal(got, want));  // It really went through half precision.
 
   EXPECT_THAT(SaveCheckpoint(*a, dir.Join("bad"), 32, {"one"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("labels")));
   EXPECT_THAT(ManifestFromJson(R"({"format":"other"})"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("format")));
