@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -104,6 +105,9 @@ absl::Status WriteGoldenSet(const std::string& model_dir, const std::vector<std:
     std::error_code ec;
     fs::copy_file(images[i], model_dir + "/" + name, fs::copy_options::overwrite_existing, ec);
     if (ec) return absl::NotFoundError(absl::StrCat("golden image ", images[i], ": ", ec.message()));
+    // A copy of a read-only source stays read-only; the model directory's files are ours.
+    fs::permissions(model_dir + "/" + name, fs::perms::owner_read | fs::perms::owner_write,
+                    fs::perm_options::add, ec);
     files.push_back(name);
   }
   SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(model_dir, {.device = "cpu"}));
@@ -153,6 +157,38 @@ absl::Status RunModels(int64_t image_size) {
   return absl::OkStatus();
 }
 
+// --progress_jsonl: one JSON object per event, appended and flushed at once so a
+// supervisor tailing the file sees each line whole.
+class JsonlProgressWriter : public train::ProgressListener {
+ public:
+  static absl::StatusOr<std::unique_ptr<JsonlProgressWriter>> Open(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "a");
+    if (f == nullptr) return absl::InvalidArgumentError(absl::StrCat("--progress_jsonl: cannot open ", path));
+    return std::unique_ptr<JsonlProgressWriter>(new JsonlProgressWriter(f));
+  }
+  ~JsonlProgressWriter() override { std::fclose(file_); }
+  void OnProgress(const train::Progress& p) override {
+    Write({{"event", "progress"}, {"phase", p.phase}, {"epoch", p.epoch}, {"epochs", p.epochs},
+           {"step", p.step}, {"steps", p.steps}, {"loss", p.loss}, {"lr", p.lr},
+           {"images_per_second", p.images_per_second}, {"eta_seconds", p.eta_seconds}});
+  }
+  void OnEpoch(const train::EpochRecord& r) override {
+    nlohmann::json j = r.ToJson();
+    j["event"] = "epoch";
+    Write(j);
+  }
+  void Phase(const std::string& phase) { Write({{"event", "phase"}, {"phase", phase}}); }
+  void Write(const nlohmann::json& j) {
+    const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    std::fwrite(line.data(), 1, line.size(), file_);
+    std::fflush(file_);
+  }
+
+ private:
+  explicit JsonlProgressWriter(std::FILE* f) : file_(f) {}
+  std::FILE* file_;
+};
+
 absl::Status RunTrain(const TrainCommand& cmd) {
   if (cmd.data_dir.empty()) return absl::InvalidArgumentError("--data is required");
   if (cmd.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
@@ -180,6 +216,11 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   ctx.device = device;
   ctx.output_dir = cmd.out_dir;
   ctx.resume = cmd.resume;
+  std::unique_ptr<JsonlProgressWriter> progress;
+  if (!cmd.progress_jsonl.empty()) {
+    SL_ASSIGN_OR_RETURN(progress, JsonlProgressWriter::Open(cmd.progress_jsonl));
+    ctx.listener = progress.get();
+  }
   if (!config.init_weights.empty()) {
     torch::manual_seed(config.seed);
     SL_ASSIGN_OR_RETURN(ctx.model, models::CreateModel(config.architecture,
@@ -201,6 +242,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   }
   SL_ASSIGN_OR_RETURN(train::TrainResult result, train::Train(config, train_set, val_set, ctx));
   if (reducer != nullptr && reducer->rank() != 0) return absl::OkStatus();  // Rank 0 reports.
+  if (progress != nullptr) progress->Phase("evaluate");
   SL_RETURN_IF_ERROR(train::LoadTrainCheckpoint(*result.model, result.best_checkpoint));
   result.model->eval();
 
@@ -254,6 +296,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(model_dir + "/model.safetensors"));
   SL_RETURN_IF_ERROR(WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n"));
   SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(test_set, 4)));
+  if (progress != nullptr) progress->Phase("exported");
   std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
               result.best_epoch + 1, result.epochs_run, result.early_stopped ? " (early stop)" : "");
   std::printf("test split (%zu images):\n", test_set.size());

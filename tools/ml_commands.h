@@ -22,6 +22,9 @@ struct TrainCommand {
   std::string device = "auto";  // auto: cuda when available.
   bool resume = false;
   std::string command_line;     // Recorded in the model card.
+  // If set, one JSON object per line is appended (and flushed) for every progress
+  // report and epoch: {"event": "progress"|"epoch"|"phase", ...} (docs/trainer.md).
+  std::string progress_jsonl;
 };
 
 struct EvaluateCommand {

@@ -8,9 +8,11 @@
 //   skinlesion models       [--image_size 224]
 //   skinlesion train        --data DIR --out RUN [--config cfg.json] [--set k=v,...]
 //                           [--split split.csv] [--device auto] [--resume]
+//                           [--progress_jsonl events.jsonl]
 //   skinlesion evaluate     --model DIR --out DIR (--data DIR --split F [--partition test]
 //                           | --isic_csv F --images DIR) [--tta]
 //   skinlesion predict      IMAGE... [--model DIR] [--json]
+//   skinlesion jobs         submit|list|get|watch|cancel --trainer HOST:PORT ... (tools/jobs_command.h)
 //   skinlesion version
 //
 // Flags live here only; every command is a few calls into the libraries.
@@ -37,6 +39,7 @@
 #include "skinlesion/image/augment.h"
 #include "skinlesion/image/decode.h"
 #include "skinlesion/image/grid.h"
+#include "tools/jobs_command.h"
 #include "tools/ml_commands.h"
 
 ABSL_FLAG(std::string, data, "",
@@ -60,6 +63,8 @@ ABSL_FLAG(std::string, set, "", "Configuration overrides key=value,key=value (tr
 ABSL_FLAG(std::string, split, "", "Split file (train: made and saved when empty)");
 ABSL_FLAG(std::string, device, "auto", "Device: auto, cpu, cuda, cuda:N");
 ABSL_FLAG(bool, resume, false, "Resume training from <out>/checkpoints/last");
+ABSL_FLAG(std::string, progress_jsonl, "",
+          "train: append one JSON object per progress report and epoch to this file");
 ABSL_FLAG(std::string, model, "", "Model directory (default for predict: the bundled model)");
 ABSL_FLAG(std::string, partition, "test", "Split partition to evaluate");
 ABSL_FLAG(std::string, isic_csv, "", "ISIC 2018 Task 3 ground-truth CSV (evaluate)");
@@ -176,6 +181,7 @@ absl::Status RunTrainCommand() {
   c.out_dir = absl::GetFlag(FLAGS_out);
   c.device = absl::GetFlag(FLAGS_device);
   c.resume = absl::GetFlag(FLAGS_resume);
+  c.progress_jsonl = absl::GetFlag(FLAGS_progress_jsonl);
   c.command_line = g_command_line;
   return cli::RunTrain(c);
 }
@@ -238,6 +244,8 @@ const std::map<std::string, Command>& Commands() {
       {"evaluate", {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand}},
       {"export", {"copy a model directory (optionally as float16) with a fresh golden set", RunExportCommand}},
       {"predict", {"classify lesion images (the bundled model by default)", RunPredictCommand}},
+      {"jobs", {"submit, list, watch and cancel jobs of skinlesion-trainer",
+                [] { return cli::RunJobsCommand(g_positional); }}},
       {"version", {"print the version", RunVersion}},
   };
   return *commands;
@@ -276,7 +284,7 @@ int main(int argc, char** argv) {
   const std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   for (size_t i = 1; i < positional.size(); ++i) skinlesion::g_positional.push_back(positional[i]);
-  if (name != "predict" && !skinlesion::g_positional.empty()) {
+  if (name != "predict" && name != "jobs" && !skinlesion::g_positional.empty()) {
     std::fprintf(stderr, "skinlesion %s: unexpected argument '%s'\n", name.c_str(), positional[1]);
     return 2;
   }

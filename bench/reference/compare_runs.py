@@ -11,6 +11,7 @@ throughput: the median over epochs of images per training second, and its ratio
 (started together), the ratio compares them under the same load.
 """
 import json
+import math
 import os
 import statistics
 import sys
@@ -23,6 +24,19 @@ METRICS = [
     ("melanoma_recall", "melanoma recall"),
     ("malignant_auc", "malignant-vs-benign AUC"),
 ]
+
+
+def balanced_accuracy_se(metrics):
+    """Standard error of balanced accuracy from the confusion matrix: the mean of K
+    per-class recalls, each binomial over its class's support."""
+    cm = metrics["confusion_matrix"]
+    var = 0.0
+    for k, row in enumerate(cm):
+        n = sum(row)
+        if n:
+            r = row[k] / n
+            var += r * (1 - r) / n
+    return math.sqrt(var) / len(cm)
 
 
 def load_log(path):
@@ -64,6 +78,11 @@ def main():
     print(f"| training time (sum of epochs) | {cpp['train_seconds'] / 60:.1f} min | {py['train_seconds'] / 60:.1f} min |")
     print(f"| training img/s (median epoch) | {cpp['img_s']:.1f} | {py['img_s']:.1f} |")
     print(f"\nC++ / Python training throughput: {cpp['img_s'] / py['img_s']:.2f}x")
+    diff = cpp["metrics"]["balanced_accuracy"] - py["metrics"]["balanced_accuracy"]
+    se = math.hypot(balanced_accuracy_se(cpp["metrics"]), balanced_accuracy_se(py["metrics"]))
+    print(f"balanced accuracy C++ - Python: {diff:+.4f}; noise (1.96 x SE of the difference, "
+          f"binomial per class): +/-{1.96 * se:.4f} -> "
+          f"{'within noise' if abs(diff) <= 1.96 * se else ('C++ better' if diff > 0 else 'C++ WORSE')}")
 
 
 if __name__ == "__main__":

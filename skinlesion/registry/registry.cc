@@ -64,7 +64,8 @@ absl::StatusOr<FileEntry> CopyAndHash(const std::string& src, const std::string&
   {
     std::ofstream out(dst, std::ios::binary | std::ios::trunc);
     if (!out) return ErrnoStatus("create", dst);
-    out << in.rdbuf();
+    // `out << rdbuf` sets failbit when it inserts nothing: an empty file is fine.
+    if (in.peek() != std::ifstream::traits_type::eof()) out << in.rdbuf();
     if (!out.good()) return ErrnoStatus("write", dst);
   }
   SL_RETURN_IF_ERROR(FsyncPath(dst, false));
@@ -449,6 +450,11 @@ absl::StatusOr<std::string> Registry::StateToken(absl::string_view model) const 
   SL_ASSIGN_OR_RETURN(const auto aliases, Aliases(model));
   std::string token = absl::StrJoin(versions, ",");
   for (const auto& [name, v] : aliases) absl::StrAppend(&token, ";", name, "=", v);
+  // The history's length too: a move to the version an alias already has changes
+  // no alias, but it is a move.
+  std::error_code ec;
+  const auto history_bytes = fs::file_size(ModelDir(model) + "/alias_history.jsonl", ec);
+  absl::StrAppend(&token, ";history=", ec ? 0 : history_bytes);
   return token;
 }
 

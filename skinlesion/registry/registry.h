@@ -116,8 +116,9 @@ class Registry {
   // Removes staging directories left by killed publishers (older than min_age_s).
   absl::Status CollectGarbage(absl::string_view model, int min_age_s = 3600);
 
-  // A number that changes whenever a version is published or an alias moves in
-  // `model` (for watchers that poll): derived from the directory state.
+  // A string that changes whenever a version is published or an alias moves in
+  // `model`, also onto the version it already had (for watchers that poll):
+  // derived from the directory state.
   absl::StatusOr<std::string> StateToken(absl::string_view model) const;
 
   const std::string& root() const { return root_; }

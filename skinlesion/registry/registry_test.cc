@@ -69,6 +69,18 @@ TEST_F(RegistryTest, PublishListGetVerify) {
   EXPECT_THAT(registry_->ListVersions("other"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("other")));
 }
 
+TEST_F(RegistryTest, EmptyFilesArePublished) {
+  WriteFile(dir_.Join("empty"), "");
+  auto v = registry_->Publish("m", {{"empty.txt", dir_.Join("empty")}}, nlohmann::json::object());
+  ASSERT_TRUE(v.ok()) << v.status();
+  auto info = registry_->GetVersion("m", *v);
+  ASSERT_TRUE(info.ok()) << info.status();
+  ASSERT_EQ(info->files.size(), 1u);
+  EXPECT_EQ(info->files[0].size, 0);
+  EXPECT_EQ(info->files[0].sha256, Sha256Hex(""));
+  EXPECT_THAT(registry_->Verify("m", *v), IsOk());
+}
+
 TEST_F(RegistryTest, TamperedFileFailsVerification) {
   PublishWith(0.5, 0.5);
   WriteFile(registry_->root() + "/ham-resnet/versions/1/model.safetensors", std::string(1000, 'x'));
@@ -198,8 +210,12 @@ TEST_F(RegistryTest, StateTokenChangesOnPublishAndAlias) {
   const std::string t2 = *registry_->StateToken("ham-resnet");
   ASSERT_THAT(registry_->SetAlias("ham-resnet", "staging", 2, ""), IsOk());
   const std::string t3 = *registry_->StateToken("ham-resnet");
+  ASSERT_THAT(registry_->SetAlias("ham-resnet", "staging", 2, "again"), IsOk());  // Same version.
+  const std::string t4 = *registry_->StateToken("ham-resnet");
   EXPECT_NE(t1, t2);
   EXPECT_NE(t2, t3);
+  EXPECT_NE(t3, t4);
+  EXPECT_EQ(t4, *registry_->StateToken("ham-resnet"));
 }
 
 }  // namespace

@@ -1,0 +1,238 @@
+#include "services/inference/classification_service.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "skinlesion/common/classes.h"
+
+namespace skinlesion::inference {
+namespace {
+
+constexpr absl::string_view kService = "skinlesion.v1.ClassificationService";
+
+v1::MalignancyGroup ToProto(MalignancyGroup group) {
+  return group == MalignancyGroup::kMalignant ? v1::MALIGNANCY_GROUP_MALIGNANT
+                                              : v1::MALIGNANCY_GROUP_BENIGN;
+}
+
+void FillClass(int index, float probability, v1::ClassProbability* out) {
+  const ClassInfo& info = ClassAt(index);
+  v1::LesionClass* lesion = out->mutable_lesion_class();
+  lesion->set_index(info.index);
+  lesion->set_code(std::string(info.code));
+  lesion->set_name(std::string(info.name));
+  lesion->set_group(ToProto(info.group));
+  out->set_probability(probability);
+}
+
+}  // namespace
+
+absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& request,
+                                                     absl::Time deadline) {
+  if (request.image().empty()) {
+    return absl::InvalidArgumentError("image is empty: send the encoded JPEG/PNG/WebP/BMP bytes");
+  }
+  if (request.explain()) {
+    return absl::InvalidArgumentError(
+        "explain=true is not supported: this server does not compute explanation heatmaps "
+        "(send explain=false)");
+  }
+  if (request.version() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("version must be >= 0 (0: current), got ", request.version()));
+  }
+  serving::InferRequest out;
+  out.model = request.model();
+  out.version = request.version();
+  out.encoded_image = request.image();
+  out.deadline = deadline;
+  return out;
+}
+
+int EffectiveTopK(int requested, int default_top_k) {
+  if (requested == 0) requested = default_top_k;
+  return std::clamp(requested, 1, kNumClasses);
+}
+
+void FillClassifyResponse(const serving::InferResult& result, int top_k, const std::string& alias,
+                          v1::ClassifyResponse* response) {
+  for (int i = 0; i < kNumClasses; ++i) {
+    FillClass(i, result.probabilities[i], response->add_probabilities());
+  }
+  std::array<int, kNumClasses> order;
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return result.probabilities[a] > result.probabilities[b]; });
+  for (int i = 0; i < top_k && i < kNumClasses; ++i) {
+    FillClass(order[i], result.probabilities[order[i]], response->add_top());
+  }
+  response->set_malignancy_risk(result.malignancy_risk);
+  response->set_refer(result.refer);
+  response->set_refer_reason(result.refer_reason);
+  v1::ModelRef* model = response->mutable_model();
+  model->set_name(result.model);
+  model->set_version(result.version);
+  model->set_alias(alias);
+  model->set_sha256(result.sha256);
+  v1::Timing* timing = response->mutable_timing();
+  timing->set_queue_ms(result.queue_ms);
+  timing->set_compute_ms(result.compute_ms);
+  timing->set_total_ms(result.total_ms);
+  timing->set_batch_size(result.batch_size);
+}
+
+ClassificationServiceImpl::ClassificationServiceImpl(serving::ServingCore* core,
+                                                     GrpcMetrics* metrics,
+                                                     ClassificationOptions options)
+    : core_(core), metrics_(metrics), options_(options) {}
+
+std::string ClassificationServiceImpl::AliasOf(const std::string& model, int64_t version) const {
+  for (const serving::ServedModelStatus& status : core_->Models()) {
+    if (status.name == model && status.ready && status.spec.version == version) {
+      return status.alias;
+    }
+  }
+  return "";
+}
+
+absl::Status ClassificationServiceImpl::Respond(const absl::StatusOr<serving::InferResult>& result,
+                                                const v1::ClassifyRequest& request,
+                                                v1::ClassifyResponse* response) {
+  response->set_request_id(request.request_id());
+  if (!result.ok()) return result.status();
+  FillClassifyResponse(*result, EffectiveTopK(request.top_k(), options_.default_top_k),
+                       AliasOf(result->model, result->version), response);
+  return absl::OkStatus();
+}
+
+grpc::Status ClassificationServiceImpl::Classify(grpc::ServerContext* context,
+                                                 const v1::ClassifyRequest* request,
+                                                 v1::ClassifyResponse* response) {
+  RpcRecorder recorder(metrics_, kService, "Classify");
+  absl::StatusOr<serving::InferRequest> infer = ToInferRequest(*request, DeadlineOf(*context));
+  if (!infer.ok()) return recorder.Done(ToGrpcStatus(infer.status()));
+  const absl::StatusOr<serving::InferResult> result = core_->Infer(*std::move(infer));
+  return recorder.Done(ToGrpcStatus(Respond(result, *request, response)));
+}
+
+grpc::Status ClassificationServiceImpl::ClassifyStream(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::ClassifyResponse, v1::ClassifyRequest>* stream) {
+  RpcRecorder recorder(metrics_, kService, "ClassifyStream");
+  using Result = absl::StatusOr<serving::InferResult>;
+  struct Pending {
+    v1::ClassifyRequest request;  // The image is dropped once submitted.
+    std::future<Result> result;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Pending> pending;  // In request order.
+  bool reading_done = false;
+  std::atomic<bool> write_failed{false};
+
+  // The writer answers in request order as results complete; the handler thread
+  // keeps reading and submitting so that later requests batch with earlier ones.
+  std::thread writer([&] {
+    while (true) {
+      Pending item;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return !pending.empty() || reading_done; });
+        if (pending.empty()) return;
+        item = std::move(pending.front());
+        pending.pop_front();
+      }
+      cv.notify_all();
+      const Result result = item.result.get();
+      v1::ClassifyResponse response;
+      const absl::Status status = Respond(result, item.request, &response);
+      if (!status.ok()) {
+        response.Clear();
+        response.set_request_id(item.request.request_id());
+        response.set_error_code(static_cast<int>(status.code()));
+        response.set_error_message(std::string(status.message()));
+      }
+      if (!write_failed && !stream->Write(response)) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          write_failed = true;
+        }
+        cv.notify_all();
+      }
+    }
+  });
+
+  v1::ClassifyRequest request;
+  while (stream->Read(&request)) {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] {
+        return static_cast<int>(pending.size()) < options_.max_stream_in_flight || write_failed;
+      });
+      if (write_failed) break;
+    }
+    auto promise = std::make_shared<std::promise<Result>>();
+    Pending item{.request = std::move(request), .result = promise->get_future()};
+    absl::StatusOr<serving::InferRequest> infer =
+        ToInferRequest(item.request, DeadlineOf(*context));
+    item.request.clear_image();
+    if (infer.ok()) {
+      core_->InferAsync(*std::move(infer),
+                        [promise](Result result) { promise->set_value(std::move(result)); });
+    } else {
+      promise->set_value(infer.status());
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      pending.push_back(std::move(item));
+    }
+    cv.notify_all();
+    request.Clear();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    reading_done = true;
+  }
+  cv.notify_all();
+  writer.join();
+  if (write_failed) {
+    return recorder.Done(grpc::Status(grpc::StatusCode::CANCELLED,
+                                      "the client stopped receiving ClassifyStream responses"));
+  }
+  if (context->IsCancelled()) {
+    return recorder.Done(grpc::Status(grpc::StatusCode::CANCELLED, "ClassifyStream cancelled"));
+  }
+  return recorder.Done(grpc::Status::OK);
+}
+
+grpc::Status ClassificationServiceImpl::ListServedModels(grpc::ServerContext* context,
+                                                         const v1::ListServedModelsRequest* request,
+                                                         v1::ListServedModelsResponse* response) {
+  RpcRecorder recorder(metrics_, kService, "ListServedModels");
+  for (const serving::ServedModelStatus& status : core_->Models()) {
+    v1::ServedModel* served = response->add_models();
+    v1::ModelRef* model = served->mutable_model();
+    model->set_name(status.name);
+    model->set_alias(status.alias);
+    served->set_ready(status.ready);
+    if (status.ready) {
+      model->set_version(status.spec.version);
+      model->set_sha256(status.spec.sha256);
+      served->set_architecture(status.spec.architecture);
+      served->set_input_size(status.spec.image_size);
+    }
+  }
+  return recorder.Done(grpc::Status::OK);
+}
+
+}  // namespace skinlesion::inference

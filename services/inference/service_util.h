@@ -1,0 +1,75 @@
+// Helpers shared by the gRPC front ends of skinlesion-inference: status and
+// deadline conversion, served-model lookup, and per-RPC Prometheus metrics.
+#ifndef SERVICES_INFERENCE_SERVICE_UTIL_H_
+#define SERVICES_INFERENCE_SERVICE_UTIL_H_
+
+#include <chrono>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "skinlesion/serving/serving.h"
+
+namespace skinlesion::inference {
+
+// absl and gRPC share the canonical code numbering (google.rpc.Code), so the
+// mapping is 1:1: InvalidArgument -> INVALID_ARGUMENT, NotFound -> NOT_FOUND, ...
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// The client's deadline as an absl::Time (InfiniteFuture when it set none).
+absl::Time DeadlineOf(const grpc::ServerContext& context);
+
+// The served model called `name` (empty: the first one, the server's default).
+// NotFound names the served models; Unavailable when none is configured.
+absl::StatusOr<serving::ServedModelStatus> FindServedModel(const serving::ServingCore& core,
+                                                           const std::string& name);
+
+// gRPC-level metrics on the registry the /metrics endpoint exposes:
+//   skinlesion_grpc_requests_total{service,method,code}
+//   skinlesion_grpc_request_duration_seconds{service,method}  (histogram)
+class GrpcMetrics {
+ public:
+  explicit GrpcMetrics(prometheus::Registry& registry);
+  void Record(absl::string_view service, absl::string_view method, grpc::StatusCode code,
+              double seconds);
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& duration_;
+};
+
+// Records one RPC into `metrics` (may be null) when it goes out of scope, with
+// the status given to Done().
+class RpcRecorder {
+ public:
+  RpcRecorder(GrpcMetrics* metrics, absl::string_view service, absl::string_view method)
+      : metrics_(metrics), service_(service), method_(method), start_(absl::Now()) {}
+  ~RpcRecorder() {
+    if (metrics_ != nullptr) {
+      metrics_->Record(service_, method_, code_, absl::ToDoubleSeconds(absl::Now() - start_));
+    }
+  }
+  RpcRecorder(const RpcRecorder&) = delete;
+  RpcRecorder& operator=(const RpcRecorder&) = delete;
+  grpc::Status Done(grpc::Status status) {
+    code_ = status.error_code();
+    return status;
+  }
+
+ private:
+  GrpcMetrics* metrics_;
+  absl::string_view service_, method_;
+  absl::Time start_;
+  grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
+};
+
+}  // namespace skinlesion::inference
+
+#endif  // SERVICES_INFERENCE_SERVICE_UTIL_H_

@@ -1,0 +1,773 @@
+#include "skinlesion/jobs/manager.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/util/time_util.h"
+#include "nlohmann/json.hpp"
+#include "skinlesion/common/csv.h"
+#include "skinlesion/common/logging.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/jobs/validate.h"
+
+extern char** environ;
+
+namespace skinlesion::jobs {
+namespace fs = std::filesystem;
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+constexpr size_t kMaxLogLine = 2000;
+
+// A child process of a job (one per rank).
+struct Child {
+  pid_t pid = -1;
+  int rank = 0;
+  bool exited = false;
+  int status = 0;  // waitpid status once exited.
+};
+
+// fork/exec of `args` with stdout/stderr appended to files and `env` added to the
+// environment. The child dies with the thread that forked it (PR_SET_PDEATHSIG).
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
+                            const std::vector<std::string>& extra_env,
+                            const std::string& stdout_path, const std::string& stderr_path) {
+  // Everything the child needs is prepared before fork(): after it, only
+  // async-signal-safe calls.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const std::string key = entry.substr(0, entry.find('='));
+    bool overridden = false;
+    for (const std::string& x : extra_env) overridden |= absl::StartsWith(x, key + "=");
+    if (!overridden) env_strings.push_back(entry);
+  }
+  for (const std::string& x : extra_env) env_strings.push_back(x);
+  std::vector<char*> envp, argv;
+  for (std::string& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args_copy = args;
+  for (std::string& s : args_copy) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const int out_fd = ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int err_fd = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (out_fd < 0 || err_fd < 0 || null_fd < 0) {
+    for (int fd : {out_fd, err_fd, null_fd}) {
+      if (fd >= 0) ::close(fd);
+    }
+    return absl::InternalError(
+        absl::StrCat("cannot open the log files ", stdout_path, ", ", stderr_path));
+  }
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(111);  // The parent died before prctl.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);  // The trainer blocks SIGTERM for sigwait.
+    ::signal(SIGPIPE, SIG_DFL);
+    ::setpgid(0, 0);  // Its own process group: a stop signal reaches its helpers too.
+    ::dup2(null_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    ::execve(argv[0], argv.data(), envp.data());
+    static const char kMessage[] = "skinlesion-trainer: exec of the skinlesion CLI failed\n";
+    (void)!::write(2, kMessage, sizeof(kMessage) - 1);
+    ::_exit(127);
+  }
+  const int fork_errno = errno;
+  ::close(out_fd);
+  ::close(err_fd);
+  ::close(null_fd);
+  if (pid < 0)
+    return absl::ResourceExhaustedError(absl::StrCat("fork failed: ", strerror(fork_errno)));
+  return pid;
+}
+
+absl::StatusOr<int> FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    return absl::InternalError("cannot find a free port for MASTER_PORT");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with code ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    std::string text = absl::StrCat("killed by signal ", sig, " (", strsignal(sig), ")");
+    if (sig == SIGKILL) absl::StrAppend(&text, ", possibly out of memory");
+    return text;
+  }
+  return absl::StrCat("ended with wait status ", status);
+}
+
+// Reads the bytes appended to a file since the last call and splits them into
+// complete lines.
+class FileTail {
+ public:
+  FileTail() = default;
+  explicit FileTail(std::string path) : path_(std::move(path)) {
+    std::error_code ec;
+    const auto size = fs::file_size(path_, ec);
+    offset_ = ec ? 0 : static_cast<int64_t>(size);
+  }
+  // New complete lines; with `flush`, a last line without '\n' too.
+  std::vector<std::string> Read(bool flush) {
+    std::vector<std::string> lines;
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      char buffer[65536];
+      while (true) {
+        const ssize_t n = ::pread(fd, buffer, sizeof(buffer), offset_);
+        if (n <= 0) break;
+        offset_ += n;
+        partial_.append(buffer, static_cast<size_t>(n));
+      }
+      ::close(fd);
+    }
+    size_t start = 0;
+    for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
+      lines.push_back(partial_.substr(start, nl - start));
+    }
+    partial_.erase(0, start);
+    if (flush && !partial_.empty()) {
+      lines.push_back(partial_);
+      partial_.clear();
+    }
+    for (std::string& line : lines) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      // Progress lines rewritten with '\r': keep the last.
+      if (const size_t cr = line.rfind('\r'); cr != std::string::npos) line.erase(0, cr + 1);
+      if (line.size() > kMaxLogLine) line.resize(kMaxLogLine);
+    }
+    return lines;
+  }
+
+ private:
+  std::string path_;
+  int64_t offset_ = 0;
+  std::string partial_;
+};
+
+double Number(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+
+double Fraction(const v1::JobProgress& p) {
+  if (p.epochs() <= 0) return 0;
+  double within =
+      p.steps() > 0 ? static_cast<double>(p.step()) / static_cast<double>(p.steps()) : 0;
+  return std::clamp((p.epoch() + within) / p.epochs(), 0.0, 1.0);
+}
+
+}  // namespace
+
+struct JobManager::Running {
+  std::string id;
+  int slots = 1;
+  std::atomic<bool> cancel{false};
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::condition_variable cv;  // Wakes the monitor loop early (cancel, stop).
+  bool done = false;           // Guarded by JobManager::mu_.
+  std::thread thread;
+};
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const Options& options) {
+  if (options.registry == nullptr) return absl::InvalidArgumentError("JobManager needs a registry");
+  if (options.max_concurrent_jobs < 1)
+    return absl::InvalidArgumentError("max_concurrent_jobs must be >= 1");
+  std::error_code ec;
+  if (!fs::is_regular_file(options.cli_path, ec) || ::access(options.cli_path.c_str(), X_OK) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the skinlesion CLI ", options.cli_path, " is not an executable file"));
+  }
+  fs::create_directories(options.runs_dir, ec);
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot create ", options.runs_dir, ": ", ec.message()));
+  SL_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(options.db_path));
+  std::unique_ptr<JobManager> manager(new JobManager(options, std::move(store)));
+  // A job still RUNNING belonged to a process that died (kill -9, crash, power
+  // loss): its children died with it (PR_SET_PDEATHSIG). Queue it again; its next
+  // start resumes from the last checkpoint.
+  SL_ASSIGN_OR_RETURN(const std::vector<v1::Job> orphans,
+                      manager->store_->List({v1::JOB_STATE_RUNNING}));
+  for (const v1::Job& job : orphans) {
+    v1::JobEvent line;
+    line.set_log_line("trainer restarted: job re-queued, it resumes from its last checkpoint");
+    manager->Emit(job.id(), line);
+    SL_RETURN_IF_ERROR(manager->Transition(job.id(), v1::JOB_STATE_QUEUED, nullptr).status());
+    SL_RETURN_IF_ERROR(manager->store_->SetPid(job.id(), 0));
+  }
+  manager->RefreshStateGauges();
+  return manager;
+}
+
+JobManager::JobManager(Options options, std::unique_ptr<JobStore> store)
+    : options_(std::move(options)), store_(std::move(store)) {}
+
+JobManager::~JobManager() { Shutdown(); }
+
+void JobManager::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (started_ || shutdown_) return;
+  started_ = true;
+  scheduler_ = std::thread([this] { SchedulerLoop(); });
+}
+
+void JobManager::Shutdown() {
+  std::vector<std::shared_ptr<Running>> running;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!shutdown_) {
+      shutdown_ = true;
+      for (auto& [id, r] : running_) {
+        r->stop = true;
+        r->cv.notify_all();
+      }
+    }
+    for (auto& [id, r] : running_) running.push_back(r);
+  }
+  cv_.notify_all();
+  { std::lock_guard<std::mutex> lock(events_mu_); }
+  events_cv_.notify_all();
+  if (scheduler_.joinable()) scheduler_.join();
+  for (auto& r : running) {
+    if (r->thread.joinable()) r->thread.join();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  running_.clear();
+}
+
+int JobManager::Slots(const v1::Job& job) const {
+  return std::clamp(job.config().world_size(), 1, options_.max_concurrent_jobs);
+}
+
+void JobManager::SchedulerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!shutdown_) {
+    for (auto it = running_.begin(); it != running_.end();) {
+      if (it->second->done) {
+        if (it->second->thread.joinable()) it->second->thread.join();
+        it = running_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    bool started_one = false;
+    if (slots_in_use_ < options_.max_concurrent_jobs) {
+      auto queued = store_->List({v1::JOB_STATE_QUEUED});
+      if (!queued.ok()) {
+        SL_LOG(ERROR) << "job store: " << queued.status();
+      } else if (!queued->empty()) {
+        const v1::Job& next = queued->front();
+        const int slots = Slots(next);
+        if (slots_in_use_ + slots <= options_.max_concurrent_jobs) {
+          const std::string run_dir = options_.runs_dir + "/" + next.id();
+          auto job = Transition(next.id(), v1::JOB_STATE_RUNNING, [&](v1::Job& j) {
+            j.set_attempt(j.attempt() + 1);
+            j.set_run_dir(run_dir);
+            j.clear_failure_reason();
+          });
+          if (job.ok()) {
+            auto r = std::make_shared<Running>();
+            r->id = next.id();
+            r->slots = slots;
+            slots_in_use_ += slots;
+            running_[r->id] = r;
+            r->thread = std::thread([this, r] { RunJob(r); });
+            started_one = true;
+          } else {
+            SL_LOG(ERROR) << "cannot start job " << next.id() << ": " << job.status();
+          }
+        }
+      }
+    }
+    if (!started_one) cv_.wait_for(lock, std::chrono::seconds(1));
+  }
+}
+
+absl::StatusOr<v1::Job> JobManager::Transition(const std::string& id, v1::JobState to,
+                                               const std::function<void(v1::Job&)>& mutate) {
+  SL_ASSIGN_OR_RETURN(v1::Job job, store_->Update(id, [&](v1::Job& j) {
+    j.set_state(to);
+    if (mutate) mutate(j);
+  }));
+  v1::JobEvent event;
+  event.set_state(to);
+  Emit(id, event);
+  if (options_.metrics != nullptr && IsTerminal(to)) {
+    const double seconds =
+        job.has_started() ? static_cast<double>(TimeUtil::TimestampToMilliseconds(job.finished()) -
+                                                TimeUtil::TimestampToMilliseconds(job.started())) /
+                                1000.0
+                          : 0.0;
+    options_.metrics->Finished(id, StateName(to), seconds);
+  }
+  RefreshStateGauges();
+  return job;
+}
+
+void JobManager::Emit(const std::string& id, v1::JobEvent event) {
+  auto stored = store_->AppendEvent(id, std::move(event));
+  if (!stored.ok())
+    SL_LOG(ERROR) << "cannot store an event of job " << id << ": " << stored.status();
+  {
+    // Taking the lock orders the notification after a watcher's check.
+    std::lock_guard<std::mutex> lock(events_mu_);
+  }
+  events_cv_.notify_all();
+}
+
+void JobManager::RefreshStateGauges() {
+  if (options_.metrics == nullptr) return;
+  auto jobs = store_->List({});
+  if (!jobs.ok()) return;
+  std::map<std::string, int> counts;
+  for (int s = v1::JOB_STATE_QUEUED; s <= v1::JOB_STATE_CANCELLED; ++s) {
+    counts[StateName(static_cast<v1::JobState>(s))] = 0;
+  }
+  for (const v1::Job& job : *jobs) counts[StateName(job.state())]++;
+  options_.metrics->SetStateCounts(counts);
+}
+
+absl::StatusOr<v1::Job> JobManager::Submit(v1::TrainingConfig config) {
+  auto absolute = [](const std::string& path) {
+    std::error_code ec;
+    return path.empty() ? path : fs::absolute(path, ec).lexically_normal().string();
+  };
+  config.set_data_dir(absolute(config.data_dir()));
+  config.set_split_file(absolute(config.split_file()));
+  config.set_metadata_file(absolute(config.metadata_file()));
+  if (config.world_size() == 0) config.set_world_size(1);
+  SL_RETURN_IF_ERROR(ValidateTrainingConfig(config));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutdown_) return absl::UnavailableError("the trainer is shutting down");
+  }
+  SL_ASSIGN_OR_RETURN(v1::Job job, store_->Create(config));
+  v1::JobEvent event;
+  event.set_state(v1::JOB_STATE_QUEUED);
+  Emit(job.id(), event);
+  if (options_.metrics != nullptr) options_.metrics->Submitted();
+  RefreshStateGauges();
+  SL_LOG(INFO) << "job " << job.id() << " queued: " << config.architecture() << " -> "
+               << config.model_name();
+  cv_.notify_all();
+  return job;
+}
+
+absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) const { return store_->Get(id); }
+
+absl::StatusOr<std::vector<v1::Job>> JobManager::List(
+    const std::vector<v1::JobState>& states) const {
+  return store_->List(states);
+}
+
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
+  std::shared_ptr<Running> r;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    SL_ASSIGN_OR_RETURN(const v1::Job job, store_->Get(id));
+    if (IsTerminal(job.state())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " already ", StateName(job.state())));
+    }
+    auto it = running_.find(id);
+    if (it == running_.end() || it->second->done) {
+      // Queued (the scheduler takes jobs under mu_, so it cannot start it now).
+      return Transition(id, v1::JOB_STATE_CANCELLED,
+                        [](v1::Job& j) { j.add_notes("cancelled while queued"); });
+    }
+    r = it->second;
+    r->cancel = true;
+    r->cv.notify_all();
+  }
+  const auto deadline = std::chrono::steady_clock::now() +
+                        absl::ToChronoMilliseconds(options_.kill_grace) + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (r->done) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return store_->Get(id);
+}
+
+absl::Status JobManager::Watch(const std::string& id,
+                               const std::function<bool(const v1::JobEvent&)>& send,
+                               const std::function<bool()>& cancelled) {
+  SL_RETURN_IF_ERROR(store_->Get(id).status());
+  int64_t last = 0;
+  int idle_terminal_polls = 0;
+  while (true) {
+    SL_ASSIGN_OR_RETURN(const v1::Job job, store_->Get(id));
+    SL_ASSIGN_OR_RETURN(const std::vector<v1::JobEvent> events, store_->Events(id, last));
+    for (const v1::JobEvent& e : events) {
+      if (!send(e)) return absl::CancelledError("the watcher went away");
+      last = e.sequence();
+      if (e.event_case() == v1::JobEvent::kState && IsTerminal(e.state())) return absl::OkStatus();
+    }
+    // The terminal state event is appended right after the state changes; a
+    // process killed in between leaves none, so give up after two empty polls.
+    if (events.empty() && IsTerminal(job.state()) && ++idle_terminal_polls >= 2)
+      return absl::OkStatus();
+    if (cancelled()) return absl::CancelledError("watch cancelled");
+    std::unique_lock<std::mutex> lock(events_mu_);
+    if (shutdown_) return absl::UnavailableError("the trainer is shutting down");
+    if (events.size() < 10000) events_cv_.wait_for(lock, std::chrono::milliseconds(250));
+  }
+}
+
+namespace {
+
+// Publishes RUN/model (+ the report) as a new version; see manager.h.
+absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::Job& job,
+                                        std::vector<std::string>* notes) {
+  const std::string model = job.config().model_name();
+  const std::string model_dir = job.run_dir() + "/model";
+  const std::string report_dir = job.run_dir() + "/report";
+  std::map<std::string, std::string> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(model_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name != "manifest.json") files[name] = entry.path().string();
+  }
+  if (ec)
+    return absl::FailedPreconditionError(
+        absl::StrCat("no model directory ", model_dir, ": ", ec.message()));
+  if (!fs::is_regular_file(report_dir + "/metrics.json", ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(report_dir, "/metrics.json is missing"));
+  }
+  files["metrics.json"] = report_dir + "/metrics.json";
+  for (const auto& entry : fs::directory_iterator(report_dir, ec)) {
+    if (entry.is_regular_file() && entry.path().extension() == ".png") {
+      files.emplace(entry.path().filename().string(), entry.path().string());
+    }
+  }
+  SL_ASSIGN_OR_RETURN(const std::string text,
+                      ReadFileToString(model_dir + "/manifest.json", 16 << 20));
+  nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
+  if (!manifest.is_object())
+    return absl::DataLossError(absl::StrCat(model_dir, "/manifest.json is not a JSON object"));
+  manifest["job_id"] = job.id();
+  auto production = registry.GetAlias(model, "production");
+  manifest["parent_version"] =
+      production.ok() ? nlohmann::json(production->version) : nlohmann::json();
+  manifest["promotion_gates"] = {{"metrics", {"balanced_accuracy", "melanoma_recall"}}};
+  SL_ASSIGN_OR_RETURN(const int64_t version, registry.Publish(model, files, manifest));
+  const std::string reason = absl::StrCat("training job ", job.id());
+  SL_RETURN_IF_ERROR(registry.SetAlias(model, "staging", version, reason));
+  v1::ModelRef ref;
+  ref.set_name(model);
+  ref.set_version(version);
+  ref.set_alias("staging");
+  ref.set_sha256(manifest.value("sha256", ""));
+  if (job.config().promote_to_production()) {
+    const absl::Status s = registry.SetAlias(model, "production", version, reason);
+    if (s.ok()) {
+      ref.set_alias("production");
+    } else {
+      notes->push_back(
+          absl::StrCat("production not moved to version ", version, ": ", s.message()));
+    }
+  }
+  return ref;
+}
+
+}  // namespace
+
+void JobManager::RunJob(std::shared_ptr<Running> r) {
+  const std::string& id = r->id;
+  auto finish = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    slots_in_use_ -= r->slots;
+    r->done = true;
+    cv_.notify_all();
+  };
+  auto fail = [&](const std::string& reason) {
+    SL_LOG(WARNING) << "job " << id << " failed: " << reason;
+    auto s =
+        Transition(id, v1::JOB_STATE_FAILED, [&](v1::Job& j) { j.set_failure_reason(reason); });
+    if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
+  };
+  auto log_line = [&](const std::string& text) {
+    v1::JobEvent e;
+    e.set_log_line(text);
+    Emit(id, e);
+  };
+
+  auto job_or = store_->Get(id);
+  if (!job_or.ok()) {
+    SL_LOG(ERROR) << "job " << id << ": " << job_or.status();
+    finish();
+    return;
+  }
+  const v1::Job job = *job_or;
+  const v1::TrainingConfig& config = job.config();
+  const std::string run_dir = job.run_dir();
+  std::error_code ec;
+  fs::create_directories(run_dir + "/logs", ec);
+  auto train_config = TrainConfigJson(config);
+  absl::Status prepared =
+      ec ? absl::InternalError(absl::StrCat("cannot create ", run_dir, ": ", ec.message()))
+         : train_config.status();
+  if (prepared.ok()) {
+    prepared = WriteFileAtomically(run_dir + "/job_config.json", train_config->dump(2) + "\n");
+  }
+  if (!prepared.ok()) {
+    fail(absl::StrCat("cannot prepare the run: ", prepared.message()));
+    finish();
+    return;
+  }
+
+  const bool resume = job.attempt() > 1;
+  const std::string progress_path = run_dir + "/progress.jsonl";
+  std::vector<std::string> args = {options_.cli_path,
+                                   "train",
+                                   "--data=" + config.data_dir(),
+                                   "--metadata=" + MetadataPath(config),
+                                   "--out=" + run_dir,
+                                   "--config=" + run_dir + "/job_config.json",
+                                   "--device=" + options_.device};
+  if (!config.split_file().empty()) args.push_back("--split=" + config.split_file());
+  if (resume) args.push_back("--resume");
+  const int world_size = std::max(1, config.world_size());
+  std::vector<std::string> dist_env;
+  if (world_size > 1) {
+    auto port = FreePort();
+    if (!port.ok()) {
+      fail(std::string(port.status().message()));
+      finish();
+      return;
+    }
+    dist_env = {"MASTER_ADDR=127.0.0.1", absl::StrCat("MASTER_PORT=", *port),
+                absl::StrCat("WORLD_SIZE=", world_size)};
+  }
+  log_line(absl::StrCat("attempt ", job.attempt(),
+                        resume ? " (resuming from the last checkpoint)" : "", ": ",
+                        absl::StrJoin(args, " "), " --progress_jsonl=", progress_path,
+                        world_size > 1 ? absl::StrCat(" x", world_size, " ranks") : ""));
+
+  FileTail progress_tail(progress_path);
+  std::vector<FileTail> stderr_tails;
+  std::vector<Child> children;
+  std::deque<std::string> last_lines;
+  absl::Status spawn_status;
+  for (int rank = 0; rank < world_size; ++rank) {
+    std::vector<std::string> rank_args = args;
+    if (rank == 0) rank_args.push_back("--progress_jsonl=" + progress_path);
+    std::vector<std::string> env = dist_env;
+    if (world_size > 1) env.push_back(absl::StrCat("RANK=", rank));
+    const std::string err_path = absl::StrCat(run_dir, "/logs/rank", rank, ".stderr");
+    stderr_tails.emplace_back(err_path);
+    auto pid =
+        Spawn(rank_args, env, absl::StrCat(run_dir, "/logs/rank", rank, ".stdout"), err_path);
+    if (!pid.ok()) {
+      spawn_status = pid.status();
+      break;
+    }
+    children.push_back({.pid = *pid, .rank = rank});
+  }
+  if (!children.empty()) (void)store_->SetPid(id, children.front().pid);
+
+  v1::JobProgress progress = job.progress();
+  auto handle_progress_line = [&](const std::string& line) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object()) return;
+    const std::string kind = j.value("event", "");
+    if (kind == "progress") {
+      progress.set_phase(j.value("phase", ""));
+      progress.set_epoch(j.value("epoch", 0));
+      progress.set_epochs(j.value("epochs", 0));
+      progress.set_step(j.value("step", int64_t{0}));
+      progress.set_steps(j.value("steps", int64_t{0}));
+      progress.set_loss(Number(j, "loss"));
+      progress.set_images_per_second(Number(j, "images_per_second"));
+      progress.set_eta_seconds(Number(j, "eta_seconds"));
+    } else if (kind == "epoch") {
+      progress.set_phase(j.value("phase", progress.phase()));
+      progress.set_epoch(j.value("epoch", progress.epoch()));
+      progress.set_step(progress.steps());
+      progress.set_loss(Number(j, "train_loss"));
+      progress.set_images_per_second(Number(j, "images_per_second"));
+      progress.clear_validation_metrics();
+      auto& metrics = *progress.mutable_validation_metrics();
+      if (j.contains("val_metrics") && j["val_metrics"].is_object()) {
+        for (const auto& [key, value] : j["val_metrics"].items()) {
+          if (value.is_number()) metrics[key] = value.get<double>();
+        }
+      }
+      metrics["val_loss"] = Number(j, "val_loss");
+    } else if (kind == "phase") {
+      progress.set_phase(j.value("phase", ""));
+      progress.set_eta_seconds(0);
+    } else {
+      return;
+    }
+    (void)store_->Update(id, [&](v1::Job& stored) { *stored.mutable_progress() = progress; });
+    v1::JobEvent e;
+    *e.mutable_progress() = progress;
+    Emit(id, e);
+    if (options_.metrics != nullptr) {
+      const bool done = kind == "phase";
+      options_.metrics->Progress(id, done ? 1.0 : Fraction(progress), progress.loss(),
+                                 progress.images_per_second());
+    }
+  };
+  auto pump = [&](bool flush) {
+    for (const std::string& line : progress_tail.Read(flush)) handle_progress_line(line);
+    for (size_t i = 0; i < stderr_tails.size(); ++i) {
+      for (std::string& line : stderr_tails[i].Read(flush)) {
+        if (world_size > 1) line = absl::StrCat("[rank ", i, "] ", line);
+        last_lines.push_back(line);
+        if (static_cast<int>(last_lines.size()) > options_.stderr_tail_lines)
+          last_lines.pop_front();
+        log_line(line);
+      }
+    }
+  };
+
+  // Sends `sig` to every child still running (and its process group).
+  auto signal_all = [&](int sig) {
+    for (Child& c : children) {
+      if (!c.exited) {
+        ::kill(-c.pid, sig);
+        ::kill(c.pid, sig);
+      }
+    }
+  };
+  auto reap = [&] {
+    bool all = true;
+    for (Child& c : children) {
+      if (c.exited) continue;
+      int status = 0;
+      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+        c.exited = true;
+        c.status = status;
+      } else {
+        all = false;
+      }
+    }
+    return all;
+  };
+  // SIGTERM, then SIGKILL after the grace period; waits for every child.
+  auto stop_all = [&] {
+    signal_all(SIGTERM);
+    const auto kill_at =
+        std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(options_.kill_grace);
+    while (!reap()) {
+      if (std::chrono::steady_clock::now() >= kill_at) signal_all(SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  };
+
+  std::string failure;
+  if (!spawn_status.ok())
+    failure = absl::StrCat("cannot start the training process: ", spawn_status.message());
+  enum class End { kExited, kCancelled, kStopped } end = End::kExited;
+  if (!failure.empty()) {
+    stop_all();
+  } else {
+    while (true) {
+      pump(false);
+      const bool all_exited = reap();
+      if (all_exited) break;
+      bool crashed = false;
+      for (const Child& c : children) {
+        crashed |= c.exited && !(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0);
+      }
+      if (crashed) {  // One rank died: the others would wait for it forever.
+        stop_all();
+        break;
+      }
+      if (r->cancel || r->stop) {
+        end = r->cancel ? End::kCancelled : End::kStopped;
+        stop_all();
+        break;
+      }
+      std::unique_lock<std::mutex> lock(r->mu);
+      r->cv.wait_for(lock, absl::ToChronoMilliseconds(options_.poll_interval));
+    }
+  }
+  pump(true);
+  (void)store_->SetPid(id, 0);
+  if (end == End::kExited && failure.empty()) {
+    for (const Child& c : children) {
+      if (!(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0)) {
+        failure = absl::StrCat(world_size > 1 ? absl::StrCat("rank ", c.rank, ": ") : "",
+                               "skinlesion train ", DescribeExit(c.status));
+        break;
+      }
+    }
+    if (!failure.empty() && !last_lines.empty()) {
+      absl::StrAppend(&failure, "; last stderr lines:\n", absl::StrJoin(last_lines, "\n"));
+    }
+  }
+
+  if (end == End::kStopped) {
+    log_line(
+        "trainer stopping: job re-queued, it resumes from its last checkpoint on the next start");
+    auto s = Transition(id, v1::JOB_STATE_QUEUED, nullptr);
+    if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
+  } else if (end == End::kCancelled) {
+    auto s = Transition(id, v1::JOB_STATE_CANCELLED,
+                        [](v1::Job& j) { j.add_notes("cancelled while running"); });
+    if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
+  } else if (!failure.empty()) {
+    fail(failure);
+  } else {
+    handle_progress_line(R"({"event": "phase", "phase": "publish"})");
+    auto current = store_->Get(id);
+    std::vector<std::string> notes;
+    auto published =
+        current.ok() ? PublishRun(*options_.registry, *current, &notes) : current.status();
+    if (!published.ok()) {
+      fail(absl::StrCat("publishing to the registry failed: ", published.status().message()));
+    } else {
+      for (const std::string& n : notes) log_line(n);
+      log_line(absl::StrCat("published ", published->name(), " version ", published->version(),
+                            " (", published->alias(), ")"));
+      auto s = Transition(id, v1::JOB_STATE_SUCCEEDED, [&](v1::Job& j) {
+        *j.mutable_published() = *published;
+        for (const std::string& n : notes) j.add_notes(n);
+      });
+      if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
+    }
+  }
+  finish();
+}
+
+}  // namespace skinlesion::jobs

@@ -1,0 +1,116 @@
+// The job manager of skinlesion-trainer: a durable queue (JobStore) and a
+// scheduler that runs each job as child processes of the `skinlesion` CLI:
+//
+//   skinlesion train --data D --metadata M [--split S] --out RUNS/<id>
+//       --config RUNS/<id>/job_config.json --progress_jsonl RUNS/<id>/progress.jsonl
+//       --device DEV [--resume]
+//
+// (world_size N > 1: N such processes with MASTER_ADDR=127.0.0.1, MASTER_PORT=<free>,
+// RANK, WORLD_SIZE; rank 0 reports and exports). Children get SIGKILL when the
+// manager's process dies (PR_SET_PDEATHSIG), so nothing outlives a killed trainer;
+// a job found RUNNING when the manager starts goes back to QUEUED and its next
+// start passes --resume (exact resume from RUNS/<id>/checkpoints/last).
+//
+// The child's progress file and stderr are tailed into JobEvents (stored, then
+// fanned out to Watch). A child that exits non-zero or by a signal fails the job
+// with the exit code / signal and its last stderr lines; the manager keeps going.
+// On success the run is published to the registry (see Publish in manager.cc and
+// docs/trainer.md), `staging` moves to it, and `production` too when asked
+// (a promotion gate refusing is a note on the job, which still succeeds).
+#ifndef SKINLESION_JOBS_MANAGER_H_
+#define SKINLESION_JOBS_MANAGER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "skinlesion/jobs/metrics.h"
+#include "skinlesion/jobs/store.h"
+#include "skinlesion/registry/registry.h"
+#include "skinlesion/v1/training.pb.h"
+
+namespace skinlesion::jobs {
+
+class JobManager {
+ public:
+  struct Options {
+    std::string db_path;                     // SQLite database (created if missing).
+    std::string runs_dir;                    // Run directories: <runs_dir>/<job id>.
+    std::string cli_path;                    // The `skinlesion` binary.
+    std::string device = "cpu";              // --device of the children.
+    int max_concurrent_jobs = 1;             // Devices: a job of world_size N takes min(N, this).
+    registry::Registry* registry = nullptr;  // Publish target; required.
+    absl::Duration kill_grace = absl::Seconds(10);  // SIGTERM -> SIGKILL.
+    absl::Duration poll_interval = absl::Milliseconds(200);
+    int stderr_tail_lines = 20;     // Lines of stderr in a failure reason.
+    JobMetrics* metrics = nullptr;  // Optional.
+  };
+
+  // Opens the store and re-queues jobs left RUNNING by a previous process.
+  // Nothing runs before Start().
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(const Options& options);
+  ~JobManager();  // Calls Shutdown().
+
+  void Start();
+  // Stops scheduling, stops running children (SIGTERM, then SIGKILL after
+  // kill_grace), puts their jobs back to QUEUED (they resume on the next start)
+  // and ends every Watch. Idempotent.
+  void Shutdown();
+
+  // Validates (ValidateTrainingConfig) and queues. Paths are made absolute.
+  absl::StatusOr<v1::Job> Submit(v1::TrainingConfig config);
+  absl::StatusOr<v1::Job> Get(const std::string& id) const;
+  absl::StatusOr<std::vector<v1::Job>> List(const std::vector<v1::JobState>& states) const;
+  // QUEUED -> CANCELLED at once; RUNNING -> the children are stopped and the job
+  // becomes CANCELLED (waits for that, up to kill_grace + 5 s). A finished job is
+  // FailedPrecondition; an unknown one NotFound.
+  absl::StatusOr<v1::Job> Cancel(const std::string& id);
+
+  // Replays the job's stored events, then sends new ones as they come. Returns OK
+  // after the terminal state event, Cancelled when `cancelled()` turns true,
+  // Unavailable on Shutdown, NotFound for an unknown job. `send` returning false
+  // (the client went away) ends with Cancelled.
+  absl::Status Watch(const std::string& id, const std::function<bool(const v1::JobEvent&)>& send,
+                     const std::function<bool()>& cancelled);
+
+  JobStore& store() { return *store_; }
+
+ private:
+  struct Running;
+  explicit JobManager(Options options, std::unique_ptr<JobStore> store);
+  void SchedulerLoop();
+  void RunJob(std::shared_ptr<Running> running);
+  // Changes the state (store), then appends the state event and wakes watchers.
+  absl::StatusOr<v1::Job> Transition(const std::string& id, v1::JobState to,
+                                     const std::function<void(v1::Job&)>& mutate);
+  void Emit(const std::string& id, v1::JobEvent event);
+  void RefreshStateGauges();
+  int Slots(const v1::Job& job) const;
+
+  const Options options_;
+  std::unique_ptr<JobStore> store_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;         // Scheduler wake-ups.
+  std::mutex events_mu_;               // Pairs with events_cv_ (never held with mu_ after it).
+  std::condition_variable events_cv_;  // New events for watchers.
+  std::map<std::string, std::shared_ptr<Running>> running_;  // Guarded by mu_.
+  int slots_in_use_ = 0;                                     // Guarded by mu_.
+  bool started_ = false;
+  std::atomic<bool> shutdown_{false};  // Set under mu_.
+  std::thread scheduler_;
+  std::vector<std::thread> finished_threads_;  // Guarded by mu_; joined by the scheduler.
+};
+
+}  // namespace skinlesion::jobs
+
+#endif  // SKINLESION_JOBS_MANAGER_H_

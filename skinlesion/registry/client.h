@@ -1,0 +1,114 @@
+// A client of skinlesion.v1.RegistryService with a verified local cache.
+//
+//   RegistryClient client(CreateRegistryChannel("registry:50052"),
+//                         {.cache_dir = "/var/cache/skinlesion"});
+//   SL_ASSIGN_OR_RETURN(int64_t v, client.ResolveAlias("ham10000", "production"));
+//   SL_ASSIGN_OR_RETURN(std::string dir, client.FetchVersion("ham10000", v));
+//
+// FetchVersion downloads a version into <cache_dir>/<model>/<version>/ atomically:
+// the files go to a temporary directory under <cache_dir>/.tmp/, each one is checked
+// against the size and sha256 that GetVersion lists (manifest.json against the
+// manifest GetVersion returns), and only a complete, verified download is renamed
+// into place. A partial download is never visible; a mismatch is DataLoss and
+// leaves nothing behind. A cached version is re-verified (every file re-hashed
+// against its manifest.json) before it is reused; when the server answers, its
+// manifest of the version must also be the cached one (else the copy is replaced),
+// and when it does not, the verified copy is used.
+//
+// Errors are the server's gRPC status as absl::Status (same code and message), or
+// DataLoss for a download that does not match its manifest.
+// Thread-safe: calls may run concurrently (also FetchVersion of the same version).
+#ifndef SKINLESION_REGISTRY_CLIENT_H_
+#define SKINLESION_REGISTRY_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "skinlesion/v1/registry.grpc.pb.h"
+
+namespace skinlesion::registry {
+
+struct RegistryClientOptions {
+  // Where FetchVersion keeps versions; required for FetchVersion only.
+  std::string cache_dir;
+  // When set, every call carries the metadata `authorization: Bearer <token>`.
+  std::string bearer_token;
+  // Deadline of each unary call.
+  absl::Duration deadline = absl::Seconds(30);
+  // Deadline of one whole download (DownloadVersion stream).
+  absl::Duration download_deadline = absl::Minutes(10);
+  // Chunk size asked of DownloadVersion; 0: the server's default (1 MiB). The server
+  // clamps it to [4 KiB, 4 MiB]; above ~4 MiB the channel must accept large
+  // messages (CreateRegistryChannel does).
+  int chunk_size = 0;
+};
+
+// An insecure channel to `target` ("host:port") that accepts messages of up to
+// 8 MiB (DownloadVersion chunks of up to 4 MiB plus framing).
+std::shared_ptr<grpc::Channel> CreateRegistryChannel(const std::string& target);
+
+class RegistryClient {
+ public:
+  RegistryClient(std::shared_ptr<grpc::Channel> channel, RegistryClientOptions options);
+
+  absl::StatusOr<std::vector<std::string>> ListModels();
+  absl::StatusOr<std::vector<v1::ModelVersion>> ListVersions(const std::string& model);
+  absl::StatusOr<v1::ModelVersion> GetVersion(const std::string& model, int64_t version);
+  absl::StatusOr<v1::ModelVersion> GetVersionByAlias(const std::string& model,
+                                                     const std::string& alias);
+  // The version `alias` points at now.
+  absl::StatusOr<int64_t> ResolveAlias(const std::string& model, const std::string& alias);
+  // Moves `alias`; FailedPrecondition when the promotion gates block it and
+  // !force (forced moves are recorded in the history).
+  absl::StatusOr<v1::Alias> SetAlias(const std::string& model, const std::string& alias,
+                                     int64_t version, const std::string& reason,
+                                     bool force = false);
+  // Every recorded move of `alias` (empty: of every alias of the model), oldest first.
+  absl::StatusOr<std::vector<v1::AliasChange>> GetAliasHistory(const std::string& model,
+                                                               const std::string& alias = "");
+
+  struct WatchOptions {
+    // Skip the initial state (existing versions and current aliases).
+    bool changes_only = false;
+    // Called once the server has taken its starting point (every later change
+    // will be delivered), or when the call failed before that.
+    std::function<void()> on_started;
+  };
+  // Blocks, calling `on_event` for each event of `model` (empty: every model) until
+  // it returns false (-> OK), CancelWatches() is called (-> Cancelled), or the
+  // stream ends (-> its status; Unavailable when the server shuts down).
+  absl::Status Watch(const std::string& model,
+                     const std::function<bool(const v1::RegistryEvent&)>& on_event,
+                     const WatchOptions& options);
+  // Ends the Watch calls that are open now.
+  void CancelWatches();
+
+  // The local directory of a verified copy of the version (see the file comment).
+  absl::StatusOr<std::string> FetchVersion(const std::string& model, int64_t version);
+
+ private:
+  void Prepare(grpc::ClientContext* context, absl::Duration deadline) const;
+  absl::Status Download(const v1::ModelVersion& expected, const std::string& dir);
+
+  std::unique_ptr<v1::RegistryService::Stub> stub_;
+  RegistryClientOptions options_;
+  std::mutex mu_;
+  std::set<grpc::ClientContext*> watches_;  // Guarded by mu_.
+};
+
+// Re-hashes every file a version directory's manifest.json lists; DataLoss when a
+// file is missing or differs, or when the manifest is not that of model/version.
+absl::Status VerifyVersionDir(const std::string& dir, const std::string& model, int64_t version);
+
+}  // namespace skinlesion::registry
+
+#endif  // SKINLESION_REGISTRY_CLIENT_H_

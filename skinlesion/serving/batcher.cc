@@ -1,0 +1,244 @@
+#include "skinlesion/serving/batcher.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "skinlesion/common/logging.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/serving/telemetry.h"
+
+namespace skinlesion::serving {
+
+PreprocessOptions PreprocessOptionsFor(const ModelSpec& spec) {
+  PreprocessOptions options;
+  options.size = spec.image_size;
+  options.mode = spec.resize == "resize" ? ResizeMode::kDirectResize
+                                         : ResizeMode::kResizeShorterThenCenterCrop;
+  options.mean = spec.mean;
+  options.std = spec.std;
+  return options;
+}
+
+absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
+                                 const DecodeLimits& limits, float* out) {
+  auto rgb = DecodeImage(bytes, limits);
+  if (!rgb.ok()) {
+    // Over-limit images are the client's fault like corrupt ones: InvalidArgument
+    // (ResourceExhausted is kept for a full queue, which a client may retry).
+    return absl::InvalidArgumentError(absl::StrCat("image: ", rgb.status().message()));
+  }
+  PreprocessInto(*rgb, PreprocessOptionsFor(spec), out);
+  return absl::OkStatus();
+}
+
+void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& r) {
+  double max_scaled = -INFINITY;
+  for (int k = 0; k < kNumClasses; ++k) {
+    r.logits[k] = logits[k];
+    max_scaled = std::max(max_scaled, static_cast<double>(logits[k]) / spec.temperature);
+  }
+  double sum = 0;
+  std::array<double, kNumClasses> e{};
+  for (int k = 0; k < kNumClasses; ++k) {
+    e[k] = std::exp(static_cast<double>(logits[k]) / spec.temperature - max_scaled);
+    sum += e[k];
+  }
+  for (int k = 0; k < kNumClasses; ++k) r.probabilities[k] = static_cast<float>(e[k] / sum);
+
+  std::array<int, kNumClasses> order;
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return r.probabilities[a] > r.probabilities[b]; });
+  r.top_class = order[0];
+  r.confidence = r.probabilities[order[0]];
+  r.malignancy_risk = 0;
+  for (int k = 0; k < kNumClasses; ++k) {
+    if (IsMalignant(k)) r.malignancy_risk += r.probabilities[k];
+  }
+  const double margin = r.probabilities[order[0]] - r.probabilities[order[1]];
+  r.refer = false;
+  r.refer_reason.clear();
+  if (r.confidence < spec.refer_min_confidence) {
+    r.refer = true;
+    r.refer_reason = absl::StrFormat("top probability %.2f is under %.2f", r.confidence,
+                                     spec.refer_min_confidence);
+  } else if (margin < spec.refer_min_margin) {
+    r.refer = true;
+    r.refer_reason = absl::StrFormat(
+        "%s and %s are too close (margin %.2f < %.2f)", std::string(ClassAt(order[0]).code),
+        std::string(ClassAt(order[1]).code), margin, spec.refer_min_margin);
+  }
+}
+
+Batcher::Batcher(std::string model, const BatchingOptions& options, ServingMetrics* metrics)
+    : model_(std::move(model)), options_(options), metrics_(metrics) {
+  const int n = std::max(1, options_.instances);
+  workers_.reserve(n);
+  for (int i = 0; i < n; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+}
+
+Batcher::~Batcher() { Shutdown(absl::ZeroDuration()); }
+
+int Batcher::queue_depth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(queue_.size());
+}
+
+void Batcher::UpdateDepthLocked() {
+  if (metrics_ != nullptr) metrics_->SetQueueDepth(model_, static_cast<int>(queue_.size()));
+}
+
+absl::Status Batcher::Enqueue(PendingRequest request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) {
+    return absl::UnavailableError(absl::StrCat("model ", model_, " is shutting down"));
+  }
+  if (static_cast<int>(queue_.size()) >= options_.max_queue_size) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("model ", model_, ": queue full (", options_.max_queue_size, " requests)"));
+  }
+  request.enqueued = absl::Now();
+  queue_.push_back(std::move(request));
+  UpdateDepthLocked();
+  work_cv_.notify_all();
+  return absl::OkStatus();
+}
+
+bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingRequest>& batch) {
+  const int max_batch = std::max(1, options_.max_batch_size);
+  while (true) {
+    if (queue_.empty()) {
+      if (stopping_) return false;
+      work_cv_.wait(lock);
+      continue;
+    }
+    const LoadedVersion* version = queue_.front().version.get();
+    int same = 0;
+    for (const PendingRequest& r : queue_) {
+      if (r.version.get() == version && ++same >= max_batch) break;
+    }
+    const absl::Time ready_at = queue_.front().enqueued + options_.max_queue_delay;
+    const absl::Time now = absl::Now();
+    if (same >= max_batch || stopping_ || now >= ready_at) {
+      for (auto it = queue_.begin();
+           it != queue_.end() && static_cast<int>(batch.size()) < max_batch;) {
+        if (it->version.get() == version) {
+          batch.push_back(std::move(*it));
+          it = queue_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      return true;
+    }
+    work_cv_.wait_for(lock, absl::ToChronoNanoseconds(ready_at - now));
+  }
+}
+
+void Batcher::WorkerLoop() {
+  std::vector<PendingRequest> batch;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (NextBatch(lock, batch)) {
+    ++running_batches_;
+    UpdateDepthLocked();
+    lock.unlock();
+    RunBatch(batch);
+    batch.clear();
+    lock.lock();
+    --running_batches_;
+    if (queue_.empty() && running_batches_ == 0) idle_cv_.notify_all();
+  }
+}
+
+void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
+  const absl::Time start = absl::Now();
+  std::vector<PendingRequest> live;
+  live.reserve(batch.size());
+  for (PendingRequest& r : batch) {
+    if (r.deadline <= start) {
+      r.done(absl::DeadlineExceededError(absl::StrCat("deadline passed after ",
+                                                      absl::FormatDuration(start - r.enqueued),
+                                                      " in the queue of ", model_)));
+    } else {
+      if (metrics_ != nullptr)
+        metrics_->RecordQueueWait(model_, absl::ToDoubleSeconds(start - r.enqueued));
+      live.push_back(std::move(r));
+    }
+  }
+  if (live.empty()) return;
+
+  const LoadedVersion& version = *live.front().version;
+  const int n = static_cast<int>(live.size());
+  const size_t per = 3 * static_cast<size_t>(version.spec.image_size) * version.spec.image_size;
+  std::vector<float> input(per * n);
+  for (int i = 0; i < n; ++i) {
+    SL_CHECK(live[i].input.size() == per) << "admission checks the input size";
+    std::copy(live[i].input.begin(), live[i].input.end(), input.begin() + i * per);
+  }
+  absl::StatusOr<std::vector<float>> logits = version.instance->Run(input.data(), n);
+  if (logits.ok() && logits->size() != static_cast<size_t>(n) * kNumClasses) {
+    logits = absl::InternalError(absl::StrCat("the model returned ", logits->size(),
+                                              " logits for a batch of ", n, ", expected ",
+                                              n * kNumClasses));
+  }
+  const absl::Time computed = absl::Now();
+  const double compute_ms = absl::ToDoubleMilliseconds(computed - start);
+  if (metrics_ != nullptr) metrics_->RecordBatch(model_, n, compute_ms / 1e3);
+  if (!logits.ok()) {
+    SL_LOG(ERROR) << "serving: " << model_ << " v" << version.spec.version << " batch of " << n
+                  << " failed: " << logits.status();
+    const absl::Status error = absl::InternalError(absl::StrCat(
+        model_, " v", version.spec.version, ": inference failed: ", logits.status().message()));
+    for (PendingRequest& r : live) r.done(error);
+    return;
+  }
+  for (int i = 0; i < n; ++i) {
+    InferResult result;
+    FillPrediction(version.spec, logits->data() + static_cast<size_t>(i) * kNumClasses, result);
+    result.model = model_;
+    result.version = version.spec.version;
+    result.sha256 = version.spec.sha256;
+    result.batch_size = n;
+    result.queue_ms = absl::ToDoubleMilliseconds(start - live[i].enqueued);
+    result.compute_ms = compute_ms;
+    result.total_ms = absl::ToDoubleMilliseconds(absl::Now() - live[i].received);
+    live[i].done(std::move(result));
+  }
+}
+
+void Batcher::Shutdown(absl::Duration drain) {
+  std::call_once(shutdown_once_, [&] {
+    std::deque<PendingRequest> left;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      stopping_ = true;
+      work_cv_.notify_all();
+      const auto idle = [&] { return queue_.empty() && running_batches_ == 0; };
+      if (drain >= absl::Hours(24 * 365)) {
+        idle_cv_.wait(lock, idle);  // wait_for would overflow the clock.
+      } else {
+        idle_cv_.wait_for(lock, absl::ToChronoNanoseconds(std::max(drain, absl::ZeroDuration())),
+                          idle);
+      }
+      left.swap(queue_);
+      UpdateDepthLocked();
+      work_cv_.notify_all();
+    }
+    if (!left.empty()) {
+      SL_LOG(WARNING) << "serving: " << model_ << ": " << left.size()
+                      << " queued requests not run within the drain time";
+    }
+    for (PendingRequest& r : left) {
+      r.done(absl::UnavailableError(
+          absl::StrCat("model ", model_, " shut down before this request ran")));
+    }
+    for (std::thread& t : workers_) t.join();
+  });
+}
+
+}  // namespace skinlesion::serving

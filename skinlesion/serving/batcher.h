@@ -1,0 +1,104 @@
+// Internal to the serving core: the dynamic batcher of one served model, and the
+// pre/postprocessing shared by the batcher and the golden-set check.
+//
+// Batching rule: a worker takes the oldest queued request and waits until
+// max_batch_size requests of the same model version are queued, or max_queue_delay
+// has passed since that oldest request was enqueued, then runs them as one batch
+// (oldest first, at most max_batch_size, never mixing versions). Requests whose
+// deadline has passed by then are answered DeadlineExceeded without compute.
+#ifndef SKINLESION_SERVING_BATCHER_H_
+#define SKINLESION_SERVING_BATCHER_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "skinlesion/image/decode.h"
+#include "skinlesion/image/preprocess.h"
+#include "skinlesion/serving/serving.h"
+
+namespace skinlesion::serving {
+
+class ServingMetrics;
+
+// A version that can serve: its spec and its instance. Requests hold it by
+// shared_ptr, so a version stays loaded while any request needs it.
+struct LoadedVersion {
+  ModelSpec spec;
+  std::shared_ptr<ModelInstance> instance;
+};
+
+// Preprocessing options of a version (validated by ReadModelSpec).
+PreprocessOptions PreprocessOptionsFor(const ModelSpec& spec);
+
+// Decodes `bytes` and writes 3 * S * S floats to `out`. Errors are InvalidArgument
+// (unsupported/corrupt bytes, or over `limits`).
+absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
+                                 const DecodeLimits& limits, float* out);
+
+// softmax(logits / T), top class, malignancy risk and the refer rule for one row of
+// kNumClasses logits. Fills the prediction fields of InferResult only.
+void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& result);
+
+struct PendingRequest {
+  std::shared_ptr<const LoadedVersion> version;
+  std::vector<float> input;  // [3, S, S]
+  absl::Time received;       // When Infer() was called (total_ms).
+  absl::Time enqueued;
+  absl::Time deadline = absl::InfiniteFuture();
+  std::function<void(absl::StatusOr<InferResult>)> done;
+};
+
+class Batcher {
+ public:
+  Batcher(std::string model, const BatchingOptions& options, ServingMetrics* metrics);
+  ~Batcher();  // Shutdown(absl::ZeroDuration()) if not done yet.
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Queues the request; on error (ResourceExhausted: queue full; Unavailable:
+  // shutting down) `request.done` is NOT called and the request is dropped.
+  absl::Status Enqueue(PendingRequest request);
+
+  // Stops accepting, runs what is queued (without waiting for fuller batches) for at
+  // most `drain`, answers what is left Unavailable, and joins the workers (waiting
+  // for running batches).
+  void Shutdown(absl::Duration drain);
+
+  int queue_depth() const;
+
+ private:
+  void WorkerLoop();
+  // Takes the next batch to run; false when the worker should exit. Requires mu_.
+  bool NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingRequest>& batch);
+  void RunBatch(std::vector<PendingRequest>& batch);
+  void UpdateDepthLocked();
+
+  const std::string model_;
+  const BatchingOptions options_;
+  ServingMetrics* const metrics_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;  // Workers: new requests, stop.
+  std::condition_variable idle_cv_;  // Shutdown: queue drained and no batch running.
+  std::deque<PendingRequest> queue_;
+  int running_batches_ = 0;
+  bool stopping_ = false;  // No new requests; no waiting for fuller batches.
+  bool exit_ = false;      // Workers exit when the queue is empty.
+  std::vector<std::thread> workers_;
+  std::once_flag shutdown_once_;
+};
+
+}  // namespace skinlesion::serving
+
+#endif  // SKINLESION_SERVING_BATCHER_H_

@@ -1,0 +1,433 @@
+// ServingCore: one Batcher and one alias follower per served model.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "skinlesion/common/logging.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/serving/batcher.h"
+#include "skinlesion/serving/serving.h"
+#include "skinlesion/serving/telemetry.h"
+
+namespace skinlesion::serving {
+namespace {
+
+using DoneFn = std::function<void(absl::StatusOr<InferResult>)>;
+
+struct Model {
+  ServedModelOptions options;
+  std::unique_ptr<Batcher> batcher;
+  std::thread follower;
+
+  mutable std::mutex mu;
+  std::shared_ptr<const LoadedVersion> current;
+  // Versions swapped out; alive while a request still holds them.
+  std::map<int64_t, std::weak_ptr<const LoadedVersion>> retired;
+  std::string last_error;
+  int64_t failed_version = 0;
+  int polls_since_failure = 0;
+};
+
+absl::Status ValidateOptions(const ServingOptions& o) {
+  std::vector<std::string> errors;
+  if (o.models.empty()) errors.push_back("no models to serve");
+  std::set<std::string> names;
+  for (const ServedModelOptions& m : o.models) {
+    if (m.name.empty()) errors.push_back("a served model has an empty name");
+    if (m.alias.empty()) errors.push_back(absl::StrCat("model ", m.name, " has an empty alias"));
+    if (!names.insert(m.name).second)
+      errors.push_back(absl::StrCat("model ", m.name, " is listed twice"));
+  }
+  const BatchingOptions& b = o.batching;
+  if (b.max_batch_size < 1)
+    errors.push_back(absl::StrCat("batching.max_batch_size must be >= 1, got ", b.max_batch_size));
+  if (b.max_queue_size < 1)
+    errors.push_back(absl::StrCat("batching.max_queue_size must be >= 1, got ", b.max_queue_size));
+  if (b.instances < 1)
+    errors.push_back(absl::StrCat("batching.instances must be >= 1, got ", b.instances));
+  if (b.max_queue_delay < absl::ZeroDuration() || b.max_queue_delay > absl::Seconds(10)) {
+    errors.push_back(absl::StrCat("batching.max_queue_delay must be in [0, 10s], got ",
+                                  absl::FormatDuration(b.max_queue_delay)));
+  }
+  if (o.poll_interval <= absl::ZeroDuration() || o.poll_interval > absl::Hours(24)) {
+    errors.push_back(absl::StrCat("poll_interval must be in (0, 24h], got ",
+                                  absl::FormatDuration(o.poll_interval)));
+  }
+  if (o.warmup_runs < 0)
+    errors.push_back(absl::StrCat("warmup_runs must be >= 0, got ", o.warmup_runs));
+  if (o.max_image_bytes < 1)
+    errors.push_back(absl::StrCat("max_image_bytes must be >= 1, got ", o.max_image_bytes));
+  if (o.max_image_pixels < 1)
+    errors.push_back(absl::StrCat("max_image_pixels must be >= 1, got ", o.max_image_pixels));
+  if (o.retry_failed_after_polls < 1) {
+    errors.push_back(
+        absl::StrCat("retry_failed_after_polls must be >= 1, got ", o.retry_failed_after_polls));
+  }
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
+  return absl::OkStatus();
+}
+
+class ServingCoreImpl final : public ServingCore {
+ public:
+  ServingCoreImpl(ServingOptions options, std::unique_ptr<ModelSource> source, ModelLoader loader,
+                  ServingMetrics* metrics)
+      : options_(std::move(options)),
+        source_(std::move(source)),
+        loader_(std::move(loader)),
+        metrics_(metrics) {
+    limits_.max_bytes = static_cast<size_t>(options_.max_image_bytes);
+    limits_.max_pixels = static_cast<uint64_t>(options_.max_image_pixels);
+    for (const ServedModelOptions& m : options_.models) {
+      auto model = std::make_unique<Model>();
+      model->options = m;
+      model->batcher = std::make_unique<Batcher>(m.name, options_.batching, metrics_);
+      models_.push_back(std::move(model));
+    }
+    for (auto& m : models_) {
+      Model* model = m.get();
+      model->follower = std::thread([this, model] { Follow(*model); });
+    }
+  }
+
+  ~ServingCoreImpl() override { Shutdown(absl::Seconds(10)); }
+
+  absl::StatusOr<InferResult> Infer(InferRequest request) override {
+    std::promise<absl::StatusOr<InferResult>> promise;
+    std::future<absl::StatusOr<InferResult>> future = promise.get_future();
+    InferAsync(std::move(request),
+               [&promise](absl::StatusOr<InferResult> r) { promise.set_value(std::move(r)); });
+    return future.get();
+  }
+
+  void InferAsync(InferRequest request, DoneFn done) override {
+    const absl::Time received = absl::Now();
+    auto shared_done = std::make_shared<DoneFn>(std::move(done));
+    auto finish = [this, received, shared_done](const std::string& model, int64_t version,
+                                                absl::StatusOr<InferResult> r) {
+      if (metrics_ != nullptr) {
+        metrics_->RecordRequest(model, r.ok() ? r->version : version, r.status().code(),
+                                absl::ToDoubleSeconds(absl::Now() - received));
+      }
+      (*shared_done)(std::move(r));
+    };
+
+    Model* model = FindModel(request.model);
+    if (model == nullptr) {
+      std::vector<std::string> names;
+      for (const auto& m : models_) names.push_back(m->options.name);
+      finish("", 0,
+             absl::NotFoundError(absl::StrCat("unknown model \"", request.model,
+                                              "\" (serving: ", absl::StrJoin(names, ", "), ")")));
+      return;
+    }
+    const std::string& name = model->options.name;
+    if (shutting_down_.load()) {
+      finish(name, 0, absl::UnavailableError("the server is shutting down"));
+      return;
+    }
+    absl::StatusOr<std::shared_ptr<const LoadedVersion>> version =
+        PickVersion(*model, request.version);
+    if (!version.ok()) {
+      finish(name, 0, version.status());
+      return;
+    }
+    const ModelSpec& spec = (*version)->spec;
+    absl::StatusOr<std::vector<float>> input = PrepareInput(spec, request);
+    if (!input.ok()) {
+      finish(name, spec.version, input.status());
+      return;
+    }
+    if (request.deadline <= absl::Now()) {
+      finish(name, spec.version,
+             absl::DeadlineExceededError("deadline passed before the request was queued"));
+      return;
+    }
+    PendingRequest pending;
+    pending.version = *version;
+    pending.input = std::move(*input);
+    pending.received = received;
+    pending.deadline = request.deadline;
+    pending.done = [finish, name, v = spec.version](absl::StatusOr<InferResult> r) {
+      finish(name, v, std::move(r));
+    };
+    if (absl::Status s = model->batcher->Enqueue(std::move(pending)); !s.ok()) {
+      finish(name, spec.version, s);
+    }
+  }
+
+  bool Ready() const override {
+    for (const auto& m : models_) {
+      std::lock_guard<std::mutex> lock(m->mu);
+      if (m->current == nullptr) return false;
+    }
+    return true;
+  }
+
+  std::vector<ServedModelStatus> Models() const override {
+    std::vector<ServedModelStatus> out;
+    for (const auto& m : models_) {
+      ServedModelStatus s;
+      s.name = m->options.name;
+      s.alias = m->options.alias;
+      std::lock_guard<std::mutex> lock(m->mu);
+      s.ready = m->current != nullptr;
+      if (m->current != nullptr) {
+        s.spec = m->current->spec;
+        s.loaded_versions.push_back(m->current->spec.version);
+      }
+      for (const auto& [v, weak] : m->retired) {
+        if (!weak.expired()) s.loaded_versions.push_back(v);
+      }
+      std::sort(s.loaded_versions.begin(), s.loaded_versions.end());
+      s.last_error = m->last_error;
+      s.failed_version = m->failed_version;
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  void Shutdown(absl::Duration drain) override {
+    std::call_once(shutdown_once_, [&] {
+      const absl::Time until = absl::Now() + drain;
+      shutting_down_.store(true);
+      {
+        std::lock_guard<std::mutex> lock(stop_mu_);
+        stop_ = true;
+      }
+      stop_cv_.notify_all();
+      for (auto& m : models_) {
+        if (m->follower.joinable()) m->follower.join();
+      }
+      for (auto& m : models_)
+        m->batcher->Shutdown(std::max(until - absl::Now(), absl::ZeroDuration()));
+      SL_LOG(INFO) << "serving: shut down";
+    });
+  }
+
+ private:
+  Model* FindModel(const std::string& name) {
+    if (name.empty()) return models_.front().get();
+    for (auto& m : models_) {
+      if (m->options.name == name) return m.get();
+    }
+    return nullptr;
+  }
+
+  absl::StatusOr<std::shared_ptr<const LoadedVersion>> PickVersion(Model& m, int64_t wanted) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (wanted == 0) {
+      if (m.current == nullptr) {
+        return absl::UnavailableError(absl::StrCat(
+            "model ", m.options.name, " has no version loaded yet",
+            m.last_error.empty() ? "" : absl::StrCat(" (last error: ", m.last_error, ")")));
+      }
+      return m.current;
+    }
+    if (m.current != nullptr && m.current->spec.version == wanted) return m.current;
+    std::vector<std::string> loaded;
+    if (m.current != nullptr) loaded.push_back(absl::StrCat(m.current->spec.version));
+    if (auto it = m.retired.find(wanted); it != m.retired.end()) {
+      if (std::shared_ptr<const LoadedVersion> v = it->second.lock()) return v;
+    }
+    for (const auto& [v, weak] : m.retired) {
+      if (!weak.expired()) loaded.push_back(absl::StrCat(v));
+    }
+    return absl::NotFoundError(absl::StrCat("version ", wanted, " of model ", m.options.name,
+                                            " is not loaded (loaded: ", absl::StrJoin(loaded, ", "),
+                                            ")"));
+  }
+
+  absl::StatusOr<std::vector<float>> PrepareInput(const ModelSpec& spec,
+                                                  const InferRequest& request) {
+    const bool has_image = !request.encoded_image.empty();
+    const bool has_tensor = !request.tensor.empty();
+    if (has_image && has_tensor) {
+      return absl::InvalidArgumentError("set either encoded_image or tensor, not both");
+    }
+    if (!has_image && !has_tensor) {
+      return absl::InvalidArgumentError("no input: set encoded_image or tensor");
+    }
+    const size_t per = 3 * static_cast<size_t>(spec.image_size) * spec.image_size;
+    if (has_tensor) {
+      if (request.tensor.size() != per) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor has ", request.tensor.size(), " floats; ", spec.name, " v", spec.version,
+            " expects [3, ", spec.image_size, ", ", spec.image_size, "] = ", per));
+      }
+      for (size_t i = 0; i < per; ++i) {
+        if (!std::isfinite(request.tensor[i])) {
+          return absl::InvalidArgumentError(absl::StrCat("tensor value ", i, " is not finite"));
+        }
+      }
+      return request.tensor;
+    }
+    std::vector<float> input(per);
+    SL_RETURN_IF_ERROR(DecodeAndPreprocess(spec, request.encoded_image, limits_, input.data()));
+    return input;
+  }
+
+  void Follow(Model& m) {
+    while (true) {
+      PollOnce(m);
+      std::unique_lock<std::mutex> lock(stop_mu_);
+      if (stop_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.poll_interval),
+                            [&] { return stop_; })) {
+        return;
+      }
+    }
+  }
+
+  void PollOnce(Model& m) {
+    const std::string& name = m.options.name;
+    absl::StatusOr<int64_t> target;
+    {
+      std::lock_guard<std::mutex> lock(source_mu_);
+      target = source_->Resolve(name, m.options.alias);
+    }
+    if (target.ok() && *target < 1) {
+      target = absl::InternalError(absl::StrCat("the source resolved version ", *target));
+    }
+    if (!target.ok()) {
+      const std::string error =
+          absl::StrCat("resolving ", name, "@", m.options.alias, ": ", target.status().ToString());
+      std::lock_guard<std::mutex> lock(m.mu);
+      if (error != m.last_error) SL_LOG(WARNING) << "serving: " << error;
+      m.last_error = error;
+      m.failed_version = 0;
+      return;
+    }
+    int64_t old_version = 0;
+    {
+      std::lock_guard<std::mutex> lock(m.mu);
+      if (m.current != nullptr) old_version = m.current->spec.version;
+      if (old_version == *target) return;
+      if (*target == m.failed_version &&
+          ++m.polls_since_failure < options_.retry_failed_after_polls) {
+        return;
+      }
+    }
+    SL_LOG(INFO) << "serving: " << name << "@" << m.options.alias << " -> v" << *target
+                 << (old_version != 0 ? absl::StrCat(" (serving v", old_version, ")") : "")
+                 << ", loading";
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::shared_ptr<const LoadedVersion>> loaded = Load(m, *target);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    if (!loaded.ok()) {
+      const std::string error =
+          absl::StrCat("loading ", name, " v", *target, ": ", loaded.status().ToString());
+      SL_LOG(ERROR) << "serving: " << error
+                    << (old_version != 0 ? absl::StrCat("; v", old_version, " keeps serving") : "");
+      if (metrics_ != nullptr) metrics_->RecordLoad(name, false, seconds);
+      std::lock_guard<std::mutex> lock(m.mu);
+      m.last_error = error;
+      m.failed_version = *target;
+      m.polls_since_failure = 0;
+      return;
+    }
+    const ModelSpec& spec = (*loaded)->spec;
+    {
+      std::lock_guard<std::mutex> lock(m.mu);
+      if (m.current != nullptr) m.retired[m.current->spec.version] = m.current;
+      m.retired.erase(spec.version);
+      for (auto it = m.retired.begin(); it != m.retired.end();) {
+        it = it->second.expired() ? m.retired.erase(it) : std::next(it);
+      }
+      m.current = *loaded;
+      m.last_error.clear();
+      m.failed_version = 0;
+      m.polls_since_failure = 0;
+    }
+    if (metrics_ != nullptr) {
+      metrics_->RecordLoad(name, true, seconds);
+      metrics_->SetServingVersion(name, spec.version, spec.sha256);
+    }
+    SL_LOG(INFO) << "serving: " << name << " v" << spec.version << " (" << spec.architecture
+                 << ", sha256 " << spec.sha256.substr(0, 12) << ") serving after " << seconds
+                 << " s";
+  }
+
+  absl::StatusOr<std::shared_ptr<const LoadedVersion>> Load(Model& m, int64_t version) {
+    const std::string& name = m.options.name;
+    absl::StatusOr<std::string> dir;
+    {
+      std::lock_guard<std::mutex> lock(source_mu_);
+      dir = source_->Fetch(name, version);
+    }
+    if (!dir.ok()) return dir.status();
+    SL_ASSIGN_OR_RETURN(ModelSpec spec, ReadModelSpec(*dir));
+    if (spec.version != 0 && spec.version != version) {
+      return absl::DataLossError(absl::StrCat(*dir, "/manifest.json says version ", spec.version,
+                                              ", the source says ", version));
+    }
+    spec.version = version;
+    spec.name = name;
+    absl::StatusOr<std::shared_ptr<ModelInstance>> instance = loader_(spec);
+    if (!instance.ok()) return instance.status();
+    if (*instance == nullptr) return absl::InternalError("the loader returned no instance");
+    auto loaded = std::make_shared<LoadedVersion>();
+    loaded->spec = std::move(spec);
+    loaded->instance = std::move(*instance);
+
+    // Warm-up: the shapes the batcher will use most (full and single batches).
+    const int max_batch = options_.batching.max_batch_size;
+    const size_t per = 3 * static_cast<size_t>(loaded->spec.image_size) * loaded->spec.image_size;
+    if (options_.warmup_runs > 0) {
+      std::vector<float> zeros(per * max_batch, 0.0f);
+      for (int i = 0; i < options_.warmup_runs; ++i) {
+        for (int n : {max_batch, 1}) {
+          absl::StatusOr<std::vector<float>> logits = loaded->instance->Run(zeros.data(), n);
+          if (!logits.ok()) return Annotate(logits.status(), "warm-up batch of ", n);
+          if (logits->size() != static_cast<size_t>(n) * kNumClasses) {
+            return absl::InternalError(absl::StrCat("warm-up batch of ", n, " returned ",
+                                                    logits->size(), " logits, expected ",
+                                                    n * kNumClasses));
+          }
+          if (max_batch == 1) break;
+        }
+      }
+    }
+    SL_RETURN_IF_ERROR(CheckGoldenSet(loaded->spec, *loaded->instance));
+    return std::shared_ptr<const LoadedVersion>(std::move(loaded));
+  }
+
+  const ServingOptions options_;
+  const std::unique_ptr<ModelSource> source_;
+  const ModelLoader loader_;
+  ServingMetrics* const metrics_;
+  DecodeLimits limits_;
+  std::vector<std::unique_ptr<Model>> models_;
+
+  std::mutex source_mu_;  // The source is called from one thread at a time.
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::atomic<bool> shutting_down_{false};
+  std::once_flag shutdown_once_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServingCore>> ServingCore::Create(
+    ServingOptions options, std::unique_ptr<ModelSource> source, ModelLoader loader,
+    ServingMetrics* metrics) {
+  SL_RETURN_IF_ERROR(ValidateOptions(options));
+  if (source == nullptr) return absl::InvalidArgumentError("no model source");
+  if (!loader) return absl::InvalidArgumentError("no model loader");
+  return std::unique_ptr<ServingCore>(
+      new ServingCoreImpl(std::move(options), std::move(source), std::move(loader), metrics));
+}
+
+}  // namespace skinlesion::serving

@@ -1,0 +1,646 @@
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "prometheus/registry.h"
+#include "skinlesion/common/hash.h"
+#include "skinlesion/registry/registry.h"
+#include "skinlesion/serving/serving.h"
+#include "skinlesion/serving/sources.h"
+#include "skinlesion/serving/telemetry.h"
+#include "skinlesion/serving/test_fakes.h"
+#include "skinlesion/testing/testing.h"
+
+namespace skinlesion::serving {
+namespace {
+
+using ::skinlesion::serving::testing::FakeModel;
+using ::skinlesion::serving::testing::FakeProbabilities;
+using ::skinlesion::serving::testing::MetricValue;
+using ::skinlesion::serving::testing::PngBytes;
+using ::skinlesion::serving::testing::SeriesCount;
+using ::skinlesion::testing::IsOk;
+using ::skinlesion::testing::StatusIs;
+using ::skinlesion::testing::TempDir;
+using ::skinlesion::testing::WriteFile;
+using ::testing::HasSubstr;
+using Result = absl::StatusOr<InferResult>;
+
+constexpr char kModel[] = "ham";
+constexpr int kSize = 4;  // Fake models take [3, 4, 4] inputs.
+
+bool WaitUntil(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time until = absl::Now() + timeout;
+  while (absl::Now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return pred();
+}
+
+// Collects InferAsync results.
+class Results {
+ public:
+  std::function<void(Result)> Callback() {
+    return [this](Result r) {
+      std::lock_guard<std::mutex> lock(mu_);
+      results_.push_back(std::move(r));
+    };
+  }
+  bool WaitCount(size_t n) {
+    return WaitUntil([&] {
+      std::lock_guard<std::mutex> lock(mu_);
+      return results_.size() >= n;
+    });
+  }
+  std::vector<Result> Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return results_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Result> results_;
+};
+
+class CoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.Join("registry");
+    auto r = registry::Registry::Create({.root = root_});
+    ASSERT_TRUE(r.ok()) << r.status();
+    registry_ = std::move(*r);
+    weights_ = dir_.Join("weights.bin");
+    WriteFile(weights_, "fake weights");
+    options_.models = {{.name = kModel, .alias = "production"}};
+    options_.poll_interval = absl::Milliseconds(5);
+    options_.warmup_runs = 1;
+    options_.batching.max_queue_delay = absl::Milliseconds(1);
+  }
+
+  void TearDown() override {
+    fake_.Open();
+    if (core_ != nullptr) core_->Shutdown(absl::Seconds(5));
+  }
+
+  int64_t Publish(const nlohmann::json& extra = nlohmann::json::object(),
+                  std::map<std::string, std::string> files = {}) {
+    nlohmann::json manifest = {{"architecture", "fake"}, {"image_size", kSize}};
+    manifest.update(extra);
+    files["model.safetensors"] = weights_;
+    auto v = registry_->Publish(kModel, files, manifest);
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.value_or(-1);
+  }
+
+  void Alias(int64_t version) {
+    ASSERT_THAT(registry_->SetAlias(kModel, "production", version, "test"), IsOk());
+  }
+
+  void Start() {
+    auto source = LocalRegistrySource::Create(root_);
+    ASSERT_TRUE(source.ok()) << source.status();
+    auto core = ServingCore::Create(options_, std::move(*source), fake_.Loader(), &metrics_);
+    ASSERT_TRUE(core.ok()) << core.status();
+    core_ = std::move(*core);
+  }
+
+  void StartReady() {
+    Start();
+    ASSERT_TRUE(WaitUntil([&] { return core_->Ready(); })) << core_->Models()[0].last_error;
+    fake_.ResetRuns();
+  }
+
+  int64_t ServingVersion() { return core_->Models()[0].spec.version; }
+
+  bool WaitServing(int64_t version) {
+    return WaitUntil([&] { return core_->Ready() && ServingVersion() == version; });
+  }
+
+  bool WaitError(const std::string& part) {
+    return WaitUntil([&] { return core_->Models()[0].last_error.find(part) != std::string::npos; });
+  }
+
+  static InferRequest Tensor(float value = 0.5f) {
+    InferRequest r;
+    r.model = kModel;
+    r.tensor.assign(3 * kSize * kSize, value);
+    return r;
+  }
+
+  double Requests(const std::string& outcome, const std::string& version = "1") {
+    return MetricValue(prom_, "skinlesion_inference_requests_total",
+                       {{"model", kModel}, {"version", version}, {"outcome", outcome}});
+  }
+  double Reloads(const std::string& result) {
+    return MetricValue(prom_, "skinlesion_model_reloads_total",
+                       {{"model", kModel}, {"result", result}});
+  }
+
+  TempDir dir_;
+  std::string root_;
+  std::string weights_;
+  std::unique_ptr<registry::Registry> registry_;
+  ServingOptions options_;
+  FakeModel fake_;
+  prometheus::Registry prom_;
+  ServingMetrics metrics_{prom_};
+  std::unique_ptr<ServingCore> core_;
+};
+
+TEST_F(CoreTest, ServesTheAliasedVersion) {
+  Alias(Publish({{"calibration", {{"temperature", 2.0}}}}));
+  StartReady();
+  const Result r = core_->Infer(Tensor());
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->model, kModel);
+  EXPECT_EQ(r->version, 1);
+  EXPECT_EQ(r->sha256, Sha256Hex("fake weights"));
+  EXPECT_FLOAT_EQ(r->logits[0], 1.0f);
+  const auto expected = FakeProbabilities(1.0f, 2.0);
+  for (int k = 0; k < kNumClasses; ++k) EXPECT_NEAR(r->probabilities[k], expected[k], 1e-6);
+  EXPECT_EQ(r->top_class, 0);
+  EXPECT_FLOAT_EQ(r->confidence, expected[0]);
+  EXPECT_NEAR(r->malignancy_risk, expected[0] + expected[1] + expected[4],
+              1e-6);      // akiec, bcc, mel
+  EXPECT_TRUE(r->refer);  // 0.2 < 0.5
+  EXPECT_THAT(r->refer_reason, HasSubstr("top probability"));
+  EXPECT_EQ(r->batch_size, 1);
+  EXPECT_GE(r->total_ms, r->queue_ms);
+
+  // An empty model name means the first served model; an explicit current version works.
+  InferRequest req = Tensor();
+  req.model = "";
+  req.version = 1;
+  EXPECT_THAT(core_->Infer(req), IsOk());
+
+  const auto models = core_->Models();
+  ASSERT_EQ(models.size(), 1u);
+  EXPECT_TRUE(models[0].ready);
+  EXPECT_EQ(models[0].alias, "production");
+  EXPECT_EQ(models[0].loaded_versions, std::vector<int64_t>{1});
+  EXPECT_EQ(models[0].spec.temperature, 2.0);
+  EXPECT_EQ(Requests("ok"), 2);
+  EXPECT_EQ(Reloads("success"), 1);
+  EXPECT_EQ(
+      MetricValue(prom_, "skinlesion_model_version_info",
+                  {{"model", kModel}, {"version", "1"}, {"sha256", Sha256Hex("fake weights")}}),
+      1);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_model_load_seconds", {{"model", kModel}}), 1);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_request_seconds", {{"model", kModel}}), 2);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_queue_seconds", {{"model", kModel}}), 2);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_batch_size", {{"model", kModel}}), 2);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_queue_depth", {{"model", kModel}}), 0);
+}
+
+TEST_F(CoreTest, EncodedImagesAreDecodedAndPreprocessed) {
+  Alias(Publish());
+  StartReady();
+  InferRequest req;
+  req.encoded_image = PngBytes();
+  const Result r = core_->Infer(req);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->version, 1);
+}
+
+TEST_F(CoreTest, WarmupRunsFullAndSingleBatches) {
+  options_.batching.max_batch_size = 4;
+  options_.warmup_runs = 2;
+  Alias(Publish());
+  Start();
+  ASSERT_TRUE(WaitUntil([&] { return core_->Ready(); }));
+  EXPECT_EQ(fake_.batch_sizes(), (std::vector<int>{4, 1, 4, 1}));
+}
+
+TEST_F(CoreTest, FormsBatchesUpToTheMaximum) {
+  options_.batching.max_batch_size = 4;
+  options_.batching.max_queue_delay = absl::Milliseconds(50);
+  fake_.set_run_sleep(std::chrono::milliseconds(2));
+  Alias(Publish());
+  StartReady();
+  Results results;
+  for (int i = 0; i < 16; ++i) core_->InferAsync(Tensor(), results.Callback());
+  ASSERT_TRUE(results.WaitCount(16));
+  int total = 0;
+  for (const Result& r : results.Get()) {
+    ASSERT_THAT(r, IsOk());
+    EXPECT_LE(r->batch_size, 4);
+  }
+  const std::vector<int> sizes = fake_.batch_sizes();
+  for (int s : sizes) {
+    EXPECT_LE(s, 4);
+    total += s;
+  }
+  EXPECT_EQ(total, 16);
+  EXPECT_GT(*std::max_element(sizes.begin(), sizes.end()), 1);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_batch_size", {{"model", kModel}}),
+            static_cast<double>(sizes.size()));
+}
+
+TEST_F(CoreTest, SingleRequestWaitsAtMostTheQueueDelay) {
+  options_.batching.max_batch_size = 8;
+  options_.batching.max_queue_delay = absl::Milliseconds(30);
+  Alias(Publish());
+  StartReady();
+  const absl::Time start = absl::Now();
+  const Result r = core_->Infer(Tensor());
+  const absl::Duration took = absl::Now() - start;
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->batch_size, 1);
+  EXPECT_GE(r->queue_ms, 29.0);  // The batch never fills: the full delay.
+  EXPECT_LT(took, absl::Milliseconds(30 + 300));
+}
+
+TEST_F(CoreTest, FullQueueIsResourceExhausted) {
+  options_.batching.max_batch_size = 1;
+  options_.batching.max_queue_size = 2;
+  Alias(Publish());
+  StartReady();
+  fake_.Close();
+  Results results;
+  core_->InferAsync(Tensor(), results.Callback());
+  ASSERT_TRUE(fake_.WaitRuns(1));  // Running, out of the queue.
+  core_->InferAsync(Tensor(), results.Callback());
+  core_->InferAsync(Tensor(), results.Callback());
+  EXPECT_THAT(core_->Infer(Tensor()),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("queue full (2 requests)")));
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_queue_depth", {{"model", kModel}}), 2);
+  fake_.Open();
+  ASSERT_TRUE(results.WaitCount(3));
+  for (const Result& r : results.Get()) EXPECT_THAT(r, IsOk());
+  EXPECT_EQ(Requests("resource_exhausted"), 1);
+  EXPECT_EQ(Requests("ok"), 3);
+}
+
+TEST_F(CoreTest, ExpiredDeadlinesAreDroppedBeforeCompute) {
+  options_.batching.max_batch_size = 1;
+  Alias(Publish());
+  StartReady();
+  InferRequest late = Tensor();
+  late.deadline = absl::Now() - absl::Milliseconds(1);
+  EXPECT_THAT(core_->Infer(late),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("before")));
+  EXPECT_TRUE(fake_.batch_sizes().empty());
+
+  // Expires while queued behind a running batch.
+  fake_.Close();
+  Results results;
+  core_->InferAsync(Tensor(), results.Callback());
+  ASSERT_TRUE(fake_.WaitRuns(1));
+  InferRequest queued = Tensor();
+  queued.deadline = absl::Now() + absl::Milliseconds(20);
+  core_->InferAsync(queued, results.Callback());
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  fake_.Open();
+  ASSERT_TRUE(results.WaitCount(2));
+  const auto got = results.Get();
+  int ok = 0, expired = 0;
+  for (const Result& r : got) {
+    if (r.ok()) ++ok;
+    if (r.status().code() == absl::StatusCode::kDeadlineExceeded) ++expired;
+  }
+  EXPECT_EQ(ok, 1);
+  EXPECT_EQ(expired, 1);
+  EXPECT_EQ(fake_.batch_sizes(), std::vector<int>{1});  // Only the first request ran.
+  EXPECT_EQ(Requests("deadline_exceeded"), 2);
+}
+
+TEST_F(CoreTest, BadRequestsAreRejected) {
+  Alias(Publish());
+  StartReady();
+  InferRequest bad_bytes;
+  bad_bytes.encoded_image = "this is not an image";
+  EXPECT_THAT(core_->Infer(bad_bytes),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("image")));
+
+  InferRequest wrong_size = Tensor();
+  wrong_size.tensor.resize(10);
+  EXPECT_THAT(core_->Infer(wrong_size),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expects [3, 4, 4] = 48")));
+
+  InferRequest both = Tensor();
+  both.encoded_image = PngBytes();
+  EXPECT_THAT(core_->Infer(both),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not both")));
+  InferRequest neither;
+  EXPECT_THAT(core_->Infer(neither),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no input")));
+  InferRequest nan = Tensor();
+  nan.tensor[5] = std::nanf("");
+  EXPECT_THAT(core_->Infer(nan),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not finite")));
+
+  InferRequest unknown_model = Tensor();
+  unknown_model.model = "nope";
+  EXPECT_THAT(
+      core_->Infer(unknown_model),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown model \"nope\" (serving: ham)")));
+  InferRequest unknown_version = Tensor();
+  unknown_version.version = 7;
+  EXPECT_THAT(core_->Infer(unknown_version),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("version 7 of model ham is not loaded (loaded: 1)")));
+
+  EXPECT_TRUE(fake_.batch_sizes().empty());
+  EXPECT_EQ(Requests("invalid_argument"), 5);
+  EXPECT_EQ(Requests("not_found", ""), 1);  // The unknown version.
+  // An unknown model is counted without the client's name (label cardinality).
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_requests_total",
+                        {{"model", ""}, {"version", ""}, {"outcome", "not_found"}}),
+            1);
+}
+
+TEST_F(CoreTest, OversizedImagesAreInvalidArgument) {
+  options_.max_image_pixels = 100;  // The PNG has 320.
+  Alias(Publish());
+  StartReady();
+  InferRequest big;
+  big.encoded_image = PngBytes();
+  EXPECT_THAT(core_->Infer(big), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("pixels")));
+}
+
+TEST_F(CoreTest, UnavailableUntilAVersionIsLoaded) {
+  Publish();
+  Start();  // No alias yet.
+  ASSERT_TRUE(WaitError("resolving ham@production"));
+  EXPECT_FALSE(core_->Ready());
+  EXPECT_THAT(core_->Infer(Tensor()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("no version loaded yet")));
+  EXPECT_EQ(Requests("unavailable", ""), 1);
+  Alias(1);
+  EXPECT_TRUE(WaitServing(1));
+  EXPECT_EQ(core_->Models()[0].last_error, "");
+}
+
+TEST_F(CoreTest, PlainNumberAliasPinsAVersion) {
+  options_.models = {{.name = kModel, .alias = "2"}};
+  Publish();
+  Publish();
+  Alias(1);
+  StartReady();
+  EXPECT_EQ(ServingVersion(), 2);
+}
+
+TEST_F(CoreTest, CreateRejectsBadOptions) {
+  auto source = LocalRegistrySource::Create(root_);
+  ASSERT_TRUE(source.ok());
+  ServingOptions bad = options_;
+  bad.models.push_back(bad.models[0]);
+  bad.batching.max_batch_size = 0;
+  bad.poll_interval = absl::ZeroDuration();
+  auto core = ServingCore::Create(bad, std::move(*source), fake_.Loader());
+  EXPECT_THAT(core,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("listed twice"), HasSubstr("max_batch_size"),
+                                        HasSubstr("poll_interval"))));
+  ServingOptions none;
+  EXPECT_THAT(ServingCore::Create(none, nullptr, fake_.Loader()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no models")));
+  EXPECT_THAT(ServingCore::Create(options_, nullptr, fake_.Loader()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no model source")));
+}
+
+// 20 alias moves under continuous load: no request fails, each is answered by a
+// version that was live while it ran, and the last version ends up serving.
+TEST_F(CoreTest, HotReloadUnderLoad) {
+  options_.batching.max_batch_size = 4;
+  options_.batching.instances = 2;
+  options_.poll_interval = absl::Milliseconds(2);
+  Alias(Publish());
+  StartReady();
+
+  std::atomic<int64_t> confirmed{1};  // Serving (swap observed) before a request starts.
+  std::atomic<int64_t> aliased{1};    // Newest alias target: no response may be newer.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0};
+  std::mutex mu;
+  std::vector<std::string> failures;
+  std::set<int64_t> seen;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 3; ++t) {
+    clients.emplace_back([&] {
+      while (!stop.load()) {
+        const int64_t lo = confirmed.load();
+        const Result r = core_->Infer(Tensor());
+        const int64_t hi = aliased.load();
+        std::lock_guard<std::mutex> lock(mu);
+        if (!r.ok()) {
+          failures.push_back(r.status().ToString());
+        } else if (r->version < lo || r->version > hi ||
+                   r->logits[0] != static_cast<float>(r->version)) {
+          failures.push_back(absl::StrCat("version ", r->version, " (logit ", r->logits[0],
+                                          ") outside [", lo, ", ", hi, "]"));
+        } else {
+          ++ok;
+          seen.insert(r->version);
+        }
+      }
+    });
+  }
+  for (int move = 0; move < 20; ++move) {
+    const int64_t v = Publish();
+    aliased.store(v);
+    Alias(v);
+    ASSERT_TRUE(WaitServing(v)) << "v" << v << " not swapped in: " << core_->Models()[0].last_error;
+    confirmed.store(v);
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  stop.store(true);
+  for (std::thread& t : clients) t.join();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  EXPECT_GT(ok.load(), 20);
+  EXPECT_GE(seen.size(), 3u);
+  EXPECT_EQ(ServingVersion(), 21);
+  const Result last = core_->Infer(Tensor());
+  ASSERT_THAT(last, IsOk());
+  EXPECT_EQ(last->version, 21);
+  EXPECT_EQ(Reloads("success"), 21);
+  EXPECT_EQ(Reloads("failure"), -1);  // Never created.
+  // Only the serving version has a version_info series.
+  EXPECT_EQ(SeriesCount(prom_, "skinlesion_model_version_info"), 1);
+  EXPECT_EQ(
+      MetricValue(prom_, "skinlesion_model_version_info",
+                  {{"model", kModel}, {"version", "21"}, {"sha256", Sha256Hex("fake weights")}}),
+      1);
+}
+
+TEST_F(CoreTest, BrokenVersionsAreNotSwappedIn) {
+  options_.retry_failed_after_polls = 1000000;
+  const std::string golden = dir_.Join("golden.png");
+  WriteFile(golden, PngBytes());
+  Alias(Publish());
+  StartReady();
+
+  auto expect_old_serves = [&](const std::string& error_part, int64_t failed, int failures) {
+    ASSERT_TRUE(WaitError(error_part)) << core_->Models()[0].last_error;
+    const ServedModelStatus status = core_->Models()[0];
+    EXPECT_EQ(status.failed_version, failed);
+    EXPECT_EQ(status.spec.version, 1);
+    EXPECT_TRUE(status.ready);
+    const Result r = core_->Infer(Tensor());
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->version, 1);
+    EXPECT_EQ(Reloads("failure"), failures);
+  };
+
+  // The loader fails; it is not retried on every poll.
+  Alias(Publish({{"fake", {{"fail", "boom: cannot load"}}}}));
+  expect_old_serves("boom: cannot load", 2, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));  // ~12 polls.
+  EXPECT_EQ(fake_.loads(2), 1);
+  EXPECT_EQ(Reloads("failure"), 1);
+
+  // Golden set mismatch.
+  nlohmann::json wrong = {
+      {"tolerance", 1e-3},
+      {"items", {{{"file", "golden_0.png"}, {"probabilities", {1, 0, 0, 0, 0, 0, 0}}}}}};
+  Alias(Publish({{"golden_set", wrong}}, {{"golden_0.png", golden}}));
+  expect_old_serves("golden set mismatch on golden_0.png", 3, 2);
+
+  // A file changed after publishing: Verify fails with DataLoss.
+  const int64_t tampered = Publish();
+  WriteFile(absl::StrCat(root_, "/", kModel, "/versions/", tampered, "/model.safetensors"),
+            "evil weights");
+  Alias(tampered);
+  expect_old_serves("checksum mismatch", 4, 3);
+  EXPECT_THAT(core_->Models()[0].last_error, HasSubstr("DATA_LOSS"));
+
+  // A malformed manifest field.
+  Alias(Publish({{"calibration", {{"temperature", -1}}}}));
+  expect_old_serves("calibration.temperature", 5, 4);
+
+  // A good version after all that is swapped in and clears the error.
+  Alias(Publish());
+  ASSERT_TRUE(WaitServing(6));
+  EXPECT_EQ(core_->Models()[0].last_error, "");
+  EXPECT_EQ(Reloads("success"), 2);
+  EXPECT_EQ(Reloads("failure"), 4);
+}
+
+TEST_F(CoreTest, FailedVersionIsRetriedAfterBackoff) {
+  options_.retry_failed_after_polls = 3;
+  Alias(Publish());
+  StartReady();
+  Alias(Publish({{"fake", {{"fail", "transient"}, {"fail_once", true}}}}));
+  ASSERT_TRUE(WaitServing(2)) << core_->Models()[0].last_error;
+  EXPECT_EQ(fake_.loads(2), 2);
+  EXPECT_EQ(Reloads("failure"), 1);
+  EXPECT_EQ(Reloads("success"), 2);
+}
+
+TEST_F(CoreTest, GoldenSetMatchAllowsTheSwap) {
+  const std::string golden = dir_.Join("golden.png");
+  WriteFile(golden, PngBytes());
+  Alias(Publish());
+  StartReady();
+  const auto p = FakeProbabilities(2.0f, 1.5);
+  nlohmann::json set = {{"tolerance", 1e-4},
+                        {"items", {{{"file", "golden_0.png"}, {"probabilities", p}}}}};
+  Alias(Publish({{"golden_set", set}, {"calibration", {{"temperature", 1.5}}}},
+                {{"golden_0.png", golden}}));
+  ASSERT_TRUE(WaitServing(2)) << core_->Models()[0].last_error;
+}
+
+// Requests admitted on a version finish on it, even when a swap happens while they
+// are running or queued; batches never mix versions; the old version stays loaded
+// (and selectable by number) until no request holds it.
+TEST_F(CoreTest, InFlightRequestsFinishOnTheirVersion) {
+  options_.batching.max_batch_size = 4;
+  options_.batching.instances = 1;
+  Alias(Publish());
+  StartReady();
+  fake_.CloseTag(1);  // v1's Run is held; v2's warm-up is not.
+  Results results;
+  core_->InferAsync(Tensor(), results.Callback());  // v1, held in Run.
+  ASSERT_TRUE(fake_.WaitRuns(1));
+  core_->InferAsync(Tensor(), results.Callback());  // Queued on v1.
+  Alias(Publish());
+  ASSERT_TRUE(WaitServing(2));
+  // v1 is still held by the requests: selectable by number.
+  EXPECT_EQ(core_->Models()[0].loaded_versions, (std::vector<int64_t>{1, 2}));
+  InferRequest pinned = Tensor();
+  pinned.version = 1;
+  core_->InferAsync(Tensor(), results.Callback());  // Queued on v2.
+  core_->InferAsync(pinned, results.Callback());    // Queued on v1.
+  fake_.Open();
+  ASSERT_TRUE(results.WaitCount(4));
+  std::map<int64_t, int> by_version;
+  for (const Result& r : results.Get()) {
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->logits[0], static_cast<float>(r->version));
+    ++by_version[r->version];
+  }
+  // Runs after the held one: the two queued v1 requests together, then v2 alone
+  // (it was queued between them but batches never mix versions). Warm-ups of v2
+  // (4 and 1) ran while v1 was held.
+  const std::vector<int> sizes = fake_.batch_sizes();
+  ASSERT_GE(sizes.size(), 2u);
+  EXPECT_EQ(sizes[sizes.size() - 2], 2);
+  EXPECT_EQ(sizes.back(), 1);
+  EXPECT_EQ(by_version[1], 3);
+  EXPECT_EQ(by_version[2], 1);
+  // Nothing holds v1 any more: unloaded.
+  ASSERT_TRUE(
+      WaitUntil([&] { return core_->Models()[0].loaded_versions == std::vector<int64_t>{2}; }));
+  EXPECT_THAT(core_->Infer(pinned),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("(loaded: 2)")));
+}
+
+TEST_F(CoreTest, ShutdownDrainsQueuedRequestsThenRejects) {
+  options_.batching.max_batch_size = 1;
+  Alias(Publish());
+  StartReady();
+  fake_.Close();
+  Results results;
+  for (int i = 0; i < 3; ++i) core_->InferAsync(Tensor(), results.Callback());
+  ASSERT_TRUE(fake_.WaitRuns(1));
+  std::thread shutdown([&] { core_->Shutdown(absl::Seconds(10)); });
+  // A request that is never queued (wrong size) tells when shutdown has begun.
+  InferRequest probe = Tensor();
+  probe.tensor.resize(1);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return core_->Infer(probe).status().code() == absl::StatusCode::kUnavailable; }));
+  EXPECT_THAT(core_->Infer(Tensor()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+  fake_.Open();
+  shutdown.join();
+  ASSERT_TRUE(results.WaitCount(3));
+  for (const Result& r : results.Get()) EXPECT_THAT(r, IsOk());
+  EXPECT_THAT(core_->Infer(Tensor()), StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+}
+
+TEST_F(CoreTest, ShutdownFailsWhatTheDrainTimeLeaves) {
+  options_.batching.max_batch_size = 1;
+  Alias(Publish());
+  StartReady();
+  fake_.Close();
+  Results results;
+  for (int i = 0; i < 3; ++i) core_->InferAsync(Tensor(), results.Callback());
+  ASSERT_TRUE(fake_.WaitRuns(1));
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    fake_.Open();
+  });
+  core_->Shutdown(absl::Milliseconds(20));
+  opener.join();
+  ASSERT_TRUE(results.WaitCount(3));
+  int ok = 0, unavailable = 0;
+  for (const Result& r : results.Get()) {
+    if (r.ok()) ++ok;
+    if (r.status().code() == absl::StatusCode::kUnavailable) ++unavailable;
+  }
+  EXPECT_EQ(ok, 1);  // The running one.
+  EXPECT_EQ(unavailable, 2);
+}
+
+}  // namespace
+}  // namespace skinlesion::serving

@@ -1,0 +1,205 @@
+// The serving core: model versions loaded beside each other and swapped atomically
+// (hot reload), a dynamic batcher per served model, and one blocking/async entry
+// point that the gRPC front ends (skinlesion.v1 ClassificationService, KServe v2)
+// call. Free of LibTorch: the model itself is reached only through ModelInstance,
+// implemented by the LibTorch adapter (torch_instance.h), as TF Serving keeps
+// TensorFlow out of its core.
+//
+//   ServingOptions options;
+//   options.models = {{.name = "ham10000", .alias = "production"}};
+//   SL_ASSIGN_OR_RETURN(auto source, LocalRegistrySource::Create("/var/lib/skinlesion/registry"));
+//   SL_ASSIGN_OR_RETURN(auto core, ServingCore::Create(options, std::move(source),
+//                                                       MakeTorchLoader({.threads = 2}), metrics));
+//   InferRequest request{.model = "ham10000", .encoded_image = bytes};
+//   SL_ASSIGN_OR_RETURN(InferResult r, core->Infer(std::move(request)));
+#ifndef SKINLESION_SERVING_SERVING_H_
+#define SKINLESION_SERVING_SERVING_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+#include "skinlesion/common/classes.h"
+
+namespace skinlesion::serving {
+
+// The reference outputs a version ships with: manifest "golden_set":
+//   {"tolerance": 1e-3, "items": [{"file": "golden_0.jpg", "probabilities": [7 floats]}]}
+// Each file (in the version directory) goes through the serving decode + preprocess
+// path; its calibrated probabilities must be within `tolerance` (max abs) of the
+// stored ones before the version may serve.
+struct GoldenItem {
+  std::string file;
+  std::array<float, kNumClasses> probabilities{};
+};
+struct GoldenSet {
+  double tolerance = 1e-3;
+  std::vector<GoldenItem> items;
+};
+
+// What a loaded version is, read from its manifest.json (the registry's fields
+// "model", "version", "files" plus the trainer's "architecture", "image_size",
+// "preprocessing", "calibration", "refer", "golden_set", ...).
+struct ModelSpec {
+  std::string name;  // Served model name (registry model).
+  int64_t version = 0;
+  std::string sha256;  // Of model.safetensors: identifies the weights.
+  std::string architecture;
+  int image_size = 224;
+  std::string resize = "shorter_side_center_crop";  // or "resize" (direct, aspect not kept)
+  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
+  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  double temperature = 1.0;  // Calibration: probabilities = softmax(logits / T).
+  double refer_min_confidence = 0.5;
+  double refer_min_margin = 0.1;
+  std::string directory;  // Where the files are (read-only).
+  nlohmann::json manifest;
+  std::optional<GoldenSet> golden_set;  // Absent: nothing to check.
+};
+
+// Parses a version directory's manifest.json into a ModelSpec (InvalidArgument /
+// DataLoss naming the field).
+//   required: "architecture" (string)
+//   optional: "model", "version", "image_size" (default 224), "num_classes" (must be 7),
+//             "labels" (must be the class codes in index order), "files" / "sha256",
+//             "preprocessing" {"size" (== image_size), "resize", "mean", "std"},
+//             "calibration" {"temperature" > 0}, "refer" {"min_confidence", "min_margin"
+//             in [0, 1]}, "golden_set" (see GoldenSet).
+// sha256: the "files" entry of model.safetensors, else manifest "sha256", else the
+// file's hash (empty when there is no model.safetensors).
+absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory);
+
+// One loaded model version. Run() is called by the batcher's instance threads,
+// possibly concurrently; the instance must be thread-safe.
+class ModelInstance {
+ public:
+  virtual ~ModelInstance() = default;
+  // `input`: n preprocessed images, contiguous float [n, 3, S, S] (S = image_size,
+  // normalised with mean/std). Returns n * kNumClasses logits, row-major.
+  virtual absl::StatusOr<std::vector<float>> Run(const float* input, int n) = 0;
+};
+
+// Loads a version directory (already checksum-verified by the caller).
+using ModelLoader =
+    std::function<absl::StatusOr<std::shared_ptr<ModelInstance>>(const ModelSpec& spec)>;
+
+// Runs every golden item of `spec` through the serving path (decode, preprocess,
+// instance.Run, softmax(logits / T)) and compares. OK when spec.golden_set is absent
+// (logged) or every item matches; FailedPrecondition naming the file, the class and
+// the difference otherwise; NotFound / InvalidArgument for a missing or undecodable
+// golden file.
+absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance);
+
+// Where versions come from: a registry on local disk, or a remote RegistryService
+// whose versions are downloaded (and verified) into a cache directory.
+class ModelSource {
+ public:
+  virtual ~ModelSource() = default;
+  // The version `alias` of `model` points at now. An alias that is a plain decimal
+  // number ("3") pins that version. NotFound when the model, alias or version does
+  // not exist.
+  virtual absl::StatusOr<int64_t> Resolve(const std::string& model, const std::string& alias) = 0;
+  // A local directory holding version `version`, every file's sha256 verified
+  // against its manifest (DataLoss on mismatch).
+  virtual absl::StatusOr<std::string> Fetch(const std::string& model, int64_t version) = 0;
+};
+
+struct ServedModelOptions {
+  std::string name;                  // Registry model name.
+  std::string alias = "production";  // Followed: the served version moves with it.
+};
+
+struct BatchingOptions {
+  int max_batch_size = 8;
+  absl::Duration max_queue_delay = absl::Milliseconds(5);  // From the oldest waiting request.
+  int max_queue_size = 256;                                // Beyond: ResourceExhausted.
+  int instances = 1;  // Threads running batches (each calls Run()).
+};
+
+struct ServingOptions {
+  std::vector<ServedModelOptions> models;
+  BatchingOptions batching;
+  absl::Duration poll_interval = absl::Seconds(2);  // How often aliases are re-resolved.
+  int warmup_runs = 2;             // Forward passes on a new version before the golden check.
+  int max_image_bytes = 20 << 20;  // Decode limits for encoded images.
+  int max_image_pixels = 50'000'000;
+  // A version that failed to load is tried again only after this many polls (or
+  // as soon as the alias moves to another version).
+  int retry_failed_after_polls = 5;
+};
+
+struct InferRequest {
+  std::string model;    // Empty: the only / first served model.
+  int64_t version = 0;  // 0: the current version; else that version if loaded.
+  // Exactly one of the two inputs:
+  std::string encoded_image;  // JPEG/PNG/WebP/BMP bytes; decoded + preprocessed here.
+  std::vector<float> tensor;  // Preprocessed [3, S, S] float (KServe FP32 input).
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct InferResult {
+  std::array<float, kNumClasses> logits{};
+  std::array<float, kNumClasses> probabilities{};  // Calibrated.
+  int top_class = 0;
+  float confidence = 0;
+  float malignancy_risk = 0;
+  bool refer = false;
+  std::string refer_reason;
+  std::string model;
+  int64_t version = 0;
+  std::string sha256;
+  int batch_size = 0;  // Size of the batch this request ran in.
+  double queue_ms = 0, compute_ms = 0, total_ms = 0;
+};
+
+struct ServedModelStatus {
+  std::string name;
+  std::string alias;
+  bool ready = false;
+  ModelSpec spec;  // Of the current version (when ready).
+  std::vector<int64_t> loaded_versions;
+  std::string last_error;      // Of the last failed load, if any.
+  int64_t failed_version = 0;  // The version last_error is about (0: resolving).
+};
+
+class ServingMetrics;  // telemetry.h
+
+class ServingCore {
+ public:
+  // Starts loading every model's current version in the background (Ready() turns
+  // true when all are loaded) and a thread that follows the aliases.
+  static absl::StatusOr<std::unique_ptr<ServingCore>> Create(ServingOptions options,
+                                                             std::unique_ptr<ModelSource> source,
+                                                             ModelLoader loader,
+                                                             ServingMetrics* metrics = nullptr);
+  virtual ~ServingCore() = default;
+
+  // Blocking. Errors: InvalidArgument (bad image, image over the size limits, tensor
+  // shape, both or neither input set), NotFound (unknown
+  // model or version), ResourceExhausted (queue full), DeadlineExceeded (deadline
+  // passed before compute), Unavailable (no version loaded yet, or shutting down).
+  virtual absl::StatusOr<InferResult> Infer(InferRequest request) = 0;
+  // The same, completing on a batcher thread (or, for a request rejected before it
+  // is queued, on the calling thread before InferAsync returns). Decoding and
+  // preprocessing run on the calling thread.
+  virtual void InferAsync(InferRequest request,
+                          std::function<void(absl::StatusOr<InferResult>)> done) = 0;
+
+  virtual bool Ready() const = 0;
+  virtual std::vector<ServedModelStatus> Models() const = 0;
+  // Stops accepting (new requests get Unavailable), finishes queued and running
+  // requests within `drain`, stops the alias follower.
+  virtual void Shutdown(absl::Duration drain) = 0;
+};
+
+}  // namespace skinlesion::serving
+
+#endif  // SKINLESION_SERVING_SERVING_H_

@@ -1,0 +1,288 @@
+// ReadModelSpec and CheckGoldenSet.
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "skinlesion/common/csv.h"
+#include "skinlesion/common/hash.h"
+#include "skinlesion/common/logging.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/image/preprocess.h"
+#include "skinlesion/serving/batcher.h"
+#include "skinlesion/serving/serving.h"
+
+namespace skinlesion::serving {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kWeightsFile[] = "model.safetensors";
+
+// Errors name the manifest and the field ("preprocessing.mean").
+absl::Status FieldError(const std::string& manifest_path, const std::string& field,
+                        const std::string& what, const json& value) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(manifest_path, ": \"", field, "\" ", what, ", got ", value.dump()));
+}
+
+absl::StatusOr<double> Number(const std::string& path, const std::string& field, const json& v) {
+  if (!v.is_number()) return FieldError(path, field, "must be a number", v);
+  const double d = v.get<double>();
+  if (!std::isfinite(d)) return FieldError(path, field, "must be finite", v);
+  return d;
+}
+
+absl::StatusOr<int64_t> Integer(const std::string& path, const std::string& field, const json& v) {
+  if (!v.is_number_integer()) return FieldError(path, field, "must be an integer", v);
+  return v.get<int64_t>();
+}
+
+absl::StatusOr<std::string> String(const std::string& path, const std::string& field,
+                                   const json& v) {
+  if (!v.is_string()) return FieldError(path, field, "must be a string", v);
+  return v.get<std::string>();
+}
+
+absl::Status Object(const std::string& path, const std::string& field, const json& v) {
+  if (!v.is_object()) return FieldError(path, field, "must be an object", v);
+  return absl::OkStatus();
+}
+
+template <size_t N>
+absl::Status FloatArray(const std::string& path, const std::string& field, const json& v,
+                        std::array<float, N>& out) {
+  if (!v.is_array() || v.size() != N) {
+    return FieldError(path, field, absl::StrCat("must be an array of ", N, " numbers"), v);
+  }
+  for (size_t i = 0; i < N; ++i) {
+    SL_ASSIGN_OR_RETURN(const double d, Number(path, absl::StrCat(field, "[", i, "]"), v[i]));
+    out[i] = static_cast<float>(d);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseGoldenSet(const std::string& path, const json& g, ModelSpec& spec) {
+  SL_RETURN_IF_ERROR(Object(path, "golden_set", g));
+  GoldenSet set;
+  if (g.contains("tolerance")) {
+    SL_ASSIGN_OR_RETURN(set.tolerance, Number(path, "golden_set.tolerance", g["tolerance"]));
+    if (!(set.tolerance >= 0)) {
+      return FieldError(path, "golden_set.tolerance", "must be >= 0", g["tolerance"]);
+    }
+  }
+  if (!g.contains("items") || !g["items"].is_array()) {
+    return FieldError(path, "golden_set.items", "must be an array",
+                      g.contains("items") ? g["items"] : json());
+  }
+  for (size_t i = 0; i < g["items"].size(); ++i) {
+    const json& item = g["items"][i];
+    const std::string field = absl::StrCat("golden_set.items[", i, "]");
+    SL_RETURN_IF_ERROR(Object(path, field, item));
+    GoldenItem golden;
+    SL_ASSIGN_OR_RETURN(
+        golden.file, String(path, field + ".file", item.contains("file") ? item["file"] : json()));
+    if (golden.file.empty() || golden.file.find('/') != std::string::npos ||
+        golden.file[0] == '.') {
+      return FieldError(path, field + ".file", "must be a file name in the version directory",
+                        item["file"]);
+    }
+    SL_RETURN_IF_ERROR(FloatArray(path, field + ".probabilities",
+                                  item.contains("probabilities") ? item["probabilities"] : json(),
+                                  golden.probabilities));
+    set.items.push_back(std::move(golden));
+  }
+  spec.golden_set = std::move(set);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory) {
+  const std::string path = directory + "/manifest.json";
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, 16 << 20));
+  json m = json::parse(text, nullptr, false);
+  if (m.is_discarded()) return absl::DataLossError(absl::StrCat(path, " is not valid JSON"));
+  if (!m.is_object()) return absl::DataLossError(absl::StrCat(path, " is not a JSON object"));
+
+  ModelSpec spec;
+  spec.directory = directory;
+  if (m.contains("model")) {
+    SL_ASSIGN_OR_RETURN(spec.name, String(path, "model", m["model"]));
+  }
+  if (m.contains("version")) {
+    SL_ASSIGN_OR_RETURN(spec.version, Integer(path, "version", m["version"]));
+    if (spec.version < 1) return FieldError(path, "version", "must be >= 1", m["version"]);
+  }
+  if (!m.contains("architecture")) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": missing \"architecture\""));
+  }
+  SL_ASSIGN_OR_RETURN(spec.architecture, String(path, "architecture", m["architecture"]));
+  if (spec.architecture.empty()) {
+    return FieldError(path, "architecture", "must not be empty", m["architecture"]);
+  }
+  if (m.contains("num_classes")) {
+    SL_ASSIGN_OR_RETURN(const int64_t n, Integer(path, "num_classes", m["num_classes"]));
+    if (n != kNumClasses) {
+      return FieldError(path, "num_classes", absl::StrCat("must be ", kNumClasses),
+                        m["num_classes"]);
+    }
+  }
+  // SaveCheckpoint writes "labels": [] when it was given none.
+  if (m.contains("labels") && !(m["labels"].is_array() && m["labels"].empty())) {
+    std::vector<std::string> codes;
+    for (const ClassInfo& c : AllClasses()) codes.emplace_back(c.code);
+    if (m["labels"] != json(codes)) {
+      return FieldError(
+          path, "labels",
+          absl::StrCat("must be the class codes in index order [", absl::StrJoin(codes, ", "), "]"),
+          m["labels"]);
+    }
+  }
+  bool has_size = false;
+  if (m.contains("image_size")) {
+    SL_ASSIGN_OR_RETURN(const int64_t s, Integer(path, "image_size", m["image_size"]));
+    if (s < 1 || s > 16384)
+      return FieldError(path, "image_size", "must be in [1, 16384]", m["image_size"]);
+    spec.image_size = static_cast<int>(s);
+    has_size = true;
+  }
+  if (m.contains("preprocessing")) {
+    const json& p = m["preprocessing"];
+    SL_RETURN_IF_ERROR(Object(path, "preprocessing", p));
+    if (p.contains("size")) {
+      SL_ASSIGN_OR_RETURN(const int64_t s, Integer(path, "preprocessing.size", p["size"]));
+      if (s < 1 || s > 16384)
+        return FieldError(path, "preprocessing.size", "must be in [1, 16384]", p["size"]);
+      if (has_size && s != spec.image_size) {
+        return FieldError(path, "preprocessing.size",
+                          absl::StrCat("differs from image_size ", spec.image_size), p["size"]);
+      }
+      spec.image_size = static_cast<int>(s);
+    }
+    if (p.contains("resize")) {
+      SL_ASSIGN_OR_RETURN(spec.resize, String(path, "preprocessing.resize", p["resize"]));
+      if (spec.resize != "shorter_side_center_crop" && spec.resize != "resize") {
+        return FieldError(path, "preprocessing.resize",
+                          "must be \"shorter_side_center_crop\" or \"resize\"", p["resize"]);
+      }
+    }
+    if (p.contains("mean")) {
+      SL_RETURN_IF_ERROR(FloatArray(path, "preprocessing.mean", p["mean"], spec.mean));
+    }
+    if (p.contains("std")) {
+      SL_RETURN_IF_ERROR(FloatArray(path, "preprocessing.std", p["std"], spec.std));
+      for (float s : spec.std) {
+        if (!(s > 0)) return FieldError(path, "preprocessing.std", "must be > 0", p["std"]);
+      }
+    }
+  }
+  SL_RETURN_IF_ERROR(ValidatePreprocessOptions(PreprocessOptionsFor(spec)));
+  if (m.contains("calibration")) {
+    const json& c = m["calibration"];
+    SL_RETURN_IF_ERROR(Object(path, "calibration", c));
+    if (c.contains("temperature")) {
+      SL_ASSIGN_OR_RETURN(spec.temperature,
+                          Number(path, "calibration.temperature", c["temperature"]));
+      if (!(spec.temperature > 0)) {
+        return FieldError(path, "calibration.temperature", "must be > 0", c["temperature"]);
+      }
+    }
+  }
+  if (m.contains("refer")) {
+    const json& r = m["refer"];
+    SL_RETURN_IF_ERROR(Object(path, "refer", r));
+    if (r.contains("min_confidence")) {
+      SL_ASSIGN_OR_RETURN(spec.refer_min_confidence,
+                          Number(path, "refer.min_confidence", r["min_confidence"]));
+      if (spec.refer_min_confidence < 0 || spec.refer_min_confidence > 1) {
+        return FieldError(path, "refer.min_confidence", "must be in [0, 1]", r["min_confidence"]);
+      }
+    }
+    if (r.contains("min_margin")) {
+      SL_ASSIGN_OR_RETURN(spec.refer_min_margin, Number(path, "refer.min_margin", r["min_margin"]));
+      if (spec.refer_min_margin < 0 || spec.refer_min_margin > 1) {
+        return FieldError(path, "refer.min_margin", "must be in [0, 1]", r["min_margin"]);
+      }
+    }
+  }
+
+  // The weights' identity.
+  if (m.contains("files")) {
+    if (!m["files"].is_array()) return FieldError(path, "files", "must be an array", m["files"]);
+    for (size_t i = 0; i < m["files"].size(); ++i) {
+      const json& f = m["files"][i];
+      const std::string field = absl::StrCat("files[", i, "]");
+      SL_RETURN_IF_ERROR(Object(path, field, f));
+      SL_ASSIGN_OR_RETURN(const std::string name,
+                          String(path, field + ".name", f.contains("name") ? f["name"] : json()));
+      if (name == kWeightsFile) {
+        SL_ASSIGN_OR_RETURN(spec.sha256, String(path, field + ".sha256",
+                                                f.contains("sha256") ? f["sha256"] : json()));
+      }
+    }
+  }
+  if (spec.sha256.empty() && m.contains("sha256")) {
+    SL_ASSIGN_OR_RETURN(spec.sha256, String(path, "sha256", m["sha256"]));
+  }
+  if (spec.sha256.empty()) {
+    const std::string weights = directory + "/" + kWeightsFile;
+    std::error_code ec;
+    if (std::filesystem::exists(weights, ec)) {
+      SL_ASSIGN_OR_RETURN(spec.sha256, Sha256File(weights));
+    }
+  }
+  if (m.contains("golden_set")) {
+    SL_RETURN_IF_ERROR(ParseGoldenSet(path, m["golden_set"], spec));
+  }
+  spec.manifest = std::move(m);
+  return spec;
+}
+
+absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance) {
+  const std::string what = absl::StrCat(spec.name, " v", spec.version);
+  if (!spec.golden_set.has_value()) {
+    SL_LOG(INFO) << "serving: " << what << " has no golden_set: nothing to check";
+    return absl::OkStatus();
+  }
+  const GoldenSet& golden = *spec.golden_set;
+  const size_t per = 3 * static_cast<size_t>(spec.image_size) * spec.image_size;
+  std::vector<float> input(per);
+  for (const GoldenItem& item : golden.items) {
+    const std::string path = spec.directory + "/" + item.file;
+    SL_ASSIGN_OR_RETURN(const std::string bytes, ReadFileToString(path, size_t{64} << 20));
+    SL_RETURN_IF_ERROR(Annotate(DecodeAndPreprocess(spec, bytes, DecodeLimits{}, input.data()),
+                                "golden file ", path));
+    SL_ASSIGN_OR_RETURN(const std::vector<float> logits, instance.Run(input.data(), 1));
+    if (logits.size() != static_cast<size_t>(kNumClasses)) {
+      return absl::InternalError(absl::StrCat(what, ": the model returned ", logits.size(),
+                                              " logits for golden file ", item.file));
+    }
+    InferResult r;
+    FillPrediction(spec, logits.data(), r);
+    int worst = 0;
+    double worst_diff = -1;
+    for (int k = 0; k < kNumClasses; ++k) {
+      const double d = std::fabs(static_cast<double>(r.probabilities[k]) - item.probabilities[k]);
+      if (!(d <= worst_diff)) {  // NaN counts as the worst.
+        worst = k;
+        worst_diff = d;
+      }
+    }
+    if (!(worst_diff <= golden.tolerance)) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("%s: golden set mismatch on %s: P(%s) = %.6f, expected %.6f (|diff| %.3g "
+                          "> tolerance %.3g)",
+                          what, item.file, std::string(ClassAt(worst).code), r.probabilities[worst],
+                          item.probabilities[worst], worst_diff, golden.tolerance));
+    }
+  }
+  SL_LOG(INFO) << "serving: " << what << " matches its golden set (" << golden.items.size()
+               << " items, tolerance " << golden.tolerance << ")";
+  return absl::OkStatus();
+}
+
+}  // namespace skinlesion::serving

@@ -1,0 +1,78 @@
+// Prometheus metrics of the serving core (prometheus-cpp core only: exposing them
+// over HTTP is the service's job).
+//
+// Metric names (a Grafana dashboard and alerts are written against these; keep
+// docs/serving.md in sync):
+//   skinlesion_inference_requests_total{model,version,outcome}   counter
+//       outcome: ok | invalid_argument | not_found | resource_exhausted |
+//                deadline_exceeded | unavailable | internal
+//       version: "" when the request failed before a version was chosen.
+//   skinlesion_inference_queue_seconds{model}     histogram  enqueue -> batch start
+//   skinlesion_inference_compute_seconds{model}   histogram  one batch's Run() + postprocess
+//   skinlesion_inference_request_seconds{model}   histogram  Infer() call -> result
+//                                                             (decode + queue + compute)
+//   skinlesion_inference_batch_size{model}        histogram  requests per batch run
+//   skinlesion_inference_queue_depth{model}       gauge      requests waiting
+//   skinlesion_model_load_seconds{model}          histogram  fetch + load + warmup + golden
+//                                                             check of a version (successes)
+//   skinlesion_model_reloads_total{model,result}  counter    result: success | failure
+//   skinlesion_model_version_info{model,version,sha256}  gauge  1 for the version serving
+//                                                             now (the old series is removed
+//                                                             on a swap)
+//
+// Thread-safe.
+#ifndef SKINLESION_SERVING_TELEMETRY_H_
+#define SKINLESION_SERVING_TELEMETRY_H_
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace skinlesion::serving {
+
+// "ok", "invalid_argument", ... as in the outcome label; every other code: "internal".
+const char* OutcomeLabel(absl::StatusCode code);
+
+class ServingMetrics {
+ public:
+  // Registers the families in `registry`, which must outlive this object.
+  explicit ServingMetrics(prometheus::Registry& registry);
+  ServingMetrics(const ServingMetrics&) = delete;
+  ServingMetrics& operator=(const ServingMetrics&) = delete;
+
+  // version 0: the label is "".
+  void RecordRequest(const std::string& model, int64_t version, absl::StatusCode code,
+                     double request_seconds);
+  void RecordBatch(const std::string& model, int batch_size, double compute_seconds);
+  void RecordQueueWait(const std::string& model, double queue_seconds);
+  void SetQueueDepth(const std::string& model, int depth);
+  void RecordLoad(const std::string& model, bool success, double seconds);
+  // Makes (model, version, sha256) the only version_info series of `model`.
+  void SetServingVersion(const std::string& model, int64_t version, const std::string& sha256);
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& queue_seconds_;
+  prometheus::Family<prometheus::Histogram>& compute_seconds_;
+  prometheus::Family<prometheus::Histogram>& request_seconds_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Histogram>& load_seconds_;
+  prometheus::Family<prometheus::Counter>& reloads_;
+  prometheus::Family<prometheus::Gauge>& version_info_;
+
+  std::mutex mu_;
+  std::map<std::string, prometheus::Gauge*> serving_version_;  // model -> its info series
+};
+
+}  // namespace skinlesion::serving
+
+#endif  // SKINLESION_SERVING_TELEMETRY_H_

@@ -1,0 +1,87 @@
+#include "skinlesion/serving/torch_instance.h"
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "skinlesion/common/logging.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/models/state_dict.h"
+
+namespace skinlesion::serving {
+namespace {
+
+class TorchInstance final : public ModelInstance {
+ public:
+  TorchInstance(std::shared_ptr<models::Classifier> model, torch::Device device, int64_t image_size)
+      : model_(std::move(model)), device_(device), image_size_(image_size) {}
+
+  absl::StatusOr<std::vector<float>> Run(const float* input, int n) override {
+    if (n < 1) return absl::InvalidArgumentError(absl::StrCat("batch of ", n));
+    try {
+      torch::InferenceMode guard;
+      // from_blob does not copy; the model never writes its input.
+      torch::Tensor batch = torch::from_blob(const_cast<float*>(input),
+                                             {n, 3, image_size_, image_size_}, torch::kFloat32);
+      if (device_.type() != torch::kCPU) batch = batch.to(device_);
+      torch::Tensor logits = model_->forward(batch).to(torch::kCPU, torch::kFloat32).contiguous();
+      if (logits.dim() != 2 || logits.size(0) != n || logits.size(1) != kNumClasses) {
+        return absl::InternalError(absl::StrCat("the model returned logits of shape ",
+                                                c10::str(logits.sizes()), " for a batch of ", n));
+      }
+      const float* p = logits.data_ptr<float>();
+      return std::vector<float>(p, p + static_cast<size_t>(n) * kNumClasses);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("LibTorch: ", e.what()));
+    }
+  }
+
+ private:
+  std::shared_ptr<models::Classifier> model_;
+  torch::Device device_;
+  int64_t image_size_;
+};
+
+}  // namespace
+
+ModelLoader MakeTorchLoader(TorchLoaderOptions options) {
+  if (options.threads > 0) torch::set_num_threads(options.threads);
+  return [options](const ModelSpec& spec) -> absl::StatusOr<std::shared_ptr<ModelInstance>> {
+    std::optional<torch::Device> device;
+    try {
+      device.emplace(options.device);
+    } catch (const c10::Error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
+    }
+    SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(spec.directory));
+    if (checkpoint.manifest.num_classes != kNumClasses) {
+      return absl::InvalidArgumentError(absl::StrCat(spec.directory, ": the model has ",
+                                                     checkpoint.manifest.num_classes,
+                                                     " classes, not ", kNumClasses));
+    }
+    if (checkpoint.manifest.image_size != spec.image_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          spec.directory, ": the checkpoint's image_size ", checkpoint.manifest.image_size,
+          " differs from the serving spec's ", spec.image_size));
+    }
+    try {
+      checkpoint.model->to(*device);
+    } catch (const c10::Error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
+    }
+    checkpoint.model->eval();
+    SL_LOG(INFO) << "serving: loaded " << spec.architecture << " from " << spec.directory << " on "
+                 << options.device;
+    return std::shared_ptr<ModelInstance>(
+        std::make_shared<TorchInstance>(std::move(checkpoint.model), *device, spec.image_size));
+  };
+}
+
+}  // namespace skinlesion::serving
