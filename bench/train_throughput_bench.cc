@@ -24,9 +24,12 @@
 // the median process CPU time per step, and the medians of the phases (forward,
 // backward, optimizer).
 //
+// --eval times eval-mode forward passes instead (model.eval(), inference mode, no
+// loss), the same way: the lock-step counterpart of models_bench's eval rows.
+//
 //   train_throughput_bench [--archs resnet18,resnet50,efficientnet_b0,vit_b_16]
 //       [--size 224] [--batch 8] [--threads 2] [--warmup 5] [--iters 10]
-//       [--channels_last] [--op_profile N] [--python /usr/bin/python3]
+//       [--eval] [--channels_last] [--op_profile N] [--python /usr/bin/python3]
 //       [--reference bench/reference/train_step_bench.py] [--no_reference]
 #include <ATen/record_function.h>
 #include <fcntl.h>
@@ -70,6 +73,8 @@ ABSL_FLAG(int, op_profile, 0,
           "with their call counts and self time (RecordFunction in C++, torch.autograd.profiler "
           "in Python)");
 ABSL_FLAG(int, op_rows, 30, "Rows of the --op_profile table (the most expensive ops)");
+ABSL_FLAG(bool, eval, false,
+          "Time eval-mode forward passes (inference mode, both sides) instead of training steps");
 ABSL_FLAG(bool, channels_last, false, "Model and input in channels-last memory format, both sides");
 ABSL_FLAG(std::string, python, "/usr/bin/python3", "Python with torch + torchvision");
 ABSL_FLAG(std::string, reference, "bench/reference/train_step_bench.py",
@@ -168,7 +173,7 @@ double ProcessCpuMs() {
 class CppStepper {
  public:
   static std::unique_ptr<CppStepper> Create(const std::string& arch, int64_t size, int64_t batch,
-                                            bool channels_last) {
+                                            bool channels_last, bool eval_mode = false) {
     torch::manual_seed(0);
     skinlesion::models::ModelOptions options;
     options.image_size = size;
@@ -177,7 +182,10 @@ class CppStepper {
       std::cerr << arch << ": " << created.status() << "\n";
       return nullptr;
     }
-    return std::unique_ptr<CppStepper>(new CppStepper(*created, size, batch, channels_last));
+    auto stepper = std::unique_ptr<CppStepper>(new CppStepper(*created, size, batch, channels_last));
+    stepper->eval_mode_ = eval_mode;
+    if (eval_mode) stepper->model_->eval();
+    return stepper;
   }
 
   Step Run(bool profile = false) {
@@ -186,6 +194,17 @@ class CppStepper {
     using Ms = std::chrono::duration<double, std::milli>;
     const auto start = std::chrono::steady_clock::now();
     const double cpu_start = ProcessCpuMs();
+    if (eval_mode_) {  // --eval: one inference-mode forward pass, nothing else.
+      Step s;
+      {
+        torch::InferenceMode guard;
+        model_->forward(x_);
+      }
+      if (profile) OpProfiler::TakeInto("forward", s.ops);
+      s.wall_ms = s.forward_ms = Ms(std::chrono::steady_clock::now() - start).count();
+      s.cpu_ms = ProcessCpuMs() - cpu_start;
+      return s;
+    }
     namespace F = torch::nn::functional;
     optimizer_.zero_grad();
     torch::Tensor loss = F::cross_entropy(model_->forward(x_), y_,
@@ -233,6 +252,7 @@ class CppStepper {
   std::shared_ptr<skinlesion::models::Classifier> model_;
   torch::optim::AdamW optimizer_;
   torch::Tensor x_, y_;
+  bool eval_mode_ = false;
 };
 
 // The Python side: train_step_bench.py --serve as a co-process on two pipes.
@@ -347,7 +367,8 @@ Row BenchArch(const std::string& arch, int64_t size, int64_t batch, int threads,
               int iters, bool channels_last, bool reference) {
   Row row;
   row.arch = arch;
-  std::unique_ptr<CppStepper> cpp = CppStepper::Create(arch, size, batch, channels_last);
+  const bool eval_mode = absl::GetFlag(FLAGS_eval);
+  std::unique_ptr<CppStepper> cpp = CppStepper::Create(arch, size, batch, channels_last, eval_mode);
   if (cpp == nullptr) return row;
   std::unique_ptr<PythonStepper> python;
   if (reference) {
@@ -363,6 +384,7 @@ Row BenchArch(const std::string& arch, int64_t size, int64_t batch, int threads,
                                      "--threads",
                                      absl::StrCat(threads)};
     if (channels_last) argv.push_back("--channels_last");
+    if (eval_mode) argv.push_back("--eval");
     python = PythonStepper::Start(argv);
     if (python == nullptr) return row;
     if (python->threads() != threads) {
@@ -545,12 +567,13 @@ int main(int argc, char** argv) {
   }
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   std::printf(
-      "\nTraining step (fwd + bwd + AdamW), CPU, %d threads, OMP_WAIT_POLICY=%s, %s, %d timed "
+      "\n%s, CPU, %d threads, OMP_WAIT_POLICY=%s, %s, %d timed "
       "lock-step "
       "pairs after %d warm-up; img/s from the median step, best = fastest step, C++/Python = "
       "median "
       "over pairs of the per-pair speed ratio (> 1: C++ faster), CPU = median process CPU time per "
       "step.\n",
+      absl::GetFlag(FLAGS_eval) ? "Eval-mode forward (inference mode)" : "Training step (fwd + bwd + AdamW)",
       threads, wait_policy != nullptr ? wait_policy : "(unset)",
       channels_last ? "channels-last" : "contiguous (NCHW)", iters, warmup);
   return failures == 0 ? 0 : 1;

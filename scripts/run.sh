@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job. Installs everything (apt), builds, and runs what exists today:
-# a summary of the HAM10000 data set, a lesion-disjoint split of it, and an
-# augmentation grid of a real lesion image, written under out/.
+# a summary of the HAM10000 data set, a lesion-disjoint split of it, an
+# augmentation grid of a real lesion image (under out/), and the bundled model's
+# predictions for three lesion images.
 #
 #   scripts/run.sh                              # data from ../shared/data/ham10000 if present,
 #                                               # else the committed fixtures
@@ -33,3 +34,6 @@ fi
 IMAGE=${IMAGE:-tests/fixtures/ham10000/images/ISIC_0024698.jpg}
 "$CLI" augment-grid --image "$IMAGE" --preset medical --out out/augmentation_grid.png
 echo "run: wrote out/augmentation_grid.png"
+# The bundled model (models/bundled, see its MODEL_CARD.md) on three committed images.
+"$CLI" predict tests/fixtures/ham10000/images/ISIC_0024698.jpg \
+  tests/fixtures/ham10000/images/ISIC_0031901.jpg tests/fixtures/ham10000/images/ISIC_0029360.jpg

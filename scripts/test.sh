@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Idle OpenMP threads sleep instead of spinning: on a shared or small machine the
 # default busy-wait steals the cores from the threads doing the work.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# ccache keys on paths relative to the checkout, so another clone (CI) reuses the cache.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(pwd)}
 
 bash scripts/setup.sh
 BUILD_DIR=${BUILD_DIR:-build}

@@ -19,6 +19,7 @@ for f in model/model.safetensors model/manifest.json report/metrics.json report/
 done
 grep -q '"temperature"' "$OUT/run/model/manifest.json"
 grep -q '"split_digest"' "$OUT/run/model/manifest.json"
+grep -q '"code_version"' "$OUT/run/model/manifest.json"
 cmp "$OUT/split.csv" "$OUT/run/split.csv"
 # The golden set: images copied into the model and the outputs the trainer recorded.
 /usr/bin/python3 - "$OUT/run/model" <<'PY'
@@ -66,6 +67,15 @@ grep -q '"n": 3' "$OUT/eval_isic/metrics.json"
 grep -q '"probabilities"' "$OUT/pred.json"
 grep -q '"malignancy_risk"' "$OUT/pred.json"
 "$CLI" predict --model "$OUT/run/model" "$FIX/images/ISIC_0024698.jpg" | grep -q "top-3"
+
+# Without --model: the bundled model (models/bundled), whatever the working directory.
+(cd "$OUT" && env -u SKINLESION_MODEL "$CLI" predict --json "$FIX/images/ISIC_0024698.jpg") > "$OUT/pred_bundled.json"
+/usr/bin/python3 - "$OUT/pred_bundled.json" "$(dirname "$0")/../models/bundled/manifest.json" <<'PY'
+import json, sys
+pred, manifest = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert pred[0]["model"]["sha256"] == manifest["sha256"], (pred[0]["model"], manifest["sha256"])
+assert pred[0]["model"]["architecture"] == "resnet18"
+PY
 
 # Bad input: a clear message and a failing exit code, never a crash.
 if "$CLI" predict --model "$OUT/run/model" "$OUT/split.csv" 2> "$OUT/err.txt"; then

@@ -144,6 +144,10 @@ std::vector<std::string> PickGoldenImages(const std::vector<data::Sample>& sampl
   return picked;
 }
 
+nlohmann::json CodeVersion() {
+  return {{"skinlesion", SKINLESION_VERSION}, {"commit", SKINLESION_GIT_COMMIT}};
+}
+
 }  // namespace
 
 std::string DefaultModelDir() {
@@ -293,6 +297,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                       {"test_images", test_set.size()},
                       {"licence", "CC BY-NC 4.0 (HAM10000): non-commercial use only"}};
   manifest["created"] = Now();
+  manifest["code_version"] = CodeVersion();
   SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(model_dir + "/model.safetensors"));
   SL_RETURN_IF_ERROR(WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n"));
   SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(test_set, 4)));
@@ -332,6 +337,7 @@ absl::Status RunExport(const ExportCommand& cmd) {
     if (!manifest.contains(key) && key != "golden_set" && key != "sha256") manifest[key] = value;
   }
   manifest["weights_dtype"] = cmd.fp16 ? "float16" : "float32";
+  manifest["code_version"] = CodeVersion();
   manifest["exported_from"] = {{"sha256", source.value("sha256", "")}, {"created", source.value("created", "")}};
   SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(cmd.out_dir + "/model.safetensors"));
   SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.out_dir + "/manifest.json", manifest.dump(2) + "\n"));

@@ -48,10 +48,11 @@ def build(arch, size):
 class Stepper:
     """One model + AdamW; step() runs and times one training step."""
 
-    def __init__(self, arch, size, batch, channels_last):
+    def __init__(self, arch, size, batch, channels_last, eval_mode=False):
         torch.manual_seed(0)
         self.model = build(arch, size)
-        self.model.train()
+        self.eval_mode = eval_mode
+        self.model.train(not eval_mode)
         self.x = torch.randn(batch, 3, size, size)
         self.y = torch.randint(0, 7, (batch,))
         if channels_last:
@@ -73,6 +74,15 @@ class Stepper:
             return out
 
         start, cpu_start = time.perf_counter(), time.process_time()
+        if self.eval_mode:  # --eval: one inference-mode forward pass, nothing else
+            with torch.inference_mode():
+                phase("forward", lambda: self.model(self.x))
+            end = time.perf_counter()
+            out = {"wall_ms": (end - start) * 1e3, "cpu_ms": (time.process_time() - cpu_start) * 1e3,
+                   "forward_ms": (end - start) * 1e3, "backward_ms": 0.0, "optimizer_ms": 0.0}
+            if profile:
+                out["ops"] = ops
+            return out
         loss = phase("forward", self._forward)
         t1 = time.perf_counter()
         phase("backward", loss.backward)
@@ -102,7 +112,7 @@ def bench(arch, size, batch, warmup, iters, channels_last):
 
 def serve(a):
     """Lock-step mode for train_throughput_bench: one step per 'step' line on stdin."""
-    stepper = Stepper(a.archs, a.size, a.batch, a.channels_last)
+    stepper = Stepper(a.archs, a.size, a.batch, a.channels_last, a.eval)
     print(json.dumps({"ready": True, "arch": a.archs, "threads": torch.get_num_threads(),
                       "torch": torch.__version__}), flush=True)
     for line in sys.stdin:
@@ -124,6 +134,8 @@ def main():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--channels_last", action="store_true")
+    p.add_argument("--eval", action="store_true",
+                   help="with --serve: time eval-mode forward passes (inference mode) instead of training steps")
     p.add_argument("--serve", action="store_true",
                    help="lock-step mode (one architecture): read 'step' lines, answer one JSON line each")
     a = p.parse_args()

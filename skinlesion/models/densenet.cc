@@ -18,8 +18,8 @@ class DenseLayerImpl : public torch::nn::Module {
     conv2_ = register_module("conv2", MakeConv(bn_size * growth, growth, 3, 1, 1, false));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor y = conv1_(torch::relu(norm1_(x)));
-    y = conv2_(torch::relu(norm2_(y)));
+    torch::Tensor y = conv1_(norm1_(x).relu_());
+    y = conv2_(norm2_(y).relu_());
     if (drop_rate_ > 0) y = F::dropout(y, F::DropoutFuncOptions().p(drop_rate_).training(is_training()));
     return y;
   }
@@ -106,7 +106,7 @@ DenseNetImpl::DenseNetImpl(const std::string& name, const DenseNetOptions& optio
 }
 
 torch::Tensor DenseNetImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = torch::relu(features_->forward(x));
+  torch::Tensor y = features_->forward(x).relu_();
   y = F::adaptive_avg_pool2d(y, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
   if (options_.dropout > 0) y = F::dropout(y, F::DropoutFuncOptions().p(options_.dropout).training(is_training()));
   return classifier_(y);
