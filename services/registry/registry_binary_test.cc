@@ -31,47 +31,7 @@ using ::skinlesion::testing::WriteFile;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 
-// Runs the binary with stdout and stderr in files; kills it if the test leaves early.
-class Process {
- public:
-  Process(std::vector<std::string> args, const std::string& out_path) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // Never outlive a crashed test.
-      const int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~Process() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  // Waits up to `timeout` for the exit; the raw wait status, or -1 on timeout.
-  int Wait(std::chrono::milliseconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
+using Process = ::skinlesion::testing::ChildProcess;
 
 // The port the binary printed, or 0 when it did not within 20 s.
 int WaitForPort(const std::string& out_path, Process& process) {

@@ -47,45 +47,7 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
-class Process {
- public:
-  Process(std::vector<std::string> args, const std::string& out_path) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      const int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~Process() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  int Wait(std::chrono::milliseconds timeout) {
-    const auto end = Clock::now() + timeout;
-    while (Clock::now() < end) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
+using Process = ::skinlesion::testing::ChildProcess;
 
 // Also for /proc files (whose size reads as 0).
 std::string Slurp(const std::string& path) {
@@ -187,7 +149,7 @@ class TrainerBinaryTest : public ::testing::Test {
                                      "--kill_grace_s=3"};
     args.insert(args.end(), extra.begin(), extra.end());
     log_ = dir_.Join(absl::StrCat("trainer", starts_++, ".log"));
-    trainer_ = std::make_unique<Process>(args, log_);
+    trainer_ = std::make_unique<Process>(args, log_, /*append=*/true);  // Restarts keep one log.
     const std::regex listening("listening on 127\\.0\\.0\\.1:([0-9]+)");
     port_ = 0;
     for (int i = 0; i < 3000 && port_ == 0; ++i) {

@@ -2,7 +2,9 @@
 #ifndef SKINLESION_TESTING_TESTING_H_
 #define SKINLESION_TESTING_TESTING_H_
 
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -30,6 +32,24 @@ class TempDir {
 
 // Writes `content` to `path`, failing the test on error.
 void WriteFile(const std::string& path, const std::string& content);
+
+// A binary under test in a child process, stdout and stderr into `out_path`
+// (truncated, or appended to with `append`: a restarted service keeps one log).
+// The child dies with the test (PR_SET_PDEATHSIG) and is SIGKILLed by the
+// destructor if still running.
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> args, const std::string& out_path, bool append = false);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  int pid() const { return pid_; }
+  // Waits up to `timeout` for the exit: the raw wait status, or -1 on timeout.
+  int Wait(std::chrono::milliseconds timeout);
+
+ private:
+  int pid_ = -1;
+};
 
 inline const absl::Status& GetStatus(const absl::Status& s) { return s; }
 template <typename T>
