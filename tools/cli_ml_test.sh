@@ -68,6 +68,22 @@ grep -q '"probabilities"' "$OUT/pred.json"
 grep -q '"malignancy_risk"' "$OUT/pred.json"
 "$CLI" predict --model "$OUT/run/model" "$FIX/images/ISIC_0024698.jpg" | grep -q "top-3"
 
+# A registry reference instead of a directory: publish, then evaluate / predict by alias or version.
+"$CLI" publish --model "$OUT/run/model" --registry "$OUT/registry" --name ham10000 --alias staging | grep -q "ham10000 v1"
+"$CLI" evaluate --registry "$OUT/registry" --model ham10000@staging "${DATA[@]}" --split "$OUT/split.csv" \
+  --out "$OUT/eval_registry" --device cpu --tta
+/usr/bin/python3 - "$OUT/eval/metrics.json" "$OUT/eval_registry/metrics.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert a["confusion_matrix"] == b["confusion_matrix"] and a["n"] == b["n"], (a["n"], b["n"])
+PY
+"$CLI" predict --registry "$OUT/registry" --model ham10000@1 --json "$FIX/images/ISIC_0024698.jpg" > "$OUT/pred_registry.json"
+grep -q '"probabilities"' "$OUT/pred_registry.json"
+if "$CLI" predict --registry "$OUT/registry" --model ham10000@production "$FIX/images/ISIC_0024698.jpg" 2> "$OUT/err_alias.txt"; then
+  echo "predict resolved an alias that is not set"; exit 1
+fi
+grep -q "production" "$OUT/err_alias.txt"
+
 # Without --model: the bundled model (models/bundled), whatever the working directory.
 (cd "$OUT" && env -u SKINLESION_MODEL "$CLI" predict --json "$FIX/images/ISIC_0024698.jpg") > "$OUT/pred_bundled.json"
 /usr/bin/python3 - "$OUT/pred_bundled.json" "$(dirname "$0")/../models/bundled/manifest.json" <<'PY'

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include "absl/strings/numbers.h"
@@ -23,6 +24,7 @@
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
+#include "skinlesion/registry/registry.h"
 #include "skinlesion/train/distributed.h"
 #include "skinlesion/train/trainer.h"
 
@@ -154,6 +156,46 @@ std::string DefaultModelDir() {
   if (const char* env = std::getenv("SKINLESION_MODEL"); env != nullptr && *env) return env;
   if (fs::exists("models/bundled/manifest.json")) return "models/bundled";
   return std::string(SKINLESION_SOURCE_DIR) + "/models/bundled";
+}
+
+absl::StatusOr<std::string> ResolveRegistryModel(const std::string& registry, const std::string& reference) {
+  const size_t at = reference.find('@');
+  const std::string name = reference.substr(0, at);
+  const std::string ref = at == std::string::npos ? "production" : reference.substr(at + 1);
+  SL_ASSIGN_OR_RETURN(auto reg, registry::Registry::Create({.root = registry}));
+  int64_t version = 0;
+  absl::StatusOr<registry::VersionInfo> info =
+      absl::SimpleAtoi(ref, &version) ? reg->GetVersion(name, version) : reg->GetAlias(name, ref);
+  if (!info.ok()) return Annotate(info.status(), "model ", reference, " in registry ", registry);
+  SL_RETURN_IF_ERROR(reg->Verify(name, info->version));  // DataLoss on a changed file.
+  std::fprintf(stderr, "model %s -> %s v%lld (%s)\n", reference.c_str(), name.c_str(),
+               static_cast<long long>(info->version), info->path.c_str());
+  return info->path;
+}
+
+absl::Status RunPublish(const PublishCommand& cmd) {
+  if (cmd.model_dir.empty() || cmd.registry.empty() || cmd.name.empty()) {
+    return absl::InvalidArgumentError("--model (a model directory), --registry and --name are required");
+  }
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
+  const nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
+  if (!manifest.is_object()) return absl::InvalidArgumentError(absl::StrCat(cmd.model_dir, "/manifest.json is not a JSON object"));
+  std::map<std::string, std::string> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(cmd.model_dir, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (entry.is_regular_file() && file != "manifest.json" && file[0] != '.') files[file] = entry.path().string();
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat(cmd.model_dir, ": ", ec.message()));
+  SL_ASSIGN_OR_RETURN(auto reg, registry::Registry::Create({.root = cmd.registry}));
+  SL_ASSIGN_OR_RETURN(const int64_t version, reg->Publish(cmd.name, files, manifest));
+  std::printf("published %s as %s v%lld (%zu files)\n", cmd.model_dir.c_str(), cmd.name.c_str(),
+              static_cast<long long>(version), files.size() + 1);
+  if (!cmd.alias.empty()) {
+    SL_RETURN_IF_ERROR(reg->SetAlias(cmd.name, cmd.alias, version, "skinlesion publish"));
+    std::printf("%s -> v%lld\n", cmd.alias.c_str(), static_cast<long long>(version));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status RunModels(int64_t image_size) {
@@ -370,8 +412,12 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
     context["partition"] = cmd.partition;
   }
   if (samples.empty()) return absl::InvalidArgumentError("no images to evaluate");
-  SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
+  std::string model_dir = cmd.model_dir;
+  if (!cmd.registry.empty()) {
+    SL_ASSIGN_OR_RETURN(model_dir, ResolveRegistryModel(cmd.registry, cmd.model_dir));
+  }
+  SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(model_dir));
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(model_dir + "/manifest.json", 16 << 20));
   const nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
   const std::string device = ResolveDevice(cmd.device);
   checkpoint.model->to(torch::Device(device));
@@ -395,7 +441,10 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
 
 absl::Status RunPredict(const PredictCommand& cmd) {
   if (cmd.images.empty()) return absl::InvalidArgumentError("give one or more image files");
-  const std::string dir = cmd.model_dir.empty() ? DefaultModelDir() : cmd.model_dir;
+  std::string dir = cmd.model_dir.empty() ? DefaultModelDir() : cmd.model_dir;
+  if (!cmd.registry.empty()) {
+    SL_ASSIGN_OR_RETURN(dir, ResolveRegistryModel(cmd.registry, cmd.model_dir));
+  }
   SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(dir, {.device = cmd.device, .threads = cmd.threads}));
   nlohmann::json all = nlohmann::json::array();
   absl::Status first_error;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace skinlesion::cli {
 
@@ -28,7 +29,8 @@ struct TrainCommand {
 };
 
 struct EvaluateCommand {
-  std::string model_dir;
+  std::string model_dir;        // A model directory, or NAME[@alias|@version] with registry.
+  std::string registry;         // Registry root; empty: model_dir is a directory.
   std::string out_dir;
   // Either a HAM10000 folder with a split file (partition, default "test")...
   std::string data_dir, metadata, split_file, partition = "test";
@@ -41,6 +43,7 @@ struct EvaluateCommand {
 
 struct PredictCommand {
   std::string model_dir;        // Empty: the bundled model.
+  std::string registry;         // As EvaluateCommand::registry.
   std::vector<std::string> images;
   bool json = false;
   std::string device = "cpu";
@@ -54,7 +57,20 @@ struct ExportCommand {
   std::vector<std::string> golden;  // Images for the golden set; empty: the source's.
 };
 
+// Publishes a model directory (every regular file; manifest.json as the manifest)
+// as a new registry version and points `alias` at it (promotion gates apply).
+struct PublishCommand {
+  std::string model_dir;
+  std::string registry;
+  std::string name;
+  std::string alias = "staging";
+};
+
+// "NAME[@alias|@version]" in `registry` -> the verified version directory.
+absl::StatusOr<std::string> ResolveRegistryModel(const std::string& registry, const std::string& reference);
+
 absl::Status RunModels(int64_t image_size);
+absl::Status RunPublish(const PublishCommand& command);
 absl::Status RunExport(const ExportCommand& command);
 absl::Status RunTrain(const TrainCommand& command);
 absl::Status RunEvaluate(const EvaluateCommand& command);

@@ -72,6 +72,10 @@ ABSL_FLAG(std::string, images, "", "Image folder for --isic_csv");
 ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate)");
 ABSL_FLAG(bool, json, false, "JSON output (predict)");
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (evaluate, predict)");
+ABSL_FLAG(std::string, registry, "",
+          "Model registry root: --model NAME[@alias|@version] is resolved in it (evaluate, predict, publish)");
+ABSL_FLAG(std::string, name, "", "Registry model name (publish)");
+ABSL_FLAG(std::string, alias, "staging", "Alias moved to the new version (publish; empty: none)");
 ABSL_FLAG(bool, fp16, false, "Store the exported weights as float16 (export)");
 ABSL_FLAG(std::string, golden, "", "Comma-separated images for the golden set (export; default: the source's)");
 
@@ -196,6 +200,7 @@ absl::Status RunEvaluateCommand() {
   c.partition = absl::GetFlag(FLAGS_partition);
   c.isic_csv = absl::GetFlag(FLAGS_isic_csv);
   c.isic_images = absl::GetFlag(FLAGS_images);
+  c.registry = absl::GetFlag(FLAGS_registry);
   c.tta = absl::GetFlag(FLAGS_tta);
   c.device = absl::GetFlag(FLAGS_device);
   c.threads = absl::GetFlag(FLAGS_threads);
@@ -208,6 +213,7 @@ absl::Status RunPredictCommand() {
   c.images = g_positional;
   c.json = absl::GetFlag(FLAGS_json);
   c.threads = absl::GetFlag(FLAGS_threads);
+  c.registry = absl::GetFlag(FLAGS_registry);
   const std::string device = absl::GetFlag(FLAGS_device);
   c.device = device == "auto" ? "cpu" : device;
   return cli::RunPredict(c);
@@ -222,6 +228,15 @@ absl::Status RunExportCommand() {
     c.golden.emplace_back(g);
   }
   return cli::RunExport(c);
+}
+
+absl::Status RunPublishCommand() {
+  cli::PublishCommand c;
+  c.model_dir = absl::GetFlag(FLAGS_model);
+  c.registry = absl::GetFlag(FLAGS_registry);
+  c.name = absl::GetFlag(FLAGS_name);
+  c.alias = absl::GetFlag(FLAGS_alias);
+  return cli::RunPublish(c);
 }
 
 absl::Status RunVersion() {
@@ -243,6 +258,7 @@ const std::map<std::string, Command>& Commands() {
       {"train", {"train a classifier (two-phase fine-tuning) and export it", RunTrainCommand}},
       {"evaluate", {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand}},
       {"export", {"copy a model directory (optionally as float16) with a fresh golden set", RunExportCommand}},
+      {"publish", {"publish a model directory to a registry and move an alias", RunPublishCommand}},
       {"predict", {"classify lesion images (the bundled model by default)", RunPredictCommand}},
       {"jobs", {"submit, list, watch and cancel jobs of skinlesion-trainer",
                 [] { return cli::RunJobsCommand(g_positional); }}},
