@@ -982,7 +982,6 @@ TEST_F(InferenceServiceTest, ShutdownDrainsCallsInFlight) {
 
 TEST_F(InferenceServiceTest, ShutdownAfterTheDrainDeadlineShutsTheCoreDownAndReturns) {
   // A call that outlives the drain: the core's Shutdown is what releases it.
-  std::atomic<bool> release{false};
   absl::Notification started;
   core_.set_handler([&](const InferRequest&) -> absl::StatusOr<InferResult> {
     started.Notify();
