@@ -20,6 +20,12 @@
 // Prints a markdown table: img/s, p50/p95/p99 latency (ms), median batch, raw
 // forward img/s at that batch, server / raw, and at concurrency 1 the p50 against
 // the raw single-image forward. Run from the repository root.
+//
+//   inference_load_bench --target HOST:PORT [--concurrency 1,8] [--duration_s 10]
+//
+// only runs the closed loop against a server that is already running and prints one
+// "RESULT concurrency=... rps=... p50_ms=..." line per concurrency
+// (bench/gateway_bench.sh).
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spawn.h>
@@ -59,8 +65,12 @@ ABSL_FLAG(double, warmup_s, 2, "Unmeasured seconds before each measurement");
 ABSL_FLAG(int, max_batch_size, 8, "Server --max_batch_size");
 ABSL_FLAG(int, max_queue_delay_ms, 5, "Server --max_queue_delay_ms");
 ABSL_FLAG(int, threads, 2, "Intra-op threads (server and raw forward)");
+ABSL_FLAG(bool, decode_in_worker, true, "Server --decode_in_worker");
 ABSL_FLAG(int, raw_iters, 10, "Timed raw forward passes per batch size (median)");
 ABSL_FLAG(std::string, image, "tests/fixtures/ham10000/images/ISIC_0024698.jpg", "Request image");
+ABSL_FLAG(std::string, target, "",
+          "HOST:PORT of a running server: only the closed-loop Classify load against it (no "
+          "model, no server start, no raw forward); prints one RESULT line per concurrency");
 
 namespace {
 
@@ -223,6 +233,24 @@ int main(int argc, char** argv) {
   for (absl::string_view c : absl::StrSplit(absl::GetFlag(FLAGS_concurrency), ',', absl::SkipEmpty())) {
     concurrencies.push_back(std::max(1, std::atoi(std::string(c).c_str())));
   }
+  if (const std::string target = absl::GetFlag(FLAGS_target); !target.empty()) {
+    // A running server (bench/gateway_bench.sh compares it with the gateway in front of it).
+    if (!WaitReady(target, *image, 120)) {
+      std::fprintf(stderr, "%s did not answer Classify\n", target.c_str());
+      return 1;
+    }
+    for (int c : concurrencies) {
+      const LoadResult r =
+          RunLoad(target, *image, c, absl::GetFlag(FLAGS_warmup_s), absl::GetFlag(FLAGS_duration_s));
+      std::printf("RESULT concurrency=%d requests=%lld failed=%lld rps=%.2f p50_ms=%.3f "
+                  "p95_ms=%.3f p99_ms=%.3f median_batch=%d\n",
+                  c, static_cast<long long>(r.ok), static_cast<long long>(r.failed), r.ok / r.seconds,
+                  Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.95),
+                  Percentile(r.latency_ms, 0.99), r.MedianBatch());
+      std::fflush(stdout);
+    }
+    return 0;
+  }
   const std::string tmp = absl::StrCat(std::filesystem::temp_directory_path().string(),
                                        "/inference_load_bench_", getpid());
 
@@ -255,7 +283,9 @@ int main(int argc, char** argv) {
                                 "--port", std::to_string(port), "--metrics_port", std::to_string(metrics_port),
                                 "--max_batch_size", std::to_string(absl::GetFlag(FLAGS_max_batch_size)),
                                 "--max_queue_delay_ms", std::to_string(absl::GetFlag(FLAGS_max_queue_delay_ms)),
-                                "--threads", std::to_string(threads)});
+                                "--threads", std::to_string(threads),
+                                absl::StrCat("--decode_in_worker=",
+                                             absl::GetFlag(FLAGS_decode_in_worker) ? "true" : "false")});
     if (!WaitReady(target, *image, 120)) {
       std::fprintf(stderr, "server for %s did not become ready\n", arch.c_str());
       kill(server, SIGKILL);
@@ -298,10 +328,10 @@ int main(int argc, char** argv) {
   std::printf("\n");
   for (const auto& n : notes) std::printf("    %s\n", n.c_str());
   std::printf("\nCPU, %d intra-op threads on both sides, OMP_WAIT_POLICY=PASSIVE, %d px, server "
-              "--max_batch_size %d --max_queue_delay_ms %d; raw = median of %d forward passes "
+              "--max_batch_size %d --max_queue_delay_ms %d --decode_in_worker=%s; raw = median of %d forward passes "
               "(before and after the server phase) at the batch size the batcher formed.\n",
               threads, size, absl::GetFlag(FLAGS_max_batch_size), absl::GetFlag(FLAGS_max_queue_delay_ms),
-              absl::GetFlag(FLAGS_raw_iters));
+              absl::GetFlag(FLAGS_decode_in_worker) ? "true" : "false", absl::GetFlag(FLAGS_raw_iters));
   std::error_code ec;
   std::filesystem::remove_all(tmp, ec);
   return 0;

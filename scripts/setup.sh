@@ -19,7 +19,13 @@ PACKAGES=(
   python3 python3-torch python3-torchvision python3-numpy
   # Python gRPC clients in the service tests (stubs generated from our protos)
   python3-grpcio python3-protobuf
+  # gateway HTTP server; browser, load generator and Prometheus for the cluster tests
+  libcpp-httplib-dev chromium wrk prometheus curl
 )
+# Node.js/npm (website tests: playwright-core) and kubectl (manifest rendering) come
+# from Debian unless the machine already has them from another source.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
+command -v kubectl >/dev/null 2>&1 || PACKAGES+=(kubernetes-client)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -12,6 +12,9 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(pwd)}
 
 bash scripts/setup.sh
+# The JavaScript test tools (playwright-core for the browser test, kubernetes-models
+# for the manifests), pinned by tests/js/package-lock.json.
+npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 # shellcheck disable=SC2086

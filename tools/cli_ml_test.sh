@@ -67,6 +67,12 @@ grep -q '"n": 3' "$OUT/eval_isic/metrics.json"
 grep -q '"probabilities"' "$OUT/pred.json"
 grep -q '"malignancy_risk"' "$OUT/pred.json"
 "$CLI" predict --model "$OUT/run/model" "$FIX/images/ISIC_0024698.jpg" | grep -q "top-3"
+# --explain_out: a heatmap overlay PNG per image (Grad-CAM for this CNN).
+"$CLI" predict --model "$OUT/run/model" --explain_out "$OUT/explain" "$FIX/images/ISIC_0024698.jpg" \
+    "$FIX/images/ISIC_0024693.jpg" > "$OUT/pred_explain.txt"
+grep -q "explanation: grad-cam" "$OUT/pred_explain.txt"
+test -s "$OUT/explain/ISIC_0024698.explain.png"
+test -s "$OUT/explain/ISIC_0024693.explain.png"
 
 # A registry reference instead of a directory: publish, then evaluate / predict by alias or version.
 "$CLI" publish --model "$OUT/run/model" --registry "$OUT/registry" --name ham10000 --alias staging | grep -q "ham10000 v1"

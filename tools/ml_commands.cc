@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -21,6 +23,8 @@
 #include "skinlesion/data/isic.h"
 #include "skinlesion/data/split.h"
 #include "skinlesion/eval/report.h"
+#include "skinlesion/image/decode.h"
+#include "skinlesion/image/grid.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
@@ -446,6 +450,28 @@ absl::Status RunPredict(const PredictCommand& cmd) {
     SL_ASSIGN_OR_RETURN(dir, ResolveRegistryModel(cmd.registry, cmd.model_dir));
   }
   SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(dir, {.device = cmd.device, .threads = cmd.threads}));
+  if (!cmd.explain_out.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(cmd.explain_out, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--explain_out ", cmd.explain_out, ": ", ec.message()));
+    }
+  }
+  // The heatmap overlay of the predicted class, written as DIR/<stem>.explain.png
+  // (<stem>_<n> when two images share a stem).
+  std::map<std::string, int> stems;
+  auto write_explanation = [&](const std::string& path,
+                               int target) -> absl::StatusOr<std::pair<predict::Explanation, std::string>> {
+    SL_ASSIGN_OR_RETURN(const cv::Mat rgb, DecodeImageFile(path));
+    SL_ASSIGN_OR_RETURN(predict::Explanation e, predictor->Explain(rgb, target));
+    SL_ASSIGN_OR_RETURN(const cv::Mat overlay, predict::HeatmapOverlay(rgb, e));
+    std::string stem = std::filesystem::path(path).stem().string();
+    if (const int n = stems[stem]++; n > 0) stem = absl::StrCat(stem, "_", n);
+    const std::string out = (std::filesystem::path(cmd.explain_out) / (stem + ".explain.png")).string();
+    SL_RETURN_IF_ERROR(WriteImage(out, overlay));
+    return std::make_pair(std::move(e), out);
+  };
   nlohmann::json all = nlohmann::json::array();
   absl::Status first_error;
   for (const std::string& path : cmd.images) {
@@ -456,9 +482,25 @@ absl::Status RunPredict(const PredictCommand& cmd) {
       if (cmd.json) all.push_back({{"image", path}, {"error", std::string(p.status().message())}});
       continue;
     }
+    std::optional<std::pair<predict::Explanation, std::string>> explained;
+    if (!cmd.explain_out.empty()) {
+      auto e = write_explanation(path, p->class_index);
+      if (!e.ok()) {
+        std::fprintf(stderr, "%s: explanation: %s\n", path.c_str(),
+                     std::string(e.status().message()).c_str());
+        if (first_error.ok()) first_error = e.status();
+      } else {
+        explained = *std::move(e);
+      }
+    }
     if (cmd.json) {
       nlohmann::json j = p->ToJson();
       j["image"] = path;
+      if (explained) {
+        const predict::Explanation& e = explained->first;
+        j["explanation"] = {{"method", e.method}, {"class", e.target_class},  {"width", e.width},
+                            {"height", e.height}, {"heat", e.heat},           {"file", explained->second}};
+      }
       j["model"] = {{"architecture", predictor->architecture()},
                     {"sha256", predictor->manifest().value("sha256", "")}};
       all.push_back(j);
@@ -471,6 +513,10 @@ absl::Status RunPredict(const PredictCommand& cmd) {
     std::string top = "  top-3:";
     for (const auto& [k, prob] : p->top) absl::StrAppend(&top, absl::StrFormat(" %s %.1f%%", std::string(ClassAt(k).code), 100 * prob));
     std::printf("%s\n  malignancy risk %.1f%%\n", top.c_str(), 100 * p->malignancy_risk);
+    if (explained) {
+      std::printf("  explanation: %s %dx%d -> %s\n", explained->first.method.c_str(),
+                  explained->first.width, explained->first.height, explained->second.c_str());
+    }
   }
   if (cmd.json) std::printf("%s\n", all.dump(2).c_str());
   return first_error;

@@ -48,6 +48,9 @@ struct PredictCommand {
   bool json = false;
   std::string device = "cpu";
   int threads = 2;
+  // Non-empty: also writes DIR/<image stem>.explain.png, the explanation heatmap of
+  // the predicted class (Grad-CAM / attention rollout) over the image.
+  std::string explain_out;
 };
 
 struct ExportCommand {

@@ -11,7 +11,7 @@
 //                           [--progress_jsonl events.jsonl]
 //   skinlesion evaluate     --model DIR --out DIR (--data DIR --split F [--partition test]
 //                           | --isic_csv F --images DIR) [--tta]
-//   skinlesion predict      IMAGE... [--model DIR] [--json]
+//   skinlesion predict      IMAGE... [--model DIR] [--json] [--explain_out DIR]
 //   skinlesion jobs         submit|list|get|watch|cancel --trainer HOST:PORT ... (tools/jobs_command.h)
 //   skinlesion version
 //
@@ -71,6 +71,9 @@ ABSL_FLAG(std::string, isic_csv, "", "ISIC 2018 Task 3 ground-truth CSV (evaluat
 ABSL_FLAG(std::string, images, "", "Image folder for --isic_csv");
 ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate)");
 ABSL_FLAG(bool, json, false, "JSON output (predict)");
+ABSL_FLAG(std::string, explain_out, "",
+          "predict: write DIR/<image stem>.explain.png, a heatmap of the predicted class "
+          "(Grad-CAM / attention rollout) over each image");
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (evaluate, predict)");
 ABSL_FLAG(std::string, registry, "",
           "Model registry root: --model NAME[@alias|@version] is resolved in it (evaluate, predict, publish)");
@@ -214,6 +217,7 @@ absl::Status RunPredictCommand() {
   c.json = absl::GetFlag(FLAGS_json);
   c.threads = absl::GetFlag(FLAGS_threads);
   c.registry = absl::GetFlag(FLAGS_registry);
+  c.explain_out = absl::GetFlag(FLAGS_explain_out);
   const std::string device = absl::GetFlag(FLAGS_device);
   c.device = device == "auto" ? "cpu" : device;
   return cli::RunPredict(c);

@@ -42,11 +42,6 @@ absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& 
   if (request.image().empty()) {
     return absl::InvalidArgumentError("image is empty: send the encoded JPEG/PNG/WebP/BMP bytes");
   }
-  if (request.explain()) {
-    return absl::InvalidArgumentError(
-        "explain=true is not supported: this server does not compute explanation heatmaps "
-        "(send explain=false)");
-  }
   if (request.version() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("version must be >= 0 (0: current), got ", request.version()));
@@ -107,11 +102,30 @@ std::string ClassificationServiceImpl::AliasOf(const std::string& model, int64_t
 
 absl::Status ClassificationServiceImpl::Respond(const absl::StatusOr<serving::InferResult>& result,
                                                 const v1::ClassifyRequest& request,
+                                                absl::Time deadline,
                                                 v1::ClassifyResponse* response) {
   response->set_request_id(request.request_id());
   if (!result.ok()) return result.status();
   FillClassifyResponse(*result, EffectiveTopK(request.top_k(), options_.default_top_k),
                        AliasOf(result->model, result->version), response);
+  if (!request.explain()) return absl::OkStatus();
+  serving::ExplainRequest explain;
+  explain.model = result->model;
+  explain.version = result->version;
+  explain.encoded_image = request.image();
+  explain.target_class = result->top_class;
+  explain.deadline = deadline;
+  absl::StatusOr<serving::Explanation> explanation = core_->Explain(explain);
+  if (!explanation.ok()) {
+    return absl::Status(explanation.status().code(),
+                        absl::StrCat("explanation: ", explanation.status().message()));
+  }
+  v1::Explanation* out = response->mutable_explanation();
+  out->set_method(explanation->method);
+  out->set_width(explanation->width);
+  out->set_height(explanation->height);
+  out->set_covers(explanation->covers);
+  out->mutable_heat()->Add(explanation->heat.begin(), explanation->heat.end());
   return absl::OkStatus();
 }
 
@@ -119,10 +133,11 @@ grpc::Status ClassificationServiceImpl::Classify(grpc::ServerContext* context,
                                                  const v1::ClassifyRequest* request,
                                                  v1::ClassifyResponse* response) {
   RpcRecorder recorder(metrics_, kService, "Classify");
-  absl::StatusOr<serving::InferRequest> infer = ToInferRequest(*request, DeadlineOf(*context));
+  const absl::Time deadline = DeadlineOf(*context);
+  absl::StatusOr<serving::InferRequest> infer = ToInferRequest(*request, deadline);
   if (!infer.ok()) return recorder.Done(ToGrpcStatus(infer.status()));
   const absl::StatusOr<serving::InferResult> result = core_->Infer(*std::move(infer));
-  return recorder.Done(ToGrpcStatus(Respond(result, *request, response)));
+  return recorder.Done(ToGrpcStatus(Respond(result, *request, deadline, response)));
 }
 
 grpc::Status ClassificationServiceImpl::ClassifyStream(
@@ -131,7 +146,7 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
   RpcRecorder recorder(metrics_, kService, "ClassifyStream");
   using Result = absl::StatusOr<serving::InferResult>;
   struct Pending {
-    v1::ClassifyRequest request;  // The image is dropped once submitted.
+    v1::ClassifyRequest request;  // The image is dropped once submitted, unless explain.
     std::future<Result> result;
   };
   std::mutex mu;
@@ -155,7 +170,8 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
       cv.notify_all();
       const Result result = item.result.get();
       v1::ClassifyResponse response;
-      const absl::Status status = Respond(result, item.request, &response);
+      // Explanations run here, one at a time per stream, after their prediction.
+      const absl::Status status = Respond(result, item.request, DeadlineOf(*context), &response);
       if (!status.ok()) {
         response.Clear();
         response.set_request_id(item.request.request_id());
@@ -185,7 +201,7 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
     Pending item{.request = std::move(request), .result = promise->get_future()};
     absl::StatusOr<serving::InferRequest> infer =
         ToInferRequest(item.request, DeadlineOf(*context));
-    item.request.clear_image();
+    if (!item.request.explain()) item.request.clear_image();
     if (infer.ok()) {
       core_->InferAsync(*std::move(infer),
                         [promise](Result result) { promise->set_value(std::move(result)); });

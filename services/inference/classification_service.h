@@ -26,8 +26,9 @@ struct ClassificationOptions {
   int max_stream_in_flight = 32;
 };
 
-// The core request for `request` (InvalidArgument for an empty image or a request
-// for an explanation, which this server does not compute).
+// The core request for `request` (InvalidArgument for an empty image or a negative
+// version). An explanation (request.explain()) is asked for separately, after the
+// prediction (ServingCore::Explain).
 absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& request,
                                                      absl::Time deadline);
 
@@ -56,8 +57,11 @@ class ClassificationServiceImpl final : public v1::ClassificationService::Servic
 
  private:
   // The response for a finished request (or its error status).
+  // With request.explain(): also the explanation of the result's top class, by the
+  // version that made the prediction (its error, prefixed, fails the response).
   absl::Status Respond(const absl::StatusOr<serving::InferResult>& result,
-                       const v1::ClassifyRequest& request, v1::ClassifyResponse* response);
+                       const v1::ClassifyRequest& request, absl::Time deadline,
+                       v1::ClassifyResponse* response);
   std::string AliasOf(const std::string& model, int64_t version) const;
 
   serving::ServingCore* core_;

@@ -24,7 +24,6 @@
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "prometheus/registry.h"
 #include "services/inference/inference_server.h"
-#include "services/inference/metrics_http.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
 
 namespace skinlesion::inference {
@@ -98,6 +97,21 @@ class FakeCore : public serving::ServingCore {
       done(Infer(std::move(request)));
     });
   }
+  // Default: a 3 x 2 Grad-CAM map; or `explain_handler`.
+  absl::StatusOr<serving::Explanation> Explain(const serving::ExplainRequest& request) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      explains_.push_back(request);
+    }
+    if (explain_handler_) return explain_handler_(request);
+    serving::Explanation e;
+    e.method = "grad-cam";
+    e.width = 3;
+    e.height = 2;
+    e.covers = "center-square";
+    e.heat = {0.0f, 0.2f, 0.4f, 0.6f, 0.8f, 1.0f};
+    return e;
+  }
   bool Ready() const override { return ready_.load(); }
   std::vector<serving::ServedModelStatus> Models() const override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -110,6 +124,14 @@ class FakeCore : public serving::ServingCore {
 
   void set_handler(std::function<absl::StatusOr<InferResult>(const InferRequest&)> handler) {
     handler_ = std::move(handler);
+  }
+  void set_explain_handler(
+      std::function<absl::StatusOr<serving::Explanation>(const serving::ExplainRequest&)> handler) {
+    explain_handler_ = std::move(handler);
+  }
+  std::vector<serving::ExplainRequest> explains() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return explains_;
   }
   void set_ready(bool ready) { ready_ = ready; }
   std::vector<InferRequest> seen() const {
@@ -131,6 +153,9 @@ class FakeCore : public serving::ServingCore {
   std::vector<serving::ServedModelStatus> models_;
   std::vector<InferRequest> seen_;
   std::function<absl::StatusOr<InferResult>(const InferRequest&)> handler_;
+  std::vector<serving::ExplainRequest> explains_;
+  std::function<absl::StatusOr<serving::Explanation>(const serving::ExplainRequest&)>
+      explain_handler_;
   std::atomic<bool> ready_{true};
   std::atomic<int> shutdown_calls_{0};
   std::mutex threads_mu_;
@@ -309,7 +334,7 @@ TEST_F(InferenceServiceTest, ClassifyAliasEmptyForAnOlderVersion) {
   EXPECT_EQ(response.model().alias(), "");
 }
 
-TEST_F(InferenceServiceTest, ClassifyRejectsEmptyImageAndExplainWithoutCallingTheCore) {
+TEST_F(InferenceServiceTest, ClassifyRejectsEmptyImageAndBadVersionWithoutCallingTheCore) {
   {
     grpc::ClientContext context;
     v1::ClassifyRequest request;
@@ -322,22 +347,64 @@ TEST_F(InferenceServiceTest, ClassifyRejectsEmptyImageAndExplainWithoutCallingTh
     grpc::ClientContext context;
     v1::ClassifyRequest request;
     request.set_image("x");
-    request.set_explain(true);
-    v1::ClassifyResponse response;
-    const grpc::Status status = classify_->Classify(&context, request, &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_THAT(status.error_message(), HasSubstr("explain"));
-  }
-  {
-    grpc::ClientContext context;
-    v1::ClassifyRequest request;
-    request.set_image("x");
     request.set_version(-1);
+    request.set_explain(true);
     v1::ClassifyResponse response;
     EXPECT_EQ(classify_->Classify(&context, request, &response).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
   }
   EXPECT_THAT(core_.seen(), SizeIs(0));
+  EXPECT_THAT(core_.explains(), SizeIs(0));
+}
+
+// explain=true: after the prediction, the core explains its top class on the
+// version that made it, with the same image and the call's deadline.
+TEST_F(InferenceServiceTest, ClassifyExplainsTheTopClassOnThePredictionsVersion) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ClassifyRequest request;
+  request.set_image("img");
+  request.set_explain(true);
+  v1::ClassifyResponse response;
+  ASSERT_TRUE(classify_->Classify(&context, request, &response).ok());
+  ASSERT_TRUE(response.has_explanation());
+  const v1::Explanation& e = response.explanation();
+  EXPECT_EQ(e.method(), "grad-cam");
+  EXPECT_EQ(e.width(), 3);
+  EXPECT_EQ(e.height(), 2);
+  EXPECT_EQ(e.covers(), "center-square");
+  EXPECT_THAT(e.heat(), ElementsAre(0.0f, 0.2f, 0.4f, 0.6f, 0.8f, 1.0f));
+  EXPECT_EQ(response.top(0).lesion_class().index(), 4);  // The prediction is intact.
+  const auto explains = core_.explains();
+  ASSERT_THAT(explains, SizeIs(1));
+  EXPECT_EQ(explains[0].model, "ham10000");
+  EXPECT_EQ(explains[0].version, 3);
+  EXPECT_EQ(explains[0].target_class, 4);
+  EXPECT_EQ(explains[0].encoded_image, "img");
+  EXPECT_TRUE(explains[0].tensor.empty());
+  EXPECT_LT(explains[0].deadline, absl::Now() + absl::Seconds(31));
+
+  // Without explain=true nothing is explained.
+  grpc::ClientContext plain_context;
+  request.set_explain(false);
+  response.Clear();
+  ASSERT_TRUE(classify_->Classify(&plain_context, request, &response).ok());
+  EXPECT_FALSE(response.has_explanation());
+  EXPECT_THAT(core_.explains(), SizeIs(1));
+}
+
+TEST_F(InferenceServiceTest, ClassifyExplainErrorFailsTheCallWithItsCode) {
+  core_.set_explain_handler([](const serving::ExplainRequest& r) -> absl::StatusOr<serving::Explanation> {
+    return absl::NotFoundError(absl::StrCat("version ", r.version, " of model ham10000 is not loaded"));
+  });
+  grpc::ClientContext context;
+  v1::ClassifyRequest request;
+  request.set_image("img");
+  request.set_explain(true);
+  v1::ClassifyResponse response;
+  const grpc::Status status = classify_->Classify(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(status.error_message(), "explanation: version 3 of model ham10000 is not loaded");
 }
 
 class ClassifyErrorTest : public InferenceServiceTest,
@@ -420,6 +487,44 @@ TEST_F(InferenceServiceTest, ClassifyStreamAnswersEveryItemInOrderDespiteABadOne
   EXPECT_THAT(responses[2].probabilities(), SizeIs(0));
   EXPECT_EQ(responses[3].error_code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
   EXPECT_THAT(responses[3].error_message(), HasSubstr("image is empty"));
+}
+
+TEST_F(InferenceServiceTest, ClassifyStreamExplainsTheItemsThatAskForIt) {
+  core_.set_explain_handler([](const serving::ExplainRequest& r) -> absl::StatusOr<serving::Explanation> {
+    if (r.encoded_image == "unexplainable") return absl::UnimplementedError("no explanations");
+    serving::Explanation e;
+    e.method = "attention-rollout";
+    e.width = e.height = 1;
+    e.covers = "full-image";
+    e.heat = {static_cast<float>(r.encoded_image.size()) / 10.0f};
+    return e;
+  });
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto stream = classify_->ClassifyStream(&context);
+  const std::vector<std::pair<std::string, bool>> items = {
+      {"plain", false}, {"explain", true}, {"unexplainable", true}, {"ab", true}};
+  for (const auto& [image, explain] : items) {
+    v1::ClassifyRequest request;
+    request.set_image(image);
+    request.set_explain(explain);
+    ASSERT_TRUE(stream->Write(request));
+  }
+  ASSERT_TRUE(stream->WritesDone());
+  std::vector<v1::ClassifyResponse> responses;
+  v1::ClassifyResponse response;
+  while (stream->Read(&response)) responses.push_back(response);
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_THAT(responses, SizeIs(4));
+  EXPECT_FALSE(responses[0].has_explanation());
+  ASSERT_TRUE(responses[1].has_explanation());
+  EXPECT_EQ(responses[1].explanation().method(), "attention-rollout");
+  EXPECT_EQ(responses[1].explanation().covers(), "full-image");
+  EXPECT_THAT(responses[1].explanation().heat(), ElementsAre(0.7f));  // "explain": 7 bytes.
+  EXPECT_EQ(responses[2].error_code(), static_cast<int>(grpc::StatusCode::UNIMPLEMENTED));
+  EXPECT_THAT(responses[2].error_message(), HasSubstr("explanation: no explanations"));
+  EXPECT_THAT(responses[3].explanation().heat(), ElementsAre(0.2f));
+  EXPECT_THAT(core_.explains(), SizeIs(3));
 }
 
 TEST_F(InferenceServiceTest, ClassifyStreamManyItemsBeyondTheInFlightWindow) {
@@ -1030,66 +1135,6 @@ TEST_F(InferenceServiceTest, GrpcMetricsCountCallsByCode) {
       (counts
            ["code=INVALID_ARGUMENT;method=Classify;service=skinlesion.v1.ClassificationService;"]),
       1);
-}
-
-// ---------------------------------------------------------------- /metrics
-
-// One HTTP exchange with 127.0.0.1:port; returns the whole response.
-std::string HttpExchange(int port, const std::string& request) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return "connect failed";
-  }
-  send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) response.append(buffer, n);
-  close(fd);
-  return response;
-}
-
-TEST(MetricsHttpServerTest, ServesPrometheusTextAtMetrics) {
-  auto registry = std::make_shared<prometheus::Registry>();
-  GrpcMetrics metrics(*registry);
-  metrics.Record("svc", "Method", grpc::StatusCode::NOT_FOUND, 0.01);
-  auto server = MetricsHttpServer::Start("127.0.0.1", 0, registry);
-  ASSERT_TRUE(server.ok()) << server.status();
-  const int port = (*server)->port();
-  ASSERT_GT(port, 0);
-
-  const std::string ok = HttpExchange(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-  EXPECT_THAT(ok, ::testing::StartsWith("HTTP/1.1 200 OK\r\n"));
-  EXPECT_THAT(ok, HasSubstr("Content-Type: text/plain; version=0.0.4"));
-  EXPECT_THAT(ok, HasSubstr("skinlesion_grpc_requests_total{code=\"NOT_FOUND\",method=\"Method\","
-                            "service=\"svc\"} 1"));
-  EXPECT_THAT(ok, HasSubstr("skinlesion_grpc_request_duration_seconds_bucket"));
-  // Content-Length matches the body.
-  const size_t header_end = ok.find("\r\n\r\n");
-  ASSERT_NE(header_end, std::string::npos);
-  EXPECT_THAT(ok, HasSubstr(absl::StrCat("Content-Length: ", ok.size() - header_end - 4, "\r\n")));
-
-  EXPECT_THAT(HttpExchange(port, "GET /metrics?x=1 HTTP/1.0\r\n\r\n"),
-              ::testing::StartsWith("HTTP/1.1 200 OK"));
-  EXPECT_THAT(HttpExchange(port, "GET / HTTP/1.1\r\n\r\n"),
-              ::testing::StartsWith("HTTP/1.1 404 Not Found"));
-  EXPECT_THAT(HttpExchange(port, "POST /metrics HTTP/1.1\r\n\r\n"),
-              ::testing::StartsWith("HTTP/1.1 405"));
-  EXPECT_THAT(HttpExchange(port, "nonsense\r\n\r\n"), ::testing::StartsWith("HTTP/1.1 400"));
-  const std::string head = HttpExchange(port, "HEAD /metrics HTTP/1.1\r\n\r\n");
-  EXPECT_THAT(head, ::testing::EndsWith("\r\n\r\n"));
-
-  // The port is taken while the server runs.
-  auto second = MetricsHttpServer::Start("127.0.0.1", port, registry);
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(std::string(second.status().message()), HasSubstr("cannot serve /metrics on"));
-  EXPECT_EQ(MetricsHttpServer::Start("no such host!", 0, registry).status().code(),
-            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -24,7 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "prometheus/registry.h"
 #include "services/inference/inference_server.h"
-#include "services/inference/metrics_http.h"
+#include "skinlesion/telemetry/metrics_http.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/registry/remote_source.h"
@@ -51,6 +51,12 @@ ABSL_FLAG(int, max_batch_size, 8, "Largest batch the batcher forms");
 ABSL_FLAG(int, max_queue_delay_ms, 5, "How long the oldest request may wait for a fuller batch");
 ABSL_FLAG(int, max_queue, 256, "Requests waiting per model beyond which RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, instances, 1, "Threads running batches concurrently");
+ABSL_FLAG(bool, decode_in_worker, true,
+          "Decode images in the batch worker before each forward pass (true) or on the "
+          "request threads before queueing (false; better with cores to spare)");
+ABSL_FLAG(int, max_concurrent_explanations, 1,
+          "Explanation heatmaps (explain=true) computed at once per model; others wait "
+          "within their deadline");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0: LibTorch's default)");
 ABSL_FLAG(int, drain_timeout_s, 10, "On SIGTERM, how long calls in flight may take to finish");
 ABSL_FLAG(std::string, device, "cpu", "LibTorch device: cpu, cuda, cuda:N");
@@ -80,6 +86,8 @@ absl::Status CheckFlags() {
   SL_RETURN_IF_ERROR(positive("max_batch_size", absl::GetFlag(FLAGS_max_batch_size)));
   SL_RETURN_IF_ERROR(positive("max_queue", absl::GetFlag(FLAGS_max_queue)));
   SL_RETURN_IF_ERROR(positive("instances", absl::GetFlag(FLAGS_instances)));
+  SL_RETURN_IF_ERROR(
+      positive("max_concurrent_explanations", absl::GetFlag(FLAGS_max_concurrent_explanations)));
   SL_RETURN_IF_ERROR(positive("max_message_mb", absl::GetFlag(FLAGS_max_message_mb)));
   SL_RETURN_IF_ERROR(positive("poll_interval_s", absl::GetFlag(FLAGS_poll_interval_s)));
   if (absl::GetFlag(FLAGS_max_message_mb) > 1024) {
@@ -131,10 +139,10 @@ absl::Status Run(const sigset_t& signals) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   serving::ServingMetrics metrics(*registry);
-  std::unique_ptr<inference::MetricsHttpServer> metrics_server;
+  std::unique_ptr<telemetry::MetricsHttpServer> metrics_server;
   const std::string host = absl::GetFlag(FLAGS_host);
   if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    SL_ASSIGN_OR_RETURN(metrics_server, inference::MetricsHttpServer::Start(
+    SL_ASSIGN_OR_RETURN(metrics_server, telemetry::MetricsHttpServer::Start(
                                             host, absl::GetFlag(FLAGS_metrics_port), registry));
     SL_LOG(INFO) << "metrics on http://" << host << ":" << metrics_server->port() << "/metrics";
   }
@@ -145,6 +153,8 @@ absl::Status Run(const sigset_t& signals) {
   options.batching.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));
   options.batching.max_queue_size = absl::GetFlag(FLAGS_max_queue);
   options.batching.instances = absl::GetFlag(FLAGS_instances);
+  options.batching.decode_in_worker = absl::GetFlag(FLAGS_decode_in_worker);
+  options.max_concurrent_explanations = absl::GetFlag(FLAGS_max_concurrent_explanations);
   options.poll_interval = absl::Seconds(absl::GetFlag(FLAGS_poll_interval_s));
   SL_ASSIGN_OR_RETURN(std::unique_ptr<serving::ServingCore> core,
                       serving::ServingCore::Create(

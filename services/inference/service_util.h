@@ -11,11 +11,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "prometheus/counter.h"
-#include "prometheus/family.h"
-#include "prometheus/histogram.h"
-#include "prometheus/registry.h"
 #include "skinlesion/serving/serving.h"
+#include "skinlesion/telemetry/grpc_metrics.h"
 
 namespace skinlesion::inference {
 
@@ -31,19 +28,8 @@ absl::Time DeadlineOf(const grpc::ServerContext& context);
 absl::StatusOr<serving::ServedModelStatus> FindServedModel(const serving::ServingCore& core,
                                                            const std::string& name);
 
-// gRPC-level metrics on the registry the /metrics endpoint exposes:
-//   skinlesion_grpc_requests_total{service,method,code}
-//   skinlesion_grpc_request_duration_seconds{service,method}  (histogram)
-class GrpcMetrics {
- public:
-  explicit GrpcMetrics(prometheus::Registry& registry);
-  void Record(absl::string_view service, absl::string_view method, grpc::StatusCode code,
-              double seconds);
-
- private:
-  prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Family<prometheus::Histogram>& duration_;
-};
+// gRPC-level metrics (skinlesion_grpc_requests_total, ..._duration_seconds).
+using telemetry::GrpcMetrics;
 
 // Records one RPC into `metrics` (may be null) when it goes out of scope, with
 // the status given to Done().

@@ -22,11 +22,14 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "prometheus/registry.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/registry/seed.h"
 #include "skinlesion/registry/service.h"
+#include "skinlesion/telemetry/grpc_metrics.h"
+#include "skinlesion/telemetry/metrics_http.h"
 
 ABSL_FLAG(std::string, root, "", "Registry root directory (created if missing); required");
 ABSL_FLAG(std::string, address, "0.0.0.0", "Address to listen on");
@@ -40,6 +43,8 @@ ABSL_FLAG(std::string, seed_model_dir, "",
           "A model directory (model.safetensors, manifest.json, golden_*.jpg, ...) published "
           "as the first version of --seed_model when that model has no version yet");
 ABSL_FLAG(std::string, seed_model, "", "Model name for --seed_model_dir");
+ABSL_FLAG(int, metrics_port, -1,
+          "Prometheus /metrics port (-1: off; 0: a free port, printed on stdout)");
 ABSL_FLAG(std::string, seed_alias, "production", "Alias pointed at the seeded version");
 
 namespace {
@@ -96,6 +101,17 @@ int main(int argc, char** argv) {
   }
   RegistryServiceImpl service(registry->get(), options);
 
+  auto metrics = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<skinlesion::telemetry::MetricsHttpServer> metrics_server;
+  if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port >= 0) {
+    auto started = skinlesion::telemetry::MetricsHttpServer::Start(absl::GetFlag(FLAGS_address),
+                                                                   metrics_port, metrics);
+    if (!started.ok()) return Fail(started.status().ToString());
+    metrics_server = std::move(*started);
+    std::printf("skinlesion-registry metrics on %s:%d/metrics\n",
+                absl::GetFlag(FLAGS_address).c_str(), metrics_server->port());
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -103,6 +119,9 @@ int main(int argc, char** argv) {
   const std::string address = absl::StrCat(absl::GetFlag(FLAGS_address), ":", port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &selected_port);
   builder.RegisterService(&service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(skinlesion::telemetry::MakeGrpcMetricsInterceptorFactory(*metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || selected_port == 0)
     return Fail(absl::StrCat("cannot listen on ", address));

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -63,7 +64,8 @@ TEST(RegistryBinaryTest, SeedsServesAndStopsOnSigterm) {
   const std::string out = dir.Join("out.log");
   Process process({SKINLESION_REGISTRY_BINARY, "--root=" + dir.Join("root"), "--address=127.0.0.1",
                    "--port=0", "--seed_model_dir=" + model_dir, "--seed_model=ham10000",
-                   "--seed_alias=production", "--set_alias_token_file=" + dir.Join("token")},
+                   "--seed_alias=production", "--set_alias_token_file=" + dir.Join("token"),
+                   "--metrics_port=0"},
                   out);
   ASSERT_GT(process.pid(), 0);
   const int port = WaitForPort(out, process);
@@ -131,6 +133,27 @@ TEST(RegistryBinaryTest, SeedsServesAndStopsOnSigterm) {
     while (stream->Read(&response)) {
     }
     EXPECT_TRUE(stream->Finish().ok());
+  }
+
+  // /metrics counts every call by service, method and code (the interceptor).
+  {
+    const std::string log = *ReadFileToString(out, 1 << 20);
+    const std::string kMetrics = "metrics on 127.0.0.1:";
+    const size_t at = log.find(kMetrics);
+    ASSERT_NE(at, std::string::npos) << log;
+    const size_t begin = at + kMetrics.size();
+    const std::string metrics_port = log.substr(begin, log.find('/', begin) - begin);
+    FILE* pipe = ::popen(absl::StrCat("curl -sS http://127.0.0.1:", metrics_port, "/metrics").c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string text;
+    char buffer[4096];
+    for (size_t n; (n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0;) text.append(buffer, n);
+    ASSERT_EQ(::pclose(pipe), 0) << "curl failed: " << text;
+    EXPECT_THAT(text, HasSubstr("skinlesion_grpc_requests_total{code=\"UNAUTHENTICATED\","
+                                "method=\"SetAlias\",service=\"skinlesion.v1.RegistryService\"} 1"));
+    EXPECT_THAT(text, HasSubstr("skinlesion_grpc_requests_total{code=\"OK\",method=\"SetAlias\","
+                                "service=\"skinlesion.v1.RegistryService\"} 1"));
+    EXPECT_THAT(text, HasSubstr("skinlesion_grpc_request_duration_seconds_bucket"));
   }
 
   // A Watch stream is open while SIGTERM arrives: it ends, the process exits 0 quickly.

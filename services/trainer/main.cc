@@ -34,7 +34,6 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/registry.h"
-#include "services/inference/metrics_http.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
@@ -43,6 +42,8 @@
 #include "skinlesion/jobs/service.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/registry/service.h"
+#include "skinlesion/telemetry/grpc_metrics.h"
+#include "skinlesion/telemetry/metrics_http.h"
 
 ABSL_FLAG(std::string, state_dir, "",
           "Directory of the job database (jobs.db) and the run directories (runs/<job id>); "
@@ -137,11 +138,11 @@ absl::Status Run(const sigset_t& signals) {
   auto prometheus_registry = std::make_shared<prometheus::Registry>();
   jobs::JobMetrics metrics(*prometheus_registry);
   // Not prometheus::Exposer: civetweb's small thread stacks cannot hold LibTorch's
-  // static TLS (see services/inference/metrics_http.h).
-  std::unique_ptr<inference::MetricsHttpServer> metrics_server;
+  // static TLS (see skinlesion/telemetry/metrics_http.h).
+  std::unique_ptr<telemetry::MetricsHttpServer> metrics_server;
   if (metrics_port >= 0) {
     SL_ASSIGN_OR_RETURN(metrics_server,
-                        inference::MetricsHttpServer::Start(absl::GetFlag(FLAGS_address),
+                        telemetry::MetricsHttpServer::Start(absl::GetFlag(FLAGS_address),
                                                             metrics_port, prometheus_registry));
     std::printf("skinlesion-trainer metrics on %s:%d/metrics\n",
                 absl::GetFlag(FLAGS_address).c_str(), metrics_server->port());
@@ -180,6 +181,9 @@ absl::Status Run(const sigset_t& signals) {
   builder.AddListeningPort(address, credentials, &selected_port);
   builder.RegisterService(&trainer_service);
   builder.RegisterService(&registry_service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(telemetry::MakeGrpcMetricsInterceptorFactory(*prometheus_registry));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || selected_port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));

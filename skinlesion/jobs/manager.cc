@@ -451,8 +451,6 @@ absl::Status JobManager::Watch(const std::string& id,
   }
 }
 
-namespace {
-
 // Publishes RUN/model (+ the report) as a new version; see manager.h.
 absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::Job& job,
                                         std::vector<std::string>* notes) {
@@ -487,9 +485,25 @@ absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::
   manifest["parent_version"] =
       production.ok() ? nlohmann::json(production->version) : nlohmann::json();
   manifest["promotion_gates"] = {{"metrics", {"balanced_accuracy", "melanoma_recall"}}};
-  SL_ASSIGN_OR_RETURN(const int64_t version, registry.Publish(model, files, manifest));
+  // A trainer killed after publishing but before recording success publishes this
+  // job again on restart: reuse the version that already carries its job id.
+  int64_t version = 0;
+  if (auto versions = registry.ListVersions(model); versions.ok()) {
+    for (auto it = versions->rbegin(); it != versions->rend() && version == 0; ++it) {
+      auto info = registry.GetVersion(model, *it);
+      if (info.ok() && info->manifest.value("job_id", "") == job.id()) version = *it;
+    }
+  }
+  if (version != 0) {
+    notes->push_back(absl::StrCat("version ", version,
+                                  " was already published by this job (before a restart)"));
+  } else {
+    SL_ASSIGN_OR_RETURN(version, registry.Publish(model, files, manifest));
+  }
   const std::string reason = absl::StrCat("training job ", job.id());
-  SL_RETURN_IF_ERROR(registry.SetAlias(model, "staging", version, reason));
+  // `staging` holds the newest candidate whatever its metrics: the gates guard
+  // `production`, not the review slot.
+  SL_RETURN_IF_ERROR(registry.SetAlias(model, "staging", version, reason, /*force=*/true));
   v1::ModelRef ref;
   ref.set_name(model);
   ref.set_version(version);
@@ -506,8 +520,6 @@ absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::
   }
   return ref;
 }
-
-}  // namespace
 
 void JobManager::RunJob(std::shared_ptr<Running> r) {
   const std::string& id = r->id;

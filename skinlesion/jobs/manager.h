@@ -40,6 +40,15 @@
 
 namespace skinlesion::jobs {
 
+// Publishes a finished job's run (job.run_dir(): model/ and report/) as a new version
+// of job.config().model_name() with the job id, parent version and promotion gates in
+// its manifest, moves `staging` to it, and `production` when the job asks and the
+// gates pass (a refusal is appended to `notes`). Idempotent per job: when a version
+// already carries this job's id (a trainer killed between publishing and recording
+// success), that version is reused instead of publishing twice.
+absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::Job& job,
+                                        std::vector<std::string>* notes);
+
 class JobManager {
  public:
   struct Options {

@@ -37,6 +37,25 @@ class Classifier : public torch::nn::Module {
   // interpolates position embeddings of another image size. Default: nothing.
   virtual absl::Status AdaptStateDict(TensorMap& state) const { return absl::OkStatus(); }
 
+  // For explanations (skinlesion/explain, Grad-CAM): a CNN splits forward() at its
+  // last convolutional feature map, so that
+  //   forward(x) == ForwardHead(ForwardFeatures(x)).
+  // The map is the one torchvision users hook: ResNet layer4, DenseNet features
+  // after the final norm + ReLU, EfficientNet features' last block, VGG features'
+  // last ReLU. HasFeatureMap() is false for models without one (ViT); calling the
+  // two others on them throws c10::Error.
+  virtual bool HasFeatureMap() const { return false; }
+  // x: [N, 3, H, W] -> the feature map [N, C, h, w].
+  virtual torch::Tensor ForwardFeatures(const torch::Tensor& x) {
+    TORCH_CHECK(false, architecture_, " has no convolutional feature map");
+    return {};
+  }
+  // ForwardFeatures' output -> logits [N, num_classes].
+  virtual torch::Tensor ForwardHead(const torch::Tensor& features) {
+    TORCH_CHECK(false, architecture_, " has no convolutional feature map");
+    return {};
+  }
+
   const std::string& architecture() const { return architecture_; }
   int64_t num_classes() const { return num_classes_; }
 

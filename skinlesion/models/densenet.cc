@@ -105,9 +105,12 @@ DenseNetImpl::DenseNetImpl(const std::string& name, const DenseNetOptions& optio
   classifier_->bias.zero_();
 }
 
-torch::Tensor DenseNetImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = features_->forward(x).relu_();
-  y = F::adaptive_avg_pool2d(y, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
+torch::Tensor DenseNetImpl::forward(const torch::Tensor& x) { return ForwardHead(ForwardFeatures(x)); }
+
+torch::Tensor DenseNetImpl::ForwardFeatures(const torch::Tensor& x) { return features_->forward(x).relu_(); }
+
+torch::Tensor DenseNetImpl::ForwardHead(const torch::Tensor& features) {
+  torch::Tensor y = F::adaptive_avg_pool2d(features, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
   if (options_.dropout > 0) y = F::dropout(y, F::DropoutFuncOptions().p(options_.dropout).training(is_training()));
   return classifier_(y);
 }

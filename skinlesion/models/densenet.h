@@ -31,6 +31,9 @@ class DenseNetImpl : public Classifier {
   std::vector<std::string> HeadKeys() const override {
     return {"classifier.weight", "classifier.bias"};
   }
+  bool HasFeatureMap() const override { return true; }
+  torch::Tensor ForwardFeatures(const torch::Tensor& x) override;
+  torch::Tensor ForwardHead(const torch::Tensor& features) override;
 
  private:
   DenseNetOptions options_;

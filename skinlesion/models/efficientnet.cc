@@ -142,9 +142,12 @@ EfficientNetImpl::EfficientNetImpl(const std::string& name, const EfficientNetOp
   }
 }
 
-torch::Tensor EfficientNetImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = features_->forward(x);
-  y = F::adaptive_avg_pool2d(y, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
+torch::Tensor EfficientNetImpl::forward(const torch::Tensor& x) { return ForwardHead(ForwardFeatures(x)); }
+
+torch::Tensor EfficientNetImpl::ForwardFeatures(const torch::Tensor& x) { return features_->forward(x); }
+
+torch::Tensor EfficientNetImpl::ForwardHead(const torch::Tensor& features) {
+  torch::Tensor y = F::adaptive_avg_pool2d(features, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
   return classifier_->forward(y);
 }
 

@@ -29,6 +29,9 @@ class EfficientNetImpl : public Classifier {
   std::vector<std::string> HeadKeys() const override {
     return {"classifier.1.weight", "classifier.1.bias"};
   }
+  bool HasFeatureMap() const override { return true; }
+  torch::Tensor ForwardFeatures(const torch::Tensor& x) override;
+  torch::Tensor ForwardHead(const torch::Tensor& features) override;
 
  private:
   EfficientNetOptions options_;

@@ -118,11 +118,16 @@ ResNetImpl::ResNetImpl(const std::string& name, const ResNetOptions& options)
   InitBatchNormOnesZeros(*this);
 }
 
-torch::Tensor ResNetImpl::forward(const torch::Tensor& x) {
+torch::Tensor ResNetImpl::forward(const torch::Tensor& x) { return ForwardHead(ForwardFeatures(x)); }
+
+torch::Tensor ResNetImpl::ForwardFeatures(const torch::Tensor& x) {
   torch::Tensor y = bn1_(conv1_(x)).relu_();
   y = F::max_pool2d(y, F::MaxPool2dFuncOptions(3).stride(2).padding(1));
-  y = layer4_->forward(layer3_->forward(layer2_->forward(layer1_->forward(y))));
-  y = F::adaptive_avg_pool2d(y, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
+  return layer4_->forward(layer3_->forward(layer2_->forward(layer1_->forward(y))));
+}
+
+torch::Tensor ResNetImpl::ForwardHead(const torch::Tensor& features) {
+  torch::Tensor y = F::adaptive_avg_pool2d(features, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
   if (options_.dropout > 0) y = F::dropout(y, F::DropoutFuncOptions().p(options_.dropout).training(is_training()));
   return fc_(y);
 }

@@ -26,6 +26,9 @@ class ResNetImpl : public Classifier {
   ResNetImpl(const std::string& name, const ResNetOptions& options);
   torch::Tensor forward(const torch::Tensor& x) override;
   std::vector<std::string> HeadKeys() const override { return {"fc.weight", "fc.bias"}; }
+  bool HasFeatureMap() const override { return true; }
+  torch::Tensor ForwardFeatures(const torch::Tensor& x) override;
+  torch::Tensor ForwardHead(const torch::Tensor& features) override;
 
  private:
   ResNetOptions options_;

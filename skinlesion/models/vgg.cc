@@ -61,4 +61,18 @@ torch::Tensor VggImpl::forward(const torch::Tensor& x) {
   return classifier_->forward(y);
 }
 
+// features_ ends with ReLU, MaxPool: the feature map is the last ReLU's output.
+torch::Tensor VggImpl::ForwardFeatures(const torch::Tensor& x) {
+  torch::Tensor y = x;
+  auto it = features_->begin();
+  for (size_t i = 0; i + 1 < features_->size(); ++i, ++it) y = it->forward<torch::Tensor>(y);
+  return y;
+}
+
+torch::Tensor VggImpl::ForwardHead(const torch::Tensor& features) {
+  torch::Tensor y = (features_->end() - 1)->forward<torch::Tensor>(features);
+  y = F::adaptive_avg_pool2d(y, F::AdaptiveAvgPool2dFuncOptions({7, 7})).flatten(1);
+  return classifier_->forward(y);
+}
+
 }  // namespace skinlesion::models

@@ -25,6 +25,9 @@ class VggImpl : public Classifier {
   std::vector<std::string> HeadKeys() const override {
     return {"classifier.6.weight", "classifier.6.bias"};
   }
+  bool HasFeatureMap() const override { return true; }
+  torch::Tensor ForwardFeatures(const torch::Tensor& x) override;
+  torch::Tensor ForwardHead(const torch::Tensor& features) override;
 
  private:
   Seq features_{nullptr};

@@ -57,6 +57,24 @@ class SelfAttentionImpl : public torch::nn::Module {
     return out_proj_(out);
   }
 
+  // The same in eval mode (no dropout), with softmax(q.k^T / sqrt(d)) computed
+  // explicitly and returned in *probabilities as [N, heads, L, L].
+  torch::Tensor ForwardWithProbabilities(const torch::Tensor& x, torch::Tensor* probabilities) {
+    const int64_t n = x.size(0), l = x.size(1), head_dim = dim_ / heads_;
+    const std::vector<torch::Tensor> parts = at::linear(x, in_proj_weight_, in_proj_bias_).chunk(3, -1);
+    auto heads_first = [&](const torch::Tensor& t) {
+      return t.reshape({n, l, heads_, head_dim}).transpose(1, 2).reshape({n * heads_, l, head_dim});
+    };
+    const torch::Tensor q = heads_first(parts[0]) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
+    const torch::Tensor attn = torch::bmm(q, heads_first(parts[1]).transpose(1, 2)).softmax(-1);
+    *probabilities = attn.reshape({n, heads_, l, l});
+    const torch::Tensor out = torch::bmm(attn, heads_first(parts[2]))
+                                  .reshape({n, heads_, l, head_dim})
+                                  .transpose(1, 2)
+                                  .reshape({n, l, dim_});
+    return out_proj_(out);
+  }
+
  private:
   int64_t dim_, heads_;
   double dropout_;
@@ -92,6 +110,11 @@ class EncoderBlockImpl : public torch::nn::Module {
     torch::Tensor x = self_attention_(ln_1_(input));
     x = F::dropout(x, F::DropoutFuncOptions().p(dropout_).training(is_training() && dropout_ > 0));
     x = x + input;
+    return x + mlp_->forward(ln_2_(x));
+  }
+  // forward() in eval mode, also returning the attention probabilities.
+  torch::Tensor ForwardWithAttention(const torch::Tensor& input, torch::Tensor* probabilities) {
+    torch::Tensor x = self_attention_->ForwardWithProbabilities(ln_1_(input), probabilities) + input;
     return x + mlp_->forward(ln_2_(x));
   }
 
@@ -180,6 +203,25 @@ VisionTransformerImpl::VisionTransformerImpl(const std::string& name, const VitO
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& input) {
+  torch::Tensor x = Embed(input);
+  x = ln_(layers_->forward(x));
+  return heads_->forward(x.select(1, 0));
+}
+
+torch::Tensor VisionTransformerImpl::ForwardWithAttention(const torch::Tensor& input,
+                                                          std::vector<torch::Tensor>* attention) {
+  TORCH_CHECK(!is_training(), "ForwardWithAttention needs eval mode");
+  attention->clear();
+  torch::Tensor x = Embed(input);
+  for (size_t i = 0; i < layers_->size(); ++i) {
+    torch::Tensor probabilities;
+    x = layers_->ptr<EncoderBlockImpl>(i)->ForwardWithAttention(x, &probabilities);
+    attention->push_back(std::move(probabilities));
+  }
+  return heads_->forward(ln_(x).select(1, 0));
+}
+
+torch::Tensor VisionTransformerImpl::Embed(const torch::Tensor& input) {
   const int64_t n = input.size(0);
   torch::Tensor x = conv_proj_(input);  // [N, D, gh, gw]
   const int64_t gh = x.size(2), gw = x.size(3);
@@ -192,9 +234,7 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& input) {
     pos = *interpolated;
   }
   x = x + pos;
-  x = F::dropout(x, F::DropoutFuncOptions().p(options_.dropout).training(is_training() && options_.dropout > 0));
-  x = ln_(layers_->forward(x));
-  return heads_->forward(x.select(1, 0));
+  return F::dropout(x, F::DropoutFuncOptions().p(options_.dropout).training(is_training() && options_.dropout > 0));
 }
 
 absl::Status VisionTransformerImpl::AdaptStateDict(TensorMap& state) const {

@@ -12,6 +12,7 @@
 #define SKINLESION_MODELS_VIT_H_
 
 #include <cstdint>
+#include <vector>
 
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/normalization.h>
@@ -49,7 +50,17 @@ class VisionTransformerImpl : public Classifier {
   absl::Status AdaptStateDict(TensorMap& state) const override;
   const VitOptions& options() const { return options_; }
 
+  // forward() in eval mode (throws c10::Error in training mode) that also returns
+  // each encoder block's attention probabilities, softmax(q.k^T / sqrt(d)), as
+  // [N, heads, L, L] with L = 1 + patches (the class token first), in block order.
+  // For attention rollout (skinlesion/explain); slower than forward() on
+  // LibTorch 2 (no fused attention).
+  torch::Tensor ForwardWithAttention(const torch::Tensor& x, std::vector<torch::Tensor>* attention);
+
  private:
+  // Patch embedding + class token + position embedding (+ dropout): [N, L, D].
+  torch::Tensor Embed(const torch::Tensor& input);
+
   VitOptions options_;
   CountedConv2d conv_proj_{nullptr};
   torch::Tensor class_token_;

@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "skinlesion/common/csv.h"
+#include "opencv2/imgproc.hpp"
 #include "skinlesion/common/status.h"
+#include "skinlesion/explain/explain.h"
 #include "skinlesion/image/preprocess.h"
 #include "skinlesion/models/state_dict.h"
 
@@ -109,6 +111,61 @@ absl::StatusOr<Prediction> Predictor::PredictBytes(absl::string_view encoded) co
 absl::StatusOr<Prediction> Predictor::Predict(const cv::Mat& rgb) const {
   SL_ASSIGN_OR_RETURN(std::vector<Prediction> out, PredictBatch({rgb}));
   return std::move(out[0]);
+}
+
+absl::StatusOr<Explanation> Predictor::Explain(const cv::Mat& rgb, int target_class) const {
+  if (rgb.empty() || rgb.type() != CV_8UC3) return absl::InvalidArgumentError("expected an RGB uint8 image");
+  if (target_class < -1 || target_class >= kNumClasses) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target class ", target_class, " is outside [0, ", kNumClasses, ")"));
+  }
+  PreprocessOptions pre;
+  pre.size = static_cast<int>(image_size_);
+  torch::Tensor input = torch::empty({1, 3, image_size_, image_size_}, torch::kFloat32);
+  PreprocessInto(rgb, pre, input.data_ptr<float>());
+  input = input.to(torch::Device(device_));
+  int target = target_class;
+  if (target < 0) {
+    try {
+      torch::InferenceMode guard;
+      target = static_cast<int>(model_->forward(input).argmax(1).item<int64_t>());
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("inference failed: ", e.what_without_backtrace()));
+    }
+  }
+  SL_ASSIGN_OR_RETURN(explain::Heatmap heatmap, explain::Explain(*model_, input, target));
+  Explanation out;
+  out.method = std::move(heatmap.method);
+  out.target_class = target;
+  out.width = heatmap.width;
+  out.height = heatmap.height;
+  out.heat = std::move(heatmap.heat);
+  return out;
+}
+
+absl::StatusOr<cv::Mat> HeatmapOverlay(const cv::Mat& rgb, const Explanation& explanation, double alpha) {
+  if (rgb.empty() || rgb.type() != CV_8UC3) return absl::InvalidArgumentError("expected an RGB uint8 image");
+  if (explanation.width < 1 || explanation.height < 1 ||
+      explanation.heat.size() != static_cast<size_t>(explanation.width) * explanation.height) {
+    return absl::InvalidArgumentError(absl::StrCat("a ", explanation.width, "x", explanation.height,
+                                                   " heatmap with ", explanation.heat.size(), " values"));
+  }
+  if (!(alpha >= 0 && alpha <= 1)) return absl::InvalidArgumentError("alpha must be in [0, 1]");
+  const int side = std::min(rgb.cols, rgb.rows);
+  const cv::Rect square((rgb.cols - side) / 2, (rgb.rows - side) / 2, side, side);
+  cv::Mat heat(explanation.height, explanation.width, CV_32F, const_cast<float*>(explanation.heat.data()));
+  cv::Mat big;
+  cv::resize(heat, big, cv::Size(side, side), 0, 0, cv::INTER_LINEAR);
+  cv::Mat heat8;
+  big.convertTo(heat8, CV_8U, 255.0);
+  cv::Mat colour;
+  cv::applyColorMap(heat8, colour, cv::COLORMAP_JET);  // BGR
+  cv::cvtColor(colour, colour, cv::COLOR_BGR2RGB);
+  cv::Mat out = rgb * 0.5;  // Outside the covered square: darkened.
+  cv::Mat blended;
+  cv::addWeighted(rgb(square), 1.0 - alpha, colour, alpha, 0.0, blended);
+  blended.copyTo(out(square));
+  return out;
 }
 
 absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vector<cv::Mat>& images) const {

@@ -50,6 +50,24 @@ struct Prediction {
   nlohmann::json ToJson() const;
 };
 
+// An explanation heatmap of one image (skinlesion/explain; docs/inference.md,
+// "Explanations"): Grad-CAM for CNNs, attention rollout for ViTs, on the model's
+// feature grid. Predictor preprocesses with a shorter-side resize + centre crop,
+// so the grid covers the centred square of side min(image width, height).
+struct Explanation {
+  std::string method;  // "grad-cam" or "attention-rollout".
+  int target_class = 0;
+  int width = 0, height = 0;
+  std::vector<float> heat;  // height * width values in [0, 1], row-major.
+};
+
+// The heatmap drawn over `rgb` (CV_8UC3): upsampled bilinearly onto the centred
+// square it covers, coloured (JET: blue low, red high) and blended with weight
+// `alpha`; outside the square the image is darkened. InvalidArgument for an empty
+// or non-RGB image, a size mismatch, alpha outside [0, 1].
+absl::StatusOr<cv::Mat> HeatmapOverlay(const cv::Mat& rgb, const Explanation& explanation,
+                                       double alpha = 0.5);
+
 struct PredictorOptions {
   std::string device = "cpu";
   int threads = 0;  // > 0: set LibTorch intra-op threads.
@@ -74,6 +92,9 @@ class Predictor {
   absl::StatusOr<Prediction> Predict(const cv::Mat& rgb) const;
   // Several images in one forward pass.
   absl::StatusOr<std::vector<Prediction>> PredictBatch(const std::vector<cv::Mat>& rgb) const;
+  // The explanation heatmap of `target_class` (-1: the predicted class) for an RGB
+  // uint8 image. InvalidArgument for a bad image or class.
+  absl::StatusOr<Explanation> Explain(const cv::Mat& rgb, int target_class = -1) const;
 
   const nlohmann::json& manifest() const { return manifest_; }
   const std::string& architecture() const { return architecture_; }

@@ -100,5 +100,43 @@ TEST(PredictorTest, ClearErrors) {
   EXPECT_THAT((*p)->Predict(cv::Mat()), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RGB")));
 }
 
+// resnet18 at 32 px (the manifest's size, whatever the image's): a 1x1 Grad-CAM map.
+TEST(PredictorTest, ExplainsThePredictedClassAndDrawsAnOverlay) {
+  TempDir dir;
+  auto p = Predictor::Create(MakeModelDir(dir, 1.0), {.threads = 1});
+  ASSERT_TRUE(p.ok());
+  auto rgb = DecodeImageFile(SourcePath("tests/fixtures/ham10000/images/ISIC_0024698.jpg"), {});
+  ASSERT_TRUE(rgb.ok()) << rgb.status();
+  auto predicted = (*p)->Predict(*rgb);
+  ASSERT_TRUE(predicted.ok());
+  auto e = (*p)->Explain(*rgb);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->method, "grad-cam");
+  EXPECT_EQ(e->target_class, predicted->class_index);
+  EXPECT_EQ(e->width, 1);
+  EXPECT_EQ(e->height, 1);
+  ASSERT_EQ(e->heat.size(), 1u);
+  EXPECT_THAT((*p)->Explain(*rgb, 7), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("target class")));
+  EXPECT_THAT((*p)->Explain(cv::Mat()), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RGB")));
+
+  // The overlay: the image's size; the covered centred square coloured (hot in the
+  // middle of a 3x3 map: red), the rest darkened.
+  Explanation hot{.method = "grad-cam", .target_class = 0, .width = 3, .height = 3,
+                  .heat = {0, 0, 0, 0, 1, 0, 0, 0, 0}};
+  cv::Mat grey(40, 60, CV_8UC3, cv::Scalar(100, 100, 100));
+  auto overlay = HeatmapOverlay(grey, hot, 1.0);
+  ASSERT_TRUE(overlay.ok()) << overlay.status();
+  EXPECT_EQ(overlay->size(), grey.size());
+  EXPECT_EQ(overlay->type(), CV_8UC3);
+  const cv::Vec3b centre = overlay->at<cv::Vec3b>(20, 30);
+  EXPECT_GT(centre[0], 100);  // R
+  EXPECT_LT(centre[2], 50);   // B
+  const cv::Vec3b corner = overlay->at<cv::Vec3b>(20, 12);  // Inside the square, cold: blue.
+  EXPECT_GT(corner[2], corner[0]);
+  EXPECT_EQ(overlay->at<cv::Vec3b>(20, 2), cv::Vec3b(50, 50, 50));  // Outside: darkened.
+  hot.heat.pop_back();
+  EXPECT_THAT(HeatmapOverlay(grey, hot), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("3x3")));
+}
+
 }  // namespace
 }  // namespace skinlesion::predict

@@ -75,8 +75,9 @@ void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& r) 
   }
 }
 
-Batcher::Batcher(std::string model, const BatchingOptions& options, ServingMetrics* metrics)
-    : model_(std::move(model)), options_(options), metrics_(metrics) {
+Batcher::Batcher(std::string model, const BatchingOptions& options, const DecodeLimits& limits,
+                 ServingMetrics* metrics)
+    : model_(std::move(model)), options_(options), limits_(limits), metrics_(metrics) {
   const int n = std::max(1, options_.instances);
   workers_.reserve(n);
   for (int i = 0; i < n; ++i) workers_.emplace_back([this] { WorkerLoop(); });
@@ -172,14 +173,30 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
   }
   if (live.empty()) return;
 
-  const LoadedVersion& version = *live.front().version;
-  const int n = static_cast<int>(live.size());
+  // Assemble the batch input; images that fail to decode are answered now, alone.
+  const std::shared_ptr<const LoadedVersion> version_ref = live.front().version;
+  const LoadedVersion& version = *version_ref;
   const size_t per = 3 * static_cast<size_t>(version.spec.image_size) * version.spec.image_size;
-  std::vector<float> input(per * n);
-  for (int i = 0; i < n; ++i) {
-    SL_CHECK(live[i].input.size() == per) << "admission checks the input size";
-    std::copy(live[i].input.begin(), live[i].input.end(), input.begin() + i * per);
+  std::vector<float> input(per * live.size());
+  size_t kept = 0;
+  for (PendingRequest& r : live) {
+    float* slot = input.data() + kept * per;
+    if (r.input.empty()) {
+      if (absl::Status s = DecodeAndPreprocess(version.spec, r.encoded, limits_, slot); !s.ok()) {
+        r.done(s);
+        continue;
+      }
+    } else {
+      SL_CHECK(r.input.size() == per) << "admission checks the input size";
+      std::copy(r.input.begin(), r.input.end(), slot);
+    }
+    if (&live[kept] != &r) live[kept] = std::move(r);
+    ++kept;
   }
+  live.resize(kept);
+  if (live.empty()) return;
+  const int n = static_cast<int>(live.size());
+  const absl::Time forward_start = absl::Now();
   absl::StatusOr<std::vector<float>> logits = version.instance->Run(input.data(), n);
   if (logits.ok() && logits->size() != static_cast<size_t>(n) * kNumClasses) {
     logits = absl::InternalError(absl::StrCat("the model returned ", logits->size(),
@@ -187,7 +204,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
                                               n * kNumClasses));
   }
   const absl::Time computed = absl::Now();
-  const double compute_ms = absl::ToDoubleMilliseconds(computed - start);
+  const double compute_ms = absl::ToDoubleMilliseconds(computed - forward_start);
   if (metrics_ != nullptr) metrics_->RecordBatch(model_, n, compute_ms / 1e3);
   if (!logits.ok()) {
     SL_LOG(ERROR) << "serving: " << model_ << " v" << version.spec.version << " batch of " << n

@@ -52,7 +52,10 @@ void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& res
 
 struct PendingRequest {
   std::shared_ptr<const LoadedVersion> version;
-  std::vector<float> input;  // [3, S, S]
+  // Exactly one of the two: a preprocessed [3, S, S] input, or encoded image bytes
+  // that the worker decodes (BatchingOptions::decode_in_worker).
+  std::vector<float> input;
+  std::string encoded;
   absl::Time received;       // When Infer() was called (total_ms).
   absl::Time enqueued;
   absl::Time deadline = absl::InfiniteFuture();
@@ -61,7 +64,9 @@ struct PendingRequest {
 
 class Batcher {
  public:
-  Batcher(std::string model, const BatchingOptions& options, ServingMetrics* metrics);
+  // `limits` apply to the encoded images the workers decode.
+  Batcher(std::string model, const BatchingOptions& options, const DecodeLimits& limits,
+          ServingMetrics* metrics);
   ~Batcher();  // Shutdown(absl::ZeroDuration()) if not done yet.
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -86,6 +91,7 @@ class Batcher {
 
   const std::string model_;
   const BatchingOptions options_;
+  const DecodeLimits limits_;
   ServingMetrics* const metrics_;
 
   mutable std::mutex mu_;

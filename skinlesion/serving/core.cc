@@ -39,6 +39,11 @@ struct Model {
   std::string last_error;
   int64_t failed_version = 0;
   int polls_since_failure = 0;
+
+  // Explain() calls running now (at most ServingOptions::max_concurrent_explanations).
+  std::mutex explain_mu;
+  std::condition_variable explain_cv;
+  int explaining = 0;
 };
 
 absl::Status ValidateOptions(const ServingOptions& o) {
@@ -76,6 +81,10 @@ absl::Status ValidateOptions(const ServingOptions& o) {
     errors.push_back(
         absl::StrCat("retry_failed_after_polls must be >= 1, got ", o.retry_failed_after_polls));
   }
+  if (o.max_concurrent_explanations < 1) {
+    errors.push_back(absl::StrCat("max_concurrent_explanations must be >= 1, got ",
+                                  o.max_concurrent_explanations));
+  }
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return absl::OkStatus();
 }
@@ -93,7 +102,7 @@ class ServingCoreImpl final : public ServingCore {
     for (const ServedModelOptions& m : options_.models) {
       auto model = std::make_unique<Model>();
       model->options = m;
-      model->batcher = std::make_unique<Batcher>(m.name, options_.batching, metrics_);
+      model->batcher = std::make_unique<Batcher>(m.name, options_.batching, limits_, metrics_);
       models_.push_back(std::move(model));
     }
     for (auto& m : models_) {
@@ -145,9 +154,9 @@ class ServingCoreImpl final : public ServingCore {
       return;
     }
     const ModelSpec& spec = (*version)->spec;
-    absl::StatusOr<std::vector<float>> input = PrepareInput(spec, request);
-    if (!input.ok()) {
-      finish(name, spec.version, input.status());
+    PendingRequest pending;
+    if (absl::Status s = PrepareInput(spec, request, pending); !s.ok()) {
+      finish(name, spec.version, s);
       return;
     }
     if (request.deadline <= absl::Now()) {
@@ -155,9 +164,7 @@ class ServingCoreImpl final : public ServingCore {
              absl::DeadlineExceededError("deadline passed before the request was queued"));
       return;
     }
-    PendingRequest pending;
     pending.version = *version;
-    pending.input = std::move(*input);
     pending.received = received;
     pending.deadline = request.deadline;
     pending.done = [finish, name, v = spec.version](absl::StatusOr<InferResult> r) {
@@ -209,6 +216,10 @@ class ServingCoreImpl final : public ServingCore {
       }
       stop_cv_.notify_all();
       for (auto& m : models_) {
+        { std::lock_guard<std::mutex> lock(m->explain_mu); }
+        m->explain_cv.notify_all();  // Explain() calls waiting for a slot give up.
+      }
+      for (auto& m : models_) {
         if (m->follower.joinable()) m->follower.join();
       }
       for (auto& m : models_)
@@ -217,7 +228,94 @@ class ServingCoreImpl final : public ServingCore {
     });
   }
 
+  absl::StatusOr<Explanation> Explain(const ExplainRequest& request) override {
+    const absl::Time start = absl::Now();
+    Model* model = FindModel(request.model);
+    absl::StatusOr<Explanation> result =
+        model == nullptr
+            ? absl::NotFoundError(absl::StrCat("unknown model \"", request.model, "\""))
+            : ExplainOn(*model, request);
+    if (metrics_ != nullptr && model != nullptr) {
+      metrics_->RecordExplain(model->options.name, result.status().code(),
+                              absl::ToDoubleSeconds(absl::Now() - start));
+    }
+    return result;
+  }
+
  private:
+  // Explain() for a known model: version, input, a slot, then the instance's
+  // explanation on this thread.
+  absl::StatusOr<Explanation> ExplainOn(Model& model, const ExplainRequest& request) {
+    if (shutting_down_.load()) return absl::UnavailableError("the server is shutting down");
+    if (request.target_class < 0 || request.target_class >= kNumClasses) {
+      return absl::InvalidArgumentError(absl::StrCat("target class ", request.target_class,
+                                                     " is outside [0, ", kNumClasses, ")"));
+    }
+    SL_ASSIGN_OR_RETURN(std::shared_ptr<const LoadedVersion> version,
+                        PickVersion(model, request.version));
+    const ModelSpec& spec = version->spec;
+    const bool has_image = !request.encoded_image.empty();
+    const bool has_tensor = !request.tensor.empty();
+    if (has_image == has_tensor) {
+      return absl::InvalidArgumentError(has_image ? "set either encoded_image or tensor, not both"
+                                                  : "no input: set encoded_image or tensor");
+    }
+    const size_t per = 3 * static_cast<size_t>(spec.image_size) * spec.image_size;
+    std::vector<float> input;
+    if (has_tensor) {
+      if (request.tensor.size() != per) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor has ", request.tensor.size(), " floats; ", spec.name, " v", spec.version,
+            " expects [3, ", spec.image_size, ", ", spec.image_size, "] = ", per));
+      }
+      for (size_t i = 0; i < per; ++i) {
+        if (!std::isfinite(request.tensor[i])) {
+          return absl::InvalidArgumentError(absl::StrCat("tensor value ", i, " is not finite"));
+        }
+      }
+      input = request.tensor;
+    } else {
+      input.resize(per);
+      SL_RETURN_IF_ERROR(DecodeAndPreprocess(spec, request.encoded_image, limits_, input.data()));
+    }
+
+    // A slot among max_concurrent_explanations, waited for until the deadline.
+    {
+      std::unique_lock<std::mutex> lock(model.explain_mu);
+      auto can_go = [&] {
+        return model.explaining < options_.max_concurrent_explanations || shutting_down_.load();
+      };
+      if (request.deadline == absl::InfiniteFuture()) {
+        model.explain_cv.wait(lock, can_go);
+      } else if (!model.explain_cv.wait_until(lock, absl::ToChronoTime(request.deadline), can_go)) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "deadline passed while waiting for one of ", options_.max_concurrent_explanations,
+            " explanation slot(s) of model ", spec.name));
+      }
+      if (shutting_down_.load()) return absl::UnavailableError("the server is shutting down");
+      if (request.deadline <= absl::Now()) {
+        return absl::DeadlineExceededError("deadline passed before the explanation started");
+      }
+      ++model.explaining;
+    }
+    absl::StatusOr<Explanation> explanation =
+        version->instance->Explain(input.data(), request.target_class);
+    {
+      std::lock_guard<std::mutex> lock(model.explain_mu);
+      --model.explaining;
+    }
+    model.explain_cv.notify_one();
+    if (!explanation.ok()) return explanation.status();
+    if (explanation->width < 1 || explanation->height < 1 ||
+        explanation->heat.size() != static_cast<size_t>(explanation->width) * explanation->height) {
+      return absl::InternalError(absl::StrCat("the model returned a ", explanation->width, "x",
+                                              explanation->height, " explanation with ",
+                                              explanation->heat.size(), " values"));
+    }
+    explanation->covers = spec.resize == "resize" ? "full-image" : "center-square";
+    return explanation;
+  }
+
   Model* FindModel(const std::string& name) {
     if (name.empty()) return models_.front().get();
     for (auto& m : models_) {
@@ -250,8 +348,10 @@ class ServingCoreImpl final : public ServingCore {
                                             ")"));
   }
 
-  absl::StatusOr<std::vector<float>> PrepareInput(const ModelSpec& spec,
-                                                  const InferRequest& request) {
+  // Fills pending.input (a tensor, or an image decoded here) or pending.encoded (an
+  // image the batch worker decodes: BatchingOptions::decode_in_worker).
+  absl::Status PrepareInput(const ModelSpec& spec, const InferRequest& request,
+                            PendingRequest& pending) {
     const bool has_image = !request.encoded_image.empty();
     const bool has_tensor = !request.tensor.empty();
     if (has_image && has_tensor) {
@@ -272,11 +372,21 @@ class ServingCoreImpl final : public ServingCore {
           return absl::InvalidArgumentError(absl::StrCat("tensor value ", i, " is not finite"));
         }
       }
-      return request.tensor;
+      pending.input = request.tensor;
+      return absl::OkStatus();
     }
-    std::vector<float> input(per);
-    SL_RETURN_IF_ERROR(DecodeAndPreprocess(spec, request.encoded_image, limits_, input.data()));
-    return input;
+    if (options_.batching.decode_in_worker) {
+      // The size limit is checked now so an oversized upload is not queued.
+      if (request.encoded_image.size() > limits_.max_bytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("image: image data is ", request.encoded_image.size(),
+                         " bytes, over the limit of ", limits_.max_bytes));
+      }
+      pending.encoded = request.encoded_image;
+      return absl::OkStatus();
+    }
+    pending.input.resize(per);
+    return DecodeAndPreprocess(spec, request.encoded_image, limits_, pending.input.data());
   }
 
   void Follow(Model& m) {

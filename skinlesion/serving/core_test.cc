@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -210,6 +211,40 @@ TEST_F(CoreTest, EncodedImagesAreDecodedAndPreprocessed) {
   const Result r = core_->Infer(req);
   ASSERT_THAT(r, IsOk());
   EXPECT_EQ(r->version, 1);
+}
+
+// Both places an encoded image can be decoded give the same answers; an image that
+// fails to decode is answered alone and the rest of its batch still runs.
+TEST_F(CoreTest, ACorruptImageFailsAloneInEitherDecodePlace) {
+  Alias(Publish());
+  for (const bool in_worker : {true, false}) {
+    SCOPED_TRACE(in_worker ? "decode_in_worker" : "decode on the calling thread");
+    if (core_ != nullptr) core_->Shutdown(absl::Seconds(5));
+    core_.reset();
+    options_.batching.decode_in_worker = in_worker;
+    options_.batching.max_batch_size = 4;
+    options_.batching.max_queue_delay = absl::Milliseconds(300);
+    StartReady();
+    Results results;
+    for (int i = 0; i < 4; ++i) {
+      InferRequest req;
+      req.encoded_image = i == 1 ? std::string("\xff\xd8\xff truncated jpeg") : PngBytes();
+      core_->InferAsync(req, results.Callback());
+    }
+    ASSERT_TRUE(results.WaitCount(4));
+    int ok = 0;
+    for (const Result& r : results.Get()) {
+      if (r.ok()) {
+        ++ok;
+        EXPECT_EQ(r->batch_size, 3);
+      } else {
+        EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("image")));
+      }
+    }
+    EXPECT_EQ(ok, 3);
+    // The three good images ran as one batch (the fourth waits the full delay).
+    EXPECT_EQ(fake_.batch_sizes(), std::vector<int>{3});
+  }
 }
 
 TEST_F(CoreTest, WarmupRunsFullAndSingleBatches) {
@@ -640,6 +675,136 @@ TEST_F(CoreTest, ShutdownFailsWhatTheDrainTimeLeaves) {
   }
   EXPECT_EQ(ok, 1);  // The running one.
   EXPECT_EQ(unavailable, 2);
+}
+
+ExplainRequest ExplainTensor(int target, int64_t version = 0, float value = 0.5f) {
+  ExplainRequest r;
+  r.model = kModel;
+  r.version = version;
+  r.target_class = target;
+  r.tensor.assign(3 * kSize * kSize, value);
+  return r;
+}
+
+TEST_F(CoreTest, ExplainRunsOnTheRequestedVersion) {
+  Alias(Publish());
+  StartReady();
+  absl::StatusOr<Explanation> e = core_->Explain(ExplainTensor(3, 1, 0.25f));
+  ASSERT_THAT(e, IsOk());
+  EXPECT_EQ(e->method, "fake:1");
+  EXPECT_EQ(e->width, 2);
+  EXPECT_EQ(e->height, 3);
+  ASSERT_EQ(e->heat.size(), 6u);
+  EXPECT_FLOAT_EQ(e->heat[0], 0.3f);   // The target reached the instance.
+  EXPECT_FLOAT_EQ(e->heat[1], 0.25f);  // So did the tensor.
+  EXPECT_EQ(e->covers, "center-square");
+
+  // Encoded images go through the serving decode + preprocess path.
+  ExplainRequest image = ExplainTensor(0);
+  image.tensor.clear();
+  image.encoded_image = PngBytes();
+  EXPECT_THAT(core_->Explain(image), IsOk());
+  EXPECT_TRUE(fake_.batch_sizes().empty());  // Never through the batcher.
+
+  // A request holds v1 while v2 takes over: the prediction's version still explains.
+  fake_.CloseTag(1);
+  Results results;
+  core_->InferAsync(Tensor(), results.Callback());
+  ASSERT_TRUE(fake_.WaitRuns(1));
+  Alias(Publish({{"preprocessing", {{"size", kSize}, {"resize", "resize"}}}}));
+  ASSERT_TRUE(WaitServing(2)) << core_->Models()[0].last_error;
+  e = core_->Explain(ExplainTensor(1, 1));
+  ASSERT_THAT(e, IsOk());
+  EXPECT_EQ(e->method, "fake:1");
+  e = core_->Explain(ExplainTensor(1));  // 0: the current version.
+  ASSERT_THAT(e, IsOk());
+  EXPECT_EQ(e->method, "fake:2");
+  EXPECT_EQ(e->covers, "full-image");
+  fake_.Open();
+  ASSERT_TRUE(results.WaitCount(1));
+  ASSERT_TRUE(WaitUntil([&] { return core_->Models()[0].loaded_versions.size() == 1; }));
+  EXPECT_THAT(core_->Explain(ExplainTensor(1, 1)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("version 1 of model ham is not loaded")));
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_explanations_total",
+                        {{"model", kModel}, {"outcome", "ok"}}),
+            4);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_explanations_total",
+                        {{"model", kModel}, {"outcome", "not_found"}}),
+            1);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_explain_seconds", {{"model", kModel}}), 4);
+  // Explanations are not inference requests.
+  EXPECT_EQ(Requests("ok"), 1);
+}
+
+TEST_F(CoreTest, BadExplainRequestsAreRejected) {
+  Alias(Publish());
+  StartReady();
+  EXPECT_THAT(core_->Explain(ExplainTensor(7)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("target class 7")));
+  EXPECT_THAT(core_->Explain(ExplainTensor(-1)), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  ExplainRequest r = ExplainTensor(0);
+  r.tensor.pop_back();
+  EXPECT_THAT(core_->Explain(r), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("floats")));
+  r = ExplainTensor(0, 0, std::nanf(""));
+  EXPECT_THAT(core_->Explain(r), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("finite")));
+  r = ExplainTensor(0);
+  r.encoded_image = PngBytes();
+  EXPECT_THAT(core_->Explain(r), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not both")));
+  r = ExplainTensor(0);
+  r.tensor.clear();
+  EXPECT_THAT(core_->Explain(r), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no input")));
+  r.encoded_image = "not an image";
+  EXPECT_THAT(core_->Explain(r), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  r = ExplainTensor(0);
+  r.model = "nope";
+  EXPECT_THAT(core_->Explain(r), StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  EXPECT_THAT(core_->Explain(ExplainTensor(0, 9)), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  r = ExplainTensor(0);
+  r.deadline = absl::Now() - absl::Seconds(1);
+  EXPECT_THAT(core_->Explain(r), StatusIs(absl::StatusCode::kDeadlineExceeded, ::testing::_));
+  EXPECT_EQ(fake_.explains(), 0);
+}
+
+// At most max_concurrent_explanations run per model; the others wait for a slot
+// until their deadline.
+TEST_F(CoreTest, ExplanationsAreLimitedPerModel) {
+  options_.max_concurrent_explanations = 2;
+  Alias(Publish());
+  StartReady();
+  fake_.CloseExplain();
+  std::vector<std::future<absl::StatusOr<Explanation>>> running;
+  for (int i = 0; i < 2; ++i) {
+    running.push_back(
+        std::async(std::launch::async, [this, i] { return core_->Explain(ExplainTensor(i)); }));
+  }
+  ASSERT_TRUE(fake_.WaitExplains(2));
+  ExplainRequest late = ExplainTensor(5);
+  late.deadline = absl::Now() + absl::Milliseconds(100);
+  const absl::Time start = absl::Now();
+  EXPECT_THAT(core_->Explain(late),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("explanation slot")));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(90));
+  EXPECT_EQ(fake_.explains(), 2);  // It never reached the instance.
+  // Inference is not blocked by explanations.
+  EXPECT_THAT(core_->Infer(Tensor()), IsOk());
+
+  // A waiter with time left gets the slot once one frees.
+  ExplainRequest patient = ExplainTensor(6);
+  patient.deadline = absl::Now() + absl::Seconds(30);
+  auto waiting = std::async(std::launch::async, [&] { return core_->Explain(patient); });
+  EXPECT_EQ(waiting.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+  fake_.OpenExplain();
+  for (auto& f : running) EXPECT_THAT(f.get(), IsOk());
+  absl::StatusOr<Explanation> e = waiting.get();
+  ASSERT_THAT(e, IsOk());
+  EXPECT_FLOAT_EQ(e->heat[0], 0.6f);
+  EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_explanations_total",
+                        {{"model", kModel}, {"outcome", "deadline_exceeded"}}),
+            1);
+  options_.max_concurrent_explanations = 0;
+  EXPECT_THAT(ServingCore::Create(options_, nullptr, fake_.Loader()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("max_concurrent_explanations must be >= 1")));
 }
 
 }  // namespace

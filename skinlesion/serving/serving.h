@@ -77,6 +77,16 @@ struct ModelSpec {
 // file's hash (empty when there is no model.safetensors).
 absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory);
 
+// An explanation heatmap of one prediction (docs/inference.md, "Explanations").
+struct Explanation {
+  std::string method;  // "grad-cam" (CNNs) or "attention-rollout" (ViT).
+  int width = 0, height = 0;  // The model's feature grid, e.g. 7x7 (ResNet-50 at 224).
+  // The part of the uploaded image the grid spans: "full-image" when the spec's
+  // resize mode is "resize", else "center-square" (the centre crop the model saw).
+  std::string covers;
+  std::vector<float> heat;  // height * width values in [0, 1], row-major.
+};
+
 // One loaded model version. Run() is called by the batcher's instance threads,
 // possibly concurrently; the instance must be thread-safe.
 class ModelInstance {
@@ -85,6 +95,14 @@ class ModelInstance {
   // `input`: n preprocessed images, contiguous float [n, 3, S, S] (S = image_size,
   // normalised with mean/std). Returns n * kNumClasses logits, row-major.
   virtual absl::StatusOr<std::vector<float>> Run(const float* input, int n) = 0;
+  // An explanation heatmap for one preprocessed image [3, S, S] and a class in
+  // [0, kNumClasses). Fills method, width, height, heat (the core sets covers).
+  // May run concurrently with Run(). Default: Unimplemented.
+  virtual absl::StatusOr<Explanation> Explain(const float* input, int target_class) {
+    (void)input;
+    (void)target_class;
+    return absl::UnimplementedError("this model instance cannot compute explanations");
+  }
 };
 
 // Loads a version directory (already checksum-verified by the caller).
@@ -122,6 +140,12 @@ struct BatchingOptions {
   absl::Duration max_queue_delay = absl::Milliseconds(5);  // From the oldest waiting request.
   int max_queue_size = 256;                                // Beyond: ResourceExhausted.
   int instances = 1;  // Threads running batches (each calls Run()).
+  // Where encoded images are decoded and preprocessed. true: by the batch worker,
+  // just before the forward pass of the batch they joined (one image after another,
+  // so decoding never competes with a running forward pass for the cores; an image
+  // that fails to decode is answered alone). false: on the calling thread before the
+  // request is queued (decoding then overlaps batches; better with spare cores).
+  bool decode_in_worker = true;
 };
 
 struct ServingOptions {
@@ -134,6 +158,10 @@ struct ServingOptions {
   // A version that failed to load is tried again only after this many polls (or
   // as soon as the alias moves to another version).
   int retry_failed_after_polls = 5;
+  // Explain() calls running at once per served model (each is a forward and,
+  // for Grad-CAM, a backward pass on the caller's thread); others wait up to their
+  // deadline.
+  int max_concurrent_explanations = 1;
 };
 
 struct InferRequest {
@@ -142,6 +170,16 @@ struct InferRequest {
   // Exactly one of the two inputs:
   std::string encoded_image;  // JPEG/PNG/WebP/BMP bytes; decoded + preprocessed here.
   std::vector<float> tensor;  // Preprocessed [3, S, S] float (KServe FP32 input).
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct ExplainRequest {
+  std::string model;    // Empty: the only / first served model.
+  int64_t version = 0;  // The version the prediction used (must be loaded); 0: current.
+  // Exactly one of the two inputs, as InferRequest:
+  std::string encoded_image;
+  std::vector<float> tensor;
+  int target_class = 0;  // In [0, kNumClasses), usually the prediction's top class.
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -192,6 +230,14 @@ class ServingCore {
   // preprocessing run on the calling thread.
   virtual void InferAsync(InferRequest request,
                           std::function<void(absl::StatusOr<InferResult>)> done) = 0;
+
+  // An explanation heatmap for `request.target_class`, computed on the calling
+  // thread (decoding and preprocessing as Infer) by the version asked for, with at
+  // most ServingOptions::max_concurrent_explanations running per model. Errors as
+  // Infer (NotFound for a version not loaded), InvalidArgument for a target outside
+  // [0, kNumClasses), DeadlineExceeded when the deadline passes while waiting for a
+  // slot, Unimplemented when the model cannot explain.
+  virtual absl::StatusOr<Explanation> Explain(const ExplainRequest& request) = 0;
 
   virtual bool Ready() const = 0;
   virtual std::vector<ServedModelStatus> Models() const = 0;

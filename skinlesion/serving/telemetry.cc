@@ -82,6 +82,14 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry)
       version_info_(prometheus::BuildGauge()
                         .Name("skinlesion_model_version_info")
                         .Help("1 for the model version serving now")
+                        .Register(registry)),
+      explain_seconds_(prometheus::BuildHistogram()
+                           .Name("skinlesion_inference_explain_seconds")
+                           .Help("Time of one explanation (decode, slot wait, heatmap)")
+                           .Register(registry)),
+      explanations_(prometheus::BuildCounter()
+                        .Name("skinlesion_inference_explanations_total")
+                        .Help("Explanation requests by model and outcome")
                         .Register(registry)) {}
 
 void ServingMetrics::RecordRequest(const std::string& model, int64_t version, absl::StatusCode code,
@@ -108,6 +116,16 @@ void ServingMetrics::SetQueueDepth(const std::string& model, int depth) {
 void ServingMetrics::RecordLoad(const std::string& model, bool success, double seconds) {
   reloads_.Add({{"model", model}, {"result", success ? "success" : "failure"}}).Increment();
   if (success) load_seconds_.Add({{"model", model}}, LoadBuckets()).Observe(seconds);
+}
+
+void ServingMetrics::RecordExplain(const std::string& model, absl::StatusCode code,
+                                   double seconds) {
+  const char* outcome =
+      code == absl::StatusCode::kUnimplemented ? "unimplemented" : OutcomeLabel(code);
+  explanations_.Add({{"model", model}, {"outcome", outcome}}).Increment();
+  if (code == absl::StatusCode::kOk) {
+    explain_seconds_.Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
+  }
 }
 
 void ServingMetrics::SetServingVersion(const std::string& model, int64_t version,

@@ -13,6 +13,10 @@
 //                                                             (decode + queue + compute)
 //   skinlesion_inference_batch_size{model}        histogram  requests per batch run
 //   skinlesion_inference_queue_depth{model}       gauge      requests waiting
+//   skinlesion_inference_explain_seconds{model}   histogram  one Explain() call: decode +
+//                                                             slot wait + explanation (successes)
+//   skinlesion_inference_explanations_total{model,outcome}  counter  Explain() calls
+//       (not counted in requests_total; outcome as there, plus "unimplemented")
 //   skinlesion_model_load_seconds{model}          histogram  fetch + load + warmup + golden
 //                                                             check of a version (successes)
 //   skinlesion_model_reloads_total{model,result}  counter    result: success | failure
@@ -55,6 +59,8 @@ class ServingMetrics {
   void RecordQueueWait(const std::string& model, double queue_seconds);
   void SetQueueDepth(const std::string& model, int depth);
   void RecordLoad(const std::string& model, bool success, double seconds);
+  // One ServingCore::Explain() call; seconds observed for successes only.
+  void RecordExplain(const std::string& model, absl::StatusCode code, double seconds);
   // Makes (model, version, sha256) the only version_info series of `model`.
   void SetServingVersion(const std::string& model, int64_t version, const std::string& sha256);
 
@@ -68,6 +74,8 @@ class ServingMetrics {
   prometheus::Family<prometheus::Histogram>& load_seconds_;
   prometheus::Family<prometheus::Counter>& reloads_;
   prometheus::Family<prometheus::Gauge>& version_info_;
+  prometheus::Family<prometheus::Histogram>& explain_seconds_;
+  prometheus::Family<prometheus::Counter>& explanations_;
 
   std::mutex mu_;
   std::map<std::string, prometheus::Gauge*> serving_version_;  // model -> its info series

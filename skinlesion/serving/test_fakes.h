@@ -3,6 +3,7 @@
 #ifndef SKINLESION_SERVING_TEST_FAKES_H_
 #define SKINLESION_SERVING_TEST_FAKES_H_
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -65,6 +66,28 @@ class FakeModel {
   }
   void set_run_sleep(std::chrono::milliseconds d) { run_sleep_ = d; }
 
+  // Holds every Explain() (after it is counted) until OpenExplain().
+  void CloseExplain() {
+    std::lock_guard<std::mutex> lock(mu_);
+    explain_closed_ = true;
+  }
+  void OpenExplain() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      explain_closed_ = false;
+    }
+    cv_.notify_all();
+  }
+  // Waits until `n` Explain() calls have started.
+  bool WaitExplains(int n, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return explains_ >= n; });
+  }
+  int explains() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return explains_;
+  }
+
   // Manifest "fake": {"tag": x (logit 0; default: the version), "fail": "msg" (load
   // error), "fail_once": true (only the first load fails)}.
   ModelLoader Loader() {
@@ -102,6 +125,24 @@ class FakeModel {
       (void)input;
       return logits;
     }
+    // A 2 x 3 map: method "fake:<tag>", heat[0] = target / 10, heat[1] = the first
+    // input value clamped to [0, 1], the others 0.5.
+    absl::StatusOr<Explanation> Explain(const float* input, int target_class) override {
+      {
+        std::unique_lock<std::mutex> lock(model_->mu_);
+        ++model_->explains_;
+        model_->cv_.notify_all();
+        model_->cv_.wait(lock, [&] { return !model_->explain_closed_; });
+      }
+      Explanation e;
+      e.method = absl::StrCat("fake:", tag_);
+      e.width = 2;
+      e.height = 3;
+      e.heat.assign(6, 0.5f);
+      e.heat[0] = target_class / 10.0f;
+      e.heat[1] = std::min(1.0f, std::max(0.0f, input[0]));
+      return e;
+    }
 
    private:
     FakeModel* model_;
@@ -115,6 +156,8 @@ class FakeModel {
   std::vector<int> batch_sizes_;
   std::map<int64_t, int> loads_;
   std::chrono::milliseconds run_sleep_{0};
+  bool explain_closed_ = false;
+  int explains_ = 0;
 };
 
 // softmax([tag, 0, ..., 0] / T): the fake model's calibrated probabilities.

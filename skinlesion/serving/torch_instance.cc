@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
+#include "skinlesion/explain/explain.h"
 #include "skinlesion/models/state_dict.h"
 
 namespace skinlesion::serving {
@@ -39,6 +40,30 @@ class TorchInstance final : public ModelInstance {
     } catch (const std::exception& e) {
       return absl::InternalError(absl::StrCat("LibTorch: ", e.what()));
     }
+  }
+
+  // Grad-CAM (CNNs) or attention rollout (ViT) in grad mode, not InferenceMode:
+  // Grad-CAM differentiates the target logit with respect to the feature map.
+  // Thread-safe with Run(): nothing of the module is written (no .grad).
+  absl::StatusOr<Explanation> Explain(const float* input, int target_class) override {
+    absl::StatusOr<explain::Heatmap> heatmap;
+    try {
+      torch::Tensor image = torch::from_blob(const_cast<float*>(input),
+                                             {1, 3, image_size_, image_size_}, torch::kFloat32);
+      if (device_.type() != torch::kCPU) image = image.to(device_);
+      heatmap = explain::Explain(*model_, image, target_class);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("LibTorch: ", e.what()));
+    }
+    if (!heatmap.ok()) return heatmap.status();
+    Explanation out;
+    out.method = std::move(heatmap->method);
+    out.width = heatmap->width;
+    out.height = heatmap->height;
+    out.heat = std::move(heatmap->heat);
+    return out;
   }
 
  private:

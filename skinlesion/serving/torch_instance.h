@@ -23,7 +23,8 @@ struct TorchLoaderOptions {
 // mutated) and reads the caller's buffer without copying it on the CPU. Errors:
 // InvalidArgument (bad device, not a 7-class model, image_size differs from the
 // spec), those of LoadCheckpoint (NotFound / InvalidArgument / DataLoss), Internal
-// for a LibTorch failure in Run().
+// for a LibTorch failure in Run(). Explain() computes Grad-CAM (CNNs) or attention
+// rollout (ViT) with skinlesion/explain, in grad mode, thread-safe with Run().
 ModelLoader MakeTorchLoader(TorchLoaderOptions options = {});
 
 }  // namespace skinlesion::serving

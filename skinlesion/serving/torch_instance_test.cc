@@ -2,12 +2,15 @@
 // DirectorySource gives the same probabilities as skinlesion::predict::Predictor.
 #include "skinlesion/serving/torch_instance.h"
 
+#include <atomic>
 #include <fstream>
 #include <future>
 #include <sstream>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <torch/torch.h>
 
 #include "gtest/gtest.h"
 #include "skinlesion/models/model_zoo.h"
@@ -122,6 +125,66 @@ TEST(TorchInstanceTest, LoaderErrors) {
   EXPECT_EQ(logits->size(), 14u);
   EXPECT_THAT((*instance)->Run(zeros.data(), 0),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+}
+
+// Explain() on the instance: Grad-CAM for a CNN, rollout for a ViT, running beside
+// Run() calls on other threads without changing either's results.
+TEST(TorchInstanceTest, ExplainBesideConcurrentRuns) {
+  TempDir dir;
+  for (const std::string arch : {"resnet18", "vit_custom"}) {
+    SCOPED_TRACE(arch);
+    const std::string model_dir = dir.Join(arch);
+    models::ModelOptions mo;
+    mo.image_size = 64;
+    mo.vit = {16, 64, 2, 4, 128};
+    torch::manual_seed(5);
+    auto model = models::CreateModel(arch, mo);
+    ASSERT_THAT(model, IsOk());
+    ASSERT_THAT(models::SaveCheckpoint(**model, model_dir, 64, {}, mo.vit), IsOk());
+    auto spec = ReadModelSpec(model_dir);
+    ASSERT_THAT(spec, IsOk());
+    auto instance = MakeTorchLoader()(*spec);
+    ASSERT_THAT(instance, IsOk());
+
+    torch::manual_seed(6);
+    const torch::Tensor image = torch::randn({1, 3, 64, 64});
+    const float* input = image.data_ptr<float>();
+    auto first = (*instance)->Explain(input, 2);
+    ASSERT_THAT(first, IsOk());
+    EXPECT_EQ(first->method, arch == "vit_custom" ? "attention-rollout" : "grad-cam");
+    EXPECT_EQ(first->width, arch == "vit_custom" ? 4 : 2);
+    EXPECT_EQ(first->height, first->width);
+    ASSERT_EQ(first->heat.size(), static_cast<size_t>(first->width * first->height));
+    for (float v : first->heat) {
+      EXPECT_GE(v, 0.0f);
+      EXPECT_LE(v, 1.0f);
+    }
+    auto logits = (*instance)->Run(input, 1);
+    ASSERT_THAT(logits, IsOk());
+
+    std::atomic<bool> stop{false};
+    std::atomic<int> run_mismatches{0};
+    std::vector<std::thread> runners;
+    for (int t = 0; t < 2; ++t) {
+      runners.emplace_back([&] {
+        while (!stop.load()) {
+          auto again = (*instance)->Run(input, 1);
+          if (!again.ok() || *again != *logits) ++run_mismatches;
+        }
+      });
+    }
+    for (int i = 0; i < 5; ++i) {
+      auto again = (*instance)->Explain(input, 2);
+      ASSERT_THAT(again, IsOk());
+      EXPECT_EQ(again->heat, first->heat);
+    }
+    stop = true;
+    for (auto& r : runners) r.join();
+    EXPECT_EQ(run_mismatches.load(), 0);
+
+    EXPECT_THAT((*instance)->Explain(input, kNumClasses),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("target class")));
+  }
 }
 
 }  // namespace

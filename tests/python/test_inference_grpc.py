@@ -4,7 +4,7 @@
 Makes a tiny random-weight model directory (make_test_model: resnet18 at 64 px),
 starts the binary on it (--model_dir), and checks with stubs generated from our
 protos (<build>/python_gen, grpcio + protobuf from Debian):
-skinlesion.v1 Classify / ClassifyStream / ListServedModels, KServe v2 ServerLive /
+skinlesion.v1 Classify (also with explain=true) / ClassifyStream / ListServedModels, KServe v2 ServerLive /
 ServerReady / ModelReady / ServerMetadata / ModelMetadata / ModelInfer (BYTES typed
 and raw, FP32 typed and raw), grpc.health.v1, /metrics, then SIGTERM -> exit code 0.
 Then the same model served from a local registry (--registry) and through
@@ -182,6 +182,24 @@ class InferenceServerTest(unittest.TestCase):
         self.check_classify_response(response, top_k=4)
         if response.refer:
             self.assertTrue(response.refer_reason)
+
+    def test_03b_classify_explain(self):
+        # Grad-CAM of the top class on resnet18's last feature map: 64 px / 32 = 2 x 2.
+        response = self.classify.Classify(
+            classification_pb2.ClassifyRequest(image=self.jpeg, explain=True), timeout=60)
+        self.check_classify_response(response)
+        e = response.explanation
+        self.assertEqual(e.method, "grad-cam")
+        self.assertEqual((e.width, e.height), (SIZE // 32, SIZE // 32))
+        self.assertEqual(e.covers, "center-square")
+        self.assertEqual(len(e.heat), e.width * e.height)
+        self.assertTrue(all(0.0 <= h <= 1.0 for h in e.heat), list(e.heat))
+        self.assertIn(max(e.heat), (0.0, 1.0))  # Normalised by its maximum.
+        plain = self.classify.Classify(classification_pb2.ClassifyRequest(image=self.jpeg), timeout=30)
+        self.assertFalse(plain.HasField("explanation"))
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=10).read().decode()
+        self.assertIn('skinlesion_inference_explanations_total{model="%s",outcome="ok"} 1' % MODEL, body)
+        self.assertIn('skinlesion_inference_explain_seconds_count{model="%s"} 1' % MODEL, body)
 
     def test_04_classify_errors(self):
         for request, code in [

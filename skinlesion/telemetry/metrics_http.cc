@@ -1,4 +1,4 @@
-#include "services/inference/metrics_http.h"
+#include "skinlesion/telemetry/metrics_http.h"
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -15,7 +15,7 @@
 #include "prometheus/text_serializer.h"
 #include "skinlesion/common/logging.h"
 
-namespace skinlesion::inference {
+namespace skinlesion::telemetry {
 namespace {
 
 constexpr size_t kMaxRequestBytes = 16 << 10;
@@ -139,4 +139,4 @@ void MetricsHttpServer::Handle(int connection) {
   SendAll(connection, response);
 }
 
-}  // namespace skinlesion::inference
+}  // namespace skinlesion::telemetry

@@ -7,8 +7,8 @@
 // threads" in skinlesion-inference. This server runs its one thread with the
 // default stack. Scrapes are answered one at a time (Prometheus scrapes every few
 // seconds), each connection with a 5 s I/O timeout.
-#ifndef SERVICES_INFERENCE_METRICS_HTTP_H_
-#define SERVICES_INFERENCE_METRICS_HTTP_H_
+#ifndef SKINLESION_TELEMETRY_METRICS_HTTP_H_
+#define SKINLESION_TELEMETRY_METRICS_HTTP_H_
 
 #include <atomic>
 #include <memory>
@@ -18,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "prometheus/collectable.h"
 
-namespace skinlesion::inference {
+namespace skinlesion::telemetry {
 
 class MetricsHttpServer {
  public:
@@ -45,6 +45,6 @@ class MetricsHttpServer {
   std::thread thread_;
 };
 
-}  // namespace skinlesion::inference
+}  // namespace skinlesion::telemetry
 
-#endif  // SERVICES_INFERENCE_METRICS_HTTP_H_
+#endif  // SKINLESION_TELEMETRY_METRICS_HTTP_H_

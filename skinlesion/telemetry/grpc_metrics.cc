@@ -1,0 +1,99 @@
+#include "skinlesion/telemetry/grpc_metrics.h"
+
+#include <array>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+
+namespace skinlesion::telemetry {
+
+GrpcMetrics::GrpcMetrics(prometheus::Registry& registry)
+    : requests_(prometheus::BuildCounter()
+                    .Name("skinlesion_grpc_requests_total")
+                    .Help("gRPC calls, by service, method and status code")
+                    .Register(registry)),
+      duration_(prometheus::BuildHistogram()
+                    .Name("skinlesion_grpc_request_duration_seconds")
+                    .Help("Wall time of gRPC calls, by service and method")
+                    .Register(registry)) {}
+
+void GrpcMetrics::Record(absl::string_view service, absl::string_view method, grpc::StatusCode code,
+                         double seconds) {
+  requests_
+      .Add({{"service", std::string(service)},
+            {"method", std::string(method)},
+            {"code", GrpcCodeName(code)}})
+      .Increment();
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  duration_.Add({{"service", std::string(service)}, {"method", std::string(method)}}, kBuckets)
+      .Observe(seconds);
+}
+
+std::string GrpcCodeName(grpc::StatusCode code) {
+  static constexpr std::array<const char*, 17> kNames = {
+      "OK",           "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS",    "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",       "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < static_cast<int>(kNames.size()) ? kNames[i] : absl::StrCat(i);
+}
+
+std::pair<std::string, std::string> SplitGrpcMethod(absl::string_view full_method) {
+  if (full_method.size() > 1 && full_method[0] == '/') {
+    const size_t slash = full_method.find('/', 1);
+    if (slash != absl::string_view::npos && slash + 1 < full_method.size()) {
+      return {std::string(full_method.substr(1, slash - 1)),
+              std::string(full_method.substr(slash + 1))};
+    }
+  }
+  return {"", std::string(full_method)};
+}
+
+namespace {
+
+using grpc::experimental::InterceptionHookPoints;
+
+class MetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  MetricsInterceptor(GrpcMetrics* metrics, const char* method)
+      : metrics_(metrics), method_(SplitGrpcMethod(method != nullptr ? method : "")),
+        start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      metrics_->Record(
+          method_.first, method_.second, methods->GetSendStatus().error_code(),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  GrpcMetrics* metrics_;
+  std::pair<std::string, std::string> method_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit MetricsInterceptorFactory(prometheus::Registry& registry) : metrics_(registry) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new MetricsInterceptor(&metrics_, info->method());
+  }
+
+ private:
+  GrpcMetrics metrics_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+MakeGrpcMetricsInterceptorFactory(prometheus::Registry& registry) {
+  return std::make_unique<MetricsInterceptorFactory>(registry);
+}
+
+}  // namespace skinlesion::telemetry

@@ -1,0 +1,133 @@
+// Unit tests of the website's pure modules (web/js/api.js, web/js/heatmap.js) in
+// Node: the error sentences for every API status, response parsing, the overlay
+// geometry and the bilinear heat upsampling. No browser, no npm packages.
+//
+// Run: node --test tests/js/unit/   (ctest: website_unit)
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+// web/ has no package.json (the gateway serves it as is), so Node would read its
+// .js files as CommonJS: load copies named .mjs (the modules import nothing).
+const webJs = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'web', 'js');
+const copies = fs.mkdtempSync(path.join(os.tmpdir(), 'skinlesion-web-unit-'));
+async function load(name) {
+  const copy = path.join(copies, name.replace(/\.js$/, '.mjs'));
+  fs.copyFileSync(path.join(webJs, name), copy);
+  return import(pathToFileURL(copy).href);
+}
+const { ApiError, describeError, errorFromResponse, formatDuration, percent } = await load('api.js');
+const { colourMap, coveredRect, heatImage, validateExplanation } = await load('heatmap.js');
+fs.rmSync(copies, { recursive: true, force: true });
+
+// heatImage() builds an ImageData; Node has none, so a minimal stand-in.
+globalThis.ImageData = class {
+  constructor(width, height) {
+    this.width = width;
+    this.height = height;
+    this.data = new Uint8ClampedArray(width * height * 4);
+  }
+};
+
+test('every API error status gives a sentence a person can act on', () => {
+  const cases = [
+    [new ApiError(413, 'payload_too_large', 'The image is larger than 10485760 bytes.'), /^Image too large \(max 10 MB\)/],
+    [new ApiError(413, 'payload_too_large', 'The body exceeds 5 MiB.'), /^Image too large \(max 5 MB\)/],
+    [new ApiError(413, 'payload_too_large', 'The request body is too large.'), /^Image too large \(max 10 MB\)/],
+    [new ApiError(415, 'unsupported_media_type', 'x'), /^Unsupported file type: please upload a JPEG, PNG, WebP or BMP image\./],
+    [new ApiError(400, 'invalid_image', 'The image was refused: truncated JPEG data'),
+      /^This file is not a readable image \(The image was refused: truncated JPEG data\): it may be corrupt/],
+    [new ApiError(400, 'bad_request', 'top_k must be in 1..7'), /^The request was not accepted: top_k must be in 1\.\.7\./],
+    [new ApiError(401, 'unauthorized', 'missing token'), /^Not authorised/],
+    [new ApiError(429, 'rate_limited', 'slow down', 7), /^Too many requests: please wait 7 s and try again\./],
+    [new ApiError(503, 'inference_unavailable', 'down', 3), /^The model service is unavailable, try again in 3 s\./],
+    [new ApiError(503, 'inference_unavailable', 'down'), /^The model service is unavailable, try again in a few s\./],
+    [new ApiError(504, 'upstream_timeout', 'deadline'), /^The model service took too long to answer \(timeout\)/],
+    [new ApiError(0, 'network', 'network error'), /^Network error: the server could not be reached/],
+    [new ApiError(500, 'internal', 'boom'), /^Server error 500 \(boom\)/],
+    [new ApiError(412, 'failed_precondition', 'gate: balanced accuracy dropped'), /^Refused by a safety gate: gate: balanced/],
+  ];
+  for (const [err, expected] of cases) {
+    assert.match(describeError(err), expected, `status ${err.status} ${err.code}`);
+  }
+  assert.match(describeError(new TypeError('x is undefined')), /^Something went wrong in the page: x is undefined/);
+});
+
+test('error responses are parsed: code, message, problems, Retry-After', () => {
+  const body = JSON.stringify({ code: 'bad_request', message: 'invalid job config', problems: ['a', 'b'] });
+  const err = errorFromResponse(400, body, null);
+  assert.equal(err.status, 400);
+  assert.equal(err.code, 'bad_request');
+  assert.equal(err.message, 'invalid job config');
+  assert.deepEqual(err.problems, ['a', 'b']);
+  assert.equal(err.retryAfter, null);
+
+  assert.equal(errorFromResponse(503, '{"code":"x","message":"y"}', '12').retryAfter, 12);
+  const later = new Date(Date.now() + 30_000).toUTCString();
+  const fromDate = errorFromResponse(429, '', later).retryAfter;
+  assert.ok(fromDate >= 28 && fromDate <= 31, `Retry-After as an HTTP date: ${fromDate}`);
+  // A body that is not JSON (a proxy's HTML page) still gives a usable error.
+  const html = errorFromResponse(502, '<html>Bad gateway</html>', 'soon');
+  assert.equal(html.code, '');
+  assert.equal(html.retryAfter, null);
+  assert.match(describeError(html), /^The model service is unavailable, try again in a few s\./);
+});
+
+test('the overlay covers the centred square or the whole image', () => {
+  assert.deepEqual(coveredRect(300, 200, 'center-square'), { x: 50, y: 0, width: 200, height: 200 });
+  assert.deepEqual(coveredRect(200, 300, 'center-square'), { x: 0, y: 50, width: 200, height: 200 });
+  assert.deepEqual(coveredRect(300, 200, 'full-image'), { x: 0, y: 0, width: 300, height: 200 });
+});
+
+test('heat grids are upsampled bilinearly with cell centres aligned and edges clamped', () => {
+  // A 2 x 1 grid [0, 1] at 4 x 1 pixels: pixel centres fall at grid x = -0.25, 0.25,
+  // 0.75, 1.25, so the values are 0 (clamped), 0.25, 0.75, 1 (clamped).
+  const image = heatImage({ width: 2, height: 1, heat: [0, 1] }, 4, 1);
+  const expected = [0, 0.25, 0.75, 1];
+  expected.forEach((v, x) => {
+    const [r, g, b] = colourMap(v);
+    assert.deepEqual(Array.from(image.data.slice(4 * x, 4 * x + 4)),
+      [r, g, b, Math.round(255 * (0.3 + 0.7 * v))], `pixel ${x} (heat ${v})`);
+  });
+  // Same size in and out: the grid itself.
+  const same = heatImage({ width: 2, height: 2, heat: [0, 1, 1, 0] }, 2, 2);
+  assert.deepEqual(Array.from(same.data.slice(0, 4)), [...colourMap(0), Math.round(255 * 0.3)]);
+  assert.deepEqual(Array.from(same.data.slice(4, 8)), [...colourMap(1), 255]);
+  // Two dimensions: the centre pixel of a 3 x 3 upsampling mixes all four cells.
+  const odd = heatImage({ width: 2, height: 2, heat: [0, 1, 1, 0] }, 3, 3);
+  assert.deepEqual(Array.from(odd.data.slice(4 * 4, 4 * 4 + 4)),
+    [...colourMap(0.5), Math.round(255 * (0.3 + 0.7 * 0.5))], 'the centre pixel is the mean');
+  // Out-of-range values are clamped to [0, 1].
+  const clamped = heatImage({ width: 1, height: 1, heat: [3] }, 1, 1);
+  assert.deepEqual(Array.from(clamped.data), [...colourMap(1), 255]);
+});
+
+test('the colour map runs from dark blue (low) to red (high)', () => {
+  const [r0, , b0] = colourMap(0);
+  const [r1, , b1] = colourMap(1);
+  assert.ok(b0 > r0, 'low is blue');
+  assert.ok(r1 > b1, 'high is red');
+  assert.deepEqual(colourMap(-1), colourMap(0));
+  assert.deepEqual(colourMap(2), colourMap(1));
+});
+
+test('malformed explanations are described, not drawn', () => {
+  assert.equal(validateExplanation({ width: 2, height: 2, heat: [0, 0.5, 1, 0.2], covers: 'full-image' }), '');
+  assert.match(validateExplanation(null), /no explanation/);
+  assert.match(validateExplanation({ width: 0, height: 2, heat: [] }), /grid size/);
+  assert.match(validateExplanation({ width: 2, height: 2, heat: [1, 2, 3] }), /2 x 2 values/);
+  assert.match(validateExplanation({ width: 1, height: 1, heat: ['x'] }), /non-numeric/);
+  assert.match(validateExplanation({ width: 1, height: 1, heat: [0], covers: 'left-half' }), /unknown explanation coverage/);
+});
+
+test('durations and percentages are formatted for people', () => {
+  assert.equal(formatDuration(3733), '1:02:13');
+  assert.equal(formatDuration(65), '1:05');
+  assert.equal(formatDuration(null), '–');
+  assert.equal(formatDuration(-1), '–');
+  assert.equal(percent(0.8123), '81.2%');
+});

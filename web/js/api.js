@@ -1,0 +1,217 @@
+// Shared helpers: calls to the gateway's REST API v1 (docs/website.md), readable
+// error messages, formatting and safe DOM building (no innerHTML with data).
+
+export const API = '/api/v1';
+
+// An HTTP failure from the API: status, the JSON body's code and message, and
+// Retry-After (seconds) when the server sent one. status 0 = network failure.
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter = null, problems = []) {
+    super(message || `HTTP ${status}`);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code || '';
+    this.retryAfter = retryAfter;
+    this.problems = problems;  // e.g. every problem of an invalid job config
+  }
+}
+
+function parseRetryAfter(value) {
+  if (value === null || value === undefined || value === '') return null;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return Math.ceil(seconds);
+  const date = Date.parse(value);
+  if (!Number.isNaN(date)) return Math.max(0, Math.ceil((date - Date.now()) / 1000));
+  return null;
+}
+
+// Builds an ApiError from a status, response text and Retry-After header value.
+export function errorFromResponse(status, text, retryAfterHeader) {
+  let code = '';
+  let message = '';
+  let problems = [];
+  try {
+    const body = JSON.parse(text);
+    if (body && typeof body === 'object') {
+      code = typeof body.code === 'string' ? body.code : '';
+      message = typeof body.message === 'string' ? body.message : '';
+      if (Array.isArray(body.problems)) problems = body.problems.map(String);
+    }
+  } catch {
+    message = '';
+  }
+  return new ApiError(status, code, message, parseRetryAfter(retryAfterHeader), problems);
+}
+
+// fetch() for JSON endpoints; throws ApiError on any non-2xx answer or network error.
+export async function apiFetch(path, { method = 'GET', body = undefined, token = '' } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body, cache: 'no-store' });
+  } catch (err) {
+    throw new ApiError(0, 'network', String(err && err.message ? err.message : err));
+  }
+  const text = await response.text();
+  if (!response.ok) {
+    throw errorFromResponse(response.status, text, response.headers.get('Retry-After'));
+  }
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(response.status, 'bad_response', 'The server sent a response that is not JSON.');
+  }
+}
+
+// The upload limit named in a 413 message ("... 10 MiB", "10485760 bytes"), in MB.
+function limitFromMessage(message) {
+  const match = /(\d+(?:\.\d+)?)\s*(MiB|MB|KiB|KB|bytes|B)\b/i.exec(message || '');
+  if (!match) return null;
+  const value = Number(match[1]);
+  const unit = match[2].toLowerCase();
+  if (unit === 'mib' || unit === 'mb') return value;
+  if (unit === 'kib' || unit === 'kb') return value / 1024;
+  return value / (1024 * 1024);
+}
+
+function trimNumber(value) {
+  return Number.isInteger(value) ? String(value) : value.toFixed(1);
+}
+
+// A sentence a person can act on, for any ApiError (or other thrown value).
+export function describeError(err, { defaultMaxUploadMb = 10 } = {}) {
+  if (!(err instanceof ApiError)) {
+    return `Something went wrong in the page: ${err && err.message ? err.message : err}.`;
+  }
+  const detail = err.message && err.message !== `HTTP ${err.status}` ? ` (${err.message})` : '';
+  const wait = err.retryAfter !== null && err.retryAfter !== undefined ? err.retryAfter : null;
+  switch (err.status) {
+    case 0:
+      return 'Network error: the server could not be reached. Check your connection and try again.';
+    case 400:
+      if (err.code === 'invalid_image') {
+        return `This file is not a readable image${detail}: it may be corrupt, truncated or ` +
+               'not a photo. Please choose a JPEG, PNG, WebP or BMP image.';
+      }
+      return `The request was not accepted: ${err.message || 'bad request'}.`;
+    case 401:
+      return 'Not authorised: a valid access token is required for this action.';
+    case 403:
+      return `Forbidden: ${err.message || 'this action is not allowed'}.`;
+    case 404:
+      return `Not found${detail}.`;
+    case 409:
+      return `Conflict: ${err.message || 'the request conflicts with the current state'}.`;
+    case 412:
+      return `Refused by a safety gate: ${err.message || 'a precondition failed'}.`;
+    case 413: {
+      const limit = limitFromMessage(err.message) ?? defaultMaxUploadMb;
+      return `Image too large (max ${trimNumber(limit)} MB). Please choose a smaller photo.`;
+    }
+    case 415:
+      return 'Unsupported file type: please upload a JPEG, PNG, WebP or BMP image.';
+    case 429:
+      return `Too many requests: please wait ${wait ?? 'a few'} s and try again.`;
+    case 502:
+    case 503:
+      return `The model service is unavailable, try again in ${wait ?? 'a few'} s.`;
+    case 504:
+      return 'The model service took too long to answer (timeout). Please try again.';
+    default:
+      if (err.status >= 500) return `Server error ${err.status}${detail}. Please try again later.`;
+      return `Request failed with status ${err.status}${detail}.`;
+  }
+}
+
+// POST /api/v1/predictions as multipart/form-data (field "image") with upload
+// progress. onProgress(fraction | null, phase) where phase is 'upload' or 'analyse'.
+export function postPrediction(file, { explain = false, onProgress = () => {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    const url = `${API}/predictions${explain ? '?explain=true' : ''}`;
+    xhr.open('POST', url);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.responseType = 'text';
+    xhr.upload.addEventListener('progress', (event) => {
+      onProgress(event.lengthComputable && event.total > 0 ? event.loaded / event.total : null, 'upload');
+    });
+    xhr.upload.addEventListener('load', () => onProgress(1, 'analyse'));
+    xhr.addEventListener('load', () => {
+      if (xhr.status >= 200 && xhr.status < 300) {
+        try {
+          resolve(JSON.parse(xhr.responseText));
+        } catch {
+          reject(new ApiError(xhr.status, 'bad_response', 'The server sent a response that is not JSON.'));
+        }
+        return;
+      }
+      reject(errorFromResponse(xhr.status, xhr.responseText, xhr.getResponseHeader('Retry-After')));
+    });
+    xhr.addEventListener('error', () => reject(new ApiError(0, 'network', 'network error')));
+    xhr.addEventListener('timeout', () => reject(new ApiError(0, 'network', 'timeout')));
+    xhr.addEventListener('abort', () => reject(new ApiError(0, 'network', 'aborted')));
+    const form = new FormData();
+    form.append('image', file, file.name || 'image');
+    onProgress(0, 'upload');
+    xhr.send(form);
+  });
+}
+
+// el('p', {class: 'x', text: 'hi', dataset: {a: 1}, attrs: {'aria-label': 'y'}}, child...)
+export function el(tag, options = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined || value === null) continue;
+    if (key === 'class') node.className = value;
+    else if (key === 'text') node.textContent = value;
+    else if (key === 'dataset') Object.assign(node.dataset, value);
+    else if (key === 'attrs') for (const [name, v] of Object.entries(value)) node.setAttribute(name, v);
+    else if (key === 'on') for (const [name, fn] of Object.entries(value)) node.addEventListener(name, fn);
+    else node[key] = value;
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function percent(p, digits = 1) {
+  return `${(100 * p).toFixed(digits)}%`;
+}
+
+export function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+export function formatMs(ms) {
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) return '–';
+  return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
+}
+
+// Seconds -> "1:02:13" / "4:05"; '–' when unknown.
+export function formatDuration(seconds) {
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0) return '–';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+export function formatDate(value, { time = true } = {}) {
+  if (!value) return '–';
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return String(value);
+  return time ? date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })
+    : date.toLocaleDateString(undefined, { dateStyle: 'medium' });
+}
+
+export function formatMetric(value, digits = 3) {
+  return typeof value === 'number' && Number.isFinite(value) ? value.toFixed(digits) : '–';
+}
