@@ -225,23 +225,6 @@ absl::StatusOr<PredictionQuery> ParsePredictionQuery(const QueryParams& params) 
   return q;
 }
 
-const char* JobStateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_STATE_QUEUED:
-      return "queued";
-    case v1::JOB_STATE_RUNNING:
-      return "running";
-    case v1::JOB_STATE_SUCCEEDED:
-      return "succeeded";
-    case v1::JOB_STATE_FAILED:
-      return "failed";
-    case v1::JOB_STATE_CANCELLED:
-      return "cancelled";
-    default:
-      return "unspecified";
-  }
-}
-
 absl::StatusOr<std::vector<v1::JobState>> ParseJobsQuery(const QueryParams& params) {
   if (absl::Status s = CheckKeys(params, {"state"}); !s.ok()) return s;
   std::vector<v1::JobState> states;

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/support/status.h"
 #include "nlohmann/json.hpp"
+#include "skinlesion/jobs/job_state.h"
 #include "skinlesion/v1/classification.pb.h"
 #include "skinlesion/v1/registry.pb.h"
 #include "skinlesion/v1/training.pb.h"
@@ -131,7 +132,7 @@ nlohmann::json ModelCardJson(const v1::ModelVersion& v, const nlohmann::json& me
 // first) is added for GET /api/v1/jobs/{id} when non-null.
 nlohmann::json JobJson(const v1::Job& job);
 nlohmann::json JobEventJson(const v1::JobEvent& event);
-const char* JobStateName(v1::JobState state);  // "queued", "running", ...
+using jobs::JobStateName;  // "queued", "running", ... (skinlesion/jobs/job_state.h)
 
 }  // namespace skinlesion::gateway
 

@@ -173,6 +173,14 @@ absl::Status Run(const sigset_t& signals) {
     core->Shutdown(absl::ZeroDuration());
     return server.status();
   }
+  // On stdout like the other services (port 0 picks a free one): what scripts and
+  // tests wait for.
+  std::printf("skinlesion-inference listening on %s:%d\n", host.c_str(), (*server)->port());
+  if (metrics_server != nullptr) {
+    std::printf("skinlesion-inference metrics on %s:%d/metrics\n", host.c_str(),
+                metrics_server->port());
+  }
+  std::fflush(stdout);
 
   // The signals are blocked in every thread (main() did it before any thread
   // started); this thread takes them synchronously.

@@ -14,6 +14,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/status.h"
+#include "skinlesion/jobs/job_state.h"
 
 namespace skinlesion::jobs {
 namespace {
@@ -175,22 +176,7 @@ bool IsTerminal(v1::JobState state) {
          state == v1::JOB_STATE_CANCELLED;
 }
 
-std::string StateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_STATE_QUEUED:
-      return "queued";
-    case v1::JOB_STATE_RUNNING:
-      return "running";
-    case v1::JOB_STATE_SUCCEEDED:
-      return "succeeded";
-    case v1::JOB_STATE_FAILED:
-      return "failed";
-    case v1::JOB_STATE_CANCELLED:
-      return "cancelled";
-    default:
-      return "unspecified";
-  }
-}
+std::string StateName(v1::JobState state) { return JobStateName(state); }
 
 bool IsAllowedTransition(v1::JobState from, v1::JobState to) {
   if (from == v1::JOB_STATE_QUEUED) {

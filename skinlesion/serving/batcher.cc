@@ -125,6 +125,9 @@ bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingR
     }
     const absl::Time ready_at = queue_.front().enqueued + options_.max_queue_delay;
     const absl::Time now = absl::Now();
+    if (same < max_batch && !stopping_ && now < ready_at && DecodeAhead(lock)) {
+      continue;  // Time has passed: look again.
+    }
     if (same >= max_batch || stopping_ || now >= ready_at) {
       for (auto it = queue_.begin();
            it != queue_.end() && static_cast<int>(batch.size()) < max_batch;) {
@@ -138,6 +141,43 @@ bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingR
       return true;
     }
     work_cv_.wait_for(lock, absl::ToChronoNanoseconds(ready_at - now));
+  }
+}
+
+void Batcher::Decode(std::unique_lock<std::mutex>& lock, const ModelSpec& spec, DecodeJob& job,
+                     const char* stage) {
+  job.state = DecodeJob::State::kRunning;
+  lock.unlock();
+  const absl::Time start = absl::Now();
+  std::vector<float> input(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
+  absl::Status status = DecodeAndPreprocess(spec, job.encoded, limits_, input.data());
+  if (metrics_ != nullptr)
+    metrics_->RecordDecode(model_, stage, absl::ToDoubleSeconds(absl::Now() - start));
+  lock.lock();
+  job.input = std::move(input);
+  job.status = std::move(status);
+  job.state = DecodeJob::State::kDone;
+  decoded_cv_.notify_all();
+}
+
+bool Batcher::DecodeAhead(std::unique_lock<std::mutex>& lock) {
+  for (PendingRequest& r : queue_) {
+    if (r.decode == nullptr || r.decode->state != DecodeJob::State::kPending) continue;
+    // The queue may change while decoding: hold the job and the version, not `r`.
+    const std::shared_ptr<DecodeJob> job = r.decode;
+    const std::shared_ptr<const LoadedVersion> version = r.version;
+    Decode(lock, version->spec, *job, "ahead");
+    return true;
+  }
+  return false;
+}
+
+void Batcher::FinishDecode(const ModelSpec& spec, DecodeJob& job) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (job.state == DecodeJob::State::kPending) {
+    Decode(lock, spec, job, "in_batch");
+  } else {
+    decoded_cv_.wait(lock, [&] { return job.state == DecodeJob::State::kDone; });
   }
 }
 
@@ -181,11 +221,14 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
   size_t kept = 0;
   for (PendingRequest& r : live) {
     float* slot = input.data() + kept * per;
-    if (r.input.empty()) {
-      if (absl::Status s = DecodeAndPreprocess(version.spec, r.encoded, limits_, slot); !s.ok()) {
-        r.done(s);
+    if (r.decode != nullptr) {
+      FinishDecode(version.spec, *r.decode);
+      if (!r.decode->status.ok()) {
+        r.done(r.decode->status);
         continue;
       }
+      SL_CHECK(r.decode->input.size() == per) << "decoded at the version's size";
+      std::copy(r.decode->input.begin(), r.decode->input.end(), slot);
     } else {
       SL_CHECK(r.input.size() == per) << "admission checks the input size";
       std::copy(r.input.begin(), r.input.end(), slot);

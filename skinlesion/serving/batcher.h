@@ -50,12 +50,23 @@ absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
 // kNumClasses logits. Fills the prediction fields of InferResult only.
 void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& result);
 
+// An encoded image that a batch worker decodes (BatchingOptions::decode_in_worker):
+// ahead of time while it waits for a batch to fill, or when the batch runs. `state`,
+// `input` and `status` are guarded by the batcher's mutex; a worker decodes with the
+// mutex released while the job is kRunning, so no one else touches it.
+struct DecodeJob {
+  enum class State { kPending, kRunning, kDone };
+  std::string encoded;
+  State state = State::kPending;
+  std::vector<float> input;  // [3, S, S] once kDone with an ok status.
+  absl::Status status;
+};
+
 struct PendingRequest {
   std::shared_ptr<const LoadedVersion> version;
-  // Exactly one of the two: a preprocessed [3, S, S] input, or encoded image bytes
-  // that the worker decodes (BatchingOptions::decode_in_worker).
+  // Exactly one of the two: a preprocessed [3, S, S] input, or an image to decode.
   std::vector<float> input;
-  std::string encoded;
+  std::shared_ptr<DecodeJob> decode;
   absl::Time received;       // When Infer() was called (total_ms).
   absl::Time enqueued;
   absl::Time deadline = absl::InfiniteFuture();
@@ -86,6 +97,14 @@ class Batcher {
   void WorkerLoop();
   // Takes the next batch to run; false when the worker should exit. Requires mu_.
   bool NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingRequest>& batch);
+  // While a batch fills: decodes the oldest queued image nobody has started; false
+  // when there is none. Requires mu_ (released while decoding).
+  bool DecodeAhead(std::unique_lock<std::mutex>& lock);
+  // Decodes a kPending `job` with mu_ released; records the time under `stage`.
+  void Decode(std::unique_lock<std::mutex>& lock, const ModelSpec& spec, DecodeJob& job,
+              const char* stage);
+  // Makes `job` kDone (decoding it here, or waiting for the worker that is).
+  void FinishDecode(const ModelSpec& spec, DecodeJob& job);
   void RunBatch(std::vector<PendingRequest>& batch);
   void UpdateDepthLocked();
 
@@ -97,6 +116,7 @@ class Batcher {
   mutable std::mutex mu_;
   std::condition_variable work_cv_;  // Workers: new requests, stop.
   std::condition_variable idle_cv_;  // Shutdown: queue drained and no batch running.
+  std::condition_variable decoded_cv_;  // A DecodeJob became kDone.
   std::deque<PendingRequest> queue_;
   int running_batches_ = 0;
   bool stopping_ = false;  // No new requests; no waiting for fuller batches.

@@ -254,28 +254,12 @@ class ServingCoreImpl final : public ServingCore {
     SL_ASSIGN_OR_RETURN(std::shared_ptr<const LoadedVersion> version,
                         PickVersion(model, request.version));
     const ModelSpec& spec = version->spec;
-    const bool has_image = !request.encoded_image.empty();
-    const bool has_tensor = !request.tensor.empty();
-    if (has_image == has_tensor) {
-      return absl::InvalidArgumentError(has_image ? "set either encoded_image or tensor, not both"
-                                                  : "no input: set encoded_image or tensor");
-    }
-    const size_t per = 3 * static_cast<size_t>(spec.image_size) * spec.image_size;
+    SL_RETURN_IF_ERROR(CheckInput(spec, request.encoded_image, request.tensor));
     std::vector<float> input;
-    if (has_tensor) {
-      if (request.tensor.size() != per) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor has ", request.tensor.size(), " floats; ", spec.name, " v", spec.version,
-            " expects [3, ", spec.image_size, ", ", spec.image_size, "] = ", per));
-      }
-      for (size_t i = 0; i < per; ++i) {
-        if (!std::isfinite(request.tensor[i])) {
-          return absl::InvalidArgumentError(absl::StrCat("tensor value ", i, " is not finite"));
-        }
-      }
+    if (!request.tensor.empty()) {
       input = request.tensor;
     } else {
-      input.resize(per);
+      input.resize(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
       SL_RETURN_IF_ERROR(DecodeAndPreprocess(spec, request.encoded_image, limits_, input.data()));
     }
 
@@ -348,30 +332,36 @@ class ServingCoreImpl final : public ServingCore {
                                             ")"));
   }
 
-  // Fills pending.input (a tensor, or an image decoded here) or pending.encoded (an
+  // Exactly one input; a tensor of the version's [3, S, S] size with finite values.
+  static absl::Status CheckInput(const ModelSpec& spec, const std::string& encoded_image,
+                                 const std::vector<float>& tensor) {
+    if (!encoded_image.empty() && !tensor.empty()) {
+      return absl::InvalidArgumentError("set either encoded_image or tensor, not both");
+    }
+    if (encoded_image.empty() && tensor.empty()) {
+      return absl::InvalidArgumentError("no input: set encoded_image or tensor");
+    }
+    if (tensor.empty()) return absl::OkStatus();
+    const size_t per = 3 * static_cast<size_t>(spec.image_size) * spec.image_size;
+    if (tensor.size() != per) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor has ", tensor.size(), " floats; ", spec.name, " v", spec.version, " expects [3, ",
+          spec.image_size, ", ", spec.image_size, "] = ", per));
+    }
+    for (size_t i = 0; i < per; ++i) {
+      if (!std::isfinite(tensor[i])) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor value ", i, " is not finite"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Fills pending.input (a tensor, or an image decoded here) or pending.decode (an
   // image the batch worker decodes: BatchingOptions::decode_in_worker).
   absl::Status PrepareInput(const ModelSpec& spec, const InferRequest& request,
                             PendingRequest& pending) {
-    const bool has_image = !request.encoded_image.empty();
-    const bool has_tensor = !request.tensor.empty();
-    if (has_image && has_tensor) {
-      return absl::InvalidArgumentError("set either encoded_image or tensor, not both");
-    }
-    if (!has_image && !has_tensor) {
-      return absl::InvalidArgumentError("no input: set encoded_image or tensor");
-    }
-    const size_t per = 3 * static_cast<size_t>(spec.image_size) * spec.image_size;
-    if (has_tensor) {
-      if (request.tensor.size() != per) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor has ", request.tensor.size(), " floats; ", spec.name, " v", spec.version,
-            " expects [3, ", spec.image_size, ", ", spec.image_size, "] = ", per));
-      }
-      for (size_t i = 0; i < per; ++i) {
-        if (!std::isfinite(request.tensor[i])) {
-          return absl::InvalidArgumentError(absl::StrCat("tensor value ", i, " is not finite"));
-        }
-      }
+    SL_RETURN_IF_ERROR(CheckInput(spec, request.encoded_image, request.tensor));
+    if (!request.tensor.empty()) {
       pending.input = request.tensor;
       return absl::OkStatus();
     }
@@ -382,11 +372,17 @@ class ServingCoreImpl final : public ServingCore {
             absl::StrCat("image: image data is ", request.encoded_image.size(),
                          " bytes, over the limit of ", limits_.max_bytes));
       }
-      pending.encoded = request.encoded_image;
+      pending.decode = std::make_shared<DecodeJob>();
+      pending.decode->encoded = request.encoded_image;
       return absl::OkStatus();
     }
-    pending.input.resize(per);
-    return DecodeAndPreprocess(spec, request.encoded_image, limits_, pending.input.data());
+    pending.input.resize(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
+    const absl::Time start = absl::Now();
+    absl::Status decoded =
+        DecodeAndPreprocess(spec, request.encoded_image, limits_, pending.input.data());
+    if (metrics_ != nullptr)
+      metrics_->RecordDecode(spec.name, "caller", absl::ToDoubleSeconds(absl::Now() - start));
+    return decoded;
   }
 
   void Follow(Model& m) {

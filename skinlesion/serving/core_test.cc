@@ -247,6 +247,43 @@ TEST_F(CoreTest, ACorruptImageFailsAloneInEitherDecodePlace) {
   }
 }
 
+// The batch worker decodes a queued image while it waits for the batch to fill
+// (the decode overlaps the queue delay), or just before the forward pass when the
+// batch is due at once; the caller decodes when decode_in_worker is off.
+TEST_F(CoreTest, WhereImagesAreDecodedIsMeasured) {
+  Alias(Publish());
+  const auto decodes = [&](const std::string& stage) {
+    const double n = MetricValue(prom_, "skinlesion_inference_decode_seconds",
+                                 {{"model", kModel}, {"stage", stage}});
+    return n < 0 ? 0.0 : n;  // -1: no series yet.
+  };
+  struct Case {
+    bool in_worker;
+    absl::Duration delay;
+    std::string stage;
+  };
+  double expected_ahead = 0, expected_in_batch = 0, expected_caller = 0;
+  for (const Case& c : {Case{true, absl::Milliseconds(300), "ahead"},
+                        Case{true, absl::ZeroDuration(), "in_batch"},
+                        Case{false, absl::Milliseconds(300), "caller"}}) {
+    SCOPED_TRACE(c.stage);
+    if (core_ != nullptr) core_->Shutdown(absl::Seconds(5));
+    core_.reset();
+    options_.batching.decode_in_worker = c.in_worker;
+    options_.batching.max_batch_size = 4;
+    options_.batching.max_queue_delay = c.delay;
+    StartReady();
+    InferRequest req;
+    req.encoded_image = PngBytes();
+    ASSERT_THAT(core_->Infer(req), IsOk());
+    (c.stage == "ahead" ? expected_ahead : c.stage == "in_batch" ? expected_in_batch
+                                                                 : expected_caller) += 1;
+    EXPECT_EQ(decodes("ahead"), expected_ahead);
+    EXPECT_EQ(decodes("in_batch"), expected_in_batch);
+    EXPECT_EQ(decodes("caller"), expected_caller);
+  }
+}
+
 TEST_F(CoreTest, WarmupRunsFullAndSingleBatches) {
   options_.batching.max_batch_size = 4;
   options_.warmup_runs = 2;

@@ -141,10 +141,12 @@ struct BatchingOptions {
   int max_queue_size = 256;                                // Beyond: ResourceExhausted.
   int instances = 1;  // Threads running batches (each calls Run()).
   // Where encoded images are decoded and preprocessed. true: by the batch worker,
-  // just before the forward pass of the batch they joined (one image after another,
-  // so decoding never competes with a running forward pass for the cores; an image
-  // that fails to decode is answered alone). false: on the calling thread before the
-  // request is queued (decoding then overlaps batches; better with spare cores).
+  // one image after another, ahead of time while it waits for a batch to fill (so
+  // decoding overlaps the queue delay) and otherwise just before the forward pass of
+  // the batch; decoding then never competes with a running forward pass for the
+  // cores. An image that fails to decode is answered alone. A batch may start up to
+  // one decode later than max_queue_delay. false: on the calling thread before the
+  // request is queued (decoding overlaps batches; better with cores to spare).
   bool decode_in_worker = true;
 };
 

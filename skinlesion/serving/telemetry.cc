@@ -67,6 +67,10 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry)
                       .Name("skinlesion_inference_batch_size")
                       .Help("Requests per batch run")
                       .Register(registry)),
+      decode_seconds_(prometheus::BuildHistogram()
+                          .Name("skinlesion_inference_decode_seconds")
+                          .Help("Decode + preprocess of one encoded image, by where it ran")
+                          .Register(registry)),
       queue_depth_(prometheus::BuildGauge()
                        .Name("skinlesion_inference_queue_depth")
                        .Help("Requests waiting in the batch queue")
@@ -107,6 +111,11 @@ void ServingMetrics::RecordBatch(const std::string& model, int batch_size, doubl
 
 void ServingMetrics::RecordQueueWait(const std::string& model, double queue_seconds) {
   queue_seconds_.Add({{"model", model}}, LatencyBuckets()).Observe(queue_seconds);
+}
+
+void ServingMetrics::RecordDecode(const std::string& model, const std::string& stage,
+                                  double seconds) {
+  decode_seconds_.Add({{"model", model}, {"stage", stage}}, LatencyBuckets()).Observe(seconds);
 }
 
 void ServingMetrics::SetQueueDepth(const std::string& model, int depth) {

@@ -12,6 +12,9 @@
 //   skinlesion_inference_request_seconds{model}   histogram  Infer() call -> result
 //                                                             (decode + queue + compute)
 //   skinlesion_inference_batch_size{model}        histogram  requests per batch run
+//   skinlesion_inference_decode_seconds{model,stage}  histogram  decode + preprocess of
+//       one encoded image; stage: ahead (batch worker, while a batch fills) |
+//       in_batch (batch worker, before the forward pass) | caller (request thread)
 //   skinlesion_inference_queue_depth{model}       gauge      requests waiting
 //   skinlesion_inference_explain_seconds{model}   histogram  one Explain() call: decode +
 //                                                             slot wait + explanation (successes)
@@ -57,6 +60,7 @@ class ServingMetrics {
                      double request_seconds);
   void RecordBatch(const std::string& model, int batch_size, double compute_seconds);
   void RecordQueueWait(const std::string& model, double queue_seconds);
+  void RecordDecode(const std::string& model, const std::string& stage, double seconds);
   void SetQueueDepth(const std::string& model, int depth);
   void RecordLoad(const std::string& model, bool success, double seconds);
   // One ServingCore::Explain() call; seconds observed for successes only.
@@ -70,6 +74,7 @@ class ServingMetrics {
   prometheus::Family<prometheus::Histogram>& compute_seconds_;
   prometheus::Family<prometheus::Histogram>& request_seconds_;
   prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Histogram>& decode_seconds_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Histogram>& load_seconds_;
   prometheus::Family<prometheus::Counter>& reloads_;
