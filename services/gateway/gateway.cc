@@ -429,6 +429,10 @@ class Gateway::Impl {
   void ListModels(const httplib::Request& req, httplib::Response& res);
   void ModelCard(const httplib::Request& req, httplib::Response& res);
   void ModelFile(const httplib::Request& req, httplib::Response& res);
+  // The version named by the route's model and version captures; false when an error
+  // response has been sent.
+  bool LookUpVersion(const httplib::Request& req, v1::ModelVersion* version,
+                     httplib::Response& res);
   void SetAlias(const httplib::Request& req, httplib::Response& res);
   void SubmitJob(const httplib::Request& req, httplib::Response& res);
   void ListJobs(const httplib::Request& req, httplib::Response& res);
@@ -978,16 +982,19 @@ bool GetVersion(UpstreamFn&& upstream, v1::RegistryService::Stub* stub, absl::Du
 
 }  // namespace
 
-void Gateway::Impl::ModelCard(const httplib::Request& req, httplib::Response& res) {
-  if (registry_stub_ == nullptr) return SendError(res, Unavailable("registry"));
-  v1::ModelVersion version;
+bool Gateway::Impl::LookUpVersion(const httplib::Request& req, v1::ModelVersion* version,
+                                  httplib::Response& res) {
   auto upstream = [this](auto u, const char* m, absl::Duration t, const auto& call) {
     return CallUpstream(u, m, t, call);
   };
-  if (!GetVersion(upstream, registry_stub_.get(), options_.upstream_timeout, req.matches[1].str(),
-                  req.matches[2].str(), &version, res)) {
-    return;
-  }
+  return GetVersion(upstream, registry_stub_.get(), options_.upstream_timeout,
+                    req.matches[1].str(), req.matches[2].str(), version, res);
+}
+
+void Gateway::Impl::ModelCard(const httplib::Request& req, httplib::Response& res) {
+  if (registry_stub_ == nullptr) return SendError(res, Unavailable("registry"));
+  v1::ModelVersion version;
+  if (!LookUpVersion(req, &version, res)) return;
   json metrics = nullptr;
   const bool has_metrics_file =
       std::any_of(version.files().begin(), version.files().end(),
@@ -1016,13 +1023,7 @@ void Gateway::Impl::ModelFile(const httplib::Request& req, httplib::Response& re
     return SendError(res, NotFound("Only the .png, .json and .md files of a version are served."));
   }
   v1::ModelVersion version;
-  auto upstream = [this](auto u, const char* m, absl::Duration t, const auto& call) {
-    return CallUpstream(u, m, t, call);
-  };
-  if (!GetVersion(upstream, registry_stub_.get(), options_.upstream_timeout, req.matches[1].str(),
-                  req.matches[2].str(), &version, res)) {
-    return;
-  }
+  if (!LookUpVersion(req, &version, res)) return;
   ApiError error;
   auto files = VersionFiles(version, &error);
   if (!files.ok()) return SendError(res, error);
