@@ -13,6 +13,7 @@
 #include "skinlesion/explain/explain.h"
 #include "skinlesion/image/preprocess.h"
 #include "skinlesion/models/state_dict.h"
+#include "skinlesion/serving/preprocessing.h"
 
 namespace skinlesion::predict {
 
@@ -77,6 +78,14 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
   }
   p->architecture_ = checkpoint.manifest.architecture;
   p->image_size_ = checkpoint.manifest.image_size;
+  // Size, resize mode, mean and std as the manifest says (and as the inference
+  // service reads them), not the ImageNet defaults.
+  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(model_dir));
+  if (spec.image_size != p->image_size_) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": preprocessing.size ", spec.image_size,
+                                                   " differs from the model's image_size ", p->image_size_));
+  }
+  p->preprocess_ = serving::PreprocessOptionsFor(spec);
   if (p->manifest_.contains("calibration")) {
     p->temperature_ = p->manifest_["calibration"].value("temperature", 1.0);
     if (!(p->temperature_ > 0)) return absl::InvalidArgumentError("calibration temperature must be > 0");
@@ -119,10 +128,8 @@ absl::StatusOr<Explanation> Predictor::Explain(const cv::Mat& rgb, int target_cl
     return absl::InvalidArgumentError(
         absl::StrCat("target class ", target_class, " is outside [0, ", kNumClasses, ")"));
   }
-  PreprocessOptions pre;
-  pre.size = static_cast<int>(image_size_);
   torch::Tensor input = torch::empty({1, 3, image_size_, image_size_}, torch::kFloat32);
-  PreprocessInto(rgb, pre, input.data_ptr<float>());
+  PreprocessInto(rgb, preprocess_, input.data_ptr<float>());
   input = input.to(torch::Device(device_));
   int target = target_class;
   if (target < 0) {
@@ -139,6 +146,7 @@ absl::StatusOr<Explanation> Predictor::Explain(const cv::Mat& rgb, int target_cl
   out.target_class = target;
   out.width = heatmap.width;
   out.height = heatmap.height;
+  out.covers = preprocess_.mode == ResizeMode::kDirectResize ? "full-image" : "center-square";
   out.heat = std::move(heatmap.heat);
   return out;
 }
@@ -152,10 +160,12 @@ absl::StatusOr<cv::Mat> HeatmapOverlay(const cv::Mat& rgb, const Explanation& ex
   }
   if (!(alpha >= 0 && alpha <= 1)) return absl::InvalidArgumentError("alpha must be in [0, 1]");
   const int side = std::min(rgb.cols, rgb.rows);
-  const cv::Rect square((rgb.cols - side) / 2, (rgb.rows - side) / 2, side, side);
+  const cv::Rect square = explanation.covers == "full-image"
+                              ? cv::Rect(0, 0, rgb.cols, rgb.rows)
+                              : cv::Rect((rgb.cols - side) / 2, (rgb.rows - side) / 2, side, side);
   cv::Mat heat(explanation.height, explanation.width, CV_32F, const_cast<float*>(explanation.heat.data()));
   cv::Mat big;
-  cv::resize(heat, big, cv::Size(side, side), 0, 0, cv::INTER_LINEAR);
+  cv::resize(heat, big, square.size(), 0, 0, cv::INTER_LINEAR);
   cv::Mat heat8;
   big.convertTo(heat8, CV_8U, 255.0);
   cv::Mat colour;
@@ -170,15 +180,13 @@ absl::StatusOr<cv::Mat> HeatmapOverlay(const cv::Mat& rgb, const Explanation& ex
 
 absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vector<cv::Mat>& images) const {
   if (images.empty()) return std::vector<Prediction>{};
-  PreprocessOptions pre;
-  pre.size = static_cast<int>(image_size_);
   const int64_t n = static_cast<int64_t>(images.size());
   torch::Tensor batch = torch::empty({n, 3, image_size_, image_size_}, torch::kFloat32);
   for (int64_t i = 0; i < n; ++i) {
     if (images[i].empty() || images[i].type() != CV_8UC3) {
       return absl::InvalidArgumentError("expected an RGB uint8 image");
     }
-    PreprocessInto(images[i], pre, batch[i].data_ptr<float>());
+    PreprocessInto(images[i], preprocess_, batch[i].data_ptr<float>());
   }
   torch::Tensor probs;
   try {

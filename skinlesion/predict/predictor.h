@@ -30,6 +30,7 @@
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/image/decode.h"
+#include "skinlesion/image/preprocess.h"
 
 namespace skinlesion::models {
 class Classifier;
@@ -52,16 +53,19 @@ struct Prediction {
 
 // An explanation heatmap of one image (skinlesion/explain; docs/inference.md,
 // "Explanations"): Grad-CAM for CNNs, attention rollout for ViTs, on the model's
-// feature grid. Predictor preprocesses with a shorter-side resize + centre crop,
-// so the grid covers the centred square of side min(image width, height).
+// feature grid. The grid covers what the model saw: the centred square of side
+// min(image width, height) for a shorter-side resize + centre crop (the default),
+// the whole image for a model whose manifest says "resize": "resize".
 struct Explanation {
   std::string method;  // "grad-cam" or "attention-rollout".
   int target_class = 0;
   int width = 0, height = 0;
+  std::string covers = "center-square";  // Or "full-image".
   std::vector<float> heat;  // height * width values in [0, 1], row-major.
 };
 
-// The heatmap drawn over `rgb` (CV_8UC3): upsampled bilinearly onto the centred
+// The heatmap drawn over `rgb` (CV_8UC3): upsampled bilinearly onto the region it
+// covers (see Explanation), e.g. the centred
 // square it covers, coloured (JET: blue low, red high) and blended with weight
 // `alpha`; outside the square the image is darkened. InvalidArgument for an empty
 // or non-RGB image, a size mismatch, alpha outside [0, 1].
@@ -108,6 +112,7 @@ class Predictor {
   std::string architecture_;
   std::string device_;
   int64_t image_size_ = 224;
+  PreprocessOptions preprocess_;  // The manifest's "preprocessing".
   double temperature_ = 1.0;
   ReferPolicy refer_;
   DecodeLimits limits_;

@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 #include "skinlesion/common/csv.h"
+#include "skinlesion/image/preprocess.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/testing/testing.h"
@@ -88,6 +89,54 @@ TEST(PredictorTest, PredictsCalibratedProbabilities) {
   EXPECT_EQ(c->class_index, a->class_index);
   EXPECT_LT(c->confidence, a->confidence);
   EXPECT_TRUE(c->refer);  // min_confidence 0.9 in the manifest.
+}
+
+// The manifest's preprocessing (resize mode, mean, std) is what the Predictor feeds
+// the model, as the inference service does, not the ImageNet defaults.
+TEST(PredictorTest, PreprocessesAsTheManifestSays) {
+  TempDir dir;
+  const std::string path = MakeModelDir(dir, 1.0);
+  auto text = ReadFileToString(path + "/manifest.json", 1 << 20);
+  nlohmann::json m = nlohmann::json::parse(*text);
+  m["preprocessing"] = {{"size", 32}, {"resize", "resize"}, {"mean", {0.5, 0.5, 0.5}},
+                        {"std", {0.25, 0.25, 0.25}}};
+  ASSERT_TRUE(WriteFileAtomically(path + "/manifest.json", m.dump()).ok());
+  auto p = Predictor::Create(path, {.threads = 1});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto rgb = DecodeImageFile(SourcePath("tests/fixtures/ham10000/images/ISIC_0024698.jpg"), {});
+  ASSERT_TRUE(rgb.ok());
+  cv::Mat wide;  // Not square, so the resize mode matters.
+  cv::hconcat(*rgb, (*rgb)(cv::Rect(0, 0, rgb->cols / 2, rgb->rows)), wide);
+  auto got = (*p)->Predict(wide);
+  ASSERT_TRUE(got.ok()) << got.status();
+
+  auto expected_with = [&](const PreprocessOptions& pre) {
+    auto model = models::LoadCheckpoint(path);
+    EXPECT_TRUE(model.ok());
+    model->model->eval();
+    torch::Tensor x = torch::empty({1, 3, 32, 32});
+    PreprocessInto(wide, pre, x.data_ptr<float>());
+    torch::InferenceMode guard;
+    return torch::softmax(model->model->forward(x), 1);
+  };
+  PreprocessOptions manifest_pre;
+  manifest_pre.size = 32;
+  manifest_pre.mode = ResizeMode::kDirectResize;
+  manifest_pre.mean = {0.5f, 0.5f, 0.5f};
+  manifest_pre.std = {0.25f, 0.25f, 0.25f};
+  const torch::Tensor want = expected_with(manifest_pre);
+  PreprocessOptions defaults;
+  defaults.size = 32;
+  const torch::Tensor with_defaults = expected_with(defaults);
+  double diff_to_defaults = 0;
+  for (int k = 0; k < kNumClasses; ++k) {
+    EXPECT_NEAR(got->probabilities[k], want[0][k].item<float>(), 1e-5) << k;
+    diff_to_defaults += std::abs(got->probabilities[k] - with_defaults[0][k].item<float>());
+  }
+  EXPECT_GT(diff_to_defaults, 1e-3) << "the test must tell the two preprocessings apart";
+  auto e = (*p)->Explain(wide);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->covers, "full-image");
 }
 
 TEST(PredictorTest, ClearErrors) {

@@ -14,16 +14,6 @@
 
 namespace skinlesion::serving {
 
-PreprocessOptions PreprocessOptionsFor(const ModelSpec& spec) {
-  PreprocessOptions options;
-  options.size = spec.image_size;
-  options.mode = spec.resize == "resize" ? ResizeMode::kDirectResize
-                                         : ResizeMode::kResizeShorterThenCenterCrop;
-  options.mean = spec.mean;
-  options.std = spec.std;
-  return options;
-}
-
 absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
                                  const DecodeLimits& limits, float* out) {
   auto rgb = DecodeImage(bytes, limits);

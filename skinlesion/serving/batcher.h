@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "skinlesion/image/decode.h"
 #include "skinlesion/image/preprocess.h"
+#include "skinlesion/serving/preprocessing.h"
 #include "skinlesion/serving/serving.h"
 
 namespace skinlesion::serving {
@@ -37,9 +38,6 @@ struct LoadedVersion {
   ModelSpec spec;
   std::shared_ptr<ModelInstance> instance;
 };
-
-// Preprocessing options of a version (validated by ReadModelSpec).
-PreprocessOptions PreprocessOptionsFor(const ModelSpec& spec);
 
 // Decodes `bytes` and writes 3 * S * S floats to `out`. Errors are InvalidArgument
 // (unsupported/corrupt bytes, or over `limits`).

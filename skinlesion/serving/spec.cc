@@ -13,6 +13,7 @@
 #include "skinlesion/common/status.h"
 #include "skinlesion/image/preprocess.h"
 #include "skinlesion/serving/batcher.h"
+#include "skinlesion/serving/preprocessing.h"
 #include "skinlesion/serving/serving.h"
 
 namespace skinlesion::serving {
@@ -283,6 +284,16 @@ absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance) {
   SL_LOG(INFO) << "serving: " << what << " matches its golden set (" << golden.items.size()
                << " items, tolerance " << golden.tolerance << ")";
   return absl::OkStatus();
+}
+
+PreprocessOptions PreprocessOptionsFor(const ModelSpec& spec) {
+  PreprocessOptions options;
+  options.size = spec.image_size;
+  options.mode = spec.resize == "resize" ? ResizeMode::kDirectResize
+                                         : ResizeMode::kResizeShorterThenCenterCrop;
+  options.mean = spec.mean;
+  options.std = spec.std;
+  return options;
 }
 
 }  // namespace skinlesion::serving
