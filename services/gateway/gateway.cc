@@ -24,9 +24,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/wire_format_lite.h"
-#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "prometheus/counter.h"
@@ -38,6 +35,7 @@
 #include "services/gateway/rate_limiter.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/telemetry/grpc_health.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
 #include "skinlesion/v1/registry.grpc.pb.h"
 #include "skinlesion/v1/training.grpc.pb.h"
@@ -240,49 +238,6 @@ bool LooksLikeImage(const std::string& b) {
   auto starts = [&](absl::string_view p) { return absl::StartsWith(b, p); };
   return starts("\xFF\xD8\xFF") || starts("\x89PNG\r\n\x1a\n") ||
          (b.size() >= 12 && starts("RIFF") && b.compare(8, 4, "WEBP") == 0) || starts("BM");
-}
-
-// grpc.health.v1.Health/Check of the whole server: 1 = SERVING, 2 = NOT_SERVING,
-// 0 = UNKNOWN (HealthCheckResponse field 1), or the call's error.
-grpc::Status HealthCheck(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout,
-                         int* serving_status) {
-  grpc::GenericStub stub(channel);
-  grpc::CompletionQueue cq;
-  grpc::ClientContext context;
-  context.set_deadline(ToChrono(absl::Now() + timeout));
-  grpc::Slice empty("");  // HealthCheckRequest{service: ""} encodes to no bytes.
-  grpc::ByteBuffer request(&empty, 1), response;
-  auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &cq);
-  call->StartCall();
-  grpc::Status status;
-  call->Finish(&response, &status, reinterpret_cast<void*>(1));
-  void* tag = nullptr;
-  bool ok = false;
-  cq.Next(&tag, &ok);
-  cq.Shutdown();
-  while (cq.Next(&tag, &ok)) {
-  }
-  if (!status.ok()) return status;
-  std::vector<grpc::Slice> slices;
-  std::string bytes;
-  if (response.Dump(&slices).ok()) {
-    for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  *serving_status = 0;
-  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                            static_cast<int>(bytes.size()));
-  while (true) {
-    const uint32_t tag_number = in.ReadTag();
-    if (tag_number == 0) break;
-    if (tag_number == (1 << 3)) {  // Field 1, varint.
-      uint32_t value = 0;
-      if (!in.ReadVarint32(&value)) break;
-      *serving_status = static_cast<int>(value);
-    } else if (!google::protobuf::internal::WireFormatLite::SkipField(&in, tag_number)) {
-      break;
-    }
-  }
-  return grpc::Status::OK;
 }
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int index,
@@ -734,9 +689,10 @@ void Gateway::Impl::Health(const httplib::Request&, httplib::Response& res) {
 void Gateway::Impl::Ready(const httplib::Request&, httplib::Response& res) {
   int serving = 0;
   const auto t0 = Clock::now();
-  const grpc::Status s = HealthCheck(inference_channels_[0], absl::Seconds(2), &serving);
+  const grpc::Status s =
+      telemetry::CheckGrpcHealth(inference_channels_[0], "", absl::Seconds(2), &serving);
   Observe(Upstream::kInference, "HealthCheck", t0, s);
-  if (s.ok() && serving == 1) {
+  if (s.ok() && serving == telemetry::kHealthServing) {
     SendJson(res, 200, {{"status", "ready"}});
     return;
   }

@@ -24,6 +24,7 @@
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "prometheus/registry.h"
 #include "services/inference/inference_server.h"
+#include "skinlesion/telemetry/grpc_health.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
 
 namespace skinlesion::inference {
@@ -185,30 +186,18 @@ class InferenceServiceTest : public ::testing::Test {
   static void SetDeadline(grpc::ClientContext* context, int seconds = 30) {
     context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
   }
-
-  // A raw unary call: request and response as serialized bytes.
-  grpc::Status RawUnary(const std::string& method, const std::string& request,
-                        std::string* response) {
-    grpc::GenericStub stub(channel_);
-    grpc::CompletionQueue cq;
-    grpc::ClientContext context;
-    SetDeadline(&context, 10);
-    grpc::Slice slice(request);
-    grpc::ByteBuffer request_buffer(&slice, 1);
-    auto call = stub.PrepareUnaryCall(&context, method, request_buffer, &cq);
-    call->StartCall();
-    grpc::ByteBuffer response_buffer;
-    grpc::Status status;
-    call->Finish(&response_buffer, &status, reinterpret_cast<void*>(1));
-    void* tag = nullptr;
-    bool ok = false;
-    EXPECT_TRUE(cq.Next(&tag, &ok));
-    *response = ToString(response_buffer);
-    cq.Shutdown();
-    while (cq.Next(&tag, &ok)) {
-    }
-    return status;
+  // One Classify call on another thread; its status lands in *status when joined.
+  std::thread ClassifyInBackground(grpc::Status* status) {
+    return std::thread([this, status] {
+      grpc::ClientContext context;
+      SetDeadline(&context);
+      v1::ClassifyRequest request;
+      request.set_image("x");
+      v1::ClassifyResponse response;
+      *status = classify_->Classify(&context, request, &response);
+    });
   }
+
   static std::string ToString(const grpc::ByteBuffer& buffer) {
     std::vector<grpc::Slice> slices;
     std::string out;
@@ -217,20 +206,13 @@ class InferenceServiceTest : public ::testing::Test {
       out.append(reinterpret_cast<const char*>(s.begin()), s.size());
     return out;
   }
-  // grpc.health.v1.Health/Check: the serialized HealthCheckResponse.status
-  // (1 SERVING, 2 NOT_SERVING) or -1 on an RPC error.
+  // grpc.health.v1.Health/Check: HealthCheckResponse.status (1 SERVING,
+  // 2 NOT_SERVING) or -1 on an RPC error.
   int HealthStatus(const std::string& service) {
-    std::string request;
-    if (!service.empty()) {
-      request.push_back(0x0a);  // field 1, length-delimited
-      request.push_back(static_cast<char>(service.size()));
-      request += service;
-    }
-    std::string response;
-    const grpc::Status status = RawUnary("/grpc.health.v1.Health/Check", request, &response);
-    if (!status.ok()) return -1;
-    if (response.size() == 2 && response[0] == 0x08) return response[1];
-    return response.empty() ? 0 : -2;
+    int serving = 0;
+    return telemetry::CheckGrpcHealth(channel_, service, absl::Seconds(5), &serving).ok()
+               ? serving
+               : -1;
   }
 
   FakeCore core_;
@@ -1062,14 +1044,7 @@ TEST_F(InferenceServiceTest, ShutdownDrainsCallsInFlight) {
     return MakeResult();
   });
   grpc::Status status;
-  std::thread client([&] {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    v1::ClassifyRequest request;
-    request.set_image("x");
-    v1::ClassifyResponse response;
-    status = classify_->Classify(&context, request, &response);
-  });
+  std::thread client = ClassifyInBackground(&status);
   started.WaitForNotification();
   const absl::Time start = absl::Now();
   server_->Shutdown(absl::Seconds(5));
@@ -1094,14 +1069,7 @@ TEST_F(InferenceServiceTest, ShutdownAfterTheDrainDeadlineShutsTheCoreDownAndRet
     return absl::UnavailableError("server is shutting down");
   });
   grpc::Status status;
-  std::thread client([&] {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    v1::ClassifyRequest request;
-    request.set_image("x");
-    v1::ClassifyResponse response;
-    status = classify_->Classify(&context, request, &response);
-  });
+  std::thread client = ClassifyInBackground(&status);
   started.WaitForNotification();
   const absl::Time start = absl::Now();
   server_->Shutdown(absl::Milliseconds(200));
