@@ -17,9 +17,15 @@
 //       [--warmup_s 2] [--max_batch_size 8] [--max_queue_delay_ms 5] [--threads 2]
 //       [--image tests/fixtures/ham10000/images/ISIC_0024698.jpg]
 //
-// Prints a markdown table: img/s, p50/p95/p99 latency (ms), median batch, raw
-// forward img/s at that batch, server / raw, and at concurrency 1 the p50 against
-// the raw single-image forward. Run from the repository root.
+// Each architecture runs once per --precisions entry (server --precision; the raw
+// forward in the same numerics, skinlesion/models/numerics.h). Before the rows the
+// run measures this machine's fp32 and bf16 GEMM peak (bench/gemm_peak.h).
+//
+// Prints a markdown table: precision, img/s, p50/p95/p99 latency (ms), median batch,
+// raw forward img/s at that batch, server / raw, % of the GEMM peak of the
+// precision, and notes: at concurrency 1 the p50 against the raw single-image
+// forward, and each precision's served img/s over the first precision's (e.g. bf16
+// server / fp32 server). Run from the repository root.
 //
 //   inference_load_bench --target HOST:PORT [--concurrency 1,8] [--duration_s 10]
 //
@@ -51,8 +57,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "bench/gemm_peak.h"
 #include "skinlesion/common/csv.h"
+#include "skinlesion/common/precision.h"
 #include "skinlesion/models/model_zoo.h"
+#include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
 
@@ -66,6 +75,10 @@ ABSL_FLAG(int, max_batch_size, 8, "Server --max_batch_size");
 ABSL_FLAG(int, max_queue_delay_ms, 5, "Server --max_queue_delay_ms");
 ABSL_FLAG(int, threads, 2, "Intra-op threads (server and raw forward)");
 ABSL_FLAG(bool, decode_in_worker, true, "Server --decode_in_worker");
+ABSL_FLAG(std::string, precisions, "fp32",
+          "Server --precision values to run, each against the raw forward in that precision "
+          "(e.g. fp32,bf16; the first is the reference of the ratio notes)");
+ABSL_FLAG(int, gemm_size, 2048, "Side of the GEMM-peak matmul (0: skip)");
 ABSL_FLAG(int, raw_iters, 10, "Timed raw forward passes per batch size (median)");
 ABSL_FLAG(std::string, image, "tests/fixtures/ham10000/images/ISIC_0024698.jpg", "Request image");
 ABSL_FLAG(std::string, target, "",
@@ -202,15 +215,17 @@ bool WaitReady(const std::string& target, const std::string& image, double timeo
   return false;
 }
 
-// Median img/s of the model's forward pass alone at `batch`.
-double RawImagesPerSecond(skinlesion::models::Classifier& model, int batch, int size, int iters) {
+// Median img/s of the model's forward pass alone at `batch` (fp32 input converted
+// in the pass, as the server's instance does).
+double RawImagesPerSecond(skinlesion::models::Classifier& model, int batch, int size, int iters,
+                          const skinlesion::models::Numerics& numerics) {
   torch::InferenceMode guard;
   const torch::Tensor x = torch::randn({batch, 3, size, size});
-  model.forward(x);  // Warm-up.
+  skinlesion::models::ForwardLogits(model, x, numerics, torch::kCPU);  // Warm-up.
   std::vector<double> rates;
   for (int i = 0; i < iters; ++i) {
     const auto t0 = Clock::now();
-    model.forward(x);
+    skinlesion::models::ForwardLogits(model, x, numerics, torch::kCPU);
     rates.push_back(batch / std::chrono::duration<double>(Clock::now() - t0).count());
   }
   return Percentile(rates, 0.5);
@@ -254,76 +269,113 @@ int main(int argc, char** argv) {
   const std::string tmp = absl::StrCat(std::filesystem::temp_directory_path().string(),
                                        "/inference_load_bench_", getpid());
 
-  std::printf("| arch | concurrency | requests | failed | img/s | p50 ms | p95 ms | p99 ms | median batch | raw img/s at that batch | server / raw |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  skinlesion::bench::GemmPeak peak;
+  if (absl::GetFlag(FLAGS_gemm_size) > 0) {
+    peak = skinlesion::bench::MeasureGemmPeak(absl::GetFlag(FLAGS_gemm_size));
+    std::printf("%s\n\n", peak.Describe(absl::GetFlag(FLAGS_gemm_size)).c_str());
+  }
+  const std::vector<std::string> precisions =
+      absl::StrSplit(absl::GetFlag(FLAGS_precisions), ',', absl::SkipEmpty());
+  std::printf("| arch | precision | concurrency | requests | failed | img/s | p50 ms | p95 ms | p99 ms | median batch | raw img/s at that batch | server / raw | %% of GEMM peak |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::vector<std::string> notes;
   for (absl::string_view arch_view : absl::StrSplit(absl::GetFlag(FLAGS_archs), ',', absl::SkipEmpty())) {
     const std::string arch(arch_view);
-    torch::manual_seed(0);
-    auto model = skinlesion::models::CreateModel(arch, {.num_classes = 7, .image_size = size});
-    if (!model.ok()) {
-      std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
-      return 1;
-    }
-    (*model)->eval();
     const std::string dir = tmp + "/" + arch;
-    if (auto s = skinlesion::models::SaveCheckpoint(**model, dir, size); !s.ok()) {
-      std::fprintf(stderr, "%s\n", s.ToString().c_str());
-      return 1;
-    }
-    // Raw forward before the server phase (batch 1 and the configured maximum).
-    std::map<int, std::vector<double>> raw;
-    for (int b : {1, absl::GetFlag(FLAGS_max_batch_size)}) {
-      raw[b].push_back(RawImagesPerSecond(**model, b, size, absl::GetFlag(FLAGS_raw_iters)));
-    }
-
-    const int port = FreePort(), metrics_port = FreePort();
-    const std::string target = absl::StrCat("127.0.0.1:", port);
-    const pid_t server = Spawn({absl::GetFlag(FLAGS_server), "--model_dir", dir, "--model", arch,
-                                "--port", std::to_string(port), "--metrics_port", std::to_string(metrics_port),
-                                "--max_batch_size", std::to_string(absl::GetFlag(FLAGS_max_batch_size)),
-                                "--max_queue_delay_ms", std::to_string(absl::GetFlag(FLAGS_max_queue_delay_ms)),
-                                "--threads", std::to_string(threads),
-                                absl::StrCat("--decode_in_worker=",
-                                             absl::GetFlag(FLAGS_decode_in_worker) ? "true" : "false")});
-    if (!WaitReady(target, *image, 120)) {
-      std::fprintf(stderr, "server for %s did not become ready\n", arch.c_str());
-      kill(server, SIGKILL);
-      return 1;
-    }
-    std::vector<LoadResult> results;
-    for (int c : concurrencies) {
-      std::fprintf(stderr, "%s: concurrency %d for %.0f s ...\n", arch.c_str(), c, absl::GetFlag(FLAGS_duration_s));
-      results.push_back(RunLoad(target, *image, c, absl::GetFlag(FLAGS_warmup_s), absl::GetFlag(FLAGS_duration_s)));
-    }
-    kill(server, SIGTERM);
-    int wstatus = 0;
-    waitpid(server, &wstatus, 0);
-    const bool clean_exit = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
-
-    // Raw forward after the server phase, at every batch size the batcher formed.
-    for (const auto& r : results) raw[r.MedianBatch()];
-    for (auto& [b, rates] : raw) {
-      rates.push_back(RawImagesPerSecond(**model, b, size, absl::GetFlag(FLAGS_raw_iters)));
-    }
-    auto raw_rate = [&](int b) { return Percentile(raw[b], 0.5); };
-    for (const auto& r : results) {
-      const double rate = r.ok / r.seconds;
-      const int mb = r.MedianBatch();
-      std::printf("| %s | %d | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %d | %.1f | %.2fx |\n", arch.c_str(),
-                  r.concurrency, static_cast<long long>(r.ok), static_cast<long long>(r.failed), rate,
-                  Percentile(r.latency_ms, 0.5), Percentile(r.latency_ms, 0.95), Percentile(r.latency_ms, 0.99),
-                  mb, raw_rate(mb), rate / raw_rate(mb));
-      if (r.concurrency == 1) {
-        const double raw1_ms = 1000.0 / raw_rate(1);
-        notes.push_back(absl::StrFormat("%s: concurrency 1 p50 %.1f ms vs raw single-image forward %.1f ms "
-                                        "(+%.1f ms; target <= +5 ms)",
-                                        arch, Percentile(r.latency_ms, 0.5), raw1_ms,
-                                        Percentile(r.latency_ms, 0.5) - raw1_ms));
+    double gflop_per_image = 0;
+    {
+      torch::manual_seed(0);
+      auto model = skinlesion::models::CreateModel(arch, {.num_classes = 7, .image_size = size});
+      if (!model.ok()) {
+        std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
+        return 1;
       }
+      (*model)->eval();
+      if (auto s = skinlesion::models::SaveCheckpoint(**model, dir, size); !s.ok()) {
+        std::fprintf(stderr, "%s\n", s.ToString().c_str());
+        return 1;
+      }
+      gflop_per_image = skinlesion::models::ComputeModelStats(**model, size).gflops();
     }
-    notes.push_back(absl::StrFormat("%s: server exit after SIGTERM: %s", arch,
-                                    clean_exit ? "0 (clean)" : "NOT clean"));
+    std::map<int, double> first_rate;  // concurrency -> img/s of the first precision
+    for (const std::string& precision : precisions) {
+      const auto choice = skinlesion::ParsePrecisionChoice(precision);
+      if (!choice.ok()) {
+        std::fprintf(stderr, "%s\n", choice.status().ToString().c_str());
+        return 2;
+      }
+      // The raw side: the same weights (same seed), converted as the server converts them.
+      torch::manual_seed(0);
+      auto model = skinlesion::models::CreateModel(arch, {.num_classes = 7, .image_size = size});
+      (*model)->eval();
+      const skinlesion::models::Numerics numerics =
+          skinlesion::models::ChooseNumerics(*choice, **model, torch::kCPU);
+      skinlesion::models::PrepareModel(**model, numerics);
+      const bool bf16 = numerics.precision == skinlesion::Precision::kBf16;
+      // Raw forward before the server phase (batch 1 and the configured maximum).
+      std::map<int, std::vector<double>> raw;
+      for (int b : {1, absl::GetFlag(FLAGS_max_batch_size)}) {
+        raw[b].push_back(RawImagesPerSecond(**model, b, size, absl::GetFlag(FLAGS_raw_iters), numerics));
+      }
+
+      const int port = FreePort(), metrics_port = FreePort();
+      const std::string target = absl::StrCat("127.0.0.1:", port);
+      const pid_t server = Spawn({absl::GetFlag(FLAGS_server), "--model_dir", dir, "--model", arch,
+                                  "--port", std::to_string(port), "--metrics_port", std::to_string(metrics_port),
+                                  "--max_batch_size", std::to_string(absl::GetFlag(FLAGS_max_batch_size)),
+                                  "--max_queue_delay_ms", std::to_string(absl::GetFlag(FLAGS_max_queue_delay_ms)),
+                                  "--threads", std::to_string(threads), "--precision", precision,
+                                  absl::StrCat("--decode_in_worker=",
+                                               absl::GetFlag(FLAGS_decode_in_worker) ? "true" : "false")});
+      if (!WaitReady(target, *image, 120)) {
+        std::fprintf(stderr, "server for %s did not become ready\n", arch.c_str());
+        kill(server, SIGKILL);
+        return 1;
+      }
+      std::vector<LoadResult> results;
+      for (int c : concurrencies) {
+        std::fprintf(stderr, "%s %s: concurrency %d for %.0f s ...\n", arch.c_str(), precision.c_str(), c,
+                     absl::GetFlag(FLAGS_duration_s));
+        results.push_back(RunLoad(target, *image, c, absl::GetFlag(FLAGS_warmup_s), absl::GetFlag(FLAGS_duration_s)));
+      }
+      kill(server, SIGTERM);
+      int wstatus = 0;
+      waitpid(server, &wstatus, 0);
+      const bool clean_exit = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
+
+      // Raw forward after the server phase, at every batch size the batcher formed.
+      for (const auto& r : results) raw[r.MedianBatch()];
+      for (auto& [b, rates] : raw) {
+        rates.push_back(RawImagesPerSecond(**model, b, size, absl::GetFlag(FLAGS_raw_iters), numerics));
+      }
+      auto raw_rate = [&](int b) { return Percentile(raw[b], 0.5); };
+      for (const auto& r : results) {
+        const double rate = r.ok / r.seconds;
+        const int mb = r.MedianBatch();
+        const double of_peak = peak.For(bf16) > 0 ? 100.0 * rate * gflop_per_image / peak.For(bf16) : 0;
+        std::printf("| %s | %s | %d | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %d | %.1f | %.2fx | %.0f%% |\n",
+                    arch.c_str(), numerics.Describe().c_str(), r.concurrency, static_cast<long long>(r.ok),
+                    static_cast<long long>(r.failed), rate, Percentile(r.latency_ms, 0.5),
+                    Percentile(r.latency_ms, 0.95), Percentile(r.latency_ms, 0.99), mb, raw_rate(mb),
+                    rate / raw_rate(mb), of_peak);
+        if (r.concurrency == 1) {
+          const double raw1_ms = 1000.0 / raw_rate(1);
+          notes.push_back(absl::StrFormat("%s %s: concurrency 1 p50 %.1f ms vs raw single-image forward %.1f ms "
+                                          "(+%.1f ms; target <= +5 ms)",
+                                          arch, precision, Percentile(r.latency_ms, 0.5), raw1_ms,
+                                          Percentile(r.latency_ms, 0.5) - raw1_ms));
+        }
+        if (precision == precisions.front()) {
+          first_rate[r.concurrency] = rate;
+        } else if (first_rate.count(r.concurrency) && first_rate[r.concurrency] > 0) {
+          notes.push_back(absl::StrFormat("%s concurrency %d: %s server / %s server = %.2fx (%lld failed)", arch,
+                                          r.concurrency, precision, precisions.front(),
+                                          rate / first_rate[r.concurrency], static_cast<long long>(r.failed)));
+        }
+      }
+      notes.push_back(absl::StrFormat("%s %s: server exit after SIGTERM: %s", arch, precision,
+                                      clean_exit ? "0 (clean)" : "NOT clean"));
+    }
   }
   std::printf("\n");
   for (const auto& n : notes) std::printf("    %s\n", n.c_str());

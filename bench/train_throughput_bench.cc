@@ -27,9 +27,21 @@
 // --eval times eval-mode forward passes instead (model.eval(), inference mode, no
 // loss), the same way: the lock-step counterpart of models_bench's eval rows.
 //
+// --precision sets the C++ side's numerics (skinlesion/models/numerics.h): eval
+// mode converts the weights (bf16; CNNs channels-last), training runs bf16 autocast
+// with fp32 master weights (CNNs channels-last), as serving and Train() do.
+// --python_precision sets the reference's: fp32 (plain torchvision) or bf16
+// (eval: module.bfloat16(); training: torch.autocast("cpu", torch.bfloat16)).
+// Before the rows the run measures this machine's fp32 and bf16 GEMM peak
+// (bench/gemm_peak.h); each row also says what fraction of the peak of its
+// precision the C++ step reaches (model FLOPs from models::ComputeModelStats,
+// training = 3x forward). SKINLESION_CPU_DISABLE=avx512_bf16,amx_bf16 makes a
+// bf16 machine choose as one without native bf16 would (`--precision auto`).
+//
 //   train_throughput_bench [--archs resnet18,resnet50,efficientnet_b0,vit_b_16]
 //       [--size 224] [--batch 8] [--threads 2] [--warmup 5] [--iters 10]
-//       [--eval] [--channels_last] [--op_profile N] [--python /usr/bin/python3]
+//       [--eval] [--channels_last] [--precision fp32|bf16|auto]
+//       [--python_precision fp32|bf16] [--op_profile N] [--python /usr/bin/python3]
 //       [--reference bench/reference/train_step_bench.py] [--no_reference]
 #include <ATen/record_function.h>
 #include <fcntl.h>
@@ -59,7 +71,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "bench/gemm_peak.h"
+#include "skinlesion/common/precision.h"
 #include "skinlesion/models/model_zoo.h"
+#include "skinlesion/models/numerics.h"
 
 ABSL_FLAG(std::string, archs, "resnet18,resnet50,efficientnet_b0,vit_b_16",
           "Comma-separated architectures (models::ListArchitectures names)");
@@ -76,6 +91,11 @@ ABSL_FLAG(int, op_rows, 30, "Rows of the --op_profile table (the most expensive 
 ABSL_FLAG(bool, eval, false,
           "Time eval-mode forward passes (inference mode, both sides) instead of training steps");
 ABSL_FLAG(bool, channels_last, false, "Model and input in channels-last memory format, both sides");
+ABSL_FLAG(std::string, precision, "fp32",
+          "C++ side: fp32, bf16 or auto (skinlesion/common/precision.h); bf16 CNNs run channels-last");
+ABSL_FLAG(std::string, python_precision, "fp32",
+          "Python side: fp32 or bf16 (eval: module.bfloat16(); training: CPU autocast)");
+ABSL_FLAG(int, gemm_size, 2048, "Side of the square matmul that measures the GEMM peak (0: skip)");
 ABSL_FLAG(std::string, python, "/usr/bin/python3", "Python with torch + torchvision");
 ABSL_FLAG(std::string, reference, "bench/reference/train_step_bench.py",
           "The Python reference script");
@@ -173,7 +193,8 @@ double ProcessCpuMs() {
 class CppStepper {
  public:
   static std::unique_ptr<CppStepper> Create(const std::string& arch, int64_t size, int64_t batch,
-                                            bool channels_last, bool eval_mode = false) {
+                                            bool channels_last, bool eval_mode,
+                                            skinlesion::PrecisionChoice precision) {
     torch::manual_seed(0);
     skinlesion::models::ModelOptions options;
     options.image_size = size;
@@ -182,11 +203,21 @@ class CppStepper {
       std::cerr << arch << ": " << created.status() << "\n";
       return nullptr;
     }
-    auto stepper = std::unique_ptr<CppStepper>(new CppStepper(*created, size, batch, channels_last));
+    skinlesion::models::Numerics numerics =
+        skinlesion::models::ChooseNumerics(precision, **created, torch::kCPU);
+    numerics.channels_last = numerics.channels_last || channels_last;
+    auto stepper =
+        std::unique_ptr<CppStepper>(new CppStepper(*created, size, batch, numerics, eval_mode));
     stepper->eval_mode_ = eval_mode;
-    if (eval_mode) stepper->model_->eval();
+    if (eval_mode) {
+      stepper->model_->eval();
+      skinlesion::models::PrepareModel(*stepper->model_, numerics);
+      stepper->x_ = skinlesion::models::PrepareInput(stepper->x_, numerics, torch::kCPU);
+    }
     return stepper;
   }
+
+  const skinlesion::models::Numerics& numerics() const { return numerics_; }
 
   Step Run(bool profile = false) {
     std::optional<OpProfiler> profiler;
@@ -207,8 +238,14 @@ class CppStepper {
     }
     namespace F = torch::nn::functional;
     optimizer_.zero_grad();
-    torch::Tensor loss = F::cross_entropy(model_->forward(x_), y_,
-                                          F::CrossEntropyFuncOptions().label_smoothing(0.1));
+    torch::Tensor logits;
+    {
+      skinlesion::models::AutocastGuard autocast(
+          /*cuda=*/false, /*fp16=*/false, numerics_.precision == skinlesion::Precision::kBf16);
+      logits = model_->forward(x_);
+    }
+    torch::Tensor loss =
+        F::cross_entropy(logits.to(torch::kFloat32), y_, F::CrossEntropyFuncOptions().label_smoothing(0.1));
     Step s;
     if (profile) OpProfiler::TakeInto("forward", s.ops);
     const auto t1 = std::chrono::steady_clock::now();
@@ -227,29 +264,28 @@ class CppStepper {
   }
 
  private:
+  // Training: fp32 master weights, NHWC for channels-last (as Train() does).
   static std::vector<torch::Tensor> Prepare(skinlesion::models::Classifier& model,
-                                            bool channels_last) {
+                                            const skinlesion::models::Numerics& numerics,
+                                            bool eval_mode) {
     model.train();
-    if (channels_last) {
-      torch::NoGradGuard no_grad;
-      for (auto& p : model.parameters()) {
-        if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
-      }
-    }
+    if (numerics.channels_last && !eval_mode) skinlesion::models::ToChannelsLast(model);
     return model.parameters();
   }
 
   CppStepper(std::shared_ptr<skinlesion::models::Classifier> model, int64_t size, int64_t batch,
-             bool channels_last)
+             const skinlesion::models::Numerics& numerics, bool eval_mode)
       : model_(std::move(model)),
-        optimizer_(Prepare(*model_, channels_last),
+        numerics_(numerics),
+        optimizer_(Prepare(*model_, numerics, eval_mode),
                    torch::optim::AdamWOptions(1e-4).weight_decay(0.05)),
         x_(torch::randn({batch, 3, size, size})),
         y_(torch::randint(0, 7, {batch}, torch::kLong)) {
-    if (channels_last) x_ = x_.contiguous(torch::MemoryFormat::ChannelsLast);
+    if (numerics.channels_last) x_ = x_.contiguous(torch::MemoryFormat::ChannelsLast);
   }
 
   std::shared_ptr<skinlesion::models::Classifier> model_;
+  skinlesion::models::Numerics numerics_;
   torch::optim::AdamW optimizer_;
   torch::Tensor x_, y_;
   bool eval_mode_ = false;
@@ -350,6 +386,9 @@ class PythonStepper {
 struct Row {
   std::string arch;
   bool ok = false;
+  std::string numerics;     // C++ side: "bf16, channels-last".
+  bool bf16 = false;
+  double gflop_per_step = 0;  // Model FLOPs of one step (training: 3x forward).
   std::vector<Step> cpp, python;
   std::vector<double> pair_ratios;  // Python wall / C++ wall per pair = C++/Python speed.
   OpTable cpp_ops, python_ops;      // Summed over the --op_profile steps.
@@ -368,8 +407,24 @@ Row BenchArch(const std::string& arch, int64_t size, int64_t batch, int threads,
   Row row;
   row.arch = arch;
   const bool eval_mode = absl::GetFlag(FLAGS_eval);
-  std::unique_ptr<CppStepper> cpp = CppStepper::Create(arch, size, batch, channels_last, eval_mode);
+  const auto precision = skinlesion::ParsePrecisionChoice(absl::GetFlag(FLAGS_precision));
+  if (!precision.ok()) {
+    std::cerr << precision.status() << "\n";
+    return row;
+  }
+  std::unique_ptr<CppStepper> cpp =
+      CppStepper::Create(arch, size, batch, channels_last, eval_mode, *precision);
   if (cpp == nullptr) return row;
+  row.numerics = cpp->numerics().Describe();
+  row.bf16 = cpp->numerics().precision == skinlesion::Precision::kBf16;
+  {
+    skinlesion::models::ModelOptions options;
+    options.image_size = size;
+    const auto stats = skinlesion::models::ComputeModelStats(arch, options);
+    if (stats.ok()) {
+      row.gflop_per_step = stats->gflops() * static_cast<double>(batch) * (eval_mode ? 1.0 : 3.0);
+    }
+  }
   std::unique_ptr<PythonStepper> python;
   if (reference) {
     std::vector<std::string> argv = {absl::GetFlag(FLAGS_python),
@@ -385,6 +440,8 @@ Row BenchArch(const std::string& arch, int64_t size, int64_t batch, int threads,
                                      absl::StrCat(threads)};
     if (channels_last) argv.push_back("--channels_last");
     if (eval_mode) argv.push_back("--eval");
+    argv.push_back("--precision");
+    argv.push_back(absl::GetFlag(FLAGS_python_precision));
     python = PythonStepper::Start(argv);
     if (python == nullptr) return row;
     if (python->threads() != threads) {
@@ -495,6 +552,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   torch::set_num_threads(threads);
+  skinlesion::bench::GemmPeak peak;
+  const int gemm_size = absl::GetFlag(FLAGS_gemm_size);
+  if (gemm_size > 0) {
+    peak = skinlesion::bench::MeasureGemmPeak(gemm_size);
+    std::printf("%s\n\n", peak.Describe(gemm_size).c_str());
+  }
 
   const std::vector<std::string> archs =
       absl::StrSplit(absl::GetFlag(FLAGS_archs), ',', absl::SkipEmpty());
@@ -507,16 +570,17 @@ int main(int argc, char** argv) {
   auto dash_or = [&](bool have, const std::string& s) {
     return reference && have ? s : std::string("-");
   };
+  const std::string python_precision = absl::GetFlag(FLAGS_python_precision);
   std::printf(
-      "| arch | size | batch | C++ img/s | Python img/s | C++/Python | C++ best img/s | Python "
-      "best img/s "
-      "| C++ CPU s/step | Python CPU s/step |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+      "| arch | size | batch | C++ numerics | Python | C++ img/s | Python img/s | C++/Python | "
+      "C++ %% of GEMM peak | C++ best img/s | Python best img/s | C++ CPU s/step | Python CPU "
+      "s/step |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   int failures = 0;
   for (const Row& r : rows) {
     if (!r.ok) {
       ++failures;
-      std::printf("| %s | %lld | %lld | failed | | | | | | |\n", r.arch.c_str(),
+      std::printf("| %s | %lld | %lld | failed | | | | | | | | | |\n", r.arch.c_str(),
                   static_cast<long long>(size), static_cast<long long>(batch));
       continue;
     }
@@ -526,11 +590,18 @@ int main(int argc, char** argv) {
       for (const Step& s : v) m = std::min(m, s.wall_ms);
       return m;
     };
-    std::printf("| %s | %lld | %lld | %s | %s | %s | %s | %s | %.2f | %s |\n", r.arch.c_str(),
-                static_cast<long long>(size), static_cast<long long>(batch),
+    const double peak_gflops = peak.For(r.bf16);
+    const std::string of_peak =
+        peak_gflops > 0 && r.gflop_per_step > 0
+            ? absl::StrFormat("%.0f%%", 100.0 * r.gflop_per_step /
+                                            (MedianOf(r.cpp, wall) / 1000.0) / peak_gflops)
+            : std::string("-");
+    std::printf("| %s | %lld | %lld | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s |\n",
+                r.arch.c_str(), static_cast<long long>(size), static_cast<long long>(batch),
+                r.numerics.c_str(), python_precision.c_str(),
                 Ips(batch, MedianOf(r.cpp, wall)).c_str(),
                 dash_or(py, Ips(batch, MedianOf(r.python, wall))).c_str(),
-                dash_or(py, absl::StrFormat("%.2f", Median(r.pair_ratios))).c_str(),
+                dash_or(py, absl::StrFormat("%.2f", Median(r.pair_ratios))).c_str(), of_peak.c_str(),
                 Ips(batch, best(r.cpp)).c_str(), dash_or(py, Ips(batch, best(r.python))).c_str(),
                 MedianOf(r.cpp, [](const Step& s) { return s.cpu_ms; }) / 1000.0,
                 dash_or(py, absl::StrFormat(
@@ -567,7 +638,7 @@ int main(int argc, char** argv) {
   }
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   std::printf(
-      "\n%s, CPU, %d threads, OMP_WAIT_POLICY=%s, %s, %d timed "
+      "\n%s, CPU, %d threads, OMP_WAIT_POLICY=%s, %s (--channels_last), %d timed "
       "lock-step "
       "pairs after %d warm-up; img/s from the median step, best = fastest step, C++/Python = "
       "median "

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -15,20 +16,29 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/csv.h"
+#include "skinlesion/common/precision.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/data/ham10000.h"
 #include "skinlesion/data/isic.h"
 #include "skinlesion/data/split.h"
+#include "skinlesion/common/ood.h"
+#include "skinlesion/common/referral.h"
+#include "skinlesion/eval/referral_eval.h"
 #include "skinlesion/eval/report.h"
+#include "skinlesion/eval/subgroups.h"
 #include "skinlesion/image/decode.h"
 #include "skinlesion/image/grid.h"
 #include "skinlesion/models/model_zoo.h"
+#include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
 #include "skinlesion/registry/registry.h"
+#include "skinlesion/serving/preprocessing.h"
+#include "skinlesion/serving/serving.h"
 #include "skinlesion/train/distributed.h"
 #include "skinlesion/train/trainer.h"
 
@@ -77,6 +87,47 @@ std::vector<std::string> LabelCodes() {
   return labels;
 }
 
+// The "referral" block of a report: the rule and its operating point with 95% CIs.
+void PrintReferral(const nlohmann::json& m) {
+  if (m.contains("referral")) {
+    const nlohmann::json& r = m["referral"];
+    auto pct = [](const nlohmann::json& p) {
+      return absl::StrFormat("%.1f%% [%.1f, %.1f]", 100 * p["value"].get<double>(),
+                             100 * p["ci95"][0].get<double>(), 100 * p["ci95"][1].get<double>());
+    };
+    const nlohmann::json& t = r["policy"]["malignancy_risk_threshold"];
+    std::printf("  referral           %s\n",
+                t.is_number() ? absl::StrFormat("risk >= %.3f (%s) or uncertain", t.get<double>(),
+                                                r.value("threshold_source", "")).c_str()
+                              : "uncertain answers only (no risk threshold)");
+    std::printf("    refer rate             %s\n", pct(r["refer_rate"]).c_str());
+    std::printf("    malignant sensitivity  %s\n", pct(r["malignant_sensitivity"]).c_str());
+    std::printf("    benign specificity     %s\n", pct(r["benign_specificity"]).c_str());
+    std::printf("    melanoma sensitivity   %s\n", pct(r["melanoma_sensitivity"]).c_str());
+  }
+}
+
+// metrics.json "subgroups" as one table per dimension.
+void PrintSubgroups(const nlohmann::json& m) {
+  if (!m.contains("subgroups")) return;
+  for (const auto& [dimension, rows] : m["subgroups"].items()) {
+    std::printf("  by %s:\n    %-22s %6s  %-24s %s\n", dimension.c_str(), "group", "n",
+                "balanced accuracy [95%]", "melanoma recall [95%]");
+    for (const nlohmann::json& g : rows) {
+      const nlohmann::json& mel = g["melanoma_recall"];
+      std::printf("    %-22s %6d  %.3f [%.3f, %.3f]     %s\n", g["group"].get<std::string>().c_str(),
+                  g["n"].get<int>(), g["balanced_accuracy"].get<double>(),
+                  g["balanced_accuracy_ci95"][0].get<double>(), g["balanced_accuracy_ci95"][1].get<double>(),
+                  mel["n"].get<int>() == 0
+                      ? "-"
+                      : absl::StrFormat("%.3f [%.3f, %.3f] of %d", mel["value"].get<double>(),
+                                        mel["ci95"][0].get<double>(), mel["ci95"][1].get<double>(),
+                                        mel["n"].get<int>())
+                            .c_str());
+    }
+  }
+}
+
 void PrintHeadline(const nlohmann::json& m) {
   std::printf("  accuracy           %.4f\n", m.value("accuracy", 0.0));
   std::printf("  balanced accuracy  %.4f\n", m.value("balanced_accuracy", 0.0));
@@ -86,6 +137,65 @@ void PrintHeadline(const nlohmann::json& m) {
   std::printf("  ECE                %.4f (uncalibrated %.4f, T=%.3f)\n", m.value("ece", 0.0),
               m.contains("uncalibrated") ? m["uncalibrated"].value("ece", 0.0) : 0.0,
               m.value("temperature", 1.0));
+  PrintReferral(m);
+  if (m.contains("ood")) {
+    const nlohmann::json& r = m["ood"]["lesions_rejected"];
+    std::printf("  not-a-lesion check energy > %.3f: rejects %.1f%% [%.1f, %.1f] of these lesions\n",
+                m["ood"]["energy_threshold"].get<double>(), 100 * r["value"].get<double>(),
+                100 * r["ci95"][0].get<double>(), 100 * r["ci95"][1].get<double>());
+  }
+}
+
+// The subgroups a report breaks results down by: age band, sex, body site and, where
+// the metadata names it, the image source (HAM10000's `dataset`).
+std::map<std::string, std::vector<std::string>> Subgroups(const std::vector<data::Sample>& samples) {
+  std::map<std::string, std::vector<std::string>> g;
+  bool has_source = false;
+  for (const data::Sample& s : samples) {
+    g["age_band"].push_back(eval::AgeBand(s.age));
+    g["sex"].push_back(s.sex.empty() ? "unknown" : s.sex);
+    g["localization"].push_back(s.localization.empty() ? "unknown" : s.localization);
+    g["source"].push_back(s.dataset.empty() ? "unknown" : s.dataset);
+    has_source = has_source || !s.dataset.empty();
+  }
+  if (!has_source) g.erase("source");
+  return g;
+}
+
+// The manifest's "refer" object from a report's "referral" block: the uncertainty
+// limits, the malignancy-risk threshold fitted on validation data (when there were
+// malignant validation cases) with its target and what it reached there.
+nlohmann::json ReferManifest(const nlohmann::json& metrics) {
+  const nlohmann::json& r = metrics.at("referral");
+  nlohmann::json refer = {{"min_confidence", r["policy"]["min_confidence"]},
+                          {"min_margin", r["policy"]["min_margin"]},
+                          {"target_sensitivity", r["policy"]["target_sensitivity"]}};
+  if (r["policy"]["malignancy_risk_threshold"].is_number()) {
+    refer["malignancy_risk_threshold"] = r["policy"]["malignancy_risk_threshold"];
+    refer["fitted_on"] = r.value("threshold_source", "");
+    if (r.contains("validation")) {
+      const nlohmann::json& v = r["validation"];
+      refer["validation"] = {{"malignant_sensitivity", v["malignant_sensitivity"]["value"]},
+                             {"benign_specificity", v["benign_specificity"]["value"]},
+                             {"melanoma_sensitivity", v["melanoma_sensitivity"]["value"]},
+                             {"refer_rate", v["refer_rate"]["value"]},
+                             {"n", v["n"]}};
+    }
+  }
+  return refer;
+}
+
+// The manifest's "ood" object: the energy threshold that rejects `reject_rate` of the
+// in-distribution images whose energies are given, and the share it rejects there.
+absl::StatusOr<nlohmann::json> FitOod(const std::vector<double>& energies, double reject_rate) {
+  const std::optional<double> t = FitOodThreshold(energies, reject_rate);
+  if (!t) return absl::FailedPreconditionError("no finite energy to fit an out-of-distribution threshold on");
+  int rejected = 0;
+  for (double e : energies) rejected += IsOutOfDistribution(e, {.energy_threshold = *t});
+  return nlohmann::json{{"method", "energy"},
+                        {"energy_threshold", *t},
+                        {"reject_rate", reject_rate},
+                        {"lesions_rejected", static_cast<double>(rejected) / energies.size()}};
 }
 
 std::string Now() {
@@ -116,7 +226,11 @@ absl::Status WriteGoldenSet(const std::string& model_dir, const std::vector<std:
                     fs::perm_options::add, ec);
     files.push_back(name);
   }
-  SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(model_dir, {.device = "cpu"}));
+  // The reference outputs are fp32 whatever this machine would pick: a server in
+  // bf16 compares with the golden set's wider bf16 tolerance.
+  SL_ASSIGN_OR_RETURN(auto predictor,
+                      predict::Predictor::Create(
+                          model_dir, {.device = "cpu", .precision = PrecisionChoice::kFp32}));
   nlohmann::json items = nlohmann::json::array();
   for (const std::string& name : files) {
     SL_ASSIGN_OR_RETURN(const predict::Prediction p, predictor->PredictFile(model_dir + "/" + name));
@@ -125,7 +239,9 @@ absl::Status WriteGoldenSet(const std::string& model_dir, const std::vector<std:
                      {"top_class", p.code}});
   }
   nlohmann::json manifest = predictor->manifest();
-  manifest["golden_set"] = {{"tolerance", 1e-3}, {"items", items}};
+  manifest["golden_set"] = {{"tolerance", serving::kDefaultGoldenTolerance},
+                            {"tolerance_bf16", serving::kDefaultGoldenToleranceBf16},
+                            {"items", items}};
   return WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n");
 }
 
@@ -298,10 +414,10 @@ absl::Status RunTrain(const TrainCommand& cmd) {
 
   // Test-set report with temperature scaling fitted on the validation split.
   SL_ASSIGN_OR_RETURN(const train::Predictions val_pred,
-                      train::PredictSamples(*result.model, val_set, config.image_size, device,
+                      train::PredictSamples(*result.model, val_set, config.Preprocess(), device,
                                             config.batch_size, config.num_workers));
   SL_ASSIGN_OR_RETURN(const train::Predictions test_pred,
-                      train::PredictSamples(*result.model, test_set, config.image_size, device,
+                      train::PredictSamples(*result.model, test_set, config.Preprocess(), device,
                                             config.batch_size, config.num_workers));
   eval::ReportInput report;
   report.labels = test_pred.labels;
@@ -310,9 +426,22 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   report.val_logits = val_pred.logits;
   for (const auto& s : test_set) report.image_paths.push_back(s.path);
   report.seed = config.seed;
+  // The refer rule's operating point: fitted on the validation split for the target.
+  report.fit_risk_threshold = true;
+  report.referral.target_sensitivity = config.target_sensitivity;
+  report.subgroups = Subgroups(test_set);
+  // The out-of-distribution threshold, fitted on the validation lesions' energies.
+  std::vector<double> val_energies;
+  for (const eval::Probs& z : val_pred.logits) val_energies.push_back(EnergyScore(z.data(), kNumClasses));
+  SL_ASSIGN_OR_RETURN(nlohmann::json ood, FitOod(val_energies, kDefaultOodRejectRate));
+  ood["fitted_on"] = "val";
+  report.ood = {.energy_threshold = ood["energy_threshold"].get<double>(), .reject_rate = kDefaultOodRejectRate};
   report.context = {{"architecture", config.architecture}, {"split_digest", split->Digest()},
                     {"best_epoch", result.best_epoch + 1}, {"epochs_run", result.epochs_run},
-                    {"partition", "test"}};
+                    {"partition", "test"},
+                    // The test report runs the fp32 master weights, whatever training used.
+                    {"precision", "fp32"},
+                    {"training_numerics", result.numerics}};
   SL_ASSIGN_OR_RETURN(const nlohmann::json metrics, eval::WriteReport(report, cmd.out_dir + "/report"));
 
   // Export: torchvision-named safetensors + manifest with provenance.
@@ -323,9 +452,14 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(model_dir + "/manifest.json", 1 << 20));
   nlohmann::json manifest = nlohmann::json::parse(text);
   manifest["calibration"] = {{"temperature", metrics["temperature"]}, {"fitted_on", "val"}};
-  manifest["refer"] = {{"min_confidence", 0.5}, {"min_margin", 0.1}};
+  manifest["refer"] = ReferManifest(metrics);
+  manifest["ood"] = ood;
   manifest["preprocessing"] = {{"size", config.image_size}, {"resize", "shorter_side_center_crop"},
                                {"mean", {0.485, 0.456, 0.406}}, {"std", {0.229, 0.224, 0.225}}};
+  if (config.colour_constancy_p > 0) {
+    manifest["preprocessing"]["colour_constancy"] = {{"method", "shades_of_gray"},
+                                                     {"p", config.colour_constancy_p}};
+  }
   nlohmann::json test_metrics = metrics;
   test_metrics.erase("confusion_matrix_normalized");
   manifest["metrics"] = test_metrics;
@@ -334,6 +468,10 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                           {"epochs_run", result.epochs_run},
                           {"early_stopped", result.early_stopped},
                           {"device", device},
+                          {"numerics", result.numerics},
+                          {"numerics_reason", result.numerics_reason},
+                          {"cpu", {{"model", DetectCpuFeatures().model_name},
+                                   {"flags", DetectCpuFeatures().FlagList()}}},
                           {"command", cmd.command_line}};
   manifest["data"] = {{"dataset", "HAM10000"},
                       {"split_digest", split->Digest()},
@@ -421,25 +559,209 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
     SL_ASSIGN_OR_RETURN(model_dir, ResolveRegistryModel(cmd.registry, cmd.model_dir));
   }
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(model_dir));
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(model_dir + "/manifest.json", 16 << 20));
-  const nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
   const std::string device = ResolveDevice(cmd.device);
+  SL_ASSIGN_OR_RETURN(const PrecisionChoice precision, ParsePrecisionChoice(cmd.precision));
+  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(model_dir));
   checkpoint.model->to(torch::Device(device));
+  checkpoint.model->eval();
+  const models::Numerics numerics =
+      models::ChooseNumerics(precision, *checkpoint.model, torch::Device(device), spec.precision);
+  models::PrepareModel(*checkpoint.model, numerics);
+  std::printf("evaluating in %s (%s)\n", numerics.Describe().c_str(), numerics.reason.c_str());
+  context["precision"] = std::string(PrecisionName(numerics.precision));
+  context["numerics"] = numerics.Describe();
+  context["numerics_reason"] = numerics.reason;
+  context["cpu"] = {{"model", DetectCpuFeatures().model_name}, {"flags", DetectCpuFeatures().FlagList()}};
   SL_ASSIGN_OR_RETURN(const train::Predictions pred,
-                      train::PredictSamples(*checkpoint.model, samples, checkpoint.manifest.image_size,
-                                            device, 32, 2, cmd.tta));
+                      train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec),
+                                            device, 32, 2, cmd.tta, numerics));
   eval::ReportInput report;
   report.labels = pred.labels;
   report.logits = pred.logits;
-  report.temperature = manifest.is_object() && manifest.contains("calibration")
-                           ? manifest["calibration"].value("temperature", 1.0)
-                           : 1.0;
+  report.temperature = spec.temperature;
+  report.referral = spec.refer;  // The model's own operating points.
+  report.ood = spec.ood;
+  report.subgroups = Subgroups(samples);
   for (const auto& s : samples) report.image_paths.push_back(s.path);
   report.context = context;
   SL_ASSIGN_OR_RETURN(const nlohmann::json metrics, eval::WriteReport(report, cmd.out_dir));
   std::printf("evaluated %s on %zu images:\n", cmd.model_dir.c_str(), samples.size());
   PrintHeadline(metrics);
+  PrintSubgroups(metrics);
   std::printf("wrote %s/metrics.json and plots\n", cmd.out_dir.c_str());
+  return absl::OkStatus();
+}
+
+// The energy scores of every image in `dir` (sorted by name) under `model`.
+absl::StatusOr<std::vector<double>> EnergiesOfFolder(const std::string& dir, const std::string& model_dir) {
+  SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(model_dir, {.precision = PrecisionChoice::kFp32}));
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string ext = entry.path().extension().string();
+    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") files.push_back(entry.path().string());
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat(dir, ": ", ec.message()));
+  std::sort(files.begin(), files.end());
+  if (files.empty()) return absl::NotFoundError(absl::StrCat(dir, " has no .jpg or .png image"));
+  std::vector<double> energies;
+  for (const std::string& f : files) {
+    SL_ASSIGN_OR_RETURN(const predict::Prediction p, predictor->PredictFile(f));
+    energies.push_back(p.ood_score);
+  }
+  return energies;
+}
+
+absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
+  if (cmd.model_dir.empty() || cmd.data_dir.empty() || cmd.split_file.empty()) {
+    return absl::InvalidArgumentError("--model, --data and --split are required");
+  }
+  if (!(cmd.target_sensitivity > 0 && cmd.target_sensitivity <= 1)) {
+    return absl::InvalidArgumentError("--target_sensitivity must be in (0, 1]");
+  }
+  if (!(cmd.ood_reject_rate >= 0 && cmd.ood_reject_rate < 1)) {
+    return absl::InvalidArgumentError("--ood_reject_rate must be in [0, 1)");
+  }
+  torch::set_num_threads(cmd.threads);
+  const std::string metadata = cmd.metadata.empty() ? cmd.data_dir + "/HAM10000_metadata.csv" : cmd.metadata;
+  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, data::LoadHam10000(metadata, cmd.data_dir, {}));
+  SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
+  SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> samples, data::Apply(split, catalogue, cmd.partition));
+  if (samples.empty()) return absl::InvalidArgumentError(absl::StrCat("partition '", cmd.partition, "' is empty"));
+  SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
+  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
+  checkpoint.model->eval();
+  SL_ASSIGN_OR_RETURN(const train::Predictions pred,
+                      train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec), "cpu"));
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
+  nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
+  if (!manifest.is_object()) return absl::DataLossError(absl::StrCat(cmd.model_dir, "/manifest.json is not a JSON object"));
+  const nlohmann::json fitted_data = {{"split_digest", split.Digest()}, {"partition", cmd.partition},
+                                      {"images", samples.size()}};
+
+  // Referral.
+  const std::vector<eval::Probs> probs = eval::Softmax(pred.logits, spec.temperature);
+  std::vector<double> risks;
+  for (const eval::Probs& p : probs) risks.push_back(Summarize(p, {}).malignancy_risk);
+  const std::optional<double> threshold = FitRiskThreshold(pred.labels, risks, cmd.target_sensitivity);
+  if (!threshold) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("partition '", cmd.partition, "' has no malignant case to fit a threshold on"));
+  }
+  ReferralPolicy policy = spec.refer;
+  policy.risk_threshold = *threshold;
+  policy.target_sensitivity = cmd.target_sensitivity;
+  nlohmann::json fitted = {{"referral", eval::ReferralToJson(eval::EvaluateReferral(pred.labels, probs, policy))}};
+  fitted["referral"]["threshold_source"] = absl::StrCat("fitted_on_", cmd.partition);
+  fitted["referral"]["validation"] = fitted["referral"];
+  manifest["refer"] = ReferManifest(fitted);
+  manifest["refer"]["fitted_data"] = fitted_data;
+  std::printf("fitted on %zu %s images: refer when malignancy risk >= %.4f (target sensitivity %.2f)\n",
+              samples.size(), cmd.partition.c_str(), *threshold, cmd.target_sensitivity);
+  PrintReferral(fitted);
+
+  // Out of distribution.
+  std::vector<double> energies;
+  for (const eval::Probs& z : pred.logits) energies.push_back(EnergyScore(z.data(), kNumClasses));
+  SL_ASSIGN_OR_RETURN(manifest["ood"], FitOod(energies, cmd.ood_reject_rate));
+  manifest["ood"]["fitted_data"] = fitted_data;
+  const double energy_threshold = manifest["ood"]["energy_threshold"].get<double>();
+  std::printf("out of distribution when energy > %.4f (rejects %.1f%% of the %s lesions)\n", energy_threshold,
+              100 * manifest["ood"]["lesions_rejected"].get<double>(), cmd.partition.c_str());
+  if (!cmd.ood_images.empty()) {
+    // Write the thresholds first: the folder is scored by a predictor reading them.
+    SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.model_dir + "/manifest.json", manifest.dump(2) + "\n"));
+    SL_ASSIGN_OR_RETURN(const std::vector<double> outside, EnergiesOfFolder(cmd.ood_images, cmd.model_dir));
+    std::vector<double> scores = energies;
+    std::vector<bool> positive(energies.size(), false);
+    int caught = 0;
+    for (double e : outside) {
+      scores.push_back(e);
+      positive.push_back(true);
+      caught += IsOutOfDistribution(e, {.energy_threshold = energy_threshold});
+    }
+    const double auroc = eval::RocAuc(scores, positive);
+    manifest["ood"]["check"] = {{"images", cmd.ood_images},
+                                {"n", outside.size()},
+                                {"auroc_vs_lesions", auroc},
+                                {"caught", static_cast<double>(caught) / outside.size()}};
+    std::printf("  %zu non-lesion images in %s: AUROC %.3f vs the lesions, %d caught (%.0f%%)\n",
+                outside.size(), cmd.ood_images.c_str(), auroc, caught, 100.0 * caught / outside.size());
+  }
+  SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.model_dir + "/manifest.json", manifest.dump(2) + "\n"));
+  std::printf("wrote %s/manifest.json\n", cmd.model_dir.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
+  if (cmd.model_dir.empty() || cmd.data_dir.empty() || cmd.split_file.empty()) {
+    return absl::InvalidArgumentError("--model, --data and --split are required");
+  }
+  torch::set_num_threads(cmd.threads);
+  const std::string metadata = cmd.metadata.empty() ? cmd.data_dir + "/HAM10000_metadata.csv" : cmd.metadata;
+  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, data::LoadHam10000(metadata, cmd.data_dir, {}));
+  SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
+  SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> samples, data::Apply(split, catalogue, cmd.partition));
+  if (samples.empty()) return absl::InvalidArgumentError(absl::StrCat("partition '", cmd.partition, "' is empty"));
+  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
+  const CpuFeatures& cpu = CpuFeaturesForThisProcess();
+  struct Run {
+    std::string numerics;
+    double seconds = 0;
+    std::vector<eval::Probs> probs;
+    double balanced_accuracy = 0, melanoma_recall = 0;
+  };
+  std::vector<int> labels;
+  std::vector<Run> runs;
+  for (const PrecisionChoice choice : {PrecisionChoice::kFp32, PrecisionChoice::kBf16}) {
+    SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
+    checkpoint.model->eval();
+    const models::Numerics numerics = models::ChooseNumerics(choice, *checkpoint.model, torch::kCPU);
+    models::PrepareModel(*checkpoint.model, numerics);
+    const auto start = std::chrono::steady_clock::now();
+    SL_ASSIGN_OR_RETURN(const train::Predictions pred,
+                        train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec),
+                                              "cpu", 32, 2, false, numerics));
+    Run run;
+    run.numerics = numerics.Describe();
+    run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    run.probs = eval::Softmax(pred.logits, spec.temperature);
+    SL_ASSIGN_OR_RETURN(const eval::Metrics m, eval::ComputeMetrics(pred.labels, run.probs));
+    run.balanced_accuracy = m.balanced_accuracy;
+    run.melanoma_recall = m.per_class[ClassFromCode("mel")->index].recall;
+    labels = pred.labels;
+    std::printf("%s: %zu images in %.1f s, balanced accuracy %.4f\n", run.numerics.c_str(), samples.size(),
+                run.seconds, run.balanced_accuracy);
+    runs.push_back(std::move(run));
+  }
+  int agree = 0;
+  double worst = 0;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const auto& a = runs[0].probs[i];
+    const auto& b = runs[1].probs[i];
+    agree += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
+    for (int k = 0; k < kNumClasses; ++k) worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
+  }
+  const double agreement = static_cast<double>(agree) / labels.size();
+  const nlohmann::json summary = {
+      {"model", cmd.model_dir},
+      {"architecture", spec.architecture},
+      {"images", labels.size()},
+      {"partition", cmd.partition},
+      {"split_digest", split.Digest()},
+      {"cpu", {{"model", cpu.model_name}, {"flags", cpu.FlagList()}}},
+      {"fp32", {{"numerics", runs[0].numerics}, {"seconds", runs[0].seconds},
+                {"balanced_accuracy", runs[0].balanced_accuracy}, {"melanoma_recall", runs[0].melanoma_recall}}},
+      {"bf16", {{"numerics", runs[1].numerics}, {"seconds", runs[1].seconds},
+                {"balanced_accuracy", runs[1].balanced_accuracy}, {"melanoma_recall", runs[1].melanoma_recall}}},
+      {"top1_agreement", agreement},
+      {"balanced_accuracy_difference", runs[1].balanced_accuracy - runs[0].balanced_accuracy},
+      {"max_probability_difference", worst}};
+  std::printf("top-1 agreement %.2f%% (%d of %zu), balanced accuracy bf16 - fp32 = %+.4f, largest |dP| %.4f, "
+              "bf16 %.2fx the fp32 time\n",
+              100 * agreement, agree, labels.size(), runs[1].balanced_accuracy - runs[0].balanced_accuracy, worst,
+              runs[0].seconds / runs[1].seconds);
+  if (!cmd.out.empty()) SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.out, summary.dump(2) + "\n"));
   return absl::OkStatus();
 }
 
@@ -449,7 +771,11 @@ absl::Status RunPredict(const PredictCommand& cmd) {
   if (!cmd.registry.empty()) {
     SL_ASSIGN_OR_RETURN(dir, ResolveRegistryModel(cmd.registry, cmd.model_dir));
   }
-  SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(dir, {.device = cmd.device, .threads = cmd.threads}));
+  SL_ASSIGN_OR_RETURN(const PrecisionChoice precision, ParsePrecisionChoice(cmd.precision));
+  SL_ASSIGN_OR_RETURN(auto predictor,
+                      predict::Predictor::Create(
+                          dir, {.device = cmd.device, .threads = cmd.threads, .precision = precision}));
+  SL_LOG(INFO) << "predicting in " << predictor->numerics() << " (" << predictor->numerics_reason() << ")";
   if (!cmd.explain_out.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(cmd.explain_out, ec);
@@ -502,14 +828,16 @@ absl::Status RunPredict(const PredictCommand& cmd) {
                             {"height", e.height}, {"heat", e.heat},           {"file", explained->second}};
       }
       j["model"] = {{"architecture", predictor->architecture()},
-                    {"sha256", predictor->manifest().value("sha256", "")}};
+                    {"sha256", predictor->manifest().value("sha256", "")},
+                    {"precision", std::string(PrecisionName(predictor->precision()))}};
       all.push_back(j);
       continue;
     }
-    std::printf("%s\n  %s (%s) %.1f%%  [%s]%s\n", path.c_str(), p->code.c_str(), p->name.c_str(),
+    std::printf("%s\n  %s (%s) %.1f%%  [%s]\n", path.c_str(), p->code.c_str(), p->name.c_str(),
                 100 * p->confidence,
-                std::string(MalignancyGroupName(ClassAt(p->class_index).group)).c_str(),
-                p->refer ? "  -> see a dermatologist: the model is unsure" : "");
+                std::string(MalignancyGroupName(ClassAt(p->class_index).group)).c_str());
+    if (p->out_of_distribution) std::printf("  !! %s (ood score %.2f)\n", kOodMessage, p->ood_score);
+    if (p->refer) std::printf("  -> see a dermatologist: %s\n", p->refer_reason.c_str());
     std::string top = "  top-3:";
     for (const auto& [k, prob] : p->top) absl::StrAppend(&top, absl::StrFormat(" %s %.1f%%", std::string(ClassAt(k).code), 100 * prob));
     std::printf("%s\n  malignancy risk %.1f%%\n", top.c_str(), 100 * p->malignancy_risk);

@@ -39,6 +39,7 @@ struct EvaluateCommand {
   bool tta = false;
   std::string device = "auto";
   int threads = 2;
+  std::string precision = "auto";  // auto, fp32, bf16 (skinlesion/common/precision.h)
 };
 
 struct PredictCommand {
@@ -48,6 +49,7 @@ struct PredictCommand {
   bool json = false;
   std::string device = "cpu";
   int threads = 2;
+  std::string precision = "auto";  // auto, fp32, bf16
   // Non-empty: also writes DIR/<image stem>.explain.png, the explanation heatmap of
   // the predicted class (Grad-CAM / attention rollout) over the image.
   std::string explain_out;
@@ -69,6 +71,35 @@ struct PublishCommand {
   std::string alias = "staging";
 };
 
+// Fits a model directory's two operating points on labelled data (normally the
+// validation partition of the split it was trained with), from fp32 outputs:
+//  - referral: the malignancy-risk threshold that refers `target_sensitivity` of the
+//    malignant lesions (calibrated probabilities; skinlesion/common/referral.h),
+//    written into the manifest's "refer" object with what it reached there;
+//  - out-of-distribution: the energy threshold that rejects `ood_reject_rate` of the
+//    lesions (skinlesion/common/ood.h), written into "ood". With `ood_images` (a
+//    folder of non-lesion images, e.g. tests/fixtures/ood) it also measures the
+//    AUROC lesions vs those images and the share caught, recorded in "ood".
+struct FitThresholdsCommand {
+  std::string model_dir;
+  std::string data_dir, metadata, split_file, partition = "val";
+  double target_sensitivity = 0.9;
+  double ood_reject_rate = 0.01;
+  std::string ood_images;
+  int threads = 2;
+};
+
+// Runs a model on a split partition in fp32 and in bf16 (both from the same
+// weights, skinlesion/models/numerics.h) and reports top-1 agreement, balanced
+// accuracy of each, and the largest probability difference (docs/performance.md,
+// "bf16"). Writes a JSON summary to `out` when set.
+struct PrecisionCheckCommand {
+  std::string model_dir;
+  std::string data_dir, metadata, split_file, partition = "test";
+  std::string out;
+  int threads = 2;
+};
+
 // "NAME[@alias|@version]" in `registry` -> the verified version directory.
 absl::StatusOr<std::string> ResolveRegistryModel(const std::string& registry, const std::string& reference);
 
@@ -78,6 +109,8 @@ absl::Status RunExport(const ExportCommand& command);
 absl::Status RunTrain(const TrainCommand& command);
 absl::Status RunEvaluate(const EvaluateCommand& command);
 absl::Status RunPredict(const PredictCommand& command);
+absl::Status RunFitThresholds(const FitThresholdsCommand& command);
+absl::Status RunPrecisionCheck(const PrecisionCheckCommand& command);
 
 // The bundled model: $SKINLESION_MODEL, else models/bundled under the current
 // directory, else under the source tree this binary was built from.

@@ -52,6 +52,9 @@ ABSL_FLAG(double, train, 0.70, "Train fraction (split)");
 ABSL_FLAG(double, val, 0.15, "Validation fraction (split)");
 ABSL_FLAG(double, test, 0.15, "Test fraction (split)");
 ABSL_FLAG(int, kfold, 0, "If > 1, make K lesion-disjoint stratified folds instead");
+ABSL_FLAG(std::string, hold_out_source, "",
+          "split: test on every image of this source (HAM10000 `dataset`, e.g. rosendahl) and "
+          "train/validate on the others (--val of them for validation)");
 ABSL_FLAG(std::string, image, "", "Input image");
 ABSL_FLAG(std::string, preset, "medical", "Augmentation preset: none, light, medical");
 ABSL_FLAG(int, rows, 3, "Grid rows");
@@ -75,6 +78,17 @@ ABSL_FLAG(std::string, explain_out, "",
           "predict: write DIR/<image stem>.explain.png, a heatmap of the predicted class "
           "(Grad-CAM / attention rollout) over each image");
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (evaluate, predict)");
+ABSL_FLAG(double, target_sensitivity, 0.9,
+          "fit-thresholds: share of malignant lesions the malignancy-risk rule must refer");
+ABSL_FLAG(double, ood_reject_rate, 0.01,
+          "fit-thresholds: share of real lesions the out-of-distribution check may reject");
+ABSL_FLAG(std::string, ood_images, "",
+          "fit-thresholds: a folder of non-lesion images to measure the OOD check on "
+          "(e.g. tests/fixtures/ood)");
+ABSL_FLAG(std::string, fit_on, "val", "fit-thresholds: the split partition to fit on");
+ABSL_FLAG(std::string, precision, "auto",
+          "evaluate, predict: auto (bf16 where the CPU has native bf16 or on CUDA, else fp32; "
+          "follows the model manifest's pin), fp32, bf16");
 ABSL_FLAG(std::string, registry, "",
           "Model registry root: --model NAME[@alias|@version] is resolved in it (evaluate, predict, publish)");
 ABSL_FLAG(std::string, name, "", "Registry model name (publish)");
@@ -132,7 +146,9 @@ absl::Status RunSplit() {
   SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, LoadCatalogue());
   const int k = absl::GetFlag(FLAGS_kfold);
   absl::StatusOr<data::Split> split;
-  if (k > 1) {
+  if (const std::string source = absl::GetFlag(FLAGS_hold_out_source); !source.empty()) {
+    split = data::MakeSourceHoldout(catalogue, source, absl::GetFlag(FLAGS_val), absl::GetFlag(FLAGS_seed));
+  } else if (k > 1) {
     split = data::MakeKFold(catalogue, k, absl::GetFlag(FLAGS_seed));
   } else {
     data::SplitOptions options;
@@ -207,6 +223,7 @@ absl::Status RunEvaluateCommand() {
   c.tta = absl::GetFlag(FLAGS_tta);
   c.device = absl::GetFlag(FLAGS_device);
   c.threads = absl::GetFlag(FLAGS_threads);
+  c.precision = absl::GetFlag(FLAGS_precision);
   return cli::RunEvaluate(c);
 }
 
@@ -218,6 +235,7 @@ absl::Status RunPredictCommand() {
   c.threads = absl::GetFlag(FLAGS_threads);
   c.registry = absl::GetFlag(FLAGS_registry);
   c.explain_out = absl::GetFlag(FLAGS_explain_out);
+  c.precision = absl::GetFlag(FLAGS_precision);
   const std::string device = absl::GetFlag(FLAGS_device);
   c.device = device == "auto" ? "cpu" : device;
   return cli::RunPredict(c);
@@ -243,6 +261,32 @@ absl::Status RunPublishCommand() {
   return cli::RunPublish(c);
 }
 
+absl::Status RunFitThresholdsCommand() {
+  cli::FitThresholdsCommand c;
+  c.model_dir = absl::GetFlag(FLAGS_model);
+  c.data_dir = absl::GetFlag(FLAGS_data);
+  c.metadata = absl::GetFlag(FLAGS_metadata);
+  c.split_file = absl::GetFlag(FLAGS_split);
+  c.partition = absl::GetFlag(FLAGS_fit_on);
+  c.target_sensitivity = absl::GetFlag(FLAGS_target_sensitivity);
+  c.ood_reject_rate = absl::GetFlag(FLAGS_ood_reject_rate);
+  c.ood_images = absl::GetFlag(FLAGS_ood_images);
+  c.threads = absl::GetFlag(FLAGS_threads);
+  return cli::RunFitThresholds(c);
+}
+
+absl::Status RunPrecisionCheckCommand() {
+  cli::PrecisionCheckCommand c;
+  c.model_dir = absl::GetFlag(FLAGS_model);
+  c.data_dir = absl::GetFlag(FLAGS_data);
+  c.metadata = absl::GetFlag(FLAGS_metadata);
+  c.split_file = absl::GetFlag(FLAGS_split);
+  c.partition = absl::GetFlag(FLAGS_partition);
+  c.out = absl::GetFlag(FLAGS_out);
+  c.threads = absl::GetFlag(FLAGS_threads);
+  return cli::RunPrecisionCheck(c);
+}
+
 absl::Status RunVersion() {
   std::printf("skinlesion %s\n", SKINLESION_VERSION);
   return absl::OkStatus();
@@ -263,6 +307,10 @@ const std::map<std::string, Command>& Commands() {
       {"evaluate", {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand}},
       {"export", {"copy a model directory (optionally as float16) with a fresh golden set", RunExportCommand}},
       {"publish", {"publish a model directory to a registry and move an alias", RunPublishCommand}},
+      {"precision-check", {"compare a model's answers in bf16 and fp32 on a split partition",
+                           RunPrecisionCheckCommand}},
+      {"fit-thresholds", {"fit a model's referral and out-of-distribution thresholds on validation data",
+                          RunFitThresholdsCommand}},
       {"predict", {"classify lesion images (the bundled model by default)", RunPredictCommand}},
       {"jobs", {"submit, list, watch and cancel jobs of skinlesion-trainer",
                 [] { return cli::RunJobsCommand(g_positional); }}},

@@ -120,8 +120,8 @@ DEFAULTS = {
     "backbone_lr_factor": 0.1, "layer_decay": 0.75, "weight_decay": 0.05,
     "momentum": 0.9, "nesterov": True, "schedule": "cosine_restarts", "t0": 10.0,
     "t_mult": 2.0, "min_lr_factor": 0.01, "warmup_epochs": 1.0, "step_epochs": 10.0,
-    "gamma": 0.1, "loss": "weighted_ce", "focal_gamma": 2.0, "label_smoothing": 0.1,
-    "precision": "auto", "clip_grad_norm": 1.0, "ema_decay": 0.0,
+    "gamma": 0.1, "loss": "weighted_ce", "focal_gamma": 2.0, "label_smoothing": 0.1, "logit_adjust_tau": 1.0,
+    "precision": "auto", "clip_grad_norm": 1.0, "ema_decay": 0.0, "target_sensitivity": 0.9,
     "monitor": "balanced_accuracy", "patience": 8, "seed": 42, "progress_interval_s": 10.0,
 }
 
@@ -157,7 +157,7 @@ def load_config(path):
         p.append(f"unknown optimizer '{c['optimizer']}'")
     if c["schedule"] not in ("constant", "cosine_restarts", "warmup_cosine", "step"):
         p.append(f"unknown schedule '{c['schedule']}'")
-    if c["loss"] not in ("ce", "weighted_ce", "focal"):
+    if c["loss"] not in ("ce", "weighted_ce", "focal", "logit_adjusted"):
         p.append(f"unknown loss '{c['loss']}'")
     if c["batch_size"] < 1 or c["grad_accum"] < 1 or c["threads"] < 1 or c["num_workers"] < 0:
         p.append("batch_size, grad_accum, threads must be >= 1 and num_workers >= 0")
@@ -900,8 +900,10 @@ def set_train_mode(model, frozen):
             m.eval()
 
 
-def compute_loss(logits, y, c, weights):
+def compute_loss(logits, y, c, weights, log_prior=None):
     z = logits.float()
+    if c["loss"] == "logit_adjusted":
+        return F.cross_entropy(z + c["logit_adjust_tau"] * log_prior, y, label_smoothing=c["label_smoothing"])
     if c["loss"] != "focal":
         return F.cross_entropy(z, y, weight=weights, label_smoothing=c["label_smoothing"])
     log_p = torch.log_softmax(z, 1)
@@ -1080,7 +1082,13 @@ def main():
     val_loader, _ = make_loader(val, SequentialSampler(len(val)), c, "none")
     steps_per_epoch = len(train_loader)
     weights = None
-    if c["loss"] != "ce" and c["sampler"] != "balanced":
+    log_prior = None
+    if c["loss"] == "logit_adjusted":
+        # losses.cc kLogitAdjusted: the log of the prior the sampler shows the model.
+        counts = [max(1, sum(1 for y in labels if y == k)) for k in range(7)]
+        prior = [1 / 7] * 7 if c["sampler"] == "balanced" else [n / len(labels) for n in counts]
+        log_prior = torch.tensor([math.log(p) for p in prior], dtype=torch.float32)
+    elif c["loss"] != "ce" and c["sampler"] != "balanced":
         weights = torch.tensor(class_weights(labels, c["class_weighting"]), dtype=torch.float32)
     total_sched_epochs = max(1, c["epochs"] - c["frozen_epochs"])
     bf16 = c["precision"] == "bf16"
@@ -1126,7 +1134,7 @@ def main():
                 g["lr"] = c["lr"] * s * factor
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
-            loss = compute_loss(logits, y, c, weights)
+            loss = compute_loss(logits, y, c, weights, log_prior)
             (loss / c["grad_accum"]).backward()
             loss_value = loss.item()
             if not math.isfinite(loss_value):

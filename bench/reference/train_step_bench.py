@@ -16,6 +16,10 @@ Prints one JSON object per architecture on stdout:
   /usr/bin/python3 bench/reference/train_step_bench.py --archs resnet18,resnet50 \
       --size 224 --batch 8 --threads 2 --warmup 5 --iters 10 [--channels_last]
 
+--precision bf16: eval mode runs module.bfloat16() on a bf16 input (Python 1.13's
+CPU autocast fails on torchvision's fused ViT attention); training runs the forward
+and loss under torch.autocast("cpu", dtype=torch.bfloat16) with fp32 weights.
+
 --serve (what train_throughput_bench uses; one architecture): builds the model,
 prints {"ready": true, "threads", "torch"}, then for every "step" line on stdin runs
 one step and prints {"wall_ms", "cpu_ms", "forward_ms", "backward_ms",
@@ -48,13 +52,17 @@ def build(arch, size):
 class Stepper:
     """One model + AdamW; step() runs and times one training step."""
 
-    def __init__(self, arch, size, batch, channels_last, eval_mode=False):
+    def __init__(self, arch, size, batch, channels_last, eval_mode=False, precision="fp32"):
         torch.manual_seed(0)
         self.model = build(arch, size)
         self.eval_mode = eval_mode
+        self.bf16 = precision == "bf16"
         self.model.train(not eval_mode)
         self.x = torch.randn(batch, 3, size, size)
         self.y = torch.randint(0, 7, (batch,))
+        if self.bf16 and eval_mode:
+            self.model = self.model.bfloat16()
+            self.x = self.x.bfloat16()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
@@ -98,11 +106,13 @@ class Stepper:
 
     def _forward(self):
         self.opt.zero_grad()
-        return F.cross_entropy(self.model(self.x), self.y, label_smoothing=0.1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(self.x)
+        return F.cross_entropy(logits.float(), self.y, label_smoothing=0.1)
 
 
-def bench(arch, size, batch, warmup, iters, channels_last):
-    stepper = Stepper(arch, size, batch, channels_last)
+def bench(arch, size, batch, warmup, iters, channels_last, precision="fp32"):
+    stepper = Stepper(arch, size, batch, channels_last, precision=precision)
     steps = [stepper.step() for _ in range(warmup + iters)][warmup:]
     times = [s["wall_ms"] for s in steps]
     cpu_times = [s["cpu_ms"] for s in steps]
@@ -112,7 +122,7 @@ def bench(arch, size, batch, warmup, iters, channels_last):
 
 def serve(a):
     """Lock-step mode for train_throughput_bench: one step per 'step' line on stdin."""
-    stepper = Stepper(a.archs, a.size, a.batch, a.channels_last, a.eval)
+    stepper = Stepper(a.archs, a.size, a.batch, a.channels_last, a.eval, a.precision)
     print(json.dumps({"ready": True, "arch": a.archs, "threads": torch.get_num_threads(),
                       "torch": torch.__version__}), flush=True)
     for line in sys.stdin:
@@ -134,6 +144,7 @@ def main():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--channels_last", action="store_true")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--eval", action="store_true",
                    help="with --serve: time eval-mode forward passes (inference mode) instead of training steps")
     p.add_argument("--serve", action="store_true",
@@ -144,7 +155,7 @@ def main():
         serve(a)
         return
     for arch in a.archs.split(","):
-        times, cpu_times, phases = bench(arch, a.size, a.batch, a.warmup, a.iters, a.channels_last)
+        times, cpu_times, phases = bench(arch, a.size, a.batch, a.warmup, a.iters, a.channels_last, a.precision)
         median = statistics.median(times)
         print(json.dumps({"arch": arch, "size": a.size, "batch": a.batch, "threads": torch.get_num_threads(),
                           "warmup": a.warmup, "iters": a.iters, "median_ms": median, "min_ms": min(times),

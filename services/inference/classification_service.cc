@@ -74,6 +74,12 @@ void FillClassifyResponse(const serving::InferResult& result, int top_k, const s
   response->set_malignancy_risk(result.malignancy_risk);
   response->set_refer(result.refer);
   response->set_refer_reason(result.refer_reason);
+  response->set_refer_rule(std::string(ReferRuleName(result.refer_rule)));
+  response->set_refer_risk_threshold(static_cast<float>(result.refer_risk_threshold.value_or(0.0)));
+  response->set_refer_target_sensitivity(static_cast<float>(result.refer_target_sensitivity));
+  response->set_out_of_distribution(result.out_of_distribution);
+  response->set_ood_score(static_cast<float>(result.ood_score));
+  if (result.out_of_distribution) response->set_ood_message(kOodMessage);
   v1::ModelRef* model = response->mutable_model();
   model->set_name(result.model);
   model->set_version(result.version);

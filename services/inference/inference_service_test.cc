@@ -48,7 +48,13 @@ InferResult MakeResult(int batch_size = 2) {
   r.confidence = 0.6f;
   r.malignancy_risk = 0.75f;
   r.refer = true;
+  r.refer_rule = ReferRule::kMalignancyRisk;
   r.refer_reason = "margin 0.45 below 0.5";
+  r.refer_risk_threshold = 0.18;
+  r.refer_target_sensitivity = 0.9;
+  r.ood_score = 2.5;
+  r.ood_checked = true;
+  r.out_of_distribution = true;
   r.model = "ham10000";
   r.version = 3;
   r.sha256 = "ab12";
@@ -253,6 +259,12 @@ TEST_F(InferenceServiceTest, ClassifyFillsEveryField) {
   EXPECT_FLOAT_EQ(response.malignancy_risk(), 0.75f);
   EXPECT_TRUE(response.refer());
   EXPECT_EQ(response.refer_reason(), "margin 0.45 below 0.5");
+  EXPECT_EQ(response.refer_rule(), "malignancy_risk");
+  EXPECT_FLOAT_EQ(response.refer_risk_threshold(), 0.18f);
+  EXPECT_FLOAT_EQ(response.refer_target_sensitivity(), 0.9f);
+  EXPECT_TRUE(response.out_of_distribution());
+  EXPECT_FLOAT_EQ(response.ood_score(), 2.5f);
+  EXPECT_THAT(response.ood_message(), HasSubstr("does not look like a dermoscopic photo"));
   EXPECT_EQ(response.model().name(), "ham10000");
   EXPECT_EQ(response.model().version(), 3);
   EXPECT_EQ(response.model().alias(), "production");
@@ -629,11 +641,17 @@ TEST_F(InferenceServiceTest, KServeModelMetadata) {
   EXPECT_EQ(response.inputs(1).name(), "input");
   EXPECT_EQ(response.inputs(1).datatype(), "FP32");
   EXPECT_THAT(response.inputs(1).shape(), ElementsAre(-1, 3, kImageSize, kImageSize));
-  ASSERT_THAT(response.outputs(), SizeIs(2));
+  ASSERT_THAT(response.outputs(), SizeIs(6));
   EXPECT_EQ(response.outputs(0).name(), "probabilities");
   EXPECT_THAT(response.outputs(0).shape(), ElementsAre(-1, 7));
   EXPECT_EQ(response.outputs(1).name(), "logits");
   EXPECT_EQ(response.outputs(1).datatype(), "FP32");
+  EXPECT_EQ(response.outputs(2).name(), "malignancy_risk");
+  EXPECT_EQ(response.outputs(3).name(), "refer");
+  EXPECT_EQ(response.outputs(3).datatype(), "BOOL");
+  EXPECT_THAT(response.outputs(3).shape(), ElementsAre(-1, 1));
+  EXPECT_EQ(response.outputs(4).name(), "out_of_distribution");
+  EXPECT_EQ(response.outputs(5).name(), "ood_score");
 
   grpc::ClientContext c2;
   request.set_name("other");

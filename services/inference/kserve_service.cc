@@ -29,6 +29,11 @@ constexpr char kImageInput[] = "image";
 constexpr char kTensorInput[] = "input";
 constexpr char kProbabilitiesOutput[] = "probabilities";
 constexpr char kLogitsOutput[] = "logits";
+// Per-image outputs returned when requested by name ([N, 1]).
+constexpr char kMalignancyRiskOutput[] = "malignancy_risk";
+constexpr char kReferOutput[] = "refer";
+constexpr char kOodOutput[] = "out_of_distribution";
+constexpr char kOodScoreOutput[] = "ood_score";
 constexpr char kClassificationParameter[] = "classification";
 
 std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
@@ -109,9 +114,19 @@ absl::StatusOr<std::vector<RequestedOutput>> ParseOutputs(const pb::ModelInferRe
       out.kind = RequestedOutput::Kind::kProbabilities;
     } else if (out.name == kLogitsOutput) {
       out.kind = RequestedOutput::Kind::kLogits;
+    } else if (out.name == kMalignancyRiskOutput) {
+      out.kind = RequestedOutput::Kind::kMalignancyRisk;
+    } else if (out.name == kReferOutput) {
+      out.kind = RequestedOutput::Kind::kRefer;
+    } else if (out.name == kOodOutput) {
+      out.kind = RequestedOutput::Kind::kOutOfDistribution;
+    } else if (out.name == kOodScoreOutput) {
+      out.kind = RequestedOutput::Kind::kOodScore;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown output '", out.name, "': the outputs are 'probabilities' and 'logits'"));
+          "unknown output '", out.name,
+          "': the outputs are 'probabilities', 'logits', 'malignancy_risk', 'refer', "
+          "'out_of_distribution' and 'ood_score'"));
     }
     for (const RequestedOutput& previous : outputs) {
       if (previous.name == out.name) {
@@ -312,6 +327,35 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
     pb::ModelInferResponse::InferOutputTensor* tensor = response->add_outputs();
     tensor->set_name(out.name);
     std::string* raw = parsed.raw ? response->add_raw_output_contents() : nullptr;
+    if (out.kind != RequestedOutput::Kind::kProbabilities &&
+        out.kind != RequestedOutput::Kind::kLogits) {
+      // One value per image, [N, 1]: FP32 scores or BOOL flags.
+      const bool flag = out.kind == RequestedOutput::Kind::kRefer ||
+                        out.kind == RequestedOutput::Kind::kOutOfDistribution;
+      tensor->set_datatype(flag ? "BOOL" : "FP32");
+      tensor->add_shape(n);
+      tensor->add_shape(1);
+      for (const serving::InferResult& r : results) {
+        if (flag) {
+          const bool v = out.kind == RequestedOutput::Kind::kRefer ? r.refer : r.out_of_distribution;
+          if (raw != nullptr) {
+            raw->push_back(v ? 1 : 0);
+          } else {
+            tensor->mutable_contents()->add_bool_contents(v);
+          }
+        } else {
+          const float v = out.kind == RequestedOutput::Kind::kMalignancyRisk
+                              ? r.malignancy_risk
+                              : static_cast<float>(r.ood_score);
+          if (raw != nullptr) {
+            raw->append(reinterpret_cast<const char*>(&v), sizeof(float));
+          } else {
+            tensor->mutable_contents()->add_fp32_contents(v);
+          }
+        }
+      }
+      continue;
+    }
     auto values_of = [&](const serving::InferResult& r) -> const std::array<float, kNumClasses>& {
       return out.kind == RequestedOutput::Kind::kLogits ? r.logits : r.probabilities;
     };
@@ -416,6 +460,10 @@ grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
     add(response->mutable_inputs(), kTensorInput, "FP32", {-1, 3, s, s});
     add(response->mutable_outputs(), kProbabilitiesOutput, "FP32", {-1, kNumClasses});
     add(response->mutable_outputs(), kLogitsOutput, "FP32", {-1, kNumClasses});
+    add(response->mutable_outputs(), kMalignancyRiskOutput, "FP32", {-1, 1});
+    add(response->mutable_outputs(), kReferOutput, "BOOL", {-1, 1});
+    add(response->mutable_outputs(), kOodOutput, "BOOL", {-1, 1});
+    add(response->mutable_outputs(), kOodScoreOutput, "FP32", {-1, 1});
     return absl::OkStatus();
   }();
   return recorder.Done(ToGrpcStatus(status));

@@ -36,7 +36,9 @@ struct KServeOptions {
 
 // One ModelInfer output as requested.
 struct RequestedOutput {
-  enum class Kind { kProbabilities, kLogits };
+  // kProbabilities / kLogits: FP32 [N, 7] (classification: BYTES top-k). The others,
+  // returned only when asked for by name: FP32 or BOOL [N, 1].
+  enum class Kind { kProbabilities, kLogits, kMalignancyRisk, kRefer, kOutOfDistribution, kOodScore };
   Kind kind = Kind::kProbabilities;
   std::string name;
   int classification = 0;  // > 0: top-k class strings (BYTES) instead of FP32.

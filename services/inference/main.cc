@@ -25,7 +25,9 @@
 #include "prometheus/registry.h"
 #include "services/inference/inference_server.h"
 #include "skinlesion/telemetry/metrics_http.h"
+#include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/common/precision.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/registry/remote_source.h"
 #include "skinlesion/serving/serving.h"
@@ -58,8 +60,14 @@ ABSL_FLAG(int, max_concurrent_explanations, 1,
           "Explanation heatmaps (explain=true) computed at once per model; others wait "
           "within their deadline");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0: LibTorch's default)");
+ABSL_FLAG(int, skip_delay_after_lone_arrivals, 3,
+          "A request arriving to an idle batcher after this many such arrivals runs at once "
+          "instead of waiting --max_queue_delay_ms for company (0: always wait)");
 ABSL_FLAG(int, drain_timeout_s, 10, "On SIGTERM, how long calls in flight may take to finish");
 ABSL_FLAG(std::string, device, "cpu", "LibTorch device: cpu, cuda, cuda:N");
+ABSL_FLAG(std::string, precision, "auto",
+          "Numerics of the served models: auto (bf16 on CUDA or a CPU with native bf16, else "
+          "fp32; a manifest's \"precision\" pin wins), fp32, bf16 (override any pin)");
 ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC request / response in MiB");
 ABSL_FLAG(int, poll_interval_s, 2, "How often the alias is re-resolved (hot reload)");
 
@@ -135,6 +143,13 @@ absl::StatusOr<std::unique_ptr<serving::ModelSource>> MakeSource() {
 
 absl::Status Run(const sigset_t& signals) {
   SL_RETURN_IF_ERROR(CheckFlags());
+  SL_ASSIGN_OR_RETURN(const PrecisionChoice precision,
+                      ParsePrecisionChoice(absl::GetFlag(FLAGS_precision)));
+  {
+    const CpuFeatures& cpu = CpuFeaturesForThisProcess();
+    SL_LOG(INFO) << "CPU " << cpu.model_name << ", flags: " << cpu.FlagList() << "; --precision "
+                 << PrecisionChoiceName(precision);
+  }
   SL_ASSIGN_OR_RETURN(std::unique_ptr<serving::ModelSource> source, MakeSource());
 
   auto registry = std::make_shared<prometheus::Registry>();
@@ -154,13 +169,16 @@ absl::Status Run(const sigset_t& signals) {
   options.batching.max_queue_size = absl::GetFlag(FLAGS_max_queue);
   options.batching.instances = absl::GetFlag(FLAGS_instances);
   options.batching.decode_in_worker = absl::GetFlag(FLAGS_decode_in_worker);
+  options.batching.skip_delay_after_lone_arrivals =
+      absl::GetFlag(FLAGS_skip_delay_after_lone_arrivals);
   options.max_concurrent_explanations = absl::GetFlag(FLAGS_max_concurrent_explanations);
   options.poll_interval = absl::Seconds(absl::GetFlag(FLAGS_poll_interval_s));
   SL_ASSIGN_OR_RETURN(std::unique_ptr<serving::ServingCore> core,
                       serving::ServingCore::Create(
                           options, std::move(source),
                           serving::MakeTorchLoader({.device = absl::GetFlag(FLAGS_device),
-                                                    .threads = absl::GetFlag(FLAGS_threads)}),
+                                                    .threads = absl::GetFlag(FLAGS_threads),
+                                                    .precision = precision}),
                           &metrics));
 
   inference::InferenceServerOptions server_options;

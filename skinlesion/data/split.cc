@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -24,11 +25,13 @@ namespace {
 constexpr absl::string_view kHeader = "image_id,lesion_id,partition,method,seed";
 constexpr absl::string_view kHoldoutPrefix = "holdout:";
 constexpr absl::string_view kKFoldPrefix = "kfold:";
+constexpr absl::string_view kSourcePrefix = "source:";
 constexpr int kMaxFolds = 1000;
 
 // The partitions a method defines, or InvalidArgument for an unknown method.
 absl::StatusOr<std::vector<std::string>> PartitionsOf(absl::string_view method) {
-  if (absl::StartsWith(method, kHoldoutPrefix))
+  if (absl::StartsWith(method, kHoldoutPrefix) ||
+      (absl::StartsWith(method, kSourcePrefix) && method.size() > kSourcePrefix.size()))
     return std::vector<std::string>{"train", "val", "test"};
   int k = 0;
   if (absl::StartsWith(method, kKFoldPrefix) &&
@@ -38,7 +41,7 @@ absl::StatusOr<std::vector<std::string>> PartitionsOf(absl::string_view method) 
     return folds;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown split method '", method,
-                                                 "' (expected holdout:<fractions> or kfold:<k>)"));
+                                                 "' (expected holdout:<fractions>, kfold:<k> or source:<name>)"));
 }
 
 // A CSV field, quoted when it needs to be.
@@ -285,6 +288,49 @@ absl::StatusOr<Split> MakeKFold(const Catalogue& catalogue, int k, uint64_t seed
     }
   }
   return Split::Create(method, seed, std::move(entries));
+}
+
+absl::StatusOr<Split> MakeSourceHoldout(const Catalogue& catalogue, const std::string& source,
+                                        double val_fraction, uint64_t seed) {
+  if (source.empty()) return absl::InvalidArgumentError("the held-out source is empty");
+  if (!(val_fraction > 0 && val_fraction < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("val fraction ", val_fraction, " not in (0, 1)"));
+  }
+  SL_ASSIGN_OR_RETURN(const auto by_class, ShuffledLesionsByClass(catalogue, seed));
+  std::vector<Split::Entry> entries;
+  entries.reserve(catalogue.samples.size());
+  int held_out = 0, kept = 0;
+  for (const std::vector<Lesion>& lesions : by_class) {
+    std::vector<const Lesion*> rest;
+    for (const Lesion& lesion : lesions) {
+      const bool from_source = std::any_of(lesion.samples.begin(), lesion.samples.end(), [&](int i) {
+        return catalogue.samples[i].dataset == source;
+      });
+      if (from_source) {
+        AddEntries(catalogue, lesion, "test", &entries);
+        ++held_out;
+      } else {
+        rest.push_back(&lesion);
+      }
+    }
+    const std::vector<int> counts =
+        LargestRemainder(static_cast<int>(rest.size()), {1 - val_fraction, val_fraction});
+    for (int j = 0; j < static_cast<int>(rest.size()); ++j) {
+      AddEntries(catalogue, *rest[j], j < counts[0] ? "train" : "val", &entries);
+      ++kept;
+    }
+  }
+  if (held_out == 0) {
+    std::set<std::string> sources;
+    for (const Sample& s : catalogue.samples) sources.insert(s.dataset.empty() ? "(none)" : s.dataset);
+    return absl::InvalidArgumentError(absl::StrCat("no image comes from source '", source,
+                                                   "' (sources: ", absl::StrJoin(sources, ", "), ")"));
+  }
+  if (kept == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("every image comes from source '", source,
+                                                   "': nothing is left to train on"));
+  }
+  return Split::Create(absl::StrCat(kSourcePrefix, source), seed, std::move(entries));
 }
 
 absl::Status SaveSplit(const Split& split, const std::string& path) {

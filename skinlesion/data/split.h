@@ -42,7 +42,7 @@ struct SplitOptions {
 };
 
 // An assignment of image ids to partitions. Immutable; cheap to copy around by
-// const reference. Partitions are "train", "val", "test" (holdout) or
+// const reference. Partitions are "train", "val", "test" (holdout, source) or
 // "fold0".."fold<k-1>" (k-fold).
 class Split {
  public:
@@ -57,7 +57,7 @@ class Split {
   static absl::StatusOr<Split> Create(std::string method, uint64_t seed,
                                       std::vector<Entry> entries);
 
-  // "holdout:<train>/<val>/<test>" or "kfold:<k>".
+  // "holdout:<train>/<val>/<test>", "kfold:<k>" or "source:<held-out source>".
   const std::string& method() const { return method_; }
   uint64_t seed() const { return seed_; }
   // Sorted by image_id.
@@ -89,6 +89,14 @@ absl::StatusOr<Split> MakeSplit(const Catalogue& catalogue, const SplitOptions& 
 // previous class stopped, so per class and overall the folds' lesion counts differ
 // by at most one. InvalidArgument unless 2 <= k <= number of lesions.
 absl::StatusOr<Split> MakeKFold(const Catalogue& catalogue, int k, uint64_t seed);
+
+// Source-held-out split (generalisation to a hospital the model has not seen): every
+// lesion with an image from `source` (Sample::dataset, e.g. "rosendahl") is in
+// "test"; each class's other lesions go to "train" and "val" (val_fraction of them,
+// largest remainder). Method "source:<source>". InvalidArgument when no image comes
+// from `source` (naming the sources there are) or every image does.
+absl::StatusOr<Split> MakeSourceHoldout(const Catalogue& catalogue, const std::string& source,
+                                        double val_fraction, uint64_t seed);
 
 // Writes ToCsv() atomically / reads and validates a split file.
 absl::Status SaveSplit(const Split& split, const std::string& path);

@@ -25,6 +25,7 @@ using ::skinlesion::testing::SourcePath;
 using ::skinlesion::testing::StatusIs;
 using ::skinlesion::testing::TempDir;
 using ::skinlesion::testing::WriteFile;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 // The real HAM10000 metadata: 10,015 images of 7,470 lesions.
@@ -185,6 +186,38 @@ TEST(SplitTest, KFoldFoldsAreDisjointStratifiedAndCoverEverything) {
   auto again = MakeKFold(catalogue, 5, 11);
   ASSERT_THAT(again, IsOk());
   EXPECT_EQ(again->Digest(), split->Digest());
+}
+
+// Train without one hospital, test on it: every test image comes from the held-out
+// source, none of the training or validation images does, lesions stay whole.
+TEST(SplitTest, SourceHoldoutTestsOnlyTheHeldOutSource) {
+  const Catalogue& catalogue = RealCatalogue();
+  auto split = MakeSourceHoldout(catalogue, "rosendahl", 0.15, 7);
+  ASSERT_THAT(split, IsOk());
+  EXPECT_EQ(split->method(), "source:rosendahl");
+  ExpectLesionDisjointAndComplete(*split, catalogue);
+  int test = 0, train = 0, val = 0;
+  for (const Sample& s : catalogue.samples) {
+    const std::string& p = *split->PartitionOf(s.image_id);
+    if (p == "test") {
+      ++test;
+      EXPECT_EQ(s.dataset, "rosendahl") << s.image_id;
+    } else {
+      EXPECT_NE(s.dataset, "rosendahl") << s.image_id;
+      (p == "train" ? train : val) += 1;
+    }
+  }
+  EXPECT_EQ(test, 2259);
+  EXPECT_NEAR(static_cast<double>(val) / (train + val), 0.15, 0.01);
+  // Round trip: the method survives the CSV.
+  auto parsed = ParseSplit(split->ToCsv());
+  ASSERT_THAT(parsed, IsOk());
+  EXPECT_EQ(parsed->Digest(), split->Digest());
+  EXPECT_THAT(MakeSourceHoldout(catalogue, "mars_clinic", 0.15, 7),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("mars_clinic"), HasSubstr("rosendahl, vidir_modern"))));
+  EXPECT_THAT(MakeSourceHoldout(catalogue, "rosendahl", 1.0, 7),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("val fraction")));
 }
 
 TEST(SplitTest, ApplyReturnsThePartitionInCatalogueOrder) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 
 #include <opencv2/imgproc.hpp>
 
@@ -13,6 +14,8 @@
 #include "skinlesion/common/rng.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/eval/plots.h"
+#include "skinlesion/eval/referral_eval.h"
+#include "skinlesion/eval/subgroups.h"
 #include "skinlesion/image/decode.h"
 
 namespace skinlesion::eval {
@@ -92,6 +95,34 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   nlohmann::json uncalibrated = MetricsToJson(before);
   j["uncalibrated"] = {{"ece", uncalibrated["ece"]}, {"nll", uncalibrated["nll"]},
                        {"brier", uncalibrated["brier"]}, {"accuracy", uncalibrated["accuracy"]}};
+  ReferralPolicy policy = in.referral;
+  std::string source = policy.risk_threshold ? "given" : "none";
+  nlohmann::json validation;
+  if (in.fit_risk_threshold && !in.val_logits.empty()) {
+    const std::vector<Probs> val_probs = Softmax(in.val_logits, temperature);
+    std::vector<double> risks;
+    for (const Probs& p : val_probs) risks.push_back(Summarize(p, {}).malignancy_risk);
+    if (std::optional<double> t = FitRiskThreshold(in.val_labels, risks, policy.target_sensitivity)) {
+      policy.risk_threshold = *t;
+      source = "fitted_on_val";
+      validation = ReferralToJson(EvaluateReferral(in.val_labels, val_probs, policy));
+    }
+  }
+  j["referral"] = ReferralToJson(EvaluateReferral(in.labels, calibrated, policy));
+  j["referral"]["threshold_source"] = source;
+  if (!validation.is_null()) j["referral"]["validation"] = validation;
+  if (in.ood.energy_threshold.has_value()) {
+    int rejected = 0;
+    for (const Probs& z : in.logits) rejected += IsOutOfDistribution(EnergyScore(z.data(), kNumClasses), in.ood);
+    j["ood"] = {{"method", "energy"},
+                {"energy_threshold", *in.ood.energy_threshold},
+                {"reject_rate", in.ood.reject_rate},
+                {"lesions_rejected", ProportionToJson(WilsonInterval(rejected, static_cast<int>(in.logits.size())))}};
+  }
+  if (!in.subgroups.empty()) {
+    j["subgroups"] = SubgroupsToJson(
+        ComputeSubgroups(in.labels, calibrated, in.subgroups, policy, {.seed = in.seed}));
+  }
   j["context"] = in.context;
   SL_RETURN_IF_ERROR(PlotConfusionMatrix(after, dir + "/confusion_matrix.png"));
   SL_RETURN_IF_ERROR(PlotRocCurves(after, dir + "/roc_curves.png"));

@@ -2,7 +2,9 @@
 //
 //   <dir>/metrics.json         eval::MetricsToJson of the calibrated predictions, plus
 //                              "uncalibrated" (the same keys before temperature scaling),
-//                              "temperature", "tta", "n_val" and caller-supplied "context"
+//                              "temperature", "tta", "n_val", "referral" (the operating
+//                              point of the refer rule), "subgroups" and caller-supplied
+//                              "context"
 //   <dir>/confusion_matrix.png
 //   <dir>/roc_curves.png
 //   <dir>/reliability.png      after calibration
@@ -12,11 +14,14 @@
 #define SKINLESION_EVAL_REPORT_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "skinlesion/common/ood.h"
+#include "skinlesion/common/referral.h"
 #include "skinlesion/eval/metrics.h"
 
 namespace skinlesion::eval {
@@ -35,6 +40,20 @@ struct ReportInput {
   uint64_t seed = 0;
   // Anything the caller wants recorded (model, data, command...).
   nlohmann::json context;
+  // The referral rule to measure (metrics.json "referral", skinlesion/eval/
+  // referral_eval.h), e.g. the model manifest's. With fit_risk_threshold and
+  // validation logits, its malignancy-risk threshold is first fitted on the
+  // calibrated validation probabilities for referral.target_sensitivity
+  // (FitRiskThreshold), and the validation operating point is recorded too.
+  ReferralPolicy referral;
+  bool fit_risk_threshold = false;
+  // Subgroups of the test samples (dimension -> group name per sample, e.g. "sex"),
+  // reported per group in metrics.json "subgroups" (skinlesion/eval/subgroups.h).
+  std::map<std::string, std::vector<std::string>> subgroups;
+  // The out-of-distribution check (skinlesion/common/ood.h): with a threshold,
+  // metrics.json "ood" records it and the share of these (real lesion) images it
+  // wrongly rejects, with a Wilson interval.
+  OodPolicy ood;
 };
 
 // Writes the report into `dir` (created) and returns metrics.json's content.

@@ -52,6 +52,48 @@ TEST(ReportTest, WritesMetricsAndPlotsAndCalibrates) {
     EXPECT_TRUE(parsed.contains(key)) << key;
   }
   EXPECT_TRUE(parsed["per_class"]["mel"].contains("recall"));
+  // No threshold given or fitted: the referral block measures the uncertainty rules.
+  EXPECT_EQ(parsed["referral"]["threshold_source"], "none");
+  EXPECT_TRUE(parsed["referral"]["policy"]["malignancy_risk_threshold"].is_null());
+}
+
+// The operating point fitted on validation data: the validation malignant
+// sensitivity of the risk rule reaches the target, and the test block uses that
+// threshold.
+TEST(ReportTest, FitsTheReferralThresholdOnValidationData) {
+  Rng rng(9);
+  ReportInput in;
+  auto draw = [&](std::vector<int>& labels, std::vector<Probs>& logits, int n) {
+    for (int i = 0; i < n; ++i) {
+      const int y = static_cast<int>(rng.UniformInt(kNumClasses));
+      Probs z;
+      for (float& v : z) v = static_cast<float>(rng.Normal() * 2);
+      z[y] += 2.0f;
+      labels.push_back(y);
+      logits.push_back(z);
+    }
+  };
+  draw(in.labels, in.logits, 700);
+  draw(in.val_labels, in.val_logits, 700);
+  in.fit_risk_threshold = true;
+  in.referral.target_sensitivity = 0.9;
+  TempDir dir;
+  auto j = WriteReport(in, dir.Join("report"));
+  ASSERT_TRUE(j.ok()) << j.status();
+  const nlohmann::json& r = (*j)["referral"];
+  EXPECT_EQ(r["threshold_source"], "fitted_on_val");
+  const double t = r["policy"]["malignancy_risk_threshold"].get<double>();
+  EXPECT_GT(t, 0.0);
+  EXPECT_LT(t, 1.0);
+  EXPECT_GE(r["validation"]["risk_rule"]["malignant_sensitivity"]["value"].get<double>(), 0.9);
+  // On the test draw the same threshold lands near the target (same distribution).
+  EXPECT_GT(r["risk_rule"]["malignant_sensitivity"]["value"].get<double>(), 0.8);
+  // The whole rule refers at least what the risk rule does.
+  EXPECT_GE(r["malignant_sensitivity"]["value"].get<double>(),
+            r["risk_rule"]["malignant_sensitivity"]["value"].get<double>());
+  const auto ci = r["melanoma_sensitivity"]["ci95"];
+  EXPECT_LE(ci[0].get<double>(), r["melanoma_sensitivity"]["value"].get<double>());
+  EXPECT_GE(ci[1].get<double>(), r["melanoma_sensitivity"]["value"].get<double>());
 }
 
 }  // namespace

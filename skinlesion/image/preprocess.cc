@@ -1,6 +1,7 @@
 #include "skinlesion/image/preprocess.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 
@@ -74,6 +75,10 @@ absl::Status ValidatePreprocessOptions(const PreprocessOptions& options) {
                                                      " must be finite, std > 0"));
     }
   }
+  if (options.shades_of_gray_p < 0 || options.shades_of_gray_p > 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shades_of_gray_p must be in [0, 16], got ", options.shades_of_gray_p));
+  }
   return absl::OkStatus();
 }
 
@@ -89,8 +94,10 @@ void NormalizeToCHW(const cv::Mat& rgb_u8, const PreprocessOptions& options, flo
   SL_CHECK(out != nullptr || rgb_u8.empty());
   // (x / 255 - mean) / std = x * scale + shift.
   float scale[3], shift[3];
+  std::array<float, 3> gain = {1.0f, 1.0f, 1.0f};
+  if (options.shades_of_gray_p > 0) gain = ShadesOfGrayGains(rgb_u8, options.shades_of_gray_p);
   for (int c = 0; c < 3; ++c) {
-    scale[c] = 1.0f / (255.0f * options.std[c]);
+    scale[c] = gain[c] / (255.0f * options.std[c]);
     shift[c] = -options.mean[c] / options.std[c];
   }
   const int rows = rgb_u8.rows;
@@ -131,6 +138,29 @@ void NormalizeToCHW(const cv::Mat& rgb_u8, const PreprocessOptions& options, flo
       }
     }
   }
+}
+
+std::array<float, 3> ShadesOfGrayGains(const cv::Mat& rgb_u8, int p) {
+  SL_CHECK(rgb_u8.type() == CV_8UC3 && p >= 1) << "type " << rgb_u8.type() << ", p " << p;
+  std::array<double, 256> lut;
+  for (int v = 0; v < 256; ++v) lut[v] = std::pow(v / 255.0, p);
+  std::array<double, 3> sum = {0, 0, 0};
+  for (int y = 0; y < rgb_u8.rows; ++y) {
+    const uint8_t* src = rgb_u8.ptr<uint8_t>(y);
+    for (int x = 0; x < rgb_u8.cols; ++x) {
+      for (int c = 0; c < 3; ++c) sum[c] += lut[src[3 * x + c]];
+    }
+  }
+  const double n = std::max(1.0, static_cast<double>(rgb_u8.rows) * rgb_u8.cols);
+  std::array<double, 3> e;
+  for (int c = 0; c < 3; ++c) e[c] = std::pow(sum[c] / n, 1.0 / p);
+  const double mean_e = (e[0] + e[1] + e[2]) / 3;
+  std::array<float, 3> gain = {1.0f, 1.0f, 1.0f};
+  if (!(mean_e > 1e-6)) return gain;  // Black: nothing to balance.
+  for (int c = 0; c < 3; ++c) {
+    gain[c] = static_cast<float>(std::clamp(mean_e / std::max(e[c], 1e-6), 1.0 / 3, 3.0));
+  }
+  return gain;
 }
 
 void PreprocessInto(const cv::Mat& rgb, const PreprocessOptions& options, float* out) {

@@ -51,10 +51,20 @@ struct PreprocessOptions {
   // Defaults: ImageNet.
   std::array<float, 3> mean = {0.485f, 0.456f, 0.406f};
   std::array<float, 3> std = {0.229f, 0.224f, 0.225f};
+  // Colour constancy before normalisation: Shades of Gray with this Minkowski norm
+  // (Finlayson & Trezzi 2004; p = 6 is what the top ISIC 2018 entries used against
+  // camera and lighting differences between hospitals). 0: off (default). Each
+  // channel is multiplied by mean(e) / e_c, e_c = (mean over the resized image of
+  // (x_c / 255)^p)^(1/p), gains clamped to [1/3, 3]; values are not clipped at 255.
+  int shades_of_gray_p = 0;
 };
 
-// InvalidArgument unless 1 <= size <= 16384, 0 < crop_fraction <= 1 and every std
-// is finite and > 0 (and every mean finite).
+// The per-channel (R, G, B) gains Shades of Gray applies to `rgb_u8` (CV_8UC3) with
+// norm p >= 1: all 1 for a grey image, larger for a channel the illuminant lacks.
+std::array<float, 3> ShadesOfGrayGains(const cv::Mat& rgb_u8, int p);
+
+// InvalidArgument unless 1 <= size <= 16384, 0 < crop_fraction <= 1, every std
+// is finite and > 0 (and every mean finite) and 0 <= shades_of_gray_p <= 16.
 absl::Status ValidatePreprocessOptions(const PreprocessOptions& options);
 
 // The resize/crop step: a size x size CV_8UC3 RGB image, continuous, in its own
@@ -63,8 +73,9 @@ absl::Status ValidatePreprocessOptions(const PreprocessOptions& options);
 cv::Mat Resize(const cv::Mat& rgb, const PreprocessOptions& options);
 
 // Writes 3 * rgb.rows * rgb.cols floats to `out` in CHW order (all of R, then G, then
-// B), each (x / 255 - mean[c]) / std[c]. Any size of input; non-continuous views
-// (ROIs) are fine. Uses options.mean and options.std only.
+// B), each (x * gain[c] / 255 - mean[c]) / std[c] with gain = ShadesOfGrayGains when
+// options.shades_of_gray_p > 0, else 1. Any size of input; non-continuous views
+// (ROIs) are fine. Uses options.mean, options.std and options.shades_of_gray_p.
 void NormalizeToCHW(const cv::Mat& rgb_u8, const PreprocessOptions& options, float* out);
 
 // Resize() then NormalizeToCHW(): 3 * size * size floats. The Into variant writes

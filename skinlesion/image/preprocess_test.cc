@@ -243,6 +243,48 @@ TEST(ImagePreprocessTest, ValidateOptions) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("std")));
 }
 
+// Shades of Gray: a grey image is left alone; a red cast is turned down in red and up
+// in blue, and the normalised output carries exactly those gains.
+TEST(ImagePreprocessTest, ShadesOfGrayBalancesAColourCast) {
+  const cv::Mat grey(8, 8, CV_8UC3, cv::Scalar(120, 120, 120));
+  for (float g : ShadesOfGrayGains(grey, 6)) EXPECT_NEAR(g, 1.0f, 1e-6);
+  cv::Mat cast(8, 8, CV_8UC3);
+  for (int y = 0; y < 8; ++y) {
+    for (int x = 0; x < 8; ++x) cast.at<cv::Vec3b>(y, x) = cv::Vec3b(200, 120 + x, 60 + y);  // R, G, B
+  }
+  const std::array<float, 3> gain = ShadesOfGrayGains(cast, 6);
+  EXPECT_LT(gain[0], 1.0f);
+  EXPECT_GT(gain[2], 1.0f);
+  EXPECT_GT(gain[2], gain[1]);
+  // p = 1 is grey world: gain_c = mean(channel means) / channel mean.
+  const cv::Mat flat(4, 4, CV_8UC3, cv::Scalar(100, 50, 150));
+  const std::array<float, 3> grey_world = ShadesOfGrayGains(flat, 1);
+  EXPECT_NEAR(grey_world[0], 1.0f, 1e-5);
+  EXPECT_NEAR(grey_world[1], 2.0f, 1e-5);
+  EXPECT_NEAR(grey_world[2], 100.0f / 150.0f, 1e-5);
+  // Black and one-channel images stay finite: gains clamped to [1/3, 3].
+  for (float g : ShadesOfGrayGains(cv::Mat(4, 4, CV_8UC3, cv::Scalar(0, 0, 0)), 6)) EXPECT_EQ(g, 1.0f);
+  for (float g : ShadesOfGrayGains(cv::Mat(4, 4, CV_8UC3, cv::Scalar(255, 0, 0)), 6)) {
+    EXPECT_GE(g, 1.0f / 3 - 1e-6);
+    EXPECT_LE(g, 3.0f + 1e-6);
+  }
+
+  PreprocessOptions options;
+  options.size = 8;
+  options.mean = {0, 0, 0};
+  options.std = {1, 1, 1};
+  options.shades_of_gray_p = 6;
+  std::vector<float> out(3 * 8 * 8);
+  NormalizeToCHW(cast, options, out.data());
+  for (int c = 0; c < 3; ++c) {
+    const float x = cast.at<cv::Vec3b>(3, 5)[c];
+    EXPECT_NEAR(out[c * 64 + 3 * 8 + 5], x * gain[c] / 255.0f, 1e-5) << c;
+  }
+  options.shades_of_gray_p = 17;
+  EXPECT_THAT(ValidatePreprocessOptions(options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("shades_of_gray_p")));
+}
+
 TEST(ImagePreprocessDeathTest, WrongTypeIsAProgrammingError) {
   const cv::Mat gray(10, 10, CV_8UC1, cv::Scalar(1));
   EXPECT_DEATH(Resize(gray, PreprocessOptions()), "CV_8UC3");

@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -12,6 +11,7 @@
 #include "skinlesion/common/status.h"
 #include "skinlesion/explain/explain.h"
 #include "skinlesion/image/preprocess.h"
+#include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/serving/preprocessing.h"
 
@@ -28,39 +28,39 @@ nlohmann::json Prediction::ToJson() const {
           {"malignancy_group", std::string(MalignancyGroupName(ClassAt(class_index).group))},
           {"malignancy_risk", malignancy_risk},
           {"refer", refer},
+          {"refer_rule", std::string(ReferRuleName(refer_rule))},
           {"refer_reason", refer_reason},
+          {"out_of_distribution", out_of_distribution},
+          {"ood_score", ood_score},
           {"top", top_json},
           {"probabilities", probs}};
 }
 
-Prediction MakePrediction(const std::array<float, kNumClasses>& probabilities, const ReferPolicy& refer) {
+Prediction MakePrediction(const std::array<float, kNumClasses>& probabilities, const ReferralPolicy& refer) {
+  const Summary summary = Summarize(probabilities, refer);
   Prediction p;
   p.probabilities = probabilities;
-  std::array<int, kNumClasses> order;
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return probabilities[a] > probabilities[b]; });
-  p.class_index = order[0];
+  p.class_index = summary.top_class;
   p.code = std::string(ClassAt(p.class_index).code);
   p.name = std::string(ClassAt(p.class_index).name);
-  p.confidence = probabilities[order[0]];
-  for (int i = 0; i < 3; ++i) p.top.emplace_back(order[i], probabilities[order[i]]);
-  for (int k = 0; k < kNumClasses; ++k) {
-    if (IsMalignant(k)) p.malignancy_risk += probabilities[k];
-  }
-  const double margin = probabilities[order[0]] - probabilities[order[1]];
-  if (p.confidence < refer.min_confidence) {
-    p.refer = true;
-    p.refer_reason = absl::StrFormat("top probability %.2f is under %.2f", p.confidence, refer.min_confidence);
-  } else if (margin < refer.min_margin) {
-    p.refer = true;
-    p.refer_reason = absl::StrFormat("%s and %s are too close (margin %.2f < %.2f)", p.code,
-                                     std::string(ClassAt(order[1]).code), margin, refer.min_margin);
-  }
+  p.confidence = summary.confidence;
+  for (int i = 0; i < 3; ++i) p.top.emplace_back(summary.order[i], probabilities[summary.order[i]]);
+  p.malignancy_risk = summary.malignancy_risk;
+  p.refer = summary.refer;
+  p.refer_rule = summary.refer_rule;
+  p.refer_reason = summary.refer_reason;
   return p;
 }
 
 Predictor::~Predictor() = default;
+
+models::Numerics Predictor::Numerics() const {
+  models::Numerics n;
+  n.precision = precision_;
+  n.channels_last = channels_last_;
+  n.reason = numerics_reason_;
+  return n;
+}
 
 absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& model_dir,
                                                              const PredictorOptions& options) {
@@ -86,21 +86,29 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
                                                    " differs from the model's image_size ", p->image_size_));
   }
   p->preprocess_ = serving::PreprocessOptionsFor(spec);
-  if (p->manifest_.contains("calibration")) {
-    p->temperature_ = p->manifest_["calibration"].value("temperature", 1.0);
-    if (!(p->temperature_ > 0)) return absl::InvalidArgumentError("calibration temperature must be > 0");
-  }
-  if (p->manifest_.contains("refer")) {
-    p->refer_.min_confidence = p->manifest_["refer"].value("min_confidence", p->refer_.min_confidence);
-    p->refer_.min_margin = p->manifest_["refer"].value("min_margin", p->refer_.min_margin);
-  }
+  // Calibration and referral as the inference service reads them (validated there).
+  p->temperature_ = spec.temperature;
+  p->refer_ = spec.refer;
+  p->ood_ = spec.ood;
+  std::optional<torch::Device> device;
   try {
-    torch::Device device(options.device);
-    checkpoint.model->to(device);
+    device.emplace(options.device);
+    checkpoint.model->to(*device);
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
   }
   checkpoint.model->eval();
+  const models::Numerics numerics =
+      models::ChooseNumerics(options.precision, *checkpoint.model, *device, spec.precision);
+  try {
+    models::PrepareModel(*checkpoint.model, numerics);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("converting to ", numerics.Describe(), ": ", e.what_without_backtrace()));
+  }
+  p->precision_ = numerics.precision;
+  p->channels_last_ = numerics.channels_last;
+  p->numerics_ = numerics.Describe();
+  p->numerics_reason_ = numerics.reason;
   p->model_ = checkpoint.model;
   p->device_ = options.device;
   p->limits_ = options.decode_limits;
@@ -130,7 +138,7 @@ absl::StatusOr<Explanation> Predictor::Explain(const cv::Mat& rgb, int target_cl
   }
   torch::Tensor input = torch::empty({1, 3, image_size_, image_size_}, torch::kFloat32);
   PreprocessInto(rgb, preprocess_, input.data_ptr<float>());
-  input = input.to(torch::Device(device_));
+  input = models::PrepareInput(input, Numerics(), torch::Device(device_));
   int target = target_class;
   if (target < 0) {
     try {
@@ -188,11 +196,11 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
     }
     PreprocessInto(images[i], preprocess_, batch[i].data_ptr<float>());
   }
-  torch::Tensor probs;
+  torch::Tensor probs, logits;
   try {
     torch::InferenceMode guard;
-    torch::Tensor logits = model_->forward(batch.to(torch::Device(device_))).to(torch::kFloat32);
-    probs = torch::softmax(logits / temperature_, 1).cpu().contiguous();
+    logits = models::ForwardLogits(*model_, batch, Numerics(), torch::Device(device_));
+    probs = torch::softmax(logits / temperature_, 1).contiguous();
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("inference failed: ", e.what_without_backtrace()));
   }
@@ -202,6 +210,8 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
     std::array<float, kNumClasses> p{};
     for (int k = 0; k < kNumClasses; ++k) p[k] = acc[i][k];
     out.push_back(MakePrediction(p, refer_));
+    out.back().ood_score = EnergyScore(logits[i].data_ptr<float>(), kNumClasses);
+    out.back().out_of_distribution = IsOutOfDistribution(out.back().ood_score, ood_);
   }
   return out;
 }

@@ -6,11 +6,11 @@
 //   std::cout << p.code << " " << p.confidence;
 //
 // A model directory holds model.safetensors and manifest.json (architecture,
-// image size, labels; optionally "calibration": {"temperature": T} and
-// "refer": {"min_confidence": c, "min_margin": m}). Probabilities are
-// softmax(logits / T). `refer` is set when the top probability is under
-// min_confidence or its margin over the second under min_margin: the model is
-// unsure and a specialist should look.
+// image size, labels; optionally "calibration": {"temperature": T} and "refer":
+// {"min_confidence", "min_margin", "malignancy_risk_threshold", ...}). Probabilities
+// are softmax(logits / T). `refer` follows skinlesion/common/referral.h, the rule the
+// inference service applies: the malignancy risk at or above the fitted threshold, or
+// an unsure answer (top probability under min_confidence, margin under min_margin).
 //
 // Thread-safe: Predict* may be called concurrently (inference runs under
 // torch::InferenceMode; the module is not mutated).
@@ -29,11 +29,15 @@
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/classes.h"
+#include "skinlesion/common/ood.h"
+#include "skinlesion/common/precision.h"
+#include "skinlesion/common/referral.h"
 #include "skinlesion/image/decode.h"
 #include "skinlesion/image/preprocess.h"
 
 namespace skinlesion::models {
 class Classifier;
+struct Numerics;
 }
 
 namespace skinlesion::predict {
@@ -47,7 +51,12 @@ struct Prediction {
   std::vector<std::pair<int, float>> top;          // (class, probability), top 3.
   float malignancy_risk = 0;  // Sum over mel, bcc, akiec.
   bool refer = false;
+  ReferRule refer_rule = ReferRule::kNone;  // skinlesion/common/referral.h
   std::string refer_reason;
+  // skinlesion/common/ood.h: the energy of the logits and whether it is above the
+  // model's threshold (false when the manifest has none).
+  double ood_score = 0;
+  bool out_of_distribution = false;
   nlohmann::json ToJson() const;
 };
 
@@ -76,12 +85,10 @@ struct PredictorOptions {
   std::string device = "cpu";
   int threads = 0;  // > 0: set LibTorch intra-op threads.
   DecodeLimits decode_limits;
+  // skinlesion/common/precision.h; kAuto follows the manifest's "precision" pin.
+  PrecisionChoice precision = PrecisionChoice::kAuto;
 };
 
-struct ReferPolicy {
-  double min_confidence = 0.5;
-  double min_margin = 0.1;
-};
 
 class Predictor {
  public:
@@ -101,12 +108,20 @@ class Predictor {
   absl::StatusOr<Explanation> Explain(const cv::Mat& rgb, int target_class = -1) const;
 
   const nlohmann::json& manifest() const { return manifest_; }
+  const ReferralPolicy& referral_policy() const { return refer_; }
+  const OodPolicy& ood_policy() const { return ood_; }
   const std::string& architecture() const { return architecture_; }
   int64_t image_size() const { return image_size_; }
   double temperature() const { return temperature_; }
+  // The precision the model runs in and why ("bf16, channels-last", "auto: bf16
+  // (native bf16 on this CPU)"): reports and model cards record both.
+  Precision precision() const { return precision_; }
+  const std::string& numerics() const { return numerics_; }
+  const std::string& numerics_reason() const { return numerics_reason_; }
 
  private:
   Predictor() = default;
+  models::Numerics Numerics() const;
   std::shared_ptr<models::Classifier> model_;
   nlohmann::json manifest_;
   std::string architecture_;
@@ -114,13 +129,17 @@ class Predictor {
   int64_t image_size_ = 224;
   PreprocessOptions preprocess_;  // The manifest's "preprocessing".
   double temperature_ = 1.0;
-  ReferPolicy refer_;
+  Precision precision_ = Precision::kFp32;
+  bool channels_last_ = false;
+  std::string numerics_, numerics_reason_;
+  ReferralPolicy refer_;  // The manifest's "refer" (as serving reads it).
+  OodPolicy ood_;         // The manifest's "ood".
   DecodeLimits limits_;
 };
 
 // Turns calibrated probabilities into a Prediction (shared with the servers).
 Prediction MakePrediction(const std::array<float, kNumClasses>& probabilities,
-                          const ReferPolicy& refer);
+                          const ReferralPolicy& refer);
 
 }  // namespace skinlesion::predict
 

@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 
@@ -61,7 +64,7 @@ TEST(MakePredictionTest, TopClassRiskAndReferral) {
 
 TEST(PredictorTest, PredictsCalibratedProbabilities) {
   TempDir dir;
-  auto p1 = Predictor::Create(MakeModelDir(dir, 1.0), {.threads = 1});
+  auto p1 = Predictor::Create(MakeModelDir(dir, 1.0), {.threads = 1, .precision = PrecisionChoice::kFp32});
   ASSERT_TRUE(p1.ok()) << p1.status();
   EXPECT_EQ((*p1)->architecture(), "resnet18");
   EXPECT_EQ((*p1)->image_size(), 32);
@@ -82,7 +85,7 @@ TEST(PredictorTest, PredictsCalibratedProbabilities) {
   for (int k = 0; k < kNumClasses; ++k) EXPECT_NEAR((*batch)[1].probabilities[k], a->probabilities[k], 1e-5);
   // A higher temperature flattens the distribution, keeping the argmax.
   TempDir dir2;
-  auto p3 = Predictor::Create(MakeModelDir(dir2, 3.0), {.threads = 1});
+  auto p3 = Predictor::Create(MakeModelDir(dir2, 3.0), {.threads = 1, .precision = PrecisionChoice::kFp32});
   ASSERT_TRUE(p3.ok());
   auto c = (*p3)->PredictFile(image);
   ASSERT_TRUE(c.ok());
@@ -101,7 +104,7 @@ TEST(PredictorTest, PreprocessesAsTheManifestSays) {
   m["preprocessing"] = {{"size", 32}, {"resize", "resize"}, {"mean", {0.5, 0.5, 0.5}},
                         {"std", {0.25, 0.25, 0.25}}};
   ASSERT_TRUE(WriteFileAtomically(path + "/manifest.json", m.dump()).ok());
-  auto p = Predictor::Create(path, {.threads = 1});
+  auto p = Predictor::Create(path, {.threads = 1, .precision = PrecisionChoice::kFp32});
   ASSERT_TRUE(p.ok()) << p.status();
   auto rgb = DecodeImageFile(SourcePath("tests/fixtures/ham10000/images/ISIC_0024698.jpg"), {});
   ASSERT_TRUE(rgb.ok());
@@ -185,6 +188,86 @@ TEST(PredictorTest, ExplainsThePredictedClassAndDrawsAnOverlay) {
   EXPECT_EQ(overlay->at<cv::Vec3b>(20, 2), cv::Vec3b(50, 50, 50));  // Outside: darkened.
   hot.heat.pop_back();
   EXPECT_THAT(HeatmapOverlay(grey, hot), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("3x3")));
+}
+
+// The shipped model in bf16 against fp32 on every fixture image: the same answer
+// wherever fp32 is not itself on a knife edge, and probabilities within the golden
+// set's bf16 tolerance (docs/performance.md has the same on the 895-image test split).
+TEST(PredictorTest, Bf16AgreesWithFp32OnTheFixtureImages) {
+  const std::string bundled = SourcePath("models/bundled");
+  auto fp32 = Predictor::Create(bundled, {.threads = 2, .precision = PrecisionChoice::kFp32});
+  ASSERT_TRUE(fp32.ok()) << fp32.status();
+  auto bf16 = Predictor::Create(bundled, {.threads = 2, .precision = PrecisionChoice::kBf16});
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ((*fp32)->precision(), Precision::kFp32);
+  EXPECT_EQ((*bf16)->precision(), Precision::kBf16);
+  EXPECT_EQ((*bf16)->numerics(), "bf16, channels-last");  // The bundled model is a ResNet.
+  std::vector<std::string> images;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(SourcePath("tests/fixtures/ham10000/images"))) {
+    images.push_back(entry.path().string());
+  }
+  ASSERT_GE(images.size(), 10u);
+  int agree = 0;
+  double worst = 0;
+  for (const std::string& image : images) {
+    auto a = (*fp32)->PredictFile(image);
+    auto b = (*bf16)->PredictFile(image);
+    ASSERT_TRUE(a.ok() && b.ok()) << image;
+    for (int k = 0; k < kNumClasses; ++k) {
+      worst = std::max(worst, static_cast<double>(std::fabs(a->probabilities[k] - b->probabilities[k])));
+    }
+    const double margin = a->top[0].second - a->top[1].second;
+    if (a->class_index == b->class_index) {
+      ++agree;
+    } else {
+      EXPECT_LT(margin, 0.05) << image << ": bf16 says " << b->code << ", fp32 " << a->code
+                              << " with margin " << margin;
+    }
+  }
+  EXPECT_LE(worst, 0.05) << "largest probability difference bf16 vs fp32";
+  EXPECT_GE(agree, static_cast<int>(images.size()) - 1) << agree << " of " << images.size();
+  std::printf("bf16 vs fp32 on %zu fixture images: %d agree, largest |dP| %.4f\n", images.size(),
+              agree, worst);
+}
+
+// Grad-CAM differentiates through the model: in bf16 the gradients carry 8 bits.
+// Measured on the shipped model and every fixture image: the heatmaps must keep their
+// shape (Pearson correlation with fp32) and the values their scale.
+TEST(PredictorTest, Bf16GradCamMatchesFp32) {
+  const std::string bundled = SourcePath("models/bundled");
+  auto fp32 = Predictor::Create(bundled, {.threads = 2, .precision = PrecisionChoice::kFp32});
+  auto bf16 = Predictor::Create(bundled, {.threads = 2, .precision = PrecisionChoice::kBf16});
+  ASSERT_TRUE(fp32.ok() && bf16.ok());
+  double worst_corr = 1, worst_diff = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(SourcePath("tests/fixtures/ham10000/images"))) {
+    auto rgb = DecodeImageFile(entry.path().string(), {});
+    ASSERT_TRUE(rgb.ok());
+    auto a = (*fp32)->Explain(*rgb);
+    ASSERT_TRUE(a.ok()) << a.status();
+    auto b = (*bf16)->Explain(*rgb, a->target_class);
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_EQ(a->heat.size(), b->heat.size());
+    const size_t n = a->heat.size();
+    double ma = 0, mb = 0;
+    for (size_t i = 0; i < n; ++i) {
+      ma += a->heat[i] / n;
+      mb += b->heat[i] / n;
+      worst_diff = std::max(worst_diff, static_cast<double>(std::fabs(a->heat[i] - b->heat[i])));
+    }
+    double sab = 0, saa = 0, sbb = 0;
+    for (size_t i = 0; i < n; ++i) {
+      sab += (a->heat[i] - ma) * (b->heat[i] - mb);
+      saa += (a->heat[i] - ma) * (a->heat[i] - ma);
+      sbb += (b->heat[i] - mb) * (b->heat[i] - mb);
+    }
+    if (saa > 1e-12 && sbb > 1e-12) worst_corr = std::min(worst_corr, sab / std::sqrt(saa * sbb));
+  }
+  std::printf("Grad-CAM bf16 vs fp32 on the fixtures: lowest correlation %.4f, largest |d heat| %.4f\n",
+              worst_corr, worst_diff);
+  EXPECT_GT(worst_corr, 0.95);
+  EXPECT_LT(worst_diff, 0.15);
 }
 
 }  // namespace

@@ -40,29 +40,18 @@ void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& r) 
   }
   for (int k = 0; k < kNumClasses; ++k) r.probabilities[k] = static_cast<float>(e[k] / sum);
 
-  std::array<int, kNumClasses> order;
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return r.probabilities[a] > r.probabilities[b]; });
-  r.top_class = order[0];
-  r.confidence = r.probabilities[order[0]];
-  r.malignancy_risk = 0;
-  for (int k = 0; k < kNumClasses; ++k) {
-    if (IsMalignant(k)) r.malignancy_risk += r.probabilities[k];
-  }
-  const double margin = r.probabilities[order[0]] - r.probabilities[order[1]];
-  r.refer = false;
-  r.refer_reason.clear();
-  if (r.confidence < spec.refer_min_confidence) {
-    r.refer = true;
-    r.refer_reason = absl::StrFormat("top probability %.2f is under %.2f", r.confidence,
-                                     spec.refer_min_confidence);
-  } else if (margin < spec.refer_min_margin) {
-    r.refer = true;
-    r.refer_reason = absl::StrFormat(
-        "%s and %s are too close (margin %.2f < %.2f)", std::string(ClassAt(order[0]).code),
-        std::string(ClassAt(order[1]).code), margin, spec.refer_min_margin);
-  }
+  const Summary summary = Summarize(r.probabilities, spec.refer);
+  r.top_class = summary.top_class;
+  r.confidence = summary.confidence;
+  r.malignancy_risk = summary.malignancy_risk;
+  r.refer = summary.refer;
+  r.refer_rule = summary.refer_rule;
+  r.refer_reason = summary.refer_reason;
+  r.refer_risk_threshold = spec.refer.risk_threshold;
+  r.refer_target_sensitivity = spec.refer.risk_threshold ? spec.refer.target_sensitivity : 0.0;
+  r.ood_score = EnergyScore(logits, kNumClasses);
+  r.ood_checked = spec.ood.energy_threshold.has_value();
+  r.out_of_distribution = IsOutOfDistribution(r.ood_score, spec.ood);
 }
 
 Batcher::Batcher(std::string model, const BatchingOptions& options, const DecodeLimits& limits,
@@ -94,6 +83,9 @@ absl::Status Batcher::Enqueue(PendingRequest request) {
         absl::StrCat("model ", model_, ": queue full (", options_.max_queue_size, " requests)"));
   }
   request.enqueued = absl::Now();
+  const bool alone = queue_.empty() && running_requests_ == 0;
+  lone_arrivals_ = alone ? lone_arrivals_ + 1 : 0;
+  if (queue_.empty()) front_arrived_alone_ = alone;
   queue_.push_back(std::move(request));
   UpdateDepthLocked();
   work_cv_.notify_all();
@@ -113,7 +105,13 @@ bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingR
     for (const PendingRequest& r : queue_) {
       if (r.version.get() == version && ++same >= max_batch) break;
     }
-    const absl::Time ready_at = queue_.front().enqueued + options_.max_queue_delay;
+    // Sequential traffic: the front request came to an empty batcher, as did the
+    // arrivals before it, and no one has joined it since. Nobody is coming.
+    const bool lone = options_.skip_delay_after_lone_arrivals > 0 && queue_.size() == 1 &&
+                      front_arrived_alone_ &&
+                      lone_arrivals_ >= options_.skip_delay_after_lone_arrivals;
+    const absl::Time ready_at =
+        lone ? queue_.front().enqueued : queue_.front().enqueued + options_.max_queue_delay;
     const absl::Time now = absl::Now();
     if (same < max_batch && !stopping_ && now < ready_at && DecodeAhead(lock)) {
       continue;  // Time has passed: look again.
@@ -128,6 +126,9 @@ bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingR
           ++it;
         }
       }
+      running_requests_ += static_cast<int>(batch.size());
+      // Whoever is at the front now arrived while others were queued.
+      front_arrived_alone_ = false;
       return true;
     }
     work_cv_.wait_for(lock, absl::ToChronoNanoseconds(ready_at - now));
@@ -176,12 +177,14 @@ void Batcher::WorkerLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (NextBatch(lock, batch)) {
     ++running_batches_;
+    const int taken = static_cast<int>(batch.size());
     UpdateDepthLocked();
     lock.unlock();
     RunBatch(batch);
     batch.clear();
     lock.lock();
     --running_batches_;
+    running_requests_ -= taken;
     if (queue_.empty() && running_batches_ == 0) idle_cv_.notify_all();
   }
 }

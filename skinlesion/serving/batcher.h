@@ -5,7 +5,9 @@
 // max_batch_size requests of the same model version are queued, or max_queue_delay
 // has passed since that oldest request was enqueued, then runs them as one batch
 // (oldest first, at most max_batch_size, never mixing versions). Requests whose
-// deadline has passed by then are answered DeadlineExceeded without compute.
+// deadline has passed by then are answered DeadlineExceeded without compute. A lone
+// request does not wait when recent traffic was sequential
+// (BatchingOptions::skip_delay_after_lone_arrivals).
 #ifndef SKINLESION_SERVING_BATCHER_H_
 #define SKINLESION_SERVING_BATCHER_H_
 
@@ -117,6 +119,11 @@ class Batcher {
   std::condition_variable decoded_cv_;  // A DecodeJob became kDone.
   std::deque<PendingRequest> queue_;
   int running_batches_ = 0;
+  int running_requests_ = 0;  // In batches being run now.
+  // Consecutive arrivals that found nothing queued or running (reset by one that
+  // found company); the front request skips the delay while it is high enough.
+  int lone_arrivals_ = 0;
+  bool front_arrived_alone_ = false;  // The request at the queue's front did.
   bool stopping_ = false;  // No new requests; no waiting for fuller batches.
   bool exit_ = false;      // Workers exit when the queue is empty.
   std::vector<std::thread> workers_;

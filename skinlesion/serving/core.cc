@@ -63,6 +63,10 @@ absl::Status ValidateOptions(const ServingOptions& o) {
     errors.push_back(absl::StrCat("batching.max_queue_size must be >= 1, got ", b.max_queue_size));
   if (b.instances < 1)
     errors.push_back(absl::StrCat("batching.instances must be >= 1, got ", b.instances));
+  if (b.skip_delay_after_lone_arrivals < 0) {
+    errors.push_back(absl::StrCat("batching.skip_delay_after_lone_arrivals must be >= 0, got ",
+                                  b.skip_delay_after_lone_arrivals));
+  }
   if (b.max_queue_delay < absl::ZeroDuration() || b.max_queue_delay > absl::Seconds(10)) {
     errors.push_back(absl::StrCat("batching.max_queue_delay must be in [0, 10s], got ",
                                   absl::FormatDuration(b.max_queue_delay)));
@@ -193,6 +197,7 @@ class ServingCoreImpl final : public ServingCore {
       s.ready = m->current != nullptr;
       if (m->current != nullptr) {
         s.spec = m->current->spec;
+        s.numerics = m->current->instance->numerics();
         s.loaded_versions.push_back(m->current->spec.version);
       }
       for (const auto& [v, weak] : m->retired) {
@@ -458,11 +463,12 @@ class ServingCoreImpl final : public ServingCore {
     }
     if (metrics_ != nullptr) {
       metrics_->RecordLoad(name, true, seconds);
-      metrics_->SetServingVersion(name, spec.version, spec.sha256);
+      metrics_->SetServingVersion(name, spec.version, spec.sha256,
+                                  std::string(PrecisionName((*loaded)->instance->precision())));
     }
     SL_LOG(INFO) << "serving: " << name << " v" << spec.version << " (" << spec.architecture
-                 << ", sha256 " << spec.sha256.substr(0, 12) << ") serving after " << seconds
-                 << " s";
+                 << ", sha256 " << spec.sha256.substr(0, 12) << ", "
+                 << (*loaded)->instance->numerics() << ") serving after " << seconds << " s";
   }
 
   absl::StatusOr<std::shared_ptr<const LoadedVersion>> Load(Model& m, int64_t version) {

@@ -194,7 +194,7 @@ TEST_F(CoreTest, ServesTheAliasedVersion) {
   EXPECT_EQ(Reloads("success"), 1);
   EXPECT_EQ(
       MetricValue(prom_, "skinlesion_model_version_info",
-                  {{"model", kModel}, {"version", "1"}, {"sha256", Sha256Hex("fake weights")}}),
+                  {{"model", kModel}, {"version", "1"}, {"sha256", Sha256Hex("fake weights")}, {"precision", "fp32"}}),
       1);
   EXPECT_EQ(MetricValue(prom_, "skinlesion_model_load_seconds", {{"model", kModel}}), 1);
   EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_request_seconds", {{"model", kModel}}), 2);
@@ -330,6 +330,45 @@ TEST_F(CoreTest, SingleRequestWaitsAtMostTheQueueDelay) {
   EXPECT_EQ(r->batch_size, 1);
   EXPECT_GE(r->queue_ms, 29.0);  // The batch never fills: the full delay.
   EXPECT_LT(took, absl::Milliseconds(30 + 300));
+}
+
+// Sequential traffic (one request at a time, concurrency 1): after
+// skip_delay_after_lone_arrivals requests that found the batcher idle, a lone request
+// runs at once. One arrival beside a running batch brings the delay back.
+TEST_F(CoreTest, LoneSequentialRequestsStopWaitingForCompany) {
+  options_.batching.max_batch_size = 8;
+  options_.batching.max_queue_delay = absl::Milliseconds(150);
+  options_.batching.skip_delay_after_lone_arrivals = 2;
+  Alias(Publish());
+  StartReady();
+  std::vector<double> queue_ms;
+  for (int i = 0; i < 4; ++i) {
+    const Result r = core_->Infer(Tensor());
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->batch_size, 1);
+    queue_ms.push_back(r->queue_ms);
+  }
+  EXPECT_GE(queue_ms[0], 149.0) << "the first arrival has no history: it waits";
+  EXPECT_LT(queue_ms[2], 100.0) << "the third lone arrival runs at once";
+  EXPECT_LT(queue_ms[3], 100.0);
+
+  // Concurrent arrivals: A runs alone at once and is held; B and C arrive beside it,
+  // so they wait for company as before and run together.
+  fake_.Close();
+  fake_.ResetRuns();
+  Results results;
+  core_->InferAsync(Tensor(), results.Callback());
+  ASSERT_TRUE(fake_.WaitRuns(1));
+  core_->InferAsync(Tensor(), results.Callback());
+  core_->InferAsync(Tensor(), results.Callback());
+  fake_.Open();
+  ASSERT_TRUE(results.WaitCount(3));
+  for (const Result& r : results.Get()) EXPECT_THAT(r, IsOk());
+  EXPECT_EQ(fake_.batch_sizes(), (std::vector<int>{1, 2}));
+  // And the next sequential request waits again (the streak was reset).
+  const Result next = core_->Infer(Tensor());
+  ASSERT_THAT(next, IsOk());
+  EXPECT_GE(next->queue_ms, 149.0);
 }
 
 TEST_F(CoreTest, FullQueueIsResourceExhausted) {
@@ -541,7 +580,7 @@ TEST_F(CoreTest, HotReloadUnderLoad) {
   EXPECT_EQ(SeriesCount(prom_, "skinlesion_model_version_info"), 1);
   EXPECT_EQ(
       MetricValue(prom_, "skinlesion_model_version_info",
-                  {{"model", kModel}, {"version", "21"}, {"sha256", Sha256Hex("fake weights")}}),
+                  {{"model", kModel}, {"version", "21"}, {"sha256", Sha256Hex("fake weights")}, {"precision", "fp32"}}),
       1);
 }
 

@@ -15,6 +15,7 @@
 #ifndef SKINLESION_SERVING_SERVING_H_
 #define SKINLESION_SERVING_SERVING_H_
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -28,21 +29,36 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/classes.h"
+#include "skinlesion/common/ood.h"
+#include "skinlesion/common/precision.h"
+#include "skinlesion/common/referral.h"
 
 namespace skinlesion::serving {
 
 // The reference outputs a version ships with: manifest "golden_set":
-//   {"tolerance": 1e-3, "items": [{"file": "golden_0.jpg", "probabilities": [7 floats]}]}
+//   {"tolerance": 1e-3, "tolerance_bf16": 0.05,
+//    "items": [{"file": "golden_0.jpg", "probabilities": [7 floats]}]}
 // Each file (in the version directory) goes through the serving decode + preprocess
-// path; its calibrated probabilities must be within `tolerance` (max abs) of the
-// stored ones before the version may serve.
+// path; its calibrated probabilities must be within the tolerance (max abs) of the
+// stored ones, which were computed in fp32, before the version may serve. An
+// instance running in bf16 is held to `tolerance_bf16` (at least `tolerance`):
+// bf16 keeps 8 bits of mantissa, and the measured largest probability difference
+// bf16 vs fp32 over the 895 test images is in docs/performance.md ("bf16"); a
+// corrupt or wrong model differs by far more.
+inline constexpr double kDefaultGoldenTolerance = 1e-3;
+inline constexpr double kDefaultGoldenToleranceBf16 = 0.05;
 struct GoldenItem {
   std::string file;
   std::array<float, kNumClasses> probabilities{};
 };
 struct GoldenSet {
-  double tolerance = 1e-3;
+  double tolerance = kDefaultGoldenTolerance;
+  double tolerance_bf16 = kDefaultGoldenToleranceBf16;
   std::vector<GoldenItem> items;
+  // The tolerance for an instance running in `precision`.
+  double ToleranceFor(Precision precision) const {
+    return precision == Precision::kBf16 ? std::max(tolerance, tolerance_bf16) : tolerance;
+  }
 };
 
 // What a loaded version is, read from its manifest.json (the registry's fields
@@ -57,9 +73,17 @@ struct ModelSpec {
   std::string resize = "shorter_side_center_crop";  // or "resize" (direct, aspect not kept)
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  // preprocessing.colour_constancy {"method": "shades_of_gray", "p": 6}; 0: none.
+  int shades_of_gray_p = 0;
   double temperature = 1.0;  // Calibration: probabilities = softmax(logits / T).
-  double refer_min_confidence = 0.5;
-  double refer_min_margin = 0.1;
+  // The manifest's "refer" object: min_confidence, min_margin, and the malignancy-risk
+  // threshold fitted for a target sensitivity (skinlesion/common/referral.h).
+  ReferralPolicy refer;
+  // The manifest's "ood" object: {"method": "energy", "energy_threshold", "reject_rate"}
+  // (skinlesion/common/ood.h). Absent threshold: no out-of-distribution check.
+  OodPolicy ood;
+  // The manifest's "precision" pin ("fp32" or "bf16"); absent: the server's choice.
+  std::optional<Precision> precision;
   std::string directory;  // Where the files are (read-only).
   nlohmann::json manifest;
   std::optional<GoldenSet> golden_set;  // Absent: nothing to check.
@@ -70,9 +94,12 @@ struct ModelSpec {
 //   required: "architecture" (string)
 //   optional: "model", "version", "image_size" (default 224), "num_classes" (must be 7),
 //             "labels" (must be the class codes in index order), "files" / "sha256",
-//             "preprocessing" {"size" (== image_size), "resize", "mean", "std"},
-//             "calibration" {"temperature" > 0}, "refer" {"min_confidence", "min_margin"
-//             in [0, 1]}, "golden_set" (see GoldenSet).
+//             "preprocessing" {"size" (== image_size), "resize", "mean", "std",
+//             "colour_constancy" {"method": "shades_of_gray", "p" in [1, 16]}},
+//             "calibration" {"temperature" > 0}, "refer" {"min_confidence", "min_margin",
+//             "malignancy_risk_threshold" in [0, 1], "target_sensitivity" in (0, 1]},
+//             "golden_set" (see GoldenSet), "precision" ("fp32" | "bf16"),
+//             "ood" {"method": "energy", "energy_threshold", "reject_rate" in [0, 1)}.
 // sha256: the "files" entry of model.safetensors, else manifest "sha256", else the
 // file's hash (empty when there is no model.safetensors).
 absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory);
@@ -103,6 +130,10 @@ class ModelInstance {
     (void)target_class;
     return absl::UnimplementedError("this model instance cannot compute explanations");
   }
+  // The precision Run() computes in (inputs and logits stay fp32 either way).
+  virtual Precision precision() const { return Precision::kFp32; }
+  // How it runs, for logs and /metrics: "bf16, channels-last"; "" if not said.
+  virtual std::string numerics() const { return std::string(PrecisionName(precision())); }
 };
 
 // Loads a version directory (already checksum-verified by the caller).
@@ -110,7 +141,8 @@ using ModelLoader =
     std::function<absl::StatusOr<std::shared_ptr<ModelInstance>>(const ModelSpec& spec)>;
 
 // Runs every golden item of `spec` through the serving path (decode, preprocess,
-// instance.Run, softmax(logits / T)) and compares. OK when spec.golden_set is absent
+// instance.Run, softmax(logits / T)) and compares within
+// golden_set->ToleranceFor(instance.precision()). OK when spec.golden_set is absent
 // (logged) or every item matches; FailedPrecondition naming the file, the class and
 // the difference otherwise; NotFound / InvalidArgument for a missing or undecodable
 // golden file.
@@ -148,6 +180,13 @@ struct BatchingOptions {
   // one decode later than max_queue_delay. false: on the calling thread before the
   // request is queued (decoding overlaps batches; better with cores to spare).
   bool decode_in_worker = true;
+  // A request that arrives to an empty batcher (nothing queued or running) after
+  // this many consecutive arrivals that also found it empty runs at once instead of
+  // waiting max_queue_delay for company: under sequential (concurrency 1) traffic
+  // no company comes, and the wait is pure latency. Any arrival that finds another
+  // request queued or running resets the count, so concurrent traffic batches as
+  // before. 0: always wait (the plain rule).
+  int skip_delay_after_lone_arrivals = 3;
 };
 
 struct ServingOptions {
@@ -192,7 +231,15 @@ struct InferResult {
   float confidence = 0;
   float malignancy_risk = 0;
   bool refer = false;
+  ReferRule refer_rule = ReferRule::kNone;  // Which rule fired (referral.h).
   std::string refer_reason;
+  std::optional<double> refer_risk_threshold;  // The version's, if it has one.
+  double refer_target_sensitivity = 0;
+  // Out-of-distribution check (ood.h): the energy of the logits and whether it is
+  // above the version's threshold ("not a dermoscopic lesion photo").
+  double ood_score = 0;
+  bool out_of_distribution = false;
+  bool ood_checked = false;  // The version has a threshold.
   std::string model;
   int64_t version = 0;
   std::string sha256;
@@ -205,6 +252,7 @@ struct ServedModelStatus {
   std::string alias;
   bool ready = false;
   ModelSpec spec;  // Of the current version (when ready).
+  std::string numerics;  // How the current version runs: "bf16, channels-last".
   std::vector<int64_t> loaded_versions;
   std::string last_error;      // Of the last failed load, if any.
   int64_t failed_version = 0;  // The version last_error is about (0: resolving).

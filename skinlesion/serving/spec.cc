@@ -75,6 +75,13 @@ absl::Status ParseGoldenSet(const std::string& path, const json& g, ModelSpec& s
       return FieldError(path, "golden_set.tolerance", "must be >= 0", g["tolerance"]);
     }
   }
+  if (g.contains("tolerance_bf16")) {
+    SL_ASSIGN_OR_RETURN(set.tolerance_bf16,
+                        Number(path, "golden_set.tolerance_bf16", g["tolerance_bf16"]));
+    if (!(set.tolerance_bf16 >= 0)) {
+      return FieldError(path, "golden_set.tolerance_bf16", "must be >= 0", g["tolerance_bf16"]);
+    }
+  }
   if (!g.contains("items") || !g["items"].is_array()) {
     return FieldError(path, "golden_set.items", "must be an array",
                       g.contains("items") ? g["items"] : json());
@@ -174,6 +181,23 @@ absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory) {
     if (p.contains("mean")) {
       SL_RETURN_IF_ERROR(FloatArray(path, "preprocessing.mean", p["mean"], spec.mean));
     }
+    if (p.contains("colour_constancy")) {
+      const json& cc = p["colour_constancy"];
+      SL_RETURN_IF_ERROR(Object(path, "preprocessing.colour_constancy", cc));
+      SL_ASSIGN_OR_RETURN(const std::string method,
+                          String(path, "preprocessing.colour_constancy.method",
+                                 cc.contains("method") ? cc["method"] : json()));
+      if (method != "shades_of_gray") {
+        return FieldError(path, "preprocessing.colour_constancy.method",
+                          "must be \"shades_of_gray\"", cc["method"]);
+      }
+      SL_ASSIGN_OR_RETURN(const int64_t norm, Integer(path, "preprocessing.colour_constancy.p",
+                                                      cc.contains("p") ? cc["p"] : json()));
+      if (norm < 1 || norm > 16) {
+        return FieldError(path, "preprocessing.colour_constancy.p", "must be in [1, 16]", cc["p"]);
+      }
+      spec.shades_of_gray_p = static_cast<int>(norm);
+    }
     if (p.contains("std")) {
       SL_RETURN_IF_ERROR(FloatArray(path, "preprocessing.std", p["std"], spec.std));
       for (float s : spec.std) {
@@ -196,19 +220,47 @@ absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory) {
   if (m.contains("refer")) {
     const json& r = m["refer"];
     SL_RETURN_IF_ERROR(Object(path, "refer", r));
-    if (r.contains("min_confidence")) {
-      SL_ASSIGN_OR_RETURN(spec.refer_min_confidence,
-                          Number(path, "refer.min_confidence", r["min_confidence"]));
-      if (spec.refer_min_confidence < 0 || spec.refer_min_confidence > 1) {
-        return FieldError(path, "refer.min_confidence", "must be in [0, 1]", r["min_confidence"]);
+    auto unit = [&](const char* key, double& out, bool open_low) -> absl::Status {
+      if (!r.contains(key)) return absl::OkStatus();
+      const std::string field = absl::StrCat("refer.", key);
+      SL_ASSIGN_OR_RETURN(out, Number(path, field, r[key]));
+      if (out < 0 || out > 1 || (open_low && out == 0)) {
+        return FieldError(path, field, open_low ? "must be in (0, 1]" : "must be in [0, 1]", r[key]);
+      }
+      return absl::OkStatus();
+    };
+    SL_RETURN_IF_ERROR(unit("min_confidence", spec.refer.min_confidence, false));
+    SL_RETURN_IF_ERROR(unit("min_margin", spec.refer.min_margin, false));
+    SL_RETURN_IF_ERROR(unit("target_sensitivity", spec.refer.target_sensitivity, true));
+    if (r.contains("malignancy_risk_threshold")) {
+      double t = 0;
+      SL_RETURN_IF_ERROR(unit("malignancy_risk_threshold", t, false));
+      spec.refer.risk_threshold = t;
+    }
+  }
+  if (m.contains("ood")) {
+    const json& o = m["ood"];
+    SL_RETURN_IF_ERROR(Object(path, "ood", o));
+    if (o.contains("method")) {
+      SL_ASSIGN_OR_RETURN(const std::string method, String(path, "ood.method", o["method"]));
+      if (method != "energy") return FieldError(path, "ood.method", "must be \"energy\"", o["method"]);
+    }
+    if (o.contains("energy_threshold")) {
+      SL_ASSIGN_OR_RETURN(const double t, Number(path, "ood.energy_threshold", o["energy_threshold"]));
+      spec.ood.energy_threshold = t;
+    }
+    if (o.contains("reject_rate")) {
+      SL_ASSIGN_OR_RETURN(spec.ood.reject_rate, Number(path, "ood.reject_rate", o["reject_rate"]));
+      if (spec.ood.reject_rate < 0 || spec.ood.reject_rate >= 1) {
+        return FieldError(path, "ood.reject_rate", "must be in [0, 1)", o["reject_rate"]);
       }
     }
-    if (r.contains("min_margin")) {
-      SL_ASSIGN_OR_RETURN(spec.refer_min_margin, Number(path, "refer.min_margin", r["min_margin"]));
-      if (spec.refer_min_margin < 0 || spec.refer_min_margin > 1) {
-        return FieldError(path, "refer.min_margin", "must be in [0, 1]", r["min_margin"]);
-      }
-    }
+  }
+  if (m.contains("precision")) {
+    SL_ASSIGN_OR_RETURN(const std::string text, String(path, "precision", m["precision"]));
+    absl::StatusOr<Precision> pinned = ParsePrecision(text);
+    if (!pinned.ok()) return FieldError(path, "precision", "must be \"fp32\" or \"bf16\"", m["precision"]);
+    spec.precision = *pinned;
   }
 
   // The weights' identity.
@@ -250,6 +302,7 @@ absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance) {
     return absl::OkStatus();
   }
   const GoldenSet& golden = *spec.golden_set;
+  const double tolerance = golden.ToleranceFor(instance.precision());
   const size_t per = 3 * static_cast<size_t>(spec.image_size) * spec.image_size;
   std::vector<float> input(per);
   for (const GoldenItem& item : golden.items) {
@@ -273,16 +326,18 @@ absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance) {
         worst_diff = d;
       }
     }
-    if (!(worst_diff <= golden.tolerance)) {
+    if (!(worst_diff <= tolerance)) {
       return absl::FailedPreconditionError(
           absl::StrFormat("%s: golden set mismatch on %s: P(%s) = %.6f, expected %.6f (|diff| %.3g "
-                          "> tolerance %.3g)",
+                          "> tolerance %.3g for %s)",
                           what, item.file, std::string(ClassAt(worst).code), r.probabilities[worst],
-                          item.probabilities[worst], worst_diff, golden.tolerance));
+                          item.probabilities[worst], worst_diff, tolerance,
+                          std::string(PrecisionName(instance.precision()))));
     }
   }
   SL_LOG(INFO) << "serving: " << what << " matches its golden set (" << golden.items.size()
-               << " items, tolerance " << golden.tolerance << ")";
+               << " items, tolerance " << tolerance << " for "
+               << PrecisionName(instance.precision()) << ")";
   return absl::OkStatus();
 }
 
@@ -293,6 +348,7 @@ PreprocessOptions PreprocessOptionsFor(const ModelSpec& spec) {
                                          : ResizeMode::kResizeShorterThenCenterCrop;
   options.mean = spec.mean;
   options.std = spec.std;
+  options.shades_of_gray_p = spec.shades_of_gray_p;
   return options;
 }
 

@@ -41,13 +41,23 @@ TEST_F(SpecTest, ReadsEveryField) {
       {"num_classes", 7},
       {"labels", {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}},
       {"preprocessing",
-       {{"size", 32}, {"resize", "resize"}, {"mean", {0.5, 0.5, 0.5}}, {"std", {0.25, 0.5, 1}}}},
+       {{"size", 32},
+        {"resize", "resize"},
+        {"mean", {0.5, 0.5, 0.5}},
+        {"std", {0.25, 0.5, 1}},
+        {"colour_constancy", {{"method", "shades_of_gray"}, {"p", 6}}}}},
       {"calibration", {{"temperature", 1.7}, {"fitted_on", "val"}}},
-      {"refer", {{"min_confidence", 0.6}, {"min_margin", 0.2}}},
+      {"refer",
+       {{"min_confidence", 0.6},
+        {"min_margin", 0.2},
+        {"malignancy_risk_threshold", 0.18},
+        {"target_sensitivity", 0.95}}},
       {"files", {{{"name", "model.safetensors"}, {"size", 7}, {"sha256", "abc"}}}},
       {"sha256", "def"},
+      {"precision", "bf16"},
       {"golden_set",
        {{"tolerance", 0.01},
+        {"tolerance_bf16", 0.03},
         {"items", {{{"file", "g.jpg"}, {"probabilities", {1, 0, 0, 0, 0, 0, 0}}}}}}}};
   auto spec = Read(m);
   ASSERT_THAT(spec, IsOk());
@@ -58,14 +68,24 @@ TEST_F(SpecTest, ReadsEveryField) {
   EXPECT_EQ(spec->resize, "resize");
   EXPECT_EQ(spec->mean, (std::array<float, 3>{0.5f, 0.5f, 0.5f}));
   EXPECT_EQ(spec->std, (std::array<float, 3>{0.25f, 0.5f, 1.0f}));
+  EXPECT_EQ(spec->shades_of_gray_p, 6);
+  EXPECT_EQ(PreprocessOptionsFor(*spec).shades_of_gray_p, 6);
   EXPECT_DOUBLE_EQ(spec->temperature, 1.7);
-  EXPECT_DOUBLE_EQ(spec->refer_min_confidence, 0.6);
-  EXPECT_DOUBLE_EQ(spec->refer_min_margin, 0.2);
+  EXPECT_DOUBLE_EQ(spec->refer.min_confidence, 0.6);
+  EXPECT_DOUBLE_EQ(spec->refer.min_margin, 0.2);
+  ASSERT_TRUE(spec->refer.risk_threshold.has_value());
+  EXPECT_DOUBLE_EQ(*spec->refer.risk_threshold, 0.18);
+  EXPECT_DOUBLE_EQ(spec->refer.target_sensitivity, 0.95);
   EXPECT_EQ(spec->sha256, "abc");  // The registry's files entry wins.
   EXPECT_EQ(spec->directory, dir_.path());
   EXPECT_EQ(spec->manifest["calibration"]["fitted_on"], "val");
   ASSERT_TRUE(spec->golden_set.has_value());
   EXPECT_DOUBLE_EQ(spec->golden_set->tolerance, 0.01);
+  EXPECT_DOUBLE_EQ(spec->golden_set->tolerance_bf16, 0.03);
+  EXPECT_DOUBLE_EQ(spec->golden_set->ToleranceFor(Precision::kFp32), 0.01);
+  EXPECT_DOUBLE_EQ(spec->golden_set->ToleranceFor(Precision::kBf16), 0.03);
+  ASSERT_TRUE(spec->precision.has_value());
+  EXPECT_EQ(*spec->precision, Precision::kBf16);
   ASSERT_EQ(spec->golden_set->items.size(), 1u);
   EXPECT_EQ(spec->golden_set->items[0].file, "g.jpg");
   EXPECT_EQ(spec->golden_set->items[0].probabilities[0], 1.0f);
@@ -78,9 +98,10 @@ TEST_F(SpecTest, DefaultsAndSha256Fallbacks) {
   EXPECT_EQ(spec->resize, "shorter_side_center_crop");
   EXPECT_EQ(spec->mean, (std::array<float, 3>{0.485f, 0.456f, 0.406f}));
   EXPECT_DOUBLE_EQ(spec->temperature, 1.0);
-  EXPECT_DOUBLE_EQ(spec->refer_min_confidence, 0.5);
-  EXPECT_DOUBLE_EQ(spec->refer_min_margin, 0.1);
+  EXPECT_DOUBLE_EQ(spec->refer.min_confidence, 0.5);
+  EXPECT_DOUBLE_EQ(spec->refer.min_margin, 0.1);
   EXPECT_FALSE(spec->golden_set.has_value());
+  EXPECT_FALSE(spec->precision.has_value());
   EXPECT_EQ(spec->sha256, "");  // No weights file, nothing to hash.
   EXPECT_EQ(spec->version, 0);
 
@@ -110,18 +131,29 @@ TEST_F(SpecTest, MalformedFieldsAreNamed) {
       {{{"preprocessing", {{"mean", {1, 2}}}}}, "\"preprocessing.mean\" must be an array of 3"},
       {{{"preprocessing", {{"mean", {1, "x", 2}}}}}, "\"preprocessing.mean[1]\" must be a number"},
       {{{"preprocessing", {{"std", {1, 0, 1}}}}}, "\"preprocessing.std\" must be > 0"},
+      {{{"preprocessing", {{"colour_constancy", {{"method", "retinex"}, {"p", 6}}}}}},
+       "\"preprocessing.colour_constancy.method\" must be \"shades_of_gray\""},
+      {{{"preprocessing", {{"colour_constancy", {{"method", "shades_of_gray"}, {"p", 0}}}}}},
+       "\"preprocessing.colour_constancy.p\" must be in [1, 16]"},
       {{{"image_size", 32}, {"preprocessing", {{"size", 64}}}},
        "\"preprocessing.size\" differs from image_size 32"},
       {{{"calibration", {{"temperature", 0}}}}, "\"calibration.temperature\" must be > 0"},
       {{{"calibration", {{"temperature", "hot"}}}}, "\"calibration.temperature\" must be a number"},
       {{{"refer", {{"min_confidence", 2}}}}, "\"refer.min_confidence\" must be in [0, 1]"},
       {{{"refer", {{"min_margin", -0.1}}}}, "\"refer.min_margin\" must be in [0, 1]"},
+      {{{"refer", {{"malignancy_risk_threshold", 1.5}}}},
+       "\"refer.malignancy_risk_threshold\" must be in [0, 1]"},
+      {{{"refer", {{"target_sensitivity", 0}}}}, "\"refer.target_sensitivity\" must be in (0, 1]"},
       {{{"files", "all"}}, "\"files\" must be an array"},
       {{{"files", {{{"name", "model.safetensors"}}}}}, "\"files[0].sha256\" must be a string"},
       {{{"sha256", 5}}, "\"sha256\" must be a string"},
       {{{"golden_set", {{"items", 1}}}}, "\"golden_set.items\" must be an array"},
       {{{"golden_set", {{"tolerance", -1}, {"items", json::array()}}}},
        "\"golden_set.tolerance\" must be >= 0"},
+      {{{"golden_set", {{"tolerance_bf16", "wide"}, {"items", json::array()}}}},
+       "\"golden_set.tolerance_bf16\" must be a number"},
+      {{{"precision", "fp16"}}, "\"precision\" must be \"fp32\" or \"bf16\""},
+      {{{"precision", 16}}, "\"precision\" must be a string"},
       {{{"golden_set",
          {{"items", {{{"file", "../x.jpg"}, {"probabilities", {1, 0, 0, 0, 0, 0, 0}}}}}}}},
        "\"golden_set.items[0].file\" must be a file name"},
@@ -233,7 +265,7 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   // Two classes close together: refer for the margin.
   const float close[kNumClasses] = {0, 0, 0, 0, 5, 4.9f, 0};
   spec.temperature = 1.0;
-  spec.refer_min_confidence = 0.3;
+  spec.refer.min_confidence = 0.3;
   FillPrediction(spec, close, r);
   EXPECT_TRUE(r.refer);
   EXPECT_THAT(r.refer_reason, HasSubstr("mel and nv are too close"));
@@ -242,7 +274,21 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   const float flat[kNumClasses] = {0, 0, 0, 0, 0.1f, 0, 0};
   FillPrediction(spec, flat, r);
   EXPECT_TRUE(r.refer);
+  EXPECT_EQ(r.refer_rule, ReferRule::kLowConfidence);
   EXPECT_THAT(r.refer_reason, HasSubstr("top probability"));
+
+  // The served rule is the shared one (referral.h): mel 0.25 next to a confident nv
+  // is referred for its risk once the manifest has a fitted threshold.
+  const float risky[kNumClasses] = {std::log(0.01f), std::log(0.01f), std::log(0.045f),
+                                    std::log(0.005f), std::log(0.25f), std::log(0.63f),
+                                    std::log(0.05f)};
+  FillPrediction(spec, risky, r);
+  EXPECT_FALSE(r.refer) << r.refer_reason;
+  spec.refer.risk_threshold = 0.18;
+  FillPrediction(spec, risky, r);
+  EXPECT_TRUE(r.refer);
+  EXPECT_EQ(r.refer_rule, ReferRule::kMalignancyRisk);
+  EXPECT_EQ(r.refer_reason, "malignancy risk 0.27 >= 0.18 (90% sensitivity point)");
 }
 
 TEST(TelemetryTest, OutcomeLabels) {
@@ -261,11 +307,14 @@ TEST(TelemetryTest, VersionInfoKeepsOneSeriesPerModel) {
   ServingMetrics metrics(registry);
   metrics.SetServingVersion("a", 1, "s1");
   metrics.SetServingVersion("b", 4, "s4");
-  metrics.SetServingVersion("a", 2, "s2");
+  metrics.SetServingVersion("a", 2, "s2", "bf16");
   using testing::MetricValue;
   EXPECT_EQ(testing::SeriesCount(registry, "skinlesion_model_version_info"), 2);
   EXPECT_EQ(MetricValue(registry, "skinlesion_model_version_info",
-                        {{"model", "a"}, {"version", "2"}, {"sha256", "s2"}}),
+                        {{"model", "a"}, {"version", "2"}, {"sha256", "s2"}, {"precision", "bf16"}}),
+            1);
+  EXPECT_EQ(MetricValue(registry, "skinlesion_model_version_info",
+                        {{"model", "b"}, {"version", "4"}, {"sha256", "s4"}, {"precision", "fp32"}}),
             1);
   EXPECT_EQ(MetricValue(registry, "skinlesion_model_version_info",
                         {{"model", "a"}, {"version", "1"}, {"sha256", "s1"}}),

@@ -85,7 +85,7 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry)
                    .Register(registry)),
       version_info_(prometheus::BuildGauge()
                         .Name("skinlesion_model_version_info")
-                        .Help("1 for the model version serving now")
+                        .Help("1 for the model version serving now, with the precision it runs in")
                         .Register(registry)),
       explain_seconds_(prometheus::BuildHistogram()
                            .Name("skinlesion_inference_explain_seconds")
@@ -138,12 +138,15 @@ void ServingMetrics::RecordExplain(const std::string& model, absl::StatusCode co
 }
 
 void ServingMetrics::SetServingVersion(const std::string& model, int64_t version,
-                                       const std::string& sha256) {
+                                       const std::string& sha256, const std::string& precision) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = serving_version_.find(model);
   if (it != serving_version_.end()) version_info_.Remove(it->second);
   prometheus::Gauge& g =
-      version_info_.Add({{"model", model}, {"version", VersionLabel(version)}, {"sha256", sha256}});
+      version_info_.Add({{"model", model},
+                         {"version", VersionLabel(version)},
+                         {"sha256", sha256},
+                         {"precision", precision}});
   g.Set(1);
   serving_version_[model] = &g;
 }

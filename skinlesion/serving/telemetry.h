@@ -66,7 +66,8 @@ class ServingMetrics {
   // One ServingCore::Explain() call; seconds observed for successes only.
   void RecordExplain(const std::string& model, absl::StatusCode code, double seconds);
   // Makes (model, version, sha256) the only version_info series of `model`.
-  void SetServingVersion(const std::string& model, int64_t version, const std::string& sha256);
+  void SetServingVersion(const std::string& model, int64_t version, const std::string& sha256,
+                         const std::string& precision = "fp32");
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;

@@ -10,6 +10,7 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/explain/explain.h"
+#include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 
 namespace skinlesion::serving {
@@ -17,8 +18,15 @@ namespace {
 
 class TorchInstance final : public ModelInstance {
  public:
-  TorchInstance(std::shared_ptr<models::Classifier> model, torch::Device device, int64_t image_size)
-      : model_(std::move(model)), device_(device), image_size_(image_size) {}
+  TorchInstance(std::shared_ptr<models::Classifier> model, torch::Device device, int64_t image_size,
+                models::Numerics numerics)
+      : model_(std::move(model)),
+        device_(device),
+        image_size_(image_size),
+        numerics_(std::move(numerics)) {}
+
+  Precision precision() const override { return numerics_.precision; }
+  std::string numerics() const override { return numerics_.Describe(); }
 
   absl::StatusOr<std::vector<float>> Run(const float* input, int n) override {
     if (n < 1) return absl::InvalidArgumentError(absl::StrCat("batch of ", n));
@@ -27,8 +35,7 @@ class TorchInstance final : public ModelInstance {
       // from_blob does not copy; the model never writes its input.
       torch::Tensor batch = torch::from_blob(const_cast<float*>(input),
                                              {n, 3, image_size_, image_size_}, torch::kFloat32);
-      if (device_.type() != torch::kCPU) batch = batch.to(device_);
-      torch::Tensor logits = model_->forward(batch).to(torch::kCPU, torch::kFloat32).contiguous();
+      torch::Tensor logits = models::ForwardLogits(*model_, batch, numerics_, device_);
       if (logits.dim() != 2 || logits.size(0) != n || logits.size(1) != kNumClasses) {
         return absl::InternalError(absl::StrCat("the model returned logits of shape ",
                                                 c10::str(logits.sizes()), " for a batch of ", n));
@@ -50,8 +57,8 @@ class TorchInstance final : public ModelInstance {
     try {
       torch::Tensor image = torch::from_blob(const_cast<float*>(input),
                                              {1, 3, image_size_, image_size_}, torch::kFloat32);
-      if (device_.type() != torch::kCPU) image = image.to(device_);
-      heatmap = explain::Explain(*model_, image, target_class);
+      heatmap = explain::Explain(*model_, models::PrepareInput(image, numerics_, device_),
+                                 target_class);
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
     } catch (const std::exception& e) {
@@ -70,6 +77,7 @@ class TorchInstance final : public ModelInstance {
   std::shared_ptr<models::Classifier> model_;
   torch::Device device_;
   int64_t image_size_;
+  models::Numerics numerics_;
 };
 
 }  // namespace
@@ -102,10 +110,19 @@ ModelLoader MakeTorchLoader(TorchLoaderOptions options) {
           absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
     }
     checkpoint.model->eval();
+    models::Numerics numerics =
+        models::ChooseNumerics(options.precision, *checkpoint.model, *device, spec.precision);
+    try {
+      models::PrepareModel(*checkpoint.model, numerics);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("converting to ", numerics.Describe(), ": ",
+                                              e.what_without_backtrace()));
+    }
     SL_LOG(INFO) << "serving: loaded " << spec.architecture << " from " << spec.directory << " on "
-                 << options.device;
-    return std::shared_ptr<ModelInstance>(
-        std::make_shared<TorchInstance>(std::move(checkpoint.model), *device, spec.image_size));
+                 << options.device << " in " << numerics.Describe() << " (" << numerics.reason
+                 << ")";
+    return std::shared_ptr<ModelInstance>(std::make_shared<TorchInstance>(
+        std::move(checkpoint.model), *device, spec.image_size, std::move(numerics)));
   };
 }
 

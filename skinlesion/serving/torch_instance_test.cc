@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
@@ -52,13 +53,17 @@ TEST(TorchInstanceTest, ServedProbabilitiesEqualThePredictors) {
   options.warmup_runs = 1;
   auto source = DirectorySource::Create(model_dir, "tiny");
   ASSERT_THAT(source, IsOk());
-  auto core = ServingCore::Create(options, std::move(*source), MakeTorchLoader({.threads = 1}));
+  // fp32 on both sides: this test pins the arithmetic, whatever this CPU's auto is.
+  auto core = ServingCore::Create(
+      options, std::move(*source),
+      MakeTorchLoader({.threads = 1, .precision = PrecisionChoice::kFp32}));
   ASSERT_THAT(core, IsOk());
   const absl::Time until = absl::Now() + absl::Seconds(60);
   while (!(*core)->Ready() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(5));
   ASSERT_TRUE((*core)->Ready()) << (*core)->Models()[0].last_error;
+  EXPECT_EQ((*core)->Models()[0].numerics, "fp32");
 
-  auto predictor = predict::Predictor::Create(model_dir);
+  auto predictor = predict::Predictor::Create(model_dir, {.precision = PrecisionChoice::kFp32});
   ASSERT_THAT(predictor, IsOk());
   const std::vector<std::string> images = {"ISIC_0024693.jpg", "ISIC_0024698.jpg",
                                            "ISIC_0026769.jpg"};
@@ -185,6 +190,128 @@ TEST(TorchInstanceTest, ExplainBesideConcurrentRuns) {
     EXPECT_THAT((*instance)->Explain(input, kNumClasses),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("target class")));
   }
+}
+
+// A model whose outputs are far from uniform (a scaled head), saved with a golden
+// set of three fixture images computed in fp32, as `skinlesion export` does.
+// `permute_head`: the head's rows rotated by one class, i.e. the wrong model for
+// this golden set (what a corrupt upload or a mixed-up file looks like).
+std::string SaveWithGoldenSet(const TempDir& dir, const std::string& name, bool permute_head,
+                              const std::string& precision_pin = "") {
+  const std::string model_dir = dir.Join(name);
+  models::ModelOptions mo;
+  mo.image_size = 32;
+  torch::manual_seed(11);
+  auto model = models::CreateModel("resnet18", mo);
+  EXPECT_THAT(model, IsOk());
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : (*model)->named_parameters()) {
+      if (p.key() == "fc.weight") p.value().mul_(40.0);
+    }
+  }
+  EXPECT_THAT(models::SaveCheckpoint(**model, model_dir, 32), IsOk());
+  const std::vector<std::string> images = {"ISIC_0024693.jpg", "ISIC_0026769.jpg",
+                                           "ISIC_0031270.jpg"};
+  auto predictor = predict::Predictor::Create(model_dir, {.precision = PrecisionChoice::kFp32});
+  EXPECT_THAT(predictor, IsOk());
+  nlohmann::json items = nlohmann::json::array();
+  for (size_t i = 0; i < images.size(); ++i) {
+    const std::string file = "golden_" + std::to_string(i) + ".jpg";
+    const std::string bytes = ReadBytes(SourcePath("tests/fixtures/ham10000/images/" + images[i]));
+    std::ofstream(model_dir + "/" + file, std::ios::binary) << bytes;
+    auto p = (*predictor)->PredictBytes(bytes);
+    EXPECT_THAT(p, IsOk());
+    items.push_back({{"file", file},
+                     {"probabilities", std::vector<float>(p->probabilities.begin(),
+                                                          p->probabilities.end())}});
+  }
+  if (permute_head) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : (*model)->named_parameters()) {
+      if (p.key() == "fc.weight" || p.key() == "fc.bias") p.value().copy_(p.value().roll(1, 0));
+    }
+    EXPECT_THAT(models::SaveCheckpoint(**model, model_dir, 32), IsOk());
+  }
+  nlohmann::json manifest = nlohmann::json::parse(ReadBytes(model_dir + "/manifest.json"));
+  manifest["golden_set"] = {{"tolerance", kDefaultGoldenTolerance},
+                            {"tolerance_bf16", kDefaultGoldenToleranceBf16},
+                            {"items", items}};
+  if (!precision_pin.empty()) manifest["precision"] = precision_pin;
+  std::ofstream(model_dir + "/manifest.json") << manifest.dump(2);
+  return model_dir;
+}
+
+TEST(TorchInstanceTest, Bf16InstancePassesItsFp32GoldenSetAndAWrongModelFails) {
+  TempDir dir;
+  const std::string good = SaveWithGoldenSet(dir, "good", /*permute_head=*/false);
+  const std::string wrong = SaveWithGoldenSet(dir, "wrong", /*permute_head=*/true);
+  for (PrecisionChoice choice : {PrecisionChoice::kFp32, PrecisionChoice::kBf16}) {
+    SCOPED_TRACE(std::string(PrecisionChoiceName(choice)));
+    const ModelLoader loader = MakeTorchLoader({.threads = 1, .precision = choice});
+    auto spec = ReadModelSpec(good);
+    ASSERT_THAT(spec, IsOk());
+    auto instance = loader(*spec);
+    ASSERT_THAT(instance, IsOk());
+    EXPECT_EQ((*instance)->precision(),
+              choice == PrecisionChoice::kBf16 ? Precision::kBf16 : Precision::kFp32);
+    EXPECT_THAT(CheckGoldenSet(*spec, **instance), IsOk());
+
+    auto wrong_spec = ReadModelSpec(wrong);
+    ASSERT_THAT(wrong_spec, IsOk());
+    auto wrong_instance = loader(*wrong_spec);
+    ASSERT_THAT(wrong_instance, IsOk());
+    EXPECT_THAT(CheckGoldenSet(*wrong_spec, **wrong_instance),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         HasSubstr(std::string(PrecisionName((*wrong_instance)->precision())))));
+  }
+  // The fp32 tolerance alone would reject the (correct) bf16 instance: the wider
+  // tolerance is what lets it serve, and it is still far below a wrong model's error.
+  auto spec = ReadModelSpec(good);
+  ASSERT_THAT(spec, IsOk());
+  auto bf16 = MakeTorchLoader({.threads = 1, .precision = PrecisionChoice::kBf16})(*spec);
+  ASSERT_THAT(bf16, IsOk());
+  spec->golden_set->tolerance_bf16 = 0;
+  spec->golden_set->tolerance = 1e-6;
+  EXPECT_THAT(CheckGoldenSet(*spec, **bf16), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("bf16")));
+}
+
+TEST(TorchInstanceTest, AManifestPinDecidesUnderAutoAndAnExplicitChoiceOverridesIt) {
+  TempDir dir;
+  const std::string pinned = SaveWithGoldenSet(dir, "pinned", false, "fp32");
+  auto spec = ReadModelSpec(pinned);
+  ASSERT_THAT(spec, IsOk());
+  ASSERT_TRUE(spec->precision.has_value());
+  auto automatic = MakeTorchLoader({.threads = 1})(*spec);
+  ASSERT_THAT(automatic, IsOk());
+  EXPECT_EQ((*automatic)->precision(), Precision::kFp32);
+  EXPECT_EQ((*automatic)->numerics(), "fp32");
+  auto forced = MakeTorchLoader({.threads = 1, .precision = PrecisionChoice::kBf16})(*spec);
+  ASSERT_THAT(forced, IsOk());
+  EXPECT_EQ((*forced)->precision(), Precision::kBf16);
+  EXPECT_EQ((*forced)->numerics(), "bf16, channels-last");
+  // Served end to end in bf16: the version info metric and Models() say so.
+  ServingOptions options;
+  options.models = {{.name = "pinned"}};
+  options.warmup_runs = 1;
+  auto source = DirectorySource::Create(pinned, "pinned");
+  ASSERT_THAT(source, IsOk());
+  auto core = ServingCore::Create(
+      options, std::move(*source),
+      MakeTorchLoader({.threads = 1, .precision = PrecisionChoice::kBf16}));
+  ASSERT_THAT(core, IsOk());
+  const absl::Time until = absl::Now() + absl::Seconds(60);
+  while (!(*core)->Ready() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_TRUE((*core)->Ready()) << (*core)->Models()[0].last_error;
+  EXPECT_EQ((*core)->Models()[0].numerics, "bf16, channels-last");
+  InferRequest request;
+  request.encoded_image = ReadBytes(SourcePath("tests/fixtures/ham10000/images/ISIC_0024698.jpg"));
+  auto result = (*core)->Infer(request);
+  ASSERT_THAT(result, IsOk());
+  float sum = 0;
+  for (float p : result->probabilities) sum += p;
+  EXPECT_NEAR(sum, 1.0f, 1e-5);
+  (*core)->Shutdown(absl::Seconds(5));
 }
 
 }  // namespace

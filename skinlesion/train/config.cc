@@ -45,9 +45,12 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("loss", c.loss);
   f("focal_gamma", c.focal_gamma);
   f("label_smoothing", c.label_smoothing);
+  f("logit_adjust_tau", c.logit_adjust_tau);
   f("precision", c.precision);
   f("clip_grad_norm", c.clip_grad_norm);
   f("ema_decay", c.ema_decay);
+  f("target_sensitivity", c.target_sensitivity);
+  f("colour_constancy_p", c.colour_constancy_p);
   f("monitor", c.monitor);
   f("patience", c.patience);
   f("seed", c.seed);
@@ -101,6 +104,13 @@ absl::StatusOr<TrainConfig> TrainConfig::FromJson(const nlohmann::json& j, const
   return c;
 }
 
+PreprocessOptions TrainConfig::Preprocess() const {
+  PreprocessOptions o;
+  o.size = static_cast<int>(image_size);
+  o.shades_of_gray_p = colour_constancy_p;
+  return o;
+}
+
 absl::Status TrainConfig::Validate() const {
   std::vector<std::string> p;
   if (architecture.empty()) p.push_back("architecture is empty");
@@ -141,11 +151,16 @@ absl::Status TrainConfig::Validate() const {
   }
   if (auto l = ParseLossKind(loss); !l.ok()) p.push_back(std::string(l.status().message()));
   if (focal_gamma < 0) p.push_back("focal_gamma must be >= 0");
+  if (!(logit_adjust_tau >= 0 && logit_adjust_tau <= 10)) p.push_back("logit_adjust_tau must be in [0, 10]");
   if (label_smoothing < 0 || label_smoothing >= 1) p.push_back("label_smoothing must be in [0, 1)");
   if (!OneOf(precision, {"auto", "fp32", "bf16", "fp16"})) {
     p.push_back(absl::StrCat("unknown precision '", precision, "'"));
   }
   if (ema_decay < 0 || ema_decay >= 1) p.push_back("ema_decay must be in [0, 1)");
+  if (colour_constancy_p < 0 || colour_constancy_p > 16) p.push_back("colour_constancy_p must be in [0, 16]");
+  if (!(target_sensitivity > 0 && target_sensitivity <= 1)) {
+    p.push_back("target_sensitivity must be in (0, 1]");
+  }
   if (patience < 0) p.push_back("patience must be >= 0");
   if (monitor.empty()) p.push_back("monitor is empty");
   if (p.empty()) return absl::OkStatus();

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "skinlesion/image/preprocess.h"
 #include "nlohmann/json.hpp"
 
 namespace skinlesion::train {
@@ -50,14 +51,26 @@ struct TrainConfig {
   double gamma = 0.1;
 
   // Loss.
-  std::string loss = "weighted_ce";        // ce, weighted_ce, focal
+  std::string loss = "weighted_ce";        // ce, weighted_ce, focal, logit_adjusted
   double focal_gamma = 2.0;
   double label_smoothing = 0.1;
+  double logit_adjust_tau = 1.0;           // loss logit_adjusted: logits + tau * log(prior)
 
   // Numerics.
-  std::string precision = "auto";          // auto (fp16 AMP on CUDA, fp32 on CPU), fp32, bf16
+  // auto: fp16 autocast on CUDA; on a CPU bf16 autocast where it has native bf16
+  // (AVX512_BF16 / AMX), else fp32. fp32, bf16 (autocast, fp32 master weights), fp16 (CUDA).
+  std::string precision = "auto";
   double clip_grad_norm = 1.0;             // <= 0: off.
   double ema_decay = 0.0;                  // 0: off; e.g. 0.999.
+
+  // Referral operating point: the malignancy-risk threshold of the exported model
+  // is fitted on the validation split so that this share of malignant lesions is
+  // referred (skinlesion/common/referral.h).
+  double target_sensitivity = 0.9;
+
+  // Colour constancy in preprocessing (training, evaluation and the exported
+  // manifest, so serving does the same): Shades of Gray norm p, 0 = off.
+  int colour_constancy_p = 0;
 
   // Selection.
   std::string monitor = "balanced_accuracy";  // A key of the metrics JSON; higher is better.
@@ -75,6 +88,9 @@ struct TrainConfig {
   // Every problem at once (InvalidArgument listing them), e.g. "epochs must be >= 1;
   // unknown optimizer 'adam'".
   absl::Status Validate() const;
+  // The model input preparation this configuration trains with: image_size, shorter
+  // side + centre crop, ImageNet mean/std, colour constancy.
+  PreprocessOptions Preprocess() const;
 };
 
 }  // namespace skinlesion::train

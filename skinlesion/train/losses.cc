@@ -12,8 +12,9 @@ absl::StatusOr<Kind> ParseLossKind(absl::string_view name) {
   if (name == "ce") return Kind::kCrossEntropy;
   if (name == "weighted_ce") return Kind::kWeightedCrossEntropy;
   if (name == "focal") return Kind::kFocal;
+  if (name == "logit_adjusted") return Kind::kLogitAdjusted;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown loss '", name, "' (expected ce, weighted_ce, focal)"));
+      absl::StrCat("unknown loss '", name, "' (expected ce, weighted_ce, focal, logit_adjusted)"));
 }
 
 std::string LossKindName(Kind kind) {
@@ -21,6 +22,7 @@ std::string LossKindName(Kind kind) {
     case Kind::kCrossEntropy: return "ce";
     case Kind::kWeightedCrossEntropy: return "weighted_ce";
     case Kind::kFocal: return "focal";
+    case Kind::kLogitAdjusted: return "logit_adjusted";
   }
   return "?";
 }
@@ -28,7 +30,15 @@ std::string LossKindName(Kind kind) {
 at::Tensor ComputeLoss(const at::Tensor& logits, const at::Tensor& targets,
                        const LossOptions& options) {
   namespace F = torch::nn::functional;
-  const at::Tensor z = logits.to(torch::kFloat32);
+  at::Tensor z = logits.to(torch::kFloat32);
+  if (options.kind == Kind::kLogitAdjusted) {
+    TORCH_CHECK(static_cast<int64_t>(options.log_prior.size()) == z.size(1),
+                "logit_adjusted needs a log prior per class (", z.size(1), "), got ",
+                options.log_prior.size());
+    const torch::Tensor shift = torch::tensor(options.log_prior, torch::kFloat64).to(z.options());
+    auto o = F::CrossEntropyFuncOptions().label_smoothing(options.label_smoothing);
+    return F::cross_entropy(z + options.logit_adjust_tau * shift, targets, o);
+  }
   torch::Tensor weights;
   if (options.kind != Kind::kCrossEntropy && !options.class_weights.empty()) {
     weights = torch::tensor(options.class_weights, torch::kFloat64).to(z.options());

@@ -5,6 +5,11 @@
 //   Focal:        Lin et al. 2017, FL = -alpha[y] (1 - p_y)^gamma log p_y, averaged
 //                 like the weighted cross-entropy (alpha plays the class weights);
 //                 gamma = 0 and alpha = 1 is plain cross-entropy.
+//   LogitAdjusted: Menon et al. 2021 ("Long-tail learning via logit adjustment";
+//                 with tau = 1 the balanced softmax of Ren et al. 2020): cross-entropy
+//                 of logits + tau * log(prior), prior = the training class frequencies.
+//                 The model's plain logits then estimate the class-balanced posterior,
+//                 which is what balanced accuracy rewards; nothing changes at inference.
 #ifndef SKINLESION_TRAIN_LOSSES_H_
 #define SKINLESION_TRAIN_LOSSES_H_
 
@@ -19,16 +24,20 @@
 namespace skinlesion::train {
 
 struct LossOptions {
-  enum class Kind { kCrossEntropy, kWeightedCrossEntropy, kFocal };
+  enum class Kind { kCrossEntropy, kWeightedCrossEntropy, kFocal, kLogitAdjusted };
   Kind kind = Kind::kWeightedCrossEntropy;
   double label_smoothing = 0.0;  // [0, 1)
   double focal_gamma = 2.0;
   // Per-class weights (size = number of classes) for weighted CE and focal alpha;
   // empty = all 1. Typically data::ClassWeights(train labels, inverse or sqrt).
   std::vector<double> class_weights;
+  // kLogitAdjusted: log of the training class frequencies (size = classes) and tau.
+  std::vector<double> log_prior;
+  double logit_adjust_tau = 1.0;
 };
 
-absl::StatusOr<LossOptions::Kind> ParseLossKind(absl::string_view name);  // ce, weighted_ce, focal
+// ce, weighted_ce, focal, logit_adjusted
+absl::StatusOr<LossOptions::Kind> ParseLossKind(absl::string_view name);
 std::string LossKindName(LossOptions::Kind kind);
 
 // logits [N, K] (any floating dtype), targets [N] int64. Returns a scalar.

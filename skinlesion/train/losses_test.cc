@@ -80,8 +80,37 @@ TEST(LossesTest, GradientsFlow) {
   EXPECT_GT(logits.grad().abs().sum().item<double>(), 0);
 }
 
+// Logit adjustment by hand: CE of logits + tau * log(prior). A rare class's logit is
+// pushed down during training, so its loss is larger than plain CE for the same logits.
+TEST(LossesTest, LogitAdjustedByHand) {
+  const auto logits = torch::tensor({{1.0f, 2.0f}, {0.5f, -0.5f}});
+  const auto targets = torch::tensor({0, 1}, torch::kInt64);
+  LossOptions o;
+  o.kind = LossOptions::Kind::kLogitAdjusted;
+  o.log_prior = {std::log(0.9), std::log(0.1)};
+  o.logit_adjust_tau = 1.0;
+  double expected = 0;
+  const double z[2][2] = {{1.0 + std::log(0.9), 2.0 + std::log(0.1)}, {0.5 + std::log(0.9), -0.5 + std::log(0.1)}};
+  const int y[2] = {0, 1};
+  for (int i = 0; i < 2; ++i) {
+    expected += -(z[i][y[i]] - std::log(std::exp(z[i][0]) + std::exp(z[i][1])));
+  }
+  EXPECT_NEAR(ComputeLoss(logits, targets, o).item<double>(), expected / 2, 1e-5);
+  // tau = 0 is plain cross-entropy.
+  o.logit_adjust_tau = 0;
+  LossOptions ce;
+  ce.kind = LossOptions::Kind::kCrossEntropy;
+  EXPECT_NEAR(ComputeLoss(logits, targets, o).item<double>(),
+              ComputeLoss(logits, targets, ce).item<double>(), 1e-6);
+  // A prior of the wrong size is a programming error, reported by LibTorch.
+  o.log_prior = {0.0};
+  EXPECT_THROW(ComputeLoss(logits, targets, o), c10::Error);
+}
+
 TEST(LossesTest, ParseNames) {
   EXPECT_EQ(*ParseLossKind("focal"), LossOptions::Kind::kFocal);
+  EXPECT_EQ(*ParseLossKind("logit_adjusted"), LossOptions::Kind::kLogitAdjusted);
+  EXPECT_EQ(LossKindName(LossOptions::Kind::kLogitAdjusted), "logit_adjusted");
   EXPECT_EQ(LossKindName(*ParseLossKind("weighted_ce")), "weighted_ce");
   EXPECT_FALSE(ParseLossKind("mse").ok());
 }

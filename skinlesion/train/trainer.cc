@@ -1,6 +1,5 @@
 #include "skinlesion/train/trainer.h"
 
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -14,8 +13,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/common/precision.h"
 #include "skinlesion/common/rng.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/data/loader.h"
@@ -243,36 +244,7 @@ class LossScaler {
   int64_t good_steps_ = 0;
 };
 
-// Enables autocast for its scope: fp16 or bf16 on CUDA, bf16 on CPU.
-class AutocastGuard {
- public:
-  AutocastGuard(bool cuda, bool fp16, bool bf16) : active_(fp16 || bf16), cuda_(cuda) {
-    if (!active_) return;
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"  // Renamed in LibTorch 2.4.
-    if (cuda_) {
-      at::autocast::set_autocast_gpu_dtype(fp16 ? at::kHalf : at::kBFloat16);
-      at::autocast::set_enabled(true);
-    } else {
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      at::autocast::set_cpu_enabled(true);
-    }
-#pragma GCC diagnostic pop
-  }
-  ~AutocastGuard() {
-    if (!active_) return;
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-    cuda_ ? at::autocast::set_enabled(false) : at::autocast::set_cpu_enabled(false);
-#pragma GCC diagnostic pop
-    at::autocast::clear_cache();
-  }
-  AutocastGuard(const AutocastGuard&) = delete;
-  AutocastGuard& operator=(const AutocastGuard&) = delete;
-
- private:
-  bool active_, cuda_;
-};
+using models::AutocastGuard;
 
 struct RunState {
   int next_epoch = 0;
@@ -395,14 +367,16 @@ absl::Status LoadTrainCheckpoint(models::Classifier& model, const std::string& c
 
 absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
                                            const std::vector<data::Sample>& samples,
-                                           int64_t image_size, const std::string& device_name,
-                                           int batch_size, int num_workers, bool flip_tta) {
+                                           const PreprocessOptions& preprocess,
+                                           const std::string& device_name,
+                                           int batch_size, int num_workers, bool flip_tta,
+                                           const models::Numerics& numerics) {
   SL_ASSIGN_OR_RETURN(const torch::Device device, ParseDevice(device_name));
   data::LoaderOptions lo;
   lo.batch_size = batch_size;
   lo.num_workers = num_workers;
   lo.augmentation = "none";
-  lo.preprocess.size = static_cast<int>(image_size);
+  lo.preprocess = preprocess;
   SL_ASSIGN_OR_RETURN(
       auto loader, data::DataLoader::Create(
                        samples, std::make_unique<data::SequentialSampler>(samples.size()), lo));
@@ -414,16 +388,16 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
   while (true) {
     SL_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
     if (!batch) break;
-    torch::Tensor x = batch->images.to(device);
+    torch::Tensor x = batch->images;
     torch::Tensor logits;
     try {
       if (flip_tta) {
-        torch::Tensor p = torch::softmax(model.forward(x).to(torch::kFloat32), 1);
-        p += torch::softmax(model.forward(x.flip({3})).to(torch::kFloat32), 1);
-        p += torch::softmax(model.forward(x.flip({2})).to(torch::kFloat32), 1);
+        torch::Tensor p = torch::softmax(models::ForwardLogits(model, x, numerics, device), 1);
+        p += torch::softmax(models::ForwardLogits(model, x.flip({3}), numerics, device), 1);
+        p += torch::softmax(models::ForwardLogits(model, x.flip({2}), numerics, device), 1);
         logits = torch::log(p / 3);
       } else {
-        logits = model.forward(x).to(torch::kFloat32);
+        logits = models::ForwardLogits(model, x, numerics, device);
       }
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
@@ -488,7 +462,7 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
   lo.num_workers = c.num_workers;
   lo.seed = c.seed;
   lo.augmentation = c.augmentation;
-  lo.preprocess.size = static_cast<int>(c.image_size);
+  lo.preprocess = c.Preprocess();
   if (world > 1) {
     sampler = std::make_unique<ShardedSampler>(std::move(sampler), c.batch_size, rank, world);
     lo.drop_last = true;
@@ -501,15 +475,45 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
   loss_options.kind = *ParseLossKind(c.loss);
   loss_options.label_smoothing = c.label_smoothing;
   loss_options.focal_gamma = c.focal_gamma;
-  if (loss_options.kind != LossOptions::Kind::kCrossEntropy && c.sampler != "balanced") {
+  if (loss_options.kind == LossOptions::Kind::kLogitAdjusted) {
+    // The prior the sampler shows the model: the class frequencies, or uniform under
+    // the class-balanced sampler (then the adjustment is a constant and does nothing).
+    std::vector<double> counts(kNumClasses, 0.0);
+    for (int y : labels) counts[y] += 1;
+    for (double& n : counts) {
+      n = c.sampler == "balanced" ? 1.0 / kNumClasses : std::max(n, 1.0) / labels.size();
+      loss_options.log_prior.push_back(std::log(n));
+    }
+    loss_options.logit_adjust_tau = c.logit_adjust_tau;
+  } else if (loss_options.kind != LossOptions::Kind::kCrossEntropy && c.sampler != "balanced") {
     const auto w = data::ClassWeights(labels, weighting);
     loss_options.class_weights.assign(w.begin(), w.end());
   }
   const ScheduleOptions schedule = MakeSchedule(c);
+  TrainResult result;
   const bool cuda = device.is_cuda();
+  // CUDA: "auto" is fp16 autocast with loss scaling. CPU: "auto" is bf16 autocast
+  // where the CPU has native bf16 (ResolvePrecision), fp32 elsewhere. Master weights,
+  // gradients and optimizer state stay fp32 in every mode.
   const bool fp16 = cuda && (c.precision == "auto" || c.precision == "fp16");
-  const bool bf16 = c.precision == "bf16";
+  bool bf16 = c.precision == "bf16";
   if (c.precision == "fp16" && !cuda) SL_LOG(WARNING) << "fp16 autocast needs CUDA; training in fp32";
+  if (fp16) {
+    result.numerics_reason = absl::StrCat(c.precision, ": fp16 autocast (CUDA)");
+  } else if (c.precision == "auto") {
+    const PrecisionDecision d =
+        ResolvePrecision(PrecisionChoice::kAuto, {.cuda = cuda, .native_bf16 = CpuFeaturesForThisProcess().native_bf16()});
+    bf16 = d.precision == Precision::kBf16;
+    result.numerics_reason = d.reason;
+  } else {
+    result.numerics_reason = absl::StrCat(bf16 ? "bf16" : "fp32", " (requested)");
+  }
+  // bf16 convolutions run fastest on NHWC tensors (oneDNN); fp32 ones on NCHW.
+  const bool channels_last = bf16 && !cuda && model->HasFeatureMap();
+  if (channels_last) models::ToChannelsLast(*model);
+  result.numerics = fp16 ? "fp16 autocast" : bf16 ? "bf16 autocast" : "fp32";
+  if (channels_last) result.numerics += ", channels-last";
+  if (chief) SL_LOG(INFO) << "training in " << result.numerics << " (" << result.numerics_reason << ")";
   LossScaler scaler;
 
   // Resume.
@@ -542,7 +546,6 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   Groups groups;
   bool optimizer_frozen = false;
-  TrainResult result;
 
   for (int epoch = state.next_epoch; epoch < c.epochs; ++epoch) {
     const bool frozen = epoch < c.frozen_epochs;
@@ -579,13 +582,15 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
         optimizer->param_groups()[gi].options().set_lr(c.lr * groups.lr_scales[gi] * factor);
       }
       torch::Tensor x = batch->images.to(device, /*non_blocking=*/true);
+      if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
       torch::Tensor y = batch->labels.to(device, /*non_blocking=*/true);
       torch::Tensor loss;
       try {
         torch::Tensor logits;
         {
           AutocastGuard autocast(cuda, fp16, bf16);
-          logits = model->forward(x);
+          // The loss in fp32 whatever the autocast dtype of the head.
+          logits = model->forward(x).to(torch::kFloat32);
         }
         loss = ComputeLoss(logits, y, loss_options);
         torch::Tensor scaled = loss / c.grad_accum;
@@ -653,9 +658,14 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
 
     // Validation (every rank evaluates, so early-stopping decisions agree).
     if (ema) ema->Swap(*model);
-    SL_ASSIGN_OR_RETURN(Predictions pred, PredictSamples(*model, val, c.image_size, ctx.device,
-                                                         c.batch_size, c.num_workers));
+    absl::StatusOr<Predictions> validated;
+    {
+      // Validation under the same autocast as training (fp32 logits either way).
+      AutocastGuard autocast(cuda, fp16, bf16);
+      validated = PredictSamples(*model, val, c.Preprocess(), ctx.device, c.batch_size, c.num_workers);
+    }
     if (ema) ema->Swap(*model);
+    SL_ASSIGN_OR_RETURN(Predictions pred, std::move(validated));
     const std::vector<eval::Probs> probs = eval::Softmax(pred.logits);
     SL_ASSIGN_OR_RETURN(const eval::Metrics metrics, eval::ComputeMetrics(pred.labels, probs));
     record.val_metrics = eval::MetricsToJson(metrics);

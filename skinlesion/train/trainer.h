@@ -29,7 +29,9 @@
 #include "nlohmann/json.hpp"
 #include "skinlesion/data/catalogue.h"
 #include "skinlesion/eval/metrics.h"
+#include "skinlesion/image/preprocess.h"
 #include "skinlesion/models/classifier.h"
+#include "skinlesion/models/numerics.h"
 #include "skinlesion/train/config.h"
 
 namespace skinlesion::train {
@@ -105,23 +107,32 @@ struct TrainResult {
   std::shared_ptr<models::Classifier> model;
   std::string best_checkpoint;
   std::string last_checkpoint;
+  // How the steps ran: "bf16 autocast, channels-last" / "fp16 autocast" / "fp32",
+  // and why (config "precision" resolved on this machine).
+  std::string numerics;
+  std::string numerics_reason;
 };
 
 absl::StatusOr<TrainResult> Train(const TrainConfig& config, const std::vector<data::Sample>& train,
                                   const std::vector<data::Sample>& val, const TrainContext& context);
 
-// Eval-mode logits of `model` for `samples` (no augmentation; optional flip TTA
+// Eval-mode logits of `model` for `samples` preprocessed with `preprocess` (the
+// model's: TrainConfig::Preprocess() or serving::PreprocessOptionsFor(spec); no
+// augmentation; optional flip TTA
 // averages the softmax of the image and its horizontal and vertical flips and
-// returns log-probabilities).
+// returns log-probabilities). `numerics`: what PrepareModel made of the model
+// (inputs are converted to match); the default is an fp32 model. Logits are fp32.
 struct Predictions {
   std::vector<int> labels;
   std::vector<eval::Probs> logits;
 };
 absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
                                            const std::vector<data::Sample>& samples,
-                                           int64_t image_size, const std::string& device,
+                                           const PreprocessOptions& preprocess,
+                                           const std::string& device,
                                            int batch_size = 32, int num_workers = 2,
-                                           bool flip_tta = false);
+                                           bool flip_tta = false,
+                                           const models::Numerics& numerics = {});
 
 // Loads a checkpoint written by Train (checkpoints/best or last) into `model`.
 absl::Status LoadTrainCheckpoint(models::Classifier& model, const std::string& checkpoint_dir);

@@ -1,5 +1,7 @@
 #include "skinlesion/train/trainer.h"
 
+#include <cmath>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -164,6 +166,37 @@ TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
   ExpectIdentical(Weights(*full->model), Weights(*resumed->model));
 }
 
+// bf16 autocast on the CPU (fp32 master weights; ResNet channels-last): trains, keeps
+// every parameter fp32, says how it ran, and gives the same weights for the same seed.
+TEST(TrainerTest, Bf16AutocastTrainsWithFp32MasterWeights) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  c.precision = "bf16";
+  c.epochs = 2;
+  c.frozen_epochs = 0;
+  TempDir a, b;
+  auto ra = Train(c, samples, samples, Context(a.path()));
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  EXPECT_EQ(ra->numerics, "bf16 autocast, channels-last");
+  EXPECT_EQ(ra->numerics_reason, "bf16 (requested)");
+  for (const auto& p : ra->model->named_parameters()) {
+    EXPECT_EQ(p.value().scalar_type(), torch::kFloat32) << p.key();
+  }
+  for (const auto& r : ra->history) EXPECT_TRUE(std::isfinite(r.train_loss));
+  auto rb = Train(c, samples, samples, Context(b.path()));
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  const auto wa = Weights(*ra->model), wb = Weights(*rb->model);
+  ASSERT_EQ(wa.size(), wb.size());
+  for (size_t i = 0; i < wa.size(); ++i) EXPECT_TRUE(torch::equal(wa[i], wb[i])) << i;
+  // fp32 says so too.
+  c.precision = "fp32";
+  c.epochs = 1;
+  TempDir d;
+  auto rf = Train(c, samples, samples, Context(d.path()));
+  ASSERT_TRUE(rf.ok()) << rf.status();
+  EXPECT_EQ(rf->numerics, "fp32");
+}
+
 TEST(TrainerTest, InvalidConfigListsEveryProblem) {
   TrainConfig c = TinyConfig();
   c.epochs = 0;
@@ -216,6 +249,9 @@ TEST(DistributedTest, TwoRanksMatchSingleProcess) {
   c.epochs = 2;
   c.batch_size = 4;
   c.label_smoothing = 0;
+  // The data-parallel arithmetic is what is compared (1e-4): fp32 on every machine,
+  // not `auto`'s bf16 where the CPU has it (two half batches round differently).
+  c.precision = "fp32";
   auto make_model = [&] {
     torch::manual_seed(c.seed);
     models::ModelOptions mo;

@@ -14,6 +14,7 @@ Run by CTest (inference_grpc_python) with these environment variables:
   SKINLESION_INFERENCE_BIN, SKINLESION_MAKE_TEST_MODEL, SKINLESION_REGISTRY_BIN,
   SKINLESION_PYTHON_GEN, SKINLESION_SOURCE_DIR.
 """
+import math
 import os
 import random
 import signal
@@ -153,7 +154,9 @@ class InferenceServerTest(unittest.TestCase):
         inputs = {t.name: (t.datatype, list(t.shape)) for t in meta.inputs}
         self.assertEqual(inputs, {"image": ("BYTES", [-1]), "input": ("FP32", [-1, 3, SIZE, SIZE])})
         outputs = {t.name: (t.datatype, list(t.shape)) for t in meta.outputs}
-        self.assertEqual(outputs, {"probabilities": ("FP32", [-1, 7]), "logits": ("FP32", [-1, 7])})
+        self.assertEqual(outputs, {"probabilities": ("FP32", [-1, 7]), "logits": ("FP32", [-1, 7]),
+                                   "malignancy_risk": ("FP32", [-1, 1]), "refer": ("BOOL", [-1, 1]),
+                                   "out_of_distribution": ("BOOL", [-1, 1]), "ood_score": ("FP32", [-1, 1])})
         with self.assertRaises(grpc.RpcError) as caught:
             self.kserve.ModelMetadata(kserve_pb2.ModelMetadataRequest(name="nope"), timeout=5)
         self.assertEqual(caught.exception.code(), grpc.StatusCode.NOT_FOUND)
@@ -270,6 +273,46 @@ class InferenceServerTest(unittest.TestCase):
         response = self.classify.Classify(classification_pb2.ClassifyRequest(image=self.jpeg), timeout=30)
         for a, b in zip([p.probability for p in response.probabilities], raw_probabilities[:7]):
             self.assertAlmostEqual(a, b, places=5)
+
+    def test_07b_model_infer_per_image_outputs(self):
+        # malignancy_risk, refer, out_of_distribution and ood_score on request, typed and
+        # raw, agreeing with Classify; ood_score is -logsumexp(logits).
+        names = ["logits", "malignancy_risk", "refer", "out_of_distribution", "ood_score"]
+        for raw_mode in (False, True):
+            request = kserve_pb2.ModelInferRequest(model_name=MODEL)
+            tensor = request.inputs.add(name="image", datatype="BYTES", shape=[2, 1] if raw_mode else [2])
+            if raw_mode:
+                request.raw_input_contents.append(raw_bytes([self.jpeg, self.jpeg2]))
+            else:
+                tensor.contents.bytes_contents.extend([self.jpeg, self.jpeg2])
+            for name in names:
+                request.outputs.add(name=name)
+            response = self.kserve.ModelInfer(request, timeout=60)
+            self.assertEqual([o.name for o in response.outputs], names)
+            self.assertEqual([(o.datatype, list(o.shape)) for o in response.outputs[1:]],
+                             [("FP32", [2, 1]), ("BOOL", [2, 1]), ("BOOL", [2, 1]), ("FP32", [2, 1])])
+            if raw_mode:
+                logits = floats(response.raw_output_contents[0])
+                risk = floats(response.raw_output_contents[1])
+                refer = [b != 0 for b in response.raw_output_contents[2]]
+                ood = [b != 0 for b in response.raw_output_contents[3]]
+                score = floats(response.raw_output_contents[4])
+            else:
+                logits = list(response.outputs[0].contents.fp32_contents)
+                risk = list(response.outputs[1].contents.fp32_contents)
+                refer = list(response.outputs[2].contents.bool_contents)
+                ood = list(response.outputs[3].contents.bool_contents)
+                score = list(response.outputs[4].contents.fp32_contents)
+            self.assertEqual(ood, [False, False])  # The test model has no OOD threshold.
+            for i, image in enumerate([self.jpeg, self.jpeg2]):
+                row = logits[7 * i:7 * i + 7]
+                m = max(row)
+                self.assertAlmostEqual(score[i], -(m + math.log(sum(math.exp(z - m) for z in row))), places=4)
+                classified = self.classify.Classify(classification_pb2.ClassifyRequest(image=image), timeout=30)
+                self.assertAlmostEqual(risk[i], classified.malignancy_risk, places=5)
+                self.assertEqual(refer[i], classified.refer)
+                self.assertAlmostEqual(score[i], classified.ood_score, places=4)
+                self.assertFalse(classified.out_of_distribution)
 
     def test_08_model_infer_fp32_typed_and_raw(self):
         rng = random.Random(7)

@@ -179,6 +179,40 @@ export function el(tag, options = {}, ...children) {
   return node;
 }
 
+// What the page says about referral for a prediction (the API's refer, refer_rule,
+// refer_reason and referral fields). A flagged answer is never described as "not
+// uncertain": a risk referral says the risk crossed the model's threshold, an
+// uncertainty referral says the answer is indeterminate.
+export function referralMessage(json) {
+  const reason = json && json.refer_reason ? ` (${json.refer_reason})` : '';
+  if (!json || !json.refer) {
+    const threshold = json && json.referral && Number(json.referral.malignancy_risk_threshold);
+    const below = threshold > 0
+      ? ` The malignancy risk is under this model's referral threshold of ${percent(threshold)}` +
+        ' and the answer is not uncertain.'
+      : ' The answer is not uncertain.';
+    return {
+      refer: false,
+      text: `The model did not flag this photo for referral.${below} That is not a clean bill ` +
+        'of health: any lesion that worries you belongs in front of a doctor.',
+    };
+  }
+  if (json.refer_rule === 'malignancy_risk') {
+    const target = json.referral && Number(json.referral.target_sensitivity);
+    const point = target > 0 ? `, set to catch ${percent(target, 0)} of malignant lesions` : '';
+    return {
+      refer: true,
+      text: `The malignancy risk is at or above this model's referral threshold${point}${reason}. ` +
+        'Have the lesion examined by a dermatologist, whatever the most likely class.',
+    };
+  }
+  return {
+    refer: true,
+    text: `The model's answer for this photo is indeterminate${reason}. ` +
+      'Have the lesion examined by a dermatologist; do not rely on this result.',
+  };
+}
+
 export function percent(p, digits = 1) {
   return `${(100 * p).toFixed(digits)}%`;
 }

@@ -2,7 +2,7 @@
 // show the 7 probabilities, risk, referral advice, model and timing, and the
 // explanation overlay.
 
-import { describeError, el, formatBytes, formatMs, percent, postPrediction } from './api.js';
+import { describeError, el, formatBytes, formatMs, percent, postPrediction, referralMessage } from './api.js';
 import { drawLegend, drawOverlay, validateExplanation } from './heatmap.js';
 
 const $ = (id) => document.getElementById(id);
@@ -191,13 +191,15 @@ function renderResult(json, roundTripMs) {
   const top = probabilities.find((p) => p.class === json.top_class) ||
     (Array.isArray(json.top) && json.top[0]) || null;
 
-  const refer = $('refer');
-  refer.hidden = !json.refer;
-  $('no-refer').hidden = Boolean(json.refer);
-  $('refer-text').textContent = json.refer
-    ? `The model's answer for this photo is indeterminate${json.refer_reason ? ` (${json.refer_reason})` : ''}. ` +
-      'Have the lesion examined by a dermatologist; do not rely on this result.'
+  $('ood').hidden = !json.out_of_distribution;
+  $('ood-text').textContent = json.out_of_distribution
+    ? (json.ood_message || 'This does not look like a dermoscopic photo of a skin lesion.')
     : '';
+  const referral = referralMessage(json);
+  $('refer').hidden = !referral.refer;
+  $('no-refer').hidden = referral.refer;
+  $('refer-text').textContent = referral.refer ? referral.text : '';
+  $('no-refer').textContent = referral.refer ? '' : referral.text;
 
   const topLine = $('top-class');
   topLine.replaceChildren('Most likely: ',

@@ -20,7 +20,7 @@ async function load(name) {
   fs.copyFileSync(path.join(webJs, name), copy);
   return import(pathToFileURL(copy).href);
 }
-const { ApiError, describeError, errorFromResponse, formatDuration, percent } = await load('api.js');
+const { ApiError, describeError, errorFromResponse, formatDuration, percent, referralMessage } = await load('api.js');
 const { colourMap, coveredRect, heatImage, validateExplanation } = await load('heatmap.js');
 fs.rmSync(copies, { recursive: true, force: true });
 
@@ -32,6 +32,27 @@ globalThis.ImageData = class {
     this.data = new Uint8ClampedArray(width * height * 4);
   }
 };
+
+test('a flagged answer is never called "not uncertain"; each rule has its own words', () => {
+  const risk = referralMessage({
+    refer: true, refer_rule: 'malignancy_risk',
+    refer_reason: 'malignancy risk 0.26 >= 0.18 (90% sensitivity point)',
+    referral: { malignancy_risk_threshold: 0.18, target_sensitivity: 0.9 },
+  });
+  assert.equal(risk.refer, true);
+  assert.match(risk.text, /at or above this model's referral threshold, set to catch 90% of malignant lesions/);
+  assert.match(risk.text, /0\.26 >= 0\.18/);
+  assert.doesNotMatch(risk.text, /not uncertain|indeterminate/);
+  const unsure = referralMessage({ refer: true, refer_rule: 'low_confidence', refer_reason: 'top probability 0.35 is under 0.50' });
+  assert.equal(unsure.refer, true);
+  assert.match(unsure.text, /indeterminate \(top probability 0\.35 is under 0\.50\)/);
+  assert.doesNotMatch(unsure.text, /not uncertain/);
+  const clear = referralMessage({ refer: false, referral: { malignancy_risk_threshold: 0.18, target_sensitivity: 0.9 } });
+  assert.equal(clear.refer, false);
+  assert.match(clear.text, /did not flag this photo for referral\. The malignancy risk is under this model's referral threshold of 18\.0%/);
+  const old = referralMessage({ refer: false, referral: { malignancy_risk_threshold: null } });
+  assert.match(old.text, /did not flag this photo for referral\. The answer is not uncertain\./);
+});
 
 test('every API error status gives a sentence a person can act on', () => {
   const cases = [

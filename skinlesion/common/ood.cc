@@ -1,0 +1,35 @@
+#include "skinlesion/common/ood.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace skinlesion {
+
+double EnergyScore(const float* logits, int n) {
+  if (n <= 0) return std::numeric_limits<double>::infinity();
+  double m = -std::numeric_limits<double>::infinity();
+  for (int k = 0; k < n; ++k) m = std::max(m, static_cast<double>(logits[k]));
+  if (!std::isfinite(m)) return std::numeric_limits<double>::infinity();
+  double sum = 0;
+  for (int k = 0; k < n; ++k) sum += std::exp(static_cast<double>(logits[k]) - m);
+  return -(m + std::log(sum));
+}
+
+bool IsOutOfDistribution(double energy, const OodPolicy& policy) {
+  // A NaN score (broken logits) is not trusted either.
+  return policy.energy_threshold.has_value() && !(energy <= *policy.energy_threshold);
+}
+
+std::optional<double> FitOodThreshold(std::vector<double> scores, double reject_rate) {
+  scores.erase(std::remove_if(scores.begin(), scores.end(), [](double s) { return !std::isfinite(s); }),
+               scores.end());
+  if (scores.empty() || !(reject_rate >= 0 && reject_rate < 1)) return std::nullopt;
+  std::sort(scores.begin(), scores.end());
+  const size_t n = scores.size();
+  // Allow floor(rate * n) scores above the threshold.
+  const size_t above = static_cast<size_t>(std::floor(reject_rate * static_cast<double>(n) + 1e-9));
+  return scores[n - 1 - std::min(above, n - 1)];
+}
+
+}  // namespace skinlesion

@@ -1,0 +1,75 @@
+// The "see a specialist" rule, one implementation for serving, the predictor, the
+// CLI and evaluation (issue: a screening aid must flag risky answers, not only
+// unsure ones).
+//
+// A prediction is referred when ANY of these holds, checked in this order:
+//   1. malignancy risk: P(mel) + P(bcc) + P(akiec) (calibrated) >= risk_threshold,
+//      a threshold fitted on validation data so that a target share of malignant
+//      lesions (default 90%) is at or above it (FitRiskThreshold);
+//   2. low confidence: the top probability < min_confidence;
+//   3. close call: top minus second probability < min_margin.
+// The reason names the rule that fired first, with its numbers, e.g.
+//   "malignancy risk 0.26 >= 0.18 (90% sensitivity point)".
+// LibTorch-free.
+//
+//   ReferralPolicy policy = ...;  // from the manifest's "refer" object
+//   Summary s = Summarize(probabilities, policy);
+//   if (s.refer) std::cout << s.refer_reason;
+#ifndef SKINLESION_COMMON_REFERRAL_H_
+#define SKINLESION_COMMON_REFERRAL_H_
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "skinlesion/common/classes.h"
+
+namespace skinlesion {
+
+// Defaults of the manifest's "refer" object (docs/metrics.md, "Referral").
+inline constexpr double kDefaultReferMinConfidence = 0.5;
+inline constexpr double kDefaultReferMinMargin = 0.1;
+inline constexpr double kDefaultTargetMalignantSensitivity = 0.90;
+
+enum class ReferRule { kNone, kMalignancyRisk, kLowConfidence, kCloseCall };
+// "" / "malignancy_risk" / "low_confidence" / "close_call" (API field refer_rule).
+absl::string_view ReferRuleName(ReferRule rule);
+
+struct ReferralPolicy {
+  double min_confidence = kDefaultReferMinConfidence;
+  double min_margin = kDefaultReferMinMargin;
+  // Rule 1; absent in manifests written before it existed (then only 2 and 3 apply).
+  std::optional<double> risk_threshold;
+  // What risk_threshold was fitted for, and what it reached on the validation data
+  // (quoted in the reason and the model card).
+  double target_sensitivity = kDefaultTargetMalignantSensitivity;
+};
+
+struct Summary {
+  int top_class = 0;
+  int second_class = 1;
+  float confidence = 0;  // probabilities[top_class]
+  float margin = 0;      // top minus second
+  float malignancy_risk = 0;
+  bool refer = false;
+  ReferRule refer_rule = ReferRule::kNone;
+  std::string refer_reason;
+  std::array<int, kNumClasses> order{};  // Classes by probability, highest first (stable).
+};
+
+// Ranks `probabilities` (ties: lower index first), sums the malignant group and
+// applies `policy`.
+Summary Summarize(const std::array<float, kNumClasses>& probabilities, const ReferralPolicy& policy);
+
+// The largest threshold t such that at least `target_sensitivity` of the malignant
+// cases (IsMalignant(label)) have risk >= t, i.e. the operating point on the
+// validation ROC. risks[i] is sample i's malignancy risk. nullopt without any
+// malignant case or for a target outside (0, 1].
+std::optional<double> FitRiskThreshold(const std::vector<int>& labels,
+                                       const std::vector<double>& risks, double target_sensitivity);
+
+}  // namespace skinlesion
+
+#endif  // SKINLESION_COMMON_REFERRAL_H_

@@ -1,0 +1,94 @@
+#include "skinlesion/eval/referral_eval.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace skinlesion::eval {
+
+Proportion WilsonInterval(int k, int n, double z) {
+  Proportion p;
+  p.k = k;
+  p.n = n;
+  if (n <= 0) return p;
+  const double nn = n, phat = k / nn, z2 = z * z;
+  const double centre = (phat + z2 / (2 * nn)) / (1 + z2 / nn);
+  const double half = z * std::sqrt(phat * (1 - phat) / nn + z2 / (4 * nn * nn)) / (1 + z2 / nn);
+  p.value = phat;
+  p.lower = std::max(0.0, centre - half);
+  p.upper = std::min(1.0, centre + half);
+  return p;
+}
+
+ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::vector<Probs>& probs,
+                                    const ReferralPolicy& policy) {
+  ReferralEvaluation e;
+  e.policy = policy;
+  e.has_risk_rule = policy.risk_threshold.has_value();
+  const size_t n = std::min(labels.size(), probs.size());
+  e.n = static_cast<int>(n);
+  int referred = 0, malignant = 0, malignant_referred = 0, benign = 0, benign_kept = 0, mel = 0,
+      mel_referred = 0;
+  int risk_referred = 0, risk_malignant = 0, risk_benign_kept = 0, risk_mel = 0;
+  const int kMel = ClassFromCode("mel")->index;
+  for (size_t i = 0; i < n; ++i) {
+    const Summary s = Summarize(probs[i], policy);
+    const bool by_risk = e.has_risk_rule && s.malignancy_risk >= *policy.risk_threshold;
+    const bool is_malignant = IsMalignant(labels[i]);
+    referred += s.refer;
+    risk_referred += by_risk;
+    if (is_malignant) {
+      ++malignant;
+      malignant_referred += s.refer;
+      risk_malignant += by_risk;
+    } else {
+      ++benign;
+      benign_kept += !s.refer;
+      risk_benign_kept += !by_risk;
+    }
+    if (labels[i] == kMel) {
+      ++mel;
+      mel_referred += s.refer;
+      risk_mel += by_risk;
+    }
+  }
+  e.refer_rate = WilsonInterval(referred, e.n);
+  e.malignant_sensitivity = WilsonInterval(malignant_referred, malignant);
+  e.benign_specificity = WilsonInterval(benign_kept, benign);
+  e.melanoma_sensitivity = WilsonInterval(mel_referred, mel);
+  if (e.has_risk_rule) {
+    e.risk_rule_refer_rate = WilsonInterval(risk_referred, e.n);
+    e.risk_rule_malignant_sensitivity = WilsonInterval(risk_malignant, malignant);
+    e.risk_rule_benign_specificity = WilsonInterval(risk_benign_kept, benign);
+    e.risk_rule_melanoma_sensitivity = WilsonInterval(risk_mel, mel);
+  }
+  return e;
+}
+
+nlohmann::json ProportionToJson(const Proportion& p) {
+  return {{"value", p.value}, {"ci95", {p.lower, p.upper}}, {"k", p.k}, {"n", p.n}};
+}
+
+nlohmann::json ReferralToJson(const ReferralEvaluation& e) {
+  nlohmann::json j = {
+      {"policy",
+       {{"min_confidence", e.policy.min_confidence},
+        {"min_margin", e.policy.min_margin},
+        {"malignancy_risk_threshold",
+         e.policy.risk_threshold ? nlohmann::json(*e.policy.risk_threshold) : nlohmann::json(nullptr)},
+        {"target_sensitivity", e.policy.target_sensitivity}}},
+      {"n", e.n},
+      {"refer_rate", ProportionToJson(e.refer_rate)},
+      {"malignant_sensitivity", ProportionToJson(e.malignant_sensitivity)},
+      {"benign_specificity", ProportionToJson(e.benign_specificity)},
+      {"melanoma_sensitivity", ProportionToJson(e.melanoma_sensitivity)},
+  };
+  if (e.has_risk_rule) {
+    j["risk_rule"] = {{"refer_rate", ProportionToJson(e.risk_rule_refer_rate)},
+                      {"malignant_sensitivity", ProportionToJson(e.risk_rule_malignant_sensitivity)},
+                      {"benign_specificity", ProportionToJson(e.risk_rule_benign_specificity)},
+                      {"melanoma_sensitivity", ProportionToJson(e.risk_rule_melanoma_sensitivity)}};
+  }
+  return j;
+}
+
+}  // namespace skinlesion::eval

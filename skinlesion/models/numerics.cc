@@ -1,0 +1,96 @@
+#include "skinlesion/models/numerics.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+
+#include "skinlesion/common/cpu_features.h"
+
+namespace skinlesion::models {
+
+std::string Numerics::Describe() const {
+  std::string s(PrecisionName(precision));
+  if (channels_last) s += ", channels-last";
+  return s;
+}
+
+Numerics ChooseNumerics(PrecisionChoice choice, const Classifier& model,
+                        const torch::Device& device, std::optional<Precision> pinned,
+                        std::optional<bool> native_bf16) {
+  PrecisionContext context;
+  context.cuda = device.is_cuda();
+  context.native_bf16 = native_bf16.value_or(CpuFeaturesForThisProcess().native_bf16());
+  context.pinned = pinned;
+  const PrecisionDecision decision = ResolvePrecision(choice, context);
+  Numerics n;
+  n.precision = decision.precision;
+  n.reason = decision.reason;
+  // Every CNN of the zoo has a feature map; the ViT has none and no 4-D activations
+  // past its patch projection.
+  n.channels_last = n.precision == Precision::kBf16 && model.HasFeatureMap();
+  return n;
+}
+
+namespace {
+
+void Convert(torch::Tensor& t, const Numerics& numerics) {
+  if (!t.defined() || !t.is_floating_point()) return;
+  torch::Tensor converted = t.to(numerics.dtype());
+  if (numerics.channels_last && converted.dim() == 4) {
+    converted = converted.contiguous(torch::MemoryFormat::ChannelsLast);
+  }
+  t.set_data(converted);
+}
+
+}  // namespace
+
+void PrepareModel(Classifier& model, const Numerics& numerics) {
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor& p : model.parameters(/*recurse=*/true)) Convert(p, numerics);
+  for (torch::Tensor& b : model.buffers(/*recurse=*/true)) Convert(b, numerics);
+}
+
+void ToChannelsLast(Classifier& model) {
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor& p : model.parameters(/*recurse=*/true)) {
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
+torch::Tensor PrepareInput(const torch::Tensor& x, const Numerics& numerics,
+                           const torch::Device& device) {
+  torch::Tensor y = x.to(device, numerics.dtype());
+  if (numerics.channels_last && y.dim() == 4) y = y.contiguous(torch::MemoryFormat::ChannelsLast);
+  return y;
+}
+
+torch::Tensor ForwardLogits(Classifier& model, const torch::Tensor& x, const Numerics& numerics,
+                            const torch::Device& device) {
+  return model.forward(PrepareInput(x, numerics, device))
+      .to(torch::kCPU, torch::kFloat32)
+      .contiguous();
+}
+
+AutocastGuard::AutocastGuard(bool cuda, bool fp16, bool bf16) : active_(fp16 || bf16), cuda_(cuda) {
+  if (!active_) return;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"  // Renamed in LibTorch 2.4.
+  if (cuda_) {
+    at::autocast::set_autocast_gpu_dtype(fp16 ? at::kHalf : at::kBFloat16);
+    at::autocast::set_enabled(true);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
+#pragma GCC diagnostic pop
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!active_) return;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  cuda_ ? at::autocast::set_enabled(false) : at::autocast::set_cpu_enabled(false);
+#pragma GCC diagnostic pop
+  at::autocast::clear_cache();
+}
+
+}  // namespace skinlesion::models
