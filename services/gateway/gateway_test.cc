@@ -388,14 +388,15 @@ TEST_F(GatewayTest, PredictsMultipartAndRawWithInferencesModel) {
   EXPECT_THAT(log, ::testing::Not(HasSubstr("top_k")));
 }
 
-// Slow and greedy clients: absolute header deadline (408), per-address and total
+// Slow and greedy clients: absolute header and body deadlines (408), per-address and total
 // connection caps (503 + Retry-After before anything is read), 411 / 413 / 415
 // before the body is read, the in-flight body budget (503); meanwhile other
 // clients are answered at once.
 TEST_F(GatewayTest, SlowAndGreedyClientsCannotStarveIt) {
   GatewayProcess g = StartGateway(
       "guard", {absl::StrCat("--inference_target=127.0.0.1:", fake_port_),
-                "--header_timeout_ms=1000", "--max_connections_per_client=4",
+                "--header_timeout_ms=1000", "--body_timeout_ms=1000",
+                "--max_connections_per_client=4",
                 "--max_connections=8", "--threads=2", "--max_upload_bytes=1048576",
                 "--max_inflight_upload_bytes=1114112"});
   using std::chrono::milliseconds;
@@ -435,6 +436,23 @@ TEST_F(GatewayTest, SlowAndGreedyClientsCannotStarveIt) {
   }
   EXPECT_LT(SecondsSince(start), 2.5);
 
+  // A body trickled a byte at a time: 408 at the body deadline, not later.
+  {
+    const int fd = Connect(g.port, "127.0.0.9");
+    const auto t = std::chrono::steady_clock::now();
+    SendText(fd,
+             "POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+             "Content-Length: 1000\r\n\r\n\xFF\xD8\xFF");
+    for (int i = 0; i < 6; ++i) {
+      std::this_thread::sleep_for(milliseconds(250));
+      SendText(fd, "x");
+    }
+    const std::string answer = ReadUntilClosed(fd, milliseconds(3000));
+    EXPECT_THAT(answer, HasSubstr("HTTP/1.1 408"));
+    EXPECT_THAT(answer, HasSubstr("request_timeout"));
+    EXPECT_LT(SecondsSince(t), 2.5);
+    ::close(fd);
+  }
   // A body-less POST without Content-Length: 411 at once (and a chunked one).
   for (const std::string& head :
        {std::string("POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -507,6 +525,8 @@ TEST_F(GatewayTest, SlowAndGreedyClientsCannotStarveIt) {
   EXPECT_GE(MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"header_timeout\"}"),
             4);
   EXPECT_GE(MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"per_client\"}"), 1);
+  EXPECT_GE(MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"body_timeout\"}"),
+            1);
   EXPECT_GE(MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"connections\"}"),
             1);
   EXPECT_GE(
