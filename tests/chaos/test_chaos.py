@@ -9,7 +9,9 @@ One cluster for the three scenarios, in order:
   2. a burst of 16 concurrent 10 MB uploads while the gateway's RSS is sampled;
   3. kill -9 of inference under load: cluster.sh restarts it; failed requests,
      outage, and the lag between inference SERVING again and the gateway's first
-     success again are measured.
+     success again are measured;
+  4. kill -9 of the registry under load: predictions go on without a failure, the
+     models API answers again right after the registry is back.
 Each prints its figures ("CHAOS ..." lines, the source of docs/operations.md) and
 asserts the issue's targets with margin for a noisy 2-core machine.
 
@@ -317,6 +319,56 @@ class ChaosSuite(unittest.TestCase):
         self.assertLess(first_ok - serving_at, 2.0)
         self.assertEqual([s for s in failed if s[0] > serving_at + 2.0], [])
         self.assertTrue(all(s[2] in (503, 504) for s in failed), sorted({str(s[2]) for s in failed}))
+
+
+    # ------------------------------------------------------------------ 4
+    def test_4_registry_kill(self):
+        """kill -9 of the registry under load: predictions go on (inference serves
+        the model it has loaded), the models API is back right after the registry."""
+        import grpc
+        port = self.cluster.ports["REGISTRY"]
+
+        def registry_up():
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                try:
+                    channel.unary_unary("/skinlesion.v1.RegistryService/ListModels")(b"", timeout=0.5)
+                    return True
+                except grpc.RpcError:
+                    return False
+
+        def models():
+            return http("GET", self.base + "/api/v1/models", timeout=30)[0]
+        self.assertTrue(registry_up())
+        pid = pid_of("skinlesion-registry", port)
+        self.assertIsNotNone(pid)
+        predictions = [Timer(self.predict, 0.05) for _ in range(2)]
+        for c in predictions:
+            c.start()
+        time.sleep(1.0)
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        up_at = None
+        while time.time() - killed_at < 60:
+            if registry_up():
+                up_at = time.time()
+                break
+            time.sleep(0.05)
+        self.assertIsNotNone(up_at, "registry did not come back:\n" + self.cluster.logs_tail())
+        models_ok = None
+        while time.time() - up_at < 10:
+            if models() == 200:
+                models_ok = time.time()
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        samples = [s for c in predictions for s in c.finish() if s[0] + s[1] > killed_at]
+        figure("registry_kill", predictions=len(samples), predictions_failed=len(failures(samples)),
+               restart_to_up_s=up_at - killed_at,
+               up_to_models_ok_s=(models_ok - up_at) if models_ok else -1.0)
+        self.assertTrue(any("restarted registry" in line for line in self.cluster.out))
+        self.assertEqual(failures(samples), [])
+        self.assertIsNotNone(models_ok)
+        self.assertLess(models_ok - up_at, 2.0)
 
 
 if __name__ == "__main__":
