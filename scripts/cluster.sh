@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The local cluster, in the foreground: the model registry (seeded with the bundled
 # model as `production`), the trainer, the inference service, the gateway with the
-# website, and a real Prometheus scraping them. Ctrl-C (or SIGTERM) stops everything
-# cleanly. Expects built binaries (scripts/run.sh builds them, then calls this).
+# website, and a real Prometheus scraping them. A service that exits (a crash,
+# kill -9) is started again after a backoff (0.5 s doubling to 8 s; back to 0.5 s once
+# it has run for 30 s), with a line on stdout and in its log; only Ctrl-C (or SIGTERM)
+# stops everything, cleanly. Expects built binaries (scripts/run.sh builds them, then
+# calls this).
 #
 #   scripts/cluster.sh                       # state, logs and token under out/cluster
 #   SKINLESION_GATEWAY_PORT=8088 scripts/cluster.sh
@@ -20,6 +23,8 @@
 #                                      [a random one, kept in <cluster dir>/token]
 #   SKINLESION_INFERENCE_THREADS [2]   LibTorch intra-op threads of the inference service
 #   SKINLESION_POLL_INTERVAL_S [2]     how often inference re-resolves the alias
+#   SKINLESION_GATEWAY_FLAGS           extra gateway flags, space-separated (e.g.
+#                                      "--header_timeout_ms=3000"; docs/gateway.md)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
@@ -39,6 +44,7 @@ PROMETHEUS_PORT=${SKINLESION_PROMETHEUS_PORT:-9090}
 WITH_PROMETHEUS=${SKINLESION_PROMETHEUS:-1}
 THREADS=${SKINLESION_INFERENCE_THREADS:-2}
 POLL_S=${SKINLESION_POLL_INTERVAL_S:-2}
+read -r -a GATEWAY_FLAGS <<<"${SKINLESION_GATEWAY_FLAGS:-}"
 
 log() { echo "cluster: $*"; }
 die() { echo "cluster: error: $*" >&2; exit 1; }
@@ -79,14 +85,30 @@ elif [ ! -s "$STATE/token" ]; then
 fi
 umask 022
 
+# Supervision state, by index (the start order): the pid, the name, the command
+# (a function run_NAME), when it started, its restart count and backoff, and when a
+# restart is due (0: none pending).
 PIDS=()
 NAMES=()
-start() {  # start NAME ARGS...: runs in the background, output to logs/NAME.log
-  local name=$1; shift
-  "$@" >>"$STATE/logs/$name.log" 2>&1 &
-  PIDS+=($!)
-  NAMES+=("$name")
-  log "started $name (pid $!), log $STATE/logs/$name.log"
+STARTED=()
+RESTARTS=()
+BACKOFF_MS=()
+RESTART_AT_MS=()
+now_ms() { local t=$EPOCHREALTIME; echo $((${t%.*} * 1000 + 10#${t#*.} / 1000)); }
+launch() {  # launch INDEX: (re)starts service INDEX in the background
+  local i=$1 name=${NAMES[$1]}
+  "run_$name" >>"$STATE/logs/$name.log" 2>&1 &
+  PIDS[i]=$!
+  STARTED[i]=$SECONDS
+  RESTART_AT_MS[i]=0
+}
+start() {  # start NAME: runs run_NAME in the background, output to logs/NAME.log
+  local name=$1 i=${#NAMES[@]}
+  NAMES[i]=$name
+  RESTARTS[i]=0
+  BACKOFF_MS[i]=500
+  launch "$i"
+  log "started $name (pid ${PIDS[$i]}), log $STATE/logs/$name.log"
 }
 
 STOPPING=0
@@ -132,37 +154,74 @@ wait_port() {  # wait_port NAME PORT SECONDS
     sleep 0.2
   done
 }
+# Restarts services that exited: the exit is logged at once, the start again after
+# the service's backoff (0.5 s, doubling to 8 s; reset once it ran for 30 s).
 check_alive() {
-  local i
+  local i code now
+  [ "$STOPPING" = 1 ] && return
   for i in "${!PIDS[@]}"; do
-    if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+    if [ "${RESTART_AT_MS[$i]}" = 0 ] && ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+      code=0
+      wait "${PIDS[$i]}" 2>/dev/null || code=$?
       # Ctrl-C reaches the whole process group: the services may exit a moment
-      # before our own trap runs. Give a pending trap the chance to stop cleanly.
-      sleep 1
-      echo "cluster: ${NAMES[$i]} exited; the end of its log:" >&2
-      tail -n 20 "$STATE/logs/${NAMES[$i]}.log" >&2 || true
-      exit 1
+      # before our own trap runs. Not a crash then.
+      [ "$STOPPING" = 1 ] && return
+      if [ $((SECONDS - STARTED[i])) -ge 30 ]; then BACKOFF_MS[i]=500; fi
+      RESTARTS[i]=$((RESTARTS[i] + 1))
+      RESTART_AT_MS[i]=$(($(now_ms) + BACKOFF_MS[i]))
+      local how="exit code $code"
+      [ "$code" -gt 128 ] && how="signal $(kill -l $((code - 128)) 2>/dev/null || echo $((code - 128)))"
+      log "${NAMES[$i]} (pid ${PIDS[$i]}) exited ($how); restart ${RESTARTS[$i]} in ${BACKOFF_MS[$i]} ms"
+      echo "cluster: exited ($how) at $(date -u +%FT%TZ); restarting in ${BACKOFF_MS[$i]} ms" \
+        >>"$STATE/logs/${NAMES[$i]}.log"
+      BACKOFF_MS[i]=$((BACKOFF_MS[i] * 2 > 8000 ? 8000 : BACKOFF_MS[i] * 2))
+    fi
+  done
+  now=$(now_ms)
+  for i in "${!PIDS[@]}"; do
+    if [ "${RESTART_AT_MS[$i]}" != 0 ] && [ "$now" -ge "${RESTART_AT_MS[$i]}" ]; then
+      launch "$i"
+      log "restarted ${NAMES[$i]} (pid ${PIDS[$i]}, restart ${RESTARTS[$i]})"
     fi
   done
 }
 
 BIN="$BUILD_DIR/services"
-start registry "$BIN/registry/skinlesion-registry" --root "$STATE/registry" --address "$HOST" \
-  --port "$REGISTRY_PORT" --metrics_port "$REGISTRY_METRICS_PORT" --seed_model_dir "$ROOT/models/bundled" --seed_model ham10000 \
-  --seed_alias production --set_alias_token_file "$STATE/token"
+# One function per service: what start and every restart run.
+run_registry() {
+  exec "$BIN/registry/skinlesion-registry" --root "$STATE/registry" --address "$HOST" \
+    --port "$REGISTRY_PORT" --metrics_port "$REGISTRY_METRICS_PORT" --seed_model_dir "$ROOT/models/bundled" --seed_model ham10000 \
+    --seed_alias production --set_alias_token_file "$STATE/token"
+}
+run_trainer() {
+  exec "$BIN/trainer/skinlesion-trainer" --state_dir "$STATE/trainer" \
+    --registry_root "$STATE/registry" --address "$HOST" --port "$TRAINER_PORT" \
+    --metrics_port "$TRAINER_METRICS_PORT" --cli "$BUILD_DIR/tools/skinlesion" \
+    --token_file "$STATE/token"
+}
+run_inference() {
+  exec "$BIN/inference/skinlesion-inference" --host "$HOST" --port "$INFERENCE_PORT" \
+    --metrics_port "$INFERENCE_METRICS_PORT" --registry_target "$HOST:$REGISTRY_PORT" \
+    --model ham10000 --alias production --threads "$THREADS" --poll_interval_s "$POLL_S" \
+    --cache_dir "$STATE/inference-cache"
+}
+run_gateway() {
+  exec "$BIN/gateway/skinlesion-gateway" --host "$HOST" --port "$GATEWAY_PORT" \
+    --inference_target "$HOST:$INFERENCE_PORT" --registry_target "$HOST:$REGISTRY_PORT" \
+    --trainer_target "$HOST:$TRAINER_PORT" --web_root "$ROOT/web" --token_file "$STATE/token" \
+    "${GATEWAY_FLAGS[@]}"
+}
+run_prometheus() {
+  exec prometheus --config.file "$STATE/prometheus/prometheus.yml" \
+    --storage.tsdb.path "$STATE/prometheus/data" --web.listen-address "$HOST:$PROMETHEUS_PORT"
+}
+
+start registry
 wait_port registry "$REGISTRY_PORT" 30
-start trainer "$BIN/trainer/skinlesion-trainer" --state_dir "$STATE/trainer" \
-  --registry_root "$STATE/registry" --address "$HOST" --port "$TRAINER_PORT" \
-  --metrics_port "$TRAINER_METRICS_PORT" --cli "$BUILD_DIR/tools/skinlesion" \
-  --token_file "$STATE/token"
-start inference "$BIN/inference/skinlesion-inference" --host "$HOST" --port "$INFERENCE_PORT" \
-  --metrics_port "$INFERENCE_METRICS_PORT" --registry_target "$HOST:$REGISTRY_PORT" \
-  --model ham10000 --alias production --threads "$THREADS" --poll_interval_s "$POLL_S" \
-  --cache_dir "$STATE/inference-cache"
+start trainer
+start inference
 wait_port trainer "$TRAINER_PORT" 30
-start gateway "$BIN/gateway/skinlesion-gateway" --host "$HOST" --port "$GATEWAY_PORT" \
-  --inference_target "$HOST:$INFERENCE_PORT" --registry_target "$HOST:$REGISTRY_PORT" \
-  --trainer_target "$HOST:$TRAINER_PORT" --web_root "$ROOT/web" --token_file "$STATE/token"
+start gateway
 
 if [ "$WITH_PROMETHEUS" != 0 ]; then
   mkdir -p "$STATE/prometheus"
@@ -170,8 +229,7 @@ if [ "$WITH_PROMETHEUS" != 0 ]; then
     GATEWAY_METRICS="$HOST:$GATEWAY_PORT" INFERENCE_METRICS="$HOST:$INFERENCE_METRICS_PORT" \
     TRAINER_METRICS="$HOST:$TRAINER_METRICS_PORT" REGISTRY_METRICS="$HOST:$REGISTRY_METRICS_PORT" \
     PROMETHEUS="$HOST:$PROMETHEUS_PORT"
-  start prometheus prometheus --config.file "$STATE/prometheus/prometheus.yml" \
-    --storage.tsdb.path "$STATE/prometheus/data" --web.listen-address "$HOST:$PROMETHEUS_PORT"
+  start prometheus
 fi
 
 wait_http gateway "http://$HOST:$GATEWAY_PORT/healthz" 30
@@ -195,9 +253,10 @@ cat <<EOF
 CLUSTER READY
 EOF
 
-# Supervise: any service that exits stops the cluster.
+# Supervise: a service that exits is started again (check_alive); Ctrl-C or SIGTERM
+# stops everything (the trap).
 while true; do
   check_alive
-  sleep 1 &
+  sleep 0.25 &
   wait $! || true
 done

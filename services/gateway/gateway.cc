@@ -13,6 +13,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <thread>
 #include <utility>
@@ -31,10 +32,12 @@
 #include "prometheus/histogram.h"
 #include "prometheus/text_serializer.h"
 #include "services/gateway/api.h"
+#include "services/gateway/guarded_server.h"
 #include "services/gateway/openapi_json.h"
 #include "services/gateway/rate_limiter.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/telemetry/grpc_channel.h"
 #include "skinlesion/telemetry/grpc_health.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
 #include "skinlesion/v1/registry.grpc.pb.h"
@@ -240,6 +243,34 @@ bool LooksLikeImage(const std::string& b) {
          (b.size() >= 12 && starts("RIFF") && b.compare(8, 4, "WEBP") == 0) || starts("BM");
 }
 
+// The 415 of a prediction whose Content-Type is neither multipart nor an image type
+// (checked before the body is read, and again by the handler).
+std::optional<ApiError> PredictionTypeError(const std::string& media_type) {
+  if (media_type == "multipart/form-data" || IsImageType(media_type)) return std::nullopt;
+  return ApiError{
+      .status = 415,
+      .code = "unsupported_media_type",
+      .message = absl::StrCat(
+          "Content-Type ", media_type.empty() ? "(none)" : media_type.substr(0, 64),
+          " is not supported: send multipart/form-data with an 'image' field, or "
+          "image/jpeg, image/png, image/webp or image/bmp.")};
+}
+
+ConnectionLimits LimitsOf(const GatewayOptions& o) {
+  ConnectionLimits limits;
+  limits.max_connections = o.max_connections;
+  limits.max_connections_per_client = o.max_connections_per_client;
+  limits.min_threads = o.threads;
+  limits.header_timeout = o.header_timeout;
+  limits.body_timeout = o.body_timeout;
+  // Room for the multipart framing around an image of max_upload_bytes; the image
+  // itself is checked against the limit in Predict.
+  limits.max_body_bytes = std::max(o.max_upload_bytes + (64 << 10), o.max_json_bytes);
+  limits.max_inflight_body_bytes = o.max_inflight_upload_bytes;
+  limits.retry_after_s = kRetryAfterSeconds;
+  return limits;
+}
+
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int index,
                                            int max_send_bytes) {
   grpc::ChannelArguments args;
@@ -250,8 +281,57 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int index,
   // A DNS name with several addresses (a headless Kubernetes Service of inference
   // replicas): spread calls over all of them instead of sticking to the first.
   args.SetLoadBalancingPolicyName("round_robin");
+  // A restarted upstream is reconnected within about a second, not after gRPC's
+  // default backoff (1 s growing to 120 s).
+  telemetry::SetFastReconnect(args);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
+
+// Keeps the upstream channels polled. gRPC's synchronous client reads a channel's
+// sockets only while some call waits on it, and calls fail at once while a channel is
+// in TRANSIENT_FAILURE: a reconnect the restarted backend had already accepted was
+// noticed seconds late (measured: up to 4 s after a restarted inference was SERVING,
+// under load). Waiting on every channel's state changes here keeps them polled and
+// asks idle ones to connect.
+class ChannelWatcher {
+ public:
+  explicit ChannelWatcher(std::vector<std::shared_ptr<grpc::Channel>> channels)
+      : channels_(std::move(channels)), thread_([this] { Run(); }) {}
+  ~ChannelWatcher() {
+    stop_ = true;
+    thread_.join();
+  }
+  ChannelWatcher(const ChannelWatcher&) = delete;
+  ChannelWatcher& operator=(const ChannelWatcher&) = delete;
+
+ private:
+  void Run() {
+    grpc::CompletionQueue cq;
+    for (size_t i = 0; i < channels_.size(); ++i) Watch(cq, i);
+    void* tag = nullptr;
+    bool ok = false;
+    while (!stop_.load()) {
+      const auto r =
+          cq.AsyncNext(&tag, &ok, std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+      if (r == grpc::CompletionQueue::GOT_EVENT && !stop_.load()) {
+        Watch(cq, reinterpret_cast<uintptr_t>(tag));
+      }
+    }
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
+  void Watch(grpc::CompletionQueue& cq, size_t i) {
+    const grpc_connectivity_state state = channels_[i]->GetState(/*try_to_connect=*/true);
+    channels_[i]->NotifyOnStateChange(
+        state, std::chrono::system_clock::now() + std::chrono::milliseconds(500), &cq,
+        reinterpret_cast<void*>(static_cast<uintptr_t>(i)));
+  }
+
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 // Per-request state of the worker thread that runs it (httplib runs a request on
 // one pool thread from routing to logging).
@@ -306,7 +386,8 @@ class Gateway::Impl {
         registry_(std::make_shared<prometheus::Registry>()),
         metrics_(*registry_),
         limiter_({.rate = options_.rate_limit_rps, .burst = options_.rate_limit_burst}),
-        files_(8) {
+        files_(8),
+        server_(LimitsOf(options_), *registry_) {
     const int max_send =
         static_cast<int>(std::min<size_t>(options_.max_upload_bytes + (1 << 20), 1u << 30));
     for (int i = 0; i < options_.channels; ++i) {
@@ -314,13 +395,16 @@ class Gateway::Impl {
       inference_channels_.push_back(channel);
       inference_stubs_.push_back(v1::ClassificationService::NewStub(channel));
     }
+    std::vector<std::shared_ptr<grpc::Channel>> watched = inference_channels_;
     if (!options_.registry_target.empty()) {
-      registry_stub_ =
-          v1::RegistryService::NewStub(MakeChannel(options_.registry_target, 0, 4 << 20));
+      watched.push_back(MakeChannel(options_.registry_target, 0, 4 << 20));
+      registry_stub_ = v1::RegistryService::NewStub(watched.back());
     }
     if (!options_.trainer_target.empty()) {
-      trainer_stub_ = v1::TrainerService::NewStub(MakeChannel(options_.trainer_target, 0, 4 << 20));
+      watched.push_back(MakeChannel(options_.trainer_target, 0, 4 << 20));
+      trainer_stub_ = v1::TrainerService::NewStub(watched.back());
     }
+    watcher_ = std::make_unique<ChannelWatcher>(std::move(watched));
     SetUpServer();
   }
 
@@ -333,6 +417,10 @@ class Gateway::Impl {
     if (port_ <= 0) {
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
+    }
+    if (!server_.WidenListenBacklog()) {
+      return absl::UnavailableError(absl::StrCat("cannot set the listen backlog on ",
+                                                 options_.host, ":", port_));
     }
     return absl::OkStatus();
   }
@@ -454,7 +542,8 @@ class Gateway::Impl {
   std::atomic<uint64_t> next_channel_{0};
   std::unique_ptr<v1::RegistryService::Stub> registry_stub_;
   std::unique_ptr<v1::TrainerService::Stub> trainer_stub_;
-  httplib::Server server_;
+  std::unique_ptr<ChannelWatcher> watcher_;
+  GuardedServer server_;
   int port_ = 0;
   std::atomic<bool> stopped_{false};
   std::mutex stop_mu_;
@@ -463,14 +552,8 @@ class Gateway::Impl {
 };
 
 void Gateway::Impl::SetUpServer() {
-  const size_t threads = static_cast<size_t>(options_.threads);
-  server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  // Room for the multipart framing around an image of max_upload_bytes; the image
-  // itself is checked against the limit in Predict.
-  server_.set_payload_max_length(options_.max_upload_bytes + (64 << 10));
-  server_.set_keep_alive_max_count(1000);
-  server_.set_read_timeout(10, 0);  // A stalled client frees its worker after 10 s.
-  server_.set_write_timeout(30, 0);
+  // Connections, deadlines, body lengths and the in-flight budget: GuardedServer
+  // (constructed from LimitsOf(options_)).
   server_.set_tcp_nodelay(true);
 
   // The website. Explicit types: the ones httplib does not know, and UTF-8 text.
@@ -492,8 +575,26 @@ void Gateway::Impl::SetUpServer() {
     server_.set_file_extension_and_mimetype_mapping(ext, type);
   }
 
-  server_.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+  server_.SetPreRoutingHandler([](const httplib::Request& req, httplib::Response& res) {
     tl_request = {.active = true, .start = Clock::now()};
+    // Before the body is read: no route takes a form, and a prediction only an image
+    // or multipart (httplib would parse a form body itself, and answer 413 over 8 KiB).
+    if (req.method == "POST" || req.method == "PUT") {
+      const std::string media_type = MediaType(req.get_header_value("Content-Type"));
+      std::optional<ApiError> error;
+      if (media_type == "application/x-www-form-urlencoded") {
+        error = ApiError{.status = 415,
+                         .code = "unsupported_media_type",
+                         .message = "Forms are not accepted: send JSON (application/json), or "
+                                    "an image for a prediction."};
+      } else if (req.method == "POST" && req.path == "/api/v1/predictions") {
+        error = PredictionTypeError(media_type);
+      }
+      if (error) {
+        SendError(res, *error);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // Every response with status >= 400 passes here: fill in the JSON error body when
@@ -520,6 +621,11 @@ void Gateway::Impl::SetUpServer() {
             break;
           case 414:
             e = {.status = 414, .code = "bad_request", .message = "The URI is too long."};
+            break;
+          case 408:
+            e = {.status = 408,
+                 .code = "request_timeout",
+                 .message = "The request did not arrive in time."};
             break;
           default:
             e = {.status = res.status,
@@ -633,6 +739,8 @@ void Gateway::Impl::AddHeaders(const httplib::Request& req, httplib::Response& r
 void Gateway::Impl::AccessLog(const httplib::Request& req, const httplib::Response& res) {
   const std::string route = RouteLabel(req.path);
   const double ms = tl_request.active ? MsSince(tl_request.start) : 0.0;
+  // A client that missed its deadline got 408 (written past httplib).
+  const int status = GuardedServer::CurrentRequestTimedOut() ? 408 : res.status;
   tl_request.active = false;
   const std::string method =
       req.method.size() <= 10 &&
@@ -641,13 +749,13 @@ void Gateway::Impl::AccessLog(const httplib::Request& req, const httplib::Respon
           ? req.method
           : "OTHER";
   metrics_.requests
-      .Add({{"route", route}, {"method", method}, {"code", std::to_string(res.status)}})
+      .Add({{"route", route}, {"method", method}, {"code", std::to_string(status)}})
       .Increment();
   metrics_.request_seconds.Add({{"route", route}}, LatencyBuckets()).Observe(ms / 1000.0);
   // Method, route pattern (never the path's values or the query), status, time.
   const std::string line =
       absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
-                   method, " ", route, " ", res.status, " ", absl::StrFormat("%.1f", ms), "ms\n");
+                   method, " ", route, " ", status, " ", absl::StrFormat("%.1f", ms), "ms\n");
   std::lock_guard<std::mutex> lock(log_mu_);
   std::FILE* out = options_.access_log != nullptr ? options_.access_log : stderr;
   std::fputs(line.c_str(), out);
@@ -767,15 +875,7 @@ void Gateway::Impl::Predict(const httplib::Request& req, httplib::Response& res)
     image = &it->second.content;
   } else {
     media_type = MediaType(req.get_header_value("Content-Type"));
-    if (!IsImageType(media_type)) {
-      return SendError(
-          res, {.status = 415,
-                .code = "unsupported_media_type",
-                .message = absl::StrCat(
-                    "Content-Type ", media_type.empty() ? "(none)" : media_type.substr(0, 64),
-                    " is not supported: send multipart/form-data with an 'image' field, or "
-                    "image/jpeg, image/png, image/webp or image/bmp.")});
-    }
+    if (std::optional<ApiError> e = PredictionTypeError(media_type)) return SendError(res, *e);
     image = &req.body;
   }
   metrics_.upload_bytes.Observe(static_cast<double>(image->size()));
@@ -796,7 +896,10 @@ void Gateway::Impl::Predict(const httplib::Request& req, httplib::Response& res)
   }
 
   v1::ClassifyRequest request;
-  request.set_image(*image);
+  // The image moves into the request instead of being copied (10 MB uploads): the
+  // Request is httplib's own non-const object, only handed over as const, and
+  // nothing reads the body after this handler.
+  request.set_image(std::move(*const_cast<std::string*>(image)));
   request.set_model(query->model);
   request.set_top_k(query->top_k);
   request.set_explain(query->explain);
@@ -1141,8 +1244,24 @@ absl::Status ValidateOptions(const GatewayOptions& o) {
   if (o.retries < 0 || o.retries > 10) return bad("--retries must be in 0..10, got ", o.retries);
   if (o.rate_limit_rps < 0) return bad("--rate_limit_rps must be >= 0 (0: off)");
   if (o.rate_limit_rps > 0 && o.rate_limit_burst < 1) return bad("--rate_limit_burst must be >= 1");
-  if (o.threads < 1 || o.threads > 1024)
-    return bad("--threads must be in 1..1024, got ", o.threads);
+  if (o.max_connections < 1 || o.max_connections > 10000)
+    return bad("--max_connections must be in 1..10000, got ", o.max_connections);
+  if (o.max_connections_per_client < 0 || o.max_connections_per_client > o.max_connections) {
+    return bad("--max_connections_per_client must be in 0..--max_connections (",
+               o.max_connections, "), got ", o.max_connections_per_client);
+  }
+  if (o.threads < 1 || o.threads > o.max_connections) {
+    return bad("--threads must be in 1..--max_connections (", o.max_connections, "), got ",
+               o.threads);
+  }
+  if (o.header_timeout < absl::Milliseconds(100) || o.header_timeout > absl::Minutes(10))
+    return bad("--header_timeout_ms must be in 100..600000");
+  if (o.body_timeout < absl::Milliseconds(100) || o.body_timeout > absl::Hours(1))
+    return bad("--body_timeout_ms must be in 100..3600000");
+  if (o.max_inflight_upload_bytes < o.max_upload_bytes + (64 << 10)) {
+    return bad("--max_inflight_upload_bytes must be at least --max_upload_bytes + 65536 (",
+               o.max_upload_bytes + (64 << 10), "), got ", o.max_inflight_upload_bytes);
+  }
   if (o.cors_origin.find_first_of("\r\n") != std::string::npos)
     return bad("--cors_origin has a line break");
   std::error_code ec;

@@ -47,7 +47,17 @@ struct GatewayOptions {
   double rate_limit_rps = 20;                             // Per client IP; 0: off.
   int rate_limit_burst = 40;
   std::string cors_origin;  // Empty: no CORS headers.
-  int threads = 16;         // HTTP worker threads.
+  int threads = 16;         // Connection threads kept ready (more start on demand).
+  // Connections (docs/gateway.md "Connections and deadlines"): over a cap the
+  // connection is answered 503 + Retry-After and closed before anything is read.
+  int max_connections = 512;
+  int max_connections_per_client = 64;  // Per peer address; 0: no per-address cap.
+  // Absolute deadlines: request line + headers from the connection (or the first
+  // byte of a keep-alive request), the body from the end of the headers; 408 after.
+  absl::Duration header_timeout = absl::Seconds(10);
+  absl::Duration body_timeout = absl::Seconds(60);
+  // The Content-Length of all requests being read or handled; over it: 503.
+  size_t max_inflight_upload_bytes = 64 << 20;
   // Where the access lines go (one line each); null: stderr.
   std::FILE* access_log = nullptr;
 };

@@ -77,6 +77,46 @@ int DeadPort() {
   return ntohs(addr.sin_port);
 }
 
+// A TCP connection to 127.0.0.1:port from `source` (any 127/8 address: a distinct
+// client address on loopback).
+int Connect(int port, const char* source = "127.0.0.1") {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source, &from.sin_addr);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)), 0) << source;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+  return fd;
+}
+
+void SendText(int fd, const std::string& text) {
+  (void)::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
+}
+
+// What the server sends until it closes the connection (or `timeout` passes).
+std::string ReadUntilClosed(int fd, std::chrono::milliseconds timeout) {
+  timeval tv{.tv_sec = static_cast<time_t>(timeout.count() / 1000),
+             .tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string out;
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  while (std::chrono::steady_clock::now() < end) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
 // A ClassificationService whose behaviour the test sets.
 class FakeInference final : public v1::ClassificationService::Service {
  public:
@@ -346,6 +386,151 @@ TEST_F(GatewayTest, PredictsMultipartAndRawWithInferencesModel) {
   const std::string log = Slurp(main_->log);
   EXPECT_THAT(log, HasSubstr("POST /api/v1/predictions 200"));
   EXPECT_THAT(log, ::testing::Not(HasSubstr("top_k")));
+}
+
+// Slow and greedy clients: absolute header and body deadlines (408), per-address and total
+// connection caps (503 + Retry-After before anything is read), 411 / 413 / 415
+// before the body is read, the in-flight body budget (503); meanwhile other
+// clients are answered at once.
+TEST_F(GatewayTest, SlowAndGreedyClientsCannotStarveIt) {
+  GatewayProcess g = StartGateway(
+      "guard", {absl::StrCat("--inference_target=127.0.0.1:", fake_port_),
+                "--header_timeout_ms=1000", "--body_timeout_ms=1000",
+                "--max_connections_per_client=4",
+                "--max_connections=8", "--threads=2", "--max_upload_bytes=1048576",
+                "--max_inflight_upload_bytes=1114112"});
+  using std::chrono::milliseconds;
+  const auto start = std::chrono::steady_clock::now();
+  // Four slowloris connections from 127.0.0.2: a request line and one header.
+  std::vector<int> slow;
+  for (int i = 0; i < 4; ++i) {
+    slow.push_back(Connect(g.port, "127.0.0.2"));
+    SendText(slow.back(), "POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\n");
+  }
+  std::this_thread::sleep_for(milliseconds(100));  // Their threads have counted them.
+  // A fifth from that address is refused at once, before it sends anything.
+  {
+    const int fd = Connect(g.port, "127.0.0.2");
+    const auto t = std::chrono::steady_clock::now();
+    const std::string answer = ReadUntilClosed(fd, milliseconds(3000));
+    EXPECT_LT(SecondsSince(t), 0.5);
+    EXPECT_THAT(answer, HasSubstr("HTTP/1.1 503"));
+    EXPECT_THAT(answer, HasSubstr("Retry-After: 1"));
+    ::close(fd);
+  }
+  // Other clients are answered at once meanwhile.
+  {
+    const auto t = std::chrono::steady_clock::now();
+    auto r = g.Client().Get("/healthz");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_LT(SecondsSince(t), 0.5);
+  }
+  // The slow ones keep sending header lines; the deadline does not restart: 408.
+  for (int fd : slow) SendText(fd, "X-a: b\r\n");
+  std::this_thread::sleep_for(milliseconds(400));
+  for (int fd : slow) SendText(fd, "X-b: c\r\n");
+  for (int fd : slow) {
+    EXPECT_THAT(ReadUntilClosed(fd, milliseconds(3000)), HasSubstr("HTTP/1.1 408"));
+    ::close(fd);
+  }
+  EXPECT_LT(SecondsSince(start), 2.5);
+
+  // A body trickled a byte at a time: 408 at the body deadline, not later.
+  {
+    const int fd = Connect(g.port, "127.0.0.9");
+    const auto t = std::chrono::steady_clock::now();
+    SendText(fd,
+             "POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+             "Content-Length: 1000\r\n\r\n\xFF\xD8\xFF");
+    for (int i = 0; i < 6; ++i) {
+      std::this_thread::sleep_for(milliseconds(250));
+      SendText(fd, "x");
+    }
+    const std::string answer = ReadUntilClosed(fd, milliseconds(3000));
+    EXPECT_THAT(answer, HasSubstr("HTTP/1.1 408"));
+    EXPECT_THAT(answer, HasSubstr("request_timeout"));
+    EXPECT_LT(SecondsSince(t), 2.5);
+    ::close(fd);
+  }
+  // A body-less POST without Content-Length: 411 at once (and a chunked one).
+  for (const std::string& head :
+       {std::string("POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\n\r\n"),
+        std::string("POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    "image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n")}) {
+    const int fd = Connect(g.port);
+    const auto t = std::chrono::steady_clock::now();
+    SendText(fd, head);
+    const std::string answer = ReadUntilClosed(fd, milliseconds(3000));
+    EXPECT_LT(SecondsSince(t), 0.8) << answer;
+    EXPECT_THAT(answer, HasSubstr("HTTP/1.1 411"));
+    EXPECT_THAT(answer, HasSubstr("length_required"));
+    ::close(fd);
+  }
+  // A 12 KB form: 415, not the HTTP library's 413; a declared body over the limit:
+  // 413 before it is sent.
+  auto client = g.Client();
+  ExpectError(client.Post("/api/v1/predictions", std::string(12000, 'a'),
+                          "application/x-www-form-urlencoded"),
+              415, "unsupported_media_type");
+  ExpectError(client.Put("/api/v1/models/m/aliases/a", "version=2", "application/x-www-form-urlencoded"),
+              415, "unsupported_media_type");
+  {
+    const int fd = Connect(g.port);
+    const auto t = std::chrono::steady_clock::now();
+    SendText(fd,
+             "POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+             "Content-Length: 50000000\r\n\r\n");
+    const std::string answer = ReadUntilClosed(fd, milliseconds(5000));
+    EXPECT_LT(SecondsSince(t), 3.0);
+    EXPECT_THAT(answer, HasSubstr("HTTP/1.1 413"));
+    ::close(fd);
+  }
+  // The in-flight budget (1088 KiB): a 1 MiB upload being sent holds most of it, so
+  // a second 200 KB one is refused with 503 + Retry-After; once the first is done,
+  // the second fits.
+  {
+    const int first = Connect(g.port, "127.0.0.3");
+    SendText(first,
+             "POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+             "Content-Length: 1048576\r\n\r\n\xFF\xD8\xFF");
+    std::this_thread::sleep_for(milliseconds(200));
+    auto refused = client.Post("/api/v1/predictions", std::string(200000, 'x'), "image/jpeg");
+    ExpectError(refused, 503, "service_unavailable");
+    if (refused) {
+      EXPECT_EQ(refused->get_header_value("Retry-After"), "1");
+    }
+    ::close(first);
+    std::this_thread::sleep_for(milliseconds(300));
+    ExpectError(client.Post("/api/v1/predictions", std::string(200000, 'x'), "image/jpeg"), 400,
+                "invalid_image");
+  }
+  // Total cap (8): ten connections, two each from five more addresses: at most 8
+  // stay open, the others are answered 503 at once by the accept thread (one more
+  // when an earlier connection's thread is still finishing).
+  {
+    std::vector<int> conns;
+    for (const char* a : {"127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"}) {
+      for (int i = 0; i < 2; ++i) conns.push_back(Connect(g.port, a));
+    }
+    std::this_thread::sleep_for(milliseconds(200));
+    int refused = 0;
+    for (int c : conns) {
+      if (absl::StrContains(ReadUntilClosed(c, milliseconds(100)), "HTTP/1.1 503")) ++refused;
+    }
+    EXPECT_GE(refused, 2);
+    EXPECT_LE(refused, 3);
+    for (int c : conns) ::close(c);
+  }
+  EXPECT_GE(MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"header_timeout\"}"),
+            4);
+  EXPECT_GE(MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"per_client\"}"), 1);
+  EXPECT_GE(MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"body_timeout\"}"),
+            1);
+  EXPECT_GE(MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"connections\"}"),
+            1);
+  EXPECT_GE(
+      MetricValue(g, "skinlesion_gateway_connections_refused_total{reason=\"memory_budget\"}"), 1);
 }
 
 TEST_F(GatewayTest, UploadErrors) {

@@ -7,6 +7,7 @@
 //
 // Prints "listening on HOST:PORT" on stdout once it accepts connections.
 // SIGTERM / SIGINT: stop accepting, finish the requests in flight, exit 0.
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -48,7 +49,15 @@ ABSL_FLAG(int, retries, 2, "Retries of an inference call that failed with UNAVAI
 ABSL_FLAG(double, rate_limit_rps, 20, "Per-client-IP request rate on /api (0: off)");
 ABSL_FLAG(int, rate_limit_burst, 40, "Per-client-IP burst on /api");
 ABSL_FLAG(std::string, cors_origin, "", "Access-Control-Allow-Origin value (empty: no CORS)");
-ABSL_FLAG(int, threads, 16, "HTTP worker threads");
+ABSL_FLAG(int, threads, 16, "Connection threads kept ready (more start on demand)");
+ABSL_FLAG(int, max_connections, 512, "Open connections in total (over it: 503 and close)");
+ABSL_FLAG(int, max_connections_per_client, 64,
+          "Open connections per client address (over it: 503 and close; 0: no cap)");
+ABSL_FLAG(int, header_timeout_ms, 10000,
+          "Deadline for a request's line and headers, from its first byte (408 after)");
+ABSL_FLAG(int, body_timeout_ms, 60000, "Deadline for a request's body, from its headers");
+ABSL_FLAG(int64_t, max_inflight_upload_bytes, 64 << 20,
+          "Content-Length of all requests being read or handled at once (over it: 503)");
 
 #ifndef SKINLESION_SOURCE_DIR
 #define SKINLESION_SOURCE_DIR ""
@@ -121,6 +130,13 @@ int main(int argc, char** argv) {
   options.rate_limit_burst = absl::GetFlag(FLAGS_rate_limit_burst);
   options.cors_origin = absl::GetFlag(FLAGS_cors_origin);
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  options.max_connections_per_client = absl::GetFlag(FLAGS_max_connections_per_client);
+  options.header_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_header_timeout_ms));
+  options.body_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_body_timeout_ms));
+  const int64_t inflight = absl::GetFlag(FLAGS_max_inflight_upload_bytes);
+  if (inflight < 1) return Fail("--max_inflight_upload_bytes must be >= 1");
+  options.max_inflight_upload_bytes = static_cast<size_t>(inflight);
 
   // Signals are taken by sigwait() below: block them before any thread starts.
   sigset_t signals;
@@ -129,6 +145,10 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // A client that goes away mid-response is not fatal.
+  // Large blocks (uploads, their gRPC copies) come from mmap and go back to the
+  // system when freed, instead of glibc raising the threshold after the first free
+  // and keeping a burst's peak in its heaps.
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
 
   auto created = gateway::Gateway::Create(options);
   if (!created.ok()) return Fail(std::string(created.status().message()));

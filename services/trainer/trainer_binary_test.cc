@@ -351,6 +351,9 @@ TEST_F(TrainerBinaryTest, FullJobPublishesAndLateWatchReplays) {
   EXPECT_THAT(metrics, HasSubstr("skinlesion_trainer_jobs_submitted_total 1"));
   EXPECT_THAT(metrics,
               HasSubstr("skinlesion_trainer_job_duration_seconds_count{state=\"succeeded\"} 1"));
+  // Exported at 0 before the first failure (the failed-jobs alert's increase()).
+  EXPECT_THAT(metrics,
+              HasSubstr("skinlesion_trainer_job_duration_seconds_count{state=\"failed\"} 0"));
 
   // The CLI: list with a state filter, and watch of a finished job.
   const std::string target = absl::StrCat(" --trainer=127.0.0.1:", port_);

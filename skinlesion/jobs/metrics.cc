@@ -1,6 +1,15 @@
 #include "skinlesion/jobs/metrics.h"
 
 namespace skinlesion::jobs {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries& DurationBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400};
+  return *b;
+}
+
+}  // namespace
 
 JobMetrics::JobMetrics(prometheus::Registry& registry)
     : jobs_(prometheus::BuildGauge()
@@ -27,7 +36,13 @@ JobMetrics::JobMetrics(prometheus::Registry& registry)
                      .Name("skinlesion_trainer_jobs_submitted_total")
                      .Help("Jobs accepted by SubmitJob")
                      .Register(registry)
-                     .Add({})) {}
+                     .Add({})) {
+  // Exported at 0 from the start: the failed-jobs alert takes increase() of the
+  // count, which a series born at its first observation would never show.
+  for (const char* state : {"succeeded", "failed", "cancelled"}) {
+    duration_.Add({{"state", state}}, DurationBuckets());
+  }
+}
 
 void JobMetrics::SetStateCounts(const std::map<std::string, int>& counts) {
   for (const auto& [state, n] : counts) jobs_.Add({{"state", state}}).Set(n);
@@ -43,9 +58,7 @@ void JobMetrics::Progress(const std::string& job, double fraction, double loss,
 }
 
 void JobMetrics::Finished(const std::string& job, const std::string& state, double seconds) {
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400};
-  duration_.Add({{"state", state}}, kBuckets).Observe(seconds);
+  duration_.Add({{"state", state}}, DurationBuckets()).Observe(seconds);
   for (auto* family : {&progress_, &loss_, &images_per_second_}) {
     if (family->Has({{"job", job}})) family->Remove(&family->Add({{"job", job}}));
   }

@@ -23,6 +23,7 @@
 #include "skinlesion/common/status.h"
 #include "skinlesion/registry/grpc_status.h"
 #include "skinlesion/registry/registry.h"
+#include "skinlesion/telemetry/grpc_channel.h"
 
 namespace skinlesion::registry {
 namespace fs = std::filesystem;
@@ -129,6 +130,9 @@ void CollectStaleTemporaries(const std::string& cache_dir) {
 std::shared_ptr<grpc::Channel> CreateRegistryChannel(const std::string& target) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
+  // A restarted registry is used again within about a second (gRPC's default
+  // backoff grows to 120 s).
+  telemetry::SetFastReconnect(args);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 

@@ -108,6 +108,7 @@ class ServingCoreImpl final : public ServingCore {
       model->options = m;
       model->batcher = std::make_unique<Batcher>(m.name, options_.batching, limits_, metrics_);
       models_.push_back(std::move(model));
+      if (metrics_ != nullptr) metrics_->DeclareModel(m.name);
     }
     for (auto& m : models_) {
       Model* model = m.get();

@@ -482,6 +482,11 @@ TEST_F(CoreTest, OversizedImagesAreInvalidArgument) {
 TEST_F(CoreTest, UnavailableUntilAVersionIsLoaded) {
   Publish();
   Start();  // No alias yet.
+  // The series alerts take increase() of exist at 0 before any event, so the first
+  // failure is an increase (a series born at 1 would not be).
+  EXPECT_EQ(Reloads("failure"), 0);
+  EXPECT_EQ(Reloads("success"), 0);
+  EXPECT_EQ(Requests("internal", ""), 0);
   ASSERT_TRUE(WaitError("resolving ham@production"));
   EXPECT_FALSE(core_->Ready());
   EXPECT_THAT(core_->Infer(Tensor()),
@@ -490,6 +495,11 @@ TEST_F(CoreTest, UnavailableUntilAVersionIsLoaded) {
   Alias(1);
   EXPECT_TRUE(WaitServing(1));
   EXPECT_EQ(core_->Models()[0].last_error, "");
+  // And for the version now serving, every outcome.
+  for (const char* outcome : {"ok", "invalid_argument", "not_found", "resource_exhausted",
+                              "deadline_exceeded", "unavailable", "internal"}) {
+    EXPECT_EQ(Requests(outcome), 0) << outcome;
+  }
 }
 
 TEST_F(CoreTest, PlainNumberAliasPinsAVersion) {
@@ -575,7 +585,7 @@ TEST_F(CoreTest, HotReloadUnderLoad) {
   ASSERT_THAT(last, IsOk());
   EXPECT_EQ(last->version, 21);
   EXPECT_EQ(Reloads("success"), 21);
-  EXPECT_EQ(Reloads("failure"), -1);  // Never created.
+  EXPECT_EQ(Reloads("failure"), 0);  // Exported at 0 from the start, never incremented.
   // Only the serving version has a version_info series.
   EXPECT_EQ(SeriesCount(prom_, "skinlesion_model_version_info"), 1);
   EXPECT_EQ(

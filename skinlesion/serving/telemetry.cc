@@ -127,6 +127,23 @@ void ServingMetrics::RecordLoad(const std::string& model, bool success, double s
   if (success) load_seconds_.Add({{"model", model}}, LoadBuckets()).Observe(seconds);
 }
 
+void ServingMetrics::DeclareModel(const std::string& model) {
+  for (const char* result : {"success", "failure"}) {
+    reloads_.Add({{"model", model}, {"result", result}});
+  }
+  DeclareRequests(model, 0);
+}
+
+void ServingMetrics::DeclareRequests(const std::string& model, int64_t version) {
+  for (absl::StatusCode code :
+       {absl::StatusCode::kOk, absl::StatusCode::kInvalidArgument, absl::StatusCode::kNotFound,
+        absl::StatusCode::kResourceExhausted, absl::StatusCode::kDeadlineExceeded,
+        absl::StatusCode::kUnavailable, absl::StatusCode::kInternal}) {
+    requests_.Add(
+        {{"model", model}, {"version", VersionLabel(version)}, {"outcome", OutcomeLabel(code)}});
+  }
+}
+
 void ServingMetrics::RecordExplain(const std::string& model, absl::StatusCode code,
                                    double seconds) {
   const char* outcome =
@@ -149,6 +166,7 @@ void ServingMetrics::SetServingVersion(const std::string& model, int64_t version
                          {"precision", precision}});
   g.Set(1);
   serving_version_[model] = &g;
+  DeclareRequests(model, version);
 }
 
 }  // namespace skinlesion::serving

@@ -63,13 +63,21 @@ class ServingMetrics {
   void RecordDecode(const std::string& model, const std::string& stage, double seconds);
   void SetQueueDepth(const std::string& model, int depth);
   void RecordLoad(const std::string& model, bool success, double seconds);
+  // Exports the counters alerts take increase() of at 0 for `model` (reloads by
+  // result, requests of version "" by outcome) before its first event: a series born
+  // at 1 has no earlier sample, so increase() over it would miss a first failure.
+  void DeclareModel(const std::string& model);
   // One ServingCore::Explain() call; seconds observed for successes only.
   void RecordExplain(const std::string& model, absl::StatusCode code, double seconds);
-  // Makes (model, version, sha256) the only version_info series of `model`.
+  // Makes (model, version, sha256, precision) the only version_info series of
+  // `model`, and exports its request counters of that version at 0 for every outcome.
   void SetServingVersion(const std::string& model, int64_t version, const std::string& sha256,
                          const std::string& precision = "fp32");
 
  private:
+  // requests_total{model, version} at 0 for every outcome label.
+  void DeclareRequests(const std::string& model, int64_t version);
+
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& queue_seconds_;
   prometheus::Family<prometheus::Histogram>& compute_seconds_;

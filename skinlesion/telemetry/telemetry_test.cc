@@ -5,15 +5,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
+#include "skinlesion/telemetry/grpc_channel.h"
+#include "skinlesion/telemetry/grpc_health.h"
 #include "skinlesion/telemetry/grpc_metrics.h"
 #include "skinlesion/telemetry/metrics_http.h"
 #include "skinlesion/v1/registry.grpc.pb.h"
@@ -99,6 +108,90 @@ class FailingRegistry : public v1::RegistryService::Service {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "nothing here");
   }
 };
+
+// A listener that accepts and at once closes every connection (a backend that is
+// not up yet, from gRPC's side: each connection attempt fails), counting them.
+class ClosingListener {
+ public:
+  ClosingListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(::listen(fd_, 16), 0);
+    EXPECT_EQ(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          times_.push_back(std::chrono::steady_clock::now());
+        }
+        ::close(c);
+      }
+    });
+  }
+  ~ClosingListener() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  int port() const { return port_; }
+  // Seconds between consecutive connection attempts.
+  std::vector<double> Gaps() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<double> gaps;
+    for (size_t i = 1; i < times_.size(); ++i) {
+      gaps.push_back(std::chrono::duration<double>(times_[i] - times_[i - 1]).count());
+    }
+    return gaps;
+  }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::mutex mu_;
+  std::vector<std::chrono::steady_clock::time_point> times_;
+  std::thread thread_;
+};
+
+// The gaps between the connection attempts a channel makes in `window_ms` to a backend
+// that fails them all, with the client calling every 50 ms.
+std::vector<double> AttemptGaps(bool fast, int window_ms) {
+  ClosingListener listener;
+  grpc::ChannelArguments args;
+  if (fast) SetFastReconnect(args);
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", listener.port()),
+                                           grpc::InsecureChannelCredentials(), args);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(window_ms);
+  while (std::chrono::steady_clock::now() < end) {
+    int serving = 0;
+    EXPECT_FALSE(CheckGrpcHealth(channel, "", absl::Milliseconds(50), &serving).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return listener.Gaps();
+}
+
+// gRPC's default backoff waits 1 s, then 1.6 s, 2.56 s, ... (up to 120 s) between
+// attempts; SetFastReconnect 100 ms, then 1 s: never more than about a second apart,
+// so a backend that comes back is used within about a second.
+TEST(GrpcChannelTest, FastReconnectRetriesWithinASecond) {
+  const std::vector<double> fast = AttemptGaps(true, 3500);
+  const std::vector<double> standard = AttemptGaps(false, 3500);
+  const std::string text =
+      absl::StrCat("fast: ", absl::StrJoin(fast, ", "), "; default: ", absl::StrJoin(standard, ", "));
+  ASSERT_GE(fast.size(), 3u) << text;
+  EXPECT_LT(fast[0], 0.5) << text;                      // The first retry: 100 ms.
+  for (double gap : fast) EXPECT_LT(gap, 1.3) << text;  // 1 s + 20% jitter + margin.
+  // gRPC's default: 1 s (-20% jitter) before the first retry, then longer.
+  ASSERT_GE(standard.size(), 1u) << text;
+  EXPECT_LE(standard.size(), 2u) << text;
+  EXPECT_GT(standard[0], 0.75) << text;
+}
 
 TEST(GrpcMetricsTest, TheInterceptorRecordsEveryCall) {
   prometheus::Registry registry;
