@@ -592,6 +592,21 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   return absl::OkStatus();
 }
 
+// The samples of one partition of a HAM10000 split, with the split (for its digest).
+struct Partition {
+  data::Split split;
+  std::vector<data::Sample> samples;
+};
+absl::StatusOr<Partition> LoadPartition(const std::string& data_dir, const std::string& metadata,
+                                        const std::string& split_file, const std::string& partition) {
+  const std::string csv = metadata.empty() ? data_dir + "/HAM10000_metadata.csv" : metadata;
+  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, data::LoadHam10000(csv, data_dir, {}));
+  SL_ASSIGN_OR_RETURN(data::Split split, data::LoadSplit(split_file));
+  SL_ASSIGN_OR_RETURN(std::vector<data::Sample> samples, data::Apply(split, catalogue, partition));
+  if (samples.empty()) return absl::InvalidArgumentError(absl::StrCat("partition '", partition, "' is empty"));
+  return Partition{std::move(split), std::move(samples)};
+}
+
 // The energy scores of every image in `dir` (sorted by name) under `model`.
 absl::StatusOr<std::vector<double>> EnergiesOfFolder(const std::string& dir, const std::string& model_dir) {
   SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(model_dir, {.precision = PrecisionChoice::kFp32}));
@@ -623,11 +638,10 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
     return absl::InvalidArgumentError("--ood_reject_rate must be in [0, 1)");
   }
   torch::set_num_threads(cmd.threads);
-  const std::string metadata = cmd.metadata.empty() ? cmd.data_dir + "/HAM10000_metadata.csv" : cmd.metadata;
-  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, data::LoadHam10000(metadata, cmd.data_dir, {}));
-  SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
-  SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> samples, data::Apply(split, catalogue, cmd.partition));
-  if (samples.empty()) return absl::InvalidArgumentError(absl::StrCat("partition '", cmd.partition, "' is empty"));
+  SL_ASSIGN_OR_RETURN(const Partition part,
+                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.split_file, cmd.partition));
+  const data::Split& split = part.split;
+  const std::vector<data::Sample>& samples = part.samples;
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
   checkpoint.model->eval();
@@ -698,11 +712,10 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
     return absl::InvalidArgumentError("--model, --data and --split are required");
   }
   torch::set_num_threads(cmd.threads);
-  const std::string metadata = cmd.metadata.empty() ? cmd.data_dir + "/HAM10000_metadata.csv" : cmd.metadata;
-  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, data::LoadHam10000(metadata, cmd.data_dir, {}));
-  SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
-  SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> samples, data::Apply(split, catalogue, cmd.partition));
-  if (samples.empty()) return absl::InvalidArgumentError(absl::StrCat("partition '", cmd.partition, "' is empty"));
+  SL_ASSIGN_OR_RETURN(const Partition part,
+                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.split_file, cmd.partition));
+  const data::Split& split = part.split;
+  const std::vector<data::Sample>& samples = part.samples;
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
   const CpuFeatures& cpu = CpuFeaturesForThisProcess();
   struct Run {

@@ -266,6 +266,7 @@ ConnectionLimits LimitsOf(const GatewayOptions& o) {
   // Room for the multipart framing around an image of max_upload_bytes; the image
   // itself is checked against the limit in Predict.
   limits.max_body_bytes = std::max(o.max_upload_bytes + (64 << 10), o.max_json_bytes);
+  limits.max_image_bytes = o.max_upload_bytes;
   limits.max_inflight_body_bytes = o.max_inflight_upload_bytes;
   limits.retry_after_s = kRetryAfterSeconds;
   return limits;

@@ -595,8 +595,12 @@ void GuardedServer::OnHeaders(Connection& conn, httplib::Request& req) {
   if (length > limits_.max_body_bytes) {
     return refuse({.status = 413,
                    .code = "payload_too_large",
-                   .message = absl::StrCat("The request body is larger than ",
-                                           limits_.max_body_bytes, " bytes.")});
+                   .message = limits_.max_image_bytes > 0
+                                  ? absl::StrCat("The image is larger than ", limits_.max_image_bytes,
+                                                 " bytes (the request body is over ",
+                                                 limits_.max_body_bytes, " bytes).")
+                                  : absl::StrCat("The request body is larger than ",
+                                                 limits_.max_body_bytes, " bytes.")});
   }
   size_t current = inflight_bytes_.load();
   do {

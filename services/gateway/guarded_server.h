@@ -56,6 +56,9 @@ struct ConnectionLimits {
   absl::Duration write_timeout = absl::Seconds(30);   // Each write of the response.
   size_t max_header_bytes = 64 << 10;                 // Request line + headers.
   size_t max_body_bytes = 10 << 20;                   // Content-Length above: 413.
+  // The image limit the 413 message quotes first (what the website tells the user;
+  // the body limit adds multipart framing). 0: quote max_body_bytes only.
+  size_t max_image_bytes = 0;
   size_t max_inflight_body_bytes = 64 << 20;          // Over it: 503.
   int max_requests_per_connection = 1000;
   int retry_after_s = 1;  // Retry-After of the 503s.
