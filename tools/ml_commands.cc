@@ -430,12 +430,8 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   report.fit_risk_threshold = true;
   report.referral.target_sensitivity = config.target_sensitivity;
   report.subgroups = Subgroups(test_set);
-  // The out-of-distribution threshold, fitted on the validation lesions' energies.
-  std::vector<double> val_energies;
-  for (const eval::Probs& z : val_pred.logits) val_energies.push_back(EnergyScore(z.data(), kNumClasses));
-  SL_ASSIGN_OR_RETURN(nlohmann::json ood, FitOod(val_energies, kDefaultOodRejectRate));
-  ood["fitted_on"] = "val";
-  report.ood = {.energy_threshold = ood["energy_threshold"].get<double>(), .reject_rate = kDefaultOodRejectRate};
+  // No out-of-distribution threshold here: one is only worth serving once it has been
+  // checked against non-lesion images (skinlesion fit-thresholds --ood_images).
   report.context = {{"architecture", config.architecture}, {"split_digest", split->Digest()},
                     {"best_epoch", result.best_epoch + 1}, {"epochs_run", result.epochs_run},
                     {"partition", "test"},
@@ -453,7 +449,6 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   nlohmann::json manifest = nlohmann::json::parse(text);
   manifest["calibration"] = {{"temperature", metrics["temperature"]}, {"fitted_on", "val"}};
   manifest["refer"] = ReferManifest(metrics);
-  manifest["ood"] = ood;
   manifest["preprocessing"] = {{"size", config.image_size}, {"resize", "shorter_side_center_crop"},
                                {"mean", {0.485, 0.456, 0.406}}, {"std", {0.229, 0.224, 0.225}}};
   if (config.colour_constancy_p > 0) {
@@ -682,6 +677,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   const double energy_threshold = manifest["ood"]["energy_threshold"].get<double>();
   std::printf("out of distribution when energy > %.4f (rejects %.1f%% of the %s lesions)\n", energy_threshold,
               100 * manifest["ood"]["lesions_rejected"].get<double>(), cmd.partition.c_str());
+  bool keep_ood = false;
   if (!cmd.ood_images.empty()) {
     // Write the thresholds first: the folder is scored by a predictor reading them.
     SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.model_dir + "/manifest.json", manifest.dump(2) + "\n"));
@@ -701,6 +697,16 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
                                 {"caught", static_cast<double>(caught) / outside.size()}};
     std::printf("  %zu non-lesion images in %s: AUROC %.3f vs the lesions, %d caught (%.0f%%)\n",
                 outside.size(), cmd.ood_images.c_str(), auroc, caught, 100.0 * caught / outside.size());
+    keep_ood = auroc >= cmd.min_ood_auroc;
+  }
+  if (!keep_ood) {
+    // A check that rejects real lesions without catching non-lesions does harm: serve
+    // without it (the numbers above say why).
+    manifest.erase("ood");
+    std::printf("  not-a-lesion check NOT written to the manifest: %s\n",
+                cmd.ood_images.empty()
+                    ? "no --ood_images to measure it on"
+                    : absl::StrFormat("AUROC below --min_ood_auroc %.2f", cmd.min_ood_auroc).c_str());
   }
   SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.model_dir + "/manifest.json", manifest.dump(2) + "\n"));
   std::printf("wrote %s/manifest.json\n", cmd.model_dir.c_str());

@@ -79,13 +79,17 @@ struct PublishCommand {
 //  - out-of-distribution: the energy threshold that rejects `ood_reject_rate` of the
 //    lesions (skinlesion/common/ood.h), written into "ood". With `ood_images` (a
 //    folder of non-lesion images, e.g. tests/fixtures/ood) it also measures the
-//    AUROC lesions vs those images and the share caught, recorded in "ood".
+//    AUROC lesions vs those images and the share caught; "ood" is written only when
+//    that AUROC reaches min_ood_auroc (a check that misses is not served).
 struct FitThresholdsCommand {
   std::string model_dir;
   std::string data_dir, metadata, split_file, partition = "val";
   double target_sensitivity = 0.9;
   double ood_reject_rate = 0.01;
   std::string ood_images;
+  // The "ood" threshold is written only when measured on ood_images with at least
+  // this AUROC; otherwise the manifest is left without one (no check is served).
+  double min_ood_auroc = 0.9;
   int threads = 2;
 };
 

@@ -86,6 +86,9 @@ ABSL_FLAG(std::string, ood_images, "",
           "fit-thresholds: a folder of non-lesion images to measure the OOD check on "
           "(e.g. tests/fixtures/ood)");
 ABSL_FLAG(std::string, fit_on, "val", "fit-thresholds: the split partition to fit on");
+ABSL_FLAG(double, min_ood_auroc, 0.9,
+          "fit-thresholds: write the not-a-lesion threshold only when its AUROC on --ood_images "
+          "reaches this");
 ABSL_FLAG(std::string, precision, "auto",
           "evaluate, predict: auto (bf16 where the CPU has native bf16 or on CUDA, else fp32; "
           "follows the model manifest's pin), fp32, bf16");
@@ -271,6 +274,7 @@ absl::Status RunFitThresholdsCommand() {
   c.target_sensitivity = absl::GetFlag(FLAGS_target_sensitivity);
   c.ood_reject_rate = absl::GetFlag(FLAGS_ood_reject_rate);
   c.ood_images = absl::GetFlag(FLAGS_ood_images);
+  c.min_ood_auroc = absl::GetFlag(FLAGS_min_ood_auroc);
   c.threads = absl::GetFlag(FLAGS_threads);
   return cli::RunFitThresholds(c);
 }
