@@ -309,6 +309,7 @@ absl::StatusOr<ParsedInfer> ParseModelInfer(const pb::ModelInferRequest& request
     item.model = model.name;
     item.version = version;
     item.deadline = deadline;
+    item.grouped = parsed.items.size() > 1;  // Submitted together: one batch.
   }
   return parsed;
 }

@@ -61,8 +61,8 @@ ABSL_FLAG(int, max_concurrent_explanations, 1,
           "within their deadline");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0: LibTorch's default)");
 ABSL_FLAG(int, skip_delay_after_lone_arrivals, 3,
-          "A request arriving to an idle batcher after this many such arrivals runs at once "
-          "instead of waiting --max_queue_delay_ms for company (0: always wait)");
+          "A request arriving to an idle batcher after this many such arrivals waits a tenth of "
+          "--max_queue_delay_ms for company instead of all of it (0: always the full delay)");
 ABSL_FLAG(int, drain_timeout_s, 10, "On SIGTERM, how long calls in flight may take to finish");
 ABSL_FLAG(std::string, device, "cpu", "LibTorch device: cpu, cuda, cuda:N");
 ABSL_FLAG(std::string, precision, "auto",

@@ -83,7 +83,7 @@ absl::Status Batcher::Enqueue(PendingRequest request) {
         absl::StrCat("model ", model_, ": queue full (", options_.max_queue_size, " requests)"));
   }
   request.enqueued = absl::Now();
-  const bool alone = queue_.empty() && running_requests_ == 0;
+  const bool alone = !request.grouped && queue_.empty() && running_requests_ == 0;
   lone_arrivals_ = alone ? lone_arrivals_ + 1 : 0;
   if (queue_.empty()) front_arrived_alone_ = alone;
   queue_.push_back(std::move(request));
@@ -110,8 +110,10 @@ bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingR
     const bool lone = options_.skip_delay_after_lone_arrivals > 0 && queue_.size() == 1 &&
                       front_arrived_alone_ &&
                       lone_arrivals_ >= options_.skip_delay_after_lone_arrivals;
+    // A lone request still waits a tenth of the delay: requests submitted together
+    // (the items of one KServe call, a burst after an idle spell) join it.
     const absl::Time ready_at =
-        lone ? queue_.front().enqueued : queue_.front().enqueued + options_.max_queue_delay;
+        queue_.front().enqueued + (lone ? options_.max_queue_delay / 10 : options_.max_queue_delay);
     const absl::Time now = absl::Now();
     if (same < max_batch && !stopping_ && now < ready_at && DecodeAhead(lock)) {
       continue;  // Time has passed: look again.

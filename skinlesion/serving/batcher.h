@@ -70,6 +70,7 @@ struct PendingRequest {
   absl::Time received;       // When Infer() was called (total_ms).
   absl::Time enqueued;
   absl::Time deadline = absl::InfiniteFuture();
+  bool grouped = false;  // InferRequest::grouped.
   std::function<void(absl::StatusOr<InferResult>)> done;
 };
 

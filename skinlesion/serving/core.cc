@@ -172,6 +172,7 @@ class ServingCoreImpl final : public ServingCore {
     pending.version = *version;
     pending.received = received;
     pending.deadline = request.deadline;
+    pending.grouped = request.grouped;
     pending.done = [finish, name, v = spec.version](absl::StatusOr<InferResult> r) {
       finish(name, v, std::move(r));
     };
