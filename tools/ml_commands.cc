@@ -559,9 +559,9 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(model_dir));
   checkpoint.model->to(torch::Device(device));
   checkpoint.model->eval();
-  const models::Numerics numerics =
-      models::ChooseNumerics(precision, *checkpoint.model, torch::Device(device), spec.precision);
-  models::PrepareModel(*checkpoint.model, numerics);
+  SL_ASSIGN_OR_RETURN(const models::Numerics numerics,
+                      models::PrepareForInference(*checkpoint.model, precision, torch::Device(device),
+                                                  spec.precision));
   std::printf("evaluating in %s (%s)\n", numerics.Describe().c_str(), numerics.reason.c_str());
   context["precision"] = std::string(PrecisionName(numerics.precision));
   context["numerics"] = numerics.Describe();
@@ -650,23 +650,22 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
 
   // Referral.
   const std::vector<eval::Probs> probs = eval::Softmax(pred.logits, spec.temperature);
-  std::vector<double> risks;
-  for (const eval::Probs& p : probs) risks.push_back(Summarize(p, {}).malignancy_risk);
-  const std::optional<double> threshold = FitRiskThreshold(pred.labels, risks, cmd.target_sensitivity);
-  if (!threshold) {
+  ReferralPolicy base = spec.refer;
+  base.target_sensitivity = cmd.target_sensitivity;
+  const std::optional<ReferralPolicy> fitted_policy = eval::FitReferralPolicy(pred.labels, probs, base);
+  if (!fitted_policy) {
     return absl::FailedPreconditionError(
         absl::StrCat("partition '", cmd.partition, "' has no malignant case to fit a threshold on"));
   }
-  ReferralPolicy policy = spec.refer;
-  policy.risk_threshold = *threshold;
-  policy.target_sensitivity = cmd.target_sensitivity;
+  const ReferralPolicy& policy = *fitted_policy;
+  const double threshold = *policy.risk_threshold;
   nlohmann::json fitted = {{"referral", eval::ReferralToJson(eval::EvaluateReferral(pred.labels, probs, policy))}};
   fitted["referral"]["threshold_source"] = absl::StrCat("fitted_on_", cmd.partition);
   fitted["referral"]["validation"] = fitted["referral"];
   manifest["refer"] = ReferManifest(fitted);
   manifest["refer"]["fitted_data"] = fitted_data;
   std::printf("fitted on %zu %s images: refer when malignancy risk >= %.4f (target sensitivity %.2f)\n",
-              samples.size(), cmd.partition.c_str(), *threshold, cmd.target_sensitivity);
+              samples.size(), cmd.partition.c_str(), threshold, cmd.target_sensitivity);
   PrintReferral(fitted);
 
   // Out of distribution.
@@ -679,8 +678,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
               100 * manifest["ood"]["lesions_rejected"].get<double>(), cmd.partition.c_str());
   bool keep_ood = false;
   if (!cmd.ood_images.empty()) {
-    // Write the thresholds first: the folder is scored by a predictor reading them.
-    SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.model_dir + "/manifest.json", manifest.dump(2) + "\n"));
+    // Energies do not depend on any threshold: the manifest on disk is fine as it is.
     SL_ASSIGN_OR_RETURN(const std::vector<double> outside, EnergiesOfFolder(cmd.ood_images, cmd.model_dir));
     std::vector<double> scores = energies;
     std::vector<bool> positive(energies.size(), false);
@@ -735,8 +733,8 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
   for (const PrecisionChoice choice : {PrecisionChoice::kFp32, PrecisionChoice::kBf16}) {
     SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
     checkpoint.model->eval();
-    const models::Numerics numerics = models::ChooseNumerics(choice, *checkpoint.model, torch::kCPU);
-    models::PrepareModel(*checkpoint.model, numerics);
+    SL_ASSIGN_OR_RETURN(const models::Numerics numerics,
+                        models::PrepareForInference(*checkpoint.model, choice, torch::kCPU, spec.precision));
     const auto start = std::chrono::steady_clock::now();
     SL_ASSIGN_OR_RETURN(const train::Predictions pred,
                         train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec),

@@ -22,6 +22,14 @@ absl::string_view ReferRuleName(ReferRule rule) {
   return "";
 }
 
+double MalignancyRisk(const std::array<float, kNumClasses>& p) {
+  double risk = 0;
+  for (int k = 0; k < kNumClasses; ++k) {
+    if (IsMalignant(k)) risk += p[k];
+  }
+  return risk;
+}
+
 Summary Summarize(const std::array<float, kNumClasses>& p, const ReferralPolicy& policy) {
   Summary s;
   std::iota(s.order.begin(), s.order.end(), 0);
@@ -30,10 +38,7 @@ Summary Summarize(const std::array<float, kNumClasses>& p, const ReferralPolicy&
   s.second_class = s.order[1];
   s.confidence = p[s.top_class];
   s.margin = p[s.top_class] - p[s.second_class];
-  double risk = 0;
-  for (int k = 0; k < kNumClasses; ++k) {
-    if (IsMalignant(k)) risk += p[k];
-  }
+  const double risk = MalignancyRisk(p);
   s.malignancy_risk = static_cast<float>(risk);
   if (policy.risk_threshold.has_value() && risk >= *policy.risk_threshold) {
     s.refer_rule = ReferRule::kMalignancyRisk;

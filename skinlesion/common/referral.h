@@ -59,6 +59,9 @@ struct Summary {
   std::array<int, kNumClasses> order{};  // Classes by probability, highest first (stable).
 };
 
+// P(mel) + P(bcc) + P(akiec): the sum over the malignant group.
+double MalignancyRisk(const std::array<float, kNumClasses>& probabilities);
+
 // Ranks `probabilities` (ties: lower index first), sums the malignant group and
 // applies `policy`.
 Summary Summarize(const std::array<float, kNumClasses>& probabilities, const ReferralPolicy& policy);

@@ -19,6 +19,20 @@ Proportion WilsonInterval(int k, int n, double z) {
   return p;
 }
 
+std::optional<ReferralPolicy> FitReferralPolicy(const std::vector<int>& labels,
+                                                const std::vector<Probs>& probs,
+                                                ReferralPolicy policy) {
+  std::vector<double> risks;
+  risks.reserve(probs.size());
+  // The float the rule reports (Summary::malignancy_risk), as EvaluateReferral
+  // compares it: a threshold fitted on the unrounded sum can sit a rounding above it.
+  for (const Probs& p : probs) risks.push_back(static_cast<float>(MalignancyRisk(p)));
+  const std::optional<double> t = FitRiskThreshold(labels, risks, policy.target_sensitivity);
+  if (!t) return std::nullopt;
+  policy.risk_threshold = *t;
+  return policy;
+}
+
 ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::vector<Probs>& probs,
                                     const ReferralPolicy& policy) {
   ReferralEvaluation e;

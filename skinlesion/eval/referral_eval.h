@@ -8,6 +8,7 @@
 #ifndef SKINLESION_EVAL_REFERRAL_EVAL_H_
 #define SKINLESION_EVAL_REFERRAL_EVAL_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,12 @@ struct ReferralEvaluation {
   Proportion risk_rule_benign_specificity;
   Proportion risk_rule_melanoma_sensitivity;
 };
+
+// `policy` with its malignancy-risk threshold fitted on (labels, calibrated probs) for
+// policy.target_sensitivity (FitRiskThreshold); nullopt without a malignant case.
+std::optional<ReferralPolicy> FitReferralPolicy(const std::vector<int>& labels,
+                                                const std::vector<Probs>& probs,
+                                                ReferralPolicy policy);
 
 ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::vector<Probs>& probs,
                                     const ReferralPolicy& policy);

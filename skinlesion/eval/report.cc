@@ -100,10 +100,8 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   nlohmann::json validation;
   if (in.fit_risk_threshold && !in.val_logits.empty()) {
     const std::vector<Probs> val_probs = Softmax(in.val_logits, temperature);
-    std::vector<double> risks;
-    for (const Probs& p : val_probs) risks.push_back(Summarize(p, {}).malignancy_risk);
-    if (std::optional<double> t = FitRiskThreshold(in.val_labels, risks, policy.target_sensitivity)) {
-      policy.risk_threshold = *t;
+    if (std::optional<ReferralPolicy> fitted = FitReferralPolicy(in.val_labels, val_probs, policy)) {
+      policy = *fitted;
       source = "fitted_on_val";
       validation = ReferralToJson(EvaluateReferral(in.val_labels, val_probs, policy));
     }

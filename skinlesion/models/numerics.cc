@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
 #include "skinlesion/common/cpu_features.h"
 
 namespace skinlesion::models {
@@ -47,6 +48,19 @@ void PrepareModel(Classifier& model, const Numerics& numerics) {
   torch::NoGradGuard no_grad;
   for (torch::Tensor& p : model.parameters(/*recurse=*/true)) Convert(p, numerics);
   for (torch::Tensor& b : model.buffers(/*recurse=*/true)) Convert(b, numerics);
+}
+
+absl::StatusOr<Numerics> PrepareForInference(Classifier& model, PrecisionChoice choice,
+                                             const torch::Device& device,
+                                             std::optional<Precision> pinned) {
+  Numerics numerics = ChooseNumerics(choice, model, device, pinned);
+  try {
+    PrepareModel(model, numerics);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("converting to ", numerics.Describe(), ": ", e.what_without_backtrace()));
+  }
+  return numerics;
 }
 
 void ToChannelsLast(Classifier& model) {

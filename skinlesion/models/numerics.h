@@ -17,6 +17,7 @@
 
 #include <torch/types.h>
 
+#include "absl/status/statusor.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/models/classifier.h"
 
@@ -45,6 +46,13 @@ Numerics ChooseNumerics(PrecisionChoice choice, const Classifier& model,
 // channels-last, its 4-D tensors to NHWC. In place, once; the model stays on its
 // device. Not for training: a trained model keeps fp32 master weights (autocast).
 void PrepareModel(Classifier& model, const Numerics& numerics);
+
+// ChooseNumerics then PrepareModel, for a loaded model in eval mode on `device`: what
+// the predictor, the serving adapter and the CLI do once per load. A LibTorch failure
+// while converting is Internal ("converting to bf16, channels-last: ...").
+absl::StatusOr<Numerics> PrepareForInference(Classifier& model, PrecisionChoice choice,
+                                             const torch::Device& device,
+                                             std::optional<Precision> pinned = {});
 
 // Channels-last 4-D weights (fp32 kept), for bf16 autocast training of CNNs.
 void ToChannelsLast(Classifier& model);

@@ -98,13 +98,8 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
     return absl::InvalidArgumentError(absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
   }
   checkpoint.model->eval();
-  const models::Numerics numerics =
-      models::ChooseNumerics(options.precision, *checkpoint.model, *device, spec.precision);
-  try {
-    models::PrepareModel(*checkpoint.model, numerics);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("converting to ", numerics.Describe(), ": ", e.what_without_backtrace()));
-  }
+  SL_ASSIGN_OR_RETURN(const models::Numerics numerics,
+                      models::PrepareForInference(*checkpoint.model, options.precision, *device, spec.precision));
   p->precision_ = numerics.precision;
   p->channels_last_ = numerics.channels_last;
   p->numerics_ = numerics.Describe();

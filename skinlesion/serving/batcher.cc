@@ -179,16 +179,24 @@ void Batcher::WorkerLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (NextBatch(lock, batch)) {
     ++running_batches_;
-    const int taken = static_cast<int>(batch.size());
     UpdateDepthLocked();
     lock.unlock();
     RunBatch(batch);
     batch.clear();
     lock.lock();
     --running_batches_;
-    running_requests_ -= taken;
     if (queue_.empty() && running_batches_ == 0) idle_cv_.notify_all();
   }
+}
+
+void Batcher::Answer(PendingRequest& request, absl::StatusOr<InferResult> result) {
+  {
+    // No longer running before its caller hears back: a caller that sends its next
+    // request at once (sequential traffic) must find the batcher idle.
+    std::lock_guard<std::mutex> lock(mu_);
+    --running_requests_;
+  }
+  request.done(std::move(result));
 }
 
 void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
@@ -197,7 +205,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
   live.reserve(batch.size());
   for (PendingRequest& r : batch) {
     if (r.deadline <= start) {
-      r.done(absl::DeadlineExceededError(absl::StrCat("deadline passed after ",
+      Answer(r, absl::DeadlineExceededError(absl::StrCat("deadline passed after ",
                                                       absl::FormatDuration(start - r.enqueued),
                                                       " in the queue of ", model_)));
     } else {
@@ -219,7 +227,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
     if (r.decode != nullptr) {
       FinishDecode(version.spec, *r.decode);
       if (!r.decode->status.ok()) {
-        r.done(r.decode->status);
+        Answer(r, r.decode->status);
         continue;
       }
       SL_CHECK(r.decode->input.size() == per) << "decoded at the version's size";
@@ -249,7 +257,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
                   << " failed: " << logits.status();
     const absl::Status error = absl::InternalError(absl::StrCat(
         model_, " v", version.spec.version, ": inference failed: ", logits.status().message()));
-    for (PendingRequest& r : live) r.done(error);
+    for (PendingRequest& r : live) Answer(r, error);
     return;
   }
   for (int i = 0; i < n; ++i) {
@@ -262,7 +270,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
     result.queue_ms = absl::ToDoubleMilliseconds(start - live[i].enqueued);
     result.compute_ms = compute_ms;
     result.total_ms = absl::ToDoubleMilliseconds(absl::Now() - live[i].received);
-    live[i].done(std::move(result));
+    Answer(live[i], std::move(result));
   }
 }
 

@@ -107,6 +107,8 @@ class Batcher {
   // Makes `job` kDone (decoding it here, or waiting for the worker that is).
   void FinishDecode(const ModelSpec& spec, DecodeJob& job);
   void RunBatch(std::vector<PendingRequest>& batch);
+  // Delivers a taken request's result, first removing it from running_requests_.
+  void Answer(PendingRequest& request, absl::StatusOr<InferResult> result);
   void UpdateDepthLocked();
 
   const std::string model_;
@@ -120,7 +122,7 @@ class Batcher {
   std::condition_variable decoded_cv_;  // A DecodeJob became kDone.
   std::deque<PendingRequest> queue_;
   int running_batches_ = 0;
-  int running_requests_ = 0;  // In batches being run now.
+  int running_requests_ = 0;  // Taken into a batch and not answered yet.
   // Consecutive arrivals that found nothing queued or running (reset by one that
   // found company); the front request skips the delay while it is high enough.
   int lone_arrivals_ = 0;

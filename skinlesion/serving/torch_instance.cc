@@ -110,14 +110,9 @@ ModelLoader MakeTorchLoader(TorchLoaderOptions options) {
           absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
     }
     checkpoint.model->eval();
-    models::Numerics numerics =
-        models::ChooseNumerics(options.precision, *checkpoint.model, *device, spec.precision);
-    try {
-      models::PrepareModel(*checkpoint.model, numerics);
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat("converting to ", numerics.Describe(), ": ",
-                                              e.what_without_backtrace()));
-    }
+    SL_ASSIGN_OR_RETURN(models::Numerics numerics,
+                        models::PrepareForInference(*checkpoint.model, options.precision, *device,
+                                                    spec.precision));
     SL_LOG(INFO) << "serving: loaded " << spec.architecture << " from " << spec.directory << " on "
                  << options.device << " in " << numerics.Describe() << " (" << numerics.reason
                  << ")";
