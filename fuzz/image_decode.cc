@@ -42,13 +42,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_pixels = 4'000'000;
   limits.max_side = 4096;
 
+  // Every other input also tries reduced-scale JPEG decoding under a pixel budget.
+  if (size % 2 == 1) {
+    limits.reduce_to_side = 2 * kSize;
+    limits.max_decoded_pixels = 1'000'000;
+  }
+
   const auto info = skinlesion::ProbeImage(bytes);
+  const auto plan = skinlesion::PlanDecode(bytes, limits);
   auto image = skinlesion::DecodeImage(bytes, limits);
   if (!image.ok()) return 0;
-  // Whatever decodes must have been probed, be RGB, and respect the limits.
-  Require(info.ok());
+  // Whatever decodes must have been probed and planned, be RGB, have the planned
+  // size (or its EXIF rotation), and respect the limits.
+  Require(info.ok() && plan.ok());
   Require(image->type() == CV_8UC3 && image->isContinuous());
   Require(static_cast<uint64_t>(image->rows) * image->cols <= limits.max_pixels);
+  Require(static_cast<uint64_t>(image->rows) * image->cols == plan->pixels());
+  if (limits.max_decoded_pixels > 0) {
+    Require(static_cast<uint64_t>(image->rows) * image->cols <= limits.max_decoded_pixels);
+  }
 
   skinlesion::PreprocessOptions options;
   options.size = kSize;

@@ -806,7 +806,7 @@ absl::Status RunPredict(const PredictCommand& cmd) {
   std::map<std::string, int> stems;
   auto write_explanation = [&](const std::string& path,
                                int target) -> absl::StatusOr<std::pair<predict::Explanation, std::string>> {
-    SL_ASSIGN_OR_RETURN(const cv::Mat rgb, DecodeImageFile(path));
+    SL_ASSIGN_OR_RETURN(const cv::Mat rgb, DecodeImageFile(path, predictor->decode_limits()));
     SL_ASSIGN_OR_RETURN(predict::Explanation e, predictor->Explain(rgb, target));
     SL_ASSIGN_OR_RETURN(const cv::Mat overlay, predict::HeatmapOverlay(rgb, e));
     std::string stem = std::filesystem::path(path).stem().string();

@@ -37,6 +37,7 @@
 #include "services/gateway/rate_limiter.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/image/format.h"
 #include "skinlesion/telemetry/grpc_channel.h"
 #include "skinlesion/telemetry/grpc_health.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
@@ -234,13 +235,6 @@ std::string MediaType(const std::string& content_type) {
 bool IsImageType(const std::string& media_type) {
   return media_type == "image/jpeg" || media_type == "image/png" || media_type == "image/webp" ||
          media_type == "image/bmp";
-}
-
-// The first bytes of a JPEG, PNG, WebP or BMP file.
-bool LooksLikeImage(const std::string& b) {
-  auto starts = [&](absl::string_view p) { return absl::StartsWith(b, p); };
-  return starts("\xFF\xD8\xFF") || starts("\x89PNG\r\n\x1a\n") ||
-         (b.size() >= 12 && starts("RIFF") && b.compare(8, 4, "WEBP") == 0) || starts("BM");
 }
 
 // The 415 of a prediction whose Content-Type is neither multipart nor an image type
@@ -890,10 +884,14 @@ void Gateway::Impl::Predict(const httplib::Request& req, httplib::Response& res)
     return SendError(res,
                      {.status = 400, .code = "invalid_image", .message = "The image is empty."});
   }
-  if (!LooksLikeImage(*image)) {
+  // The decoder's own signature check (inference reads the header again).
+  if (!SniffImageFormat(*image).has_value()) {
+    const absl::string_view known = KnownUnsupportedFormat(*image);
     return SendError(res, {.status = 400,
                            .code = "invalid_image",
-                           .message = "The file is not a JPEG, PNG, WebP or BMP image."});
+                           .message = absl::StrCat("The file is not a JPEG, PNG, WebP or BMP image",
+                                                   known.empty() ? "" : " (it is ", known,
+                                                   known.empty() ? "" : ")", ".")});
   }
 
   v1::ClassifyRequest request;

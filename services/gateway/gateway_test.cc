@@ -552,6 +552,13 @@ TEST_F(GatewayTest, UploadErrors) {
   ExpectError(client.Post("/api/v1/predictions", "", "image/png"), 400, "invalid_image");
   ExpectError(client.Post("/api/v1/predictions", std::string(500, 'z'), "image/jpeg"), 400,
               "invalid_image");
+  {  // A format we know and refuse is named (the decoder's sniffing rule).
+    auto r = client.Post("/api/v1/predictions", std::string("GIF89a") + std::string(100, '\0'),
+                         "image/png");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+    EXPECT_THAT(r->body, HasSubstr("(it is GIF)"));
+  }
   const int calls_before = static_cast<int>(MetricValue(
       *main_,
       "skinlesion_gateway_upstream_seconds_count{method=\"Classify\",upstream=\"inference\"}"));

@@ -59,6 +59,20 @@ ABSL_FLAG(bool, decode_in_worker, true,
 ABSL_FLAG(int, max_concurrent_explanations, 1,
           "Explanation heatmaps (explain=true) computed at once per model; others wait "
           "within their deadline");
+ABSL_FLAG(int, decode_budget_factor, 256,
+          "Decoded pixels one image may cost, as a multiple of the model's input (size^2), "
+          "after large JPEGs are decoded at reduced scale; over it: INVALID_ARGUMENT from the "
+          "header alone (0: no budget beyond the 50 Mpx limit)");
+ABSL_FLAG(int64_t, min_decode_budget_pixels, 16'000'000,
+          "The decode budget is never below this many pixels");
+ABSL_FLAG(int64_t, heavy_decode_pixels, 2'000'000,
+          "Images decoding to more pixels than this (after JPEG reduction), claiming 8x more in "
+          "their header, or over --heavy_decode_bytes are decoded on the request thread under a "
+          "slot (--max_concurrent_heavy_decodes), never by the batch worker");
+ABSL_FLAG(int64_t, heavy_decode_bytes, 4 << 20, "See --heavy_decode_pixels");
+ABSL_FLAG(int, max_concurrent_heavy_decodes, 1, "Heavy image decodes at once");
+ABSL_FLAG(int, max_waiting_heavy_decodes, 4,
+          "Heavy image decodes waiting for a slot beyond which RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0: LibTorch's default)");
 ABSL_FLAG(int, skip_delay_after_lone_arrivals, 3,
           "A request arriving to an idle batcher after this many such arrivals waits a tenth of "
@@ -172,6 +186,12 @@ absl::Status Run(const sigset_t& signals) {
   options.batching.skip_delay_after_lone_arrivals =
       absl::GetFlag(FLAGS_skip_delay_after_lone_arrivals);
   options.max_concurrent_explanations = absl::GetFlag(FLAGS_max_concurrent_explanations);
+  options.decode_budget_factor = absl::GetFlag(FLAGS_decode_budget_factor);
+  options.min_decode_budget_pixels = absl::GetFlag(FLAGS_min_decode_budget_pixels);
+  options.heavy_decode_pixels = absl::GetFlag(FLAGS_heavy_decode_pixels);
+  options.heavy_decode_bytes = absl::GetFlag(FLAGS_heavy_decode_bytes);
+  options.max_concurrent_heavy_decodes = absl::GetFlag(FLAGS_max_concurrent_heavy_decodes);
+  options.max_waiting_heavy_decodes = absl::GetFlag(FLAGS_max_waiting_heavy_decodes);
   options.poll_interval = absl::Seconds(absl::GetFlag(FLAGS_poll_interval_s));
   SL_ASSIGN_OR_RETURN(std::unique_ptr<serving::ServingCore> core,
                       serving::ServingCore::Create(

@@ -1,5 +1,6 @@
 #include "skinlesion/image/decode.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <exception>
@@ -25,9 +26,6 @@ uint32_t Le16(const uint8_t* p) { return uint32_t{p[0]} | (uint32_t{p[1]} << 8);
 uint32_t Le24(const uint8_t* p) { return Le16(p) | (uint32_t{p[2]} << 16); }
 uint32_t Le32(const uint8_t* p) { return Le24(p) | (uint32_t{p[3]} << 24); }
 
-bool StartsWith(const uint8_t* p, size_t n, absl::string_view magic) {
-  return n >= magic.size() && std::memcmp(p, magic.data(), magic.size()) == 0;
-}
 bool HasAt(const uint8_t* p, size_t n, size_t offset, absl::string_view magic) {
   return n >= offset + magic.size() && std::memcmp(p + offset, magic.data(), magic.size()) == 0;
 }
@@ -37,30 +35,6 @@ absl::Status Truncated(absl::string_view format, absl::string_view what) {
 }
 absl::Status Malformed(absl::string_view format, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("malformed ", format, " data: ", what));
-}
-
-// Names a few formats we refuse, for a friendlier message.
-absl::string_view KnownUnsupportedFormat(const uint8_t* p, size_t n) {
-  using sv = absl::string_view;
-  if (StartsWith(p, n, "GIF87a") || StartsWith(p, n, "GIF89a")) return "GIF";
-  if (StartsWith(p, n, sv("II*\0", 4)) || StartsWith(p, n, sv("MM\0*", 4))) return "TIFF";
-  if (HasAt(p, n, 4, "ftyp")) return "ISO-BMFF (HEIF/AVIF)";
-  if (StartsWith(p, n, sv("\0\0\0\x0cjP  ", 8)) || StartsWith(p, n, "\xff\x4f\xff\x51")) {
-    return "JPEG 2000";
-  }
-  if (StartsWith(p, n, "%PDF")) return "PDF";
-  if (StartsWith(p, n, "RIFF")) return "RIFF (not WebP)";
-  return "";
-}
-
-enum class DetectedFormat { kJpeg, kPng, kWebp, kBmp, kUnknown };
-
-DetectedFormat Detect(const uint8_t* p, size_t n) {
-  if (StartsWith(p, n, "\xff\xd8\xff")) return DetectedFormat::kJpeg;
-  if (StartsWith(p, n, "\x89PNG\r\n\x1a\n")) return DetectedFormat::kPng;
-  if (StartsWith(p, n, "RIFF") && HasAt(p, n, 8, "WEBP")) return DetectedFormat::kWebp;
-  if (StartsWith(p, n, "BM")) return DetectedFormat::kBmp;
-  return DetectedFormat::kUnknown;
 }
 
 // JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
@@ -223,29 +197,22 @@ absl::StatusOr<ImageInfo> Probe(absl::string_view bytes, bool jpeg_to_end) {
   const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
   const size_t n = bytes.size();
   ImageInfo info;
-  switch (Detect(p, n)) {
-    case DetectedFormat::kJpeg:
-      info.format = ImageFormat::kJpeg;
+  const std::optional<ImageFormat> format = SniffImageFormat(bytes);
+  if (!format.has_value()) return absl::InvalidArgumentError(UnsupportedFormatMessage(bytes));
+  info.format = *format;
+  switch (*format) {
+    case ImageFormat::kJpeg:
       SL_RETURN_IF_ERROR(WalkJpeg(p, n, jpeg_to_end, &info));
       break;
-    case DetectedFormat::kPng:
-      info.format = ImageFormat::kPng;
+    case ImageFormat::kPng:
       SL_RETURN_IF_ERROR(ProbePng(p, n, &info));
       break;
-    case DetectedFormat::kWebp:
-      info.format = ImageFormat::kWebp;
+    case ImageFormat::kWebp:
       SL_RETURN_IF_ERROR(ProbeWebp(p, n, &info));
       break;
-    case DetectedFormat::kBmp:
-      info.format = ImageFormat::kBmp;
+    case ImageFormat::kBmp:
       SL_RETURN_IF_ERROR(ProbeBmp(p, n, &info));
       break;
-    case DetectedFormat::kUnknown: {
-      const absl::string_view known = KnownUnsupportedFormat(p, n);
-      return absl::InvalidArgumentError(absl::StrCat("unsupported image format",
-                                                     known.empty() ? "" : " ", known,
-                                                     "; accepted: JPEG, PNG, WebP, BMP"));
-    }
   }
   return info;
 }
@@ -299,24 +266,45 @@ absl::Status CheckLimits(const ImageInfo& info, const DecodeLimits& limits) {
   return absl::OkStatus();
 }
 
-}  // namespace
+int CeilDiv(int a, int b) { return (a + b - 1) / b; }
 
-absl::string_view ImageFormatName(ImageFormat format) {
-  switch (format) {
-    case ImageFormat::kJpeg:
-      return "jpeg";
-    case ImageFormat::kPng:
-      return "png";
-    case ImageFormat::kWebp:
-      return "webp";
-    case ImageFormat::kBmp:
-      return "bmp";
+absl::StatusOr<DecodePlan> Plan(const ImageInfo& info, const DecodeLimits& limits) {
+  SL_RETURN_IF_ERROR(CheckLimits(info, limits));
+  DecodePlan plan{.info = info, .scale = 1, .width = info.width, .height = info.height};
+  if (info.format == ImageFormat::kJpeg && limits.reduce_to_side > 0) {
+    const int shorter = std::min(info.width, info.height);
+    for (int scale : {8, 4, 2}) {
+      if (CeilDiv(shorter, scale) >= limits.reduce_to_side) {
+        plan.scale = scale;
+        break;
+      }
+    }
+    plan.width = CeilDiv(info.width, plan.scale);
+    plan.height = CeilDiv(info.height, plan.scale);
   }
-  return "unknown";
+  if (limits.max_decoded_pixels > 0 && plan.pixels() > limits.max_decoded_pixels) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        ImageFormatName(info.format), " image of ", info.width, "x", info.height, " decodes to ",
+        plan.pixels(), " pixels, over the decode budget of ", limits.max_decoded_pixels,
+        info.format == ImageFormat::kJpeg ? "" : " (only JPEGs decode at reduced scale: "
+                                                 "send a JPEG or a smaller image)"));
+  }
+  return plan;
 }
+
+}  // namespace
 
 absl::StatusOr<ImageInfo> ProbeImage(absl::string_view bytes) {
   return Probe(bytes, /*jpeg_to_end=*/false);
+}
+
+absl::StatusOr<DecodePlan> PlanDecode(absl::string_view bytes, const DecodeLimits& limits) {
+  if (bytes.size() > limits.max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "image data is ", bytes.size(), " bytes, over the limit of ", limits.max_bytes));
+  }
+  SL_ASSIGN_OR_RETURN(const ImageInfo info, Probe(bytes, /*jpeg_to_end=*/false));
+  return Plan(info, limits);
 }
 
 absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, const DecodeLimits& limits) {
@@ -328,16 +316,20 @@ absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, const DecodeLimits&
     return absl::ResourceExhaustedError("image data over 2 GiB");
   }
   SL_ASSIGN_OR_RETURN(const ImageInfo info, Probe(bytes, /*jpeg_to_end=*/true));
-  SL_RETURN_IF_ERROR(CheckLimits(info, limits));
+  SL_ASSIGN_OR_RETURN(const DecodePlan plan, Plan(info, limits));
   const absl::string_view name = ImageFormatName(info.format);
   SL_RETURN_IF_ERROR(CheckDecoderDispatch(bytes, info.format));
 
   // A header over the bytes (no copy); imdecode only reads it.
   const cv::Mat encoded(1, static_cast<int>(bytes.size()), CV_8UC1,
                         const_cast<char*>(bytes.data()));
+  const int flags = plan.scale == 8   ? cv::IMREAD_REDUCED_COLOR_8
+                    : plan.scale == 4 ? cv::IMREAD_REDUCED_COLOR_4
+                    : plan.scale == 2 ? cv::IMREAD_REDUCED_COLOR_2
+                                      : cv::IMREAD_COLOR;
   cv::Mat image;
   try {
-    image = cv::imdecode(encoded, cv::IMREAD_COLOR);
+    image = cv::imdecode(encoded, flags);
   } catch (const cv::Exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot decode ", name, " data: ", e.err.empty() ? e.what() : e.err));
@@ -348,13 +340,15 @@ absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, const DecodeLimits&
     return absl::InvalidArgumentError(absl::StrCat("cannot decode ", name, " data (corrupt or ",
                                                    "an unsupported variant of the format)"));
   }
-  const bool same = image.cols == info.width && image.rows == info.height;
-  const bool rotated = info.format == ImageFormat::kJpeg && image.cols == info.height &&
-                       image.rows == info.width;  // EXIF orientation 5-8.
+  const bool same = image.cols == plan.width && image.rows == plan.height;
+  const bool rotated = info.format == ImageFormat::kJpeg && image.cols == plan.height &&
+                       image.rows == plan.width;  // EXIF orientation 5-8.
   if (image.type() != CV_8UC3 || !(same || rotated)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("decoded ", name, " image is ", image.cols, "x", image.rows, " with type ",
-                     image.type(), "; the header said ", info.width, "x", info.height));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decoded ", name, " image is ", image.cols, "x", image.rows, " with type ", image.type(),
+        "; the header said ", info.width, "x", info.height,
+        plan.scale > 1 ? absl::StrCat(" (1/", plan.scale, " scale: ", plan.width, "x", plan.height, ")")
+                       : ""));
   }
   SwapRedBlue(image);
   return image;

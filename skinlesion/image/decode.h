@@ -22,13 +22,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "opencv2/core/mat.hpp"
+#include "skinlesion/image/format.h"
 
 namespace skinlesion {
-
-enum class ImageFormat { kJpeg, kPng, kWebp, kBmp };
-
-// "jpeg", "png", "webp", "bmp".
-absl::string_view ImageFormatName(ImageFormat format);
 
 struct DecodeLimits {
   // Largest accepted encoded size. Default 20 MiB.
@@ -37,6 +33,16 @@ struct DecodeLimits {
   uint64_t max_pixels = 40'000'000;
   // Largest accepted width or height. Default 16384.
   int max_side = 16384;
+  // JPEG only: when > 0, decode at the smallest scale of 1/2, 1/4 or 1/8 whose
+  // shorter side is still >= reduce_to_side (libjpeg's DCT scaling: the inverse DCT,
+  // colour conversion and the pixel buffer shrink with the scale; the entropy-coded
+  // data is still read in full). 0 (default): full size. Other formats always decode
+  // at full size.
+  int reduce_to_side = 0;
+  // When > 0, refuse (ResourceExhausted) an image whose decoded width * height, after
+  // any JPEG reduction, is over it: a budget for what one decode may cost, below
+  // max_pixels, which bounds what the header may claim. 0 (default): no budget.
+  uint64_t max_decoded_pixels = 0;
 };
 
 // What the header says; no pixels are decoded.
@@ -46,16 +52,33 @@ struct ImageInfo {
   int height = 0;
 };
 
+// How DecodeImage will decode an image: its header and the scale (1, 2, 4 or 8:
+// width and height are divided by it, rounding up).
+struct DecodePlan {
+  ImageInfo info;
+  int scale = 1;
+  int width = 0;  // Decoded, before any EXIF rotation.
+  int height = 0;
+  uint64_t pixels() const { return uint64_t(width) * uint64_t(height); }
+};
+
 // Recognises the format by magic bytes and reads width and height from the header:
 // JPEG (markers walked to the first SOFn), PNG (IHDR), WebP (VP8, VP8L or VP8X
 // chunk), BMP (BITMAPCOREHEADER or BITMAPINFOHEADER and later; a negative height,
 // top-down, reports its absolute value). Checks no limits.
 absl::StatusOr<ImageInfo> ProbeImage(absl::string_view bytes);
 
+// ProbeImage, the limits (max_bytes, max_side, max_pixels, max_decoded_pixels) and
+// the scale reduce_to_side picks, from the header alone: microseconds, so a caller
+// can refuse or route an expensive image before anyone decodes it. DecodeImage
+// follows the same plan (and also checks that a JPEG is complete).
+absl::StatusOr<DecodePlan> PlanDecode(absl::string_view bytes, const DecodeLimits& limits);
+
 // Decodes to an 8-bit, 3-channel, continuous RGB image (grayscale and alpha inputs
 // become RGB; 16-bit PNGs are scaled to 8 bits; the JPEG EXIF orientation is
-// applied, so width and height may be swapped relative to ProbeImage). Limits are
-// checked on the header before decoding. A JPEG must be complete (its entropy-coded
+// applied, so width and height may be swapped relative to ProbeImage; a JPEG may be
+// reduced, see DecodeLimits::reduce_to_side). Limits are checked on the header
+// before decoding. A JPEG must be complete (its entropy-coded
 // data walked up to the EOI marker): libjpeg would otherwise fill a truncated file
 // with gray and report success.
 absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, const DecodeLimits& limits = {});

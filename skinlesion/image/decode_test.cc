@@ -1,5 +1,6 @@
 #include "skinlesion/image/decode.h"
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -417,6 +418,118 @@ TEST(ImageDecodeTest, ExifOrientationIsApplied) {
   auto same = DecodeImage(WithExifOrientation(plain, 1));
   ASSERT_THAT(same, IsOk());
   ExpectSameImage(*same, *upright);
+}
+
+// A smooth photo-like image: what DCT scaling is for (sharp 1-px patterns alias).
+cv::Mat SmoothRgb(int rows, int cols) {
+  cv::Mat rgb(rows, cols, CV_8UC3);
+  for (int y = 0; y < rows; ++y) {
+    for (int x = 0; x < cols; ++x) {
+      const double u = double(x) / cols, v = double(y) / rows;
+      rgb.at<cv::Vec3b>(y, x) =
+          cv::Vec3b(static_cast<uint8_t>(120 + 100 * std::sin(6 * u)),
+                    static_cast<uint8_t>(90 + 80 * std::cos(5 * v)),
+                    static_cast<uint8_t>(60 + 50 * std::sin(4 * (u + v))));
+    }
+  }
+  return rgb;
+}
+
+TEST(ImageDecodeTest, PlanPicksTheSmallestScaleThatKeepsTheShorterSide) {
+  const std::string jpeg = Encode(SmoothRgb(1500, 2000), ".jpg", {cv::IMWRITE_JPEG_QUALITY, 90});
+  struct Case {
+    int reduce_to_side, scale, width, height;
+  };
+  // Shorter side 1500: 1/8 -> 188, 1/4 -> 375, 1/2 -> 750.
+  for (const Case& c : {Case{0, 1, 2000, 1500}, Case{100, 8, 250, 188}, Case{188, 8, 250, 188},
+                        Case{189, 4, 500, 375}, Case{448, 2, 1000, 750}, Case{751, 1, 2000, 1500}}) {
+    DecodeLimits limits;
+    limits.reduce_to_side = c.reduce_to_side;
+    auto plan = PlanDecode(jpeg, limits);
+    ASSERT_THAT(plan, IsOk());
+    EXPECT_EQ(plan->scale, c.scale) << c.reduce_to_side;
+    EXPECT_EQ(plan->width, c.width) << c.reduce_to_side;
+    EXPECT_EQ(plan->height, c.height) << c.reduce_to_side;
+    EXPECT_EQ(plan->info.width, 2000);
+    auto image = DecodeImage(jpeg, limits);
+    ASSERT_THAT(image, IsOk());
+    EXPECT_EQ(image->size(), cv::Size(c.width, c.height)) << c.reduce_to_side;
+  }
+  // Other formats always decode at full size.
+  const std::string png = Encode(SmoothRgb(300, 400), ".png");
+  DecodeLimits limits;
+  limits.reduce_to_side = 10;
+  auto plan = PlanDecode(png, limits);
+  ASSERT_THAT(plan, IsOk());
+  EXPECT_EQ(plan->scale, 1);
+  auto image = DecodeImage(png, limits);
+  ASSERT_THAT(image, IsOk());
+  EXPECT_EQ(image->size(), cv::Size(400, 300));
+}
+
+TEST(ImageDecodeTest, ReducedJpegIsCloseToTheFullDecodeShrunk) {
+  const cv::Mat rgb = SmoothRgb(1200, 1600);
+  const std::string jpeg = Encode(rgb, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 92});
+  auto full = DecodeImage(jpeg);
+  ASSERT_THAT(full, IsOk());
+  DecodeLimits limits;
+  limits.reduce_to_side = 150;  // 1/8: 200x150.
+  auto reduced = DecodeImage(jpeg, limits);
+  ASSERT_THAT(reduced, IsOk());
+  ASSERT_EQ(reduced->size(), cv::Size(200, 150));
+  cv::Mat shrunk;
+  cv::resize(*full, shrunk, reduced->size(), 0, 0, cv::INTER_AREA);
+  cv::Mat diff;
+  cv::absdiff(*reduced, shrunk, diff);
+  const cv::Scalar mean = cv::mean(diff);
+  // RGB order kept (a swap would show as a difference of ~60 on red and blue).
+  for (int c = 0; c < 3; ++c) EXPECT_LT(mean[c], 2.0) << c;
+  double worst = 0;
+  cv::minMaxLoc(diff.reshape(1), nullptr, &worst);
+  EXPECT_LT(worst, 16.0);
+}
+
+TEST(ImageDecodeTest, ReducedJpegKeepsTheExifRotation) {
+  cv::Mat rgb = SmoothRgb(400, 800);
+  rgb(cv::Rect(0, 0, 200, 100)).setTo(cv::Scalar(250, 250, 250));
+  const std::string jpeg =
+      WithExifOrientation(Encode(rgb, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 95}), 6);
+  DecodeLimits limits;
+  limits.reduce_to_side = 100;  // 1/4: 200x100, rotated to 100x200.
+  auto image = DecodeImage(jpeg, limits);
+  ASSERT_THAT(image, IsOk());
+  ASSERT_EQ(image->size(), cv::Size(100, 200));
+  EXPECT_GT(image->at<cv::Vec3b>(5, 95)[0], 200);  // The block: top-right.
+}
+
+TEST(ImageDecodeTest, DecodedPixelBudgetCountsTheReducedSize) {
+  const std::string jpeg = Encode(SmoothRgb(1200, 1600), ".jpg");  // 1.92 Mpx
+  const std::string png = Encode(SmoothRgb(1200, 1600), ".png");
+  DecodeLimits limits;
+  limits.max_decoded_pixels = 500'000;
+  // Full size: over the budget, refused from the header.
+  EXPECT_THAT(PlanDecode(jpeg, limits),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("decode budget")));
+  EXPECT_THAT(DecodeImage(jpeg, limits), StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("")));
+  auto png_status = DecodeImage(png, limits);
+  EXPECT_THAT(png_status, StatusIs(absl::StatusCode::kResourceExhausted,
+                                   HasSubstr("only JPEGs decode at reduced scale")));
+  // Reduced to 1/4 (400x300 = 120,000 pixels): within it.
+  limits.reduce_to_side = 300;
+  auto plan = PlanDecode(jpeg, limits);
+  ASSERT_THAT(plan, IsOk());
+  EXPECT_EQ(plan->pixels(), 400u * 300u);
+  EXPECT_THAT(DecodeImage(jpeg, limits), IsOk());
+  EXPECT_THAT(PlanDecode(png, limits), StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("")));
+  // The header limits still come first.
+  limits.max_pixels = 1'000'000;
+  EXPECT_THAT(PlanDecode(jpeg, limits),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("over the limit")));
+  // Bytes over the limit and non-images: as DecodeImage.
+  limits = DecodeLimits{};
+  limits.max_bytes = 10;
+  EXPECT_THAT(PlanDecode(jpeg, limits), StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("")));
+  EXPECT_THAT(PlanDecode("hello", DecodeLimits{}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("")));
 }
 
 TEST(ImageDecodeTest, MutatedFilesNeverCrash) {

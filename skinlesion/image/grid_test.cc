@@ -32,7 +32,7 @@ cv::Mat Tile(const cv::Mat& grid, int k, int cols, int tile) {
 // Below the label box (which lies inside the top quarter).
 cv::Mat BelowLabel(const cv::Mat& tile) { return tile.rowRange(tile.rows / 4, tile.rows); }
 
-bool Same(const cv::Mat& a, const cv::Mat& b) {
+bool SameImage(const cv::Mat& a, const cv::Mat& b) {
   return a.size() == b.size() && cv::norm(a, b, cv::NORM_INF) == 0.0;
 }
 
@@ -48,22 +48,22 @@ TEST(ImageGridTest, SizeAndFirstTileIsTheResizedOriginal) {
   resize.size = 96;
   const cv::Mat original = Resize(rgb, resize);
   const cv::Mat first = Tile(grid, 0, 3, 96);
-  EXPECT_TRUE(Same(BelowLabel(first), BelowLabel(original)));
+  EXPECT_TRUE(SameImage(BelowLabel(first), BelowLabel(original)));
   // The label: white text on a black box in the top-left corner.
   const cv::Mat corner = first(cv::Rect(0, 0, 48, 24));
   double lo = 0, hi = 0;
   cv::minMaxLoc(corner.reshape(1), &lo, &hi);
   EXPECT_EQ(lo, 0.0);
   EXPECT_GT(hi, 200.0);
-  EXPECT_FALSE(Same(first, original));
+  EXPECT_FALSE(SameImage(first, original));
 
   // Tile k is the pipeline under Rng(DeriveSeed({seed, k})), resized.
   for (int k = 1; k < 6; ++k) {
     cv::Mat expected = rgb.clone();
     Rng rng(DeriveSeed({5, static_cast<uint64_t>(k)}));
     medical->Apply(expected, rng);
-    EXPECT_TRUE(Same(BelowLabel(Tile(grid, k, 3, 96)), BelowLabel(Resize(expected, resize)))) << k;
-    EXPECT_FALSE(Same(BelowLabel(Tile(grid, k, 3, 96)), BelowLabel(original))) << k;
+    EXPECT_TRUE(SameImage(BelowLabel(Tile(grid, k, 3, 96)), BelowLabel(Resize(expected, resize)))) << k;
+    EXPECT_FALSE(SameImage(BelowLabel(Tile(grid, k, 3, 96)), BelowLabel(original))) << k;
   }
 }
 
@@ -74,11 +74,11 @@ TEST(ImageGridTest, DeterministicPerSeedAndUnlabelledWhenSmall) {
   const cv::Mat a = MakeAugmentationGrid(rgb, *light, 1, 3, 3, 32);
   const cv::Mat b = MakeAugmentationGrid(rgb, *light, 1, 3, 3, 32);
   const cv::Mat c = MakeAugmentationGrid(rgb, *light, 2, 3, 3, 32);
-  EXPECT_TRUE(Same(a, b));
-  EXPECT_FALSE(Same(a, c));
+  EXPECT_TRUE(SameImage(a, b));
+  EXPECT_FALSE(SameImage(a, c));
   PreprocessOptions resize;
   resize.size = 32;
-  EXPECT_TRUE(Same(Tile(a, 0, 3, 32), Resize(rgb, resize)));  // No label below 48 px.
+  EXPECT_TRUE(SameImage(Tile(a, 0, 3, 32), Resize(rgb, resize)));  // No label below 48 px.
   // A single cell is just the original.
   auto none = MakePreset("none", 64);
   ASSERT_THAT(none, IsOk());
@@ -91,7 +91,7 @@ TEST(ImageGridTest, WriteImageRoundTripsRgb) {
   ASSERT_THAT(WriteImage(dir.Join("x.png"), rgb), IsOk());
   auto back = DecodeImageFile(dir.Join("x.png"));
   ASSERT_THAT(back, IsOk());
-  EXPECT_TRUE(Same(*back, rgb));  // Still RGB, not BGR.
+  EXPECT_TRUE(SameImage(*back, rgb));  // Still RGB, not BGR.
   ASSERT_THAT(WriteImage(dir.Join("x.jpg"), rgb), IsOk());
   auto jpeg = DecodeImageFile(dir.Join("x.jpg"));
   ASSERT_THAT(jpeg, IsOk());

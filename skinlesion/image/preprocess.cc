@@ -58,6 +58,15 @@ cv::Mat ResizeView(const cv::Mat& rgb, const PreprocessOptions& options) {
 
 }  // namespace
 
+int ResizedShorterSide(const PreprocessOptions& options) {
+  if (options.mode == ResizeMode::kDirectResize) return options.size;
+  return static_cast<int>(std::ceil(options.size / static_cast<double>(options.crop_fraction)));
+}
+
+int ReducedDecodeSide(const PreprocessOptions& options) {
+  return kReducedDecodeMargin * ResizedShorterSide(options);
+}
+
 absl::Status ValidatePreprocessOptions(const PreprocessOptions& options) {
   if (options.size < 1 || options.size > 16384) {
     return absl::InvalidArgumentError(

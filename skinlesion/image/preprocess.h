@@ -63,6 +63,21 @@ struct PreprocessOptions {
 // norm p >= 1: all 1 for a grey image, larger for a channel the illuminant lacks.
 std::array<float, 3> ShadesOfGrayGains(const cv::Mat& rgb_u8, int p);
 
+// The shorter side Resize() shrinks an image's to: ceil(size / crop_fraction) in
+// kResizeShorterThenCenterCrop mode, size in kDirectResize mode.
+int ResizedShorterSide(const PreprocessOptions& options);
+
+// Large JPEGs may be decoded at 1/2, 1/4 or 1/8 scale (DecodeLimits::reduce_to_side)
+// as long as the decoded shorter side stays at least this many times
+// ResizedShorterSide. At 4x, ordinary images (HAM10000's 600x450 for a 112 px
+// model) decode at full size, exactly as in training; only images far larger than
+// the model needs are reduced, and Resize() still shrinks them by >= 4x.
+inline constexpr int kReducedDecodeMargin = 4;
+
+// kReducedDecodeMargin * ResizedShorterSide(options): the reduce_to_side for images
+// fed through `options`.
+int ReducedDecodeSide(const PreprocessOptions& options);
+
 // InvalidArgument unless 1 <= size <= 16384, 0 < crop_fraction <= 1, every std
 // is finite and > 0 (and every mean finite) and 0 <= shades_of_gray_p <= 16.
 absl::Status ValidatePreprocessOptions(const PreprocessOptions& options);

@@ -285,6 +285,21 @@ TEST(ImagePreprocessTest, ShadesOfGrayBalancesAColourCast) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("shades_of_gray_p")));
 }
 
+TEST(ImagePreprocessTest, ReducedDecodeSideIsTheMarginTimesTheResizedShorterSide) {
+  PreprocessOptions o;
+  o.size = 112;
+  EXPECT_EQ(ResizedShorterSide(o), 112);
+  EXPECT_EQ(ReducedDecodeSide(o), 448);
+  // HAM10000's 600x450 is never reduced for a 112 px model (450 / 2 < 448).
+  EXPECT_LT(450 / 2, ReducedDecodeSide(o));
+  o.size = 224;
+  o.crop_fraction = 0.875f;  // "resize 256, crop 224"
+  EXPECT_EQ(ResizedShorterSide(o), 256);
+  EXPECT_EQ(ReducedDecodeSide(o), 1024);
+  o.mode = ResizeMode::kDirectResize;
+  EXPECT_EQ(ResizedShorterSide(o), 224);
+}
+
 TEST(ImagePreprocessDeathTest, WrongTypeIsAProgrammingError) {
   const cv::Mat gray(10, 10, CV_8UC1, cv::Scalar(1));
   EXPECT_DEATH(Resize(gray, PreprocessOptions()), "CV_8UC3");

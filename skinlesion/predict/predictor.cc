@@ -106,7 +106,9 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
   p->numerics_reason_ = numerics.reason;
   p->model_ = checkpoint.model;
   p->device_ = options.device;
-  p->limits_ = options.decode_limits;
+  // Large JPEGs decode at reduced scale exactly as the inference service does them,
+  // so the CLI and the service give one image the same answer.
+  p->limits_ = serving::DecodeLimitsFor(spec, options.decode_limits);
   return p;
 }
 

@@ -118,6 +118,9 @@ class Predictor {
   Precision precision() const { return precision_; }
   const std::string& numerics() const { return numerics_; }
   const std::string& numerics_reason() const { return numerics_reason_; }
+  // What PredictFile/PredictBytes decode with (large JPEGs at reduced scale, as the
+  // inference service): decode images for Explain/PredictBatch with it too.
+  const DecodeLimits& decode_limits() const { return limits_; }
 
  private:
   Predictor() = default;

@@ -16,7 +16,7 @@ namespace skinlesion::serving {
 
 absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
                                  const DecodeLimits& limits, float* out) {
-  auto rgb = DecodeImage(bytes, limits);
+  auto rgb = DecodeImage(bytes, DecodeLimitsFor(spec, limits));
   if (!rgb.ok()) {
     // Over-limit images are the client's fault like corrupt ones: InvalidArgument
     // (ResourceExhausted is kept for a full queue, which a client may retry).

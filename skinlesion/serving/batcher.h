@@ -41,7 +41,8 @@ struct LoadedVersion {
   std::shared_ptr<ModelInstance> instance;
 };
 
-// Decodes `bytes` and writes 3 * S * S floats to `out`. Errors are InvalidArgument
+// Decodes `bytes` (under DecodeLimitsFor(spec, limits): large JPEGs at reduced
+// scale) and writes 3 * S * S floats to `out`. Errors are InvalidArgument
 // (unsupported/corrupt bytes, or over `limits`).
 absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
                                  const DecodeLimits& limits, float* out);

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -19,13 +20,19 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/serving/batcher.h"
+#include "skinlesion/serving/preprocessing.h"
 #include "skinlesion/serving/serving.h"
+#include "skinlesion/serving/slot_gate.h"
 #include "skinlesion/serving/telemetry.h"
 
 namespace skinlesion::serving {
 namespace {
 
 using DoneFn = std::function<void(absl::StatusOr<InferResult>)>;
+
+// The nice value added to the heavy-decode threads (CFS: a nice-10 thread gets about
+// a tenth of a core that a nice-0 thread also wants).
+constexpr int kHeavyDecodeNice = 10;
 
 struct Model {
   ServedModelOptions options;
@@ -40,10 +47,8 @@ struct Model {
   int64_t failed_version = 0;
   int polls_since_failure = 0;
 
-  // Explain() calls running now (at most ServingOptions::max_concurrent_explanations).
-  std::mutex explain_mu;
-  std::condition_variable explain_cv;
-  int explaining = 0;
+  // Explain() calls running now: at most ServingOptions::max_concurrent_explanations.
+  std::unique_ptr<SlotGate> explain_slots;
 };
 
 absl::Status ValidateOptions(const ServingOptions& o) {
@@ -56,17 +61,15 @@ absl::Status ValidateOptions(const ServingOptions& o) {
     if (!names.insert(m.name).second)
       errors.push_back(absl::StrCat("model ", m.name, " is listed twice"));
   }
+  // "<name> must be >= <min>, got <value>" for each integer option below its minimum.
+  auto at_least = [&](const char* name, int64_t value, int64_t min) {
+    if (value < min) errors.push_back(absl::StrCat(name, " must be >= ", min, ", got ", value));
+  };
   const BatchingOptions& b = o.batching;
-  if (b.max_batch_size < 1)
-    errors.push_back(absl::StrCat("batching.max_batch_size must be >= 1, got ", b.max_batch_size));
-  if (b.max_queue_size < 1)
-    errors.push_back(absl::StrCat("batching.max_queue_size must be >= 1, got ", b.max_queue_size));
-  if (b.instances < 1)
-    errors.push_back(absl::StrCat("batching.instances must be >= 1, got ", b.instances));
-  if (b.skip_delay_after_lone_arrivals < 0) {
-    errors.push_back(absl::StrCat("batching.skip_delay_after_lone_arrivals must be >= 0, got ",
-                                  b.skip_delay_after_lone_arrivals));
-  }
+  at_least("batching.max_batch_size", b.max_batch_size, 1);
+  at_least("batching.max_queue_size", b.max_queue_size, 1);
+  at_least("batching.instances", b.instances, 1);
+  at_least("batching.skip_delay_after_lone_arrivals", b.skip_delay_after_lone_arrivals, 0);
   if (b.max_queue_delay < absl::ZeroDuration() || b.max_queue_delay > absl::Seconds(10)) {
     errors.push_back(absl::StrCat("batching.max_queue_delay must be in [0, 10s], got ",
                                   absl::FormatDuration(b.max_queue_delay)));
@@ -75,20 +78,17 @@ absl::Status ValidateOptions(const ServingOptions& o) {
     errors.push_back(absl::StrCat("poll_interval must be in (0, 24h], got ",
                                   absl::FormatDuration(o.poll_interval)));
   }
-  if (o.warmup_runs < 0)
-    errors.push_back(absl::StrCat("warmup_runs must be >= 0, got ", o.warmup_runs));
-  if (o.max_image_bytes < 1)
-    errors.push_back(absl::StrCat("max_image_bytes must be >= 1, got ", o.max_image_bytes));
-  if (o.max_image_pixels < 1)
-    errors.push_back(absl::StrCat("max_image_pixels must be >= 1, got ", o.max_image_pixels));
-  if (o.retry_failed_after_polls < 1) {
-    errors.push_back(
-        absl::StrCat("retry_failed_after_polls must be >= 1, got ", o.retry_failed_after_polls));
-  }
-  if (o.max_concurrent_explanations < 1) {
-    errors.push_back(absl::StrCat("max_concurrent_explanations must be >= 1, got ",
-                                  o.max_concurrent_explanations));
-  }
+  at_least("warmup_runs", o.warmup_runs, 0);
+  at_least("max_image_bytes", o.max_image_bytes, 1);
+  at_least("max_image_pixels", o.max_image_pixels, 1);
+  at_least("retry_failed_after_polls", o.retry_failed_after_polls, 1);
+  at_least("decode_budget_factor", o.decode_budget_factor, 0);
+  at_least("min_decode_budget_pixels", o.min_decode_budget_pixels, 0);
+  at_least("heavy_decode_pixels", o.heavy_decode_pixels, 1);
+  at_least("heavy_decode_bytes", o.heavy_decode_bytes, 1);
+  at_least("max_concurrent_heavy_decodes", o.max_concurrent_heavy_decodes, 1);
+  at_least("max_waiting_heavy_decodes", o.max_waiting_heavy_decodes, 0);
+  at_least("max_concurrent_explanations", o.max_concurrent_explanations, 1);
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return absl::OkStatus();
 }
@@ -107,6 +107,9 @@ class ServingCoreImpl final : public ServingCore {
       auto model = std::make_unique<Model>();
       model->options = m;
       model->batcher = std::make_unique<Batcher>(m.name, options_.batching, limits_, metrics_);
+      model->explain_slots = std::make_unique<SlotGate>(
+          options_.max_concurrent_explanations, kUnlimitedWaiters, "explanation",
+          absl::StrCat(" of model ", m.name));
       models_.push_back(std::move(model));
       if (metrics_ != nullptr) metrics_->DeclareModel(m.name);
     }
@@ -222,10 +225,9 @@ class ServingCoreImpl final : public ServingCore {
         stop_ = true;
       }
       stop_cv_.notify_all();
-      for (auto& m : models_) {
-        { std::lock_guard<std::mutex> lock(m->explain_mu); }
-        m->explain_cv.notify_all();  // Explain() calls waiting for a slot give up.
-      }
+      // Explain() calls and heavy decodes waiting for a slot give up.
+      for (auto& m : models_) m->explain_slots->Close();
+      heavy_decodes_.Close();
       for (auto& m : models_) {
         if (m->follower.joinable()) m->follower.join();
       }
@@ -267,35 +269,16 @@ class ServingCoreImpl final : public ServingCore {
       input = request.tensor;
     } else {
       input.resize(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
-      SL_RETURN_IF_ERROR(DecodeAndPreprocess(spec, request.encoded_image, limits_, input.data()));
+      SL_RETURN_IF_ERROR(DecodeOnCaller(spec, request.encoded_image, request.deadline, "explain",
+                                        input.data()));
     }
 
     // A slot among max_concurrent_explanations, waited for until the deadline.
+    absl::StatusOr<Explanation> explanation;
     {
-      std::unique_lock<std::mutex> lock(model.explain_mu);
-      auto can_go = [&] {
-        return model.explaining < options_.max_concurrent_explanations || shutting_down_.load();
-      };
-      if (request.deadline == absl::InfiniteFuture()) {
-        model.explain_cv.wait(lock, can_go);
-      } else if (!model.explain_cv.wait_until(lock, absl::ToChronoTime(request.deadline), can_go)) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "deadline passed while waiting for one of ", options_.max_concurrent_explanations,
-            " explanation slot(s) of model ", spec.name));
-      }
-      if (shutting_down_.load()) return absl::UnavailableError("the server is shutting down");
-      if (request.deadline <= absl::Now()) {
-        return absl::DeadlineExceededError("deadline passed before the explanation started");
-      }
-      ++model.explaining;
+      SL_ASSIGN_OR_RETURN(SlotGate::Slot slot, model.explain_slots->Acquire(request.deadline));
+      explanation = version->instance->Explain(input.data(), request.target_class);
     }
-    absl::StatusOr<Explanation> explanation =
-        version->instance->Explain(input.data(), request.target_class);
-    {
-      std::lock_guard<std::mutex> lock(model.explain_mu);
-      --model.explaining;
-    }
-    model.explain_cv.notify_one();
     if (!explanation.ok()) return explanation.status();
     if (explanation->width < 1 || explanation->height < 1 ||
         explanation->heat.size() != static_cast<size_t>(explanation->width) * explanation->height) {
@@ -363,8 +346,63 @@ class ServingCoreImpl final : public ServingCore {
     return absl::OkStatus();
   }
 
+  // The decode limits for images fed to `spec`: the server's, JPEG reduction and the
+  // model's pixel budget.
+  DecodeLimits LimitsFor(const ModelSpec& spec) const {
+    DecodeLimits limits = DecodeLimitsFor(spec, limits_);
+    limits.max_decoded_pixels = DecodePixelBudget(spec, options_.decode_budget_factor,
+                                                  options_.min_decode_budget_pixels);
+    return limits;
+  }
+
+  // Decodes `bytes` for `spec` into `out` on the calling thread: refused from its
+  // header when over a limit or the model's budget; a heavy image (heavy_decode_pixels,
+  // heavy_decode_bytes) waits for one of max_concurrent_heavy_decodes slots first.
+  // The time goes to the decode histogram under `stage` ("heavy" when heavy).
+  absl::Status DecodeOnCaller(const ModelSpec& spec, absl::string_view bytes, absl::Time deadline,
+                              const char* stage, float* out) {
+    const DecodeLimits limits = LimitsFor(spec);
+    SL_ASSIGN_OR_RETURN(const bool heavy, IsHeavy(bytes, limits));
+    std::optional<SlotGate::Slot> slot;
+    if (heavy) {
+      SL_ASSIGN_OR_RETURN(SlotGate::Slot acquired, heavy_decodes_.Acquire(deadline));
+      slot.emplace(std::move(acquired));
+    }
+    const absl::Time start = absl::Now();
+    auto decode = [&] { return DecodeAndPreprocess(spec, bytes, limits, out); };
+    // A heavy image decodes on a low-priority thread: on a small machine the batch
+    // worker (everyone else's requests) gets the cores first.
+    absl::Status decoded = heavy ? heavy_runner_.Run(decode) : decode();
+    if (metrics_ != nullptr) {
+      metrics_->RecordDecode(spec.name, heavy ? "heavy" : stage,
+                             absl::ToDoubleSeconds(absl::Now() - start));
+    }
+    return decoded;
+  }
+
+  // Reads the image's header (microseconds): InvalidArgument when it is not an
+  // accepted image or is over a limit or the budget (the client's fault like a
+  // corrupt image, as DecodeAndPreprocess), else whether its decode is heavy.
+  absl::StatusOr<bool> IsHeavy(absl::string_view bytes, const DecodeLimits& limits) const {
+    absl::StatusOr<DecodePlan> plan = PlanDecode(bytes, limits);
+    if (!plan.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("image: ", plan.status().message()));
+    }
+    // A reduced JPEG still entropy-decodes every block of the full image (a 49 Mpx
+    // JPEG at 1/8 scale: about 60 ms, against 1 s at full size), hence the header's
+    // pixels count too, at an eighth of their weight.
+    const uint64_t heavy = static_cast<uint64_t>(options_.heavy_decode_pixels);
+    const uint64_t header_pixels = uint64_t(plan->info.width) * uint64_t(plan->info.height);
+    return plan->pixels() > heavy || header_pixels > 8 * heavy ||
+           bytes.size() > static_cast<size_t>(options_.heavy_decode_bytes);
+  }
+
   // Fills pending.input (a tensor, or an image decoded here) or pending.decode (an
-  // image the batch worker decodes: BatchingOptions::decode_in_worker).
+  // image the batch worker decodes: BatchingOptions::decode_in_worker). The image's
+  // header is read first: over a limit or the model's pixel budget, it is refused
+  // before anyone decodes it; a heavy one (ServingOptions::heavy_decode_pixels /
+  // heavy_decode_bytes) is decoded here, under a heavy-decode slot, so it never holds
+  // up the batch worker and with it everyone else's requests.
   absl::Status PrepareInput(const ModelSpec& spec, const InferRequest& request,
                             PendingRequest& pending) {
     SL_RETURN_IF_ERROR(CheckInput(spec, request.encoded_image, request.tensor));
@@ -373,23 +411,16 @@ class ServingCoreImpl final : public ServingCore {
       return absl::OkStatus();
     }
     if (options_.batching.decode_in_worker) {
-      // The size limit is checked now so an oversized upload is not queued.
-      if (request.encoded_image.size() > limits_.max_bytes) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("image: image data is ", request.encoded_image.size(),
-                         " bytes, over the limit of ", limits_.max_bytes));
+      SL_ASSIGN_OR_RETURN(const bool heavy, IsHeavy(request.encoded_image, LimitsFor(spec)));
+      if (!heavy) {
+        pending.decode = std::make_shared<DecodeJob>();
+        pending.decode->encoded = request.encoded_image;
+        return absl::OkStatus();
       }
-      pending.decode = std::make_shared<DecodeJob>();
-      pending.decode->encoded = request.encoded_image;
-      return absl::OkStatus();
     }
     pending.input.resize(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
-    const absl::Time start = absl::Now();
-    absl::Status decoded =
-        DecodeAndPreprocess(spec, request.encoded_image, limits_, pending.input.data());
-    if (metrics_ != nullptr)
-      metrics_->RecordDecode(spec.name, "caller", absl::ToDoubleSeconds(absl::Now() - start));
-    return decoded;
+    return DecodeOnCaller(spec, request.encoded_image, request.deadline, "caller",
+                          pending.input.data());
   }
 
   void Follow(Model& m) {
@@ -530,6 +561,12 @@ class ServingCoreImpl final : public ServingCore {
   bool stop_ = false;
   std::atomic<bool> shutting_down_{false};
   std::once_flag shutdown_once_;
+
+  // Heavy image decodes (DecodeOnCaller), across models.
+  SlotGate heavy_decodes_{options_.max_concurrent_heavy_decodes,
+                          options_.max_waiting_heavy_decodes, "large-image decode"};
+  // Where they run: one low-priority thread per slot.
+  BackgroundRunner heavy_runner_{options_.max_concurrent_heavy_decodes, kHeavyDecodeNice};
 };
 
 }  // namespace

@@ -24,6 +24,7 @@
 namespace skinlesion::serving {
 namespace {
 
+using ::skinlesion::serving::testing::EncodedBytes;
 using ::skinlesion::serving::testing::FakeModel;
 using ::skinlesion::serving::testing::FakeProbabilities;
 using ::skinlesion::serving::testing::MetricValue;
@@ -228,7 +229,10 @@ TEST_F(CoreTest, ACorruptImageFailsAloneInEitherDecodePlace) {
     Results results;
     for (int i = 0; i < 4; ++i) {
       InferRequest req;
-      req.encoded_image = i == 1 ? std::string("\xff\xd8\xff truncated jpeg") : PngBytes();
+      // A JPEG cut in half: its header reads fine, so it is queued like the others
+      // and fails only when decoded (in the worker or on the calling thread).
+      const std::string jpeg = EncodedBytes(".jpg", 64, 64);
+      req.encoded_image = i == 1 ? jpeg.substr(0, jpeg.size() / 2) : PngBytes();
       core_->InferAsync(req, results.Callback());
     }
     ASSERT_TRUE(results.WaitCount(4));
@@ -483,6 +487,69 @@ TEST_F(CoreTest, BadRequestsAreRejected) {
   EXPECT_EQ(MetricValue(prom_, "skinlesion_inference_requests_total",
                         {{"model", ""}, {"version", ""}, {"outcome", "not_found"}}),
             1);
+}
+
+// Images over the heavy-decode size are decoded on the calling thread (never by the
+// batch worker) and measured as "heavy"; the rest as before.
+TEST_F(CoreTest, HeavyImagesAreDecodedOnTheCallingThread) {
+  options_.heavy_decode_pixels = 200;           // PngBytes(): 20x16 = 320 pixels.
+  options_.batching.max_queue_delay = absl::Milliseconds(300);  // Decode "ahead".
+  Alias(Publish());
+  StartReady();
+  const auto decodes = [&](const std::string& stage) {
+    const double n = MetricValue(prom_, "skinlesion_inference_decode_seconds",
+                                 {{"model", kModel}, {"stage", stage}});
+    return n < 0 ? 0.0 : n;
+  };
+  InferRequest heavy;
+  heavy.encoded_image = PngBytes();
+  ASSERT_THAT(core_->Infer(heavy), IsOk());
+  EXPECT_EQ(decodes("heavy"), 1);
+  EXPECT_EQ(decodes("ahead") + decodes("in_batch"), 0);
+  InferRequest light;
+  light.encoded_image = PngBytes(12, 12);  // 144 pixels.
+  ASSERT_THAT(core_->Infer(light), IsOk());
+  EXPECT_EQ(decodes("heavy"), 1);
+  EXPECT_EQ(decodes("ahead") + decodes("in_batch"), 1);
+  // Bytes count too: a small image with a large encoding is heavy.
+  options_.heavy_decode_bytes = 10;
+  core_->Shutdown(absl::Seconds(5));
+  core_.reset();
+  StartReady();
+  ASSERT_THAT(core_->Infer(light), IsOk());
+  EXPECT_EQ(decodes("heavy"), 2);
+}
+
+// The decode budget is set from the model's input: a PNG over it is refused from
+// its header; a JPEG of the same size decodes at reduced scale within it and gets
+// an answer.
+TEST_F(CoreTest, DecodeBudgetFollowsTheModelInput) {
+  options_.decode_budget_factor = 40;  // 40 * 4^2 = 640 pixels.
+  options_.min_decode_budget_pixels = 0;
+  Alias(Publish());
+  StartReady();
+  InferRequest png;
+  png.encoded_image = EncodedBytes(".png", 200, 160);
+  EXPECT_THAT(core_->Infer(png), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("decode budget of 640")));
+  EXPECT_TRUE(fake_.batch_sizes().empty());
+  // 200x160 JPEG for a 4 px model: reduced while the shorter side stays >= 4 * 4,
+  // 1/8 -> 25x20 = 500 pixels.
+  InferRequest jpeg;
+  jpeg.encoded_image = EncodedBytes(".jpg", 200, 160);
+  ASSERT_THAT(core_->Infer(jpeg), IsOk());
+  // Explanations decode under the same budget.
+  ExplainRequest explain;
+  explain.model = kModel;
+  explain.encoded_image = png.encoded_image;
+  EXPECT_THAT(core_->Explain(explain), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                HasSubstr("decode budget")));
+  // No budget: the PNG decodes.
+  options_.decode_budget_factor = 0;
+  core_->Shutdown(absl::Seconds(5));
+  core_.reset();
+  StartReady();
+  EXPECT_THAT(core_->Infer(png), IsOk());
 }
 
 TEST_F(CoreTest, OversizedImagesAreInvalidArgument) {

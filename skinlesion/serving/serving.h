@@ -197,6 +197,25 @@ struct ServingOptions {
   int warmup_runs = 2;             // Forward passes on a new version before the golden check.
   int max_image_bytes = 20 << 20;  // Decode limits for encoded images.
   int max_image_pixels = 50'000'000;
+  // What one image may cost to decode, in proportion to the model (issue 16). JPEGs
+  // much larger than the model needs decode at 1/2, 1/4 or 1/8 scale
+  // (DecodeLimitsFor); the decoded pixels (after that) may not exceed
+  // decode_budget_factor * size^2 of the model's input, nor fall below
+  // min_decode_budget_pixels (a 49 Mpx PNG for a 112 px model is refused from its
+  // header; a 49 Mpx JPEG decodes at 1/8). 0: no budget beyond max_image_pixels.
+  int decode_budget_factor = 256;
+  int64_t min_decode_budget_pixels = 16'000'000;
+  // An image that decodes to more than heavy_decode_pixels pixels, whose header
+  // claims more than 8x that (a reduced JPEG still reads every block), or whose
+  // encoded data is over heavy_decode_bytes, is decoded on the calling thread, never
+  // by the batch worker (so it delays no one else's batch), with at most
+  // max_concurrent_heavy_decodes at once per server; up to max_waiting_heavy_decodes
+  // more wait for a slot (until their deadline), beyond that ResourceExhausted.
+  // A 12 Mpx phone JPEG for a 112 px model (decoded at 1/4: 0.75 Mpx) is light.
+  int64_t heavy_decode_pixels = 2'000'000;
+  int64_t heavy_decode_bytes = 4 << 20;
+  int max_concurrent_heavy_decodes = 1;
+  int max_waiting_heavy_decodes = 4;
   // A version that failed to load is tried again only after this many polls (or
   // as soon as the alias moves to another version).
   int retry_failed_after_polls = 5;

@@ -1,4 +1,5 @@
 // ReadModelSpec and CheckGoldenSet.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -350,6 +351,17 @@ PreprocessOptions PreprocessOptionsFor(const ModelSpec& spec) {
   options.std = spec.std;
   options.shades_of_gray_p = spec.shades_of_gray_p;
   return options;
+}
+
+DecodeLimits DecodeLimitsFor(const ModelSpec& spec, DecodeLimits base) {
+  base.reduce_to_side = ReducedDecodeSide(PreprocessOptionsFor(spec));
+  return base;
+}
+
+uint64_t DecodePixelBudget(const ModelSpec& spec, int factor, int64_t min_pixels) {
+  if (factor <= 0) return 0;
+  const uint64_t input = uint64_t(spec.image_size) * uint64_t(spec.image_size);
+  return std::max<uint64_t>(uint64_t(factor) * input, static_cast<uint64_t>(std::max<int64_t>(min_pixels, 0)));
 }
 
 }  // namespace skinlesion::serving

@@ -180,6 +180,19 @@ inline std::string PngBytes(int width = 20, int height = 16) {
   return std::string(buf.begin(), buf.end());
 }
 
+// The same gradient as a JPEG (".jpg") or another format OpenCV writes.
+inline std::string EncodedBytes(const std::string& ext, int width, int height) {
+  cv::Mat rgb(height, width, CV_8UC3);
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      rgb.at<cv::Vec3b>(y, x) = cv::Vec3b((x * 255) / width, (y * 255) / height, 100);
+    }
+  }
+  std::vector<unsigned char> buf;
+  cv::imencode(ext, rgb, buf);
+  return std::string(buf.begin(), buf.end());
+}
+
 // The value of a series: counter / gauge value, histogram sample count; -1 when absent.
 inline double MetricValue(prometheus::Registry& registry, const std::string& name,
                           const std::map<std::string, std::string>& labels) {

@@ -377,6 +377,8 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
   lo.num_workers = num_workers;
   lo.augmentation = "none";
   lo.preprocess = preprocess;
+  // Large JPEGs at reduced scale, as the inference service decodes them.
+  lo.decode_limits.reduce_to_side = ReducedDecodeSide(preprocess);
   SL_ASSIGN_OR_RETURN(
       auto loader, data::DataLoader::Create(
                        samples, std::make_unique<data::SequentialSampler>(samples.size()), lo));

@@ -11,22 +11,34 @@ One cluster for the three scenarios, in order:
      outage, and the lag between inference SERVING again and the gateway's first
      success again are measured;
   4. kill -9 of the registry under load: predictions go on without a failure, the
-     models API answers again right after the registry is back.
+     models API answers again right after the registry is back;
+  5. pixel and decompression bombs under load: 4 clients send a 49 Mpx PNG (160 KB)
+     and a 49 Mpx JPEG without pause while normal predictions are timed against
+     their idle latency;
+  6. a corrupt version published to `production` under load: 0 failed requests, the
+     old version kept, the failure counted;
+  7. kill -9 of the trainer mid-job: the restarted trainer resumes the job from its
+     checkpoint and publishes it once.
 Each prints its figures ("CHAOS ..." lines, the source of docs/operations.md) and
 asserts the issue's targets with margin for a noisy 2-core machine.
 
 Environment: SKINLESION_BUILD_DIR (every binary built), SKINLESION_REPO.
 """
 import os
+import shutil
 import signal
 import socket
+import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cluster"))
-from test_cluster_e2e import Cluster, IMAGE, http  # noqa: E402
+from test_cluster_e2e import BUILD, Cluster, IMAGE, REPO, http, tiny_job, wait_for  # noqa: E402
 
 HEADER_TIMEOUT_S = 3.0
 PER_CLIENT = 32
@@ -369,6 +381,200 @@ class ChaosSuite(unittest.TestCase):
         self.assertEqual(failures(samples), [])
         self.assertIsNotNone(models_ok)
         self.assertLess(models_ok - up_at, 2.0)
+
+
+    # ------------------------------------------------------------------ 5
+    def test_5_pixel_bombs(self):
+        """49 Mpx images from 4 clients: the PNG is refused from its header (over the
+        model's decode budget), the JPEG decodes at 1/8 scale on a request thread under
+        the heavy-decode slot; normal predictions keep their latency (the issue's
+        target: p50 within 2x of idle)."""
+        from PIL import Image  # Debian's python3-pil (a dependency of python3-torchvision)
+        side = 7000
+        png = os.path.join(self.cluster.tmp.name, "bomb.png")
+        jpg = os.path.join(self.cluster.tmp.name, "bomb.jpg")
+        Image.new("RGB", (side, side), (200, 120, 90)).save(png, optimize=True)
+        gradient = Image.linear_gradient("L").resize((side, side))
+        Image.merge("RGB", (gradient, gradient.rotate(90), gradient.rotate(45))).save(jpg, quality=90)
+        with open(png, "rb") as f:
+            png_bytes = f.read()
+        with open(jpg, "rb") as f:
+            jpg_bytes = f.read()
+
+        def latencies(n):
+            out = []
+            for _ in range(n):
+                t = time.time()
+                self.assertEqual(self.predict(), 200)
+                out.append(time.time() - t)
+            return out
+        latencies(5)  # Warm.
+        idle = latencies(30)
+
+        answers = {"png": [], "jpg": []}
+
+        def bomber(kind, body, ctype):
+            def send():
+                t = time.time()
+                status, body_json, _ = http("POST", self.base + "/api/v1/predictions", body,
+                                            {"Content-Type": ctype}, timeout=60)
+                answers[kind].append((status, time.time() - t, body_json))
+                return status
+            return send
+
+        def under(kind, body, ctype):
+            """p50 of 30 normal predictions while 4 clients send `body`, each as fast as
+            the gateway's default per-client rate limit lets one client (20/s: a
+            request, its answer, 50 ms)."""
+            bombers = [Timer(bomber(kind, body, ctype), 0.05) for _ in range(4)]
+            for b in bombers:
+                b.start()
+            time.sleep(1.0)
+            loaded = latencies(30)
+            for b in bombers:
+                b.finish()
+            return statistics.median(loaded), max(loaded)
+        p50_idle = statistics.median(idle)
+        p50_png, max_png = under("png", png_bytes, "image/png")
+        p50_jpg, max_jpg = under("jpg", jpg_bytes, "image/jpeg")
+        png_codes = sorted({a[0] for a in answers["png"]})
+        jpg_codes = {c: [a[0] for a in answers["jpg"]].count(c) for c in sorted({a[0] for a in answers["jpg"]})}
+        figure("pixel_bombs", png_bytes=len(png_bytes), jpg_bytes=len(jpg_bytes), megapixels=side * side / 1e6,
+               p50_idle_s=p50_idle, p50_png_s=p50_png, ratio_png=p50_png / p50_idle, max_png_s=max_png,
+               png_sent=len(answers["png"]), png_codes=png_codes,
+               png_p50_s=statistics.median(a[1] for a in answers["png"]),
+               p50_jpg_s=p50_jpg, ratio_jpg=p50_jpg / p50_idle, max_jpg_s=max_jpg,
+               jpg_sent=len(answers["jpg"]), jpg_codes=jpg_codes,
+               jpg_p50_s=statistics.median(a[1] for a in answers["jpg"]))
+        # The PNG: refused from its header, fast, saying why.
+        self.assertEqual(png_codes, [400])
+        self.assertIn("decode budget", answers["png"][0][2]["message"])
+        # The JPEG: answered (200), or refused while the heavy-decode slots are full (503).
+        self.assertTrue(set(jpg_codes) <= {200, 503}, jpg_codes)
+        self.assertGreater(jpg_codes.get(200, 0), 0)
+        # Normal requests under 4 PNG-bomb clients: the issue's target, p50 within 2x
+        # of idle (before: 0.04 s -> 4.1 s). JPEG bombs cost a real decode each (1/8
+        # scale, off the batch worker): within 3x.
+        self.assertLess(p50_png, 2.0 * p50_idle)
+        self.assertLess(p50_jpg, 3.0 * p50_idle)
+
+    # ------------------------------------------------------------------ 6
+    def test_6_corrupt_publish_under_load(self):
+        """A version whose weights are corrupt (checksums fine: the bytes published are
+        the bytes served) is moved to production under load: inference refuses it at
+        its golden-set check, keeps serving the old version, counts the failure."""
+        model = "ham10000"
+
+        def served_version():
+            _, models, _ = http("GET", self.base + "/api/v1/models", timeout=30)
+            m = next(m for m in models["models"] if m["name"] == model)
+            return (m["serving"] or {}).get("version"), m["aliases"].get("production")
+
+        def reload_failures():
+            url = f"http://127.0.0.1:{self.cluster.ports['INFERENCE_METRICS']}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith("skinlesion_model_reloads_total") and \
+                            f'model="{model}"' in line and 'result="failure"' in line:
+                        return float(line.rsplit(" ", 1)[1])
+            return None
+        serving_before, production_before = served_version()
+        self.assertEqual(serving_before, production_before)
+        failures_before = reload_failures()
+        self.assertIsNotNone(failures_before, "the failure counter exists at zero before any failure")
+
+        corrupt = os.path.join(self.cluster.tmp.name, "corrupt-model")
+        shutil.copytree(os.path.join(REPO, "models", "bundled"), corrupt)
+        weights = os.path.join(corrupt, "model.safetensors")
+        size = os.path.getsize(weights)
+        with open(weights, "r+b") as f:  # Overwrite 64 KiB in the middle of the tensors.
+            f.seek(size // 2)
+            f.write(b"\x7f" * 65536)
+
+        clients = [Timer(self.predict, 0.05) for _ in range(4)]
+        for c in clients:
+            c.start()
+        time.sleep(1.0)
+        published_at = time.time()
+        out = subprocess.run([os.path.join(BUILD, "tools", "skinlesion"), "publish", "--model", corrupt,
+                              "--registry", os.path.join(self.cluster.state, "registry"),
+                              "--name", model, "--alias", "production"],
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        _, production = served_version()
+        self.assertNotEqual(production, production_before)
+        wait_for(lambda: (reload_failures() or 0) > failures_before, 60,
+                 "inference to refuse the corrupt version")
+        refused_after_s = time.time() - published_at
+        time.sleep(2.0)
+        samples = [s for c in clients for s in c.finish()]
+        serving_after, _ = served_version()
+        figure("corrupt_publish", requests=len(samples), failed=len(failures(samples)),
+               refused_after_s=refused_after_s, serving_before=serving_before,
+               serving_after=serving_after, corrupt_version=production)
+        self.assertEqual(failures(samples), [])
+        self.assertEqual(serving_after, serving_before)
+        # Put production back, as an operator would, for the tests after this one.
+        token = {"Authorization": "Bearer " + self.cluster.env["SKINLESION_TOKEN"]}
+        status, body, _ = http("PUT", f"{self.base}/api/v1/models/{model}/aliases/production",
+                               {"version": production_before, "reason": "chaos: roll back", "force": True},
+                               token, timeout=30)
+        self.assertEqual(status, 200, body)
+
+    # ------------------------------------------------------------------ 7
+    def test_7_trainer_kill_mid_job(self):
+        """kill -9 of the trainer while a job trains: cluster.sh restarts it, the job
+        is queued again and resumes from its last checkpoint, and it publishes exactly
+        one version."""
+        token = {"Authorization": "Bearer " + self.cluster.env["SKINLESION_TOKEN"]}
+        port = self.cluster.ports["TRAINER"]
+
+        def versions():
+            _, models, _ = http("GET", self.base + "/api/v1/models", timeout=30)
+            return [v["version"] for m in models["models"] if m["name"] == "ham10000"
+                    for v in m["versions"]]
+        before = versions()
+        job = tiny_job(epochs=5)
+        status, body, _ = http("POST", self.base + "/api/v1/jobs", job, token, timeout=30)
+        self.assertEqual(status, 201, body)
+        job_id = body["job_id"]
+
+        def get_job():
+            s, j, _ = http("GET", f"{self.base}/api/v1/jobs/{job_id}", timeout=30)
+            return j if s == 200 else {}
+        # Past the first epoch (its checkpoint written), before the last.
+        started = time.time()
+        wait_for(lambda: get_job().get("state") == "running" and get_job().get("epoch", 0) >= 2, 240,
+                 "the job to reach epoch 2", interval=0.2)
+        killed_epoch = get_job().get("epoch")
+        pid = pid_of("skinlesion-trainer", port)
+        self.assertIsNotNone(pid)
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: (pid_of("skinlesion-trainer", port) or pid) != pid, 60, "the trainer to restart",
+                 interval=0.1)
+        restarted_s = time.time() - killed_at
+        done = wait_for(lambda: (lambda j: j if j.get("state") in ("succeeded", "failed", "cancelled")
+                                 else None)(get_job()), 300, "the job to finish", interval=1)
+        after = versions()
+        # The job's own log, as `skinlesion jobs watch` shows it (replayed for a
+        # finished job).
+        watch = subprocess.run([os.path.join(BUILD, "tools", "skinlesion"), "jobs", "watch",
+                                "--trainer", f"127.0.0.1:{port}",
+                                "--token_file", os.path.join(self.cluster.state, "token"), job_id],
+                               capture_output=True, text=True, timeout=60)
+        lines = [line for line in watch.stdout.splitlines() if line.startswith("  | ")]
+        resumed = [line for line in lines if "resuming from the last checkpoint" in line]
+        figure("trainer_kill", killed_at_epoch=killed_epoch, epochs=job["epochs"],
+               restart_s=restarted_s, job_total_s=time.time() - started,
+               state=done["state"], published_version=done.get("published_version"),
+               new_versions=len(after) - len(before), resumed_attempts=len(resumed))
+        self.assertEqual(done["state"], "succeeded", done)
+        self.assertTrue(any("restarted trainer" in line for line in self.cluster.out))
+        self.assertTrue(any("trainer restarted: job re-queued" in line for line in lines), lines)
+        self.assertEqual(len(resumed), 1, lines)
+        self.assertEqual(len(after), len(before) + 1, (before, after))  # Published once.
+        self.assertEqual(done["published_version"], max(after))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,19 @@ def wait_for(predicate, timeout, what, interval=0.5):
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+def tiny_job(epochs):
+    """A training job on the committed fixtures that takes seconds (32 px ResNet-18)."""
+    return {
+        "model_name": "ham10000", "architecture": "resnet18",
+        "data_dir": os.path.join(FIXTURES, "images"),
+        "metadata_file": os.path.join(FIXTURES, "metadata_subset.csv"),
+        "split_file": os.path.join(FIXTURES, "split_tiny.csv"),
+        "image_size": 32, "epochs": epochs, "batch_size": 4, "seed": 7,
+        "extra_json": json.dumps({"frozen_epochs": 1, "num_workers": 1, "threads": 1,
+                                  "progress_interval_s": 0, "patience": 0}),
+    }
+
+
 class Cluster:
     def __init__(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="skinlesion-cluster-")
@@ -194,15 +207,7 @@ class ClusterEndToEnd(unittest.TestCase):
         wait_for(lambda: len(background.versions) >= 3, 60, "first predictions")
         self.assertEqual(set(background.versions), {1})
 
-        job = {
-            "model_name": "ham10000", "architecture": "resnet18",
-            "data_dir": os.path.join(FIXTURES, "images"),
-            "metadata_file": os.path.join(FIXTURES, "metadata_subset.csv"),
-            "split_file": os.path.join(FIXTURES, "split_tiny.csv"),
-            "image_size": 32, "epochs": 2, "batch_size": 4, "seed": 7,
-            "extra_json": json.dumps({"frozen_epochs": 1, "num_workers": 1, "threads": 1,
-                                      "progress_interval_s": 0, "patience": 0}),
-        }
+        job = tiny_job(epochs=2)
         status, body, _ = http("POST", c.base + "/api/v1/jobs", job)
         self.assertEqual(status, 401, body)  # No token.
         status, body, _ = http("POST", c.base + "/api/v1/jobs", job, token)

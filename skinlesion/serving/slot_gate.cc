@@ -1,0 +1,166 @@
+#include "skinlesion/serving/slot_gate.h"
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <atomic>
+#include <deque>
+#include <future>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "skinlesion/common/logging.h"
+
+namespace skinlesion::serving {
+
+SlotGate::Slot::Slot(Slot&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+
+SlotGate::Slot& SlotGate::Slot::operator=(Slot&& other) noexcept {
+  if (this != &other) {
+    if (gate_ != nullptr) gate_->Release();
+    gate_ = std::exchange(other.gate_, nullptr);
+  }
+  return *this;
+}
+
+SlotGate::Slot::~Slot() {
+  if (gate_ != nullptr) gate_->Release();
+}
+
+SlotGate::SlotGate(int slots, int max_waiting, std::string what, std::string context)
+    : slots_(slots), max_waiting_(max_waiting), what_(std::move(what)), context_(std::move(context)) {}
+
+absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto can_go = [&] { return held_ < slots_ || closed_; };
+  if (!can_go()) {
+    if (waiting_ >= max_waiting_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("all ", slots_, " ", what_, " slot(s) are busy and ", waiting_,
+                       " request(s) already wait for one", context_, "; try again shortly"));
+    }
+    ++waiting_;
+    bool got = true;
+    if (deadline == absl::InfiniteFuture()) {
+      cv_.wait(lock, can_go);
+    } else {
+      got = cv_.wait_until(lock, absl::ToChronoTime(deadline), can_go);
+    }
+    --waiting_;
+    if (!got) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "deadline passed while waiting for one of ", slots_, " ", what_, " slot(s)", context_));
+    }
+  }
+  if (closed_) return absl::UnavailableError("the server is shutting down");
+  if (deadline <= absl::Now()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("deadline passed before the ", what_, " started", context_));
+  }
+  ++held_;
+  return Slot(this);
+}
+
+void SlotGate::Close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+  }
+  cv_.notify_all();
+}
+
+int SlotGate::held() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return held_;
+}
+
+int SlotGate::waiting() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return waiting_;
+}
+
+void SlotGate::Release() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --held_;
+  }
+  cv_.notify_one();
+}
+
+struct BackgroundRunner::Impl {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::packaged_task<absl::Status()>> queue;
+  bool stop = false;
+  std::atomic<int> lowered{0};
+  int started = 0;  // Threads past their priority change.
+  std::vector<std::thread> threads;
+
+  void Loop(int nice) {
+    // On Linux a thread's nice value is its own (setpriority on the thread id).
+    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+    errno = 0;
+    int current = getpriority(PRIO_PROCESS, tid);
+    if (errno != 0) current = 0;
+    if (nice > 0 && setpriority(PRIO_PROCESS, tid, std::min(19, current + nice)) == 0) {
+      lowered.fetch_add(1);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++started;
+    }
+    cv.notify_all();
+    for (;;) {
+      std::packaged_task<absl::Status()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return stop || !queue.empty(); });
+        if (queue.empty()) return;  // stop, and nothing left.
+        task = std::move(queue.front());
+        queue.pop_front();
+      }
+      task();
+    }
+  }
+};
+
+BackgroundRunner::BackgroundRunner(int threads, int nice) : impl_(std::make_unique<Impl>()) {
+  for (int i = 0; i < std::max(1, threads); ++i) {
+    impl_->threads.emplace_back([this, nice] { impl_->Loop(nice); });
+  }
+  // Ready (and lowered()) once every thread has set its priority.
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->cv.wait(lock, [&] { return impl_->started == static_cast<int>(impl_->threads.size()); });
+}
+
+BackgroundRunner::~BackgroundRunner() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+  for (std::thread& t : impl_->threads) t.join();
+}
+
+absl::Status BackgroundRunner::Run(std::function<absl::Status()> work) {
+  std::packaged_task<absl::Status()> task(std::move(work));
+  std::future<absl::Status> result = task.get_future();
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->queue.push_back(std::move(task));
+  }
+  impl_->cv.notify_one();
+  return result.get();
+}
+
+bool BackgroundRunner::lowered() const {
+  return impl_->lowered.load() == static_cast<int>(impl_->threads.size());
+}
+
+}  // namespace skinlesion::serving

@@ -1,0 +1,106 @@
+// A counting gate: at most `slots` holders at once, at most `max_waiting` callers
+// waiting for a slot, each until its deadline; and BackgroundRunner, low-priority
+// threads. The serving core bounds explanations and heavy image decodes with the gate
+// and runs heavy decodes on the runner.
+//
+//   SlotGate gate(/*slots=*/1, /*max_waiting=*/4, "large-image decode");
+//   SL_ASSIGN_OR_RETURN(SlotGate::Slot slot, gate.Acquire(deadline));
+//   ...  // the slot is released when `slot` goes out of scope
+//
+// Thread-safe. The gate must outlive its slots.
+#ifndef SKINLESION_SERVING_SLOT_GATE_H_
+#define SKINLESION_SERVING_SLOT_GATE_H_
+
+#include <condition_variable>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace skinlesion::serving {
+
+class SlotGate {
+ public:
+  // A held slot; movable, released on destruction.
+  class Slot {
+   public:
+    Slot(Slot&& other) noexcept;
+    Slot& operator=(Slot&& other) noexcept;
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+    ~Slot();
+
+   private:
+    friend class SlotGate;
+    explicit Slot(SlotGate* gate) : gate_(gate) {}
+    SlotGate* gate_;
+  };
+
+  // `what` names the slots in error messages ("explanation", "large-image decode");
+  // `context` ends them (" of model ham10000").
+  SlotGate(int slots, int max_waiting, std::string what, std::string context = "");
+  SlotGate(const SlotGate&) = delete;
+  SlotGate& operator=(const SlotGate&) = delete;
+
+  // A slot, at once or after waiting until `deadline` (InfiniteFuture: no limit).
+  // ResourceExhausted when every slot is held and max_waiting callers already wait;
+  // DeadlineExceeded when the deadline passes first (or has passed); Unavailable
+  // once Close() was called.
+  absl::StatusOr<Slot> Acquire(absl::Time deadline);
+
+  // Wakes every waiter with Unavailable and refuses later Acquire() calls; held slots
+  // stay valid until released.
+  void Close();
+
+  int held() const;
+  int waiting() const;
+
+ private:
+  void Release();
+
+  const int slots_;
+  const int max_waiting_;
+  const std::string what_;
+  const std::string context_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  int held_ = 0;
+  int waiting_ = 0;
+  bool closed_ = false;
+};
+
+inline constexpr int kUnlimitedWaiters = std::numeric_limits<int>::max();
+
+// A few long-lived threads at a lower scheduling priority (a higher nice value) that
+// run the work handed to them, one piece per thread at a time; the caller waits for
+// its result. The serving core decodes heavy images on them: on a small machine the
+// kernel then gives the batch worker the cores first, and a flood of large images
+// slows everyone else far less (docs/serving.md).
+class BackgroundRunner {
+ public:
+  // `threads` >= 1; `nice` 0..19 added to each thread's nice value (Linux:
+  // setpriority on the thread; elsewhere, or if refused, normal priority).
+  BackgroundRunner(int threads, int nice);
+  ~BackgroundRunner();  // Finishes queued work, then joins.
+  BackgroundRunner(const BackgroundRunner&) = delete;
+  BackgroundRunner& operator=(const BackgroundRunner&) = delete;
+
+  // Runs `work` on one of the threads and returns its status (blocking).
+  absl::Status Run(std::function<absl::Status()> work);
+
+  // Whether the threads run at the lower priority (setpriority succeeded on all).
+  bool lowered() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace skinlesion::serving
+
+#endif  // SKINLESION_SERVING_SLOT_GATE_H_
