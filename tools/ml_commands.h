@@ -115,6 +115,11 @@ absl::Status RunEvaluate(const EvaluateCommand& command);
 absl::Status RunPredict(const PredictCommand& command);
 absl::Status RunFitThresholds(const FitThresholdsCommand& command);
 absl::Status RunPrecisionCheck(const PrecisionCheckCommand& command);
+// `skinlesion doctor` (tools/doctor.cc): CPU flags and the precision auto picks,
+// LibTorch and its threads, the BLAS and OpenMP libraries actually loaded, oneDNN,
+// a GEMM measurement, CUDA devices; warnings for a reference BLAS, a 1-thread
+// default or spinning OpenMP threads.
+absl::Status RunDoctor(int threads);
 
 // The bundled model: $SKINLESION_MODEL, else models/bundled under the current
 // directory, else under the source tree this binary was built from.

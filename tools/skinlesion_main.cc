@@ -16,6 +16,7 @@
 //   skinlesion version
 //
 // Flags live here only; every command is a few calls into the libraries.
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -24,13 +25,17 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
@@ -299,26 +304,74 @@ absl::Status RunVersion() {
 struct Command {
   const char* help;
   std::function<absl::Status()> run;
+  // What `skinlesion <command> --help` shows: the synopsis and the flags the command
+  // reads (every other flag of this tool is refused for it).
+  const char* usage;
+  std::vector<const char*> flags;
 };
 
 const std::map<std::string, Command>& Commands() {
   static const auto* commands = new std::map<std::string, Command>{
-      {"dataset", {"summarise a HAM10000 folder (classes, lesions, missing images)", RunDataset}},
-      {"split", {"write a stratified, lesion-disjoint split file", RunSplit}},
-      {"augment-grid", {"write a PNG grid of augmented versions of an image", RunAugmentGrid}},
-      {"models", {"list the architectures with parameters and FLOPs", RunModelsCommand}},
-      {"train", {"train a classifier (two-phase fine-tuning) and export it", RunTrainCommand}},
-      {"evaluate", {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand}},
-      {"export", {"copy a model directory (optionally as float16) with a fresh golden set", RunExportCommand}},
-      {"publish", {"publish a model directory to a registry and move an alias", RunPublishCommand}},
-      {"precision-check", {"compare a model's answers in bf16 and fp32 on a split partition",
-                           RunPrecisionCheckCommand}},
-      {"fit-thresholds", {"fit a model's referral and out-of-distribution thresholds on validation data",
-                          RunFitThresholdsCommand}},
-      {"predict", {"classify lesion images (the bundled model by default)", RunPredictCommand}},
-      {"jobs", {"submit, list, watch and cancel jobs of skinlesion-trainer",
-                [] { return cli::RunJobsCommand(g_positional); }}},
-      {"version", {"print the version", RunVersion}},
+      {"dataset",
+       {"summarise a HAM10000 folder (classes, lesions, missing images)", RunDataset,
+        "--data DIR [--metadata CSV]", {"data", "metadata"}}},
+      {"split",
+       {"write a stratified, lesion-disjoint split file", RunSplit,
+        "--data DIR --out split.csv [--seed N] [--train F --val F --test F] [--kfold K] "
+        "[--hold_out_source NAME]",
+        {"data", "metadata", "out", "seed", "train", "val", "test", "kfold", "hold_out_source"}}},
+      {"augment-grid",
+       {"write a PNG grid of augmented versions of an image", RunAugmentGrid,
+        "--image PATH --out grid.png [--preset medical] [--rows R --cols C] [--tile PX] [--seed N]",
+        {"image", "out", "preset", "rows", "cols", "tile", "seed"}}},
+      {"models",
+       {"list the architectures with parameters and FLOPs", RunModelsCommand, "[--image_size 224]",
+        {"image_size"}}},
+      {"train",
+       {"train a classifier (two-phase fine-tuning) and export it", RunTrainCommand,
+        "--data DIR --out RUN [--config cfg.json] [--set k=v,...] [--split split.csv] "
+        "[--device auto] [--resume] [--progress_jsonl events.jsonl]",
+        {"config", "set", "data", "metadata", "split", "seed", "out", "device", "resume",
+         "progress_jsonl"}}},
+      {"evaluate",
+       {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand,
+        "--model DIR|NAME@ALIAS --out DIR (--data DIR --split F [--partition test] | --isic_csv F "
+        "--images DIR) [--tta] [--precision auto]",
+        {"model", "out", "data", "metadata", "split", "partition", "isic_csv", "images", "registry",
+         "tta", "device", "threads", "precision"}}},
+      {"export",
+       {"copy a model directory (optionally as float16) with a fresh golden set", RunExportCommand,
+        "--model DIR --out DIR [--fp16] [--golden a.jpg,b.jpg]", {"model", "out", "fp16", "golden"}}},
+      {"publish",
+       {"publish a model directory to a registry and move an alias", RunPublishCommand,
+        "--model DIR --registry ROOT --name NAME [--alias staging]",
+        {"model", "registry", "name", "alias"}}},
+      {"precision-check",
+       {"compare a model's answers in bf16 and fp32 on a split partition", RunPrecisionCheckCommand,
+        "--model DIR --data DIR --split F [--partition test] [--out report.json]",
+        {"model", "data", "metadata", "split", "partition", "out", "threads"}}},
+      {"fit-thresholds",
+       {"fit a model's referral and out-of-distribution thresholds on validation data",
+        RunFitThresholdsCommand,
+        "--model DIR --data DIR --split F [--fit_on val] [--target_sensitivity 0.9] "
+        "[--ood_images DIR]",
+        {"model", "data", "metadata", "split", "fit_on", "target_sensitivity", "ood_reject_rate",
+         "ood_images", "min_ood_auroc", "threads"}}},
+      {"predict",
+       {"classify lesion images (the bundled model by default)", RunPredictCommand,
+        "IMAGE... [--model DIR|NAME@ALIAS] [--json] [--explain_out DIR] [--precision auto]",
+        {"model", "json", "threads", "registry", "explain_out", "precision", "device"}}},
+      {"jobs",
+       {"submit, list, watch and cancel jobs of skinlesion-trainer",
+        [] { return cli::RunJobsCommand(g_positional); },
+        "submit|list|get|watch|cancel --trainer HOST:PORT [--token_file F] ...",
+        {"trainer", "token_file", "tls_ca", "state", "follow", "config", "set", "data", "metadata",
+         "split", "json"}}},
+      {"doctor",
+       {"print what this machine offers (CPU flags, bf16, threads, BLAS, oneDNN, CUDA) and what "
+        "to fix", [] { return cli::RunDoctor(absl::GetFlag(FLAGS_threads)); }, "[--threads 2]",
+        {"threads"}}},
+      {"version", {"print the version", RunVersion, "", {}}},
   };
   return *commands;
 }
@@ -329,8 +382,43 @@ std::string UsageText() {
     absl::StrAppend(&text, "  ", name, std::string(16 - std::min<size_t>(15, name.size()), ' '),
                     command.help, "\n");
   }
-  absl::StrAppend(&text, "\nflags: skinlesion <command> --helpfull");
+  absl::StrAppend(&text, "\nflags of a command: skinlesion <command> --help");
   return text;
+}
+
+// `skinlesion <command> --help`: the synopsis and each flag with its help and default.
+std::string CommandHelp(const std::string& name, const Command& command) {
+  std::string text = absl::StrCat("usage: skinlesion ", name, " ", command.usage, "\n",
+                                  command.help, "\n");
+  if (!command.flags.empty()) absl::StrAppend(&text, "\nflags:\n");
+  for (const char* flag_name : command.flags) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(flag_name);
+    SL_CHECK(flag != nullptr) << "command " << name << " lists an unknown flag --" << flag_name;
+    const std::string value = flag->DefaultValue();
+    absl::StrAppend(&text, "  --", flag_name, "\n      ", flag->Help(), " (default: ",
+                    value.empty() ? "\"\"" : value, ")\n");
+  }
+  return text;
+}
+
+// The tool's own flags named in `args` (flags of libraries and abseil's, such as
+// --flagfile, are not checked); stops at "--".
+std::vector<std::string> ToolFlagsGiven(const std::vector<char*>& args) {
+  std::vector<std::string> names;
+  for (size_t i = 1; i < args.size(); ++i) {
+    absl::string_view a = args[i];
+    if (a == "--") break;
+    if (!absl::ConsumePrefix(&a, "-")) continue;
+    absl::ConsumePrefix(&a, "-");
+    std::string name(a.substr(0, a.find('=')));
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::StartsWith(name, "no")) {  // --noflag for a boolean.
+      name = name.substr(2);
+      flag = absl::FindCommandLineFlag(name);
+    }
+    if (flag != nullptr && absl::StrContains(flag->Filename(), "tools/")) names.push_back(name);
+  }
+  return names;
 }
 
 }  // namespace
@@ -353,6 +441,24 @@ int main(int argc, char** argv) {
   // Parse the flags after the command name.
   std::vector<char*> args = {argv[0]};
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string a = args[i];
+    if (a == "--") break;
+    if (a == "--help" || a == "-help" || a == "-h") {
+      std::printf("%s", skinlesion::CommandHelp(name, it->second).c_str());
+      return 0;
+    }
+  }
+  // A flag of another command is an error, not silently ignored.
+  for (const std::string& flag : skinlesion::ToolFlagsGiven(args)) {
+    const auto& allowed = it->second.flags;
+    if (std::none_of(allowed.begin(), allowed.end(),
+                     [&](const char* f) { return flag == f; })) {
+      std::fprintf(stderr, "skinlesion %s: --%s does not apply to this command (see skinlesion %s --help)\n",
+                   name.c_str(), flag.c_str(), name.c_str());
+      return 2;
+    }
+  }
   const std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   for (size_t i = 1; i < positional.size(); ++i) skinlesion::g_positional.push_back(positional[i]);
