@@ -24,7 +24,11 @@ function(skinlesion_use_torch target)
   target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
   if(SKINLESION_PCH)
     if(NOT TARGET skinlesion_torch_pch)
-      file(WRITE ${PROJECT_BINARY_DIR}/torch_pch.cc "// Carries the shared <torch/torch.h> PCH.\n")
+      # Written once: rewriting it on every configure (scripts/run.sh configures
+      # again after scripts/test.sh) made Ninja rebuild the PCH's carrier.
+      if(NOT EXISTS ${PROJECT_BINARY_DIR}/torch_pch.cc)
+        file(WRITE ${PROJECT_BINARY_DIR}/torch_pch.cc "// Carries the shared <torch/torch.h> PCH.\n")
+      endif()
       add_library(skinlesion_torch_pch STATIC ${PROJECT_BINARY_DIR}/torch_pch.cc)
       target_compile_options(skinlesion_torch_pch PRIVATE ${SKINLESION_WARNINGS})
       target_link_libraries(skinlesion_torch_pch PUBLIC ${TORCH_LIBRARIES})

@@ -18,7 +18,7 @@
 namespace skinlesion::inference {
 namespace {
 
-constexpr absl::string_view kService = "skinlesion.v1.ClassificationService";
+constexpr absl::string_view kClassificationService = "skinlesion.v1.ClassificationService";
 
 v1::MalignancyGroup ToProto(MalignancyGroup group) {
   return group == MalignancyGroup::kMalignant ? v1::MALIGNANCY_GROUP_MALIGNANT
@@ -138,7 +138,7 @@ absl::Status ClassificationServiceImpl::Respond(const absl::StatusOr<serving::In
 grpc::Status ClassificationServiceImpl::Classify(grpc::ServerContext* context,
                                                  const v1::ClassifyRequest* request,
                                                  v1::ClassifyResponse* response) {
-  RpcRecorder recorder(metrics_, kService, "Classify");
+  RpcRecorder recorder(metrics_, kClassificationService, "Classify");
   const absl::Time deadline = DeadlineOf(*context);
   absl::StatusOr<serving::InferRequest> infer = ToInferRequest(*request, deadline);
   if (!infer.ok()) return recorder.Done(ToGrpcStatus(infer.status()));
@@ -149,7 +149,7 @@ grpc::Status ClassificationServiceImpl::Classify(grpc::ServerContext* context,
 grpc::Status ClassificationServiceImpl::ClassifyStream(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::ClassifyResponse, v1::ClassifyRequest>* stream) {
-  RpcRecorder recorder(metrics_, kService, "ClassifyStream");
+  RpcRecorder recorder(metrics_, kClassificationService, "ClassifyStream");
   using Result = absl::StatusOr<serving::InferResult>;
   struct Pending {
     v1::ClassifyRequest request;  // The image is dropped once submitted, unless explain.
@@ -240,7 +240,7 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
 grpc::Status ClassificationServiceImpl::ListServedModels(grpc::ServerContext* context,
                                                          const v1::ListServedModelsRequest* request,
                                                          v1::ListServedModelsResponse* response) {
-  RpcRecorder recorder(metrics_, kService, "ListServedModels");
+  RpcRecorder recorder(metrics_, kClassificationService, "ListServedModels");
   for (const serving::ServedModelStatus& status : core_->Models()) {
     v1::ServedModel* served = response->add_models();
     v1::ModelRef* model = served->mutable_model();

@@ -24,7 +24,7 @@ static_assert(std::endian::native == std::endian::little,
 
 namespace pb = ::inference;
 
-constexpr absl::string_view kService = "inference.GRPCInferenceService";
+constexpr absl::string_view kKServeService = "inference.GRPCInferenceService";
 constexpr char kImageInput[] = "image";
 constexpr char kTensorInput[] = "input";
 constexpr char kProbabilitiesOutput[] = "probabilities";
@@ -400,7 +400,7 @@ KServeServiceImpl::KServeServiceImpl(serving::ServingCore* core, GrpcMetrics* me
 grpc::Status KServeServiceImpl::ServerLive(grpc::ServerContext* context,
                                            const pb::ServerLiveRequest* request,
                                            pb::ServerLiveResponse* response) {
-  RpcRecorder recorder(metrics_, kService, "ServerLive");
+  RpcRecorder recorder(metrics_, kKServeService, "ServerLive");
   response->set_live(true);
   return recorder.Done(grpc::Status::OK);
 }
@@ -408,7 +408,7 @@ grpc::Status KServeServiceImpl::ServerLive(grpc::ServerContext* context,
 grpc::Status KServeServiceImpl::ServerReady(grpc::ServerContext* context,
                                             const pb::ServerReadyRequest* request,
                                             pb::ServerReadyResponse* response) {
-  RpcRecorder recorder(metrics_, kService, "ServerReady");
+  RpcRecorder recorder(metrics_, kKServeService, "ServerReady");
   response->set_ready(!shutting_down_->load() && core_->Ready());
   return recorder.Done(grpc::Status::OK);
 }
@@ -416,7 +416,7 @@ grpc::Status KServeServiceImpl::ServerReady(grpc::ServerContext* context,
 grpc::Status KServeServiceImpl::ModelReady(grpc::ServerContext* context,
                                            const pb::ModelReadyRequest* request,
                                            pb::ModelReadyResponse* response) {
-  RpcRecorder recorder(metrics_, kService, "ModelReady");
+  RpcRecorder recorder(metrics_, kKServeService, "ModelReady");
   absl::StatusOr<serving::ServedModelStatus> model = FindServedModel(*core_, request->name());
   if (!model.ok()) return recorder.Done(ToGrpcStatus(model.status()));
   const absl::StatusOr<int64_t> version = ParseVersion(request->version());
@@ -429,7 +429,7 @@ grpc::Status KServeServiceImpl::ModelReady(grpc::ServerContext* context,
 grpc::Status KServeServiceImpl::ServerMetadata(grpc::ServerContext* context,
                                                const pb::ServerMetadataRequest* request,
                                                pb::ServerMetadataResponse* response) {
-  RpcRecorder recorder(metrics_, kService, "ServerMetadata");
+  RpcRecorder recorder(metrics_, kKServeService, "ServerMetadata");
   response->set_name(options_.server_name);
   response->set_version(options_.server_version);
   response->add_extensions("classification");
@@ -439,7 +439,7 @@ grpc::Status KServeServiceImpl::ServerMetadata(grpc::ServerContext* context,
 grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
                                               const pb::ModelMetadataRequest* request,
                                               pb::ModelMetadataResponse* response) {
-  RpcRecorder recorder(metrics_, kService, "ModelMetadata");
+  RpcRecorder recorder(metrics_, kKServeService, "ModelMetadata");
   const absl::Status status = [&]() -> absl::Status {
     SL_ASSIGN_OR_RETURN(const serving::ServedModelStatus model,
                         FindServedModel(*core_, request->name()));
@@ -473,7 +473,7 @@ grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
 grpc::Status KServeServiceImpl::ModelInfer(grpc::ServerContext* context,
                                            const pb::ModelInferRequest* request,
                                            pb::ModelInferResponse* response) {
-  RpcRecorder recorder(metrics_, kService, "ModelInfer");
+  RpcRecorder recorder(metrics_, kKServeService, "ModelInfer");
   return recorder.Done(ToGrpcStatus(DoModelInfer(*context, *request, response)));
 }
 

@@ -19,7 +19,7 @@ using ::testing::HasSubstr;
 
 constexpr char kHeader[] = "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n";
 
-int Label(const char* code) { return ClassFromCode(code)->index; }
+int IsicLabel(const char* code) { return ClassFromCode(code)->index; }
 
 TEST(IsicTest, ParsesOneHotRowsByColumnName) {
   const std::string text = std::string(kHeader) +
@@ -31,15 +31,15 @@ TEST(IsicTest, ParsesOneHotRowsByColumnName) {
   ASSERT_EQ(rows->size(), 3u);
   EXPECT_EQ((*rows)[0].image_id, "ISIC_0034524");
   EXPECT_EQ((*rows)[0].lesion_id, "ISIC_0034524");
-  EXPECT_EQ((*rows)[0].label, Label("nv"));
-  EXPECT_EQ((*rows)[1].label, Label("mel"));
-  EXPECT_EQ((*rows)[2].label, Label("vasc"));
+  EXPECT_EQ((*rows)[0].label, IsicLabel("nv"));
+  EXPECT_EQ((*rows)[1].label, IsicLabel("mel"));
+  EXPECT_EQ((*rows)[2].label, IsicLabel("vasc"));
 
   // Same data, columns in the project's order and lower case.
   auto reordered =
       ParseIsicGroundTruth("image,akiec,bcc,bkl,df,mel,nv,vasc\nISIC_1,0,0,0,0,0,1.0,0\n");
   ASSERT_THAT(reordered, IsOk());
-  EXPECT_EQ((*reordered)[0].label, Label("nv"));
+  EXPECT_EQ((*reordered)[0].label, IsicLabel("nv"));
 }
 
 TEST(IsicTest, BadRowsAreErrorsWithTheLine) {
@@ -98,7 +98,7 @@ TEST(IsicTest, LoadsImagesFromAFolder) {
   ASSERT_EQ(catalogue->samples.size(), 2u);
   EXPECT_EQ(catalogue->samples[0].path, dir.Join("images/ISIC_1.jpg"));
   EXPECT_EQ(catalogue->samples[1].path, dir.Join("images/ISIC_3.png"));
-  EXPECT_EQ(catalogue->samples[1].label, Label("df"));
+  EXPECT_EQ(catalogue->samples[1].label, IsicLabel("df"));
 
   auto without = LoadIsic2018(dir.Join("gt.csv"), "/nonexistent", {.require_images = false});
   ASSERT_THAT(without, IsOk());

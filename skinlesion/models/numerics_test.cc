@@ -8,7 +8,7 @@
 namespace skinlesion::models {
 namespace {
 
-std::shared_ptr<Classifier> Make(const std::string& arch, int64_t size) {
+std::shared_ptr<Classifier> MakeModel(const std::string& arch, int64_t size) {
   torch::manual_seed(0);
   ModelOptions options;
   options.image_size = size;
@@ -19,8 +19,8 @@ std::shared_ptr<Classifier> Make(const std::string& arch, int64_t size) {
 }
 
 TEST(NumericsTest, AutoFollowsTheCpuAndCnnsGoChannelsLastOnlyInBf16) {
-  auto cnn = Make("resnet18", 32);
-  auto vit = Make("vit_custom", 32);
+  auto cnn = MakeModel("resnet18", 32);
+  auto vit = MakeModel("vit_custom", 32);
   Numerics n = ChooseNumerics(PrecisionChoice::kAuto, *cnn, torch::kCPU, {}, /*native_bf16=*/true);
   EXPECT_EQ(n.precision, Precision::kBf16);
   EXPECT_TRUE(n.channels_last);
@@ -37,7 +37,7 @@ TEST(NumericsTest, AutoFollowsTheCpuAndCnnsGoChannelsLastOnlyInBf16) {
 }
 
 TEST(NumericsTest, PrepareConvertsWeightsOnceAndForwardReturnsFp32Logits) {
-  auto model = Make("resnet18", 32);
+  auto model = MakeModel("resnet18", 32);
   const torch::Tensor x = torch::randn({3, 3, 32, 32});
   torch::Tensor reference;
   {
@@ -75,7 +75,7 @@ TEST(NumericsTest, PrepareConvertsWeightsOnceAndForwardReturnsFp32Logits) {
 }
 
 TEST(NumericsTest, Bf16VitRunsAndAgreesWithFp32) {
-  auto model = Make("vit_custom", 32);
+  auto model = MakeModel("vit_custom", 32);
   const torch::Tensor x = torch::randn({2, 3, 32, 32});
   torch::Tensor reference, logits;
   {
@@ -95,7 +95,7 @@ TEST(NumericsTest, Bf16VitRunsAndAgreesWithFp32) {
 }
 
 TEST(NumericsTest, ChannelsLastTrainingKeepsFp32MasterWeights) {
-  auto model = Make("resnet18", 32);
+  auto model = MakeModel("resnet18", 32);
   model->train();
   ToChannelsLast(*model);
   for (const auto& p : model->named_parameters()) {

@@ -29,7 +29,6 @@ namespace skinlesion::registry {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr size_t kMaxManifestBytes = 16 << 20;
 
 absl::Status CheckVersion(int64_t version) {
   if (version <= 0) {

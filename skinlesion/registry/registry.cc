@@ -27,7 +27,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kMaxNameLength = 64;
-constexpr size_t kMaxManifestBytes = 16 << 20;
 
 std::string NowRfc3339() {
   const auto now = std::chrono::system_clock::now();

@@ -27,6 +27,7 @@
 #ifndef SKINLESION_REGISTRY_REGISTRY_H_
 #define SKINLESION_REGISTRY_REGISTRY_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -40,6 +41,9 @@
 #include "nlohmann/json.hpp"
 
 namespace skinlesion::registry {
+
+// The largest manifest.json anyone reads (registry, service, client cache).
+inline constexpr size_t kMaxManifestBytes = 16 << 20;
 
 // Model and alias names: 1..64 characters of [a-z0-9._-], starting with a letter or
 // digit, no "..". Anything else is InvalidArgument (path traversal, empty, odd

@@ -17,7 +17,6 @@
 namespace skinlesion::registry {
 namespace {
 
-constexpr size_t kMaxManifestBytes = 16 << 20;
 
 grpc::Status InvalidArgument(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
