@@ -18,7 +18,9 @@ One cluster for the three scenarios, in order:
   6. a corrupt version published to `production` under load: 0 failed requests, the
      old version kept, the failure counted;
   7. kill -9 of the trainer mid-job: the restarted trainer resumes the job from its
-     checkpoint and publishes it once.
+     checkpoint and publishes it once;
+  8. kill -9 of the gateway itself under load: cluster.sh restarts it; the outage
+     clients see and how fast predictions succeed again.
 Each prints its figures ("CHAOS ..." lines, the source of docs/operations.md) and
 asserts the issue's targets with margin for a noisy 2-core machine.
 
@@ -575,6 +577,45 @@ class ChaosSuite(unittest.TestCase):
         self.assertEqual(len(resumed), 1, lines)
         self.assertEqual(len(after), len(before) + 1, (before, after))  # Published once.
         self.assertEqual(done["published_version"], max(after))
+
+    # ------------------------------------------------------------------ 8
+    def test_8_gateway_kill(self):
+        """kill -9 of the gateway under 4 closed-loop clients: requests in flight and
+        those sent while it is down fail (connection refused or reset: there is no one
+        else to answer them locally; in Kubernetes another replica would), cluster.sh
+        restarts it, and predictions succeed again as soon as it listens."""
+        pid = pid_of("skinlesion-gateway", self.port)
+        self.assertIsNotNone(pid)
+
+        def predict_short():
+            return http("POST", self.base + "/api/v1/predictions", self.image,
+                        {"Content-Type": "image/jpeg"}, timeout=5)[0]
+        clients = [Timer(predict_short, 0.05) for _ in range(4)]
+        for c in clients:
+            c.start()
+        time.sleep(1.5)
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        back = wait_for(lambda: (pid_of("skinlesion-gateway", self.port) or pid) != pid, 60,
+                        "the gateway to restart", interval=0.05)
+        self.assertTrue(back)
+        restarted_at = time.time()
+        wait_for(lambda: any(t > restarted_at and st == 200 for c in clients for t, _, st in c.samples),
+                 30, "a prediction to succeed after the restart", interval=0.05)
+        time.sleep(2.0)
+        samples = sorted(s for c in clients for s in c.finish())
+        after = [s for s in samples if s[0] + s[1] > killed_at]
+        failed = failures(after)
+        first_ok = min(t + d for t, d, st in after if st == 200 and t > killed_at)
+        figure("gateway_kill", requests=len(after), failed=len(failed),
+               restart_s=restarted_at - killed_at, outage_s=first_ok - killed_at,
+               failed_kinds=sorted({str(s[2])[:30] for s in failed}))
+        self.assertTrue(any("restarted gateway" in line for line in self.cluster.out))
+        # Back within a few seconds of the kill (restart backoff 0.5 s + start), and
+        # nothing fails once it is back.
+        self.assertLess(first_ok - killed_at, 10.0)
+        self.assertEqual([s for s in failed if s[0] > first_ok], [])
+        self.assertEqual(self.healthz(), 200)
 
 
 if __name__ == "__main__":
