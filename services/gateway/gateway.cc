@@ -521,7 +521,10 @@ class Gateway::Impl {
 
   // Classify with the inference deadline, retrying UNAVAILABLE (another channel,
   // exponential backoff with jitter) while the deadline allows.
-  grpc::Status Classify(const v1::ClassifyRequest& request, v1::ClassifyResponse* response);
+  // `client`: the HTTP client's address, passed on as x-skinlesion-client (inference
+  // shares its heavy-decode slots fairly by it).
+  grpc::Status Classify(const v1::ClassifyRequest& request, const std::string& client,
+                        v1::ClassifyResponse* response);
 
   // The png / json / md files of a version (downloaded once, verified).
   absl::StatusOr<std::shared_ptr<const VersionFileCache::Files>> VersionFiles(
@@ -816,13 +819,14 @@ void Gateway::Impl::MetricsText(const httplib::Request&, httplib::Response& res)
 // --- predictions -------------------------------------------------------------
 
 grpc::Status Gateway::Impl::Classify(const v1::ClassifyRequest& request,
-                                     v1::ClassifyResponse* response) {
+                                     const std::string& client, v1::ClassifyResponse* response) {
   const absl::Time deadline = absl::Now() + options_.inference_timeout;
   absl::Duration backoff = options_.retry_backoff;
   for (int attempt = 0;; ++attempt) {
     const size_t i = next_channel_.fetch_add(1) % inference_stubs_.size();
     grpc::ClientContext context;
     context.set_deadline(ToChrono(deadline));
+    if (!client.empty()) context.AddMetadata("x-skinlesion-client", client);
     const auto t0 = Clock::now();
     response->Clear();
     const grpc::Status status = inference_stubs_[i]->Classify(&context, request, response);
@@ -903,7 +907,7 @@ void Gateway::Impl::Predict(const httplib::Request& req, httplib::Response& res)
   request.set_top_k(query->top_k);
   request.set_explain(query->explain);
   v1::ClassifyResponse response;
-  const grpc::Status status = Classify(request, &response);
+  const grpc::Status status = Classify(request, req.remote_addr, &response);
   if (!status.ok()) return SendError(res, MapGrpcStatus(Upstream::kInference, status));
   if (response.probabilities_size() != 7) {
     return SendError(res, {.status = 502,

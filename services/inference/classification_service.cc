@@ -38,7 +38,7 @@ void FillClass(int index, float probability, v1::ClassProbability* out) {
 }  // namespace
 
 absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& request,
-                                                     absl::Time deadline) {
+                                                     absl::Time deadline, const std::string& client) {
   if (request.image().empty()) {
     return absl::InvalidArgumentError("image is empty: send the encoded JPEG/PNG/WebP/BMP bytes");
   }
@@ -51,6 +51,7 @@ absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& 
   out.version = request.version();
   out.encoded_image = request.image();
   out.deadline = deadline;
+  out.client = client;
   return out;
 }
 
@@ -108,7 +109,7 @@ std::string ClassificationServiceImpl::AliasOf(const std::string& model, int64_t
 
 absl::Status ClassificationServiceImpl::Respond(const absl::StatusOr<serving::InferResult>& result,
                                                 const v1::ClassifyRequest& request,
-                                                absl::Time deadline,
+                                                absl::Time deadline, const std::string& client,
                                                 v1::ClassifyResponse* response) {
   response->set_request_id(request.request_id());
   if (!result.ok()) return result.status();
@@ -121,6 +122,7 @@ absl::Status ClassificationServiceImpl::Respond(const absl::StatusOr<serving::In
   explain.encoded_image = request.image();
   explain.target_class = result->top_class;
   explain.deadline = deadline;
+  explain.client = client;
   absl::StatusOr<serving::Explanation> explanation = core_->Explain(explain);
   if (!explanation.ok()) {
     return absl::Status(explanation.status().code(),
@@ -140,10 +142,11 @@ grpc::Status ClassificationServiceImpl::Classify(grpc::ServerContext* context,
                                                  v1::ClassifyResponse* response) {
   RpcRecorder recorder(metrics_, kClassificationService, "Classify");
   const absl::Time deadline = DeadlineOf(*context);
-  absl::StatusOr<serving::InferRequest> infer = ToInferRequest(*request, deadline);
+  const std::string client = ClientOf(*context);
+  absl::StatusOr<serving::InferRequest> infer = ToInferRequest(*request, deadline, client);
   if (!infer.ok()) return recorder.Done(ToGrpcStatus(infer.status()));
   const absl::StatusOr<serving::InferResult> result = core_->Infer(*std::move(infer));
-  return recorder.Done(ToGrpcStatus(Respond(result, *request, deadline, response)));
+  return recorder.Done(ToGrpcStatus(Respond(result, *request, deadline, client, response)));
 }
 
 grpc::Status ClassificationServiceImpl::ClassifyStream(
@@ -177,7 +180,7 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
       const Result result = item.result.get();
       v1::ClassifyResponse response;
       // Explanations run here, one at a time per stream, after their prediction.
-      const absl::Status status = Respond(result, item.request, DeadlineOf(*context), &response);
+      const absl::Status status = Respond(result, item.request, DeadlineOf(*context), ClientOf(*context), &response);
       if (!status.ok()) {
         response.Clear();
         response.set_request_id(item.request.request_id());
@@ -206,7 +209,7 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
     auto promise = std::make_shared<std::promise<Result>>();
     Pending item{.request = std::move(request), .result = promise->get_future()};
     absl::StatusOr<serving::InferRequest> infer =
-        ToInferRequest(item.request, DeadlineOf(*context));
+        ToInferRequest(item.request, DeadlineOf(*context), ClientOf(*context));
     if (!item.request.explain()) item.request.clear_image();
     if (infer.ok()) {
       core_->InferAsync(*std::move(infer),

@@ -61,7 +61,7 @@ class ClassificationServiceImpl final : public v1::ClassificationService::Servic
   // version that made the prediction (its error, prefixed, fails the response).
   absl::Status Respond(const absl::StatusOr<serving::InferResult>& result,
                        const v1::ClassifyRequest& request, absl::Time deadline,
-                       v1::ClassifyResponse* response);
+                       const std::string& client, v1::ClassifyResponse* response);
   std::string AliasOf(const std::string& model, int64_t version) const;
 
   serving::ServingCore* core_;

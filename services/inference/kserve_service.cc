@@ -485,6 +485,8 @@ absl::Status KServeServiceImpl::DoModelInfer(const grpc::ServerContext& context,
   SL_ASSIGN_OR_RETURN(
       ParsedInfer parsed,
       ParseModelInfer(request, model, options_.max_items_per_request, DeadlineOf(context)));
+  const std::string client = ClientOf(context);
+  for (serving::InferRequest& item : parsed.items) item.client = client;
   // Every item goes to the core at once so that the batcher can group them.
   struct Join {
     std::mutex mu;

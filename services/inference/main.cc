@@ -73,6 +73,9 @@ ABSL_FLAG(int64_t, heavy_decode_bytes, 4 << 20, "See --heavy_decode_pixels");
 ABSL_FLAG(int, max_concurrent_heavy_decodes, 1, "Heavy image decodes at once");
 ABSL_FLAG(int, max_waiting_heavy_decodes, 4,
           "Heavy image decodes waiting for a slot beyond which RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_heavy_decodes_per_client, 1,
+          "Heavy image decodes one client (the gateway's x-skinlesion-client, else the gRPC "
+          "peer) may have running or waiting; beyond: RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0: LibTorch's default)");
 ABSL_FLAG(int, skip_delay_after_lone_arrivals, 3,
           "A request arriving to an idle batcher after this many such arrivals waits a tenth of "
@@ -192,6 +195,7 @@ absl::Status Run(const sigset_t& signals) {
   options.heavy_decode_bytes = absl::GetFlag(FLAGS_heavy_decode_bytes);
   options.max_concurrent_heavy_decodes = absl::GetFlag(FLAGS_max_concurrent_heavy_decodes);
   options.max_waiting_heavy_decodes = absl::GetFlag(FLAGS_max_waiting_heavy_decodes);
+  options.max_heavy_decodes_per_client = absl::GetFlag(FLAGS_max_heavy_decodes_per_client);
   options.poll_interval = absl::Seconds(absl::GetFlag(FLAGS_poll_interval_s));
   SL_ASSIGN_OR_RETURN(std::unique_ptr<serving::ServingCore> core,
                       serving::ServingCore::Create(

@@ -1,5 +1,6 @@
 #include "services/inference/service_util.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +17,17 @@ absl::Time DeadlineOf(const grpc::ServerContext& context) {
   const auto deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
   return absl::FromChrono(deadline);
+}
+
+std::string ClientOf(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find(kClientMetadata); it != metadata.end() && !it->second.empty()) {
+    return std::string(it->second.data(), std::min<size_t>(it->second.size(), 128));
+  }
+  std::string peer = context.peer();
+  if (const size_t colon = peer.find(':'); colon != std::string::npos) peer = peer.substr(colon + 1);
+  if (const size_t port = peer.rfind(':'); port != std::string::npos) peer = peer.substr(0, port);
+  return peer;
 }
 
 absl::StatusOr<serving::ServedModelStatus> FindServedModel(const serving::ServingCore& core,

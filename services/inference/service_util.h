@@ -23,6 +23,12 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // The client's deadline as an absl::Time (InfiniteFuture when it set none).
 absl::Time DeadlineOf(const grpc::ServerContext& context);
 
+// Who sent the call, for fairness between clients: the `x-skinlesion-client`
+// metadata the gateway sets (its HTTP client's address), else the host of the gRPC
+// peer ("ipv4:10.0.0.7:5123" -> "10.0.0.7"; "ipv6:[::1]:5123" -> "[::1]").
+std::string ClientOf(const grpc::ServerContext& context);
+inline constexpr char kClientMetadata[] = "x-skinlesion-client";
+
 // The served model called `name` (empty: the first one, the server's default).
 // NotFound names the served models; Unavailable when none is configured.
 absl::StatusOr<serving::ServedModelStatus> FindServedModel(const serving::ServingCore& core,

@@ -88,6 +88,7 @@ absl::Status ValidateOptions(const ServingOptions& o) {
   at_least("heavy_decode_bytes", o.heavy_decode_bytes, 1);
   at_least("max_concurrent_heavy_decodes", o.max_concurrent_heavy_decodes, 1);
   at_least("max_waiting_heavy_decodes", o.max_waiting_heavy_decodes, 0);
+  at_least("max_heavy_decodes_per_client", o.max_heavy_decodes_per_client, 1);
   at_least("max_concurrent_explanations", o.max_concurrent_explanations, 1);
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return absl::OkStatus();
@@ -269,8 +270,8 @@ class ServingCoreImpl final : public ServingCore {
       input = request.tensor;
     } else {
       input.resize(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
-      SL_RETURN_IF_ERROR(DecodeOnCaller(spec, request.encoded_image, request.deadline, "explain",
-                                        input.data()));
+      SL_RETURN_IF_ERROR(DecodeOnCaller(spec, request.encoded_image, request.deadline,
+                                        request.client, "explain", input.data()));
     }
 
     // A slot among max_concurrent_explanations, waited for until the deadline.
@@ -360,12 +361,12 @@ class ServingCoreImpl final : public ServingCore {
   // heavy_decode_bytes) waits for one of max_concurrent_heavy_decodes slots first.
   // The time goes to the decode histogram under `stage` ("heavy" when heavy).
   absl::Status DecodeOnCaller(const ModelSpec& spec, absl::string_view bytes, absl::Time deadline,
-                              const char* stage, float* out) {
+                              const std::string& client, const char* stage, float* out) {
     const DecodeLimits limits = LimitsFor(spec);
     SL_ASSIGN_OR_RETURN(const bool heavy, IsHeavy(bytes, limits));
     std::optional<SlotGate::Slot> slot;
     if (heavy) {
-      SL_ASSIGN_OR_RETURN(SlotGate::Slot acquired, heavy_decodes_.Acquire(deadline));
+      SL_ASSIGN_OR_RETURN(SlotGate::Slot acquired, heavy_decodes_.Acquire(deadline, client));
       slot.emplace(std::move(acquired));
     }
     const absl::Time start = absl::Now();
@@ -419,7 +420,7 @@ class ServingCoreImpl final : public ServingCore {
       }
     }
     pending.input.resize(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
-    return DecodeOnCaller(spec, request.encoded_image, request.deadline, "caller",
+    return DecodeOnCaller(spec, request.encoded_image, request.deadline, request.client, "caller",
                           pending.input.data());
   }
 
@@ -564,7 +565,8 @@ class ServingCoreImpl final : public ServingCore {
 
   // Heavy image decodes (DecodeOnCaller), across models.
   SlotGate heavy_decodes_{options_.max_concurrent_heavy_decodes,
-                          options_.max_waiting_heavy_decodes, "large-image decode"};
+                          options_.max_waiting_heavy_decodes, "large-image decode", "",
+                          options_.max_heavy_decodes_per_client};
   // Where they run: one low-priority thread per slot.
   BackgroundRunner heavy_runner_{options_.max_concurrent_heavy_decodes, kHeavyDecodeNice};
 };

@@ -216,6 +216,10 @@ struct ServingOptions {
   int64_t heavy_decode_bytes = 4 << 20;
   int max_concurrent_heavy_decodes = 1;
   int max_waiting_heavy_decodes = 4;
+  // Fairness: heavy decodes one client (InferRequest::client) may have running or
+  // waiting at once; beyond that its next heavy image is ResourceExhausted at once,
+  // so one client cannot fill every slot and waiting place.
+  int max_heavy_decodes_per_client = 1;
   // A version that failed to load is tried again only after this many polls (or
   // as soon as the alias moves to another version).
   int retry_failed_after_polls = 5;
@@ -232,6 +236,9 @@ struct InferRequest {
   std::string encoded_image;  // JPEG/PNG/WebP/BMP bytes; decoded + preprocessed here.
   std::vector<float> tensor;  // Preprocessed [3, S, S] float (KServe FP32 input).
   absl::Time deadline = absl::InfiniteFuture();
+  // Who sent it (the gateway's client address, else the gRPC peer's host); empty:
+  // unknown. Heavy-decode fairness counts by it.
+  std::string client;
   // One of several requests submitted together (the items of one KServe call): it
   // never takes the lone-request shortcut (BatchingOptions::
   // skip_delay_after_lone_arrivals), so the group waits for its other members.
@@ -246,6 +253,7 @@ struct ExplainRequest {
   std::vector<float> tensor;
   int target_class = 0;  // In [0, kNumClasses), usually the prediction's top class.
   absl::Time deadline = absl::InfiniteFuture();
+  std::string client;  // As InferRequest::client.
 };
 
 struct InferResult {

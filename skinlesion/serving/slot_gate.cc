@@ -19,28 +19,51 @@
 
 namespace skinlesion::serving {
 
-SlotGate::Slot::Slot(Slot&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+SlotGate::Slot::Slot(Slot&& other) noexcept
+    : gate_(std::exchange(other.gate_, nullptr)), key_(std::move(other.key_)) {}
 
 SlotGate::Slot& SlotGate::Slot::operator=(Slot&& other) noexcept {
   if (this != &other) {
-    if (gate_ != nullptr) gate_->Release();
+    if (gate_ != nullptr) gate_->Release(key_);
     gate_ = std::exchange(other.gate_, nullptr);
+    key_ = std::move(other.key_);
   }
   return *this;
 }
 
 SlotGate::Slot::~Slot() {
-  if (gate_ != nullptr) gate_->Release();
+  if (gate_ != nullptr) gate_->Release(key_);
 }
 
-SlotGate::SlotGate(int slots, int max_waiting, std::string what, std::string context)
-    : slots_(slots), max_waiting_(max_waiting), what_(std::move(what)), context_(std::move(context)) {}
+SlotGate::SlotGate(int slots, int max_waiting, std::string what, std::string context,
+                   int max_per_key)
+    : slots_(slots),
+      max_waiting_(max_waiting),
+      what_(std::move(what)),
+      context_(std::move(context)),
+      max_per_key_(max_per_key) {}
 
-absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline) {
+void SlotGate::ForgetKey(const std::string& key) {
+  if (key.empty()) return;
+  auto it = per_key_.find(key);
+  if (it != per_key_.end() && --it->second <= 0) per_key_.erase(it);
+}
+
+absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline, const std::string& key) {
   std::unique_lock<std::mutex> lock(mu_);
+  if (!key.empty()) {
+    int& mine = per_key_[key];
+    if (mine >= max_per_key_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "this client already has ", mine, " ", what_, "(s) running or waiting", context_,
+          " (at most ", max_per_key_, " per client); try again shortly"));
+    }
+    ++mine;
+  }
   auto can_go = [&] { return held_ < slots_ || closed_; };
   if (!can_go()) {
     if (waiting_ >= max_waiting_) {
+      ForgetKey(key);
       return absl::ResourceExhaustedError(
           absl::StrCat("all ", slots_, " ", what_, " slot(s) are busy and ", waiting_,
                        " request(s) already wait for one", context_, "; try again shortly"));
@@ -54,17 +77,22 @@ absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline) {
     }
     --waiting_;
     if (!got) {
+      ForgetKey(key);
       return absl::DeadlineExceededError(absl::StrCat(
           "deadline passed while waiting for one of ", slots_, " ", what_, " slot(s)", context_));
     }
   }
-  if (closed_) return absl::UnavailableError("the server is shutting down");
+  if (closed_) {
+    ForgetKey(key);
+    return absl::UnavailableError("the server is shutting down");
+  }
   if (deadline <= absl::Now()) {
+    ForgetKey(key);
     return absl::DeadlineExceededError(
         absl::StrCat("deadline passed before the ", what_, " started", context_));
   }
   ++held_;
-  return Slot(this);
+  return Slot(this, key);
 }
 
 void SlotGate::Close() {
@@ -85,10 +113,11 @@ int SlotGate::waiting() const {
   return waiting_;
 }
 
-void SlotGate::Release() {
+void SlotGate::Release(const std::string& key) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     --held_;
+    ForgetKey(key);
   }
   cv_.notify_one();
 }

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,13 +38,16 @@ class SlotGate {
 
    private:
     friend class SlotGate;
-    explicit Slot(SlotGate* gate) : gate_(gate) {}
+    Slot(SlotGate* gate, std::string key) : gate_(gate), key_(std::move(key)) {}
     SlotGate* gate_;
+    std::string key_;
   };
 
   // `what` names the slots in error messages ("explanation", "large-image decode");
-  // `context` ends them (" of model ham10000").
-  SlotGate(int slots, int max_waiting, std::string what, std::string context = "");
+  // `context` ends them (" of model ham10000"). `max_per_key`: how many slots one key
+  // (a client) may hold or wait for at once (fairness); kUnlimitedWaiters: no cap.
+  SlotGate(int slots, int max_waiting, std::string what, std::string context = "",
+           int max_per_key = std::numeric_limits<int>::max());
   SlotGate(const SlotGate&) = delete;
   SlotGate& operator=(const SlotGate&) = delete;
 
@@ -51,7 +55,9 @@ class SlotGate {
   // ResourceExhausted when every slot is held and max_waiting callers already wait;
   // DeadlineExceeded when the deadline passes first (or has passed); Unavailable
   // once Close() was called.
-  absl::StatusOr<Slot> Acquire(absl::Time deadline);
+  // With a non-empty `key`, ResourceExhausted at once when that key already holds or
+  // waits for max_per_key slots.
+  absl::StatusOr<Slot> Acquire(absl::Time deadline, const std::string& key = "");
 
   // Wakes every waiter with Unavailable and refuses later Acquire() calls; held slots
   // stay valid until released.
@@ -61,17 +67,20 @@ class SlotGate {
   int waiting() const;
 
  private:
-  void Release();
+  void Release(const std::string& key);
+  void ForgetKey(const std::string& key);  // Requires mu_.
 
   const int slots_;
   const int max_waiting_;
   const std::string what_;
   const std::string context_;
+  const int max_per_key_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   int held_ = 0;
   int waiting_ = 0;
   bool closed_ = false;
+  std::map<std::string, int> per_key_;  // Slots held or waited for, by non-empty key.
 };
 
 inline constexpr int kUnlimitedWaiters = std::numeric_limits<int>::max();

@@ -81,6 +81,32 @@ TEST(SlotGateTest, CloseWakesWaitersAndRefusesNewcomers) {
   EXPECT_EQ(gate.held(), 1);  // The held slot stays valid until released.
 }
 
+TEST(SlotGateTest, OneClientCannotTakeEverySlotAndWaitingPlace) {
+  SlotGate gate(2, 4, "large-image decode", "", /*max_per_key=*/1);
+  auto a = gate.Acquire(absl::InfiniteFuture(), "10.0.0.1");
+  ASSERT_THAT(a, IsOk());
+  // The same client again: refused at once, though a slot is free.
+  EXPECT_THAT(gate.Acquire(absl::InfiniteFuture(), "10.0.0.1"),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("this client already has 1 large-image decode(s)")));
+  // Another client gets the free slot; an unnamed caller is not capped.
+  auto b = gate.Acquire(absl::InfiniteFuture(), "10.0.0.2");
+  ASSERT_THAT(b, IsOk());
+  EXPECT_EQ(gate.held(), 2);
+  // Released (also through a move): the client may come back.
+  SlotGate::Slot moved = std::move(*a);
+  { SlotGate::Slot gone = std::move(moved); }
+  auto again = gate.Acquire(absl::InfiniteFuture(), "10.0.0.1");
+  EXPECT_THAT(again, IsOk());
+  // A wait that times out does not leave the client counted.
+  SlotGate one(1, 4, "decode", "", 1);
+  auto held = one.Acquire(absl::InfiniteFuture(), "x");
+  ASSERT_THAT(held, IsOk());
+  EXPECT_THAT(one.Acquire(Soon(), "y"), StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("")));
+  { auto released = std::move(*held); }
+  EXPECT_THAT(one.Acquire(absl::InfiniteFuture(), "y"), IsOk());
+}
+
 TEST(SlotGateTest, MovedSlotsReleaseOnce) {
   SlotGate gate(1, 0, "decode");
   auto a = gate.Acquire(absl::InfiniteFuture());
