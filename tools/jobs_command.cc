@@ -19,6 +19,7 @@
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/v1/training.grpc.pb.h"
+#include "skinlesion/rpc/status.h"
 
 ABSL_DECLARE_FLAG(std::string, config);
 ABSL_DECLARE_FLAG(std::string, set);
@@ -40,12 +41,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using google::protobuf::util::JsonPrintOptions;
-
-absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(what, ": ", s.error_message()));
-}
 
 std::string Json(const google::protobuf::Message& m) {
   std::string out;
@@ -163,12 +158,12 @@ absl::Status Watch(const Connection& c, const std::string& id) {
     std::fflush(stdout);
   }
   end_progress();
-  SL_RETURN_IF_ERROR(FromGrpc(reader->Finish(), "WatchJob"));
+  SL_RETURN_IF_ERROR(rpc::FromGrpcStatus(reader->Finish(), "WatchJob"));
   grpc::ClientContext get_context;
   v1::GetJobRequest get;
   get.set_id(id);
   v1::Job job;
-  SL_RETURN_IF_ERROR(FromGrpc(c.stub->GetJob(&get_context, get, &job), "GetJob"));
+  SL_RETURN_IF_ERROR(rpc::FromGrpcStatus(c.stub->GetJob(&get_context, get, &job), "GetJob"));
   if (!json) PrintJob(job);
   (void)last_state;
   if (job.state() == v1::JOB_STATE_FAILED)
@@ -277,7 +272,7 @@ absl::Status RunJobsCommand(const std::vector<std::string>& positional) {
     v1::SubmitJobRequest request;
     *request.mutable_config() = config;
     v1::Job job;
-    SL_RETURN_IF_ERROR(FromGrpc(c.stub->SubmitJob(&context, request, &job), "SubmitJob"));
+    SL_RETURN_IF_ERROR(rpc::FromGrpcStatus(c.stub->SubmitJob(&context, request, &job), "SubmitJob"));
     if (absl::GetFlag(FLAGS_json)) {
       std::printf("%s\n", Json(job).c_str());
     } else {
@@ -303,7 +298,7 @@ absl::Status RunJobsCommand(const std::vector<std::string>& positional) {
     grpc::ClientContext context;
     Prepare(context, c, false);
     v1::ListJobsResponse response;
-    SL_RETURN_IF_ERROR(FromGrpc(c.stub->ListJobs(&context, request, &response), "ListJobs"));
+    SL_RETURN_IF_ERROR(rpc::FromGrpcStatus(c.stub->ListJobs(&context, request, &response), "ListJobs"));
     for (const v1::Job& job : response.jobs()) PrintJob(job);
     if (response.jobs().empty() && !absl::GetFlag(FLAGS_json)) std::printf("no jobs\n");
     return absl::OkStatus();
@@ -316,12 +311,12 @@ absl::Status RunJobsCommand(const std::vector<std::string>& positional) {
     if (action == "get") {
       v1::GetJobRequest request;
       request.set_id(id);
-      SL_RETURN_IF_ERROR(FromGrpc(c.stub->GetJob(&context, request, &job), "GetJob"));
+      SL_RETURN_IF_ERROR(rpc::FromGrpcStatus(c.stub->GetJob(&context, request, &job), "GetJob"));
     } else {
       Prepare(context, c, true);
       v1::CancelJobRequest request;
       request.set_id(id);
-      SL_RETURN_IF_ERROR(FromGrpc(c.stub->CancelJob(&context, request, &job), "CancelJob"));
+      SL_RETURN_IF_ERROR(rpc::FromGrpcStatus(c.stub->CancelJob(&context, request, &job), "CancelJob"));
     }
     PrintJob(job);
     return absl::OkStatus();

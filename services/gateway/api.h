@@ -22,6 +22,7 @@
 #include "skinlesion/v1/classification.pb.h"
 #include "skinlesion/v1/registry.pb.h"
 #include "skinlesion/v1/training.pb.h"
+#include "skinlesion/rpc/status.h"
 
 namespace skinlesion::gateway {
 
@@ -48,7 +49,7 @@ enum class Upstream { kInference, kRegistry, kTrainer };
 const char* UpstreamName(Upstream upstream);  // "inference" | "registry" | "trainer"
 
 // "UNAVAILABLE", "DEADLINE_EXCEEDED", ... (the label of upstream_errors_total).
-std::string GrpcCodeName(grpc::StatusCode code);
+using rpc::GrpcCodeName;
 
 // The one mapping of upstream gRPC failures (status must not be OK):
 //   INVALID_ARGUMENT    400 invalid_image (inference) / bad_request

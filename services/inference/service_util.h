@@ -13,12 +13,12 @@
 #include "grpcpp/grpcpp.h"
 #include "skinlesion/serving/serving.h"
 #include "skinlesion/telemetry/grpc_metrics.h"
+#include "skinlesion/rpc/status.h"
 
 namespace skinlesion::inference {
 
-// absl and gRPC share the canonical code numbering (google.rpc.Code), so the
-// mapping is 1:1: InvalidArgument -> INVALID_ARGUMENT, NotFound -> NOT_FOUND, ...
-grpc::Status ToGrpcStatus(const absl::Status& status);
+// absl::Status -> grpc::Status (skinlesion/rpc/status.h).
+using rpc::ToGrpcStatus;
 
 // The client's deadline as an absl::Time (InfiniteFuture when it set none).
 absl::Time DeadlineOf(const grpc::ServerContext& context);

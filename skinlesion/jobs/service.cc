@@ -4,11 +4,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "skinlesion/registry/grpc_status.h"
+#include "skinlesion/rpc/status.h"
 
 namespace skinlesion::jobs {
 
-using registry::ToGrpcStatus;
+using rpc::ToGrpcStatus;
 
 CallAuthorizer RequireBearerToken(std::string token) {
   return [token = std::move(token)](grpc::ServerContext* context) -> grpc::Status {

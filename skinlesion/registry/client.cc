@@ -21,11 +21,14 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/rng.h"
 #include "skinlesion/common/status.h"
-#include "skinlesion/registry/grpc_status.h"
+#include "skinlesion/rpc/status.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/telemetry/grpc_channel.h"
 
 namespace skinlesion::registry {
+
+using rpc::FromGrpcStatus;
+using rpc::ToGrpcStatus;
 namespace fs = std::filesystem;
 namespace {
 

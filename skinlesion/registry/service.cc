@@ -12,9 +12,12 @@
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
-#include "skinlesion/registry/grpc_status.h"
+#include "skinlesion/rpc/status.h"
 
 namespace skinlesion::registry {
+
+using rpc::FromGrpcStatus;
+using rpc::ToGrpcStatus;
 namespace {
 
 

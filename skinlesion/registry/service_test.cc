@@ -15,11 +15,14 @@
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/rng.h"
 #include "skinlesion/registry/client.h"
-#include "skinlesion/registry/grpc_status.h"
+#include "skinlesion/rpc/status.h"
 #include "skinlesion/registry/remote_source.h"
 #include "skinlesion/testing/testing.h"
 
 namespace skinlesion::registry {
+
+using rpc::FromGrpcStatus;
+using rpc::ToGrpcStatus;
 namespace {
 
 namespace fs = std::filesystem;

@@ -30,17 +30,6 @@ void GrpcMetrics::Record(absl::string_view service, absl::string_view method, gr
       .Observe(seconds);
 }
 
-std::string GrpcCodeName(grpc::StatusCode code) {
-  static constexpr std::array<const char*, 17> kNames = {
-      "OK",           "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
-  const int i = static_cast<int>(code);
-  return i >= 0 && i < static_cast<int>(kNames.size()) ? kNames[i] : absl::StrCat(i);
-}
-
 std::pair<std::string, std::string> SplitGrpcMethod(absl::string_view full_method) {
   if (full_method.size() > 1 && full_method[0] == '/') {
     const size_t slash = full_method.find('/', 1);

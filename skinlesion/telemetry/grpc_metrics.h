@@ -26,6 +26,7 @@
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "skinlesion/rpc/status.h"
 
 namespace skinlesion::telemetry {
 
@@ -41,7 +42,7 @@ class GrpcMetrics {
 };
 
 // gRPC's canonical name of a code ("OK", "NOT_FOUND", ...); the number for others.
-std::string GrpcCodeName(grpc::StatusCode code);
+using rpc::GrpcCodeName;
 
 // "/skinlesion.v1.RegistryService/ListModels" -> {"skinlesion.v1.RegistryService",
 // "ListModels"}; a name without that shape -> {"", name}.
