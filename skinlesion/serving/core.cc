@@ -364,6 +364,14 @@ class ServingCoreImpl final : public ServingCore {
                               const std::string& client, const char* stage, float* out) {
     const DecodeLimits limits = LimitsFor(spec);
     SL_ASSIGN_OR_RETURN(const bool heavy, IsHeavy(bytes, limits));
+    return DecodeWith(spec, bytes, limits, heavy, deadline, client, stage, out);
+  }
+
+  // DecodeOnCaller once the header has been read: `limits` from LimitsFor(spec) and
+  // `heavy` from IsHeavy.
+  absl::Status DecodeWith(const ModelSpec& spec, absl::string_view bytes,
+                          const DecodeLimits& limits, bool heavy, absl::Time deadline,
+                          const std::string& client, const char* stage, float* out) {
     std::optional<SlotGate::Slot> slot;
     if (heavy) {
       SL_ASSIGN_OR_RETURN(SlotGate::Slot acquired, heavy_decodes_.Acquire(deadline, client));
@@ -411,17 +419,17 @@ class ServingCoreImpl final : public ServingCore {
       pending.input = request.tensor;
       return absl::OkStatus();
     }
-    if (options_.batching.decode_in_worker) {
-      SL_ASSIGN_OR_RETURN(const bool heavy, IsHeavy(request.encoded_image, LimitsFor(spec)));
-      if (!heavy) {
-        pending.decode = std::make_shared<DecodeJob>();
-        pending.decode->encoded = request.encoded_image;
-        return absl::OkStatus();
-      }
+    // The header is read once, here: its verdict decides where the image is decoded.
+    const DecodeLimits limits = LimitsFor(spec);
+    SL_ASSIGN_OR_RETURN(const bool heavy, IsHeavy(request.encoded_image, limits));
+    if (options_.batching.decode_in_worker && !heavy) {
+      pending.decode = std::make_shared<DecodeJob>();
+      pending.decode->encoded = request.encoded_image;
+      return absl::OkStatus();
     }
     pending.input.resize(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
-    return DecodeOnCaller(spec, request.encoded_image, request.deadline, request.client, "caller",
-                          pending.input.data());
+    return DecodeWith(spec, request.encoded_image, limits, heavy, request.deadline, request.client,
+                      "caller", pending.input.data());
   }
 
   void Follow(Model& m) {
