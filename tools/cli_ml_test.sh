@@ -109,4 +109,74 @@ if "$CLI" train "${DATA[@]}" --out "$OUT/bad" --set epochs=0,optimizer=adam 2> "
 fi
 grep -q "epochs must be >= 1" "$OUT/err2.txt"
 grep -q "unknown optimizer 'adam'" "$OUT/err2.txt"
+# The referral and not-a-lesion thresholds of an existing model: the mahalanobis
+# Gaussian is fitted on the training images' features and written beside the weights
+# with its digest; predict and evaluate then report the feature score.
+cp -r "$OUT/run/model" "$OUT/fitted"
+"$CLI" fit-thresholds --model "$OUT/fitted" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val \
+  --ood_images "$FIX/../ood" --min_ood_auroc 0 --threads 1 > "$OUT/fit.txt"
+grep -q "fitting the not-a-lesion Gaussian on the" "$OUT/fit.txt"
+grep -q "non-lesion images in" "$OUT/fit.txt"
+test -s "$OUT/fitted/ood_features.safetensors"
+/usr/bin/python3 - "$OUT/fitted" <<'PY'
+import hashlib, json, os, sys
+d = sys.argv[1]
+m = json.load(open(os.path.join(d, "manifest.json")))
+o = m["ood"]
+assert o["method"] == "mahalanobis" and o["threshold"] > 0 and o["features"]["dim"] == 512, o
+digest = hashlib.sha256(open(os.path.join(d, o["features"]["file"]), "rb").read()).hexdigest()
+assert digest == o["features"]["sha256"], (digest, o["features"])
+assert 0 <= o["check"]["auroc_vs_lesions"] <= 1 and o["check"]["n"] == 22, o["check"]
+assert m["refer"]["malignancy_risk_threshold"] is not None
+PY
+"$CLI" predict --model "$OUT/fitted" --json "$FIX/../ood/flat_white.png" > "$OUT/pred_ood.json"
+/usr/bin/python3 -c "import json,sys; p=json.load(open(sys.argv[1]))[0]; assert p['ood_score'] > 0, p" "$OUT/pred_ood.json"
+"$CLI" evaluate --model "$OUT/fitted" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval_fitted" --device cpu \
+  | grep -q "not-a-lesion check mahalanobis"
+# Without non-lesion images to measure it on, no check is written (and no Gaussian left behind).
+cp -r "$OUT/run/model" "$OUT/fitted2"
+"$CLI" fit-thresholds --model "$OUT/fitted2" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val --threads 1 \
+  | grep -q "NOT written"
+test ! -e "$OUT/fitted2/ood_features.safetensors"
+if grep -q '"ood"' "$OUT/fitted2/manifest.json"; then echo "an unmeasured check was written"; exit 1; fi
+
+# Cross-validation: one run per k-fold round, summarised; finished rounds are kept, a
+# new recipe in the same folder is refused, a fold out of range is an error.
+"$CLI" split "${DATA[@]}" --out "$OUT/kfold.csv" --kfold 3 --seed 2 | grep -q "kfold:3"
+TINY=architecture=resnet18,image_size=32,epochs=1,frozen_epochs=0,batch_size=4,num_workers=1,threads=1,progress_interval_s=0
+"$CLI" cv "${DATA[@]}" --split "$OUT/kfold.csv" --out "$OUT/cv" --device cpu --set "$TINY" --folds 0,1 > "$OUT/cv1.txt"
+grep -q "2 of 3 rounds finished" "$OUT/cv1.txt"
+"$CLI" cv "${DATA[@]}" --split "$OUT/kfold.csv" --out "$OUT/cv" --device cpu --set "$TINY" 2> "$OUT/cv2_err.txt" > "$OUT/cv2.txt"
+grep -q "round 0 (fold0) is finished: kept" "$OUT/cv2_err.txt"
+grep -q "3 of 3 rounds finished" "$OUT/cv2.txt"
+grep -q "mean ± sd" "$OUT/cv/cv.md"
+/usr/bin/python3 - "$OUT/cv" <<'PY'
+import json, os, statistics, sys
+d = sys.argv[1]
+cv = json.load(open(os.path.join(d, "cv.json")))
+assert [r["fold"] for r in cv["folds"]] == [0, 1, 2], cv["folds"]
+tested = []
+for f in range(3):
+    m = json.load(open(os.path.join(d, f"fold{f}", "model", "manifest.json")))
+    assert m["data"]["fold"] == f and m["data"]["split_method"] == "kfold:3", m["data"]
+    tested.append(m["data"]["test_images"])
+    per = json.load(open(os.path.join(d, f"fold{f}", "report", "metrics.json")))
+    assert abs(cv["folds"][f]["balanced_accuracy"] - per["balanced_accuracy"]) < 1e-12
+assert sum(tested) == 14, tested  # every image is tested exactly once
+b = [r["balanced_accuracy"] for r in cv["folds"]]
+s = cv["summary"]["balanced_accuracy"]
+assert abs(s["mean"] - statistics.mean(b)) < 1e-9 and abs(s["sd"] - statistics.stdev(b)) < 1e-9, (s, b)
+PY
+if "$CLI" cv "${DATA[@]}" --split "$OUT/kfold.csv" --out "$OUT/cv" --device cpu --set "$TINY,epochs=2" 2> "$OUT/cv3_err.txt"; then
+  echo "cv mixed two recipes in one folder"; exit 1
+fi
+grep -q "another recipe" "$OUT/cv3_err.txt"
+if "$CLI" cv "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/cv4" --device cpu --set "$TINY" 2> "$OUT/cv4_err.txt"; then
+  echo "cv accepted a holdout split"; exit 1
+fi
+grep -q "needs a k-fold split" "$OUT/cv4_err.txt"
+if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --fold 3 --out "$OUT/cv5" --set "$TINY" 2> "$OUT/cv5_err.txt"; then
+  echo "train accepted fold 3 of 3"; exit 1
+fi
+grep -q "out of range" "$OUT/cv5_err.txt"
 echo "cli_ml_test: ok"

@@ -27,11 +27,13 @@
 #include "skinlesion/data/split.h"
 #include "skinlesion/common/ood.h"
 #include "skinlesion/common/referral.h"
+#include "skinlesion/eval/cross_validation.h"
 #include "skinlesion/eval/referral_eval.h"
 #include "skinlesion/eval/report.h"
 #include "skinlesion/eval/subgroups.h"
 #include "skinlesion/image/decode.h"
 #include "skinlesion/image/grid.h"
+#include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
@@ -140,8 +142,9 @@ void PrintHeadline(const nlohmann::json& m) {
   PrintReferral(m);
   if (m.contains("ood")) {
     const nlohmann::json& r = m["ood"]["lesions_rejected"];
-    std::printf("  not-a-lesion check energy > %.3f: rejects %.1f%% [%.1f, %.1f] of these lesions\n",
-                m["ood"]["energy_threshold"].get<double>(), 100 * r["value"].get<double>(),
+    std::printf("  not-a-lesion check %s > %.3f: rejects %.1f%% [%.1f, %.1f] of these lesions\n",
+                m["ood"].value("method", "?").c_str(), m["ood"]["threshold"].get<double>(),
+                100 * r["value"].get<double>(),
                 100 * r["ci95"][0].get<double>(), 100 * r["ci95"][1].get<double>());
   }
 }
@@ -185,17 +188,17 @@ nlohmann::json ReferManifest(const nlohmann::json& metrics) {
   return refer;
 }
 
-// The manifest's "ood" object: the energy threshold that rejects `reject_rate` of the
-// in-distribution images whose energies are given, and the share it rejects there.
-absl::StatusOr<nlohmann::json> FitOod(const std::vector<double>& energies, double reject_rate) {
-  const std::optional<double> t = FitOodThreshold(energies, reject_rate);
-  if (!t) return absl::FailedPreconditionError("no finite energy to fit an out-of-distribution threshold on");
+// The manifest's "ood" object: the threshold of `method` that rejects `reject_rate`
+// of the in-distribution images whose scores are given, and the share it rejects there.
+absl::StatusOr<nlohmann::json> FitOod(OodMethod method, const std::vector<double>& scores, double reject_rate) {
+  const std::optional<double> t = FitOodThreshold(scores, reject_rate);
+  if (!t) return absl::FailedPreconditionError("no finite score to fit an out-of-distribution threshold on");
   int rejected = 0;
-  for (double e : energies) rejected += IsOutOfDistribution(e, {.energy_threshold = *t});
-  return nlohmann::json{{"method", "energy"},
-                        {"energy_threshold", *t},
+  for (double e : scores) rejected += IsOutOfDistribution(e, {.threshold = *t});
+  return nlohmann::json{{"method", OodMethodName(method)},
+                        {"threshold", *t},
                         {"reject_rate", reject_rate},
-                        {"lesions_rejected", static_cast<double>(rejected) / energies.size()}};
+                        {"lesions_rejected", static_cast<double>(rejected) / scores.size()}};
 }
 
 std::string Now() {
@@ -371,12 +374,14 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                                           : data::LoadSplit(cmd.split_file);
   if (!split.ok()) return split.status();
   SL_RETURN_IF_ERROR(data::SaveSplit(*split, cmd.out_dir + "/split.csv"));
-  SL_ASSIGN_OR_RETURN(const auto train_set, data::Apply(*split, catalogue, "train"));
-  SL_ASSIGN_OR_RETURN(const auto val_set, data::Apply(*split, catalogue, "val"));
-  SL_ASSIGN_OR_RETURN(const auto test_set, data::Apply(*split, catalogue, "test"));
-  std::fprintf(stderr, "[train] %s on %s: %zu train / %zu val / %zu test images, split %s\n",
+  SL_ASSIGN_OR_RETURN(const data::TrainValTest sets, data::ApplyRound(*split, catalogue, cmd.fold));
+  const std::vector<data::Sample>& train_set = sets.train;
+  const std::vector<data::Sample>& val_set = sets.val;
+  const std::vector<data::Sample>& test_set = sets.test;
+  std::fprintf(stderr, "[train] %s on %s: %zu train / %zu val / %zu test images, split %s%s\n",
                config.architecture.c_str(), device.c_str(), train_set.size(), val_set.size(),
-               test_set.size(), split->Digest().substr(0, 12).c_str());
+               test_set.size(), split->Digest().substr(0, 12).c_str(),
+               cmd.fold >= 0 ? absl::StrCat(", round ", cmd.fold).c_str() : "");
 
   train::TrainContext ctx;
   ctx.device = device;
@@ -434,7 +439,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   // checked against non-lesion images (skinlesion fit-thresholds --ood_images).
   report.context = {{"architecture", config.architecture}, {"split_digest", split->Digest()},
                     {"best_epoch", result.best_epoch + 1}, {"epochs_run", result.epochs_run},
-                    {"partition", "test"},
+                    {"partition", cmd.fold >= 0 ? absl::StrCat("fold", cmd.fold) : "test"},
                     // The test report runs the fp32 master weights, whatever training used.
                     {"precision", "fp32"},
                     {"training_numerics", result.numerics}};
@@ -471,6 +476,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   manifest["data"] = {{"dataset", "HAM10000"},
                       {"split_digest", split->Digest()},
                       {"split_method", split->method()},
+                      {"fold", cmd.fold >= 0 ? nlohmann::json(cmd.fold) : nlohmann::json(nullptr)},
                       {"train_images", train_set.size()},
                       {"val_images", val_set.size()},
                       {"test_images", test_set.size()},
@@ -488,6 +494,118 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   std::printf("wrote %s/model, %s/report, %s/train_log.jsonl\n", cmd.out_dir.c_str(),
               cmd.out_dir.c_str(), cmd.out_dir.c_str());
   return absl::OkStatus();
+}
+
+namespace {
+
+// Minutes of training a run's log records (the last record of each epoch: a resumed
+// run may log an epoch again).
+double TrainMinutes(const std::string& run_dir) {
+  absl::StatusOr<std::string> text = ReadFileToString(run_dir + "/train_log.jsonl", size_t{64} << 20);
+  if (!text.ok()) return 0;
+  std::map<int, double> seconds;
+  for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    nlohmann::json r = nlohmann::json::parse(line, nullptr, false);
+    if (r.is_object() && r.contains("epoch") && r.contains("seconds")) {
+      seconds[r["epoch"].get<int>()] = r["seconds"].get<double>();
+    }
+  }
+  double total = 0;
+  for (const auto& [epoch, s] : seconds) total += s;
+  return total / 60;
+}
+
+// The finished rounds under `out_dir` (fold<i>/report/metrics.json).
+absl::StatusOr<std::vector<eval::FoldResult>> FinishedRounds(const std::string& out_dir, int k) {
+  std::vector<eval::FoldResult> rounds;
+  for (int fold = 0; fold < k; ++fold) {
+    const std::string dir = absl::StrCat(out_dir, "/fold", fold);
+    const std::string metrics_file = dir + "/report/metrics.json";
+    if (!fs::exists(metrics_file)) continue;
+    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(metrics_file, size_t{64} << 20));
+    nlohmann::json metrics = nlohmann::json::parse(text, nullptr, false);
+    if (!metrics.is_object()) return absl::DataLossError(absl::StrCat(metrics_file, " is not a JSON object"));
+    rounds.push_back({.fold = fold, .metrics = std::move(metrics), .train_minutes = TrainMinutes(dir)});
+  }
+  return rounds;
+}
+
+}  // namespace
+
+absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
+  const TrainCommand& base = cmd.train;
+  if (base.data_dir.empty()) return absl::InvalidArgumentError("--data is required");
+  if (base.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  if (base.split_file.empty()) {
+    return absl::InvalidArgumentError("--split is required: a k-fold split (skinlesion split --kfold 5)");
+  }
+  SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(base.split_file));
+  const int k = data::KFoldCount(split);
+  if (k < 3) {
+    return absl::InvalidArgumentError(absl::StrCat(base.split_file, " is ", split.method(),
+                                                   ": cross-validation needs a k-fold split with k >= 3"));
+  }
+  std::vector<int> folds = cmd.folds;
+  if (folds.empty()) {
+    for (int f = 0; f < k; ++f) folds.push_back(f);
+  }
+  for (int f : folds) {
+    if (f < 0 || f >= k) {
+      return absl::InvalidArgumentError(absl::StrCat("fold ", f, " is out of range: the split has folds 0 to ", k - 1));
+    }
+  }
+  // One recipe per folder: rounds of different recipes must not be averaged together.
+  SL_ASSIGN_OR_RETURN(const train::TrainConfig config, BuildConfig(base));
+  const nlohmann::json recipe = {{"config", config.ToJson()}, {"split_digest", split.Digest()},
+                                 {"split_method", split.method()}};
+  std::error_code ec;
+  fs::create_directories(base.out_dir, ec);
+  const std::string recipe_file = base.out_dir + "/cv_recipe.json";
+  if (fs::exists(recipe_file)) {
+    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(recipe_file, 1 << 20));
+    const nlohmann::json before = nlohmann::json::parse(text, nullptr, false);
+    if (before != recipe) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          base.out_dir, " holds rounds of another recipe or split (", recipe_file,
+          "): use a new --out folder for a new recipe"));
+    }
+  } else {
+    SL_RETURN_IF_ERROR(WriteFileAtomically(recipe_file, recipe.dump(2) + "\n"));
+  }
+
+  auto write_summary = [&]() -> absl::Status {
+    SL_ASSIGN_OR_RETURN(const std::vector<eval::FoldResult> rounds, FinishedRounds(base.out_dir, k));
+    if (rounds.empty()) return absl::OkStatus();
+    SL_ASSIGN_OR_RETURN(nlohmann::json cv, eval::SummariseFolds(rounds));
+    cv["recipe"] = recipe;
+    cv["k"] = k;
+    const std::string md = eval::CrossValidationMarkdown(cv);
+    SL_RETURN_IF_ERROR(WriteFileAtomically(base.out_dir + "/cv.json", cv.dump(2) + "\n"));
+    SL_RETURN_IF_ERROR(WriteFileAtomically(
+        base.out_dir + "/cv.md",
+        absl::StrCat("# Cross-validation: ", config.architecture, " at ", config.image_size, " px, ",
+                     rounds.size(), " of ", k, " rounds of ", split.method(), " (split ",
+                     split.Digest().substr(0, 12), ")\n\n", md)));
+    std::printf("cross-validation, %zu of %d rounds finished:\n%s", rounds.size(), k, md.c_str());
+    return absl::OkStatus();
+  };
+
+  for (size_t i = 0; i < folds.size(); ++i) {
+    const int fold = folds[i];
+    TrainCommand round = base;
+    round.fold = fold;
+    round.out_dir = absl::StrCat(base.out_dir, "/fold", fold);
+    if (fs::exists(round.out_dir + "/report/metrics.json")) {
+      std::fprintf(stderr, "[cv] round %d (fold%d) is finished: kept\n", fold, fold);
+      continue;
+    }
+    round.resume = fs::exists(round.out_dir + "/checkpoints/last/state.json");
+    std::fprintf(stderr, "[cv] round %zu of %zu: test fold%d, validate on fold%d%s\n", i + 1, folds.size(),
+                 fold, (fold + 1) % k, round.resume ? ", resuming from its last checkpoint" : "");
+    SL_RETURN_IF_ERROR(RunTrain(round));
+    SL_RETURN_IF_ERROR(write_summary());
+  }
+  return write_summary();
 }
 
 absl::Status RunExport(const ExportCommand& cmd) {
@@ -525,6 +643,40 @@ absl::Status RunExport(const ExportCommand& cmd) {
               cmd.out_dir.c_str(), cmd.fp16 ? "float16" : "float32",
               static_cast<long long>(fs::file_size(cmd.out_dir + "/model.safetensors")), golden.size());
   return absl::OkStatus();
+}
+
+// Every .jpg/.jpeg/.png image in `dir`, sorted by name, as samples (label 0: unknown).
+absl::StatusOr<std::vector<data::Sample>> ImagesOfFolder(const std::string& dir) {
+  std::vector<data::Sample> samples;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string ext = entry.path().extension().string();
+    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") {
+      samples.push_back({.image_id = entry.path().stem().string(), .lesion_id = entry.path().stem().string(),
+                         .label = 0, .path = entry.path().string()});
+    }
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat(dir, ": ", ec.message()));
+  std::sort(samples.begin(), samples.end(),
+            [](const data::Sample& a, const data::Sample& b) { return a.path < b.path; });
+  if (samples.empty()) return absl::NotFoundError(absl::StrCat(dir, " has no .jpg or .png image"));
+  return samples;
+}
+
+// The OOD scores of `pred` under `method` (the Gaussian's for mahalanobis).
+absl::StatusOr<std::vector<double>> OodScores(OodMethod method, const train::Predictions& pred,
+                                              const models::FeatureGaussian* gaussian) {
+  std::vector<double> scores;
+  if (method == OodMethod::kEnergy) {
+    for (const eval::Probs& z : pred.logits) scores.push_back(EnergyScore(z.data(), kNumClasses));
+    return scores;
+  }
+  if (gaussian == nullptr || !pred.embeddings.defined()) {
+    return absl::InternalError("mahalanobis scores need the Gaussian and the embeddings");
+  }
+  SL_ASSIGN_OR_RETURN(const torch::Tensor s, gaussian->Score(pred.embeddings));
+  const double* p = s.data_ptr<double>();
+  return std::vector<double>(p, p + s.size(0));
 }
 
 absl::Status RunEvaluate(const EvaluateCommand& cmd) {
@@ -567,10 +719,15 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   context["numerics"] = numerics.Describe();
   context["numerics_reason"] = numerics.reason;
   context["cpu"] = {{"model", DetectCpuFeatures().model_name}, {"flags", DetectCpuFeatures().FlagList()}};
+  SL_ASSIGN_OR_RETURN(const std::optional<models::FeatureGaussian> gaussian,
+                      models::LoadOodGaussianFor(*checkpoint.model, model_dir, spec.ood));
   SL_ASSIGN_OR_RETURN(const train::Predictions pred,
                       train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec),
-                                            device, 32, 2, cmd.tta, numerics));
+                                            device, 32, 2, cmd.tta, numerics, gaussian.has_value()));
   eval::ReportInput report;
+  if (gaussian) {
+    SL_ASSIGN_OR_RETURN(report.ood_scores, OodScores(OodMethod::kMahalanobis, pred, &*gaussian));
+  }
   report.labels = pred.labels;
   report.logits = pred.logits;
   report.temperature = spec.temperature;
@@ -602,26 +759,6 @@ absl::StatusOr<Partition> LoadPartition(const std::string& data_dir, const std::
   return Partition{std::move(split), std::move(samples)};
 }
 
-// The energy scores of every image in `dir` (sorted by name) under `model`.
-absl::StatusOr<std::vector<double>> EnergiesOfFolder(const std::string& dir, const std::string& model_dir) {
-  SL_ASSIGN_OR_RETURN(auto predictor, predict::Predictor::Create(model_dir, {.precision = PrecisionChoice::kFp32}));
-  std::vector<std::string> files;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string ext = entry.path().extension().string();
-    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") files.push_back(entry.path().string());
-  }
-  if (ec) return absl::NotFoundError(absl::StrCat(dir, ": ", ec.message()));
-  std::sort(files.begin(), files.end());
-  if (files.empty()) return absl::NotFoundError(absl::StrCat(dir, " has no .jpg or .png image"));
-  std::vector<double> energies;
-  for (const std::string& f : files) {
-    SL_ASSIGN_OR_RETURN(const predict::Prediction p, predictor->PredictFile(f));
-    energies.push_back(p.ood_score);
-  }
-  return energies;
-}
-
 absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   if (cmd.model_dir.empty() || cmd.data_dir.empty() || cmd.split_file.empty()) {
     return absl::InvalidArgumentError("--model, --data and --split are required");
@@ -640,8 +777,20 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
   checkpoint.model->eval();
+  OodMethod ood_method = models::HasEmbedding(*checkpoint.model) ? OodMethod::kMahalanobis : OodMethod::kEnergy;
+  if (cmd.ood_method != "auto") {
+    const std::optional<OodMethod> m = ParseOodMethod(cmd.ood_method);
+    if (!m) return absl::InvalidArgumentError("--ood_method must be auto, mahalanobis or energy");
+    if (*m == OodMethod::kMahalanobis && !models::HasEmbedding(*checkpoint.model)) {
+      return absl::InvalidArgumentError(absl::StrCat("--ood_method mahalanobis needs a convolutional feature map; ",
+                                                     checkpoint.manifest.architecture, " has none"));
+    }
+    ood_method = *m;
+  }
+  const bool embed = ood_method == OodMethod::kMahalanobis;
+  const PreprocessOptions preprocess = serving::PreprocessOptionsFor(spec);
   SL_ASSIGN_OR_RETURN(const train::Predictions pred,
-                      train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec), "cpu"));
+                      train::PredictSamples(*checkpoint.model, samples, preprocess, "cpu", 32, 2, false, {}, embed));
   SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
   nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
   if (!manifest.is_object()) return absl::DataLossError(absl::StrCat(cmd.model_dir, "/manifest.json is not a JSON object"));
@@ -668,25 +817,47 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
               samples.size(), cmd.partition.c_str(), threshold, cmd.target_sensitivity);
   PrintReferral(fitted);
 
-  // Out of distribution.
-  std::vector<double> energies;
-  for (const eval::Probs& z : pred.logits) energies.push_back(EnergyScore(z.data(), kNumClasses));
-  SL_ASSIGN_OR_RETURN(manifest["ood"], FitOod(energies, cmd.ood_reject_rate));
+  // Out of distribution: for mahalanobis, the Gaussian of the training images'
+  // embeddings; the threshold from this partition's scores either way.
+  std::optional<models::FeatureGaussian> gaussian;
+  nlohmann::json gaussian_json;
+  if (embed) {
+    SL_ASSIGN_OR_RETURN(const Partition fit_part,
+                        LoadPartition(cmd.data_dir, cmd.metadata, cmd.split_file, cmd.ood_fit_on));
+    std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n", fit_part.samples.size(),
+                cmd.ood_fit_on.c_str());
+    SL_ASSIGN_OR_RETURN(const train::Predictions fit_pred,
+                        train::PredictSamples(*checkpoint.model, fit_part.samples, preprocess, "cpu", 32, 2, false,
+                                              {}, /*with_embeddings=*/true));
+    SL_ASSIGN_OR_RETURN(gaussian, models::FeatureGaussian::Fit(fit_pred.embeddings, fit_pred.labels, kNumClasses));
+    gaussian_json = {{"file", kOodFeaturesFile},
+                     {"dim", gaussian->dim()},
+                     {"classes", gaussian->classes()},
+                     {"shrinkage", gaussian->shrinkage()},
+                     {"fitted_data", {{"split_digest", split.Digest()}, {"partition", cmd.ood_fit_on},
+                                      {"images", fit_part.samples.size()}}}};
+  }
+  SL_ASSIGN_OR_RETURN(const std::vector<double> inside, OodScores(ood_method, pred, gaussian ? &*gaussian : nullptr));
+  SL_ASSIGN_OR_RETURN(manifest["ood"], FitOod(ood_method, inside, cmd.ood_reject_rate));
   manifest["ood"]["fitted_data"] = fitted_data;
-  const double energy_threshold = manifest["ood"]["energy_threshold"].get<double>();
-  std::printf("out of distribution when energy > %.4f (rejects %.1f%% of the %s lesions)\n", energy_threshold,
-              100 * manifest["ood"]["lesions_rejected"].get<double>(), cmd.partition.c_str());
+  const double ood_threshold = manifest["ood"]["threshold"].get<double>();
+  std::printf("out of distribution when the %s score > %.4f (rejects %.1f%% of the %s lesions)\n",
+              OodMethodName(ood_method), ood_threshold, 100 * manifest["ood"]["lesions_rejected"].get<double>(),
+              cmd.partition.c_str());
   bool keep_ood = false;
   if (!cmd.ood_images.empty()) {
-    // Energies do not depend on any threshold: the manifest on disk is fine as it is.
-    SL_ASSIGN_OR_RETURN(const std::vector<double> outside, EnergiesOfFolder(cmd.ood_images, cmd.model_dir));
-    std::vector<double> scores = energies;
-    std::vector<bool> positive(energies.size(), false);
+    SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> images, ImagesOfFolder(cmd.ood_images));
+    SL_ASSIGN_OR_RETURN(const train::Predictions outside_pred,
+                        train::PredictSamples(*checkpoint.model, images, preprocess, "cpu", 32, 2, false, {}, embed));
+    SL_ASSIGN_OR_RETURN(const std::vector<double> outside,
+                        OodScores(ood_method, outside_pred, gaussian ? &*gaussian : nullptr));
+    std::vector<double> scores = inside;
+    std::vector<bool> positive(inside.size(), false);
     int caught = 0;
     for (double e : outside) {
       scores.push_back(e);
       positive.push_back(true);
-      caught += IsOutOfDistribution(e, {.energy_threshold = energy_threshold});
+      caught += IsOutOfDistribution(e, {.threshold = ood_threshold});
     }
     const double auroc = eval::RocAuc(scores, positive);
     manifest["ood"]["check"] = {{"images", cmd.ood_images},
@@ -697,14 +868,26 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
                 outside.size(), cmd.ood_images.c_str(), auroc, caught, 100.0 * caught / outside.size());
     keep_ood = auroc >= cmd.min_ood_auroc;
   }
+  const std::string gaussian_path = cmd.model_dir + "/" + kOodFeaturesFile;
   if (!keep_ood) {
     // A check that rejects real lesions without catching non-lesions does harm: serve
     // without it (the numbers above say why).
     manifest.erase("ood");
+    std::error_code ec;
+    fs::remove(gaussian_path, ec);
     std::printf("  not-a-lesion check NOT written to the manifest: %s\n",
                 cmd.ood_images.empty()
                     ? "no --ood_images to measure it on"
                     : absl::StrFormat("AUROC below --min_ood_auroc %.2f", cmd.min_ood_auroc).c_str());
+  } else if (gaussian) {
+    SL_RETURN_IF_ERROR(gaussian->Save(gaussian_path));
+    SL_ASSIGN_OR_RETURN(gaussian_json["sha256"], Sha256File(gaussian_path));
+    manifest["ood"]["features"] = gaussian_json;
+    std::printf("wrote %s (%lld x %lld class means and precision)\n", gaussian_path.c_str(),
+                static_cast<long long>(gaussian->classes()), static_cast<long long>(gaussian->dim()));
+  } else {
+    std::error_code ec;
+    fs::remove(gaussian_path, ec);
   }
   SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.model_dir + "/manifest.json", manifest.dump(2) + "\n"));
   std::printf("wrote %s/manifest.json\n", cmd.model_dir.c_str());

@@ -19,6 +19,9 @@ struct TrainCommand {
   std::string metadata;         // Default <data_dir>/HAM10000_metadata.csv.
   std::string split_file;       // Existing split; empty: make one (seeded) and save it.
   uint64_t split_seed = 42;
+  // Round of a k-fold split (data::ApplyRound): test fold<fold>, validate on the next
+  // fold, train on the rest. -1: the split's own train/val/test.
+  int fold = -1;
   std::string out_dir;
   std::string device = "auto";  // auto: cuda when available.
   bool resume = false;
@@ -26,6 +29,16 @@ struct TrainCommand {
   // If set, one JSON object per line is appended (and flushed) for every progress
   // report and epoch: {"event": "progress"|"epoch"|"phase", ...} (docs/trainer.md).
   std::string progress_jsonl;
+};
+
+// `skinlesion cv`: one training run per round of a k-fold split into
+// <out>/fold<i>, each resumable, and the summary of the finished rounds (mean ± sd)
+// in <out>/cv.json and <out>/cv.md after each. A finished round is not run again; a
+// round stopped part way resumes from its last checkpoint. The recipe (config and
+// overrides) is recorded in <out>/cv_recipe.json and must match on every later call.
+struct CrossValidateCommand {
+  TrainCommand train;      // out_dir: the cross-validation folder; split_file: k-fold.
+  std::vector<int> folds;  // Empty: every fold.
 };
 
 struct EvaluateCommand {
@@ -90,6 +103,12 @@ struct FitThresholdsCommand {
   // The "ood" threshold is written only when measured on ood_images with at least
   // this AUROC; otherwise the manifest is left without one (no check is served).
   double min_ood_auroc = 0.9;
+  // "auto" (mahalanobis where the model has a feature map, else energy),
+  // "mahalanobis" or "energy" (skinlesion/common/ood.h).
+  std::string ood_method = "auto";
+  // The partition the mahalanobis Gaussian is fitted on (its threshold is fitted on
+  // `partition`).
+  std::string ood_fit_on = "train";
   int threads = 2;
 };
 
@@ -111,6 +130,7 @@ absl::Status RunModels(int64_t image_size);
 absl::Status RunPublish(const PublishCommand& command);
 absl::Status RunExport(const ExportCommand& command);
 absl::Status RunTrain(const TrainCommand& command);
+absl::Status RunCrossValidate(const CrossValidateCommand& command);
 absl::Status RunEvaluate(const EvaluateCommand& command);
 absl::Status RunPredict(const PredictCommand& command);
 absl::Status RunFitThresholds(const FitThresholdsCommand& command);

@@ -8,7 +8,9 @@
 //   skinlesion models       [--image_size 224]
 //   skinlesion train        --data DIR --out RUN [--config cfg.json] [--set k=v,...]
 //                           [--split split.csv] [--device auto] [--resume]
-//                           [--progress_jsonl events.jsonl]
+//                           [--progress_jsonl events.jsonl] [--fold N]
+//   skinlesion cv           --data DIR --split kfold.csv --out DIR [--config cfg.json]
+//                           [--set k=v,...] [--folds 0,1,2]
 //   skinlesion evaluate     --model DIR --out DIR (--data DIR --split F [--partition test]
 //                           | --isic_csv F --images DIR) [--tta]
 //   skinlesion predict      IMAGE... [--model DIR] [--json] [--explain_out DIR]
@@ -34,6 +36,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "skinlesion/common/classes.h"
@@ -57,6 +60,10 @@ ABSL_FLAG(double, train, 0.70, "Train fraction (split)");
 ABSL_FLAG(double, val, 0.15, "Validation fraction (split)");
 ABSL_FLAG(double, test, 0.15, "Test fraction (split)");
 ABSL_FLAG(int, kfold, 0, "If > 1, make K lesion-disjoint stratified folds instead");
+ABSL_FLAG(int, fold, -1,
+          "train: with a k-fold split, the round to run (test fold<N>, validate on the next fold, "
+          "train on the rest); -1: the split's train/val/test");
+ABSL_FLAG(std::string, folds, "", "cv: comma-separated rounds to run (default: all)");
 ABSL_FLAG(std::string, hold_out_source, "",
           "split: test on every image of this source (HAM10000 `dataset`, e.g. rosendahl) and "
           "train/validate on the others (--val of them for validation)");
@@ -85,6 +92,11 @@ ABSL_FLAG(std::string, explain_out, "",
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (evaluate, predict)");
 ABSL_FLAG(double, target_sensitivity, 0.9,
           "fit-thresholds: share of malignant lesions the malignancy-risk rule must refer");
+ABSL_FLAG(std::string, ood_method, "auto",
+          "fit-thresholds: the not-a-lesion score: mahalanobis (penultimate features; auto where the "
+          "model has a feature map), energy, or auto");
+ABSL_FLAG(std::string, ood_fit_on, "train",
+          "fit-thresholds: the split partition whose features the mahalanobis Gaussian is fitted on");
 ABSL_FLAG(double, ood_reject_rate, 0.01,
           "fit-thresholds: share of real lesions the out-of-distribution check may reject");
 ABSL_FLAG(std::string, ood_images, "",
@@ -201,7 +213,7 @@ std::string g_command_line;
 
 absl::Status RunModelsCommand() { return cli::RunModels(absl::GetFlag(FLAGS_image_size)); }
 
-absl::Status RunTrainCommand() {
+cli::TrainCommand TrainCommandFromFlags() {
   cli::TrainCommand c;
   c.config_file = absl::GetFlag(FLAGS_config);
   c.overrides = absl::GetFlag(FLAGS_set);
@@ -213,8 +225,25 @@ absl::Status RunTrainCommand() {
   c.device = absl::GetFlag(FLAGS_device);
   c.resume = absl::GetFlag(FLAGS_resume);
   c.progress_jsonl = absl::GetFlag(FLAGS_progress_jsonl);
+  c.fold = absl::GetFlag(FLAGS_fold);
   c.command_line = g_command_line;
-  return cli::RunTrain(c);
+  return c;
+}
+
+absl::Status RunTrainCommand() { return cli::RunTrain(TrainCommandFromFlags()); }
+
+absl::Status RunCrossValidateCommand() {
+  cli::CrossValidateCommand c;
+  c.train = TrainCommandFromFlags();
+  c.train.fold = -1;
+  for (absl::string_view f : absl::StrSplit(absl::GetFlag(FLAGS_folds), ',', absl::SkipEmpty())) {
+    int fold = 0;
+    if (!absl::SimpleAtoi(f, &fold)) {
+      return absl::InvalidArgumentError(absl::StrCat("--folds: '", f, "' is not a number"));
+    }
+    c.folds.push_back(fold);
+  }
+  return cli::RunCrossValidate(c);
 }
 
 absl::Status RunEvaluateCommand() {
@@ -280,6 +309,8 @@ absl::Status RunFitThresholdsCommand() {
   c.ood_reject_rate = absl::GetFlag(FLAGS_ood_reject_rate);
   c.ood_images = absl::GetFlag(FLAGS_ood_images);
   c.min_ood_auroc = absl::GetFlag(FLAGS_min_ood_auroc);
+  c.ood_method = absl::GetFlag(FLAGS_ood_method);
+  c.ood_fit_on = absl::GetFlag(FLAGS_ood_fit_on);
   c.threads = absl::GetFlag(FLAGS_threads);
   return cli::RunFitThresholds(c);
 }
@@ -330,9 +361,14 @@ const std::map<std::string, Command>& Commands() {
       {"train",
        {"train a classifier (two-phase fine-tuning) and export it", RunTrainCommand,
         "--data DIR --out RUN [--config cfg.json] [--set k=v,...] [--split split.csv] "
-        "[--device auto] [--resume] [--progress_jsonl events.jsonl]",
+        "[--device auto] [--resume] [--progress_jsonl events.jsonl] [--fold N]",
         {"config", "set", "data", "metadata", "split", "seed", "out", "device", "resume",
-         "progress_jsonl"}}},
+         "progress_jsonl", "fold"}}},
+      {"cv",
+       {"cross-validate a recipe: one resumable training run per k-fold round, mean ± sd",
+        RunCrossValidateCommand,
+        "--data DIR --split kfold.csv --out DIR [--config cfg.json] [--set k=v,...] [--folds 0,1,2]",
+        {"config", "set", "data", "metadata", "split", "out", "device", "folds", "progress_jsonl"}}},
       {"evaluate",
        {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand,
         "--model DIR|NAME@ALIAS --out DIR (--data DIR --split F [--partition test] | --isic_csv F "
@@ -355,7 +391,8 @@ const std::map<std::string, Command>& Commands() {
         RunFitThresholdsCommand,
         "--model DIR --data DIR --split F [--fit_on val] [--target_sensitivity 0.9] "
         "[--ood_images DIR]",
-        {"model", "data", "metadata", "split", "fit_on", "target_sensitivity", "ood_reject_rate",
+        {"model", "data", "metadata", "split", "fit_on", "target_sensitivity", "ood_reject_rate", "ood_method",
+         "ood_fit_on",
          "ood_images", "min_ood_auroc", "threads"}}},
       {"predict",
        {"classify lesion images (the bundled model by default)", RunPredictCommand,

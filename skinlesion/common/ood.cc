@@ -16,9 +16,23 @@ double EnergyScore(const float* logits, int n) {
   return -(m + std::log(sum));
 }
 
-bool IsOutOfDistribution(double energy, const OodPolicy& policy) {
-  // A NaN score (broken logits) is not trusted either.
-  return policy.energy_threshold.has_value() && !(energy <= *policy.energy_threshold);
+const char* OodMethodName(OodMethod method) {
+  switch (method) {
+    case OodMethod::kEnergy: return "energy";
+    case OodMethod::kMahalanobis: return "mahalanobis";
+  }
+  return "?";
+}
+
+std::optional<OodMethod> ParseOodMethod(std::string_view name) {
+  if (name == "energy") return OodMethod::kEnergy;
+  if (name == "mahalanobis") return OodMethod::kMahalanobis;
+  return std::nullopt;
+}
+
+bool IsOutOfDistribution(double score, const OodPolicy& policy) {
+  // A NaN score (broken logits or features) is not trusted either.
+  return policy.threshold.has_value() && !(score <= *policy.threshold);
 }
 
 std::optional<double> FitOodThreshold(std::vector<double> scores, double reject_rate) {

@@ -1,37 +1,59 @@
-// "Not a skin lesion?": an out-of-distribution score from the model's logits and a
-// threshold fitted on in-distribution validation images. LibTorch-free.
+// "Not a skin lesion?": an out-of-distribution score and a threshold fitted on
+// in-distribution validation images. LibTorch-free (the feature score is computed by
+// the model's runtime, skinlesion/models/feature_ood.h).
 //
-// Score: the energy of the raw (uncalibrated) logits, E = -log sum_k exp(z_k)
-// (Liu et al., "Energy-based Out-of-distribution Detection", NeurIPS 2020). Images
-// like those the model was trained on get confident, large logits and a low energy;
-// a cat, a page of text or a blank wall tends to a higher one. An image whose
-// energy is above the model's threshold is answered "this does not look like a
-// dermoscopic lesion photo" (the probabilities are still returned).
+// Two scores, the model's manifest says which ("ood.method"):
+// - "mahalanobis" (Lee et al., NeurIPS 2018): the smallest Mahalanobis distance of
+//   the image's penultimate features (the pooled last feature map of a CNN) to the
+//   training images' class means, under their shared, shrunk covariance. A cat, a
+//   page of text or a blank wall lands far from every lesion class. Needs the fitted
+//   Gaussian (a safetensors file beside the weights) and a model with a feature map.
+// - "energy" (Liu et al., NeurIPS 2020): E = -log sum_k exp(z_k) of the raw logits.
+//   Needs nothing else, but on this project's models it fails (AUROC 0.25 on the
+//   non-lesion fixtures, docs/results.md): kept for older manifests and models
+//   without a feature map.
+// Either way a higher score is more unusual, and an image whose score is above the
+// model's threshold is answered "this does not look like a dermoscopic lesion photo"
+// (the probabilities are still returned).
 //
-// The threshold is the (1 - reject_rate) quantile of the validation lesions'
-// energies, so about reject_rate of real lesions are wrongly rejected
-// (FitOodThreshold); docs/results.md reports AUROC against tests/fixtures/ood/.
+// The threshold is the (1 - reject_rate) quantile of the validation lesions' scores,
+// so about reject_rate of real lesions are wrongly rejected (FitOodThreshold).
 #ifndef SKINLESION_COMMON_OOD_H_
 #define SKINLESION_COMMON_OOD_H_
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace skinlesion {
 
 inline constexpr double kDefaultOodRejectRate = 0.01;
 
+enum class OodMethod { kEnergy, kMahalanobis };
+
+// "energy", "mahalanobis".
+const char* OodMethodName(OodMethod method);
+std::optional<OodMethod> ParseOodMethod(std::string_view name);
+
 struct OodPolicy {
-  std::optional<double> energy_threshold;  // Absent: no OOD check (older manifests).
+  OodMethod method = OodMethod::kEnergy;
+  std::optional<double> threshold;  // Absent: no OOD check (older manifests).
   double reject_rate = kDefaultOodRejectRate;  // What the threshold was fitted for.
+  // kMahalanobis: the fitted Gaussian's file in the model directory and its SHA-256
+  // (hex; empty: not checked).
+  std::string features_file;
+  std::string features_sha256;
 };
+
+// The Gaussian's file name written by `skinlesion fit-thresholds`.
+inline constexpr char kOodFeaturesFile[] = "ood_features.safetensors";
 
 // -logsumexp(logits[0..n)), computed stably.
 double EnergyScore(const float* logits, int n);
 
-// True when `policy` has a threshold and `energy` is above it.
-bool IsOutOfDistribution(double energy, const OodPolicy& policy);
+// True when `policy` has a threshold and `score` (of the policy's method) is above it.
+bool IsOutOfDistribution(double score, const OodPolicy& policy);
 
 // The (1 - reject_rate) quantile (nearest rank, upper) of in-distribution scores:
 // at most reject_rate of them are above it. nullopt for no scores or a rate outside

@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/hash.h"
@@ -376,6 +377,48 @@ absl::StatusOr<std::vector<Sample>> Apply(const Split& split, const Catalogue& c
 absl::StatusOr<std::vector<Sample>> ApplyExcept(const Split& split, const Catalogue& catalogue,
                                                 absl::string_view partition) {
   return Select(split, catalogue, partition, /*inside=*/false);
+}
+
+int KFoldCount(const Split& split) {
+  absl::string_view method = split.method();
+  int k = 0;
+  if (!absl::ConsumePrefix(&method, "kfold:") || !absl::SimpleAtoi(method, &k)) return 0;
+  return k;
+}
+
+absl::StatusOr<TrainValTest> ApplyRound(const Split& split, const Catalogue& catalogue, int fold) {
+  TrainValTest sets;
+  const int k = KFoldCount(split);
+  if (fold < 0) {
+    if (k > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "split ", split.method(), " is k-fold: choose a round with a fold from 0 to ", k - 1));
+    }
+    SL_ASSIGN_OR_RETURN(sets.train, Apply(split, catalogue, "train"));
+    SL_ASSIGN_OR_RETURN(sets.val, Apply(split, catalogue, "val"));
+    SL_ASSIGN_OR_RETURN(sets.test, Apply(split, catalogue, "test"));
+    return sets;
+  }
+  if (k == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("a fold was given but split ", split.method(),
+                                                   " is not k-fold (make one with --kfold)"));
+  }
+  if (k < 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a k-fold round needs k >= 3 (test, validation and training folds); split has k = ", k));
+  }
+  if (fold >= k) {
+    return absl::InvalidArgumentError(absl::StrCat("fold ", fold, " is out of range: the split has folds 0 to ", k - 1));
+  }
+  const std::string test = absl::StrCat("fold", fold);
+  const std::string val = absl::StrCat("fold", (fold + 1) % k);
+  SL_ASSIGN_OR_RETURN(sets.test, Apply(split, catalogue, test));
+  SL_ASSIGN_OR_RETURN(sets.val, Apply(split, catalogue, val));
+  SL_ASSIGN_OR_RETURN(const std::vector<Sample> rest, ApplyExcept(split, catalogue, test));
+  for (const Sample& s : rest) {
+    if (*split.PartitionOf(s.image_id) != val) sets.train.push_back(s);
+  }
+  return sets;
 }
 
 }  // namespace skinlesion::data

@@ -114,6 +114,22 @@ absl::StatusOr<std::vector<Sample>> Apply(const Split& split, const Catalogue& c
 absl::StatusOr<std::vector<Sample>> ApplyExcept(const Split& split, const Catalogue& catalogue,
                                                 absl::string_view partition);
 
+// The three sets one training run uses.
+struct TrainValTest {
+  std::vector<Sample> train, val, test;
+};
+
+// The sets of one run on `split`. fold < 0: the split's own "train", "val" and "test"
+// (a holdout or source split). fold >= 0: round `fold` of a k-fold split (k >= 3):
+// test is fold<fold>, val is fold<(fold + 1) % k> (model selection, calibration and
+// the referral threshold are fitted on it) and train is the other k - 2 folds, so the
+// k rounds test every lesion once and never see a test lesion in training or
+// selection. InvalidArgument for a fold out of range, a fold on a split that is not
+// k-fold, or no fold on a k-fold split.
+absl::StatusOr<TrainValTest> ApplyRound(const Split& split, const Catalogue& catalogue, int fold);
+// "kfold:5" -> 5; 0 for any other method.
+int KFoldCount(const Split& split);
+
 }  // namespace skinlesion::data
 
 #endif  // SKINLESION_DATA_SPLIT_H_

@@ -188,6 +188,61 @@ TEST(SplitTest, KFoldFoldsAreDisjointStratifiedAndCoverEverything) {
   EXPECT_EQ(again->Digest(), split->Digest());
 }
 
+// Each round of a k-fold split tests one fold, selects on the next and trains on the
+// rest: lesion-disjoint sets, every lesion tested exactly once over the k rounds.
+TEST(SplitTest, KFoldRoundsTestEachLesionOnceAndKeepSetsDisjoint) {
+  const Catalogue& catalogue = RealCatalogue();
+  auto split = MakeKFold(catalogue, 4, 3);
+  ASSERT_THAT(split, IsOk());
+  EXPECT_EQ(KFoldCount(*split), 4);
+  std::map<std::string, int> times_tested;
+  for (int fold = 0; fold < 4; ++fold) {
+    auto sets = ApplyRound(*split, catalogue, fold);
+    ASSERT_THAT(sets, IsOk());
+    EXPECT_EQ(sets->train.size() + sets->val.size() + sets->test.size(), catalogue.samples.size());
+    std::map<std::string, std::string> set_of_lesion;
+    for (const auto& [name, samples] : {std::pair{"train", &sets->train}, std::pair{"val", &sets->val},
+                                        std::pair{"test", &sets->test}}) {
+      for (const Sample& s : *samples) {
+        auto [it, inserted] = set_of_lesion.emplace(s.lesion_id, name);
+        EXPECT_EQ(it->second, name) << "lesion " << s.lesion_id << " in two sets of round " << fold;
+      }
+    }
+    for (const Sample& s : sets->test) {
+      EXPECT_EQ(*split->PartitionOf(s.image_id), absl::StrCat("fold", fold));
+      ++times_tested[s.image_id];
+    }
+    for (const Sample& s : sets->val) {
+      EXPECT_EQ(*split->PartitionOf(s.image_id), absl::StrCat("fold", (fold + 1) % 4));
+    }
+  }
+  EXPECT_EQ(times_tested.size(), catalogue.samples.size());
+  for (const auto& [image, n] : times_tested) EXPECT_EQ(n, 1) << image;
+}
+
+TEST(SplitTest, RoundsAreRefusedWhereTheyMakeNoSense) {
+  const Catalogue& catalogue = RealCatalogue();
+  auto kfold = MakeKFold(catalogue, 5, 3);
+  auto two = MakeKFold(catalogue, 2, 3);
+  auto holdout = MakeSplit(catalogue, {.seed = 3});
+  ASSERT_THAT(kfold, IsOk());
+  ASSERT_THAT(two, IsOk());
+  ASSERT_THAT(holdout, IsOk());
+  EXPECT_EQ(KFoldCount(*holdout), 0);
+  EXPECT_THAT(ApplyRound(*kfold, catalogue, -1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("from 0 to 4")));
+  EXPECT_THAT(ApplyRound(*kfold, catalogue, 5),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("out of range")));
+  EXPECT_THAT(ApplyRound(*two, catalogue, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("k >= 3")));
+  EXPECT_THAT(ApplyRound(*holdout, catalogue, 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not k-fold")));
+  auto sets = ApplyRound(*holdout, catalogue, -1);
+  ASSERT_THAT(sets, IsOk());
+  EXPECT_EQ(static_cast<int>(sets->test.size()), holdout->Count("test"));
+  EXPECT_EQ(static_cast<int>(sets->val.size()), holdout->Count("val"));
+}
+
 // Train without one hospital, test on it: every test image comes from the held-out
 // source, none of the training or validation images does, lesions stay whole.
 TEST(SplitTest, SourceHoldoutTestsOnlyTheHeldOutSource) {

@@ -109,13 +109,21 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   j["referral"] = ReferralToJson(EvaluateReferral(in.labels, calibrated, policy));
   j["referral"]["threshold_source"] = source;
   if (!validation.is_null()) j["referral"]["validation"] = validation;
-  if (in.ood.energy_threshold.has_value()) {
+  if (in.ood.threshold.has_value()) {
+    std::vector<double> scores = in.ood_scores;
+    if (scores.empty() && in.ood.method == OodMethod::kEnergy) {
+      for (const Probs& z : in.logits) scores.push_back(EnergyScore(z.data(), kNumClasses));
+    }
+    if (scores.size() != in.logits.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(OodMethodName(in.ood.method), " not-a-lesion check: ",
+                                                     scores.size(), " scores for ", in.logits.size(), " images"));
+    }
     int rejected = 0;
-    for (const Probs& z : in.logits) rejected += IsOutOfDistribution(EnergyScore(z.data(), kNumClasses), in.ood);
-    j["ood"] = {{"method", "energy"},
-                {"energy_threshold", *in.ood.energy_threshold},
+    for (double score : scores) rejected += IsOutOfDistribution(score, in.ood);
+    j["ood"] = {{"method", OodMethodName(in.ood.method)},
+                {"threshold", *in.ood.threshold},
                 {"reject_rate", in.ood.reject_rate},
-                {"lesions_rejected", ProportionToJson(WilsonInterval(rejected, static_cast<int>(in.logits.size())))}};
+                {"lesions_rejected", ProportionToJson(WilsonInterval(rejected, static_cast<int>(scores.size())))}};
   }
   if (!in.subgroups.empty()) {
     j["subgroups"] = SubgroupsToJson(

@@ -52,8 +52,10 @@ struct ReportInput {
   std::map<std::string, std::vector<std::string>> subgroups;
   // The out-of-distribution check (skinlesion/common/ood.h): with a threshold,
   // metrics.json "ood" records it and the share of these (real lesion) images it
-  // wrongly rejects, with a Wilson interval.
+  // wrongly rejects, with a Wilson interval. The scores are `ood_scores` (one per test
+  // image; the model runtime's, required for "mahalanobis"), else the logits' energies.
   OodPolicy ood;
+  std::vector<double> ood_scores;
 };
 
 // Writes the report into `dir` (created) and returns metrics.json's content.

@@ -11,6 +11,7 @@
 #include "skinlesion/common/status.h"
 #include "skinlesion/explain/explain.h"
 #include "skinlesion/image/preprocess.h"
+#include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/serving/preprocessing.h"
@@ -104,6 +105,9 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
   p->channels_last_ = numerics.channels_last;
   p->numerics_ = numerics.Describe();
   p->numerics_reason_ = numerics.reason;
+  SL_ASSIGN_OR_RETURN(std::optional<models::FeatureGaussian> gaussian,
+                      models::LoadOodGaussianFor(*checkpoint.model, model_dir, spec.ood));
+  if (gaussian) p->ood_gaussian_ = std::make_shared<const models::FeatureGaussian>(*std::move(gaussian));
   p->model_ = checkpoint.model;
   p->device_ = options.device;
   // Large JPEGs decode at reduced scale exactly as the inference service does them,
@@ -193,10 +197,17 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
     }
     PreprocessInto(images[i], preprocess_, batch[i].data_ptr<float>());
   }
-  torch::Tensor probs, logits;
+  torch::Tensor probs, logits, feature_scores;
   try {
     torch::InferenceMode guard;
-    logits = models::ForwardLogits(*model_, batch, Numerics(), torch::Device(device_));
+    if (ood_gaussian_ != nullptr) {
+      const models::LogitsAndEmbedding out =
+          models::ForwardWithEmbedding(*model_, batch, Numerics(), torch::Device(device_));
+      logits = out.logits;
+      SL_ASSIGN_OR_RETURN(feature_scores, ood_gaussian_->Score(out.embedding));
+    } else {
+      logits = models::ForwardLogits(*model_, batch, Numerics(), torch::Device(device_));
+    }
     probs = torch::softmax(logits / temperature_, 1).contiguous();
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("inference failed: ", e.what_without_backtrace()));
@@ -207,8 +218,11 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
     std::array<float, kNumClasses> p{};
     for (int k = 0; k < kNumClasses; ++k) p[k] = acc[i][k];
     out.push_back(MakePrediction(p, refer_));
-    out.back().ood_score = EnergyScore(logits[i].data_ptr<float>(), kNumClasses);
-    out.back().out_of_distribution = IsOutOfDistribution(out.back().ood_score, ood_);
+    out.back().ood_score = feature_scores.defined() ? feature_scores[i].item<double>()
+                                                    : EnergyScore(logits[i].data_ptr<float>(), kNumClasses);
+    // A "mahalanobis" policy is only checked with its Gaussian (Create loads it).
+    const bool checked = ood_.method != OodMethod::kMahalanobis || feature_scores.defined();
+    out.back().out_of_distribution = checked && IsOutOfDistribution(out.back().ood_score, ood_);
   }
   return out;
 }

@@ -37,6 +37,7 @@
 
 namespace skinlesion::models {
 class Classifier;
+class FeatureGaussian;
 struct Numerics;
 }
 
@@ -53,8 +54,9 @@ struct Prediction {
   bool refer = false;
   ReferRule refer_rule = ReferRule::kNone;  // skinlesion/common/referral.h
   std::string refer_reason;
-  // skinlesion/common/ood.h: the energy of the logits and whether it is above the
-  // model's threshold (false when the manifest has none).
+  // skinlesion/common/ood.h: the score of the model's method (feature distance or
+  // energy) and whether it is above the model's threshold (false when the manifest
+  // has none).
   double ood_score = 0;
   bool out_of_distribution = false;
   nlohmann::json ToJson() const;
@@ -137,6 +139,7 @@ class Predictor {
   std::string numerics_, numerics_reason_;
   ReferralPolicy refer_;  // The manifest's "refer" (as serving reads it).
   OodPolicy ood_;         // The manifest's "ood".
+  std::shared_ptr<const models::FeatureGaussian> ood_gaussian_;  // For "mahalanobis".
   DecodeLimits limits_;
 };
 

@@ -26,7 +26,8 @@ absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
   return absl::OkStatus();
 }
 
-void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& r) {
+void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<double> feature_score,
+                    InferResult& r) {
   double max_scaled = -INFINITY;
   for (int k = 0; k < kNumClasses; ++k) {
     r.logits[k] = logits[k];
@@ -49,9 +50,16 @@ void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& r) 
   r.refer_reason = summary.refer_reason;
   r.refer_risk_threshold = spec.refer.risk_threshold;
   r.refer_target_sensitivity = spec.refer.risk_threshold ? spec.refer.target_sensitivity : 0.0;
-  r.ood_score = EnergyScore(logits, kNumClasses);
-  r.ood_checked = spec.ood.energy_threshold.has_value();
-  r.out_of_distribution = IsOutOfDistribution(r.ood_score, spec.ood);
+  if (spec.ood.method == OodMethod::kMahalanobis) {
+    // The loader refuses a version whose Gaussian it cannot use, so a missing score
+    // means an instance without one (test fakes): no check.
+    r.ood_score = feature_score.value_or(0.0);
+    r.ood_checked = spec.ood.threshold.has_value() && feature_score.has_value();
+  } else {
+    r.ood_score = EnergyScore(logits, kNumClasses);
+    r.ood_checked = spec.ood.threshold.has_value();
+  }
+  r.out_of_distribution = r.ood_checked && IsOutOfDistribution(r.ood_score, spec.ood);
 }
 
 Batcher::Batcher(std::string model, const BatchingOptions& options, const DecodeLimits& limits,
@@ -243,11 +251,15 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
   if (live.empty()) return;
   const int n = static_cast<int>(live.size());
   const absl::Time forward_start = absl::Now();
-  absl::StatusOr<std::vector<float>> logits = version.instance->Run(input.data(), n);
-  if (logits.ok() && logits->size() != static_cast<size_t>(n) * kNumClasses) {
-    logits = absl::InternalError(absl::StrCat("the model returned ", logits->size(),
+  absl::StatusOr<ScoredRun> logits = version.instance->RunScored(input.data(), n);
+  if (logits.ok() && logits->logits.size() != static_cast<size_t>(n) * kNumClasses) {
+    logits = absl::InternalError(absl::StrCat("the model returned ", logits->logits.size(),
                                               " logits for a batch of ", n, ", expected ",
                                               n * kNumClasses));
+  } else if (logits.ok() && !logits->feature_scores.empty() &&
+             logits->feature_scores.size() != static_cast<size_t>(n)) {
+    logits = absl::InternalError(absl::StrCat("the model returned ", logits->feature_scores.size(),
+                                              " feature scores for a batch of ", n));
   }
   const absl::Time computed = absl::Now();
   const double compute_ms = absl::ToDoubleMilliseconds(computed - forward_start);
@@ -262,7 +274,10 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
   }
   for (int i = 0; i < n; ++i) {
     InferResult result;
-    FillPrediction(version.spec, logits->data() + static_cast<size_t>(i) * kNumClasses, result);
+    FillPrediction(version.spec, logits->logits.data() + static_cast<size_t>(i) * kNumClasses,
+                   logits->feature_scores.empty() ? std::nullopt
+                                                  : std::optional<double>(logits->feature_scores[i]),
+                   result);
     result.model = model_;
     result.version = version.spec.version;
     result.sha256 = version.spec.sha256;

@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -48,8 +49,11 @@ absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
                                  const DecodeLimits& limits, float* out);
 
 // softmax(logits / T), top class, malignancy risk and the refer rule for one row of
-// kNumClasses logits. Fills the prediction fields of InferResult only.
-void FillPrediction(const ModelSpec& spec, const float* logits, InferResult& result);
+// kNumClasses logits, and the out-of-distribution verdict of the version's method
+// (`feature_score`: the instance's "mahalanobis" score, if it gave one). Fills the
+// prediction fields of InferResult only.
+void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<double> feature_score,
+                    InferResult& result);
 
 // An encoded image that a batch worker decodes (BatchingOptions::decode_in_worker):
 // ahead of time while it waits for a batch to fill, or when the batch runs. `state`,

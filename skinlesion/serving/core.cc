@@ -542,11 +542,11 @@ class ServingCoreImpl final : public ServingCore {
       std::vector<float> zeros(per * max_batch, 0.0f);
       for (int i = 0; i < options_.warmup_runs; ++i) {
         for (int n : {max_batch, 1}) {
-          absl::StatusOr<std::vector<float>> logits = loaded->instance->Run(zeros.data(), n);
-          if (!logits.ok()) return Annotate(logits.status(), "warm-up batch of ", n);
-          if (logits->size() != static_cast<size_t>(n) * kNumClasses) {
+          absl::StatusOr<ScoredRun> run = loaded->instance->RunScored(zeros.data(), n);
+          if (!run.ok()) return Annotate(run.status(), "warm-up batch of ", n);
+          if (run->logits.size() != static_cast<size_t>(n) * kNumClasses) {
             return absl::InternalError(absl::StrCat("warm-up batch of ", n, " returned ",
-                                                    logits->size(), " logits, expected ",
+                                                    run->logits.size(), " logits, expected ",
                                                     n * kNumClasses));
           }
           if (max_batch == 1) break;

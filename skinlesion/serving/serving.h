@@ -79,8 +79,9 @@ struct ModelSpec {
   // The manifest's "refer" object: min_confidence, min_margin, and the malignancy-risk
   // threshold fitted for a target sensitivity (skinlesion/common/referral.h).
   ReferralPolicy refer;
-  // The manifest's "ood" object: {"method": "energy", "energy_threshold", "reject_rate"}
-  // (skinlesion/common/ood.h). Absent threshold: no out-of-distribution check.
+  // The manifest's "ood" object (skinlesion/common/ood.h): method, threshold,
+  // reject_rate and, for "mahalanobis", the fitted Gaussian's file. Absent threshold:
+  // no out-of-distribution check.
   OodPolicy ood;
   // The manifest's "precision" pin ("fp32" or "bf16"); absent: the server's choice.
   std::optional<Precision> precision;
@@ -99,7 +100,10 @@ struct ModelSpec {
 //             "calibration" {"temperature" > 0}, "refer" {"min_confidence", "min_margin",
 //             "malignancy_risk_threshold" in [0, 1], "target_sensitivity" in (0, 1]},
 //             "golden_set" (see GoldenSet), "precision" ("fp32" | "bf16"),
-//             "ood" {"method": "energy", "energy_threshold", "reject_rate" in [0, 1)}.
+//             "ood" {"method": "mahalanobis" | "energy" (default), "threshold" (older
+//             manifests: "energy_threshold"), "reject_rate" in [0, 1), and for
+//             "mahalanobis" with a threshold "features" {"file" (a name in the
+//             directory), "sha256"}}.
 // sha256: the "files" entry of model.safetensors, else manifest "sha256", else the
 // file's hash (empty when there is no model.safetensors).
 absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory);
@@ -114,6 +118,13 @@ struct Explanation {
   std::vector<float> heat;  // height * width values in [0, 1], row-major.
 };
 
+// What one forward pass gives: the logits and, where the instance computes it, the
+// feature out-of-distribution score of each image (ood.h, "mahalanobis").
+struct ScoredRun {
+  std::vector<float> logits;           // n * kNumClasses, row-major.
+  std::vector<double> feature_scores;  // n values, or empty.
+};
+
 // One loaded model version. Run() is called by the batcher's instance threads,
 // possibly concurrently; the instance must be thread-safe.
 class ModelInstance {
@@ -122,6 +133,13 @@ class ModelInstance {
   // `input`: n preprocessed images, contiguous float [n, 3, S, S] (S = image_size,
   // normalised with mean/std). Returns n * kNumClasses logits, row-major.
   virtual absl::StatusOr<std::vector<float>> Run(const float* input, int n) = 0;
+  // Run() plus the feature OOD scores when the version has a fitted Gaussian. The
+  // batcher calls this one. Default: Run() without scores.
+  virtual absl::StatusOr<ScoredRun> RunScored(const float* input, int n) {
+    absl::StatusOr<std::vector<float>> logits = Run(input, n);
+    if (!logits.ok()) return logits.status();
+    return ScoredRun{*std::move(logits), {}};
+  }
   // An explanation heatmap for one preprocessed image [3, S, S] and a class in
   // [0, kNumClasses). Fills method, width, height, heat (the core sets covers).
   // May run concurrently with Run(). Default: Unimplemented.
@@ -267,8 +285,9 @@ struct InferResult {
   std::string refer_reason;
   std::optional<double> refer_risk_threshold;  // The version's, if it has one.
   double refer_target_sensitivity = 0;
-  // Out-of-distribution check (ood.h): the energy of the logits and whether it is
-  // above the version's threshold ("not a dermoscopic lesion photo").
+  // Out-of-distribution check (ood.h): the score of the version's method (feature
+  // distance or energy) and whether it is above the version's threshold ("not a
+  // dermoscopic lesion photo").
   double ood_score = 0;
   bool out_of_distribution = false;
   bool ood_checked = false;  // The version has a threshold.

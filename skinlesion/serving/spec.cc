@@ -244,16 +244,37 @@ absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory) {
     SL_RETURN_IF_ERROR(Object(path, "ood", o));
     if (o.contains("method")) {
       SL_ASSIGN_OR_RETURN(const std::string method, String(path, "ood.method", o["method"]));
-      if (method != "energy") return FieldError(path, "ood.method", "must be \"energy\"", o["method"]);
+      const std::optional<OodMethod> parsed = ParseOodMethod(method);
+      if (!parsed) {
+        return FieldError(path, "ood.method", "must be \"mahalanobis\" or \"energy\"", o["method"]);
+      }
+      spec.ood.method = *parsed;
     }
-    if (o.contains("energy_threshold")) {
-      SL_ASSIGN_OR_RETURN(const double t, Number(path, "ood.energy_threshold", o["energy_threshold"]));
-      spec.ood.energy_threshold = t;
+    // "energy_threshold": the key of manifests written before the feature score.
+    for (const char* key : {"threshold", "energy_threshold"}) {
+      if (!o.contains(key)) continue;
+      SL_ASSIGN_OR_RETURN(const double t, Number(path, absl::StrCat("ood.", key), o[key]));
+      spec.ood.threshold = t;
     }
     if (o.contains("reject_rate")) {
       SL_ASSIGN_OR_RETURN(spec.ood.reject_rate, Number(path, "ood.reject_rate", o["reject_rate"]));
       if (spec.ood.reject_rate < 0 || spec.ood.reject_rate >= 1) {
         return FieldError(path, "ood.reject_rate", "must be in [0, 1)", o["reject_rate"]);
+      }
+    }
+    if (spec.ood.method == OodMethod::kMahalanobis && spec.ood.threshold.has_value()) {
+      if (!o.contains("features") || !o["features"].is_object()) {
+        return FieldError(path, "ood.features", "must be an object naming the fitted Gaussian's file",
+                          o.value("features", json()));
+      }
+      const json& f = o["features"];
+      SL_ASSIGN_OR_RETURN(spec.ood.features_file, String(path, "ood.features.file", f.value("file", json())));
+      if (spec.ood.features_file.empty() || spec.ood.features_file.find('/') != std::string::npos ||
+          spec.ood.features_file.find("..") != std::string::npos) {
+        return FieldError(path, "ood.features.file", "must be a file name in the model directory", f["file"]);
+      }
+      if (f.contains("sha256")) {
+        SL_ASSIGN_OR_RETURN(spec.ood.features_sha256, String(path, "ood.features.sha256", f["sha256"]));
       }
     }
   }
@@ -311,13 +332,13 @@ absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance) {
     SL_ASSIGN_OR_RETURN(const std::string bytes, ReadFileToString(path, size_t{64} << 20));
     SL_RETURN_IF_ERROR(Annotate(DecodeAndPreprocess(spec, bytes, DecodeLimits{}, input.data()),
                                 "golden file ", path));
-    SL_ASSIGN_OR_RETURN(const std::vector<float> logits, instance.Run(input.data(), 1));
-    if (logits.size() != static_cast<size_t>(kNumClasses)) {
-      return absl::InternalError(absl::StrCat(what, ": the model returned ", logits.size(),
+    SL_ASSIGN_OR_RETURN(const ScoredRun run, instance.RunScored(input.data(), 1));
+    if (run.logits.size() != static_cast<size_t>(kNumClasses)) {
+      return absl::InternalError(absl::StrCat(what, ": the model returned ", run.logits.size(),
                                               " logits for golden file ", item.file));
     }
     InferResult r;
-    FillPrediction(spec, logits.data(), r);
+    FillPrediction(spec, run.logits.data(), std::nullopt, r);
     int worst = 0;
     double worst_diff = -1;
     for (int k = 0; k < kNumClasses; ++k) {

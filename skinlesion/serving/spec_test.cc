@@ -159,6 +159,12 @@ TEST_F(SpecTest, MalformedFieldsAreNamed) {
        "\"golden_set.items[0].file\" must be a file name"},
       {{{"golden_set", {{"items", {{{"file", "a.jpg"}, {"probabilities", {1, 0}}}}}}}},
        "\"golden_set.items[0].probabilities\" must be an array of 7"},
+      {{{"ood", {{"method", "knn"}}}}, "\"ood.method\" must be \"mahalanobis\" or \"energy\""},
+      {{{"ood", {{"threshold", "high"}}}}, "\"ood.threshold\" must be a number"},
+      {{{"ood", {{"reject_rate", 1}}}}, "\"ood.reject_rate\" must be in [0, 1)"},
+      {{{"ood", {{"method", "mahalanobis"}, {"threshold", 400}}}}, "\"ood.features\" must be an object"},
+      {{{"ood", {{"method", "mahalanobis"}, {"threshold", 400}, {"features", {{"file", "../g.safetensors"}}}}}},
+       "\"ood.features.file\" must be a file name in the model directory"},
   };
   for (const Case& c : cases) {
     json m = base;
@@ -168,6 +174,30 @@ TEST_F(SpecTest, MalformedFieldsAreNamed) {
   }
   EXPECT_THAT(Read({{"image_size", 32}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("missing \"architecture\"")));
+}
+
+// The not-a-lesion check: the feature Gaussian's policy, and manifests written before
+// it (energy, "energy_threshold") read as they were.
+TEST_F(SpecTest, ReadsBothOutOfDistributionMethods) {
+  auto spec = Read({{"architecture", "resnet18"},
+                    {"ood",
+                     {{"method", "mahalanobis"},
+                      {"threshold", 492.5},
+                      {"reject_rate", 0.02},
+                      {"features", {{"file", "ood_features.safetensors"}, {"sha256", "ab12"}}}}}});
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->ood.method, OodMethod::kMahalanobis);
+  EXPECT_EQ(spec->ood.threshold, 492.5);
+  EXPECT_DOUBLE_EQ(spec->ood.reject_rate, 0.02);
+  EXPECT_EQ(spec->ood.features_file, "ood_features.safetensors");
+  EXPECT_EQ(spec->ood.features_sha256, "ab12");
+  spec = Read({{"architecture", "resnet18"}, {"ood", {{"method", "energy"}, {"energy_threshold", -3.5}}}});
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->ood.method, OodMethod::kEnergy);
+  EXPECT_EQ(spec->ood.threshold, -3.5);
+  spec = Read({{"architecture", "resnet18"}});
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_FALSE(spec->ood.threshold.has_value());
 }
 
 TEST_F(SpecTest, UnreadableManifests) {
@@ -249,7 +279,7 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   spec.temperature = 2.0;
   InferResult r;
   const float logits[kNumClasses] = {0, 0, 0, 0, 8, 0, 0};  // mel
-  FillPrediction(spec, logits, r);
+  FillPrediction(spec, logits, std::nullopt, r);
   double sum = 0;
   for (float p : r.probabilities) sum += p;
   EXPECT_NEAR(sum, 1.0, 1e-6);
@@ -266,13 +296,13 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   const float close[kNumClasses] = {0, 0, 0, 0, 5, 4.9f, 0};
   spec.temperature = 1.0;
   spec.refer.min_confidence = 0.3;
-  FillPrediction(spec, close, r);
+  FillPrediction(spec, close, std::nullopt, r);
   EXPECT_TRUE(r.refer);
   EXPECT_THAT(r.refer_reason, HasSubstr("mel and nv are too close"));
 
   // Low confidence.
   const float flat[kNumClasses] = {0, 0, 0, 0, 0.1f, 0, 0};
-  FillPrediction(spec, flat, r);
+  FillPrediction(spec, flat, std::nullopt, r);
   EXPECT_TRUE(r.refer);
   EXPECT_EQ(r.refer_rule, ReferRule::kLowConfidence);
   EXPECT_THAT(r.refer_reason, HasSubstr("top probability"));
@@ -282,13 +312,40 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   const float risky[kNumClasses] = {std::log(0.01f), std::log(0.01f), std::log(0.045f),
                                     std::log(0.005f), std::log(0.25f), std::log(0.63f),
                                     std::log(0.05f)};
-  FillPrediction(spec, risky, r);
+  FillPrediction(spec, risky, std::nullopt, r);
   EXPECT_FALSE(r.refer) << r.refer_reason;
   spec.refer.risk_threshold = 0.18;
-  FillPrediction(spec, risky, r);
+  FillPrediction(spec, risky, std::nullopt, r);
   EXPECT_TRUE(r.refer);
   EXPECT_EQ(r.refer_rule, ReferRule::kMalignancyRisk);
   EXPECT_EQ(r.refer_reason, "malignancy risk 0.27 >= 0.18 (90% sensitivity point)");
+}
+
+// The verdict follows the version's method: the instance's feature score for
+// "mahalanobis" (no score: no check), the logits' energy for "energy".
+TEST(FillPredictionTest, OutOfDistributionFollowsTheMethod) {
+  ModelSpec spec;
+  const float logits[kNumClasses] = {0, 0, 0, 0, 8, 0, 0};
+  InferResult r;
+  spec.ood = {.method = OodMethod::kMahalanobis, .threshold = 500.0};
+  FillPrediction(spec, logits, 900.0, r);
+  EXPECT_TRUE(r.ood_checked);
+  EXPECT_TRUE(r.out_of_distribution);
+  EXPECT_DOUBLE_EQ(r.ood_score, 900.0);
+  FillPrediction(spec, logits, 100.0, r);
+  EXPECT_TRUE(r.ood_checked);
+  EXPECT_FALSE(r.out_of_distribution);
+  FillPrediction(spec, logits, std::nullopt, r);
+  EXPECT_FALSE(r.ood_checked);
+  EXPECT_FALSE(r.out_of_distribution);
+  // Energy ignores any feature score: -logsumexp = about -8.0 here.
+  spec.ood = {.method = OodMethod::kEnergy, .threshold = -9.0};
+  FillPrediction(spec, logits, 0.0, r);
+  EXPECT_NEAR(r.ood_score, EnergyScore(logits, kNumClasses), 1e-9);
+  EXPECT_TRUE(r.out_of_distribution);
+  spec.ood.threshold = -7.0;
+  FillPrediction(spec, logits, 1e9, r);
+  EXPECT_FALSE(r.out_of_distribution);
 }
 
 TEST(TelemetryTest, OutcomeLabels) {

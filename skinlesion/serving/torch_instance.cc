@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/explain/explain.h"
+#include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 
@@ -19,11 +21,12 @@ namespace {
 class TorchInstance final : public ModelInstance {
  public:
   TorchInstance(std::shared_ptr<models::Classifier> model, torch::Device device, int64_t image_size,
-                models::Numerics numerics)
+                models::Numerics numerics, std::optional<models::FeatureGaussian> ood)
       : model_(std::move(model)),
         device_(device),
         image_size_(image_size),
-        numerics_(std::move(numerics)) {}
+        numerics_(std::move(numerics)),
+        ood_(std::move(ood)) {}
 
   Precision precision() const override { return numerics_.precision; }
   std::string numerics() const override { return numerics_.Describe(); }
@@ -42,6 +45,34 @@ class TorchInstance final : public ModelInstance {
       }
       const float* p = logits.data_ptr<float>();
       return std::vector<float>(p, p + static_cast<size_t>(n) * kNumClasses);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("LibTorch: ", e.what()));
+    }
+  }
+
+  // With a fitted Gaussian: one forward pass gives the logits and the embedding the
+  // feature score is computed from.
+  absl::StatusOr<ScoredRun> RunScored(const float* input, int n) override {
+    if (!ood_.has_value()) return ModelInstance::RunScored(input, n);
+    if (n < 1) return absl::InvalidArgumentError(absl::StrCat("batch of ", n));
+    try {
+      torch::InferenceMode guard;
+      torch::Tensor batch = torch::from_blob(const_cast<float*>(input),
+                                             {n, 3, image_size_, image_size_}, torch::kFloat32);
+      const models::LogitsAndEmbedding out = models::ForwardWithEmbedding(*model_, batch, numerics_, device_);
+      if (out.logits.dim() != 2 || out.logits.size(0) != n || out.logits.size(1) != kNumClasses) {
+        return absl::InternalError(absl::StrCat("the model returned logits of shape ",
+                                                c10::str(out.logits.sizes()), " for a batch of ", n));
+      }
+      SL_ASSIGN_OR_RETURN(const torch::Tensor scores, ood_->Score(out.embedding));
+      ScoredRun run;
+      const float* p = out.logits.data_ptr<float>();
+      run.logits.assign(p, p + static_cast<size_t>(n) * kNumClasses);
+      const double* q = scores.data_ptr<double>();
+      run.feature_scores.assign(q, q + n);
+      return run;
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
     } catch (const std::exception& e) {
@@ -78,6 +109,7 @@ class TorchInstance final : public ModelInstance {
   torch::Device device_;
   int64_t image_size_;
   models::Numerics numerics_;
+  std::optional<models::FeatureGaussian> ood_;  // The manifest's "mahalanobis" Gaussian.
 };
 
 }  // namespace
@@ -113,11 +145,13 @@ ModelLoader MakeTorchLoader(TorchLoaderOptions options) {
     SL_ASSIGN_OR_RETURN(models::Numerics numerics,
                         models::PrepareForInference(*checkpoint.model, options.precision, *device,
                                                     spec.precision));
+    SL_ASSIGN_OR_RETURN(std::optional<models::FeatureGaussian> ood,
+                        models::LoadOodGaussianFor(*checkpoint.model, spec.directory, spec.ood));
     SL_LOG(INFO) << "serving: loaded " << spec.architecture << " from " << spec.directory << " on "
                  << options.device << " in " << numerics.Describe() << " (" << numerics.reason
-                 << ")";
+                 << ")" << (ood ? ", not-a-lesion check: mahalanobis" : "");
     return std::shared_ptr<ModelInstance>(std::make_shared<TorchInstance>(
-        std::move(checkpoint.model), *device, spec.image_size, std::move(numerics)));
+        std::move(checkpoint.model), *device, spec.image_size, std::move(numerics), std::move(ood)));
   };
 }
 

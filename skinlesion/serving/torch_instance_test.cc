@@ -14,6 +14,8 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "skinlesion/common/hash.h"
+#include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
@@ -312,6 +314,81 @@ TEST(TorchInstanceTest, AManifestPinDecidesUnderAutoAndAnExplicitChoiceOverrides
   for (float p : result->probabilities) sum += p;
   EXPECT_NEAR(sum, 1.0f, 1e-5);
   (*core)->Shutdown(absl::Seconds(5));
+}
+
+// A version with a "mahalanobis" not-a-lesion check: the instance returns the feature
+// score of each image from the same forward pass, the CLI predictor gives the same
+// score, and a Gaussian that does not match the file's digest or the model's width is
+// refused at load.
+TEST(TorchInstanceTest, FeatureOodScoresComeWithTheLogits) {
+  TempDir dir;
+  const std::string model_dir = dir.Join("ood");
+  torch::manual_seed(5);
+  auto model = models::CreateModel("resnet18", {.image_size = 32});
+  ASSERT_THAT(model, IsOk());
+  (*model)->eval();
+  ASSERT_THAT(models::SaveCheckpoint(**model, model_dir, 32), IsOk());
+  torch::Tensor embeddings;
+  {
+    torch::NoGradGuard no_grad;
+    embeddings = models::ForwardWithEmbedding(**model, torch::randn({16, 3, 32, 32}), {}, torch::kCPU).embedding;
+  }
+  std::vector<int> labels(16);
+  for (int i = 0; i < 16; ++i) labels[i] = i % 2;
+  auto gaussian = models::FeatureGaussian::Fit(embeddings, labels, kNumClasses, 0.5);
+  ASSERT_THAT(gaussian, IsOk());
+  const std::string file = model_dir + "/" + kOodFeaturesFile;
+  ASSERT_THAT(gaussian->Save(file), IsOk());
+  auto digest = Sha256File(file);
+  ASSERT_THAT(digest, IsOk());
+  nlohmann::json manifest = nlohmann::json::parse(ReadBytes(model_dir + "/manifest.json"));
+  manifest["ood"] = {{"method", "mahalanobis"},
+                     {"threshold", 1e9},
+                     {"reject_rate", 0.01},
+                     {"features", {{"file", kOodFeaturesFile}, {"sha256", *digest}}}};
+  std::ofstream(model_dir + "/manifest.json") << manifest.dump(2);
+
+  auto spec = ReadModelSpec(model_dir);
+  ASSERT_THAT(spec, IsOk());
+  auto instance = MakeTorchLoader({.threads = 1, .precision = PrecisionChoice::kFp32})(*spec);
+  ASSERT_THAT(instance, IsOk());
+  const torch::Tensor x = torch::randn({2, 3, 32, 32});
+  auto run = (*instance)->RunScored(x.data_ptr<float>(), 2);
+  ASSERT_THAT(run, IsOk());
+  ASSERT_EQ(run->logits.size(), 2u * kNumClasses);
+  ASSERT_EQ(run->feature_scores.size(), 2u);
+  torch::NoGradGuard no_grad;
+  const models::LogitsAndEmbedding direct = models::ForwardWithEmbedding(**model, x, {}, torch::kCPU);
+  auto expected = gaussian->Score(direct.embedding);
+  ASSERT_THAT(expected, IsOk());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_NEAR(run->feature_scores[i], (*expected)[i].item<double>(), 1e-3 * (*expected)[i].item<double>());
+    EXPECT_GT(run->feature_scores[i], 0);
+  }
+  // Plain Run() is unchanged.
+  auto plain = (*instance)->Run(x.data_ptr<float>(), 2);
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_EQ(*plain, run->logits);
+
+  // The CLI predictor reads the same policy and Gaussian.
+  auto predictor = predict::Predictor::Create(model_dir, {.precision = PrecisionChoice::kFp32});
+  ASSERT_THAT(predictor, IsOk());
+  auto p = (*predictor)->PredictFile(SourcePath("tests/fixtures/ood/cat.jpg"));
+  ASSERT_THAT(p, IsOk());
+  EXPECT_GT(p->ood_score, 0);
+  EXPECT_FALSE(p->out_of_distribution) << "threshold 1e9";
+
+  // Tampered file: refused.
+  std::ofstream(file, std::ios::app) << "x";
+  EXPECT_THAT(MakeTorchLoader({.threads = 1})(*spec), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("SHA-256")));
+  EXPECT_THAT(predict::Predictor::Create(model_dir, {}), StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
+  // A Gaussian of another width: refused.
+  auto narrow = models::FeatureGaussian::Fit(torch::randn({8, 4}), {0, 1, 0, 1, 0, 1, 0, 1}, kNumClasses);
+  ASSERT_THAT(narrow, IsOk());
+  ASSERT_THAT(narrow->Save(file), IsOk());
+  spec->ood.features_sha256.clear();
+  EXPECT_THAT(MakeTorchLoader({.threads = 1})(*spec),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("width 4")));
 }
 
 }  // namespace

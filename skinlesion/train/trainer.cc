@@ -22,6 +22,7 @@
 #include "skinlesion/data/loader.h"
 #include "skinlesion/data/sampler.h"
 #include "skinlesion/eval/plots.h"
+#include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/train/losses.h"
 #include "skinlesion/train/schedule.h"
@@ -370,7 +371,7 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
                                            const PreprocessOptions& preprocess,
                                            const std::string& device_name,
                                            int batch_size, int num_workers, bool flip_tta,
-                                           const models::Numerics& numerics) {
+                                           const models::Numerics& numerics, bool with_embeddings) {
   SL_ASSIGN_OR_RETURN(const torch::Device device, ParseDevice(device_name));
   data::LoaderOptions lo;
   lo.batch_size = batch_size;
@@ -384,6 +385,7 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
                        samples, std::make_unique<data::SequentialSampler>(samples.size()), lo));
   SL_RETURN_IF_ERROR(loader->StartEpoch(0));
   Predictions out;
+  std::vector<torch::Tensor> embeddings;
   const bool was_training = model.is_training();
   model.eval();
   torch::NoGradGuard no_grad;
@@ -393,13 +395,19 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
     torch::Tensor x = batch->images;
     torch::Tensor logits;
     try {
+      torch::Tensor plain;  // The unflipped image's logits.
+      if (with_embeddings) {
+        models::LogitsAndEmbedding out = models::ForwardWithEmbedding(model, x, numerics, device);
+        plain = out.logits;
+        embeddings.push_back(out.embedding);
+      }
       if (flip_tta) {
-        torch::Tensor p = torch::softmax(models::ForwardLogits(model, x, numerics, device), 1);
+        torch::Tensor p = torch::softmax(plain.defined() ? plain : models::ForwardLogits(model, x, numerics, device), 1);
         p += torch::softmax(models::ForwardLogits(model, x.flip({3}), numerics, device), 1);
         p += torch::softmax(models::ForwardLogits(model, x.flip({2}), numerics, device), 1);
         logits = torch::log(p / 3);
       } else {
-        logits = models::ForwardLogits(model, x, numerics, device);
+        logits = plain.defined() ? plain : models::ForwardLogits(model, x, numerics, device);
       }
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
@@ -414,6 +422,7 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
     }
   }
   model.train(was_training);
+  if (!embeddings.empty()) out.embeddings = torch::cat(embeddings);
   return out;
 }
 
@@ -469,6 +478,10 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
     sampler = std::make_unique<ShardedSampler>(std::move(sampler), c.batch_size, rank, world);
     lo.drop_last = true;
   }
+  // A last batch of one image cannot train batch norm (one value per channel at a 1x1
+  // feature map) and gives noisy statistics anyway: drop it (the shuffled image lands
+  // in a full batch in other epochs).
+  if (train.size() > 1 && train.size() % static_cast<size_t>(lo.batch_size) == 1) lo.drop_last = true;
   SL_ASSIGN_OR_RETURN(auto loader, data::DataLoader::Create(train, std::move(sampler), lo));
   const int64_t steps_per_epoch = loader->num_batches();
   if (steps_per_epoch == 0) return absl::InvalidArgumentError("the training set is smaller than one batch");

@@ -125,6 +125,9 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& config, const std::vector<d
 struct Predictions {
   std::vector<int> labels;
   std::vector<eval::Probs> logits;
+  // With `with_embeddings`: the penultimate features [N, D] fp32 (models/feature_ood.h;
+  // of the unflipped image under flip TTA).
+  at::Tensor embeddings;
 };
 absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
                                            const std::vector<data::Sample>& samples,
@@ -132,7 +135,8 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
                                            const std::string& device,
                                            int batch_size = 32, int num_workers = 2,
                                            bool flip_tta = false,
-                                           const models::Numerics& numerics = {});
+                                           const models::Numerics& numerics = {},
+                                           bool with_embeddings = false);
 
 // Loads a checkpoint written by Train (checkpoints/best or last) into `model`.
 absl::Status LoadTrainCheckpoint(models::Classifier& model, const std::string& checkpoint_dir);

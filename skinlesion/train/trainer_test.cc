@@ -197,6 +197,23 @@ TEST(TrainerTest, Bf16AutocastTrainsWithFp32MasterWeights) {
   EXPECT_EQ(rf->numerics, "fp32");
 }
 
+// 13 images in batches of 4 would leave a last batch of one image, which batch norm
+// cannot train on: it is dropped rather than failing the run.
+TEST(TrainerTest, ALastBatchOfOneImageIsDropped) {
+  auto samples = FixtureSamples();
+  samples.pop_back();
+  ASSERT_EQ(samples.size() % 4, 1u);
+  TrainConfig c = TinyConfig();
+  c.precision = "fp32";
+  c.epochs = 1;
+  c.frozen_epochs = 0;
+  TempDir dir;
+  auto r = Train(c, samples, samples, Context(dir.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->history.size(), 1u);
+  EXPECT_TRUE(std::isfinite(r->history[0].train_loss));
+}
+
 TEST(TrainerTest, InvalidConfigListsEveryProblem) {
   TrainConfig c = TinyConfig();
   c.epochs = 0;

@@ -1,0 +1,38 @@
+// Cross-validation summaries: the test metrics of each round of a k-fold run
+// (`skinlesion cv`), and their mean, sample standard deviation and range, so a recipe
+// is judged by how it does across lesion-disjoint folds, not on one split.
+#ifndef SKINLESION_EVAL_CROSS_VALIDATION_H_
+#define SKINLESION_EVAL_CROSS_VALIDATION_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace skinlesion::eval {
+
+// One finished round: its fold, the metrics JSON of its test fold (WriteReport's) and
+// what its training cost.
+struct FoldResult {
+  int fold = 0;
+  nlohmann::json metrics;
+  double train_minutes = 0;
+};
+
+// The metrics summarised, as JSON paths into a round's metrics ("a/b/c"), in table order.
+const std::vector<std::string>& CrossValidationMetrics();
+
+// {"folds": [{"fold", "train_minutes", "<metric>": value...}...], "summary": {"<metric>":
+// {"mean", "sd", "min", "max", "n"}}, "train_minutes": {...}}. sd is the sample standard
+// deviation (n - 1), 0 for one fold. A metric missing from a round (e.g. no referral
+// threshold) is left out of that round and summarised over the others.
+// InvalidArgument for no rounds or a fold given twice.
+absl::StatusOr<nlohmann::json> SummariseFolds(const std::vector<FoldResult>& folds);
+
+// A Markdown table of the summary: one row per round, then "mean ± sd".
+std::string CrossValidationMarkdown(const nlohmann::json& summary);
+
+}  // namespace skinlesion::eval
+
+#endif  // SKINLESION_EVAL_CROSS_VALIDATION_H_
