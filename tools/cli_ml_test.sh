@@ -140,6 +140,52 @@ cp -r "$OUT/run/model" "$OUT/fitted2"
 test ! -e "$OUT/fitted2/ood_features.safetensors"
 if grep -q '"ood"' "$OUT/fitted2/manifest.json"; then echo "an unmeasured check was written"; exit 1; fi
 
+# Bring your own data: the same 14 images as class folders, as a plain CSV with
+# patient ids, and as an ISIC 2019 ground truth with an SCC row.
+mkdir -p "$OUT/folders"
+tail -n +2 "$FIX/metadata_subset.csv" | while IFS=, read -r lesion image dx _; do
+  mkdir -p "$OUT/folders/$dx" && cp "$FIX/images/$image.jpg" "$OUT/folders/$dx/"
+done
+"$CLI" dataset --data "$OUT/folders" 2> "$OUT/byo_folders.txt" | grep -q "14 images"
+grep -q "(class folders): 14 images" "$OUT/byo_folders.txt"
+"$CLI" split --data "$OUT/folders" --out "$OUT/byo_split.csv" --train 0.34 --val 0.33 --test 0.33 --seed 1 \
+  | grep -q "holdout"
+awk -F, 'BEGIN{OFS=","} NR>1 && $3=="val" && (n++ % 2) {$3="test"} {print}' "$OUT/byo_split.csv" > "$OUT/byo_split2.csv"
+"$CLI" train --data "$OUT/folders" --split "$OUT/byo_split2.csv" --out "$OUT/byo_run" --device cpu \
+  --set architecture=resnet18,image_size=32,epochs=1,frozen_epochs=0,batch_size=4,num_workers=1,threads=1,progress_interval_s=0 \
+  > "$OUT/byo_train.txt" 2>&1
+test -s "$OUT/byo_run/model/model.safetensors"
+/usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1]))['data']; assert d['format'] == 'class folders' and d['dataset'] == 'folders' and 'HAM10000' not in d['licence'], d" "$OUT/byo_run/model/manifest.json"
+{
+  echo "image,label,patient_id,age,sex"
+  tail -n +2 "$FIX/metadata_subset.csv" | awk -F, '{print $2 ".jpg," $3 ",P" (NR % 5) ",50,female"}'
+  echo "ISIC_9999999.jpg,mel,P9,40,male"
+} > "$OUT/plain.csv"
+"$CLI" dataset --data "$FIX/images" --metadata "$OUT/plain.csv" 2> "$OUT/byo_plain.txt" | grep -q "14 images"
+grep -q "(plain CSV): 14 images, 1 row without an image" "$OUT/byo_plain.txt"
+# Patients group the split: no patient in two partitions.
+"$CLI" split --data "$FIX/images" --metadata "$OUT/plain.csv" --out "$OUT/plain_split.csv" --kfold 3 > /dev/null
+/usr/bin/python3 - "$OUT/plain_split.csv" <<'PY'
+import csv, sys
+part = {}
+for r in csv.DictReader(open(sys.argv[1])):
+    assert part.setdefault(r["lesion_id"], r["partition"]) == r["partition"], r
+assert set(part) == {f"P{i}" for i in range(5)}, part
+PY
+{
+  echo "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"
+  echo "ISIC_0024698,0.0,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0"
+  echo "ISIC_0029360,0.0,0.0,0.0,1.0,0.0,0.0,0.0,0.0,0.0"
+  echo "ISIC_0031901,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0,0.0"
+} > "$OUT/isic2019.csv"
+if "$CLI" dataset --data "$FIX/images" --metadata "$OUT/isic2019.csv" 2> "$OUT/byo_isic_err.txt"; then
+  echo "an SCC row was accepted without --skip_labels"; exit 1
+fi
+grep -q "isic2019.csv line 4: class 'SCC'" "$OUT/byo_isic_err.txt"
+"$CLI" dataset --data "$FIX/images" --metadata "$OUT/isic2019.csv" --skip_labels scc,unk 2> "$OUT/byo_isic.txt" \
+  | grep -q "2 images"
+grep -q "left out: 1 scc" "$OUT/byo_isic.txt"
+
 # Cross-validation: one run per k-fold round, summarised; finished rounds are kept, a
 # new recipe in the same folder is refused, a fold out of range is an error.
 "$CLI" split "${DATA[@]}" --out "$OUT/kfold.csv" --kfold 3 --seed 2 | grep -q "kfold:3"
@@ -175,6 +221,26 @@ if "$CLI" cv "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/cv4" --device cpu
   echo "cv accepted a holdout split"; exit 1
 fi
 grep -q "needs a k-fold split" "$OUT/cv4_err.txt"
+# The Python reference runs the same round of the same split (and colour constancy).
+/usr/bin/python3 - "$OUT/ref_config.json" <<'PY'
+import json, sys
+json.dump({"architecture": "resnet18", "image_size": 32, "epochs": 1, "frozen_epochs": 0, "batch_size": 4,
+           "num_workers": 0, "threads": 1, "colour_constancy_p": 6, "progress_interval_s": 0}, open(sys.argv[1], "w"))
+PY
+REF=(/usr/bin/python3 "$(dirname "$0")/../bench/reference/train_reference.py" --config "$OUT/ref_config.json"
+     --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" --split "$OUT/kfold.csv")
+OMP_NUM_THREADS=1 "${REF[@]}" --fold 1 --out "$OUT/ref_fold1" 2> "$OUT/ref_fold1.txt"
+grep -q "train [0-9]*, val [0-9]*, test [0-9]*" "$OUT/ref_fold1.txt"
+/usr/bin/python3 - "$OUT/ref_fold1" "$OUT/cv/fold1/model/manifest.json" <<'PY'
+import json, os, sys
+m = json.load(open(os.path.join(sys.argv[1], "metrics.json")))
+c = json.load(open(sys.argv[2]))["data"]
+assert m["n"] == c["test_images"], (m["n"], c)  # the same test fold as the C++ round
+PY
+if "${REF[@]}" --out "$OUT/ref_nofold" 2> "$OUT/ref_err.txt"; then
+  echo "the reference ran a k-fold split without a round"; exit 1
+fi
+grep -q "choose a round with --fold" "$OUT/ref_err.txt"
 if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --fold 3 --out "$OUT/cv5" --set "$TINY" 2> "$OUT/cv5_err.txt"; then
   echo "train accepted fold 3 of 3"; exit 1
 fi

@@ -12,16 +12,19 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
+#include "skinlesion/data/dataset.h"
 #include "skinlesion/data/ham10000.h"
 #include "skinlesion/data/isic.h"
 #include "skinlesion/data/split.h"
@@ -358,15 +361,35 @@ class JsonlProgressWriter : public train::ProgressListener {
   std::FILE* file_;
 };
 
+absl::StatusOr<data::Dataset> LoadData(const std::string& data_dir, const std::string& metadata,
+                                       const std::string& skip_labels) {
+  if (data_dir.empty()) return absl::InvalidArgumentError("--data is required");
+  data::DatasetOptions options;
+  for (absl::string_view label : absl::StrSplit(skip_labels, ',', absl::SkipEmpty())) {
+    options.skip_labels.insert(absl::AsciiStrToLower(absl::StripAsciiWhitespace(label)));
+  }
+  SL_ASSIGN_OR_RETURN(data::Dataset dataset, data::LoadDataset(data_dir, metadata, options));
+  std::string skipped;
+  for (const auto& [label, n] : dataset.skipped_labels) absl::StrAppend(&skipped, skipped.empty() ? "" : ", ", n, " ", label);
+  std::fprintf(stderr, "[data] %s (%s): %zu images%s%s\n", dataset.source.c_str(), data::DatasetFormatName(dataset.format),
+               dataset.catalogue.samples.size(),
+               dataset.catalogue.rows_missing_image > 0
+                   ? absl::StrCat(", ", dataset.catalogue.rows_missing_image,
+                                  dataset.catalogue.rows_missing_image == 1 ? " row" : " rows", " without an image")
+                         .c_str()
+                   : "",
+               skipped.empty() ? "" : absl::StrCat(", left out: ", skipped).c_str());
+  return dataset;
+}
+
 absl::Status RunTrain(const TrainCommand& cmd) {
   if (cmd.data_dir.empty()) return absl::InvalidArgumentError("--data is required");
   if (cmd.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   SL_ASSIGN_OR_RETURN(const train::TrainConfig config, BuildConfig(cmd));
   torch::set_num_threads(config.threads);
   const std::string device = ResolveDevice(cmd.device);
-  const std::string metadata =
-      cmd.metadata.empty() ? cmd.data_dir + "/HAM10000_metadata.csv" : cmd.metadata;
-  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, data::LoadHam10000(metadata, cmd.data_dir, {}));
+  SL_ASSIGN_OR_RETURN(const data::Dataset dataset, LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels));
+  const data::Catalogue& catalogue = dataset.catalogue;
   std::error_code ec;
   fs::create_directories(cmd.out_dir, ec);
   absl::StatusOr<data::Split> split = cmd.split_file.empty()
@@ -473,14 +496,17 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                           {"cpu", {{"model", DetectCpuFeatures().model_name},
                                    {"flags", DetectCpuFeatures().FlagList()}}},
                           {"command", cmd.command_line}};
-  manifest["data"] = {{"dataset", "HAM10000"},
+  const bool ham10000 = dataset.format == data::DatasetFormat::kHam10000;
+  manifest["data"] = {{"dataset", ham10000 ? std::string("HAM10000") : fs::path(dataset.source).filename().string()},
+                      {"format", data::DatasetFormatName(dataset.format)},
                       {"split_digest", split->Digest()},
                       {"split_method", split->method()},
                       {"fold", cmd.fold >= 0 ? nlohmann::json(cmd.fold) : nlohmann::json(nullptr)},
                       {"train_images", train_set.size()},
                       {"val_images", val_set.size()},
                       {"test_images", test_set.size()},
-                      {"licence", "CC BY-NC 4.0 (HAM10000): non-commercial use only"}};
+                      {"licence", ham10000 ? "CC BY-NC 4.0 (HAM10000): non-commercial use only"
+                                           : "the training data's own (not recorded here)"}};
   manifest["created"] = Now();
   manifest["code_version"] = CodeVersion();
   SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(model_dir + "/model.safetensors"));
@@ -686,15 +712,16 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   nlohmann::json context = {{"model", cmd.model_dir}, {"tta", cmd.tta}};
   if (!cmd.isic_csv.empty()) {
     if (cmd.isic_images.empty()) return absl::InvalidArgumentError("--isic_csv needs --images");
-    SL_ASSIGN_OR_RETURN(const data::Catalogue c, data::LoadIsic2018(cmd.isic_csv, cmd.isic_images));
+    SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.isic_images, cmd.isic_csv, cmd.skip_labels));
+    const data::Catalogue& c = d.catalogue;
     samples = c.samples;
     context["ground_truth"] = cmd.isic_csv;
   } else {
     if (cmd.data_dir.empty() || cmd.split_file.empty()) {
       return absl::InvalidArgumentError("give --data with --split, or --isic_csv with --images");
     }
-    const std::string metadata = cmd.metadata.empty() ? cmd.data_dir + "/HAM10000_metadata.csv" : cmd.metadata;
-    SL_ASSIGN_OR_RETURN(const data::Catalogue c, data::LoadHam10000(metadata, cmd.data_dir, {}));
+    SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels));
+    const data::Catalogue& c = d.catalogue;
     SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
     SL_ASSIGN_OR_RETURN(samples, data::Apply(split, c, cmd.partition));
     context["split_digest"] = split.Digest();
@@ -750,9 +777,10 @@ struct Partition {
   std::vector<data::Sample> samples;
 };
 absl::StatusOr<Partition> LoadPartition(const std::string& data_dir, const std::string& metadata,
-                                        const std::string& split_file, const std::string& partition) {
-  const std::string csv = metadata.empty() ? data_dir + "/HAM10000_metadata.csv" : metadata;
-  SL_ASSIGN_OR_RETURN(const data::Catalogue catalogue, data::LoadHam10000(csv, data_dir, {}));
+                                        const std::string& skip_labels, const std::string& split_file,
+                                        const std::string& partition) {
+  SL_ASSIGN_OR_RETURN(const data::Dataset dataset, LoadData(data_dir, metadata, skip_labels));
+  const data::Catalogue& catalogue = dataset.catalogue;
   SL_ASSIGN_OR_RETURN(data::Split split, data::LoadSplit(split_file));
   SL_ASSIGN_OR_RETURN(std::vector<data::Sample> samples, data::Apply(split, catalogue, partition));
   if (samples.empty()) return absl::InvalidArgumentError(absl::StrCat("partition '", partition, "' is empty"));
@@ -771,7 +799,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   }
   torch::set_num_threads(cmd.threads);
   SL_ASSIGN_OR_RETURN(const Partition part,
-                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.split_file, cmd.partition));
+                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file, cmd.partition));
   const data::Split& split = part.split;
   const std::vector<data::Sample>& samples = part.samples;
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
@@ -823,7 +851,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   nlohmann::json gaussian_json;
   if (embed) {
     SL_ASSIGN_OR_RETURN(const Partition fit_part,
-                        LoadPartition(cmd.data_dir, cmd.metadata, cmd.split_file, cmd.ood_fit_on));
+                        LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file, cmd.ood_fit_on));
     std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n", fit_part.samples.size(),
                 cmd.ood_fit_on.c_str());
     SL_ASSIGN_OR_RETURN(const train::Predictions fit_pred,
@@ -900,7 +928,7 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
   }
   torch::set_num_threads(cmd.threads);
   SL_ASSIGN_OR_RETURN(const Partition part,
-                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.split_file, cmd.partition));
+                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file, cmd.partition));
   const data::Split& split = part.split;
   const std::vector<data::Sample>& samples = part.samples;
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));

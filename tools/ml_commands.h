@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "skinlesion/data/dataset.h"
 
 namespace skinlesion::cli {
 
@@ -16,7 +17,8 @@ struct TrainCommand {
   std::string config_file;      // JSON TrainConfig; optional.
   std::string overrides;        // "key=value,key=value" applied over the config.
   std::string data_dir;         // HAM10000 layout.
-  std::string metadata;         // Default <data_dir>/HAM10000_metadata.csv.
+  std::string metadata;         // Labels CSV (LoadData); default: <data_dir>'s own.
+  std::string skip_labels;      // Comma-separated labels to leave out (LoadData).
   std::string split_file;       // Existing split; empty: make one (seeded) and save it.
   uint64_t split_seed = 42;
   // Round of a k-fold split (data::ApplyRound): test fold<fold>, validate on the next
@@ -47,6 +49,7 @@ struct EvaluateCommand {
   std::string out_dir;
   // Either a HAM10000 folder with a split file (partition, default "test")...
   std::string data_dir, metadata, split_file, partition = "test";
+  std::string skip_labels;  // LoadData.
   // ...or an ISIC 2018 Task 3 ground-truth CSV with an image folder.
   std::string isic_csv, isic_images;
   bool tta = false;
@@ -97,6 +100,7 @@ struct PublishCommand {
 struct FitThresholdsCommand {
   std::string model_dir;
   std::string data_dir, metadata, split_file, partition = "val";
+  std::string skip_labels;  // LoadData.
   double target_sensitivity = 0.9;
   double ood_reject_rate = 0.01;
   std::string ood_images;
@@ -119,6 +123,7 @@ struct FitThresholdsCommand {
 struct PrecisionCheckCommand {
   std::string model_dir;
   std::string data_dir, metadata, split_file, partition = "test";
+  std::string skip_labels;  // LoadData.
   std::string out;
   int threads = 2;
 };
@@ -129,6 +134,12 @@ absl::StatusOr<std::string> ResolveRegistryModel(const std::string& registry, co
 absl::Status RunModels(int64_t image_size);
 absl::Status RunPublish(const PublishCommand& command);
 absl::Status RunExport(const ExportCommand& command);
+// The dataset in `data_dir` in any layout data::LoadDataset reads (HAM10000, ISIC
+// 2018/2019 one-hot, plain CSV, class folders), `skip_labels` (comma-separated)
+// left out; prints the layout, the images found and what was skipped or missing.
+absl::StatusOr<data::Dataset> LoadData(const std::string& data_dir, const std::string& metadata,
+                                       const std::string& skip_labels);
+
 absl::Status RunTrain(const TrainCommand& command);
 absl::Status RunCrossValidate(const CrossValidateCommand& command);
 absl::Status RunEvaluate(const EvaluateCommand& command);

@@ -53,7 +53,13 @@
 ABSL_FLAG(std::string, data, "",
           "HAM10000 folder: the Kaggle layout (HAM10000_metadata.csv, HAM10000_images_part_1/, "
           "_part_2/) or a flat folder of images");
-ABSL_FLAG(std::string, metadata, "", "Metadata CSV (default: <data>/HAM10000_metadata.csv)");
+ABSL_FLAG(std::string, metadata, "",
+          "Labels CSV: HAM10000 metadata, an ISIC 2018/2019 one-hot ground truth, or a plain CSV "
+          "(image,label[,lesion_id|patient_id,age,sex,localization,dataset]); default: "
+          "<data>/HAM10000_metadata.csv, else <data>'s class subfolders (akiec/, bcc/, ...)");
+ABSL_FLAG(std::string, skip_labels, "",
+          "Comma-separated labels outside the 7 classes whose rows are left out and counted "
+          "(e.g. scc,unk for ISIC 2019); without it such a row is an error");
 ABSL_FLAG(std::string, out, "", "Output file");
 ABSL_FLAG(uint64_t, seed, 42, "Random seed");
 ABSL_FLAG(double, train, 0.70, "Train fraction (split)");
@@ -82,7 +88,7 @@ ABSL_FLAG(std::string, progress_jsonl, "",
           "train: append one JSON object per progress report and epoch to this file");
 ABSL_FLAG(std::string, model, "", "Model directory (default for predict: the bundled model)");
 ABSL_FLAG(std::string, partition, "test", "Split partition to evaluate");
-ABSL_FLAG(std::string, isic_csv, "", "ISIC 2018 Task 3 ground-truth CSV (evaluate)");
+ABSL_FLAG(std::string, isic_csv, "", "ISIC 2018/2019 one-hot ground-truth CSV (evaluate)");
 ABSL_FLAG(std::string, images, "", "Image folder for --isic_csv");
 ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate)");
 ABSL_FLAG(bool, json, false, "JSON output (predict)");
@@ -127,9 +133,9 @@ absl::Status Require(const std::string& value, const char* flag) {
 absl::StatusOr<data::Catalogue> LoadCatalogue() {
   const std::string dir = absl::GetFlag(FLAGS_data);
   SL_RETURN_IF_ERROR(Require(dir, "data"));
-  std::string metadata = absl::GetFlag(FLAGS_metadata);
-  if (metadata.empty()) metadata = dir + "/HAM10000_metadata.csv";
-  return data::LoadHam10000(metadata, dir, data::Ham10000Options{});
+  SL_ASSIGN_OR_RETURN(data::Dataset dataset,
+                      cli::LoadData(dir, absl::GetFlag(FLAGS_metadata), absl::GetFlag(FLAGS_skip_labels)));
+  return std::move(dataset.catalogue);
 }
 
 absl::Status RunDataset() {
@@ -219,6 +225,7 @@ cli::TrainCommand TrainCommandFromFlags() {
   c.overrides = absl::GetFlag(FLAGS_set);
   c.data_dir = absl::GetFlag(FLAGS_data);
   c.metadata = absl::GetFlag(FLAGS_metadata);
+  c.skip_labels = absl::GetFlag(FLAGS_skip_labels);
   c.split_file = absl::GetFlag(FLAGS_split);
   c.split_seed = absl::GetFlag(FLAGS_seed);
   c.out_dir = absl::GetFlag(FLAGS_out);
@@ -252,6 +259,7 @@ absl::Status RunEvaluateCommand() {
   c.out_dir = absl::GetFlag(FLAGS_out);
   c.data_dir = absl::GetFlag(FLAGS_data);
   c.metadata = absl::GetFlag(FLAGS_metadata);
+  c.skip_labels = absl::GetFlag(FLAGS_skip_labels);
   c.split_file = absl::GetFlag(FLAGS_split);
   c.partition = absl::GetFlag(FLAGS_partition);
   c.isic_csv = absl::GetFlag(FLAGS_isic_csv);
@@ -303,6 +311,7 @@ absl::Status RunFitThresholdsCommand() {
   c.model_dir = absl::GetFlag(FLAGS_model);
   c.data_dir = absl::GetFlag(FLAGS_data);
   c.metadata = absl::GetFlag(FLAGS_metadata);
+  c.skip_labels = absl::GetFlag(FLAGS_skip_labels);
   c.split_file = absl::GetFlag(FLAGS_split);
   c.partition = absl::GetFlag(FLAGS_fit_on);
   c.target_sensitivity = absl::GetFlag(FLAGS_target_sensitivity);
@@ -320,6 +329,7 @@ absl::Status RunPrecisionCheckCommand() {
   c.model_dir = absl::GetFlag(FLAGS_model);
   c.data_dir = absl::GetFlag(FLAGS_data);
   c.metadata = absl::GetFlag(FLAGS_metadata);
+  c.skip_labels = absl::GetFlag(FLAGS_skip_labels);
   c.split_file = absl::GetFlag(FLAGS_split);
   c.partition = absl::GetFlag(FLAGS_partition);
   c.out = absl::GetFlag(FLAGS_out);
@@ -345,12 +355,12 @@ const std::map<std::string, Command>& Commands() {
   static const auto* commands = new std::map<std::string, Command>{
       {"dataset",
        {"summarise a HAM10000 folder (classes, lesions, missing images)", RunDataset,
-        "--data DIR [--metadata CSV]", {"data", "metadata"}}},
+        "--data DIR [--metadata CSV]", {"data", "metadata", "skip_labels"}}},
       {"split",
        {"write a stratified, lesion-disjoint split file", RunSplit,
         "--data DIR --out split.csv [--seed N] [--train F --val F --test F] [--kfold K] "
         "[--hold_out_source NAME]",
-        {"data", "metadata", "out", "seed", "train", "val", "test", "kfold", "hold_out_source"}}},
+        {"data", "metadata", "skip_labels", "out", "seed", "train", "val", "test", "kfold", "hold_out_source"}}},
       {"augment-grid",
        {"write a PNG grid of augmented versions of an image", RunAugmentGrid,
         "--image PATH --out grid.png [--preset medical] [--rows R --cols C] [--tile PX] [--seed N]",
@@ -362,18 +372,18 @@ const std::map<std::string, Command>& Commands() {
        {"train a classifier (two-phase fine-tuning) and export it", RunTrainCommand,
         "--data DIR --out RUN [--config cfg.json] [--set k=v,...] [--split split.csv] "
         "[--device auto] [--resume] [--progress_jsonl events.jsonl] [--fold N]",
-        {"config", "set", "data", "metadata", "split", "seed", "out", "device", "resume",
+        {"config", "set", "data", "metadata", "skip_labels", "split", "seed", "out", "device", "resume",
          "progress_jsonl", "fold"}}},
       {"cv",
        {"cross-validate a recipe: one resumable training run per k-fold round, mean ± sd",
         RunCrossValidateCommand,
         "--data DIR --split kfold.csv --out DIR [--config cfg.json] [--set k=v,...] [--folds 0,1,2]",
-        {"config", "set", "data", "metadata", "split", "out", "device", "folds", "progress_jsonl"}}},
+        {"config", "set", "data", "metadata", "skip_labels", "split", "out", "device", "folds", "progress_jsonl"}}},
       {"evaluate",
        {"evaluate a model on a split or an ISIC 2018 ground truth", RunEvaluateCommand,
         "--model DIR|NAME@ALIAS --out DIR (--data DIR --split F [--partition test] | --isic_csv F "
         "--images DIR) [--tta] [--precision auto]",
-        {"model", "out", "data", "metadata", "split", "partition", "isic_csv", "images", "registry",
+        {"model", "out", "data", "metadata", "skip_labels", "split", "partition", "isic_csv", "images", "registry",
          "tta", "device", "threads", "precision"}}},
       {"export",
        {"copy a model directory (optionally as float16) with a fresh golden set", RunExportCommand,
@@ -385,13 +395,13 @@ const std::map<std::string, Command>& Commands() {
       {"precision-check",
        {"compare a model's answers in bf16 and fp32 on a split partition", RunPrecisionCheckCommand,
         "--model DIR --data DIR --split F [--partition test] [--out report.json]",
-        {"model", "data", "metadata", "split", "partition", "out", "threads"}}},
+        {"model", "data", "metadata", "skip_labels", "split", "partition", "out", "threads"}}},
       {"fit-thresholds",
        {"fit a model's referral and out-of-distribution thresholds on validation data",
         RunFitThresholdsCommand,
         "--model DIR --data DIR --split F [--fit_on val] [--target_sensitivity 0.9] "
         "[--ood_images DIR]",
-        {"model", "data", "metadata", "split", "fit_on", "target_sensitivity", "ood_reject_rate", "ood_method",
+        {"model", "data", "metadata", "skip_labels", "split", "fit_on", "target_sensitivity", "ood_reject_rate", "ood_method",
          "ood_fit_on",
          "ood_images", "min_ood_auroc", "threads"}}},
       {"predict",

@@ -123,6 +123,7 @@ DEFAULTS = {
     "gamma": 0.1, "loss": "weighted_ce", "focal_gamma": 2.0, "label_smoothing": 0.1, "logit_adjust_tau": 1.0,
     "precision": "auto", "clip_grad_norm": 1.0, "ema_decay": 0.0, "target_sensitivity": 0.9,
     "monitor": "balanced_accuracy", "patience": 8, "seed": 42, "progress_interval_s": 10.0,
+    "colour_constancy_p": 0,
 }
 
 
@@ -373,7 +374,9 @@ def load_catalogue(metadata_csv, image_root):
     return rows
 
 
-def load_split(path, catalogue):
+def load_split(path, catalogue, fold=-1):
+    """train/val/test of a holdout split, or of round `fold` of a k-fold split as
+    data::ApplyRound makes it: test fold<fold>, val fold<(fold + 1) % k>, train the rest."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
@@ -386,8 +389,18 @@ def load_split(path, catalogue):
                 continue
             part[rec[0]] = (rec[1], rec[2])
             method = rec[3]
-    if method is None or not method.startswith("holdout:"):
-        sys.exit(f"{path}: only holdout splits (train/val/test) are supported, got {method}")
+    if method is None or not (method.startswith("holdout:") or method.startswith("kfold:")):
+        sys.exit(f"{path}: only holdout and k-fold splits are supported, got {method}")
+    k = int(method.split(":")[1]) if method.startswith("kfold:") else 0
+    if k and not 0 <= fold < k:
+        sys.exit(f"{path} is {method}: choose a round with --fold from 0 to {k - 1}")
+    if k and k < 3:
+        sys.exit(f"a k-fold round needs k >= 3, got {method}")
+    if not k and fold >= 0:
+        sys.exit(f"--fold given but {path} is {method}, not k-fold")
+    if k:
+        role = {f"fold{fold}": "test", f"fold{(fold + 1) % k}": "val"}
+        part = {i: (lesion, role.get(p, "train")) for i, (lesion, p) in part.items()}
     ids = set()
     for image_id, lesion_id, _, _ in catalogue:
         ids.add(image_id)
@@ -771,21 +784,36 @@ def make_preset(name, size):
     raise ValueError(f"unknown augmentation preset '{name}'")
 
 
-def preprocess(img, size):
-    """Centred square of the shorter side, bilinear resize, ImageNet normalisation."""
+def shades_of_gray_gains(img, p):
+    """image/preprocess.cc ShadesOfGrayGains: per-channel gains mean(e) / e_c with
+    e_c = (mean of (x_c / 255)^p)^(1/p) over the resized uint8 image, clamped to [1/3, 3]."""
+    x = img.double().div(255.0)
+    e = x.pow(p).mean(dim=(1, 2)).pow(1.0 / p)
+    mean_e = e.mean().item()
+    if not mean_e > 1e-6:
+        return torch.ones(3)
+    return (mean_e / e.clamp(min=1e-6)).clamp(1.0 / 3, 3.0).float()
+
+
+def preprocess(img, size, colour_constancy_p=0):
+    """Centred square of the shorter side, bilinear resize, Shades of Gray colour
+    constancy when p > 0 (values not clipped), ImageNet normalisation."""
     _, rows, cols = img.shape
     side = min(rows, cols)
     y, x = (rows - side) // 2, (cols - side) // 2
     img = resize_u8(img[:, y:y + side, x:x + side], size, size)
     x = img.float().div_(255.0)
+    if colour_constancy_p > 0:
+        x = x * shades_of_gray_gains(img, colour_constancy_p).view(3, 1, 1)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (x - mean) / std
 
 
 class LesionDataset(torch.utils.data.Dataset):
-    def __init__(self, samples, augmentation, size, seed):
+    def __init__(self, samples, augmentation, size, seed, colour_constancy_p=0):
         self.samples, self.size, self.seed = samples, size, seed
+        self.colour_constancy_p = colour_constancy_p
         self.ops = make_preset(augmentation, size)
 
     def __len__(self):
@@ -799,7 +827,7 @@ class LesionDataset(torch.utils.data.Dataset):
             rng = np.random.Generator(np.random.PCG64(derive_seed(self.seed, epoch, pos)))
             for op in self.ops:
                 img = op.apply(img, rng)
-        return preprocess(img, self.size), label
+        return preprocess(img, self.size, self.colour_constancy_p), label
 
 
 # ---------------------------------------------------------------------------
@@ -1023,12 +1051,14 @@ def fmt_duration(s):
     return f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60}:{t % 60:02d}"
 
 
-def make_loader(samples, sampler, c, augmentation, persistent=True):
-    ds = LesionDataset(samples, augmentation, c["image_size"], c["seed"])
+def make_loader(samples, sampler, c, augmentation, persistent=True, training=False):
+    ds = LesionDataset(samples, augmentation, c["image_size"], c["seed"], c["colour_constancy_p"])
     es = EpochSampler(sampler)
     nw = c["num_workers"]
+    # As the C++ trainer: a last training batch of one image is dropped.
+    drop_last = training and len(samples) > 1 and len(samples) % c["batch_size"] == 1
     loader = torch.utils.data.DataLoader(ds, batch_size=c["batch_size"], sampler=es, num_workers=nw,
-                                         drop_last=False, persistent_workers=persistent and nw > 0)
+                                         drop_last=drop_last, persistent_workers=persistent and nw > 0)
     return loader, es
 
 
@@ -1053,6 +1083,8 @@ def main():
     ap.add_argument("--metadata", default="", help="metadata CSV (default <data>/HAM10000_metadata.csv)")
     ap.add_argument("--split", required=True, help="split CSV written by SaveSplit (holdout)")
     ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--fold", type=int, default=-1,
+                    help="with a k-fold split, the round to run (as skinlesion train --fold)")
     a = ap.parse_args()
 
     run_start = time.perf_counter()
@@ -1063,7 +1095,7 @@ def main():
         json.dump(c, f, indent=2)
         f.write("\n")
     catalogue = load_catalogue(a.metadata or os.path.join(a.data, "HAM10000_metadata.csv"), a.data)
-    parts = load_split(a.split, catalogue)
+    parts = load_split(a.split, catalogue, a.fold)
     train, val, test = parts["train"], parts["val"], parts["test"]
     if not train or not val or not test:
         sys.exit(f"need train, val and test images (have {len(train)}, {len(val)}, {len(test)})")
@@ -1078,7 +1110,7 @@ def main():
         sampler = ClassBalancedSampler(labels, c["class_weighting"], len(train), c["seed"])
     else:
         sampler = ShuffleSampler(len(train), c["seed"])
-    train_loader, train_sampler = make_loader(train, sampler, c, c["augmentation"])
+    train_loader, train_sampler = make_loader(train, sampler, c, c["augmentation"], training=True)
     val_loader, _ = make_loader(val, SequentialSampler(len(val)), c, "none")
     steps_per_epoch = len(train_loader)
     weights = None

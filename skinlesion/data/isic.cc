@@ -29,7 +29,9 @@ int OneHotValue(absl::string_view text) {
 }  // namespace
 
 absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
-                                                         absl::string_view source) {
+                                                         absl::string_view source,
+                                                         const std::set<std::string>& skip_labels,
+                                                         std::map<std::string, int>* skipped) {
   SL_ASSIGN_OR_RETURN(const std::vector<CsvRecord> records, ParseTable(text, source));
 
   const CsvRecord& header = records.front();
@@ -37,11 +39,18 @@ absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
       !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(header.fields[0]), "image")) {
     return LineError(source, header.line, "first column must be 'image'");
   }
-  // label_of_column[i] is the class index of field i (i >= 1).
+  // label_of_column[i] is the class index of field i (i >= 1); -1 for a class outside
+  // the project's (ISIC 2019's SCC and UNK), named in foreign[i].
   std::vector<int> label_of_column(header.fields.size(), -1);
+  std::vector<std::string> foreign(header.fields.size());
   std::array<bool, kNumClasses> seen{};
   for (size_t i = 1; i < header.fields.size(); ++i) {
-    auto cls = ClassFromCode(header.fields[i]);
+    const std::string name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(header.fields[i]));
+    if (name == "scc" || name == "unk") {
+      foreign[i] = name;
+      continue;
+    }
+    auto cls = ClassFromCode(name == "ak" ? absl::string_view("akiec") : absl::string_view(header.fields[i]));
     if (!cls.ok()) return LineError(source, header.line, cls.status().message());
     if (seen[cls->index]) {
       return LineError(source, header.line,
@@ -69,6 +78,7 @@ absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
     s.image_id = std::string(absl::StripAsciiWhitespace(record.fields[0]));
     if (s.image_id.empty()) return LineError(source, record.line, "empty image id");
     int ones = 0;
+    size_t column = 0;
     for (size_t i = 1; i < record.fields.size(); ++i) {
       const absl::string_view value = absl::StripAsciiWhitespace(record.fields[i]);
       const int v = OneHotValue(value);
@@ -80,11 +90,24 @@ absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
       if (v == 1) {
         ++ones;
         s.label = label_of_column[i];
+        column = i;
       }
     }
     if (ones != 1) {
       return LineError(source, record.line,
                        absl::StrCat("expected exactly one class set to 1, found ", ones));
+    }
+    if (s.label < 0) {
+      const std::string& name = foreign[column];
+      if (!skip_labels.contains(name)) {
+        return LineError(source, record.line,
+                         absl::StrCat("class '", header.fields[column],
+                                      "' is not one of this model's classes (akiec, bcc, bkl, df, mel, "
+                                      "nv, vasc); leave such rows out with --skip_labels ",
+                                      name));
+      }
+      if (skipped != nullptr) ++(*skipped)[name];
+      continue;
     }
     s.lesion_id = s.image_id;
     auto [it, inserted] = first_line.try_emplace(s.image_id, record.line);
@@ -99,10 +122,12 @@ absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
 }
 
 absl::StatusOr<Catalogue> LoadIsic2018(const std::string& ground_truth_csv,
-                                       const std::string& image_dir, const IsicOptions& options) {
+                                       const std::string& image_dir, const IsicOptions& options,
+                                       std::map<std::string, int>* skipped) {
   SL_ASSIGN_OR_RETURN(const std::string text,
                       ReadFileToString(ground_truth_csv, /*max_bytes=*/size_t{64} << 20));
-  SL_ASSIGN_OR_RETURN(std::vector<Sample> rows, ParseIsicGroundTruth(text, ground_truth_csv));
+  SL_ASSIGN_OR_RETURN(std::vector<Sample> rows,
+                      ParseIsicGroundTruth(text, ground_truth_csv, options.skip_labels, skipped));
   if (!options.require_images) return CatalogueWithoutImages(std::move(rows));
   auto index = ImageIndex::Build({image_dir});
   if (!index.ok()) return Annotate(index.status(), "ISIC images");

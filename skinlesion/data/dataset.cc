@@ -1,0 +1,242 @@
+#include "skinlesion/data/dataset.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <optional>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "skinlesion/common/classes.h"
+#include "skinlesion/common/csv.h"
+#include "skinlesion/common/status.h"
+#include "skinlesion/data/ham10000.h"
+#include "skinlesion/data/isic.h"
+
+namespace skinlesion::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Lower(absl::string_view s) { return absl::AsciiStrToLower(absl::StripAsciiWhitespace(s)); }
+
+// "clinic_0001.jpg" -> "clinic_0001"; an id without an image extension is kept.
+std::string ImageIdOf(absl::string_view image) {
+  std::string id(absl::StripAsciiWhitespace(image));
+  const size_t slash = id.find_last_of('/');
+  if (slash != std::string::npos) id = id.substr(slash + 1);
+  for (absl::string_view ext : {".jpg", ".jpeg", ".png"}) {
+    if (id.size() > ext.size() && absl::EndsWithIgnoreCase(id, ext)) return id.substr(0, id.size() - ext.size());
+  }
+  return id;
+}
+
+bool IsMissing(absl::string_view value) {
+  for (absl::string_view missing : {"", "na", "n/a", "nan", "unknown"}) {
+    if (absl::EqualsIgnoreCase(value, missing)) return true;
+  }
+  return false;
+}
+
+// The catalogue of `rows` with their images under `dirs`, or the error that none is there.
+absl::StatusOr<Catalogue> WithImages(std::vector<Sample> rows, const std::vector<std::string>& dirs,
+                                     absl::string_view source) {
+  auto index = ImageIndex::Build(dirs);
+  if (!index.ok()) return Annotate(index.status(), "images of ", source);
+  return AttachImages(std::move(rows), *index, source);
+}
+
+}  // namespace
+
+const char* DatasetFormatName(DatasetFormat format) {
+  switch (format) {
+    case DatasetFormat::kHam10000: return "HAM10000 metadata";
+    case DatasetFormat::kIsic: return "ISIC one-hot ground truth";
+    case DatasetFormat::kPlainCsv: return "plain CSV";
+    case DatasetFormat::kClassFolders: return "class folders";
+  }
+  return "?";
+}
+
+absl::StatusOr<DatasetFormat> CsvFormatOf(const std::vector<std::string>& header) {
+  std::vector<std::string> names;
+  for (const std::string& f : header) names.push_back(Lower(f));
+  auto has = [&](absl::string_view n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+  if (has("image_id") && has("dx") && has("lesion_id")) return DatasetFormat::kHam10000;
+  if (has("image") && has("label")) return DatasetFormat::kPlainCsv;
+  if (!names.empty() && names[0] == "image" && (has("mel") || has("nv"))) return DatasetFormat::kIsic;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unrecognised header '", absl::StrJoin(header, ","),
+      "': expected HAM10000 metadata (lesion_id,image_id,dx,...), an ISIC one-hot ground truth "
+      "(image,MEL,NV,BCC,AKIEC|AK,BKL,DF,VASC[,SCC,UNK]) or a plain CSV (image,label[,lesion_id|patient_id,"
+      "age,sex,localization,dataset])"));
+}
+
+absl::StatusOr<std::vector<Sample>> ParsePlainCsv(absl::string_view text, absl::string_view source,
+                                                  const std::set<std::string>& skip_labels,
+                                                  std::map<std::string, int>* skipped) {
+  SL_ASSIGN_OR_RETURN(const std::vector<CsvRecord> records, ParseTable(text, source));
+  const CsvRecord& header = records.front();
+  std::unordered_map<std::string, int> column;
+  for (size_t i = 0; i < header.fields.size(); ++i) {
+    const std::string name = Lower(header.fields[i]);
+    if (!column.try_emplace(name, static_cast<int>(i)).second) {
+      return LineError(source, header.line, absl::StrCat("column '", name, "' appears twice"));
+    }
+  }
+  for (const char* required : {"image", "label"}) {
+    if (!column.contains(required)) {
+      return LineError(source, header.line, absl::StrCat("missing column '", required, "'"));
+    }
+  }
+  auto field = [&](const CsvRecord& r, const char* name) -> absl::string_view {
+    auto it = column.find(name);
+    return it == column.end() ? absl::string_view() : absl::StripAsciiWhitespace(r.fields[it->second]);
+  };
+  std::vector<Sample> rows;
+  std::unordered_map<std::string, int> first_line;
+  for (size_t r = 1; r < records.size(); ++r) {
+    const CsvRecord& record = records[r];
+    Sample s;
+    s.image_id = ImageIdOf(field(record, "image"));
+    if (s.image_id.empty()) return LineError(source, record.line, "empty image");
+    const std::string label = Lower(field(record, "label"));
+    absl::StatusOr<ClassInfo> cls = ClassFromCode(label);
+    if (!cls.ok()) {
+      if (skip_labels.contains(label)) {
+        if (skipped != nullptr) ++(*skipped)[label];
+        continue;
+      }
+      return LineError(source, record.line,
+                       absl::StrCat(cls.status().message(), "; leave such rows out with --skip_labels ", label));
+    }
+    s.label = cls->index;
+    // Group for splits: the patient (strictest), else the lesion, else the image.
+    const absl::string_view patient = field(record, "patient_id");
+    const absl::string_view lesion = field(record, "lesion_id");
+    s.lesion_id = std::string(!patient.empty() ? patient : !lesion.empty() ? lesion : absl::string_view(s.image_id));
+    const absl::string_view age = field(record, "age");
+    if (!IsMissing(age)) {
+      double years = 0;
+      if (!absl::SimpleAtod(age, &years) || !std::isfinite(years) || years < 0 || years > 130) {
+        return LineError(source, record.line, absl::StrCat("bad age '", age, "'"));
+      }
+      s.age = years;
+    }
+    s.sex = std::string(field(record, "sex"));
+    s.localization = std::string(field(record, "localization"));
+    s.dataset = std::string(field(record, "dataset"));
+    auto [it, inserted] = first_line.try_emplace(s.image_id, record.line);
+    if (!inserted) {
+      return LineError(source, record.line,
+                       absl::StrCat("duplicate image '", s.image_id, "' (first on line ", it->second, ")"));
+    }
+    rows.push_back(std::move(s));
+  }
+  return rows;
+}
+
+absl::StatusOr<Dataset> LoadClassFolders(const std::string& dir, const DatasetOptions& options) {
+  Dataset out;
+  out.format = DatasetFormat::kClassFolders;
+  out.source = dir;
+  std::error_code ec;
+  std::vector<std::pair<std::string, std::string>> folders;  // (name, path), sorted.
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.is_directory()) folders.emplace_back(entry.path().filename().string(), entry.path().string());
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat(dir, ": ", ec.message()));
+  std::sort(folders.begin(), folders.end());
+  std::vector<Sample> rows;
+  std::unordered_map<std::string, std::string> folder_of_image;
+  for (const auto& [name, path] : folders) {
+    const std::string label = Lower(name);
+    absl::StatusOr<ClassInfo> cls = ClassFromCode(label);
+    int count = 0;
+    std::vector<std::string> files;
+    for (const auto& entry : fs::directory_iterator(path, ec)) {
+      const std::string ext = Lower(entry.path().extension().string());
+      if (entry.is_regular_file() && (ext == ".jpg" || ext == ".jpeg" || ext == ".png")) {
+        files.push_back(entry.path().string());
+      }
+    }
+    std::sort(files.begin(), files.end());
+    if (!cls.ok()) {
+      if (options.skip_labels.contains(label)) {
+        out.skipped_labels[label] += static_cast<int>(files.size());
+        continue;
+      }
+      return absl::InvalidArgumentError(absl::StrCat(path, ": folder '", name, "' is not a class: ",
+                                                     cls.status().message(), "; leave it out with --skip_labels ",
+                                                     label));
+    }
+    for (const std::string& file : files) {
+      Sample s;
+      s.image_id = ImageIdOf(file);
+      s.lesion_id = s.image_id;
+      s.label = cls->index;
+      s.path = file;
+      auto [it, inserted] = folder_of_image.try_emplace(s.image_id, name);
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat("image '", s.image_id, "' is in two places: ", it->second,
+                                                       "/ and ", name, "/ (one label per image)"));
+      }
+      rows.push_back(std::move(s));
+      ++count;
+    }
+  }
+  if (rows.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, " has no HAM10000_metadata.csv and no class subfolder with images (akiec/, bcc/, ...); give a "
+             "labels CSV with --metadata"));
+  }
+  out.catalogue.rows_total = static_cast<int>(rows.size());
+  out.catalogue.samples = std::move(rows);
+  return out;
+}
+
+absl::StatusOr<Dataset> LoadDataset(const std::string& data_dir, const std::string& metadata,
+                                    const DatasetOptions& options) {
+  std::string csv = metadata;
+  if (csv.empty()) {
+    const std::string ham = data_dir + "/HAM10000_metadata.csv";
+    std::error_code ec;
+    if (!fs::exists(ham, ec)) return LoadClassFolders(data_dir, options);
+    csv = ham;
+  }
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(csv, size_t{64} << 20));
+  // The header: the first record of the table.
+  SL_ASSIGN_OR_RETURN(const std::vector<CsvRecord> head, ParseTable(text.substr(0, text.find('\n') + 1), csv));
+  absl::StatusOr<DatasetFormat> format = CsvFormatOf(head.front().fields);
+  if (!format.ok()) return Annotate(format.status(), csv);
+  Dataset out;
+  out.format = *format;
+  out.source = csv;
+  switch (*format) {
+    case DatasetFormat::kHam10000: {
+      SL_ASSIGN_OR_RETURN(out.catalogue, LoadHam10000(csv, data_dir, {}));
+      break;
+    }
+    case DatasetFormat::kIsic: {
+      SL_ASSIGN_OR_RETURN(out.catalogue,
+                          LoadIsic2018(csv, data_dir, {.skip_labels = options.skip_labels}, &out.skipped_labels));
+      break;
+    }
+    case DatasetFormat::kPlainCsv: {
+      SL_ASSIGN_OR_RETURN(std::vector<Sample> rows, ParsePlainCsv(text, csv, options.skip_labels, &out.skipped_labels));
+      SL_ASSIGN_OR_RETURN(out.catalogue, WithImages(std::move(rows), {data_dir}, csv));
+      break;
+    }
+    case DatasetFormat::kClassFolders:
+      break;  // Not a CSV format.
+  }
+  return out;
+}
+
+}  // namespace skinlesion::data
