@@ -217,6 +217,9 @@ if "$CLI" cv "${DATA[@]}" --split "$OUT/kfold.csv" --out "$OUT/cv" --device cpu 
   echo "cv mixed two recipes in one folder"; exit 1
 fi
 grep -q "another recipe" "$OUT/cv3_err.txt"
+# Thread counts are how a machine runs a recipe, not the recipe: a resume may change them.
+"$CLI" cv "${DATA[@]}" --split "$OUT/kfold.csv" --out "$OUT/cv" --device cpu --set "$TINY,threads=2,num_workers=2" \
+  | grep -q "3 of 3 rounds finished"
 if "$CLI" cv "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/cv4" --device cpu --set "$TINY" 2> "$OUT/cv4_err.txt"; then
   echo "cv accepted a holdout split"; exit 1
 fi

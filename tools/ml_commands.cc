@@ -524,11 +524,16 @@ absl::Status RunTrain(const TrainCommand& cmd) {
 
 namespace {
 
-// Minutes of training a run's log records (the last record of each epoch: a resumed
-// run may log an epoch again).
-double TrainMinutes(const std::string& run_dir) {
+// What a run's training cost, from its log (the last record of each epoch: a resumed
+// run may log an epoch again): the epochs' median duration times their number, and
+// their logged durations summed (both in minutes).
+struct TrainCost {
+  double median_based = 0;
+  double logged = 0;
+};
+TrainCost TrainMinutes(const std::string& run_dir) {
   absl::StatusOr<std::string> text = ReadFileToString(run_dir + "/train_log.jsonl", size_t{64} << 20);
-  if (!text.ok()) return 0;
+  if (!text.ok()) return {};
   std::map<int, double> seconds;
   for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
     nlohmann::json r = nlohmann::json::parse(line, nullptr, false);
@@ -536,9 +541,15 @@ double TrainMinutes(const std::string& run_dir) {
       seconds[r["epoch"].get<int>()] = r["seconds"].get<double>();
     }
   }
+  if (seconds.empty()) return {};
+  std::vector<double> s;
+  for (const auto& [epoch, v] : seconds) s.push_back(v);
+  std::sort(s.begin(), s.end());
+  const size_t n = s.size();
+  const double median = n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
   double total = 0;
-  for (const auto& [epoch, s] : seconds) total += s;
-  return total / 60;
+  for (double v : s) total += v;
+  return {.median_based = median * static_cast<double>(n) / 60, .logged = total / 60};
 }
 
 // The finished rounds under `out_dir` (fold<i>/report/metrics.json).
@@ -551,7 +562,9 @@ absl::StatusOr<std::vector<eval::FoldResult>> FinishedRounds(const std::string& 
     SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(metrics_file, size_t{64} << 20));
     nlohmann::json metrics = nlohmann::json::parse(text, nullptr, false);
     if (!metrics.is_object()) return absl::DataLossError(absl::StrCat(metrics_file, " is not a JSON object"));
-    rounds.push_back({.fold = fold, .metrics = std::move(metrics), .train_minutes = TrainMinutes(dir)});
+    const TrainCost cost = TrainMinutes(dir);
+    rounds.push_back({.fold = fold, .metrics = std::move(metrics), .train_minutes = cost.median_based,
+                      .logged_minutes = cost.logged});
   }
   return rounds;
 }
@@ -582,7 +595,11 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
   }
   // One recipe per folder: rounds of different recipes must not be averaged together.
   SL_ASSIGN_OR_RETURN(const train::TrainConfig config, BuildConfig(base));
-  const nlohmann::json recipe = {{"config", config.ToJson()}, {"split_digest", split.Digest()},
+  // What makes a recipe: the configuration without the keys that only say how this
+  // machine runs it (a round may resume elsewhere with other thread counts).
+  nlohmann::json recipe_config = config.ToJson();
+  for (const char* key : {"threads", "num_workers", "progress_interval_s"}) recipe_config.erase(key);
+  const nlohmann::json recipe = {{"config", recipe_config}, {"split_digest", split.Digest()},
                                  {"split_method", split.method()}};
   std::error_code ec;
   fs::create_directories(base.out_dir, ec);

@@ -75,7 +75,7 @@ absl::StatusOr<nlohmann::json> SummariseFolds(const std::vector<FoldResult>& fol
     if (!seen.insert(f.fold).second) {
       return absl::InvalidArgumentError(absl::StrCat("fold ", f.fold, " is given twice"));
     }
-    nlohmann::json row = {{"fold", f.fold}, {"train_minutes", f.train_minutes}};
+    nlohmann::json row = {{"fold", f.fold}, {"train_minutes", f.train_minutes}, {"logged_minutes", f.logged_minutes}};
     if (f.metrics.contains("n")) row["n"] = f.metrics["n"];
     for (size_t m = 0; m < CrossValidationMetrics().size(); ++m) {
       const std::string& path = CrossValidationMetrics()[m];

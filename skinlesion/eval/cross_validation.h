@@ -17,13 +17,16 @@ namespace skinlesion::eval {
 struct FoldResult {
   int fold = 0;
   nlohmann::json metrics;
+  // The run's epochs' median duration times their number: what the round costs on a
+  // machine doing nothing else, even when other work shared it for a while.
   double train_minutes = 0;
+  double logged_minutes = 0;  // The epochs' durations as logged, summed.
 };
 
 // The metrics summarised, as JSON paths into a round's metrics ("a/b/c"), in table order.
 const std::vector<std::string>& CrossValidationMetrics();
 
-// {"folds": [{"fold", "train_minutes", "<metric>": value...}...], "summary": {"<metric>":
+// {"folds": [{"fold", "train_minutes", "logged_minutes", "<metric>": value...}...], "summary": {"<metric>":
 // {"mean", "sd", "min", "max", "n"}}, "train_minutes": {...}}. sd is the sample standard
 // deviation (n - 1), 0 for one fold. A metric missing from a round (e.g. no referral
 // threshold) is left out of that round and summarised over the others.

@@ -39,6 +39,7 @@ TEST(CrossValidationTest, MeanSampleSdAndRangePerMetric) {
   EXPECT_NEAR(r["mean"].get<double>(), 0.85, 1e-12);
   EXPECT_FALSE((*cv)["folds"][1].contains("referral/malignant_sensitivity/value"));
   EXPECT_NEAR((*cv)["train_minutes"]["mean"].get<double>(), 11, 1e-12);
+  EXPECT_EQ((*cv)["folds"][0]["logged_minutes"], 0.0);
   // Metrics nobody reported are not in the summary.
   EXPECT_FALSE((*cv)["summary"].contains("ece"));
 
