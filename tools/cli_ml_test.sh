@@ -196,6 +196,7 @@ grep -q "2 of 3 rounds finished" "$OUT/cv1.txt"
 grep -q "round 0 (fold0) is finished: kept" "$OUT/cv2_err.txt"
 grep -q "3 of 3 rounds finished" "$OUT/cv2.txt"
 grep -q "mean ± sd" "$OUT/cv/cv.md"
+test -s "$OUT/cv/cv.png"
 /usr/bin/python3 - "$OUT/cv" <<'PY'
 import json, os, statistics, sys
 d = sys.argv[1]

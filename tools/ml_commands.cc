@@ -31,6 +31,7 @@
 #include "skinlesion/common/ood.h"
 #include "skinlesion/common/referral.h"
 #include "skinlesion/eval/cross_validation.h"
+#include "skinlesion/eval/plots.h"
 #include "skinlesion/eval/referral_eval.h"
 #include "skinlesion/eval/report.h"
 #include "skinlesion/eval/subgroups.h"
@@ -624,6 +625,23 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
     cv["k"] = k;
     const std::string md = eval::CrossValidationMarkdown(cv);
     SL_RETURN_IF_ERROR(WriteFileAtomically(base.out_dir + "/cv.json", cv.dump(2) + "\n"));
+    std::vector<std::string> round_names;
+    for (const eval::FoldResult& r : rounds) round_names.push_back(absl::StrCat("round ", r.fold));
+    std::vector<eval::FoldColumn> columns;
+    for (const auto& [path, label] : std::vector<std::pair<std::string, std::string>>{
+             {"balanced_accuracy", "balanced acc."}, {"macro_auc", "macro AUC"},
+             {"melanoma_recall", "mel recall"}, {"accuracy", "accuracy"},
+             {"referral/malignant_sensitivity/value", "referral sens."}}) {
+      eval::FoldColumn column{label, {}};
+      for (const nlohmann::json& row : cv["folds"]) {
+        if (row.contains(path)) column.values.push_back(row[path].get<double>());
+      }
+      if (column.values.size() == rounds.size()) columns.push_back(std::move(column));
+    }
+    SL_RETURN_IF_ERROR(eval::PlotFolds(
+        absl::StrCat(config.architecture, " at ", config.image_size, " px: ", rounds.size(), " of ", k,
+                     " rounds (mean, +-1 sd)"),
+        round_names, columns, base.out_dir + "/cv.png"));
     SL_RETURN_IF_ERROR(WriteFileAtomically(
         base.out_dir + "/cv.md",
         absl::StrCat("# Cross-validation: ", config.architecture, " at ", config.image_size, " px, ",

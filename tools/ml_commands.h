@@ -35,7 +35,8 @@ struct TrainCommand {
 
 // `skinlesion cv`: one training run per round of a k-fold split into
 // <out>/fold<i>, each resumable, and the summary of the finished rounds (mean ± sd)
-// in <out>/cv.json and <out>/cv.md after each. A finished round is not run again; a
+// in <out>/cv.json, <out>/cv.md and <out>/cv.png (a dot per round, mean +-1 sd) after
+// each. A finished round is not run again; a
 // round stopped part way resumes from its last checkpoint. The recipe (config and
 // overrides) is recorded in <out>/cv_recipe.json and must match on every later call.
 struct CrossValidateCommand {

@@ -259,4 +259,71 @@ absl::Status PlotLines(const std::string& title, const std::string& x_label,
   return c.Write(path);
 }
 
+absl::Status PlotFolds(const std::string& title, const std::vector<std::string>& round_names,
+                       const std::vector<FoldColumn>& columns, const std::string& path, int width,
+                       int height) {
+  if (columns.empty()) return absl::InvalidArgumentError("plot: no metric");
+  for (const FoldColumn& col : columns) {
+    if (col.values.empty()) return absl::InvalidArgumentError(absl::StrCat("plot: no value for ", col.name));
+    for (double v : col.values) {
+      if (!(v >= 0 && v <= 1)) {
+        return absl::InvalidArgumentError(absl::StrCat("plot: ", col.name, " value ", v, " is outside [0, 1]"));
+      }
+    }
+  }
+  Canvas c(width, height);
+  cairo_t* cr = c.cr();
+  const double n = static_cast<double>(columns.size());
+  const Axes a{70, 60, width - 190.0, height - 70.0, -0.5, n - 0.5, 0, 1};
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  c.Text(title, width / 2.0, 30, 16, 0.5, 0.5, true);
+  // Horizontal grid and y labels; one labelled slot per metric on x.
+  cairo_set_line_width(cr, 1);
+  for (int i = 0; i <= 10; ++i) {
+    const double y = i / 10.0;
+    cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+    cairo_move_to(cr, a.left, a.Y(y));
+    cairo_line_to(cr, a.right, a.Y(y));
+    cairo_stroke(cr);
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    if (i % 2 == 0) c.Text(absl::StrFormat("%.1f", y), a.left - 6, a.Y(y), 12, 1, 0.5);
+  }
+  cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+  cairo_rectangle(cr, a.left, a.top, a.right - a.left, a.bottom - a.top);
+  cairo_stroke(cr);
+  const double slot = (a.right - a.left) / n;
+  for (size_t m = 0; m < columns.size(); ++m) {
+    const FoldColumn& col = columns[m];
+    const double cx = a.X(static_cast<double>(m));
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    c.Text(col.name, cx, a.bottom + 8, 12, 0.5, 0);
+    double mean = 0;
+    for (double v : col.values) mean += v;
+    mean /= static_cast<double>(col.values.size());
+    double ss = 0;
+    for (double v : col.values) ss += (v - mean) * (v - mean);
+    const double sd = col.values.size() > 1 ? std::sqrt(ss / static_cast<double>(col.values.size() - 1)) : 0;
+    // Mean (a bar across the slot) and +-1 sd (a vertical whisker).
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    cairo_set_line_width(cr, 2);
+    cairo_move_to(cr, cx - slot * 0.3, a.Y(mean));
+    cairo_line_to(cr, cx + slot * 0.3, a.Y(mean));
+    cairo_move_to(cr, cx, a.Y(std::max(0.0, mean - sd)));
+    cairo_line_to(cr, cx, a.Y(std::min(1.0, mean + sd)));
+    cairo_stroke(cr);
+    c.Text(absl::StrFormat("%.3f", mean), cx + slot * 0.32, a.Y(mean), 11, 0, 0.5);
+    // One dot per round, spread across the slot.
+    const double k = static_cast<double>(col.values.size());
+    for (size_t r = 0; r < col.values.size(); ++r) {
+      const double* rgb = kPalette[r % 8];
+      cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
+      const double dx = k > 1 ? (static_cast<double>(r) / (k - 1) - 0.5) * slot * 0.4 : 0;
+      cairo_arc(cr, cx + dx, a.Y(col.values[r]), 4.5, 0, 2 * M_PI);
+      cairo_fill(cr);
+    }
+  }
+  Legend(c, round_names, a.right + 20, a.top);
+  return c.Write(path);
+}
+
 }  // namespace skinlesion::eval

@@ -37,6 +37,17 @@ absl::Status PlotLines(const std::string& title, const std::string& x_label,
                        const std::string& y_label, const std::vector<Series>& series,
                        const std::string& path, int width = 900, int height = 540);
 
+// Results per cross-validation round: one column per metric (values in [0, 1]), a dot
+// per round (coloured by round, in the legend) and the mean with a +-1 sd bar.
+// InvalidArgument for no metric, a column without values or a value outside [0, 1].
+struct FoldColumn {
+  std::string name;                  // e.g. "balanced accuracy"
+  std::vector<double> values;        // One per round, in round order.
+};
+absl::Status PlotFolds(const std::string& title, const std::vector<std::string>& round_names,
+                       const std::vector<FoldColumn>& columns, const std::string& path,
+                       int width = 900, int height = 540);
+
 }  // namespace skinlesion::eval
 
 #endif  // SKINLESION_EVAL_PLOTS_H_

@@ -100,5 +100,27 @@ TEST(PlotsTest, LinesRejectEmptyAndDrawSeries) {
   EXPECT_FALSE(PlotLines("t", "x", "y", {loss}, "/nonexistent-dir/x.png").ok());
 }
 
+// Cross-validation rounds: the mean bar and each round's dot land where the values say.
+TEST(PlotsTest, FoldsDrawAMeanBarAndADotPerRound) {
+  TempDir dir;
+  const std::string path = dir.Join("folds.png");
+  ASSERT_THAT(PlotFolds("CV", {"round 0", "round 1", "round 2"}, {{"balanced accuracy", {0.2, 0.4, 0.6}}}, path),
+              IsOk());
+  Png png(path);
+  ASSERT_TRUE(png.ok());
+  EXPECT_EQ(png.width(), 900);
+  // One column spans x 70..710 (centre 390); y 0..1 maps to 470..60.
+  const Rgb bar = png.At(390 + 100, 470 - static_cast<int>(0.4 * 410));
+  EXPECT_LT(bar.r + bar.g + bar.b, 200) << "the mean bar is dark";
+  const Rgb first = png.At(390 - 128, 470 - static_cast<int>(0.2 * 410));
+  EXPECT_LT(first.r, 60);
+  EXPECT_GT(first.b, 120) << "round 0's dot in the first palette colour";
+  const Rgb empty = png.At(390 + 100, 470 - static_cast<int>(0.9 * 410));
+  EXPECT_GT(empty.r + empty.g + empty.b, 600) << "nothing drawn at 0.9";
+  EXPECT_FALSE(PlotFolds("CV", {}, {}, dir.Join("none.png")).ok());
+  EXPECT_FALSE(PlotFolds("CV", {"r"}, {{"auc", {}}}, dir.Join("none.png")).ok());
+  EXPECT_FALSE(PlotFolds("CV", {"r"}, {{"auc", {1.5}}}, dir.Join("none.png")).ok());
+}
+
 }  // namespace
 }  // namespace skinlesion::eval
