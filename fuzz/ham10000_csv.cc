@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "fuzz/require.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "skinlesion/common/classes.h"
@@ -13,13 +14,7 @@
 #include "skinlesion/data/ham10000.h"
 #include "skinlesion/data/split.h"
 
-namespace {
-
-void Require(bool condition) {
-  if (!condition) std::abort();
-}
-
-}  // namespace
+using skinlesion::fuzz::Require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace skinlesion::data;
@@ -32,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::flat_hash_set<std::string> ids;
   for (const Sample& s : *rows) {
     Require(!s.image_id.empty() && !s.lesion_id.empty() && s.path.empty());
-    Require(s.label >= 0 && s.label < skinlesion::kNumClasses);
+    Require(s.label >= 0 && s.label < skinlesion::LabelSet::Ham10000().size());
     Require(!s.age || (*s.age >= 0 && *s.age <= 130));
     Require(ids.insert(s.image_id).second);
   }

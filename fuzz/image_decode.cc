@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "fuzz/require.h"
 #include "absl/strings/string_view.h"
 #include "opencv2/core.hpp"
 #include "skinlesion/common/rng.h"
@@ -23,11 +24,9 @@ const skinlesion::Pipeline& Medical() {
   return *kPipeline;
 }
 
-void Require(bool condition) {
-  if (!condition) std::abort();
-}
-
 }  // namespace
+
+using skinlesion::fuzz::Require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool kSingleThreaded = [] {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "fuzz/require.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "skinlesion/common/classes.h"
@@ -12,13 +13,7 @@
 #include "skinlesion/data/isic.h"
 #include "skinlesion/data/split.h"
 
-namespace {
-
-void Require(bool condition) {
-  if (!condition) std::abort();
-}
-
-}  // namespace
+using skinlesion::fuzz::Require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace skinlesion::data;
@@ -29,12 +24,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   absl::flat_hash_set<std::string> ids;
-  for (const Sample& s : *rows) {
+  for (const Sample& s : rows->rows) {
     Require(!s.image_id.empty() && s.lesion_id == s.image_id);
-    Require(s.label >= 0 && s.label < skinlesion::kNumClasses);
+    Require(s.label >= 0 && s.label < rows->classes.size());
     Require(ids.insert(s.image_id).second);
   }
-  const Catalogue catalogue = CatalogueWithoutImages(*std::move(rows));
+  Catalogue catalogue = CatalogueWithoutImages(std::move(rows->rows));
+  catalogue.classes = rows->classes;
   if (catalogue.samples.size() < 2) return 0;
   auto folds = MakeKFold(catalogue, 2, size);
   Require(folds.ok());

@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "fuzz/require.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "skinlesion/common/classes.h"
@@ -15,13 +16,7 @@
 #include "skinlesion/data/catalogue.h"
 #include "skinlesion/data/dataset.h"
 
-namespace {
-
-void Require(bool condition) {
-  if (!condition) std::abort();
-}
-
-}  // namespace
+using skinlesion::fuzz::Require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace skinlesion::data;
@@ -38,9 +33,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   absl::flat_hash_set<std::string> ids;
-  for (const Sample& s : *rows) {
+  for (const Sample& s : rows->rows) {
     Require(!s.image_id.empty() && !s.lesion_id.empty());
-    Require(s.label >= 0 && s.label < skinlesion::kNumClasses);
+    Require(s.label >= 0 && s.label < rows->classes.size());
     Require(!s.age.has_value() || (*s.age >= 0 && *s.age <= 130));
     Require(ids.insert(s.image_id).second);
   }

@@ -10,18 +10,18 @@ namespace {
 
 TEST(ProtoTest, ClassifyResponseRoundTrips) {
   v1::ClassifyResponse response;
-  for (const ClassInfo& c : AllClasses()) {
+  for (const ClassInfo& c : LabelSet::Ham10000()) {
     auto* p = response.add_probabilities();
     p->mutable_lesion_class()->set_index(c.index);
     p->mutable_lesion_class()->set_code(std::string(c.code));
-    p->set_probability(1.0f / kNumClasses);
+    p->set_probability(1.0f / kHam10000NumClasses);
   }
   response.mutable_model()->set_name("ham10000-vit");
   response.mutable_model()->set_version(3);
   const std::string wire = response.SerializeAsString();
   v1::ClassifyResponse back;
   ASSERT_TRUE(back.ParseFromString(wire));
-  ASSERT_EQ(back.probabilities_size(), kNumClasses);
+  ASSERT_EQ(back.probabilities_size(), kHam10000NumClasses);
   EXPECT_EQ(back.probabilities(4).lesion_class().code(), "mel");
   EXPECT_EQ(back.model().version(), 3);
 }

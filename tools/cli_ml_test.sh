@@ -178,13 +178,28 @@ PY
   echo "ISIC_0029360,0.0,0.0,0.0,1.0,0.0,0.0,0.0,0.0,0.0"
   echo "ISIC_0031901,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0,0.0"
 } > "$OUT/isic2019.csv"
-if "$CLI" dataset --data "$FIX/images" --metadata "$OUT/isic2019.csv" 2> "$OUT/byo_isic_err.txt"; then
-  echo "an SCC row was accepted without --skip_labels"; exit 1
+# ISIC 2019 is 8 classes (scc between nv and vasc); --skip_labels scc keeps HAM10000's 7.
+"$CLI" dataset --data "$FIX/images" --metadata "$OUT/isic2019.csv" > "$OUT/byo_isic8.txt" 2>&1
+grep -q "3 images" "$OUT/byo_isic8.txt"
+grep -q "8 classes: akiec, bcc, bkl, df, mel, nv, scc, vasc" "$OUT/byo_isic8.txt"
+grep -q "^scc  *1 " "$OUT/byo_isic8.txt"
+{ cat "$OUT/isic2019.csv"; echo "ISIC_0024693,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0"; } > "$OUT/isic2019_unk.csv"
+if "$CLI" dataset --data "$FIX/images" --metadata "$OUT/isic2019_unk.csv" 2> "$OUT/byo_isic_err.txt"; then
+  echo "an UNK row was accepted without --skip_labels"; exit 1
 fi
-grep -q "isic2019.csv line 4: class 'SCC'" "$OUT/byo_isic_err.txt"
-"$CLI" dataset --data "$FIX/images" --metadata "$OUT/isic2019.csv" --skip_labels scc,unk 2> "$OUT/byo_isic.txt" \
+grep -q "isic2019_unk.csv line 5: class 'UNK'" "$OUT/byo_isic_err.txt"
+"$CLI" dataset --data "$FIX/images" --metadata "$OUT/isic2019_unk.csv" --skip_labels scc,unk 2> "$OUT/byo_isic.txt" \
   | grep -q "2 images"
-grep -q "left out: 1 scc" "$OUT/byo_isic.txt"
+grep -q "left out: 1 scc, 1 unk" "$OUT/byo_isic.txt"
+# A model meets data with classes it does not know: a clear error, not a wrong index.
+tail -n +2 "$FIX/metadata_subset.csv" | awk -F, 'BEGIN{print "image,label"} {print $2 ".jpg," (NR % 2 ? "benign" : "melanoma")}' \
+  > "$OUT/own.csv"
+"$CLI" split --data "$FIX/images" --metadata "$OUT/own.csv" --out "$OUT/own_split.csv" > /dev/null
+if "$CLI" evaluate --model "$OUT/byo_run/model" --data "$FIX/images" --metadata "$OUT/own.csv" \
+     --split "$OUT/own_split.csv" --out "$OUT/own_eval" 2> "$OUT/own_eval_err.txt"; then
+  echo "a 7-class model was evaluated on benign/melanoma labels"; exit 1
+fi
+grep -q "class(es) benign, melanoma that the model does not know" "$OUT/own_eval_err.txt"
 
 # Cross-validation: one run per k-fold round, summarised; finished rounds are kept, a
 # new recipe in the same folder is refused, a fold out of range is an error.

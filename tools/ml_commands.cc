@@ -87,17 +87,12 @@ absl::StatusOr<train::TrainConfig> BuildConfig(const TrainCommand& cmd) {
   return config;
 }
 
-std::vector<std::string> LabelCodes() {
-  std::vector<std::string> labels;
-  for (const ClassInfo& c : AllClasses()) labels.emplace_back(c.code);
-  return labels;
-}
-
 // The "referral" block of a report: the rule and its operating point with 95% CIs.
 void PrintReferral(const nlohmann::json& m) {
   if (m.contains("referral")) {
     const nlohmann::json& r = m["referral"];
     auto pct = [](const nlohmann::json& p) {
+      if (p.value("n", 0) == 0) return std::string("n/a (no such cases)");
       return absl::StrFormat("%.1f%% [%.1f, %.1f]", 100 * p["value"].get<double>(),
                              100 * p["ci95"][0].get<double>(), 100 * p["ci95"][1].get<double>());
     };
@@ -134,15 +129,26 @@ void PrintSubgroups(const nlohmann::json& m) {
   }
 }
 
+// A number of a metrics object, or `fallback` where it is absent or null (a metric that
+// is undefined, e.g. melanoma recall of a model without "mel").
+double MetricOr(const nlohmann::json& m, const char* key, double fallback = 0.0) {
+  const auto it = m.find(key);
+  return it != m.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
 void PrintHeadline(const nlohmann::json& m) {
-  std::printf("  accuracy           %.4f\n", m.value("accuracy", 0.0));
-  std::printf("  balanced accuracy  %.4f\n", m.value("balanced_accuracy", 0.0));
-  std::printf("  macro F1           %.4f\n", m.value("macro_f1", 0.0));
-  if (m["macro_auc"].is_number()) std::printf("  macro AUC          %.4f\n", m["macro_auc"].get<double>());
-  std::printf("  melanoma recall    %.4f\n", m.value("melanoma_recall", 0.0));
-  std::printf("  ECE                %.4f (uncalibrated %.4f, T=%.3f)\n", m.value("ece", 0.0),
-              m.contains("uncalibrated") ? m["uncalibrated"].value("ece", 0.0) : 0.0,
-              m.value("temperature", 1.0));
+  std::printf("  accuracy           %.4f\n", MetricOr(m, "accuracy"));
+  std::printf("  balanced accuracy  %.4f\n", MetricOr(m, "balanced_accuracy"));
+  std::printf("  macro F1           %.4f\n", MetricOr(m, "macro_f1"));
+  if (m.contains("macro_auc") && m["macro_auc"].is_number()) {
+    std::printf("  macro AUC          %.4f\n", m["macro_auc"].get<double>());
+  }
+  if (m.contains("melanoma_recall") && m["melanoma_recall"].is_number()) {
+    std::printf("  melanoma recall    %.4f\n", m["melanoma_recall"].get<double>());
+  }
+  std::printf("  ECE                %.4f (uncalibrated %.4f, T=%.3f)\n", MetricOr(m, "ece"),
+              m.contains("uncalibrated") ? MetricOr(m["uncalibrated"], "ece") : 0.0,
+              MetricOr(m, "temperature", 1.0));
   PrintReferral(m);
   if (m.contains("ood")) {
     const nlohmann::json& r = m["ood"]["lesions_rejected"];
@@ -254,15 +260,15 @@ absl::Status WriteGoldenSet(const std::string& model_dir, const std::vector<std:
 
 // Up to `n` images for a golden set: the first of each class in turn (so the set
 // covers several classes), in the order of `samples`.
-std::vector<std::string> PickGoldenImages(const std::vector<data::Sample>& samples, size_t n) {
+std::vector<std::string> PickGoldenImages(const std::vector<data::Sample>& samples, int num_classes, size_t n) {
   std::vector<std::string> picked;
   std::vector<bool> used(samples.size(), false);
   while (picked.size() < n) {
-    std::vector<bool> class_seen(kNumClasses, false);
+    std::vector<bool> class_seen(num_classes, false);
     bool any = false;
     for (size_t i = 0; i < samples.size() && picked.size() < n; ++i) {
       const int label = samples[i].label;
-      if (used[i] || label < 0 || label >= kNumClasses || class_seen[label]) continue;
+      if (used[i] || label < 0 || label >= num_classes || class_seen[label]) continue;
       class_seen[label] = true;
       used[i] = true;
       any = true;
@@ -363,7 +369,7 @@ class JsonlProgressWriter : public train::ProgressListener {
 };
 
 absl::StatusOr<data::Dataset> LoadData(const std::string& data_dir, const std::string& metadata,
-                                       const std::string& skip_labels) {
+                                       const std::string& skip_labels, const LabelSet* model_classes) {
   if (data_dir.empty()) return absl::InvalidArgumentError("--data is required");
   data::DatasetOptions options;
   for (absl::string_view label : absl::StrSplit(skip_labels, ',', absl::SkipEmpty())) {
@@ -380,6 +386,12 @@ absl::StatusOr<data::Dataset> LoadData(const std::string& data_dir, const std::s
                          .c_str()
                    : "",
                skipped.empty() ? "" : absl::StrCat(", left out: ", skipped).c_str());
+  if (model_classes != nullptr) {
+    SL_RETURN_IF_ERROR(Annotate(data::RemapLabels(dataset.catalogue, *model_classes), dataset.source));
+  } else if (dataset.catalogue.classes != LabelSet::Ham10000()) {
+    std::fprintf(stderr, "[data] %d classes: %s\n", dataset.catalogue.classes.size(),
+                 dataset.catalogue.classes.ToString().c_str());
+  }
   return dataset;
 }
 
@@ -391,6 +403,17 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   const std::string device = ResolveDevice(cmd.device);
   SL_ASSIGN_OR_RETURN(const data::Dataset dataset, LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels));
   const data::Catalogue& catalogue = dataset.catalogue;
+  // The model's classes: the data's, grouped as the config says (malignant_classes).
+  LabelSet classes = catalogue.classes;
+  if (!config.malignant_classes.empty()) {
+    std::vector<std::string> malignant;
+    if (config.malignant_classes != "none") {
+      for (absl::string_view code : absl::StrSplit(config.malignant_classes, ',', absl::SkipWhitespace())) {
+        malignant.emplace_back(absl::StripAsciiWhitespace(code));
+      }
+    }
+    SL_ASSIGN_OR_RETURN(classes, LabelSet::Create(classes.codes(), malignant));
+  }
   std::error_code ec;
   fs::create_directories(cmd.out_dir, ec);
   absl::StatusOr<data::Split> split = cmd.split_file.empty()
@@ -408,6 +431,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                cmd.fold >= 0 ? absl::StrCat(", round ", cmd.fold).c_str() : "");
 
   train::TrainContext ctx;
+  ctx.classes = classes;
   ctx.device = device;
   ctx.output_dir = cmd.out_dir;
   ctx.resume = cmd.resume;
@@ -419,7 +443,8 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   if (!config.init_weights.empty()) {
     torch::manual_seed(config.seed);
     SL_ASSIGN_OR_RETURN(ctx.model, models::CreateModel(config.architecture,
-                                                       {.image_size = config.image_size,
+                                                       {.num_classes = classes.size(),
+                                                        .image_size = config.image_size,
                                                         .dropout = config.dropout}));
     SL_ASSIGN_OR_RETURN(const models::LoadReport report,
                         models::LoadWeightsFile(*ctx.model, config.init_weights));
@@ -449,6 +474,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                       train::PredictSamples(*result.model, test_set, config.Preprocess(), device,
                                             config.batch_size, config.num_workers));
   eval::ReportInput report;
+  report.classes = classes;
   report.labels = test_pred.labels;
   report.logits = test_pred.logits;
   report.val_labels = val_pred.labels;
@@ -473,9 +499,10 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   const std::string model_dir = cmd.out_dir + "/model";
   result.model->to(torch::kCPU);
   SL_RETURN_IF_ERROR(models::SaveCheckpoint(*result.model, model_dir,
-                                            config.image_size, LabelCodes()));
+                                            config.image_size, classes.codes()));
   SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(model_dir + "/manifest.json", 1 << 20));
   nlohmann::json manifest = nlohmann::json::parse(text);
+  manifest["malignant_classes"] = classes.malignant_codes();
   manifest["calibration"] = {{"temperature", metrics["temperature"]}, {"fitted_on", "val"}};
   manifest["refer"] = ReferManifest(metrics);
   manifest["preprocessing"] = {{"size", config.image_size}, {"resize", "shorter_side_center_crop"},
@@ -512,7 +539,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   manifest["code_version"] = CodeVersion();
   SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(model_dir + "/model.safetensors"));
   SL_RETURN_IF_ERROR(WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n"));
-  SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(test_set, 4)));
+  SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(test_set, classes.size(), 4)));
   if (progress != nullptr) progress->Phase("exported");
   std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
               result.best_epoch + 1, result.epochs_run, result.early_stopped ? " (early stop)" : "");
@@ -607,7 +634,17 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
   const std::string recipe_file = base.out_dir + "/cv_recipe.json";
   if (fs::exists(recipe_file)) {
     SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(recipe_file, 1 << 20));
-    const nlohmann::json before = nlohmann::json::parse(text, nullptr, false);
+    nlohmann::json before = nlohmann::json::parse(text, nullptr, false);
+    // A key added to the configuration since the folder's rounds ran means what they
+    // ran when it has its default value.
+    if (before.is_object() && before.contains("config") && before["config"].is_object()) {
+      const nlohmann::json defaults = train::TrainConfig().ToJson();
+      for (const auto& [key, value] : recipe_config.items()) {
+        if (!before["config"].contains(key) && defaults.contains(key) && defaults[key] == value) {
+          before["config"][key] = value;
+        }
+      }
+    }
     if (before != recipe) {
       return absl::FailedPreconditionError(absl::StrCat(
           base.out_dir, " holds rounds of another recipe or split (", recipe_file,
@@ -729,7 +766,7 @@ absl::StatusOr<std::vector<double>> OodScores(OodMethod method, const train::Pre
                                               const models::FeatureGaussian* gaussian) {
   std::vector<double> scores;
   if (method == OodMethod::kEnergy) {
-    for (const eval::Probs& z : pred.logits) scores.push_back(EnergyScore(z.data(), kNumClasses));
+    for (const eval::Probs& z : pred.logits) scores.push_back(EnergyScore(z.data(), static_cast<int>(z.size())));
     return scores;
   }
   if (gaussian == nullptr || !pred.embeddings.defined()) {
@@ -743,11 +780,16 @@ absl::StatusOr<std::vector<double>> OodScores(OodMethod method, const train::Pre
 absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   if (cmd.model_dir.empty() || cmd.out_dir.empty()) return absl::InvalidArgumentError("--model and --out are required");
   torch::set_num_threads(cmd.threads);
+  std::string model_dir = cmd.model_dir;
+  if (!cmd.registry.empty()) {
+    SL_ASSIGN_OR_RETURN(model_dir, ResolveRegistryModel(cmd.registry, cmd.model_dir));
+  }
+  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(model_dir));
   std::vector<data::Sample> samples;
   nlohmann::json context = {{"model", cmd.model_dir}, {"tta", cmd.tta}};
   if (!cmd.isic_csv.empty()) {
     if (cmd.isic_images.empty()) return absl::InvalidArgumentError("--isic_csv needs --images");
-    SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.isic_images, cmd.isic_csv, cmd.skip_labels));
+    SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.isic_images, cmd.isic_csv, cmd.skip_labels, &spec.classes));
     const data::Catalogue& c = d.catalogue;
     samples = c.samples;
     context["ground_truth"] = cmd.isic_csv;
@@ -755,7 +797,7 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
     if (cmd.data_dir.empty() || cmd.split_file.empty()) {
       return absl::InvalidArgumentError("give --data with --split, or --isic_csv with --images");
     }
-    SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels));
+    SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels, &spec.classes));
     const data::Catalogue& c = d.catalogue;
     SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
     SL_ASSIGN_OR_RETURN(samples, data::Apply(split, c, cmd.partition));
@@ -763,14 +805,9 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
     context["partition"] = cmd.partition;
   }
   if (samples.empty()) return absl::InvalidArgumentError("no images to evaluate");
-  std::string model_dir = cmd.model_dir;
-  if (!cmd.registry.empty()) {
-    SL_ASSIGN_OR_RETURN(model_dir, ResolveRegistryModel(cmd.registry, cmd.model_dir));
-  }
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(model_dir));
   const std::string device = ResolveDevice(cmd.device);
   SL_ASSIGN_OR_RETURN(const PrecisionChoice precision, ParsePrecisionChoice(cmd.precision));
-  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(model_dir));
   checkpoint.model->to(torch::Device(device));
   checkpoint.model->eval();
   SL_ASSIGN_OR_RETURN(const models::Numerics numerics,
@@ -790,6 +827,7 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   if (gaussian) {
     SL_ASSIGN_OR_RETURN(report.ood_scores, OodScores(OodMethod::kMahalanobis, pred, &*gaussian));
   }
+  report.classes = spec.classes;
   report.labels = pred.labels;
   report.logits = pred.logits;
   report.temperature = spec.temperature;
@@ -813,8 +851,8 @@ struct Partition {
 };
 absl::StatusOr<Partition> LoadPartition(const std::string& data_dir, const std::string& metadata,
                                         const std::string& skip_labels, const std::string& split_file,
-                                        const std::string& partition) {
-  SL_ASSIGN_OR_RETURN(const data::Dataset dataset, LoadData(data_dir, metadata, skip_labels));
+                                        const std::string& partition, const LabelSet& model_classes) {
+  SL_ASSIGN_OR_RETURN(const data::Dataset dataset, LoadData(data_dir, metadata, skip_labels, &model_classes));
   const data::Catalogue& catalogue = dataset.catalogue;
   SL_ASSIGN_OR_RETURN(data::Split split, data::LoadSplit(split_file));
   SL_ASSIGN_OR_RETURN(std::vector<data::Sample> samples, data::Apply(split, catalogue, partition));
@@ -833,12 +871,12 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
     return absl::InvalidArgumentError("--ood_reject_rate must be in [0, 1)");
   }
   torch::set_num_threads(cmd.threads);
-  SL_ASSIGN_OR_RETURN(const Partition part,
-                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file, cmd.partition));
+  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
+  SL_ASSIGN_OR_RETURN(const Partition part, LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels,
+                                                          cmd.split_file, cmd.partition, spec.classes));
   const data::Split& split = part.split;
   const std::vector<data::Sample>& samples = part.samples;
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
-  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
   checkpoint.model->eval();
   OodMethod ood_method = models::HasEmbedding(*checkpoint.model) ? OodMethod::kMahalanobis : OodMethod::kEnergy;
   if (cmd.ood_method != "auto") {
@@ -864,14 +902,14 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   const std::vector<eval::Probs> probs = eval::Softmax(pred.logits, spec.temperature);
   ReferralPolicy base = spec.refer;
   base.target_sensitivity = cmd.target_sensitivity;
-  const std::optional<ReferralPolicy> fitted_policy = eval::FitReferralPolicy(pred.labels, probs, base);
+  const std::optional<ReferralPolicy> fitted_policy = eval::FitReferralPolicy(pred.labels, probs, base, spec.classes);
   if (!fitted_policy) {
     return absl::FailedPreconditionError(
         absl::StrCat("partition '", cmd.partition, "' has no malignant case to fit a threshold on"));
   }
   const ReferralPolicy& policy = *fitted_policy;
   const double threshold = *policy.risk_threshold;
-  nlohmann::json fitted = {{"referral", eval::ReferralToJson(eval::EvaluateReferral(pred.labels, probs, policy))}};
+  nlohmann::json fitted = {{"referral", eval::ReferralToJson(eval::EvaluateReferral(pred.labels, probs, policy, spec.classes))}};
   fitted["referral"]["threshold_source"] = absl::StrCat("fitted_on_", cmd.partition);
   fitted["referral"]["validation"] = fitted["referral"];
   manifest["refer"] = ReferManifest(fitted);
@@ -886,13 +924,14 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   nlohmann::json gaussian_json;
   if (embed) {
     SL_ASSIGN_OR_RETURN(const Partition fit_part,
-                        LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file, cmd.ood_fit_on));
+                        LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file, cmd.ood_fit_on,
+                                      spec.classes));
     std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n", fit_part.samples.size(),
                 cmd.ood_fit_on.c_str());
     SL_ASSIGN_OR_RETURN(const train::Predictions fit_pred,
                         train::PredictSamples(*checkpoint.model, fit_part.samples, preprocess, "cpu", 32, 2, false,
                                               {}, /*with_embeddings=*/true));
-    SL_ASSIGN_OR_RETURN(gaussian, models::FeatureGaussian::Fit(fit_pred.embeddings, fit_pred.labels, kNumClasses));
+    SL_ASSIGN_OR_RETURN(gaussian, models::FeatureGaussian::Fit(fit_pred.embeddings, fit_pred.labels, spec.classes.size()));
     gaussian_json = {{"file", kOodFeaturesFile},
                      {"dim", gaussian->dim()},
                      {"classes", gaussian->classes()},
@@ -962,11 +1001,11 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
     return absl::InvalidArgumentError("--model, --data and --split are required");
   }
   torch::set_num_threads(cmd.threads);
-  SL_ASSIGN_OR_RETURN(const Partition part,
-                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file, cmd.partition));
+  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
+  SL_ASSIGN_OR_RETURN(const Partition part, LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels,
+                                                          cmd.split_file, cmd.partition, spec.classes));
   const data::Split& split = part.split;
   const std::vector<data::Sample>& samples = part.samples;
-  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
   const CpuFeatures& cpu = CpuFeaturesForThisProcess();
   struct Run {
     std::string numerics;
@@ -989,9 +1028,9 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
     run.numerics = numerics.Describe();
     run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     run.probs = eval::Softmax(pred.logits, spec.temperature);
-    SL_ASSIGN_OR_RETURN(const eval::Metrics m, eval::ComputeMetrics(pred.labels, run.probs));
+    SL_ASSIGN_OR_RETURN(const eval::Metrics m, eval::ComputeMetrics(pred.labels, run.probs, spec.classes));
     run.balanced_accuracy = m.balanced_accuracy;
-    run.melanoma_recall = m.per_class[ClassFromCode("mel")->index].recall;
+    run.melanoma_recall = m.melanoma.has_value() ? m.per_class[*m.melanoma].recall : 0.0;
     labels = pred.labels;
     std::printf("%s: %zu images in %.1f s, balanced accuracy %.4f\n", run.numerics.c_str(), samples.size(),
                 run.seconds, run.balanced_accuracy);
@@ -1003,7 +1042,7 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
     const auto& a = runs[0].probs[i];
     const auto& b = runs[1].probs[i];
     agree += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
-    for (int k = 0; k < kNumClasses; ++k) worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
+    for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
   }
   const double agreement = static_cast<double>(agree) / labels.size();
   const nlohmann::json summary = {
@@ -1098,11 +1137,11 @@ absl::Status RunPredict(const PredictCommand& cmd) {
     }
     std::printf("%s\n  %s (%s) %.1f%%  [%s]\n", path.c_str(), p->code.c_str(), p->name.c_str(),
                 100 * p->confidence,
-                std::string(MalignancyGroupName(ClassAt(p->class_index).group)).c_str());
+                std::string(MalignancyGroupName(p->classes.at(p->class_index).group)).c_str());
     if (p->out_of_distribution) std::printf("  !! %s (ood score %.2f)\n", kOodMessage, p->ood_score);
     if (p->refer) std::printf("  -> see a dermatologist: %s\n", p->refer_reason.c_str());
     std::string top = "  top-3:";
-    for (const auto& [k, prob] : p->top) absl::StrAppend(&top, absl::StrFormat(" %s %.1f%%", std::string(ClassAt(k).code), 100 * prob));
+    for (const auto& [k, prob] : p->top) absl::StrAppend(&top, absl::StrFormat(" %s %.1f%%", p->classes.at(k).code, 100 * prob));
     std::printf("%s\n  malignancy risk %.1f%%\n", top.c_str(), 100 * p->malignancy_risk);
     if (explained) {
       std::printf("  explanation: %s %dx%d -> %s\n", explained->first.method.c_str(),

@@ -138,8 +138,11 @@ absl::Status RunExport(const ExportCommand& command);
 // The dataset in `data_dir` in any layout data::LoadDataset reads (HAM10000, ISIC
 // 2018/2019 one-hot, plain CSV, class folders), `skip_labels` (comma-separated)
 // left out; prints the layout, the images found and what was skipped or missing.
+// With `model_classes` (evaluating a model on the data) the labels are re-indexed to
+// the model's label set; a class the model does not know is an error.
 absl::StatusOr<data::Dataset> LoadData(const std::string& data_dir, const std::string& metadata,
-                                       const std::string& skip_labels);
+                                       const std::string& skip_labels,
+                                       const LabelSet* model_classes = nullptr);
 
 absl::Status RunTrain(const TrainCommand& command);
 absl::Status RunCrossValidate(const CrossValidateCommand& command);

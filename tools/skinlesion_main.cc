@@ -51,15 +51,17 @@
 #include "tools/ml_commands.h"
 
 ABSL_FLAG(std::string, data, "",
-          "HAM10000 folder: the Kaggle layout (HAM10000_metadata.csv, HAM10000_images_part_1/, "
-          "_part_2/) or a flat folder of images");
+          "Data folder: HAM10000's Kaggle layout (HAM10000_metadata.csv, HAM10000_images_part_1/, "
+          "_part_2/), a flat folder of images (with --metadata), or one subfolder of images per class");
 ABSL_FLAG(std::string, metadata, "",
           "Labels CSV: HAM10000 metadata, an ISIC 2018/2019 one-hot ground truth, or a plain CSV "
           "(image,label[,lesion_id|patient_id,age,sex,localization,dataset]); default: "
-          "<data>/HAM10000_metadata.csv, else <data>'s class subfolders (akiec/, bcc/, ...)");
+          "<data>/HAM10000_metadata.csv, else <data>'s class subfolders. The classes are the data's "
+          "(HAM10000's 7; ISIC 2019 adds scc; a plain CSV's or the folders' own codes)");
 ABSL_FLAG(std::string, skip_labels, "",
-          "Comma-separated labels outside the 7 classes whose rows are left out and counted "
-          "(e.g. scc,unk for ISIC 2019); without it such a row is an error");
+          "Comma-separated classes whose rows are left out and counted (e.g. unk for ISIC 2019, or "
+          "scc for a 7-class model); evaluating a model, data of a class it does not know are an error "
+          "unless left out");
 ABSL_FLAG(std::string, out, "", "Output file");
 ABSL_FLAG(uint64_t, seed, 42, "Random seed");
 ABSL_FLAG(double, train, 0.70, "Train fraction (split)");
@@ -147,10 +149,10 @@ absl::Status RunDataset() {
 // Per-partition image counts by class: the proportions a stratified split keeps.
 std::string SplitTable(const data::Split& split, const data::Catalogue& catalogue) {
   std::string out = absl::StrFormat("%-10s %7s", "partition", "images");
-  for (const ClassInfo& c : AllClasses()) absl::StrAppend(&out, absl::StrFormat(" %6s", std::string(c.code)));
+  for (const ClassInfo& c : catalogue.classes) absl::StrAppend(&out, absl::StrFormat(" %6s", c.code));
   absl::StrAppend(&out, "\n");
   for (const std::string& partition : split.Partitions()) {
-    std::array<int, kNumClasses> counts{};
+    std::vector<int> counts(catalogue.classes.size(), 0);
     int total = 0;
     for (const data::Sample& s : catalogue.samples) {
       const std::string* p = split.PartitionOf(s.image_id);

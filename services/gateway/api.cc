@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "skinlesion/common/classes.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -176,8 +177,9 @@ absl::StatusOr<PredictionQuery> ParsePredictionQuery(const QueryParams& params) 
   }
   if (auto it = params.find("top_k"); it != params.end()) {
     int k = 0;
-    if (!absl::SimpleAtoi(it->second, &k) || k < 1 || k > 7) {
-      return absl::InvalidArgumentError("query parameter 'top_k' must be an integer in 1..7");
+    if (!absl::SimpleAtoi(it->second, &k) || k < 1 || k > kMaxClasses) {
+      return absl::InvalidArgumentError(absl::StrCat("query parameter 'top_k' must be an integer in 1..", kMaxClasses,
+                                                     " (the answer has at most the model's number of classes)"));
     }
     q.top_k = k;
   }

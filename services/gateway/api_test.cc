@@ -85,7 +85,7 @@ TEST(PredictionQueryTest, ParsesAndRejects) {
   EXPECT_FALSE(ParsePredictionQuery({{"explain", "0"}})->explain);
 
   for (const QueryParams& bad : std::vector<QueryParams>{{{"top_k", "0"}},
-                                                         {{"top_k", "8"}},
+                                                         {{"top_k", "1001"}},
                                                          {{"top_k", "3x"}},
                                                          {{"explain", "maybe"}},
                                                          {{"model", "../etc"}},

@@ -909,12 +909,14 @@ void Gateway::Impl::Predict(const httplib::Request& req, httplib::Response& res)
   v1::ClassifyResponse response;
   const grpc::Status status = Classify(request, req.remote_addr, &response);
   if (!status.ok()) return SendError(res, MapGrpcStatus(Upstream::kInference, status));
-  if (response.probabilities_size() != 7) {
+  // One probability per class of the model (its own label set); a classifier has two
+  // classes at least.
+  if (response.probabilities_size() < 2) {
     return SendError(res, {.status = 502,
                            .code = "internal",
                            .message = absl::StrCat("The inference service answered with ",
                                                    response.probabilities_size(),
-                                                   " probabilities instead of 7.")});
+                                                   " probabilities (a model has two classes at least).")});
   }
   SendJson(res, 200, PredictionJson(response, RandomHex(8), MsSince(start), query->explain));
 }
@@ -1004,7 +1006,12 @@ void Gateway::Impl::ListModels(const httplib::Request& req, httplib::Response& r
     if (served_status.ok()) {
       for (const v1::ServedModel& m : served.models()) {
         if (m.model().name() == name) {
-          serving = {{"version", m.model().version()}, {"ready", m.ready()}};
+          json classes = json::array();
+          for (const v1::LesionClass& c : m.classes()) {
+            classes.push_back({{"class", c.code()}, {"label", c.name()},
+                               {"malignant", c.group() == v1::MALIGNANCY_GROUP_MALIGNANT}});
+          }
+          serving = {{"version", m.model().version()}, {"ready", m.ready()}, {"classes", std::move(classes)}};
         }
       }
     }

@@ -578,7 +578,7 @@ TEST_F(GatewayTest, UploadErrors) {
   ExpectError(client.Post("/api/v1/predictions",
                           httplib::MultipartFormDataItems{{"file", Jpeg(), "a.jpg", "image/jpeg"}}),
               400, "bad_request");
-  ExpectError(client.Post("/api/v1/predictions?top_k=9", Jpeg(), "image/jpeg"), 400, "bad_request");
+  ExpectError(client.Post("/api/v1/predictions?top_k=1001", Jpeg(), "image/jpeg"), 400, "bad_request");
   ExpectError(client.Post("/api/v1/predictions?explain=perhaps", Jpeg(), "image/jpeg"), 400,
               "bad_request");
   ExpectError(client.Post("/api/v1/predictions?colour=red", Jpeg(), "image/jpeg"), 400,

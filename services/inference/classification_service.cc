@@ -25,13 +25,15 @@ v1::MalignancyGroup ToProto(MalignancyGroup group) {
                                               : v1::MALIGNANCY_GROUP_BENIGN;
 }
 
-void FillClass(int index, float probability, v1::ClassProbability* out) {
-  const ClassInfo& info = ClassAt(index);
-  v1::LesionClass* lesion = out->mutable_lesion_class();
+void FillLesionClass(const ClassInfo& info, v1::LesionClass* lesion) {
   lesion->set_index(info.index);
-  lesion->set_code(std::string(info.code));
-  lesion->set_name(std::string(info.name));
+  lesion->set_code(info.code);
+  lesion->set_name(info.name);
   lesion->set_group(ToProto(info.group));
+}
+
+void FillClass(const LabelSet& classes, int index, float probability, v1::ClassProbability* out) {
+  FillLesionClass(classes.at(index), out->mutable_lesion_class());
   out->set_probability(probability);
 }
 
@@ -57,20 +59,21 @@ absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& 
 
 int EffectiveTopK(int requested, int default_top_k) {
   if (requested == 0) requested = default_top_k;
-  return std::clamp(requested, 1, kNumClasses);
+  return std::clamp(requested, 1, kMaxClasses);
 }
 
 void FillClassifyResponse(const serving::InferResult& result, int top_k, const std::string& alias,
                           v1::ClassifyResponse* response) {
-  for (int i = 0; i < kNumClasses; ++i) {
-    FillClass(i, result.probabilities[i], response->add_probabilities());
+  const int num_classes = static_cast<int>(result.probabilities.size());
+  for (int i = 0; i < num_classes; ++i) {
+    FillClass(result.classes, i, result.probabilities[i], response->add_probabilities());
   }
-  std::array<int, kNumClasses> order;
+  std::vector<int> order(num_classes);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
                    [&](int a, int b) { return result.probabilities[a] > result.probabilities[b]; });
-  for (int i = 0; i < top_k && i < kNumClasses; ++i) {
-    FillClass(order[i], result.probabilities[order[i]], response->add_top());
+  for (int i = 0; i < top_k && i < num_classes; ++i) {
+    FillClass(result.classes, order[i], result.probabilities[order[i]], response->add_top());
   }
   response->set_malignancy_risk(result.malignancy_risk);
   response->set_refer(result.refer);
@@ -255,6 +258,7 @@ grpc::Status ClassificationServiceImpl::ListServedModels(grpc::ServerContext* co
       model->set_sha256(status.spec.sha256);
       served->set_architecture(status.spec.architecture);
       served->set_input_size(status.spec.image_size);
+      for (const ClassInfo& c : status.spec.classes) FillLesionClass(c, served->add_classes());
     }
   }
   return recorder.Done(grpc::Status::OK);

@@ -32,7 +32,8 @@ struct ClassificationOptions {
 absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& request,
                                                      absl::Time deadline);
 
-// top_k as served: 0 -> `default_top_k`, otherwise clamped to [1, 7].
+// top_k as served: 0 -> `default_top_k`, otherwise clamped to [1, kMaxClasses] (the
+// response has at most the model's number of classes).
 int EffectiveTopK(int requested, int default_top_k);
 
 // Fills `response` from a core result. `alias`: the alias that resolves to the

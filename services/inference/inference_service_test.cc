@@ -42,7 +42,8 @@ constexpr std::array<float, 7> kProbs = {0.05f, 0.1f, 0.05f, 0.02f, 0.6f, 0.15f,
 
 InferResult MakeResult(int batch_size = 2) {
   InferResult r;
-  r.probabilities = kProbs;
+  r.probabilities.assign(kProbs.begin(), kProbs.end());
+  r.logits.resize(kProbs.size());
   for (int i = 0; i < 7; ++i) r.logits[i] = std::log(kProbs[i]) + 1.0f;
   r.top_class = 4;
   r.confidence = 0.6f;

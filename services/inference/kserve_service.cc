@@ -100,7 +100,8 @@ void AppendRawBytes(const std::string& element, std::string* raw) {
   raw->append(element);
 }
 
-absl::StatusOr<std::vector<RequestedOutput>> ParseOutputs(const pb::ModelInferRequest& request) {
+absl::StatusOr<std::vector<RequestedOutput>> ParseOutputs(const pb::ModelInferRequest& request,
+                                                         int num_classes) {
   std::vector<RequestedOutput> outputs;
   if (request.outputs().empty()) {
     outputs.push_back({RequestedOutput::Kind::kProbabilities, kProbabilitiesOutput, 0});
@@ -138,12 +139,12 @@ absl::StatusOr<std::vector<RequestedOutput>> ParseOutputs(const pb::ModelInferRe
     if (it != requested.parameters().end()) {
       const pb::InferParameter& parameter = it->second;
       if (parameter.parameter_choice_case() != pb::InferParameter::kInt64Param ||
-          parameter.int64_param() < 1 || parameter.int64_param() > kNumClasses) {
+          parameter.int64_param() < 1 || parameter.int64_param() > num_classes) {
         return absl::InvalidArgumentError(
             absl::StrCat("output '", out.name,
                          "': parameter 'classification' must be an int64 "
                          "in 1..",
-                         kNumClasses, " (how many top classes to return)"));
+                         num_classes, " (how many top classes to return)"));
       }
       out.classification = static_cast<int>(parameter.int64_param());
     }
@@ -250,8 +251,8 @@ absl::Status ParseTensorInput(const pb::ModelInferRequest::InferInputTensor& inp
 }
 
 // Class indices by descending value (stable for ties).
-std::array<int, kNumClasses> Ranked(const std::array<float, kNumClasses>& values) {
-  std::array<int, kNumClasses> order;
+std::vector<int> Ranked(const std::vector<float>& values) {
+  std::vector<int> order(values.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return values[a] > values[b]; });
   return order;
@@ -284,7 +285,7 @@ absl::StatusOr<ParsedInfer> ParseModelInfer(const pb::ModelInferRequest& request
   }
   SL_ASSIGN_OR_RETURN(const int64_t version, ParseVersion(request.model_version()));
   SL_RETURN_IF_ERROR(CheckVersionLoaded(model, version));
-  SL_ASSIGN_OR_RETURN(parsed.outputs, ParseOutputs(request));
+  SL_ASSIGN_OR_RETURN(parsed.outputs, ParseOutputs(request, model.spec.classes.size()));
 
   const std::string* raw = parsed.raw ? &request.raw_input_contents(0) : nullptr;
   if (input.name() == kImageInput) {
@@ -357,7 +358,7 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
       }
       continue;
     }
-    auto values_of = [&](const serving::InferResult& r) -> const std::array<float, kNumClasses>& {
+    auto values_of = [&](const serving::InferResult& r) -> const std::vector<float>& {
       return out.kind == RequestedOutput::Kind::kLogits ? r.logits : r.probabilities;
     };
     if (out.classification > 0) {
@@ -365,11 +366,11 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
       tensor->add_shape(n);
       tensor->add_shape(out.classification);
       for (const serving::InferResult& r : results) {
-        const std::array<float, kNumClasses>& values = values_of(r);
-        const std::array<int, kNumClasses> order = Ranked(values);
-        for (int k = 0; k < out.classification; ++k) {
+        const std::vector<float>& values = values_of(r);
+        const std::vector<int> order = Ranked(values);
+        for (int k = 0; k < out.classification && k < static_cast<int>(order.size()); ++k) {
           const std::string label = absl::StrFormat("%f:%d:%s", values[order[k]], order[k],
-                                                    std::string(ClassAt(order[k]).code));
+                                                    r.classes.at(order[k]).code);
           if (raw != nullptr) {
             AppendRawBytes(label, raw);
           } else {
@@ -381,11 +382,13 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
     }
     tensor->set_datatype("FP32");
     tensor->add_shape(n);
-    tensor->add_shape(kNumClasses);
+    // Every result of one request comes from one version (ParseModelInfer pins it).
+    const size_t num_classes = results.empty() ? 0 : values_of(results.front()).size();
+    tensor->add_shape(static_cast<int64_t>(num_classes));
     for (const serving::InferResult& r : results) {
-      const std::array<float, kNumClasses>& values = values_of(r);
+      const std::vector<float>& values = values_of(r);
       if (raw != nullptr) {
-        raw->append(reinterpret_cast<const char*>(values.data()), sizeof(float) * kNumClasses);
+        raw->append(reinterpret_cast<const char*>(values.data()), sizeof(float) * values.size());
       } else {
         for (float v : values) tensor->mutable_contents()->add_fp32_contents(v);
       }
@@ -459,8 +462,9 @@ grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
     const int64_t s = model.spec.image_size;
     add(response->mutable_inputs(), kImageInput, "BYTES", {-1});
     add(response->mutable_inputs(), kTensorInput, "FP32", {-1, 3, s, s});
-    add(response->mutable_outputs(), kProbabilitiesOutput, "FP32", {-1, kNumClasses});
-    add(response->mutable_outputs(), kLogitsOutput, "FP32", {-1, kNumClasses});
+    const int64_t num_classes = model.spec.classes.size();
+    add(response->mutable_outputs(), kProbabilitiesOutput, "FP32", {-1, num_classes});
+    add(response->mutable_outputs(), kLogitsOutput, "FP32", {-1, num_classes});
     add(response->mutable_outputs(), kMalignancyRiskOutput, "FP32", {-1, 1});
     add(response->mutable_outputs(), kReferOutput, "BOOL", {-1, 1});
     add(response->mutable_outputs(), kOodOutput, "BOOL", {-1, 1});
@@ -518,6 +522,15 @@ absl::Status KServeServiceImpl::DoModelInfer(const grpc::ServerContext& context,
                             absl::StrCat("item ", i, " of ", n, ": ", status.message()));
       }
       results.push_back(*std::move(join->results[i]));
+    }
+  }
+  // One [N, num_classes] tensor needs one label set: a hot reload to a version with
+  // other classes between the items of an unpinned request is retried by the client.
+  for (const serving::InferResult& r : results) {
+    if (r.classes != results.front().classes) {
+      return absl::UnavailableError(absl::StrCat("model '", model.name, "' changed to a version with other classes (",
+                                                 r.classes.ToString(), " vs ", results.front().classes.ToString(),
+                                                 ") during this request; retry"));
     }
   }
   FillModelInferResponse(request, parsed, results, response);

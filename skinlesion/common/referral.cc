@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_format.h"
+#include "skinlesion/common/logging.h"
 
 namespace skinlesion {
 
@@ -22,23 +23,26 @@ absl::string_view ReferRuleName(ReferRule rule) {
   return "";
 }
 
-double MalignancyRisk(const std::array<float, kNumClasses>& p) {
+double MalignancyRisk(absl::Span<const float> p, const LabelSet& classes) {
+  SL_CHECK(static_cast<int>(p.size()) == classes.size())
+      << p.size() << " probabilities for " << classes.size() << " classes";
   double risk = 0;
-  for (int k = 0; k < kNumClasses; ++k) {
-    if (IsMalignant(k)) risk += p[k];
+  for (int k = 0; k < classes.size(); ++k) {
+    if (classes.IsMalignant(k)) risk += p[k];
   }
   return risk;
 }
 
-Summary Summarize(const std::array<float, kNumClasses>& p, const ReferralPolicy& policy) {
+Summary Summarize(absl::Span<const float> p, const LabelSet& classes, const ReferralPolicy& policy) {
   Summary s;
+  s.order.resize(p.size());
   std::iota(s.order.begin(), s.order.end(), 0);
   std::stable_sort(s.order.begin(), s.order.end(), [&](int a, int b) { return p[a] > p[b]; });
   s.top_class = s.order[0];
   s.second_class = s.order[1];
   s.confidence = p[s.top_class];
   s.margin = p[s.top_class] - p[s.second_class];
-  const double risk = MalignancyRisk(p);
+  const double risk = MalignancyRisk(p, classes);
   s.malignancy_risk = static_cast<float>(risk);
   if (policy.risk_threshold.has_value() && risk >= *policy.risk_threshold) {
     s.refer_rule = ReferRule::kMalignancyRisk;
@@ -51,8 +55,8 @@ Summary Summarize(const std::array<float, kNumClasses>& p, const ReferralPolicy&
   } else if (s.margin < policy.min_margin) {
     s.refer_rule = ReferRule::kCloseCall;
     s.refer_reason = absl::StrFormat("%s and %s are too close (margin %.2f < %.2f)",
-                                     std::string(ClassAt(s.top_class).code),
-                                     std::string(ClassAt(s.second_class).code), s.margin,
+                                     classes.at(s.top_class).code,
+                                     classes.at(s.second_class).code, s.margin,
                                      policy.min_margin);
   }
   s.refer = s.refer_rule != ReferRule::kNone;
@@ -60,13 +64,14 @@ Summary Summarize(const std::array<float, kNumClasses>& p, const ReferralPolicy&
 }
 
 std::optional<double> FitRiskThreshold(const std::vector<int>& labels,
-                                       const std::vector<double>& risks, double target_sensitivity) {
+                                       const std::vector<double>& risks, double target_sensitivity,
+                                       const LabelSet& classes) {
   if (!(target_sensitivity > 0 && target_sensitivity <= 1) || labels.size() != risks.size()) {
     return std::nullopt;
   }
   std::vector<double> malignant;
   for (size_t i = 0; i < labels.size(); ++i) {
-    if (labels[i] >= 0 && labels[i] < kNumClasses && IsMalignant(labels[i]) &&
+    if (labels[i] >= 0 && labels[i] < classes.size() && classes.IsMalignant(labels[i]) &&
         std::isfinite(risks[i])) {
       malignant.push_back(risks[i]);
     }

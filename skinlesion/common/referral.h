@@ -3,7 +3,8 @@
 // unsure ones).
 //
 // A prediction is referred when ANY of these holds, checked in this order:
-//   1. malignancy risk: P(mel) + P(bcc) + P(akiec) (calibrated) >= risk_threshold,
+//   1. malignancy risk: the summed probability of the label set's malignant classes
+//      (P(mel) + P(bcc) + P(akiec) for HAM10000; calibrated) >= risk_threshold,
 //      a threshold fitted on validation data so that a target share of malignant
 //      lesions (default 90%) is at or above it (FitRiskThreshold);
 //   2. low confidence: the top probability < min_confidence;
@@ -13,17 +14,17 @@
 // LibTorch-free.
 //
 //   ReferralPolicy policy = ...;  // from the manifest's "refer" object
-//   Summary s = Summarize(probabilities, policy);
+//   Summary s = Summarize(probabilities, LabelSet::Ham10000(), policy);
 //   if (s.refer) std::cout << s.refer_reason;
 #ifndef SKINLESION_COMMON_REFERRAL_H_
 #define SKINLESION_COMMON_REFERRAL_H_
 
-#include <array>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "skinlesion/common/classes.h"
 
 namespace skinlesion {
@@ -56,22 +57,26 @@ struct Summary {
   bool refer = false;
   ReferRule refer_rule = ReferRule::kNone;
   std::string refer_reason;
-  std::array<int, kNumClasses> order{};  // Classes by probability, highest first (stable).
+  std::vector<int> order;  // Classes by probability, highest first (stable).
 };
 
-// P(mel) + P(bcc) + P(akiec): the sum over the malignant group.
-double MalignancyRisk(const std::array<float, kNumClasses>& probabilities);
+// The sum over the label set's malignant group (P(mel) + P(bcc) + P(akiec) for
+// HAM10000; 0 for a label set without malignant classes). probabilities.size() must be
+// classes.size().
+double MalignancyRisk(absl::Span<const float> probabilities, const LabelSet& classes);
 
 // Ranks `probabilities` (ties: lower index first), sums the malignant group and
-// applies `policy`.
-Summary Summarize(const std::array<float, kNumClasses>& probabilities, const ReferralPolicy& policy);
+// applies `policy`. probabilities.size() must be classes.size().
+Summary Summarize(absl::Span<const float> probabilities, const LabelSet& classes,
+                  const ReferralPolicy& policy);
 
 // The largest threshold t such that at least `target_sensitivity` of the malignant
-// cases (IsMalignant(label)) have risk >= t, i.e. the operating point on the
+// cases (classes.IsMalignant(label)) have risk >= t, i.e. the operating point on the
 // validation ROC. risks[i] is sample i's malignancy risk. nullopt without any
 // malignant case or for a target outside (0, 1].
 std::optional<double> FitRiskThreshold(const std::vector<int>& labels,
-                                       const std::vector<double>& risks, double target_sensitivity);
+                                       const std::vector<double>& risks, double target_sensitivity,
+                                       const LabelSet& classes);
 
 }  // namespace skinlesion
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/common/status.h"
 
 namespace skinlesion::data {
 namespace {
@@ -106,6 +107,39 @@ Catalogue CatalogueWithoutImages(std::vector<Sample> rows) {
   return catalogue;
 }
 
+absl::StatusOr<LabelSet> SortedLabelSet(const std::set<std::string>& codes, absl::string_view source) {
+  if (codes.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", codes.size(),
+                                                   " class(es) found; a classifier needs at least 2"));
+  }
+  absl::StatusOr<LabelSet> set = LabelSet::Create(std::vector<std::string>(codes.begin(), codes.end()));
+  if (!set.ok()) return Annotate(set.status(), source);
+  return set;
+}
+
+absl::Status RemapLabels(Catalogue& catalogue, const LabelSet& target) {
+  if (catalogue.classes == target) return absl::OkStatus();
+  std::vector<int> to(catalogue.classes.size(), -1);
+  std::vector<std::string> unknown;
+  for (const ClassInfo& c : catalogue.classes) {
+    if (std::optional<int> index = target.IndexOf(c.code)) {
+      to[c.index] = *index;
+    } else {
+      unknown.push_back(c.code);
+    }
+  }
+  if (!unknown.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the data have class(es) ", absl::StrJoin(unknown, ", "),
+                                                   " that the model does not know (its classes: ",
+                                                   target.ToString(), ")"));
+  }
+  for (Sample& s : catalogue.samples) {
+    if (s.label >= 0 && s.label < static_cast<int>(to.size())) s.label = to[s.label];
+  }
+  catalogue.classes = target;
+  return absl::OkStatus();
+}
+
 absl::Status LineError(absl::string_view source, int line, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(source, " line ", line, ": ", message));
 }
@@ -128,10 +162,10 @@ absl::StatusOr<std::vector<CsvRecord>> ParseTable(absl::string_view text,
 }
 
 std::string Summary(const Catalogue& catalogue) {
-  std::array<int, kNumClasses> counts{};
+  std::vector<int> counts(catalogue.classes.size(), 0);
   std::set<absl::string_view> lesions;
   for (const Sample& s : catalogue.samples) {
-    if (s.label >= 0 && s.label < kNumClasses) ++counts[s.label];
+    if (s.label >= 0 && s.label < catalogue.classes.size()) ++counts[s.label];
     lesions.insert(s.lesion_id);
   }
   const size_t n = catalogue.samples.size();
@@ -143,7 +177,7 @@ std::string Summary(const Catalogue& catalogue) {
                           catalogue.rows_missing_image, catalogue.rows_total);
   }
   absl::StrAppend(&out, "\nclass   images       %\n");
-  for (const ClassInfo& c : AllClasses()) {
+  for (const ClassInfo& c : catalogue.classes) {
     const double pct = n == 0 ? 0.0 : 100.0 * counts[c.index] / static_cast<double>(n);
     absl::StrAppendFormat(&out, "%-6s %7d  %5.1f%%\n", c.code, counts[c.index], pct);
   }

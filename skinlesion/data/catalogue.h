@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "skinlesion/common/classes.h"
 #include "skinlesion/common/csv.h"
 
 namespace skinlesion::data {
@@ -24,7 +26,7 @@ namespace skinlesion::data {
 struct Sample {
   std::string image_id;   // "ISIC_0027419"
   std::string lesion_id;  // "HAM_0000118"; the image id for sources without lesion ids
-  int label = -1;         // Class index (skinlesion/common/classes.h).
+  int label = -1;         // Class index into the catalogue's label set.
   std::string path;       // Image file; empty when the catalogue was built without images.
   // HAM10000 metadata; empty (or nullopt) where the source does not have it.
   std::string dx_type;        // histo, follow_up, consensus, confocal
@@ -36,6 +38,9 @@ struct Sample {
 
 struct Catalogue {
   std::vector<Sample> samples;                // In metadata order.
+  // What the samples' labels index: HAM10000's 7 for HAM10000 and ISIC 2018 data, the
+  // classes found for the other formats (dataset.h).
+  LabelSet classes = LabelSet::Ham10000();
   int rows_total = 0;                         // Data rows of the metadata file.
   int rows_missing_image = 0;                 // Rows skipped because no image file was found.
   std::vector<std::string> missing_examples;  // A few image ids of skipped rows.
@@ -45,6 +50,22 @@ struct Catalogue {
 // Only .jpg, .jpeg and .png files (any letter case) are indexed; when one id has
 // several files the first directory wins, and within a directory .jpg beats .jpeg
 // beats .png, so the result does not depend on directory listing order.
+// Rows of a labels file and the label set their `label`s index.
+struct LabelledRows {
+  std::vector<Sample> rows;
+  LabelSet classes;
+};
+
+// The label set of `codes` (distinct, lower case) in alphabetical order, the order
+// torchvision's ImageFolder gives; InvalidArgument for fewer than 2 classes or a code
+// LabelSet rejects, naming `source`.
+absl::StatusOr<LabelSet> SortedLabelSet(const std::set<std::string>& codes, absl::string_view source);
+
+// Re-indexes the samples' labels to `target` (a model's label set, for evaluating it on
+// these data): every class of the catalogue must be one of target's, else
+// InvalidArgument naming the classes the model does not know.
+absl::Status RemapLabels(Catalogue& catalogue, const LabelSet& target);
+
 class ImageIndex {
  public:
   // Lists each existing directory of `dirs` once (not recursively). Directories

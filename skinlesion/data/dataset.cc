@@ -78,7 +78,7 @@ absl::StatusOr<DatasetFormat> CsvFormatOf(const std::vector<std::string>& header
       "age,sex,localization,dataset])"));
 }
 
-absl::StatusOr<std::vector<Sample>> ParsePlainCsv(absl::string_view text, absl::string_view source,
+absl::StatusOr<LabelledRows> ParsePlainCsv(absl::string_view text, absl::string_view source,
                                                   const std::set<std::string>& skip_labels,
                                                   std::map<std::string, int>* skipped) {
   SL_ASSIGN_OR_RETURN(const std::vector<CsvRecord> records, ParseTable(text, source));
@@ -100,6 +100,8 @@ absl::StatusOr<std::vector<Sample>> ParsePlainCsv(absl::string_view text, absl::
     return it == column.end() ? absl::string_view() : absl::StripAsciiWhitespace(r.fields[it->second]);
   };
   std::vector<Sample> rows;
+  std::vector<std::string> row_labels;
+  std::set<std::string> codes;
   std::unordered_map<std::string, int> first_line;
   for (size_t r = 1; r < records.size(); ++r) {
     const CsvRecord& record = records[r];
@@ -107,16 +109,16 @@ absl::StatusOr<std::vector<Sample>> ParsePlainCsv(absl::string_view text, absl::
     s.image_id = ImageIdOf(field(record, "image"));
     if (s.image_id.empty()) return LineError(source, record.line, "empty image");
     const std::string label = Lower(field(record, "label"));
-    absl::StatusOr<ClassInfo> cls = ClassFromCode(label);
-    if (!cls.ok()) {
-      if (skip_labels.contains(label)) {
-        if (skipped != nullptr) ++(*skipped)[label];
-        continue;
-      }
-      return LineError(source, record.line,
-                       absl::StrCat(cls.status().message(), "; leave such rows out with --skip_labels ", label));
+    if (skip_labels.contains(label)) {
+      if (skipped != nullptr) ++(*skipped)[label];
+      continue;
     }
-    s.label = cls->index;
+    // Any class code: the label set is the classes found (SortedLabelSet).
+    if (absl::Status valid = CheckClassCode(label); !valid.ok()) {
+      return LineError(source, record.line, label.empty() ? absl::string_view("empty label") : valid.message());
+    }
+    codes.insert(label);
+    row_labels.push_back(label);
     // Group for splits: the patient (strictest), else the lesion, else the image.
     const absl::string_view patient = field(record, "patient_id");
     const absl::string_view lesion = field(record, "lesion_id");
@@ -139,7 +141,9 @@ absl::StatusOr<std::vector<Sample>> ParsePlainCsv(absl::string_view text, absl::
     }
     rows.push_back(std::move(s));
   }
-  return rows;
+  SL_ASSIGN_OR_RETURN(LabelSet classes, SortedLabelSet(codes, source));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i].label = *classes.IndexOf(row_labels[i]);
+  return LabelledRows{std::move(rows), std::move(classes)};
 }
 
 absl::StatusOr<Dataset> LoadClassFolders(const std::string& dir, const DatasetOptions& options) {
@@ -147,57 +151,76 @@ absl::StatusOr<Dataset> LoadClassFolders(const std::string& dir, const DatasetOp
   out.format = DatasetFormat::kClassFolders;
   out.source = dir;
   std::error_code ec;
-  std::vector<std::pair<std::string, std::string>> folders;  // (name, path), sorted.
+  struct Folder {
+    std::string name, label;
+    std::vector<std::string> files;  // Images, sorted.
+  };
+  std::vector<Folder> folders;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.is_directory()) folders.emplace_back(entry.path().filename().string(), entry.path().string());
+    // Hidden folders (.git, .ipynb_checkpoints) are not classes.
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || absl::StartsWith(name, ".")) continue;
+    Folder folder{name, Lower(name), {}};
+    std::error_code list_ec;
+    for (const auto& file : fs::directory_iterator(entry.path(), list_ec)) {
+      const std::string ext = Lower(file.path().extension().string());
+      if (file.is_regular_file() && (ext == ".jpg" || ext == ".jpeg" || ext == ".png")) {
+        folder.files.push_back(file.path().string());
+      }
+    }
+    if (list_ec) return absl::NotFoundError(absl::StrCat(entry.path().string(), ": ", list_ec.message()));
+    std::sort(folder.files.begin(), folder.files.end());
+    folders.push_back(std::move(folder));
   }
   if (ec) return absl::NotFoundError(absl::StrCat(dir, ": ", ec.message()));
-  std::sort(folders.begin(), folders.end());
-  std::vector<Sample> rows;
-  std::unordered_map<std::string, std::string> folder_of_image;
-  for (const auto& [name, path] : folders) {
-    const std::string label = Lower(name);
-    absl::StatusOr<ClassInfo> cls = ClassFromCode(label);
-    int count = 0;
-    std::vector<std::string> files;
-    for (const auto& entry : fs::directory_iterator(path, ec)) {
-      const std::string ext = Lower(entry.path().extension().string());
-      if (entry.is_regular_file() && (ext == ".jpg" || ext == ".jpeg" || ext == ".png")) {
-        files.push_back(entry.path().string());
-      }
-    }
-    std::sort(files.begin(), files.end());
-    if (!cls.ok()) {
-      if (options.skip_labels.contains(label)) {
-        out.skipped_labels[label] += static_cast<int>(files.size());
-        continue;
-      }
-      return absl::InvalidArgumentError(absl::StrCat(path, ": folder '", name, "' is not a class: ",
-                                                     cls.status().message(), "; leave it out with --skip_labels ",
-                                                     label));
-    }
-    for (const std::string& file : files) {
-      Sample s;
-      s.image_id = ImageIdOf(file);
-      s.lesion_id = s.image_id;
-      s.label = cls->index;
-      s.path = file;
-      auto [it, inserted] = folder_of_image.try_emplace(s.image_id, name);
-      if (!inserted) {
-        return absl::InvalidArgumentError(absl::StrCat("image '", s.image_id, "' is in two places: ", it->second,
-                                                       "/ and ", name, "/ (one label per image)"));
-      }
-      rows.push_back(std::move(s));
-      ++count;
-    }
-  }
-  if (rows.empty()) {
+  std::sort(folders.begin(), folders.end(), [](const Folder& a, const Folder& b) { return a.name < b.name; });
+  size_t images = 0;
+  for (const Folder& f : folders) images += options.skip_labels.contains(f.label) ? 0 : f.files.size();
+  if (images == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir, " has no HAM10000_metadata.csv and no class subfolder with images (akiec/, bcc/, ...); give a "
              "labels CSV with --metadata"));
   }
+  // The classes: every folder not skipped (alphabetical, as torchvision's ImageFolder).
+  std::set<std::string> codes;
+  for (const Folder& f : folders) {
+    if (options.skip_labels.contains(f.label)) {
+      out.skipped_labels[f.label] += static_cast<int>(f.files.size());
+      continue;
+    }
+    if (f.files.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, ": folder '", f.name,
+                                                     "' has no .jpg or .png image: a class needs examples; "
+                                                     "remove it or leave it out with --skip_labels ",
+                                                     f.label));
+    }
+    if (!codes.insert(f.label).second) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, ": two folders are class '", f.label, "'"));
+    }
+  }
+  SL_ASSIGN_OR_RETURN(const LabelSet classes, SortedLabelSet(codes, dir + " (class folders)"));
+  std::vector<Sample> rows;
+  std::unordered_map<std::string, std::string> folder_of_image;
+  for (const Folder& f : folders) {
+    const std::optional<int> cls = classes.IndexOf(f.label);
+    if (!cls.has_value()) continue;  // Skipped.
+    for (const std::string& file : f.files) {
+      Sample s;
+      s.image_id = ImageIdOf(file);
+      s.lesion_id = s.image_id;
+      s.label = *cls;
+      s.path = file;
+      auto [it, inserted] = folder_of_image.try_emplace(s.image_id, f.name);
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat("image '", s.image_id, "' is in two places: ", it->second,
+                                                       "/ and ", f.name, "/ (one label per image)"));
+      }
+      rows.push_back(std::move(s));
+    }
+  }
   out.catalogue.rows_total = static_cast<int>(rows.size());
   out.catalogue.samples = std::move(rows);
+  out.catalogue.classes = classes;
   return out;
 }
 
@@ -229,8 +252,9 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& data_dir, const std::stri
       break;
     }
     case DatasetFormat::kPlainCsv: {
-      SL_ASSIGN_OR_RETURN(std::vector<Sample> rows, ParsePlainCsv(text, csv, options.skip_labels, &out.skipped_labels));
-      SL_ASSIGN_OR_RETURN(out.catalogue, WithImages(std::move(rows), {data_dir}, csv));
+      SL_ASSIGN_OR_RETURN(LabelledRows parsed, ParsePlainCsv(text, csv, options.skip_labels, &out.skipped_labels));
+      SL_ASSIGN_OR_RETURN(out.catalogue, WithImages(std::move(parsed.rows), {data_dir}, csv));
+      out.catalogue.classes = std::move(parsed.classes);
       break;
     }
     case DatasetFormat::kClassFolders:

@@ -9,16 +9,20 @@
 //                image,label,patient_id,age,sex
 //                clinic_0001.jpg,mel,P17,63,female
 //              `image` is an id or a file name (its extension is dropped); labels are
-//              the class codes (any letter case).
+//              class codes (any letter case; 1-32 of a-z, 0-9, '_', '-'), any set of them.
 //   folders    <dir>/<class code>/<image>.jpg|png, one subfolder per class
 // and the images found under the data folder (Kaggle layout, flat, or the class
 // folders). Which layout: the metadata CSV's header decides; without a CSV, the data
 // folder's HAM10000_metadata.csv if it has one, else its class subfolders.
 //
-// Every bad row is an error naming its file and line (unknown label, missing or
-// repeated image, bad age); images that are missing are counted and listed in the
-// catalogue (never silently dropped); rows of a class outside the project's 7 are an
-// error unless the class is in DatasetOptions::skip_labels (then counted).
+// The label set (Catalogue::classes): HAM10000's 7 for HAM10000 metadata and ISIC 2018,
+// plus scc for ISIC 2019; for a plain CSV or class folders, the classes found,
+// alphabetically (a 3-folder dataset trains a 3-class model). Classes in
+// DatasetOptions::skip_labels are left out (rows counted).
+//
+// Every bad row is an error naming its file and line (bad label, missing or repeated
+// image, bad age); images that are missing are counted and listed in the catalogue
+// (never silently dropped).
 #ifndef SKINLESION_DATA_DATASET_H_
 #define SKINLESION_DATA_DATASET_H_
 
@@ -57,12 +61,13 @@ struct Dataset {
 absl::StatusOr<DatasetFormat> CsvFormatOf(const std::vector<std::string>& header);
 
 // Parses plain-CSV text (no file-system access); rows in file order, empty paths.
-absl::StatusOr<std::vector<Sample>> ParsePlainCsv(absl::string_view text, absl::string_view source,
+absl::StatusOr<LabelledRows> ParsePlainCsv(absl::string_view text, absl::string_view source,
                                                   const std::set<std::string>& skip_labels = {},
                                                   std::map<std::string, int>* skipped = nullptr);
 
 // One subfolder per class under `dir`; lesion ids are the image ids. InvalidArgument
-// for a subfolder that is not a class code (unless skipped) or no image at all.
+// for a subfolder name that is not a class code (unless skipped; hidden folders are
+// ignored), fewer than 2 classes, or no image at all.
 absl::StatusOr<Dataset> LoadClassFolders(const std::string& dir, const DatasetOptions& options = {});
 
 // `metadata` may be empty (see above).

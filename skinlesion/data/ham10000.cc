@@ -77,7 +77,7 @@ absl::StatusOr<std::vector<Sample>> ParseHam10000Metadata(absl::string_view text
     s.image_id = std::string(field(kImageId));
     if (s.lesion_id.empty()) return LineError(source, record.line, "empty lesion_id");
     if (s.image_id.empty()) return LineError(source, record.line, "empty image_id");
-    auto cls = ClassFromCode(field(kDx));
+    auto cls = LabelSet::Ham10000().Find(field(kDx));
     if (!cls.ok()) return LineError(source, record.line, cls.status().message());
     s.label = cls->index;
     const absl::string_view age = field(kAge);

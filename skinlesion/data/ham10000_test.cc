@@ -29,7 +29,7 @@ std::string Row8(int i, const std::string& dx = "nv", const std::string& age = "
                       ",male,back,vidir_modern\n");
 }
 
-int Label(const char* code) { return ClassFromCode(code)->index; }
+int Label(const char* code) { return LabelSet::Ham10000().Find(code)->index; }
 
 TEST(Ham10000Test, ParsesTheFullDataverseMetadata) {
   auto text = ReadFileToString(SourcePath("tests/fixtures/ham10000/HAM10000_metadata.csv"),
@@ -143,7 +143,7 @@ TEST(Ham10000Test, LoadsTheFixtureImagesFromAFlatFolder) {
     EXPECT_EQ(std::filesystem::path(s.path).stem().string(), s.image_id);
     ++per_class[s.label];
   }
-  for (int c = 0; c < kNumClasses; ++c) EXPECT_EQ(per_class[c], 2) << ClassAt(c).code;
+  for (int c = 0; c < kHam10000NumClasses; ++c) EXPECT_EQ(per_class[c], 2) << LabelSet::Ham10000().at(c).code;
   const std::string summary = Summary(*catalogue);
   EXPECT_THAT(summary, HasSubstr("14 images, 14 lesions (1.00 images/lesion)"));
   EXPECT_THAT(summary, HasSubstr("mel          2   14.3%"));

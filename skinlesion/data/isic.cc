@@ -1,6 +1,7 @@
 #include "skinlesion/data/isic.h"
 
-#include <array>
+#include <algorithm>
+#include <set>
 #include <unordered_map>
 #include <utility>
 
@@ -28,7 +29,7 @@ int OneHotValue(absl::string_view text) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
+absl::StatusOr<LabelledRows> ParseIsicGroundTruth(absl::string_view text,
                                                          absl::string_view source,
                                                          const std::set<std::string>& skip_labels,
                                                          std::map<std::string, int>* skipped) {
@@ -39,33 +40,38 @@ absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
       !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(header.fields[0]), "image")) {
     return LineError(source, header.line, "first column must be 'image'");
   }
-  // label_of_column[i] is the class index of field i (i >= 1); -1 for a class outside
-  // the project's (ISIC 2019's SCC and UNK), named in foreign[i].
-  std::vector<int> label_of_column(header.fields.size(), -1);
-  std::vector<std::string> foreign(header.fields.size());
-  std::array<bool, kNumClasses> seen{};
+  // code_of_column[i] is field i's class code (i >= 1); "unk" is not a class.
+  std::vector<std::string> code_of_column(header.fields.size());
+  std::set<std::string> codes;
+  bool has_scc = false;
   for (size_t i = 1; i < header.fields.size(); ++i) {
-    const std::string name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(header.fields[i]));
-    if (name == "scc" || name == "unk") {
-      foreign[i] = name;
-      continue;
+    std::string name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(header.fields[i]));
+    if (name == "ak") name = "akiec";
+    if (name == "scc") has_scc = true;
+    if (name != "unk" && name != "scc" && !LabelSet::Ham10000().IndexOf(name).has_value()) {
+      return LineError(source, header.line, LabelSet::Ham10000().Find(header.fields[i]).status().message());
     }
-    auto cls = ClassFromCode(name == "ak" ? absl::string_view("akiec") : absl::string_view(header.fields[i]));
-    if (!cls.ok()) return LineError(source, header.line, cls.status().message());
-    if (seen[cls->index]) {
+    if (!codes.insert(name).second && name != "unk") {
       return LineError(source, header.line,
                        absl::StrCat("class column '", header.fields[i], "' appears twice"));
     }
-    seen[cls->index] = true;
-    label_of_column[i] = cls->index;
+    code_of_column[i] = name;
   }
-  std::vector<absl::string_view> missing;
-  for (const ClassInfo& c : AllClasses()) {
-    if (!seen[c.index]) missing.push_back(c.code);
+  std::vector<std::string> missing;
+  for (const ClassInfo& c : LabelSet::Ham10000()) {
+    if (!codes.contains(c.code)) missing.push_back(c.code);
   }
   if (!missing.empty()) {
     return LineError(source, header.line,
                      absl::StrCat("missing class column(s) ", absl::StrJoin(missing, ", ")));
+  }
+  std::vector<std::string> class_codes = LabelSet::Ham10000().codes();
+  if (has_scc && !skip_labels.contains("scc")) class_codes.push_back("scc");
+  std::sort(class_codes.begin(), class_codes.end());
+  SL_ASSIGN_OR_RETURN(LabelSet classes, LabelSet::Create(class_codes));
+  std::vector<int> label_of_column(header.fields.size(), -1);
+  for (size_t i = 1; i < header.fields.size(); ++i) {
+    label_of_column[i] = classes.IndexOf(code_of_column[i]).value_or(-1);
   }
 
   std::vector<Sample> rows;
@@ -98,12 +104,11 @@ absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
                        absl::StrCat("expected exactly one class set to 1, found ", ones));
     }
     if (s.label < 0) {
-      const std::string& name = foreign[column];
+      const std::string& name = code_of_column[column];
       if (!skip_labels.contains(name)) {
         return LineError(source, record.line,
-                         absl::StrCat("class '", header.fields[column],
-                                      "' is not one of this model's classes (akiec, bcc, bkl, df, mel, "
-                                      "nv, vasc); leave such rows out with --skip_labels ",
+                         absl::StrCat("class '", header.fields[column], "' is not one of the classes (",
+                                      classes.ToString(), "); leave such rows out with --skip_labels ",
                                       name));
       }
       if (skipped != nullptr) ++(*skipped)[name];
@@ -118,7 +123,7 @@ absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(absl::string_view text,
     }
     rows.push_back(std::move(s));
   }
-  return rows;
+  return LabelledRows{std::move(rows), std::move(classes)};
 }
 
 absl::StatusOr<Catalogue> LoadIsic2018(const std::string& ground_truth_csv,
@@ -126,12 +131,18 @@ absl::StatusOr<Catalogue> LoadIsic2018(const std::string& ground_truth_csv,
                                        std::map<std::string, int>* skipped) {
   SL_ASSIGN_OR_RETURN(const std::string text,
                       ReadFileToString(ground_truth_csv, /*max_bytes=*/size_t{64} << 20));
-  SL_ASSIGN_OR_RETURN(std::vector<Sample> rows,
+  SL_ASSIGN_OR_RETURN(LabelledRows parsed,
                       ParseIsicGroundTruth(text, ground_truth_csv, options.skip_labels, skipped));
-  if (!options.require_images) return CatalogueWithoutImages(std::move(rows));
-  auto index = ImageIndex::Build({image_dir});
-  if (!index.ok()) return Annotate(index.status(), "ISIC images");
-  return AttachImages(std::move(rows), *index, ground_truth_csv);
+  Catalogue catalogue;
+  if (!options.require_images) {
+    catalogue = CatalogueWithoutImages(std::move(parsed.rows));
+  } else {
+    auto index = ImageIndex::Build({image_dir});
+    if (!index.ok()) return Annotate(index.status(), "ISIC images");
+    catalogue = AttachImages(std::move(parsed.rows), *index, ground_truth_csv);
+  }
+  catalogue.classes = std::move(parsed.classes);
+  return catalogue;
 }
 
 }  // namespace skinlesion::data

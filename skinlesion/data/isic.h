@@ -5,10 +5,11 @@
 // and the 2019 one (AK for akiec, plus SCC and UNK)
 //   image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK
 // Class columns are mapped by name (any order, any letter case) through
-// ClassFromCode() ("AK" is akiec), so labels use the project's class indices, not the
-// column order. A row whose class is not one of the project's 7 (2019's SCC, UNK) is
-// an error naming its line, unless that class is in `skip_labels`: then it is left
-// out and counted. ISIC sets carry no lesion ids: each Sample's lesion_id is its
+// code ("AK" is akiec), so labels index the label set, not the column order. The label
+// set is HAM10000's 7 classes, plus scc when the file has an SCC column (ISIC 2019: an
+// 8-class model) unless scc is in `skip_labels`. UNK is never a class: a row labelled
+// UNK is an error naming its line unless "unk" is in `skip_labels`; skipped rows are
+// left out and counted. ISIC sets carry no lesion ids: each Sample's lesion_id is its
 // image id.
 #ifndef SKINLESION_DATA_ISIC_H_
 #define SKINLESION_DATA_ISIC_H_
@@ -36,7 +37,7 @@ struct IsicOptions {
 // naming `source` and the line: a header that is not `image` plus each of the 7
 // class codes exactly once, a wrong field count, an empty or repeated image id, a
 // value other than 0/1 (1.0, 0.0, ...), or a row without exactly one 1.
-absl::StatusOr<std::vector<Sample>> ParseIsicGroundTruth(
+absl::StatusOr<LabelledRows> ParseIsicGroundTruth(
     absl::string_view text, absl::string_view source = "ISIC ground truth",
     const std::set<std::string>& skip_labels = {}, std::map<std::string, int>* skipped = nullptr);
 

@@ -19,7 +19,7 @@ using ::testing::HasSubstr;
 
 constexpr char kHeader[] = "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n";
 
-int IsicLabel(const char* code) { return ClassFromCode(code)->index; }
+int IsicLabel(const char* code) { return LabelSet::Ham10000().Find(code)->index; }
 
 TEST(IsicTest, ParsesOneHotRowsByColumnName) {
   const std::string text = std::string(kHeader) +
@@ -28,18 +28,19 @@ TEST(IsicTest, ParsesOneHotRowsByColumnName) {
                            "ISIC_0034526,0,0,0,0,0,0,1\n";
   auto rows = ParseIsicGroundTruth(text);
   ASSERT_THAT(rows, IsOk());
-  ASSERT_EQ(rows->size(), 3u);
-  EXPECT_EQ((*rows)[0].image_id, "ISIC_0034524");
-  EXPECT_EQ((*rows)[0].lesion_id, "ISIC_0034524");
-  EXPECT_EQ((*rows)[0].label, IsicLabel("nv"));
-  EXPECT_EQ((*rows)[1].label, IsicLabel("mel"));
-  EXPECT_EQ((*rows)[2].label, IsicLabel("vasc"));
+  ASSERT_EQ(rows->rows.size(), 3u);
+  EXPECT_EQ(rows->classes, LabelSet::Ham10000());
+  EXPECT_EQ(rows->rows[0].image_id, "ISIC_0034524");
+  EXPECT_EQ(rows->rows[0].lesion_id, "ISIC_0034524");
+  EXPECT_EQ(rows->rows[0].label, IsicLabel("nv"));
+  EXPECT_EQ(rows->rows[1].label, IsicLabel("mel"));
+  EXPECT_EQ(rows->rows[2].label, IsicLabel("vasc"));
 
   // Same data, columns in the project's order and lower case.
   auto reordered =
       ParseIsicGroundTruth("image,akiec,bcc,bkl,df,mel,nv,vasc\nISIC_1,0,0,0,0,0,1.0,0\n");
   ASSERT_THAT(reordered, IsOk());
-  EXPECT_EQ((*reordered)[0].label, IsicLabel("nv"));
+  EXPECT_EQ(reordered->rows[0].label, IsicLabel("nv"));
 }
 
 TEST(IsicTest, BadRowsAreErrorsWithTheLine) {
@@ -72,7 +73,8 @@ TEST(IsicTest, HeaderMustNameEveryClassOnce) {
   EXPECT_THAT(ParseIsicGroundTruth("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC,FOO\n"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("line 1: unknown lesion class 'FOO'")));
-  // ISIC 2019's extra columns are known (their rows are refused or skipped, below).
+  // ISIC 2019's extra columns are known (SCC is an eighth class, UNK rows are refused
+  // or skipped: DatasetTest).
   EXPECT_THAT(ParseIsicGroundTruth("image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\n"), IsOk());
   EXPECT_THAT(ParseIsicGroundTruth("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC,mel\n"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("appears twice")));

@@ -33,17 +33,17 @@ std::vector<int64_t> ShuffleSampler::EpochIndices(int64_t epoch) const {
   return indices;
 }
 
-std::array<double, kNumClasses> ClassWeights(const std::vector<int>& labels,
-                                             ClassWeighting weighting) {
+std::vector<double> ClassWeights(const std::vector<int>& labels, ClassWeighting weighting,
+                                 int num_classes) {
   SL_CHECK(!labels.empty()) << "class weights of an empty label set";
-  std::array<int64_t, kNumClasses> counts{};
+  std::vector<int64_t> counts(num_classes, 0);
   for (int label : labels) {
-    SL_CHECK(label >= 0 && label < kNumClasses) << "label " << label << " out of range";
+    SL_CHECK(label >= 0 && label < num_classes) << "label " << label << " out of range";
     ++counts[label];
   }
-  std::array<double, kNumClasses> weights{};
+  std::vector<double> weights(num_classes, 0.0);
   double total = 0;  // Sum over samples of the unnormalised weight.
-  for (int c = 0; c < kNumClasses; ++c) {
+  for (int c = 0; c < num_classes; ++c) {
     if (counts[c] == 0) continue;
     const double n = static_cast<double>(counts[c]);
     weights[c] = weighting == ClassWeighting::kInverseFrequency ? 1.0 / n : 1.0 / std::sqrt(n);
@@ -54,16 +54,17 @@ std::array<double, kNumClasses> ClassWeights(const std::vector<int>& labels,
   return weights;
 }
 
-ClassBalancedSampler::ClassBalancedSampler(std::vector<int> labels, ClassWeighting weighting,
-                                           int64_t num_samples, uint64_t seed)
-    : num_samples_(num_samples), seed_(seed) {
+ClassBalancedSampler::ClassBalancedSampler(std::vector<int> labels, int num_classes,
+                                           ClassWeighting weighting, int64_t num_samples,
+                                           uint64_t seed)
+    : members_(num_classes), cumulative_(num_classes, 0.0), num_samples_(num_samples), seed_(seed) {
   SL_CHECK(num_samples >= 0) << "negative sample count " << num_samples;
-  const std::array<double, kNumClasses> weights = ClassWeights(labels, weighting);
+  const std::vector<double> weights = ClassWeights(labels, weighting, num_classes);
   for (size_t i = 0; i < labels.size(); ++i) members_[labels[i]].push_back(static_cast<int64_t>(i));
   // A class is drawn with probability w_c * n_c / N (the weights sum to N over samples),
   // then a member uniformly: overall sample i has probability w[label_i] / N.
   double acc = 0;
-  for (int c = 0; c < kNumClasses; ++c) {
+  for (int c = 0; c < num_classes; ++c) {
     acc +=
         weights[c] * static_cast<double>(members_[c].size()) / static_cast<double>(labels.size());
     cumulative_[c] = acc;
@@ -74,7 +75,7 @@ std::vector<int64_t> ClassBalancedSampler::EpochIndices(int64_t epoch) const {
   std::vector<int64_t> indices;
   indices.reserve(num_samples_);
   Rng rng(DeriveSeed({seed_, static_cast<uint64_t>(epoch)}));
-  int last = kNumClasses - 1;
+  int last = static_cast<int>(members_.size()) - 1;
   while (members_[last].empty()) --last;  // Rounding may leave u above the final sum.
   for (int64_t i = 0; i < num_samples_; ++i) {
     const double u = rng.Uniform();

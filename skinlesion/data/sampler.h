@@ -51,12 +51,12 @@ enum class ClassWeighting {
   kSqrtInverseFrequency,  // w_c ∝ 1 / sqrt(n_c): a milder rebalancing.
 };
 
-// Per-class weights (index = class) for labels in [0, kNumClasses), normalised so the
+// Per-class weights (index = class) for labels in [0, num_classes), normalised so the
 // mean weight over the samples is 1 (sum over samples of w[label] == labels.size()).
 // Absent classes get weight 0. Used by ClassBalancedSampler and by weighted losses.
 // SL_CHECKs that labels are in range and not empty.
-std::array<double, kNumClasses> ClassWeights(const std::vector<int>& labels,
-                                             ClassWeighting weighting);
+std::vector<double> ClassWeights(const std::vector<int>& labels, ClassWeighting weighting,
+                                 int num_classes);
 
 // Draws `num_samples` indices per epoch with replacement, sample i with probability
 // proportional to ClassWeights(labels)[labels[i]]: with kInverseFrequency the drawn
@@ -64,14 +64,14 @@ std::array<double, kNumClasses> ClassWeights(const std::vector<int>& labels,
 // sqrt(n_c). Randomness from Rng(DeriveSeed({seed, epoch})).
 class ClassBalancedSampler final : public Sampler {
  public:
-  ClassBalancedSampler(std::vector<int> labels, ClassWeighting weighting, int64_t num_samples,
-                       uint64_t seed);
+  ClassBalancedSampler(std::vector<int> labels, int num_classes, ClassWeighting weighting,
+                       int64_t num_samples, uint64_t seed);
   std::vector<int64_t> EpochIndices(int64_t epoch) const override;
   int64_t size() const override { return num_samples_; }
 
  private:
-  std::array<std::vector<int64_t>, kNumClasses> members_;  // Sample indices per class.
-  std::array<double, kNumClasses> cumulative_{};           // Class probabilities, cumulative.
+  std::vector<std::vector<int64_t>> members_;  // Sample indices per class.
+  std::vector<double> cumulative_;             // Class probabilities, cumulative.
   int64_t num_samples_;
   uint64_t seed_;
 };

@@ -13,17 +13,17 @@ namespace {
 
 // Labels with very unequal classes, as in HAM10000 (counts 1000, 400, 100, 25, 9, 0, 4).
 std::vector<int> SkewedLabels() {
-  const std::array<int, kNumClasses> counts = {1000, 400, 100, 25, 9, 0, 4};
+  const std::array<int, kHam10000NumClasses> counts = {1000, 400, 100, 25, 9, 0, 4};
   std::vector<int> labels;
-  for (int c = 0; c < kNumClasses; ++c) labels.insert(labels.end(), counts[c], c);
+  for (int c = 0; c < kHam10000NumClasses; ++c) labels.insert(labels.end(), counts[c], c);
   // Interleave so class members are not contiguous.
   std::vector<int> shuffled(labels.size());
   for (size_t i = 0; i < labels.size(); ++i) shuffled[(i * 7919) % labels.size()] = labels[i];
   return shuffled;
 }
 
-std::array<int, kNumClasses> Counts(const std::vector<int>& labels) {
-  std::array<int, kNumClasses> counts{};
+std::array<int, kHam10000NumClasses> Counts(const std::vector<int>& labels) {
+  std::array<int, kHam10000NumClasses> counts{};
   for (int l : labels) ++counts[l];
   return counts;
 }
@@ -55,10 +55,10 @@ TEST(SamplerTest, ShuffleIsAPermutationPerEpoch) {
 
 TEST(SamplerTest, ClassWeightsHaveMeanOneOverSamples) {
   const std::vector<int> labels = SkewedLabels();
-  const std::array<int, kNumClasses> counts = Counts(labels);
+  const std::array<int, kHam10000NumClasses> counts = Counts(labels);
   for (ClassWeighting weighting :
        {ClassWeighting::kInverseFrequency, ClassWeighting::kSqrtInverseFrequency}) {
-    const std::array<double, kNumClasses> w = ClassWeights(labels, weighting);
+    const std::vector<double> w = ClassWeights(labels, weighting, kHam10000NumClasses);
     double sum = 0;
     for (int l : labels) sum += w[l];
     EXPECT_NEAR(sum / labels.size(), 1.0, 1e-12);
@@ -70,18 +70,18 @@ TEST(SamplerTest, ClassWeightsHaveMeanOneOverSamples) {
     }
   }
   // Balanced labels: all weights 1.
-  const std::array<double, kNumClasses> flat =
-      ClassWeights({0, 1, 2, 3, 4, 5, 6}, ClassWeighting::kInverseFrequency);
+  const std::vector<double> flat =
+      ClassWeights({0, 1, 2, 3, 4, 5, 6}, ClassWeighting::kInverseFrequency, kHam10000NumClasses);
   for (double w : flat) EXPECT_NEAR(w, 1.0, 1e-12);
 }
 
-std::array<double, kNumClasses> DrawnClassShares(const std::vector<int>& labels,
+std::array<double, kHam10000NumClasses> DrawnClassShares(const std::vector<int>& labels,
                                                  ClassWeighting weighting, int64_t n,
                                                  int64_t epoch) {
-  ClassBalancedSampler sampler(labels, weighting, n, 5);
+  ClassBalancedSampler sampler(labels, kHam10000NumClasses, weighting, n, 5);
   const std::vector<int64_t> indices = sampler.EpochIndices(epoch);
   EXPECT_EQ(static_cast<int64_t>(indices.size()), n);
-  std::array<double, kNumClasses> shares{};
+  std::array<double, kHam10000NumClasses> shares{};
   for (int64_t i : indices) {
     EXPECT_GE(i, 0);
     EXPECT_LT(i, static_cast<int64_t>(labels.size()));
@@ -92,7 +92,7 @@ std::array<double, kNumClasses> DrawnClassShares(const std::vector<int>& labels,
 
 TEST(SamplerTest, InverseFrequencyDrawsClassesUniformly) {
   const std::vector<int> labels = SkewedLabels();
-  const std::array<double, kNumClasses> shares =
+  const std::array<double, kHam10000NumClasses> shares =
       DrawnClassShares(labels, ClassWeighting::kInverseFrequency, 60000, 0);
   // 6 present classes -> 1/6 each; 60000 draws: standard deviation ~0.0015.
   for (int c : {0, 1, 2, 3, 4, 6}) EXPECT_NEAR(shares[c], 1.0 / 6.0, 0.01) << c;
@@ -101,25 +101,25 @@ TEST(SamplerTest, InverseFrequencyDrawsClassesUniformly) {
 
 TEST(SamplerTest, SqrtInverseFrequencyDrawsInProportionToSqrtCount) {
   const std::vector<int> labels = SkewedLabels();
-  const std::array<int, kNumClasses> counts = Counts(labels);
+  const std::array<int, kHam10000NumClasses> counts = Counts(labels);
   double total = 0;
   for (int n : counts) total += std::sqrt(static_cast<double>(n));
-  const std::array<double, kNumClasses> shares =
+  const std::array<double, kHam10000NumClasses> shares =
       DrawnClassShares(labels, ClassWeighting::kSqrtInverseFrequency, 60000, 1);
-  for (int c = 0; c < kNumClasses; ++c) {
+  for (int c = 0; c < kHam10000NumClasses; ++c) {
     EXPECT_NEAR(shares[c], std::sqrt(static_cast<double>(counts[c])) / total, 0.01) << c;
   }
 }
 
 TEST(SamplerTest, ClassBalancedIsRepeatableAndVariesByEpoch) {
   const std::vector<int> labels = SkewedLabels();
-  ClassBalancedSampler a(labels, ClassWeighting::kInverseFrequency, 500, 9);
-  ClassBalancedSampler b(labels, ClassWeighting::kInverseFrequency, 500, 9);
+  ClassBalancedSampler a(labels, kHam10000NumClasses, ClassWeighting::kInverseFrequency, 500, 9);
+  ClassBalancedSampler b(labels, kHam10000NumClasses, ClassWeighting::kInverseFrequency, 500, 9);
   EXPECT_EQ(a.size(), 500);
   EXPECT_EQ(a.EpochIndices(2), b.EpochIndices(2));
   EXPECT_NE(a.EpochIndices(2), a.EpochIndices(3));
   // Every member of a class is reachable, not just one representative.
-  ClassBalancedSampler big(labels, ClassWeighting::kInverseFrequency, 20000, 1);
+  ClassBalancedSampler big(labels, kHam10000NumClasses, ClassWeighting::kInverseFrequency, 20000, 1);
   std::vector<bool> seen(labels.size());
   for (int64_t i : big.EpochIndices(0)) seen[i] = true;
   for (size_t i = 0; i < labels.size(); ++i) {

@@ -65,14 +65,15 @@ struct Lesion {
 
 // Lesions grouped by class (index = class), each class's lesions sorted by id and
 // shuffled with Rng(DeriveSeed({seed, class})).
-absl::StatusOr<std::array<std::vector<Lesion>, kNumClasses>> ShuffledLesionsByClass(
+absl::StatusOr<std::vector<std::vector<Lesion>>> ShuffledLesionsByClass(
     const Catalogue& catalogue, uint64_t seed) {
   if (catalogue.samples.empty()) return absl::InvalidArgumentError("the catalogue is empty");
+  const int num_classes = catalogue.classes.size();
   std::map<absl::string_view, Lesion> lesions;  // Sorted by id: independent of row order.
   absl::flat_hash_set<absl::string_view> image_seen;
   for (size_t i = 0; i < catalogue.samples.size(); ++i) {
     const Sample& s = catalogue.samples[i];
-    if (s.label < 0 || s.label >= kNumClasses) {
+    if (s.label < 0 || s.label >= num_classes) {
       return absl::InvalidArgumentError(
           absl::StrCat("image ", s.image_id, " has no valid label (", s.label, ")"));
     }
@@ -86,14 +87,14 @@ absl::StatusOr<std::array<std::vector<Lesion>, kNumClasses>> ShuffledLesionsByCl
     lesion.id = s.lesion_id;
     lesion.samples.push_back(static_cast<int>(i));
   }
-  std::array<std::vector<Lesion>, kNumClasses> by_class;
+  std::vector<std::vector<Lesion>> by_class(num_classes);
   for (auto& [id, lesion] : lesions) {
-    std::array<int, kNumClasses> votes{};
+    std::vector<int> votes(num_classes, 0);
     for (int i : lesion.samples) ++votes[catalogue.samples[i].label];
     lesion.label = static_cast<int>(std::max_element(votes.begin(), votes.end()) - votes.begin());
     by_class[lesion.label].push_back(std::move(lesion));
   }
-  for (int c = 0; c < kNumClasses; ++c) {
+  for (int c = 0; c < num_classes; ++c) {
     std::vector<Lesion>& v = by_class[c];
     Rng rng(DeriveSeed({seed, static_cast<uint64_t>(c)}));
     for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.UniformInt(i)]);

@@ -47,7 +47,7 @@ struct LesionView {
 
 LesionView View(const Split& split, const Catalogue& catalogue) {
   LesionView view;
-  std::map<std::string, std::array<int, kNumClasses>> votes;
+  std::map<std::string, std::array<int, kHam10000NumClasses>> votes;
   for (const Sample& s : catalogue.samples) {
     const std::string* p = split.PartitionOf(s.image_id);
     SL_CHECK(p != nullptr) << s.image_id;
@@ -84,16 +84,16 @@ TEST(SplitTest, HoldoutOnRealMetadataIsLesionDisjointAndStratified) {
   ExpectLesionDisjointAndComplete(*split, catalogue);
 
   const LesionView view = View(*split, catalogue);
-  std::array<int, kNumClasses> lesions_per_class{};
+  std::array<int, kHam10000NumClasses> lesions_per_class{};
   for (const auto& [lesion, c] : view.class_of) ++lesions_per_class[c];
   const std::map<std::string, double> fractions = {{"train", 0.7}, {"val", 0.15}, {"test", 0.15}};
   for (const auto& [partition, fraction] : fractions) {
-    std::array<int, kNumClasses> counts{};
+    std::array<int, kHam10000NumClasses> counts{};
     for (const std::string& lesion : view.lesions_of.at(partition))
       ++counts[view.class_of.at(lesion)];
-    for (int c = 0; c < kNumClasses; ++c) {
+    for (int c = 0; c < kHam10000NumClasses; ++c) {
       EXPECT_LE(std::abs(counts[c] - fraction * lesions_per_class[c]), 1.0)
-          << partition << " " << ClassAt(c).code << ": " << counts[c] << " of "
+          << partition << " " << LabelSet::Ham10000().at(c).code << ": " << counts[c] << " of "
           << lesions_per_class[c];
     }
     // Images follow too (lesions have 1-6 images, so only roughly).
@@ -158,7 +158,7 @@ TEST(SplitTest, KFoldFoldsAreDisjointStratifiedAndCoverEverything) {
             (std::vector<std::string>{"fold0", "fold1", "fold2", "fold3", "fold4"}));
   ExpectLesionDisjointAndComplete(*split, catalogue);
   const LesionView view = View(*split, catalogue);
-  std::array<int, kNumClasses> lesions_per_class{};
+  std::array<int, kHam10000NumClasses> lesions_per_class{};
   for (const auto& [lesion, c] : view.class_of) ++lesions_per_class[c];
   int total_images = 0;
   size_t min_lesions = SIZE_MAX, max_lesions = 0;
@@ -166,9 +166,9 @@ TEST(SplitTest, KFoldFoldsAreDisjointStratifiedAndCoverEverything) {
     const std::set<std::string>& lesions = view.lesions_of.at(fold);
     min_lesions = std::min(min_lesions, lesions.size());
     max_lesions = std::max(max_lesions, lesions.size());
-    std::array<int, kNumClasses> counts{};
+    std::array<int, kHam10000NumClasses> counts{};
     for (const std::string& lesion : lesions) ++counts[view.class_of.at(lesion)];
-    for (int c = 0; c < kNumClasses; ++c) {
+    for (int c = 0; c < kHam10000NumClasses; ++c) {
       EXPECT_LE(std::abs(counts[c] - lesions_per_class[c] / 5.0), 1.0) << fold << " " << c;
     }
     total_images += split->Count(fold);

@@ -20,7 +20,7 @@ int ArgMax(const Probs& p) {
 // only when strictly greater scores are fewer than k.
 int LabelRank(const Probs& p, int label) {
   int rank = 0;
-  for (int k = 0; k < kNumClasses; ++k) {
+  for (int k = 0; k < static_cast<int>(p.size()); ++k) {
     if (k != label && p[k] > p[label]) ++rank;
   }
   return rank;
@@ -84,15 +84,19 @@ RocCurve ComputeRoc(const std::vector<double>& scores, const std::vector<bool>& 
 
 std::vector<Probs> Softmax(const std::vector<Probs>& logits, double temperature) {
   std::vector<Probs> out(logits.size());
+  std::vector<double> e;
   for (size_t i = 0; i < logits.size(); ++i) {
+    const size_t n = logits[i].size();
+    out[i].resize(n);
+    if (n == 0) continue;
     const double mx = *std::max_element(logits[i].begin(), logits[i].end());
     double sum = 0;
-    std::array<double, kNumClasses> e{};
-    for (int k = 0; k < kNumClasses; ++k) {
+    e.assign(n, 0.0);
+    for (size_t k = 0; k < n; ++k) {
       e[k] = std::exp((logits[i][k] - mx) / temperature);
       sum += e[k];
     }
-    for (int k = 0; k < kNumClasses; ++k) out[i][k] = static_cast<float>(e[k] / sum);
+    for (size_t k = 0; k < n; ++k) out[i][k] = static_cast<float>(e[k] / sum);
   }
   return out;
 }
@@ -127,14 +131,19 @@ double ExpectedCalibrationError(const std::vector<int>& labels, const std::vecto
 }
 
 absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
-                                       const std::vector<Probs>& probs) {
+                                       const std::vector<Probs>& probs, const LabelSet& classes) {
+  const int num_classes = classes.size();
   if (labels.size() != probs.size()) {
     return absl::InvalidArgumentError(absl::StrCat("metrics: ", labels.size(), " labels but ",
                                                    probs.size(), " predictions"));
   }
   if (labels.empty()) return absl::InvalidArgumentError("metrics: no samples");
   for (size_t i = 0; i < labels.size(); ++i) {
-    if (labels[i] < 0 || labels[i] >= kNumClasses) {
+    if (probs[i].size() != static_cast<size_t>(num_classes)) {
+      return absl::InvalidArgumentError(absl::StrCat("metrics: sample ", i, " has ", probs[i].size(),
+                                                     " scores for ", num_classes, " classes"));
+    }
+    if (labels[i] < 0 || labels[i] >= num_classes) {
       return absl::InvalidArgumentError(absl::StrCat("metrics: label ", labels[i], " of sample ",
                                                      i, " is out of range"));
     }
@@ -145,6 +154,11 @@ absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
     }
   }
   Metrics m;
+  m.classes = classes;
+  m.per_class.assign(num_classes, ClassMetrics{});
+  m.confusion.assign(num_classes, std::vector<int>(num_classes, 0));
+  m.roc.assign(num_classes, RocCurve{});
+  m.melanoma = classes.IndexOf("mel");
   m.n = static_cast<int>(labels.size());
   const double n = m.n;
   int correct = 0, top2 = 0, top3 = 0;
@@ -157,7 +171,7 @@ absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
     top2 += rank < 2;
     top3 += rank < 3;
     nll -= std::log(std::max(1e-12, static_cast<double>(probs[i][labels[i]])));
-    for (int k = 0; k < kNumClasses; ++k) {
+    for (int k = 0; k < num_classes; ++k) {
       const double d = probs[i][k] - (k == labels[i] ? 1.0 : 0.0);
       brier += d * d;
     }
@@ -169,10 +183,10 @@ absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
   m.brier = brier / n;
 
   int present = 0, with_auc = 0;
-  for (int k = 0; k < kNumClasses; ++k) {
+  for (int k = 0; k < num_classes; ++k) {
     ClassMetrics& c = m.per_class[k];
     int tp = m.confusion[k][k], predicted = 0;
-    for (int t = 0; t < kNumClasses; ++t) {
+    for (int t = 0; t < num_classes; ++t) {
       c.support += m.confusion[k][t];
       predicted += m.confusion[t][k];
     }
@@ -213,10 +227,10 @@ absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
   std::vector<bool> malignant(labels.size());
   double tp = 0, fn = 0, tn = 0, fp = 0;
   for (size_t i = 0; i < labels.size(); ++i) {
-    for (int k = 0; k < kNumClasses; ++k) {
-      if (IsMalignant(k)) risk[i] += probs[i][k];
+    for (int k = 0; k < num_classes; ++k) {
+      if (classes.IsMalignant(k)) risk[i] += probs[i][k];
     }
-    malignant[i] = IsMalignant(labels[i]);
+    malignant[i] = classes.IsMalignant(labels[i]);
     const bool flagged = risk[i] >= 0.5;
     if (malignant[i]) {
       flagged ? ++tp : ++fn;
@@ -228,8 +242,7 @@ absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
   m.malignant_sensitivity = SafeDiv(tp, tp + fn);
   m.malignant_specificity = SafeDiv(tn, tn + fp);
 
-  const int mel = ClassFromCode("mel")->index;
-  const RocCurve& mel_roc = m.roc[mel];
+  const RocCurve& mel_roc = m.melanoma.has_value() ? m.roc[*m.melanoma] : RocCurve{};
   for (size_t i = 0; i < mel_roc.fpr.size(); ++i) {
     if (mel_roc.fpr[i] <= 0.2 + 1e-12) {
       m.mel_sensitivity_at_spec80 = std::max(m.mel_sensitivity_at_spec80, mel_roc.tpr[i]);
@@ -299,16 +312,19 @@ nlohmann::json MetricsToJson(const Metrics& m) {
   j["malignant_auc"] = NumberOrNull(m.malignant_auc);
   j["malignant_sensitivity"] = m.malignant_sensitivity;
   j["malignant_specificity"] = m.malignant_specificity;
-  j["melanoma_recall"] = m.per_class[ClassFromCode("mel")->index].recall;
-  j["melanoma_sensitivity_at_specificity_80"] = m.mel_sensitivity_at_spec80;
-  j["melanoma_sensitivity_at_specificity_90"] = m.mel_sensitivity_at_spec90;
+  const bool has_mel = m.melanoma.has_value();
+  j["melanoma_recall"] = has_mel ? nlohmann::json(m.per_class[*m.melanoma].recall) : nlohmann::json();
+  j["melanoma_sensitivity_at_specificity_80"] = has_mel ? nlohmann::json(m.mel_sensitivity_at_spec80) : nlohmann::json();
+  j["melanoma_sensitivity_at_specificity_90"] = has_mel ? nlohmann::json(m.mel_sensitivity_at_spec90) : nlohmann::json();
   j["ece"] = m.ece;
   j["nll"] = m.nll;
   j["brier"] = m.brier;
   nlohmann::json per_class = nlohmann::json::object();
   nlohmann::json labels = nlohmann::json::array();
-  for (const ClassInfo& c : AllClasses()) {
+  nlohmann::json malignant = nlohmann::json::array();
+  for (const ClassInfo& c : m.classes) {
     const ClassMetrics& cm = m.per_class[c.index];
+    if (c.group == MalignancyGroup::kMalignant) malignant.push_back(c.code);
     per_class[std::string(c.code)] = {{"precision", cm.precision}, {"recall", cm.recall},
                                       {"f1", cm.f1}, {"support", cm.support},
                                       {"auc", NumberOrNull(cm.auc)}};
@@ -316,11 +332,12 @@ nlohmann::json MetricsToJson(const Metrics& m) {
   }
   j["per_class"] = per_class;
   j["labels"] = labels;
+  j["malignant_classes"] = malignant;
   nlohmann::json counts = nlohmann::json::array(), normalized = nlohmann::json::array();
-  for (int t = 0; t < kNumClasses; ++t) {
+  for (int t = 0; t < m.classes.size(); ++t) {
     nlohmann::json row = nlohmann::json::array(), nrow = nlohmann::json::array();
     const int support = m.per_class[t].support;
-    for (int p = 0; p < kNumClasses; ++p) {
+    for (int p = 0; p < m.classes.size(); ++p) {
       row.push_back(m.confusion[t][p]);
       nrow.push_back(support > 0 ? static_cast<double>(m.confusion[t][p]) / support : 0.0);
     }

@@ -1,4 +1,5 @@
-// Classification metrics for the 7 HAM10000 classes, LibTorch-free.
+// Classification metrics for a model's label set (HAM10000's 7 classes or its own),
+// LibTorch-free.
 //
 // Inputs are plain arrays: per sample the true class index and the predicted
 // probabilities (or logits, for calibration). Every metric is defined as in
@@ -14,10 +15,12 @@
 //                         (sklearn roc_auc_score); undefined (NaN) when a class has
 //                         no positive or no negative; macro_auc averages the defined ones
 //   top_k accuracy      = label among the k most probable
-//   malignant AUC       = AUC of P(mel)+P(bcc)+P(akiec) for the malignant group;
-//                         sensitivity/specificity at risk >= 0.5
+//   malignant AUC       = AUC of the malignant group's summed probability
+//                         (P(mel)+P(bcc)+P(akiec) for HAM10000); sensitivity/specificity
+//                         at risk >= 0.5
 //   mel_sensitivity_at_specificity_{80,90}: best melanoma recall on the melanoma
-//                         ROC curve with specificity >= 0.8 / 0.9
+//                         ROC curve with specificity >= 0.8 / 0.9 (label sets with
+//                         "mel"; the melanoma keys are null without it)
 //   ece                 = 15 equal-width bins of top-1 confidence,
 //                         sum_b |acc_b - conf_b| * n_b / N
 //   nll                 = mean -log p(label)   (probabilities clamped at 1e-12)
@@ -25,7 +28,7 @@
 #ifndef SKINLESION_EVAL_METRICS_H_
 #define SKINLESION_EVAL_METRICS_H_
 
-#include <array>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -34,7 +37,8 @@
 
 namespace skinlesion::eval {
 
-using Probs = std::array<float, kNumClasses>;
+// One sample's scores (probabilities or logits), one per class of the label set.
+using Probs = std::vector<float>;
 
 struct ClassMetrics {
   double precision = 0, recall = 0, f1 = 0, auc = 0;  // auc NaN when undefined.
@@ -56,19 +60,23 @@ struct Metrics {
   double macro_precision = 0, macro_recall = 0, macro_f1 = 0, macro_auc = 0;
   double weighted_precision = 0, weighted_recall = 0, weighted_f1 = 0;
   double top2_accuracy = 0, top3_accuracy = 0;
-  std::array<ClassMetrics, kNumClasses> per_class{};
-  std::array<std::array<int, kNumClasses>, kNumClasses> confusion{};  // [true][pred]
-  std::array<RocCurve, kNumClasses> roc;
+  LabelSet classes = LabelSet::Ham10000();          // What the indices below mean.
+  std::vector<ClassMetrics> per_class;               // [class]
+  std::vector<std::vector<int>> confusion;           // [true][pred]
+  std::vector<RocCurve> roc;                         // [class]
+  std::optional<int> melanoma;                       // The "mel" index, if the set has it.
   double malignant_auc = 0, malignant_sensitivity = 0, malignant_specificity = 0;
   double mel_sensitivity_at_spec80 = 0, mel_sensitivity_at_spec90 = 0;
   double ece = 0, nll = 0, brier = 0;
   std::vector<CalibrationBin> reliability;  // 15 bins.
 };
 
-// Computes every metric. InvalidArgument when sizes differ, a label is out of
-// range, a probability is not finite, or there are no samples.
+// Computes every metric for `classes`. InvalidArgument when sizes differ (a sample
+// without one score per class included), a label is out of range, a probability is
+// not finite, or there are no samples.
 absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
-                                       const std::vector<Probs>& probs);
+                                       const std::vector<Probs>& probs,
+                                       const LabelSet& classes = LabelSet::Ham10000());
 
 // One-vs-rest ROC AUC of scores for the positives (label true). NaN when either
 // class is empty.

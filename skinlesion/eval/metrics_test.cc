@@ -14,8 +14,7 @@ using ::testing::HasSubstr;
 
 // A probability vector with `top` on class `k` and the rest spread evenly.
 Probs Peak(int k, float top) {
-  Probs p;
-  p.fill((1.0f - top) / (kNumClasses - 1));
+  Probs p(kHam10000NumClasses, (1.0f - top) / (kHam10000NumClasses - 1));
   p[k] = top;
   return p;
 }
@@ -73,7 +72,7 @@ TEST(MetricsTest, HandComputedClassificationMetrics) {
   // Brier of sample 0: (0.1)^2 + 6 * (0.1/6)^2.
   Probs p0 = Peak(0, 0.9f);
   double b0 = 0;
-  for (int k = 0; k < kNumClasses; ++k) b0 += std::pow(p0[k] - (k == 0), 2);
+  for (int k = 0; k < kHam10000NumClasses; ++k) b0 += std::pow(p0[k] - (k == 0), 2);
   EXPECT_NEAR(b0, 0.01 + 6 * std::pow(0.1 / 6, 2), 1e-6);
 }
 
@@ -117,7 +116,7 @@ TEST(MetricsTest, ExpectedCalibrationErrorByHand) {
 TEST(MetricsTest, PerfectPredictions) {
   std::vector<int> labels;
   std::vector<Probs> probs;
-  for (int k = 0; k < kNumClasses; ++k) {
+  for (int k = 0; k < kHam10000NumClasses; ++k) {
     for (int r = 0; r < 3; ++r) {
       labels.push_back(k);
       probs.push_back(Peak(k, 1.0f));
@@ -153,12 +152,12 @@ TEST(TemperatureTest, RecoversTheGeneratingTemperature) {
   std::vector<Probs> logits;
   std::vector<int> labels;
   for (int i = 0; i < 20000; ++i) {
-    Probs z;
+    Probs z(kHam10000NumClasses);
     for (float& v : z) v = static_cast<float>(3.0 * rng.Normal());
     const Probs p = Softmax({z}, 2.0)[0];
     double u = rng.Uniform(), acc = 0;
-    int label = kNumClasses - 1;
-    for (int k = 0; k < kNumClasses; ++k) {
+    int label = kHam10000NumClasses - 1;
+    for (int k = 0; k < kHam10000NumClasses; ++k) {
       acc += p[k];
       if (u < acc) {
         label = k;

@@ -121,14 +121,15 @@ absl::Status PlotConfusionMatrix(const Metrics& m, const std::string& path, int 
   Canvas c(size, size);
   cairo_t* cr = c.cr();
   const double margin = size * 0.16;
-  const double cell = (size - margin * 1.3) / kNumClasses;
+  const int num_classes = m.classes.size();
+  const double cell = (size - margin * 1.3) / num_classes;
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
   c.Text(absl::StrFormat("Confusion matrix (n=%d, balanced accuracy %.3f)", m.n,
                          m.balanced_accuracy),
          size / 2.0, margin * 0.3, 16, 0.5, 0.5, true);
-  for (int t = 0; t < kNumClasses; ++t) {
+  for (int t = 0; t < num_classes; ++t) {
     const int support = m.per_class[t].support;
-    for (int p = 0; p < kNumClasses; ++p) {
+    for (int p = 0; p < num_classes; ++p) {
       const double frac = support > 0 ? static_cast<double>(m.confusion[t][p]) / support : 0.0;
       // White to dark blue.
       cairo_set_source_rgb(cr, 1 - 0.9 * frac, 1 - 0.7 * frac, 1 - 0.3 * frac);
@@ -141,13 +142,13 @@ absl::Status PlotConfusionMatrix(const Metrics& m, const std::string& path, int 
     }
   }
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-  for (int k = 0; k < kNumClasses; ++k) {
-    const std::string code(ClassAt(k).code);
+  for (int k = 0; k < num_classes; ++k) {
+    const std::string& code = m.classes.at(k).code;
     c.Text(code, margin + (k + 0.5) * cell, margin - 10, 13, 0.5, 1);
     c.Text(code, margin - 10, margin + (k + 0.5) * cell, 13, 1, 0.5);
   }
-  c.Text("predicted", margin + kNumClasses * cell / 2, margin - 32, 14, 0.5, 1, true);
-  c.Text("true", margin - 55, margin + kNumClasses * cell / 2, 14, 0.5, 0.5, true, -M_PI / 2);
+  c.Text("predicted", margin + num_classes * cell / 2, margin - 32, 14, 0.5, 1, true);
+  c.Text("true", margin - 55, margin + num_classes * cell / 2, 14, 0.5, 0.5, true, -M_PI / 2);
   return c.Write(path);
 }
 
@@ -168,18 +169,21 @@ absl::Status PlotRocCurves(const Metrics& m, const std::string& path, int size) 
   cairo_set_dash(cr, nullptr, 0, 0);
   std::vector<std::string> names;
   cairo_set_line_width(cr, 2);
-  for (int k = 0; k < kNumClasses; ++k) {
+  const int num_classes = m.classes.size();
+  for (int k = 0; k < num_classes; ++k) {
     const RocCurve& roc = m.roc[k];
+    const std::string& code = m.classes.at(k).code;
     names.push_back(std::isfinite(m.per_class[k].auc)
-                        ? absl::StrFormat("%s  AUC %.3f", std::string(ClassAt(k).code), m.per_class[k].auc)
-                        : absl::StrFormat("%s  AUC n/a", std::string(ClassAt(k).code)));
+                        ? absl::StrFormat("%s  AUC %.3f", code, m.per_class[k].auc)
+                        : absl::StrFormat("%s  AUC n/a", code));
     if (roc.fpr.size() < 2 || !std::isfinite(m.per_class[k].auc)) continue;
-    cairo_set_source_rgb(cr, kPalette[k][0], kPalette[k][1], kPalette[k][2]);
+    const double* colour = kPalette[k % 8];
+    cairo_set_source_rgb(cr, colour[0], colour[1], colour[2]);
     cairo_move_to(cr, a.X(roc.fpr[0]), a.Y(roc.tpr[0]));
     for (size_t i = 1; i < roc.fpr.size(); ++i) cairo_line_to(cr, a.X(roc.fpr[i]), a.Y(roc.tpr[i]));
     cairo_stroke(cr);
   }
-  Legend(c, names, a.right - 170, a.bottom - 20.0 * kNumClasses - 10);
+  Legend(c, names, a.right - 170, a.bottom - 20.0 * num_classes - 10);
   return c.Write(path);
 }
 

@@ -37,12 +37,11 @@ class Png {
 Metrics MakeMetrics(bool perfect) {
   std::vector<int> labels;
   std::vector<Probs> probs;
-  for (int k = 0; k < kNumClasses; ++k) {
+  for (int k = 0; k < kHam10000NumClasses; ++k) {
     for (int r = 0; r < 4; ++r) {
       labels.push_back(k);
-      Probs p;
-      p.fill(0.05f);
-      const int pred = perfect || r < 2 ? k : (k + 1) % kNumClasses;
+      Probs p(kHam10000NumClasses, 0.05f);
+      const int pred = perfect || r < 2 ? k : (k + 1) % kHam10000NumClasses;
       p[pred] = 0.7f;
       probs.push_back(p);
     }
@@ -57,11 +56,11 @@ TEST(PlotsTest, ConfusionMatrixShadesTheDiagonal) {
   Png png(path);
   ASSERT_TRUE(png.ok());
   EXPECT_EQ(png.width(), 700);
-  const double margin = 700 * 0.16, cell = (700 - margin * 1.3) / kNumClasses;
-  for (int k = 0; k < kNumClasses; ++k) {
+  const double margin = 700 * 0.16, cell = (700 - margin * 1.3) / kHam10000NumClasses;
+  for (int k = 0; k < kHam10000NumClasses; ++k) {
     const Rgb diag = png.At(static_cast<int>(margin + k * cell + 4), static_cast<int>(margin + k * cell + 4));
     EXPECT_LT(diag.r, 60) << k;  // Dark blue on the diagonal (fraction 1).
-    const int j = (k + 3) % kNumClasses;
+    const int j = (k + 3) % kHam10000NumClasses;
     const Rgb off = png.At(static_cast<int>(margin + j * cell + 4), static_cast<int>(margin + k * cell + 4));
     EXPECT_GT(off.r, 240) << k;  // White elsewhere.
   }

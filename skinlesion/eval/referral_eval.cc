@@ -21,20 +21,20 @@ Proportion WilsonInterval(int k, int n, double z) {
 
 std::optional<ReferralPolicy> FitReferralPolicy(const std::vector<int>& labels,
                                                 const std::vector<Probs>& probs,
-                                                ReferralPolicy policy) {
+                                                ReferralPolicy policy, const LabelSet& classes) {
   std::vector<double> risks;
   risks.reserve(probs.size());
   // The float the rule reports (Summary::malignancy_risk), as EvaluateReferral
   // compares it: a threshold fitted on the unrounded sum can sit a rounding above it.
-  for (const Probs& p : probs) risks.push_back(static_cast<float>(MalignancyRisk(p)));
-  const std::optional<double> t = FitRiskThreshold(labels, risks, policy.target_sensitivity);
+  for (const Probs& p : probs) risks.push_back(static_cast<float>(MalignancyRisk(p, classes)));
+  const std::optional<double> t = FitRiskThreshold(labels, risks, policy.target_sensitivity, classes);
   if (!t) return std::nullopt;
   policy.risk_threshold = *t;
   return policy;
 }
 
 ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::vector<Probs>& probs,
-                                    const ReferralPolicy& policy) {
+                                    const ReferralPolicy& policy, const LabelSet& classes) {
   ReferralEvaluation e;
   e.policy = policy;
   e.has_risk_rule = policy.risk_threshold.has_value();
@@ -43,11 +43,11 @@ ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::v
   int referred = 0, malignant = 0, malignant_referred = 0, benign = 0, benign_kept = 0, mel = 0,
       mel_referred = 0;
   int risk_referred = 0, risk_malignant = 0, risk_benign_kept = 0, risk_mel = 0;
-  const int kMel = ClassFromCode("mel")->index;
+  const int kMel = classes.IndexOf("mel").value_or(-1);
   for (size_t i = 0; i < n; ++i) {
-    const Summary s = Summarize(probs[i], policy);
+    const Summary s = Summarize(probs[i], classes, policy);
     const bool by_risk = e.has_risk_rule && s.malignancy_risk >= *policy.risk_threshold;
-    const bool is_malignant = IsMalignant(labels[i]);
+    const bool is_malignant = classes.IsMalignant(labels[i]);
     referred += s.refer;
     risk_referred += by_risk;
     if (is_malignant) {

@@ -3,7 +3,7 @@
 // melanomas it catches, with 95% Wilson score intervals. LibTorch-free.
 //
 //   ReferralPolicy policy = ...;  // thresholds from the manifest, or fitted on val
-//   ReferralEvaluation e = EvaluateReferral(labels, calibrated_probs, policy);
+//   ReferralEvaluation e = EvaluateReferral(labels, calibrated_probs, policy, classes);
 //   nlohmann::json j = ReferralToJson(e);   // metrics.json "referral" (docs/metrics.md)
 #ifndef SKINLESION_EVAL_REFERRAL_EVAL_H_
 #define SKINLESION_EVAL_REFERRAL_EVAL_H_
@@ -45,10 +45,11 @@ struct ReferralEvaluation {
 // policy.target_sensitivity (FitRiskThreshold); nullopt without a malignant case.
 std::optional<ReferralPolicy> FitReferralPolicy(const std::vector<int>& labels,
                                                 const std::vector<Probs>& probs,
-                                                ReferralPolicy policy);
+                                                ReferralPolicy policy, const LabelSet& classes);
 
+// The melanoma proportions are 0 of 0 for a label set without "mel".
 ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::vector<Probs>& probs,
-                                    const ReferralPolicy& policy);
+                                    const ReferralPolicy& policy, const LabelSet& classes);
 
 // {"value", "ci95": [lower, upper], "k", "n"}.
 nlohmann::json ProportionToJson(const Proportion& p);

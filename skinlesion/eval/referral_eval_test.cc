@@ -36,7 +36,7 @@ TEST(ReferralEvalTest, CountsWhatTheRuleCatches) {
   };
   ReferralPolicy policy;
   policy.risk_threshold = 0.2;
-  const ReferralEvaluation e = EvaluateReferral(labels, probs, policy);
+  const ReferralEvaluation e = EvaluateReferral(labels, probs, policy, LabelSet::Ham10000());
   EXPECT_EQ(e.n, 6);
   EXPECT_EQ(e.refer_rate.k, 4);  // 0, 1, 4 (risk), 5 (margin)
   EXPECT_EQ(e.malignant_sensitivity.k, 2);
@@ -57,7 +57,7 @@ TEST(ReferralEvalTest, CountsWhatTheRuleCatches) {
 
   // Without a threshold only the uncertainty rules refer: both melanomas are confident
   // answers (one of them wrong), so neither is referred; only the close call is.
-  const ReferralEvaluation plain = EvaluateReferral(labels, probs, ReferralPolicy{});
+  const ReferralEvaluation plain = EvaluateReferral(labels, probs, ReferralPolicy{}, LabelSet::Ham10000());
   EXPECT_FALSE(plain.has_risk_rule);
   EXPECT_EQ(plain.melanoma_sensitivity.k, 0);
   EXPECT_EQ(plain.refer_rate.k, 1);

@@ -61,8 +61,8 @@ absl::Status PlotExamples(const ReportInput& in, const std::vector<Probs>& probs
     right ? cairo_set_source_rgb(cr, 0.0, 0.5, 0.2) : cairo_set_source_rgb(cr, 0.75, 0.1, 0.1);
     cairo_set_font_size(cr, 14);
     cairo_move_to(cr, x + 6, y + tile + 20);
-    const std::string text = absl::StrFormat("%s -> %s (%.2f)", std::string(ClassAt(in.labels[i]).code),
-                                             std::string(ClassAt(pred).code), probs[i][pred]);
+    const std::string text = absl::StrFormat("%s -> %s (%.2f)", in.classes.at(in.labels[i]).code,
+                                             in.classes.at(pred).code, probs[i][pred]);
     cairo_show_text(cr, text.c_str());
   }
   cairo_surface_flush(surface);
@@ -87,8 +87,8 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   }
   const std::vector<Probs> raw = Softmax(in.logits, 1.0);
   const std::vector<Probs> calibrated = Softmax(in.logits, temperature);
-  SL_ASSIGN_OR_RETURN(const Metrics before, ComputeMetrics(in.labels, raw));
-  SL_ASSIGN_OR_RETURN(const Metrics after, ComputeMetrics(in.labels, calibrated));
+  SL_ASSIGN_OR_RETURN(const Metrics before, ComputeMetrics(in.labels, raw, in.classes));
+  SL_ASSIGN_OR_RETURN(const Metrics after, ComputeMetrics(in.labels, calibrated, in.classes));
   nlohmann::json j = MetricsToJson(after);
   j["temperature"] = temperature;
   j["n_val"] = in.val_labels.size();
@@ -100,19 +100,19 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   nlohmann::json validation;
   if (in.fit_risk_threshold && !in.val_logits.empty()) {
     const std::vector<Probs> val_probs = Softmax(in.val_logits, temperature);
-    if (std::optional<ReferralPolicy> fitted = FitReferralPolicy(in.val_labels, val_probs, policy)) {
+    if (std::optional<ReferralPolicy> fitted = FitReferralPolicy(in.val_labels, val_probs, policy, in.classes)) {
       policy = *fitted;
       source = "fitted_on_val";
-      validation = ReferralToJson(EvaluateReferral(in.val_labels, val_probs, policy));
+      validation = ReferralToJson(EvaluateReferral(in.val_labels, val_probs, policy, in.classes));
     }
   }
-  j["referral"] = ReferralToJson(EvaluateReferral(in.labels, calibrated, policy));
+  j["referral"] = ReferralToJson(EvaluateReferral(in.labels, calibrated, policy, in.classes));
   j["referral"]["threshold_source"] = source;
   if (!validation.is_null()) j["referral"]["validation"] = validation;
   if (in.ood.threshold.has_value()) {
     std::vector<double> scores = in.ood_scores;
     if (scores.empty() && in.ood.method == OodMethod::kEnergy) {
-      for (const Probs& z : in.logits) scores.push_back(EnergyScore(z.data(), kNumClasses));
+      for (const Probs& z : in.logits) scores.push_back(EnergyScore(z.data(), static_cast<int>(z.size())));
     }
     if (scores.size() != in.logits.size()) {
       return absl::InvalidArgumentError(absl::StrCat(OodMethodName(in.ood.method), " not-a-lesion check: ",
@@ -127,7 +127,7 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   }
   if (!in.subgroups.empty()) {
     j["subgroups"] = SubgroupsToJson(
-        ComputeSubgroups(in.labels, calibrated, in.subgroups, policy, {.seed = in.seed}));
+        ComputeSubgroups(in.labels, calibrated, in.subgroups, policy, in.classes, {.seed = in.seed}));
   }
   j["context"] = in.context;
   SL_RETURN_IF_ERROR(PlotConfusionMatrix(after, dir + "/confusion_matrix.png"));

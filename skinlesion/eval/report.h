@@ -27,6 +27,8 @@
 namespace skinlesion::eval {
 
 struct ReportInput {
+  // The model's classes: what the labels and logits index.
+  LabelSet classes = LabelSet::Ham10000();
   // Test predictions (logits) and labels.
   std::vector<int> labels;
   std::vector<Probs> logits;

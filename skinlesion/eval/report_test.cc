@@ -19,8 +19,8 @@ TEST(ReportTest, WritesMetricsAndPlotsAndCalibrates) {
   ReportInput in;
   auto draw = [&](std::vector<int>& labels, std::vector<Probs>& logits, int n) {
     for (int i = 0; i < n; ++i) {
-      const int y = static_cast<int>(rng.UniformInt(kNumClasses));
-      Probs z;
+      const int y = static_cast<int>(rng.UniformInt(kHam10000NumClasses));
+      Probs z(kHam10000NumClasses);
       for (float& v : z) v = static_cast<float>(rng.Normal() * 3);
       z[y] += 4.5f;
       labels.push_back(y);
@@ -65,8 +65,8 @@ TEST(ReportTest, FitsTheReferralThresholdOnValidationData) {
   ReportInput in;
   auto draw = [&](std::vector<int>& labels, std::vector<Probs>& logits, int n) {
     for (int i = 0; i < n; ++i) {
-      const int y = static_cast<int>(rng.UniformInt(kNumClasses));
-      Probs z;
+      const int y = static_cast<int>(rng.UniformInt(kHam10000NumClasses));
+      Probs z(kHam10000NumClasses);
       for (float& v : z) v = static_cast<float>(rng.Normal() * 2);
       z[y] += 2.0f;
       labels.push_back(y);

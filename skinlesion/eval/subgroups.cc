@@ -14,15 +14,15 @@ int Argmax(const Probs& p) {
 
 // Mean recall over the classes present among `idx`; -1 when none.
 double BalancedAccuracy(const std::vector<int>& labels, const std::vector<int>& predicted,
-                        const std::vector<size_t>& idx, int* present = nullptr) {
-  std::array<int, kNumClasses> total{}, right{};
+                        const std::vector<size_t>& idx, int num_classes, int* present = nullptr) {
+  std::vector<int> total(num_classes, 0), right(num_classes, 0);
   for (size_t i : idx) {
     ++total[labels[i]];
     right[labels[i]] += predicted[i] == labels[i];
   }
   double sum = 0;
   int k = 0;
-  for (int c = 0; c < kNumClasses; ++c) {
+  for (int c = 0; c < num_classes; ++c) {
     if (total[c] == 0) continue;
     sum += static_cast<double>(right[c]) / total[c];
     ++k;
@@ -61,16 +61,16 @@ std::string AgeBand(std::optional<double> age) {
 std::map<std::string, std::vector<GroupResult>> ComputeSubgroups(
     const std::vector<int>& labels, const std::vector<Probs>& probs,
     const std::map<std::string, std::vector<std::string>>& groups, const ReferralPolicy& policy,
-    const SubgroupOptions& options) {
+    const LabelSet& classes, const SubgroupOptions& options) {
   std::map<std::string, std::vector<GroupResult>> out;
   const size_t n = std::min(labels.size(), probs.size());
   std::vector<int> predicted(n);
   std::vector<bool> referred(n);
   for (size_t i = 0; i < n; ++i) {
     predicted[i] = Argmax(probs[i]);
-    referred[i] = Summarize(probs[i], policy).refer;
+    referred[i] = Summarize(probs[i], classes, policy).refer;
   }
-  const int kMel = ClassFromCode("mel")->index;
+  const int kMel = classes.IndexOf("mel").value_or(-1);
   for (const auto& [dimension, names] : groups) {
     if (names.size() != n) continue;
     std::map<std::string, std::vector<size_t>> members;
@@ -85,14 +85,14 @@ std::map<std::string, std::vector<GroupResult>> ComputeSubgroups(
         out[dimension].push_back(g);
         continue;
       }
-      g.balanced_accuracy = BalancedAccuracy(labels, predicted, idx, &g.classes_present);
+      g.balanced_accuracy = BalancedAccuracy(labels, predicted, idx, classes.size(), &g.classes_present);
       int mel = 0, mel_right = 0, malignant = 0, malignant_referred = 0;
       for (size_t i : idx) {
         if (labels[i] == kMel) {
           ++mel;
           mel_right += predicted[i] == kMel;
         }
-        if (IsMalignant(labels[i])) {
+        if (classes.IsMalignant(labels[i])) {
           ++malignant;
           malignant_referred += referred[i];
         }
@@ -105,7 +105,7 @@ std::map<std::string, std::vector<GroupResult>> ComputeSubgroups(
         std::vector<size_t> sample(idx.size());
         for (int b = 0; b < options.bootstrap; ++b) {
           for (size_t& s : sample) s = idx[rng.UniformInt(idx.size())];
-          const double ba = BalancedAccuracy(labels, predicted, sample);
+          const double ba = BalancedAccuracy(labels, predicted, sample, classes.size());
           if (ba >= 0) draws.push_back(ba);
         }
         g.ba_lower = Percentile(draws, 0.025);

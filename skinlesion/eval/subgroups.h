@@ -43,7 +43,7 @@ struct SubgroupOptions {
 std::map<std::string, std::vector<GroupResult>> ComputeSubgroups(
     const std::vector<int>& labels, const std::vector<Probs>& probs,
     const std::map<std::string, std::vector<std::string>>& groups, const ReferralPolicy& policy,
-    const SubgroupOptions& options = {});
+    const LabelSet& classes, const SubgroupOptions& options = {});
 
 // {"<dimension>": [{"group", "n", "classes_present", "balanced_accuracy",
 //   "balanced_accuracy_ci95", "melanoma_recall": {...}, "malignant_referred": {...}}]}

@@ -6,8 +6,7 @@ namespace skinlesion::eval {
 namespace {
 
 Probs OneHot(int k, float p = 0.9f) {
-  Probs out;
-  out.fill((1 - p) / (kNumClasses - 1));
+  Probs out(kHam10000NumClasses, (1 - p) / (kHam10000NumClasses - 1));
   out[k] = p;
   return out;
 }
@@ -37,7 +36,7 @@ TEST(SubgroupsTest, FindsTheGroupTheModelFails) {
   }
   ReferralPolicy policy;
   policy.risk_threshold = 0.5;
-  const auto result = ComputeSubgroups(labels, probs, {{"site", site}}, policy, {.bootstrap = 100, .seed = 1});
+  const auto result = ComputeSubgroups(labels, probs, {{"site", site}}, policy, LabelSet::Ham10000(), {.bootstrap = 100, .seed = 1});
   ASSERT_EQ(result.size(), 1u);
   const auto& rows = result.at("site");
   ASSERT_EQ(rows.size(), 2u);
@@ -56,13 +55,13 @@ TEST(SubgroupsTest, FindsTheGroupTheModelFails) {
     EXPECT_GE(g.ba_upper, g.balanced_accuracy - 1e-12) << g.name;
   }
   // Deterministic for a seed.
-  const auto again = ComputeSubgroups(labels, probs, {{"site", site}}, policy, {.bootstrap = 100, .seed = 1});
+  const auto again = ComputeSubgroups(labels, probs, {{"site", site}}, policy, LabelSet::Ham10000(), {.bootstrap = 100, .seed = 1});
   EXPECT_DOUBLE_EQ(again.at("site")[1].ba_lower, rows[1].ba_lower);
   const nlohmann::json j = SubgroupsToJson(result);
   EXPECT_EQ(j["site"][1]["group"], "b");
   EXPECT_EQ(j["site"][1]["balanced_accuracy_ci95"].size(), 2u);
   // A grouping of the wrong length is skipped, not misread.
-  EXPECT_TRUE(ComputeSubgroups(labels, probs, {{"short", {"a"}}}, policy).empty());
+  EXPECT_TRUE(ComputeSubgroups(labels, probs, {{"short", {"a"}}}, policy, LabelSet::Ham10000()).empty());
 }
 
 }  // namespace

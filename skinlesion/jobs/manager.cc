@@ -570,10 +570,11 @@ void JobManager::RunJob(std::shared_ptr<Running> r) {
   std::vector<std::string> args = {options_.cli_path,
                                    "train",
                                    "--data=" + config.data_dir(),
-                                   "--metadata=" + MetadataPath(config),
                                    "--out=" + run_dir,
                                    "--config=" + run_dir + "/job_config.json",
                                    "--device=" + options_.device};
+  // Without a labels CSV the data folder says what it is (HAM10000 metadata or class folders).
+  if (!config.metadata_file().empty()) args.push_back("--metadata=" + config.metadata_file());
   if (!config.split_file().empty()) args.push_back("--split=" + config.split_file());
   if (resume) args.push_back("--resume");
   const int world_size = std::max(1, config.world_size());

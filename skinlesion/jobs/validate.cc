@@ -46,10 +46,21 @@ absl::Status ValidateTrainingConfig(const v1::TrainingConfig& c) {
   } else if (!fs::is_directory(c.data_dir(), ec)) {
     problems.push_back(absl::StrCat("data_dir ", c.data_dir(), " is not a directory"));
   }
-  if (!c.data_dir().empty() || !c.metadata_file().empty()) {
-    const std::string metadata = MetadataPath(c);
-    if (!fs::is_regular_file(metadata, ec))
-      problems.push_back(absl::StrCat("metadata file ", metadata, " does not exist"));
+  if (!c.metadata_file().empty()) {
+    if (!fs::is_regular_file(c.metadata_file(), ec))
+      problems.push_back(absl::StrCat("metadata file ", c.metadata_file(), " does not exist"));
+  } else if (!c.data_dir().empty() && fs::is_directory(c.data_dir(), ec) &&
+             !fs::is_regular_file(MetadataPath(c), ec)) {
+    // Without a labels CSV the data folder is HAM10000 (its metadata file) or one
+    // subfolder per class (data/dataset.h); the trainer reads the images.
+    bool has_subfolder = false;
+    for (const auto& entry : fs::directory_iterator(c.data_dir(), ec)) {
+      if (entry.is_directory() && entry.path().filename().string()[0] != '.') has_subfolder = true;
+    }
+    if (!has_subfolder) {
+      problems.push_back(absl::StrCat("data_dir ", c.data_dir(), " has no HAM10000_metadata.csv and no class "
+                                      "subfolders: give metadata_file (HAM10000, ISIC or plain image,label CSV)"));
+    }
   }
   if (!c.split_file().empty() && !fs::is_regular_file(c.split_file(), ec)) {
     problems.push_back(absl::StrCat("split_file ", c.split_file(), " does not exist"));

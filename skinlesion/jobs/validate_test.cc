@@ -1,5 +1,7 @@
 #include "skinlesion/jobs/validate.h"
 
+#include <filesystem>
+
 #include "gtest/gtest.h"
 #include "skinlesion/testing/testing.h"
 
@@ -45,11 +47,25 @@ TEST(ValidateTest, ListsEveryProblemAtOnce) {
       StatusIs(absl::StatusCode::kInvalidArgument,
                AllOf(HasSubstr("model_name"), HasSubstr("unknown architecture 'resnet9000'"),
                      HasSubstr("data_dir /no/such/data is not a directory"),
-                     HasSubstr("metadata file /no/such/data/HAM10000_metadata.csv does not exist"),
                      HasSubstr("split_file /no/such/split.csv does not exist"),
                      HasSubstr("world_size must be in 0..64"), HasSubstr("epochs must be >= 1"),
                      HasSubstr("learning_rate must be > 0"), HasSubstr("unknown key 'colour'"),
                      HasSubstr("unknown optimizer 'adam'"))));
+}
+
+TEST(ValidateTest, DataFolderIsHam10000OrClassFoldersOrHasALabelsCsv) {
+  TempDir dir;
+  v1::TrainingConfig c = Good();
+  c.set_data_dir(dir.path());
+  c.set_metadata_file("");
+  c.set_split_file("");
+  EXPECT_THAT(ValidateTrainingConfig(c),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no HAM10000_metadata.csv and no class subfolders")));
+  std::filesystem::create_directories(dir.Join("melanoma"));
+  EXPECT_THAT(ValidateTrainingConfig(c), IsOk());
+  c.set_metadata_file(dir.Join("labels.csv"));
+  EXPECT_THAT(ValidateTrainingConfig(c),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("labels.csv does not exist")));
 }
 
 TEST(ValidateTest, ImpossibleHyperParametersOfTheMergedConfig) {

@@ -20,13 +20,13 @@ namespace skinlesion::predict {
 
 nlohmann::json Prediction::ToJson() const {
   nlohmann::json probs = nlohmann::json::object();
-  for (const ClassInfo& c : AllClasses()) probs[std::string(c.code)] = probabilities[c.index];
+  for (const ClassInfo& c : classes) probs[c.code] = probabilities[c.index];
   nlohmann::json top_json = nlohmann::json::array();
-  for (const auto& [k, p] : top) top_json.push_back({{"code", std::string(ClassAt(k).code)}, {"probability", p}});
+  for (const auto& [k, p] : top) top_json.push_back({{"code", classes.at(k).code}, {"probability", p}});
   return {{"class", code},
           {"name", name},
           {"confidence", confidence},
-          {"malignancy_group", std::string(MalignancyGroupName(ClassAt(class_index).group))},
+          {"malignancy_group", std::string(MalignancyGroupName(classes.at(class_index).group))},
           {"malignancy_risk", malignancy_risk},
           {"refer", refer},
           {"refer_rule", std::string(ReferRuleName(refer_rule))},
@@ -37,15 +37,18 @@ nlohmann::json Prediction::ToJson() const {
           {"probabilities", probs}};
 }
 
-Prediction MakePrediction(const std::array<float, kNumClasses>& probabilities, const ReferralPolicy& refer) {
-  const Summary summary = Summarize(probabilities, refer);
+Prediction MakePrediction(std::vector<float> probabilities, const LabelSet& classes, const ReferralPolicy& refer) {
+  const Summary summary = Summarize(probabilities, classes, refer);
   Prediction p;
-  p.probabilities = probabilities;
+  p.classes = classes;
+  p.probabilities = std::move(probabilities);
   p.class_index = summary.top_class;
-  p.code = std::string(ClassAt(p.class_index).code);
-  p.name = std::string(ClassAt(p.class_index).name);
+  p.code = classes.at(p.class_index).code;
+  p.name = classes.at(p.class_index).name;
   p.confidence = summary.confidence;
-  for (int i = 0; i < 3; ++i) p.top.emplace_back(summary.order[i], probabilities[summary.order[i]]);
+  for (int i = 0; i < std::min(3, classes.size()); ++i) {
+    p.top.emplace_back(summary.order[i], p.probabilities[summary.order[i]]);
+  }
   p.malignancy_risk = summary.malignancy_risk;
   p.refer = summary.refer;
   p.refer_rule = summary.refer_rule;
@@ -73,10 +76,6 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
   if (p->manifest_.is_discarded()) {
     return absl::DataLossError(absl::StrCat(model_dir, "/manifest.json is not valid JSON"));
   }
-  if (checkpoint.manifest.num_classes != kNumClasses) {
-    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": the model has ", checkpoint.manifest.num_classes,
-                                                   " classes, not ", kNumClasses));
-  }
   p->architecture_ = checkpoint.manifest.architecture;
   p->image_size_ = checkpoint.manifest.image_size;
   // Size, resize mode, mean and std as the manifest says (and as the inference
@@ -86,6 +85,12 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
     return absl::InvalidArgumentError(absl::StrCat(model_dir, ": preprocessing.size ", spec.image_size,
                                                    " differs from the model's image_size ", p->image_size_));
   }
+  if (checkpoint.manifest.num_classes != spec.classes.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": the model has ", checkpoint.manifest.num_classes,
+                                                   " outputs but ", spec.classes.size(), " labels (",
+                                                   spec.classes.ToString(), ")"));
+  }
+  p->classes_ = spec.classes;
   p->preprocess_ = serving::PreprocessOptionsFor(spec);
   // Calibration and referral as the inference service reads them (validated there).
   p->temperature_ = spec.temperature;
@@ -133,9 +138,9 @@ absl::StatusOr<Prediction> Predictor::Predict(const cv::Mat& rgb) const {
 
 absl::StatusOr<Explanation> Predictor::Explain(const cv::Mat& rgb, int target_class) const {
   if (rgb.empty() || rgb.type() != CV_8UC3) return absl::InvalidArgumentError("expected an RGB uint8 image");
-  if (target_class < -1 || target_class >= kNumClasses) {
+  if (target_class < -1 || target_class >= classes_.size()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("target class ", target_class, " is outside [0, ", kNumClasses, ")"));
+        absl::StrCat("target class ", target_class, " is outside [0, ", classes_.size(), ")"));
   }
   torch::Tensor input = torch::empty({1, 3, image_size_, image_size_}, torch::kFloat32);
   PreprocessInto(rgb, preprocess_, input.data_ptr<float>());
@@ -215,11 +220,11 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
   std::vector<Prediction> out;
   const auto acc = probs.accessor<float, 2>();
   for (int64_t i = 0; i < n; ++i) {
-    std::array<float, kNumClasses> p{};
-    for (int k = 0; k < kNumClasses; ++k) p[k] = acc[i][k];
-    out.push_back(MakePrediction(p, refer_));
-    out.back().ood_score = feature_scores.defined() ? feature_scores[i].item<double>()
-                                                    : EnergyScore(logits[i].data_ptr<float>(), kNumClasses);
+    std::vector<float> p(&acc[i][0], &acc[i][0] + probs.size(1));
+    out.push_back(MakePrediction(std::move(p), classes_, refer_));
+    out.back().ood_score = feature_scores.defined()
+                               ? feature_scores[i].item<double>()
+                               : EnergyScore(logits[i].data_ptr<float>(), static_cast<int>(logits.size(1)));
     // A "mahalanobis" policy is only checked with its Gaussian (Create loads it).
     const bool checked = ood_.method != OodMethod::kMahalanobis || feature_scores.defined();
     out.back().out_of_distribution = checked && IsOutOfDistribution(out.back().ood_score, ood_);

@@ -48,9 +48,10 @@ struct Prediction {
   std::string code;         // "mel"
   std::string name;         // "Melanoma"
   float confidence = 0;     // Probability of the top class.
-  std::array<float, kNumClasses> probabilities{};  // Index order (classes.h).
-  std::vector<std::pair<int, float>> top;          // (class, probability), top 3.
-  float malignancy_risk = 0;  // Sum over mel, bcc, akiec.
+  LabelSet classes = LabelSet::Ham10000();  // The model's: what the indices mean.
+  std::vector<float> probabilities;         // One per class, index order.
+  std::vector<std::pair<int, float>> top;   // (class, probability), top 3 (fewer classes: all).
+  float malignancy_risk = 0;  // Sum over the malignant group (mel, bcc, akiec for HAM10000).
   bool refer = false;
   ReferRule refer_rule = ReferRule::kNone;  // skinlesion/common/referral.h
   std::string refer_reason;
@@ -110,6 +111,7 @@ class Predictor {
   absl::StatusOr<Explanation> Explain(const cv::Mat& rgb, int target_class = -1) const;
 
   const nlohmann::json& manifest() const { return manifest_; }
+  const LabelSet& classes() const { return classes_; }
   const ReferralPolicy& referral_policy() const { return refer_; }
   const OodPolicy& ood_policy() const { return ood_; }
   const std::string& architecture() const { return architecture_; }
@@ -137,14 +139,15 @@ class Predictor {
   Precision precision_ = Precision::kFp32;
   bool channels_last_ = false;
   std::string numerics_, numerics_reason_;
+  LabelSet classes_ = LabelSet::Ham10000();  // The manifest's "labels".
   ReferralPolicy refer_;  // The manifest's "refer" (as serving reads it).
   OodPolicy ood_;         // The manifest's "ood".
   std::shared_ptr<const models::FeatureGaussian> ood_gaussian_;  // For "mahalanobis".
   DecodeLimits limits_;
 };
 
-// Turns calibrated probabilities into a Prediction (shared with the servers).
-Prediction MakePrediction(const std::array<float, kNumClasses>& probabilities,
+// Turns calibrated probabilities (one per class of `classes`) into a Prediction.
+Prediction MakePrediction(std::vector<float> probabilities, const LabelSet& classes,
                           const ReferralPolicy& refer);
 
 }  // namespace skinlesion::predict

@@ -40,8 +40,8 @@ std::string MakeModelDir(const TempDir& dir, double temperature) {
 }
 
 TEST(MakePredictionTest, TopClassRiskAndReferral) {
-  std::array<float, kNumClasses> p = {0.05f, 0.05f, 0.05f, 0.05f, 0.6f, 0.15f, 0.05f};
-  const Prediction a = MakePrediction(p, {.min_confidence = 0.5, .min_margin = 0.1});
+  std::vector<float> p = {0.05f, 0.05f, 0.05f, 0.05f, 0.6f, 0.15f, 0.05f};
+  const Prediction a = MakePrediction(p, LabelSet::Ham10000(), {.min_confidence = 0.5, .min_margin = 0.1});
   EXPECT_EQ(a.code, "mel");
   EXPECT_EQ(a.name, "Melanoma");
   EXPECT_FLOAT_EQ(a.confidence, 0.6f);
@@ -49,11 +49,11 @@ TEST(MakePredictionTest, TopClassRiskAndReferral) {
   ASSERT_EQ(a.top.size(), 3u);
   EXPECT_EQ(a.top[1].first, 5);
   EXPECT_FALSE(a.refer);
-  const Prediction b = MakePrediction(p, {.min_confidence = 0.7, .min_margin = 0.1});
+  const Prediction b = MakePrediction(p, LabelSet::Ham10000(), {.min_confidence = 0.7, .min_margin = 0.1});
   EXPECT_TRUE(b.refer);
   EXPECT_THAT(b.refer_reason, HasSubstr("under 0.70"));
-  std::array<float, kNumClasses> close = {0, 0, 0, 0, 0.52f, 0.48f, 0};
-  const Prediction c = MakePrediction(close, {.min_confidence = 0.5, .min_margin = 0.1});
+  std::vector<float> close = {0, 0, 0, 0, 0.52f, 0.48f, 0};
+  const Prediction c = MakePrediction(close, LabelSet::Ham10000(), {.min_confidence = 0.5, .min_margin = 0.1});
   EXPECT_TRUE(c.refer);
   EXPECT_THAT(c.refer_reason, HasSubstr("mel and nv are too close"));
   const auto j = a.ToJson();
@@ -82,7 +82,7 @@ TEST(PredictorTest, PredictsCalibratedProbabilities) {
   auto decoded = DecodeImage(bytes);
   auto batch = (*p1)->PredictBatch({*decoded, *decoded});
   ASSERT_TRUE(batch.ok());
-  for (int k = 0; k < kNumClasses; ++k) EXPECT_NEAR((*batch)[1].probabilities[k], a->probabilities[k], 1e-5);
+  for (int k = 0; k < kHam10000NumClasses; ++k) EXPECT_NEAR((*batch)[1].probabilities[k], a->probabilities[k], 1e-5);
   // A higher temperature flattens the distribution, keeping the argmax.
   TempDir dir2;
   auto p3 = Predictor::Create(MakeModelDir(dir2, 3.0), {.threads = 1, .precision = PrecisionChoice::kFp32});
@@ -132,7 +132,7 @@ TEST(PredictorTest, PreprocessesAsTheManifestSays) {
   defaults.size = 32;
   const torch::Tensor with_defaults = expected_with(defaults);
   double diff_to_defaults = 0;
-  for (int k = 0; k < kNumClasses; ++k) {
+  for (int k = 0; k < kHam10000NumClasses; ++k) {
     EXPECT_NEAR(got->probabilities[k], want[0][k].item<float>(), 1e-5) << k;
     diff_to_defaults += std::abs(got->probabilities[k] - with_defaults[0][k].item<float>());
   }
@@ -214,7 +214,7 @@ TEST(PredictorTest, Bf16AgreesWithFp32OnTheFixtureImages) {
     auto a = (*fp32)->PredictFile(image);
     auto b = (*bf16)->PredictFile(image);
     ASSERT_TRUE(a.ok() && b.ok()) << image;
-    for (int k = 0; k < kNumClasses; ++k) {
+    for (int k = 0; k < kHam10000NumClasses; ++k) {
       worst = std::max(worst, static_cast<double>(std::fabs(a->probabilities[k] - b->probabilities[k])));
     }
     const double margin = a->top[0].second - a->top[1].second;

@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "skinlesion/common/classes.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
@@ -341,6 +342,18 @@ absl::Status Registry::SetAlias(absl::string_view model, absl::string_view alias
   if (!force && from != 0 && from != version && target.manifest.contains("promotion_gates")) {
     SL_ASSIGN_OR_RETURN(const VersionInfo current, GetVersion(model, from));
     std::vector<std::string> failures;
+    // Metrics of models with other classes do not compare: a person decides (force).
+    auto classes_of = [](const nlohmann::json& manifest) {
+      if (manifest.contains("labels") && manifest["labels"].is_array() && !manifest["labels"].empty()) {
+        return manifest["labels"];
+      }
+      return nlohmann::json(LabelSet::Ham10000().codes());
+    };
+    if (classes_of(target.manifest) != classes_of(current.manifest)) {
+      failures.push_back(absl::StrCat("its classes ", classes_of(target.manifest).dump(), " differ from v", from,
+                                      "'s ", classes_of(current.manifest).dump(),
+                                      " (metrics do not compare; promote with force and a reason)"));
+    }
     const nlohmann::json& gates = target.manifest["promotion_gates"];
     if (gates.contains("metrics") && gates["metrics"].is_array()) {
       for (const auto& m : gates["metrics"]) {

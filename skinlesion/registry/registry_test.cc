@@ -131,6 +131,27 @@ TEST_F(RegistryTest, AliasesHistoryAndGates) {
   EXPECT_EQ((*history)[3].alias, "staging");
 }
 
+TEST_F(RegistryTest, AModelWithOtherClassesNeedsAForcedPromotion) {
+  PublishWith(0.50, 0.40);
+  ASSERT_THAT(registry_->SetAlias("ham-resnet", "production", 1, "first"), IsOk());
+  // A 3-class model with "better" numbers: its metrics do not compare with v1's.
+  nlohmann::json manifest = {
+      {"architecture", "resnet18"},
+      {"labels", {"benign", "melanoma", "other"}},
+      {"metrics", {{"balanced_accuracy", 0.9}, {"melanoma_recall", 0.9}}},
+      {"promotion_gates", {{"metrics", {"balanced_accuracy", "melanoma_recall"}}}}};
+  ASSERT_THAT(registry_->Publish("ham-resnet", {{"model.safetensors", weights_}}, manifest), IsOk());
+  EXPECT_THAT(registry_->SetAlias("ham-resnet", "production", 2, "try"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("its classes [\"benign\",\"melanoma\",\"other\"] differ from v1's")));
+  EXPECT_THAT(registry_->SetAlias("ham-resnet", "production", 2, "new label set", /*force=*/true), IsOk());
+  // The HAM10000 codes spelled out are the same classes as no labels at all.
+  manifest["labels"] = {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"};
+  ASSERT_THAT(registry_->Publish("ham-resnet", {{"model.safetensors", weights_}}, manifest), IsOk());
+  ASSERT_THAT(registry_->SetAlias("ham-resnet", "staging", 1, "old"), IsOk());
+  EXPECT_THAT(registry_->SetAlias("ham-resnet", "staging", 3, "same classes"), IsOk());
+}
+
 TEST_F(RegistryTest, RetentionKeepsNewestAndAliased) {
   for (int i = 0; i < 6; ++i) PublishWith(0.5, 0.5, /*gated=*/false);
   ASSERT_THAT(registry_->SetAlias("ham-resnet", "production", 2, ""), IsOk());

@@ -28,20 +28,23 @@ absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
 
 void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<double> feature_score,
                     InferResult& r) {
+  const int num_classes = spec.classes.size();
+  r.classes = spec.classes;
+  r.logits.assign(logits, logits + num_classes);
+  r.probabilities.resize(num_classes);
   double max_scaled = -INFINITY;
-  for (int k = 0; k < kNumClasses; ++k) {
-    r.logits[k] = logits[k];
+  for (int k = 0; k < num_classes; ++k) {
     max_scaled = std::max(max_scaled, static_cast<double>(logits[k]) / spec.temperature);
   }
   double sum = 0;
-  std::array<double, kNumClasses> e{};
-  for (int k = 0; k < kNumClasses; ++k) {
-    e[k] = std::exp(static_cast<double>(logits[k]) / spec.temperature - max_scaled);
-    sum += e[k];
+  for (int k = 0; k < num_classes; ++k) {
+    const double e = std::exp(static_cast<double>(logits[k]) / spec.temperature - max_scaled);
+    r.probabilities[k] = static_cast<float>(e);
+    sum += e;
   }
-  for (int k = 0; k < kNumClasses; ++k) r.probabilities[k] = static_cast<float>(e[k] / sum);
+  for (int k = 0; k < num_classes; ++k) r.probabilities[k] = static_cast<float>(r.probabilities[k] / sum);
 
-  const Summary summary = Summarize(r.probabilities, spec.refer);
+  const Summary summary = Summarize(r.probabilities, spec.classes, spec.refer);
   r.top_class = summary.top_class;
   r.confidence = summary.confidence;
   r.malignancy_risk = summary.malignancy_risk;
@@ -56,7 +59,7 @@ void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<do
     r.ood_score = feature_score.value_or(0.0);
     r.ood_checked = spec.ood.threshold.has_value() && feature_score.has_value();
   } else {
-    r.ood_score = EnergyScore(logits, kNumClasses);
+    r.ood_score = EnergyScore(logits, num_classes);
     r.ood_checked = spec.ood.threshold.has_value();
   }
   r.out_of_distribution = r.ood_checked && IsOutOfDistribution(r.ood_score, spec.ood);
@@ -252,10 +255,11 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
   const int n = static_cast<int>(live.size());
   const absl::Time forward_start = absl::Now();
   absl::StatusOr<ScoredRun> logits = version.instance->RunScored(input.data(), n);
-  if (logits.ok() && logits->logits.size() != static_cast<size_t>(n) * kNumClasses) {
+  const size_t num_classes = static_cast<size_t>(version.spec.classes.size());
+  if (logits.ok() && logits->logits.size() != static_cast<size_t>(n) * num_classes) {
     logits = absl::InternalError(absl::StrCat("the model returned ", logits->logits.size(),
                                               " logits for a batch of ", n, ", expected ",
-                                              n * kNumClasses));
+                                              n * num_classes));
   } else if (logits.ok() && !logits->feature_scores.empty() &&
              logits->feature_scores.size() != static_cast<size_t>(n)) {
     logits = absl::InternalError(absl::StrCat("the model returned ", logits->feature_scores.size(),
@@ -274,7 +278,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
   }
   for (int i = 0; i < n; ++i) {
     InferResult result;
-    FillPrediction(version.spec, logits->logits.data() + static_cast<size_t>(i) * kNumClasses,
+    FillPrediction(version.spec, logits->logits.data() + static_cast<size_t>(i) * num_classes,
                    logits->feature_scores.empty() ? std::nullopt
                                                   : std::optional<double>(logits->feature_scores[i]),
                    result);

@@ -49,7 +49,7 @@ absl::Status DecodeAndPreprocess(const ModelSpec& spec, absl::string_view bytes,
                                  const DecodeLimits& limits, float* out);
 
 // softmax(logits / T), top class, malignancy risk and the refer rule for one row of
-// kNumClasses logits, and the out-of-distribution verdict of the version's method
+// spec.classes.size() logits, and the out-of-distribution verdict of the version's method
 // (`feature_score`: the instance's "mahalanobis" score, if it gave one). Fills the
 // prediction fields of InferResult only.
 void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<double> feature_score,

@@ -257,13 +257,13 @@ class ServingCoreImpl final : public ServingCore {
   // explanation on this thread.
   absl::StatusOr<Explanation> ExplainOn(Model& model, const ExplainRequest& request) {
     if (shutting_down_.load()) return absl::UnavailableError("the server is shutting down");
-    if (request.target_class < 0 || request.target_class >= kNumClasses) {
-      return absl::InvalidArgumentError(absl::StrCat("target class ", request.target_class,
-                                                     " is outside [0, ", kNumClasses, ")"));
-    }
     SL_ASSIGN_OR_RETURN(std::shared_ptr<const LoadedVersion> version,
                         PickVersion(model, request.version));
     const ModelSpec& spec = version->spec;
+    if (request.target_class < 0 || request.target_class >= spec.classes.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("target class ", request.target_class,
+                                                     " is outside [0, ", spec.classes.size(), ")"));
+    }
     SL_RETURN_IF_ERROR(CheckInput(spec, request.encoded_image, request.tensor));
     std::vector<float> input;
     if (!request.tensor.empty()) {
@@ -544,10 +544,11 @@ class ServingCoreImpl final : public ServingCore {
         for (int n : {max_batch, 1}) {
           absl::StatusOr<ScoredRun> run = loaded->instance->RunScored(zeros.data(), n);
           if (!run.ok()) return Annotate(run.status(), "warm-up batch of ", n);
-          if (run->logits.size() != static_cast<size_t>(n) * kNumClasses) {
+          const size_t num_classes = static_cast<size_t>(loaded->spec.classes.size());
+          if (run->logits.size() != static_cast<size_t>(n) * num_classes) {
             return absl::InternalError(absl::StrCat("warm-up batch of ", n, " returned ",
                                                     run->logits.size(), " logits, expected ",
-                                                    n * kNumClasses));
+                                                    n * num_classes));
           }
           if (max_batch == 1) break;
         }

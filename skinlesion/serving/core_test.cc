@@ -169,7 +169,7 @@ TEST_F(CoreTest, ServesTheAliasedVersion) {
   EXPECT_EQ(r->sha256, Sha256Hex("fake weights"));
   EXPECT_FLOAT_EQ(r->logits[0], 1.0f);
   const auto expected = FakeProbabilities(1.0f, 2.0);
-  for (int k = 0; k < kNumClasses; ++k) EXPECT_NEAR(r->probabilities[k], expected[k], 1e-6);
+  for (int k = 0; k < kHam10000NumClasses; ++k) EXPECT_NEAR(r->probabilities[k], expected[k], 1e-6);
   EXPECT_EQ(r->top_class, 0);
   EXPECT_FLOAT_EQ(r->confidence, expected[0]);
   EXPECT_NEAR(r->malignancy_risk, expected[0] + expected[1] + expected[4],

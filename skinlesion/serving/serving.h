@@ -37,7 +37,7 @@ namespace skinlesion::serving {
 
 // The reference outputs a version ships with: manifest "golden_set":
 //   {"tolerance": 1e-3, "tolerance_bf16": 0.05,
-//    "items": [{"file": "golden_0.jpg", "probabilities": [7 floats]}]}
+//    "items": [{"file": "golden_0.jpg", "probabilities": [one float per class]}]}
 // Each file (in the version directory) goes through the serving decode + preprocess
 // path; its calibrated probabilities must be within the tolerance (max abs) of the
 // stored ones, which were computed in fp32, before the version may serve. An
@@ -49,7 +49,7 @@ inline constexpr double kDefaultGoldenTolerance = 1e-3;
 inline constexpr double kDefaultGoldenToleranceBf16 = 0.05;
 struct GoldenItem {
   std::string file;
-  std::array<float, kNumClasses> probabilities{};
+  std::vector<float> probabilities;  // One per class of the spec's label set.
 };
 struct GoldenSet {
   double tolerance = kDefaultGoldenTolerance;
@@ -71,6 +71,9 @@ struct ModelSpec {
   std::string architecture;
   int image_size = 224;
   std::string resize = "shorter_side_center_crop";  // or "resize" (direct, aspect not kept)
+  // The model's classes: "labels" (codes in logit order) and "malignant_classes"
+  // (codes; absent: the known groups, classes.h). HAM10000's 7 when "labels" is absent.
+  LabelSet classes = LabelSet::Ham10000();
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
   // preprocessing.colour_constancy {"method": "shades_of_gray", "p": 6}; 0: none.
@@ -93,8 +96,10 @@ struct ModelSpec {
 // Parses a version directory's manifest.json into a ModelSpec (InvalidArgument /
 // DataLoss naming the field).
 //   required: "architecture" (string)
-//   optional: "model", "version", "image_size" (default 224), "num_classes" (must be 7),
-//             "labels" (must be the class codes in index order), "files" / "sha256",
+//   optional: "model", "version", "image_size" (default 224), "num_classes" (== the
+//             number of labels), "labels" (class codes in logit order; required unless
+//             the model is HAM10000's 7 classes), "malignant_classes" (codes among the
+//             labels), "files" / "sha256",
 //             "preprocessing" {"size" (== image_size), "resize", "mean", "std",
 //             "colour_constancy" {"method": "shades_of_gray", "p" in [1, 16]}},
 //             "calibration" {"temperature" > 0}, "refer" {"min_confidence", "min_margin",
@@ -121,7 +126,7 @@ struct Explanation {
 // What one forward pass gives: the logits and, where the instance computes it, the
 // feature out-of-distribution score of each image (ood.h, "mahalanobis").
 struct ScoredRun {
-  std::vector<float> logits;           // n * kNumClasses, row-major.
+  std::vector<float> logits;           // n * num_classes (the spec's), row-major.
   std::vector<double> feature_scores;  // n values, or empty.
 };
 
@@ -131,7 +136,7 @@ class ModelInstance {
  public:
   virtual ~ModelInstance() = default;
   // `input`: n preprocessed images, contiguous float [n, 3, S, S] (S = image_size,
-  // normalised with mean/std). Returns n * kNumClasses logits, row-major.
+  // normalised with mean/std). Returns n * num_classes logits (the spec's), row-major.
   virtual absl::StatusOr<std::vector<float>> Run(const float* input, int n) = 0;
   // Run() plus the feature OOD scores when the version has a fitted Gaussian. The
   // batcher calls this one. Default: Run() without scores.
@@ -141,7 +146,7 @@ class ModelInstance {
     return ScoredRun{*std::move(logits), {}};
   }
   // An explanation heatmap for one preprocessed image [3, S, S] and a class in
-  // [0, kNumClasses). Fills method, width, height, heat (the core sets covers).
+  // [0, num_classes). Fills method, width, height, heat (the core sets covers).
   // May run concurrently with Run(). Default: Unimplemented.
   virtual absl::StatusOr<Explanation> Explain(const float* input, int target_class) {
     (void)input;
@@ -269,14 +274,16 @@ struct ExplainRequest {
   // Exactly one of the two inputs, as InferRequest:
   std::string encoded_image;
   std::vector<float> tensor;
-  int target_class = 0;  // In [0, kNumClasses), usually the prediction's top class.
+  int target_class = 0;  // In [0, num_classes), usually the prediction's top class.
   absl::Time deadline = absl::InfiniteFuture();
   std::string client;  // As InferRequest::client.
 };
 
 struct InferResult {
-  std::array<float, kNumClasses> logits{};
-  std::array<float, kNumClasses> probabilities{};  // Calibrated.
+  // One per class of `classes` (the serving version's label set).
+  std::vector<float> logits;
+  std::vector<float> probabilities;  // Calibrated.
+  LabelSet classes = LabelSet::Ham10000();  // The serving version's (what the indices mean).
   int top_class = 0;
   float confidence = 0;
   float malignancy_risk = 0;
@@ -336,7 +343,7 @@ class ServingCore {
   // thread (decoding and preprocessing as Infer) by the version asked for, with at
   // most ServingOptions::max_concurrent_explanations running per model. Errors as
   // Infer (NotFound for a version not loaded), InvalidArgument for a target outside
-  // [0, kNumClasses), DeadlineExceeded when the deadline passes while waiting for a
+  // [0, num_classes), DeadlineExceeded when the deadline passes while waiting for a
   // slot, Unimplemented when the model cannot explain.
   virtual absl::StatusOr<Explanation> Explain(const ExplainRequest& request) = 0;
 

@@ -67,6 +67,66 @@ absl::Status FloatArray(const std::string& path, const std::string& field, const
   return absl::OkStatus();
 }
 
+absl::Status FloatVector(const std::string& path, const std::string& field, const json& v, size_t n,
+                         std::vector<float>& out) {
+  if (!v.is_array() || v.size() != n) {
+    return FieldError(path, field, absl::StrCat("must be an array of ", n, " numbers (one per class)"), v);
+  }
+  out.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    SL_ASSIGN_OR_RETURN(const double d, Number(path, absl::StrCat(field, "[", i, "]"), v[i]));
+    out[i] = static_cast<float>(d);
+  }
+  return absl::OkStatus();
+}
+
+// The manifest's "labels" (+ "num_classes", "malignant_classes") as a label set.
+absl::StatusOr<LabelSet> ParseLabels(const std::string& path, const json& m) {
+  std::optional<int64_t> num_classes;
+  if (m.contains("num_classes")) {
+    SL_ASSIGN_OR_RETURN(num_classes, Integer(path, "num_classes", m["num_classes"]));
+    if (*num_classes < 2 || *num_classes > kMaxClasses) {
+      return FieldError(path, "num_classes", absl::StrCat("must be in [2, ", kMaxClasses, "]"), m["num_classes"]);
+    }
+  }
+  std::vector<std::string> codes;
+  // SaveCheckpoint writes "labels": [] when it was given none.
+  if (m.contains("labels") && !(m["labels"].is_array() && m["labels"].empty())) {
+    const json& labels = m["labels"];
+    if (!labels.is_array() || labels.size() > static_cast<size_t>(kMaxClasses)) {
+      return FieldError(path, "labels", "must be an array of class codes in logit order", labels);
+    }
+    for (size_t i = 0; i < labels.size(); ++i) {
+      SL_ASSIGN_OR_RETURN(std::string code, String(path, absl::StrCat("labels[", i, "]"), labels[i]));
+      codes.push_back(std::move(code));
+    }
+  } else if (num_classes.has_value() && *num_classes != kHam10000NumClasses) {
+    return FieldError(path, "labels", absl::StrCat("is required for a model of ", *num_classes,
+                                                   " classes (the default is HAM10000's 7)"), json());
+  } else {
+    codes = LabelSet::Ham10000().codes();
+  }
+  if (num_classes.has_value() && static_cast<size_t>(*num_classes) != codes.size()) {
+    return FieldError(path, "num_classes", absl::StrCat("differs from the ", codes.size(), " labels"),
+                      m["num_classes"]);
+  }
+  std::optional<std::vector<std::string>> malignant;
+  if (m.contains("malignant_classes")) {
+    const json& v = m["malignant_classes"];
+    if (!v.is_array()) return FieldError(path, "malignant_classes", "must be an array of class codes", v);
+    malignant.emplace();
+    for (size_t i = 0; i < v.size(); ++i) {
+      SL_ASSIGN_OR_RETURN(std::string code, String(path, absl::StrCat("malignant_classes[", i, "]"), v[i]));
+      malignant->push_back(std::move(code));
+    }
+  }
+  absl::StatusOr<LabelSet> classes = LabelSet::Create(codes, malignant);
+  if (!classes.ok()) {
+    return FieldError(path, "labels", std::string(classes.status().message()), m.value("labels", json()));
+  }
+  return classes;
+}
+
 absl::Status ParseGoldenSet(const std::string& path, const json& g, ModelSpec& spec) {
   SL_RETURN_IF_ERROR(Object(path, "golden_set", g));
   GoldenSet set;
@@ -99,9 +159,9 @@ absl::Status ParseGoldenSet(const std::string& path, const json& g, ModelSpec& s
       return FieldError(path, field + ".file", "must be a file name in the version directory",
                         item["file"]);
     }
-    SL_RETURN_IF_ERROR(FloatArray(path, field + ".probabilities",
-                                  item.contains("probabilities") ? item["probabilities"] : json(),
-                                  golden.probabilities));
+    SL_RETURN_IF_ERROR(FloatVector(path, field + ".probabilities",
+                                   item.contains("probabilities") ? item["probabilities"] : json(),
+                                   static_cast<size_t>(spec.classes.size()), golden.probabilities));
     set.items.push_back(std::move(golden));
   }
   spec.golden_set = std::move(set);
@@ -133,24 +193,7 @@ absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory) {
   if (spec.architecture.empty()) {
     return FieldError(path, "architecture", "must not be empty", m["architecture"]);
   }
-  if (m.contains("num_classes")) {
-    SL_ASSIGN_OR_RETURN(const int64_t n, Integer(path, "num_classes", m["num_classes"]));
-    if (n != kNumClasses) {
-      return FieldError(path, "num_classes", absl::StrCat("must be ", kNumClasses),
-                        m["num_classes"]);
-    }
-  }
-  // SaveCheckpoint writes "labels": [] when it was given none.
-  if (m.contains("labels") && !(m["labels"].is_array() && m["labels"].empty())) {
-    std::vector<std::string> codes;
-    for (const ClassInfo& c : AllClasses()) codes.emplace_back(c.code);
-    if (m["labels"] != json(codes)) {
-      return FieldError(
-          path, "labels",
-          absl::StrCat("must be the class codes in index order [", absl::StrJoin(codes, ", "), "]"),
-          m["labels"]);
-    }
-  }
+  SL_ASSIGN_OR_RETURN(spec.classes, ParseLabels(path, m));
   bool has_size = false;
   if (m.contains("image_size")) {
     SL_ASSIGN_OR_RETURN(const int64_t s, Integer(path, "image_size", m["image_size"]));
@@ -333,7 +376,7 @@ absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance) {
     SL_RETURN_IF_ERROR(Annotate(DecodeAndPreprocess(spec, bytes, DecodeLimits{}, input.data()),
                                 "golden file ", path));
     SL_ASSIGN_OR_RETURN(const ScoredRun run, instance.RunScored(input.data(), 1));
-    if (run.logits.size() != static_cast<size_t>(kNumClasses)) {
+    if (run.logits.size() != static_cast<size_t>(spec.classes.size())) {
       return absl::InternalError(absl::StrCat(what, ": the model returned ", run.logits.size(),
                                               " logits for golden file ", item.file));
     }
@@ -341,7 +384,7 @@ absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance) {
     FillPrediction(spec, run.logits.data(), std::nullopt, r);
     int worst = 0;
     double worst_diff = -1;
-    for (int k = 0; k < kNumClasses; ++k) {
+    for (int k = 0; k < spec.classes.size(); ++k) {
       const double d = std::fabs(static_cast<double>(r.probabilities[k]) - item.probabilities[k]);
       if (!(d <= worst_diff)) {  // NaN counts as the worst.
         worst = k;
@@ -352,7 +395,7 @@ absl::Status CheckGoldenSet(const ModelSpec& spec, ModelInstance& instance) {
       return absl::FailedPreconditionError(
           absl::StrFormat("%s: golden set mismatch on %s: P(%s) = %.6f, expected %.6f (|diff| %.3g "
                           "> tolerance %.3g for %s)",
-                          what, item.file, std::string(ClassAt(worst).code), r.probabilities[worst],
+                          what, item.file, spec.classes.at(worst).code, r.probabilities[worst],
                           item.probabilities[worst], worst_diff, tolerance,
                           std::string(PrecisionName(instance.precision()))));
     }

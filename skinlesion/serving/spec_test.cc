@@ -31,6 +31,35 @@ class SpecTest : public ::testing::Test {
   TempDir dir_;
 };
 
+TEST_F(SpecTest, AModelsOwnLabelsAndGrouping) {
+  // No labels: HAM10000's 7 (manifests written before label sets existed).
+  absl::StatusOr<ModelSpec> spec = Read({{"architecture", "resnet18"}});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->classes, LabelSet::Ham10000());
+  // A 3-class clinic model names its malignant class.
+  spec = Read({{"architecture", "resnet18"},
+               {"num_classes", 3},
+               {"labels", {"benign", "melanoma", "other"}},
+               {"malignant_classes", {"melanoma"}}});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->classes.ToString(), "benign, melanoma, other");
+  EXPECT_EQ(spec->classes.malignant_codes(), std::vector<std::string>{"melanoma"});
+  // Without "malignant_classes" the known groups apply (ISIC 2019's scc is malignant).
+  spec = Read({{"architecture", "resnet18"}, {"labels", {"mel", "nv", "scc"}}});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->classes.malignant_codes(), (std::vector<std::string>{"mel", "scc"}));
+  // The golden set has one probability per class of the model.
+  spec = Read({{"architecture", "resnet18"},
+               {"labels", {"a", "b", "c"}},
+               {"golden_set", {{"items", {{{"file", "g.jpg"}, {"probabilities", {0.2, 0.3, 0.5}}}}}}}});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->golden_set->items[0].probabilities.size(), 3u);
+  EXPECT_THAT(Read({{"architecture", "resnet18"},
+                    {"labels", {"a", "b", "c"}},
+                    {"golden_set", {{"items", {{{"file", "g.jpg"}, {"probabilities", {0.2, 0.8}}}}}}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be an array of 3 numbers")));
+}
+
 TEST_F(SpecTest, ReadsEveryField) {
   WriteFile(dir_.Join("model.safetensors"), "weights");
   const json m = {
@@ -123,8 +152,14 @@ TEST_F(SpecTest, MalformedFieldsAreNamed) {
       {{{"architecture", 3}}, "\"architecture\" must be a string"},
       {{{"image_size", "big"}}, "\"image_size\" must be an integer"},
       {{{"image_size", 0}}, "\"image_size\" must be in [1, 16384]"},
-      {{{"num_classes", 8}}, "\"num_classes\" must be 7"},
-      {{{"labels", {"a", "b"}}}, "\"labels\" must be the class codes"},
+      {{{"num_classes", 8}}, "\"labels\" is required for a model of 8 classes"},
+      {{{"num_classes", 1}}, "\"num_classes\" must be in [2, 1000]"},
+      {{{"labels", {"a", "b"}}, {"num_classes", 7}}, "\"num_classes\" differs from the 2 labels"},
+      {{{"labels", {"a", "A"}}}, "\"labels\" class code 'a' appears twice"},
+      {{{"labels", {"a", 3}}}, "\"labels[1]\" must be a string"},
+      {{{"labels", "mel,nv"}}, "\"labels\" must be an array"},
+      {{{"malignant_classes", {"scc"}}}, "malignant class 'scc' is not one of the labels"},
+      {{{"malignant_classes", "mel"}}, "\"malignant_classes\" must be an array"},
       {{{"version", 0}}, "\"version\" must be >= 1"},
       {{{"preprocessing", 1}}, "\"preprocessing\" must be an object"},
       {{{"preprocessing", {{"resize", "stretch"}}}}, "\"preprocessing.resize\""},
@@ -278,7 +313,7 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   ModelSpec spec;
   spec.temperature = 2.0;
   InferResult r;
-  const float logits[kNumClasses] = {0, 0, 0, 0, 8, 0, 0};  // mel
+  const float logits[kHam10000NumClasses] = {0, 0, 0, 0, 8, 0, 0};  // mel
   FillPrediction(spec, logits, std::nullopt, r);
   double sum = 0;
   for (float p : r.probabilities) sum += p;
@@ -293,7 +328,7 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   EXPECT_EQ(r.refer_reason, "");
 
   // Two classes close together: refer for the margin.
-  const float close[kNumClasses] = {0, 0, 0, 0, 5, 4.9f, 0};
+  const float close[kHam10000NumClasses] = {0, 0, 0, 0, 5, 4.9f, 0};
   spec.temperature = 1.0;
   spec.refer.min_confidence = 0.3;
   FillPrediction(spec, close, std::nullopt, r);
@@ -301,7 +336,7 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   EXPECT_THAT(r.refer_reason, HasSubstr("mel and nv are too close"));
 
   // Low confidence.
-  const float flat[kNumClasses] = {0, 0, 0, 0, 0.1f, 0, 0};
+  const float flat[kHam10000NumClasses] = {0, 0, 0, 0, 0.1f, 0, 0};
   FillPrediction(spec, flat, std::nullopt, r);
   EXPECT_TRUE(r.refer);
   EXPECT_EQ(r.refer_rule, ReferRule::kLowConfidence);
@@ -309,7 +344,7 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
 
   // The served rule is the shared one (referral.h): mel 0.25 next to a confident nv
   // is referred for its risk once the manifest has a fitted threshold.
-  const float risky[kNumClasses] = {std::log(0.01f), std::log(0.01f), std::log(0.045f),
+  const float risky[kHam10000NumClasses] = {std::log(0.01f), std::log(0.01f), std::log(0.045f),
                                     std::log(0.005f), std::log(0.25f), std::log(0.63f),
                                     std::log(0.05f)};
   FillPrediction(spec, risky, std::nullopt, r);
@@ -325,7 +360,7 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
 // "mahalanobis" (no score: no check), the logits' energy for "energy".
 TEST(FillPredictionTest, OutOfDistributionFollowsTheMethod) {
   ModelSpec spec;
-  const float logits[kNumClasses] = {0, 0, 0, 0, 8, 0, 0};
+  const float logits[kHam10000NumClasses] = {0, 0, 0, 0, 8, 0, 0};
   InferResult r;
   spec.ood = {.method = OodMethod::kMahalanobis, .threshold = 500.0};
   FillPrediction(spec, logits, 900.0, r);
@@ -341,7 +376,7 @@ TEST(FillPredictionTest, OutOfDistributionFollowsTheMethod) {
   // Energy ignores any feature score: -logsumexp = about -8.0 here.
   spec.ood = {.method = OodMethod::kEnergy, .threshold = -9.0};
   FillPrediction(spec, logits, 0.0, r);
-  EXPECT_NEAR(r.ood_score, EnergyScore(logits, kNumClasses), 1e-9);
+  EXPECT_NEAR(r.ood_score, EnergyScore(logits, kHam10000NumClasses), 1e-9);
   EXPECT_TRUE(r.out_of_distribution);
   spec.ood.threshold = -7.0;
   FillPrediction(spec, logits, 1e9, r);

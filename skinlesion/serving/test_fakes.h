@@ -120,8 +120,8 @@ class FakeModel {
         });
       }
       if (model_->run_sleep_.count() > 0) std::this_thread::sleep_for(model_->run_sleep_);
-      std::vector<float> logits(static_cast<size_t>(n) * kNumClasses, 0.0f);
-      for (int i = 0; i < n; ++i) logits[static_cast<size_t>(i) * kNumClasses] = tag_;
+      std::vector<float> logits(static_cast<size_t>(n) * kHam10000NumClasses, 0.0f);
+      for (int i = 0; i < n; ++i) logits[static_cast<size_t>(i) * kHam10000NumClasses] = tag_;
       (void)input;
       return logits;
     }
@@ -161,11 +161,11 @@ class FakeModel {
 };
 
 // softmax([tag, 0, ..., 0] / T): the fake model's calibrated probabilities.
-inline std::array<float, kNumClasses> FakeProbabilities(float tag, double temperature = 1.0) {
-  std::array<float, kNumClasses> p{};
+inline std::array<float, kHam10000NumClasses> FakeProbabilities(float tag, double temperature = 1.0) {
+  std::array<float, kHam10000NumClasses> p{};
   const double e0 = std::exp(tag / temperature);
-  const double sum = e0 + (kNumClasses - 1);
-  for (int k = 0; k < kNumClasses; ++k) p[k] = static_cast<float>((k == 0 ? e0 : 1.0) / sum);
+  const double sum = e0 + (kHam10000NumClasses - 1);
+  for (int k = 0; k < kHam10000NumClasses; ++k) p[k] = static_cast<float>((k == 0 ? e0 : 1.0) / sum);
   return p;
 }
 

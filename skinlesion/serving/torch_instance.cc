@@ -26,7 +26,8 @@ class TorchInstance final : public ModelInstance {
         device_(device),
         image_size_(image_size),
         numerics_(std::move(numerics)),
-        ood_(std::move(ood)) {}
+        ood_(std::move(ood)),
+        num_classes_(model_->num_classes()) {}
 
   Precision precision() const override { return numerics_.precision; }
   std::string numerics() const override { return numerics_.Describe(); }
@@ -39,12 +40,12 @@ class TorchInstance final : public ModelInstance {
       torch::Tensor batch = torch::from_blob(const_cast<float*>(input),
                                              {n, 3, image_size_, image_size_}, torch::kFloat32);
       torch::Tensor logits = models::ForwardLogits(*model_, batch, numerics_, device_);
-      if (logits.dim() != 2 || logits.size(0) != n || logits.size(1) != kNumClasses) {
+      if (logits.dim() != 2 || logits.size(0) != n || logits.size(1) != num_classes_) {
         return absl::InternalError(absl::StrCat("the model returned logits of shape ",
                                                 c10::str(logits.sizes()), " for a batch of ", n));
       }
       const float* p = logits.data_ptr<float>();
-      return std::vector<float>(p, p + static_cast<size_t>(n) * kNumClasses);
+      return std::vector<float>(p, p + static_cast<size_t>(n) * num_classes_);
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
     } catch (const std::exception& e) {
@@ -62,14 +63,14 @@ class TorchInstance final : public ModelInstance {
       torch::Tensor batch = torch::from_blob(const_cast<float*>(input),
                                              {n, 3, image_size_, image_size_}, torch::kFloat32);
       const models::LogitsAndEmbedding out = models::ForwardWithEmbedding(*model_, batch, numerics_, device_);
-      if (out.logits.dim() != 2 || out.logits.size(0) != n || out.logits.size(1) != kNumClasses) {
+      if (out.logits.dim() != 2 || out.logits.size(0) != n || out.logits.size(1) != num_classes_) {
         return absl::InternalError(absl::StrCat("the model returned logits of shape ",
                                                 c10::str(out.logits.sizes()), " for a batch of ", n));
       }
       SL_ASSIGN_OR_RETURN(const torch::Tensor scores, ood_->Score(out.embedding));
       ScoredRun run;
       const float* p = out.logits.data_ptr<float>();
-      run.logits.assign(p, p + static_cast<size_t>(n) * kNumClasses);
+      run.logits.assign(p, p + static_cast<size_t>(n) * num_classes_);
       const double* q = scores.data_ptr<double>();
       run.feature_scores.assign(q, q + n);
       return run;
@@ -110,6 +111,7 @@ class TorchInstance final : public ModelInstance {
   int64_t image_size_;
   models::Numerics numerics_;
   std::optional<models::FeatureGaussian> ood_;  // The manifest's "mahalanobis" Gaussian.
+  int64_t num_classes_;
 };
 
 }  // namespace
@@ -125,10 +127,11 @@ ModelLoader MakeTorchLoader(TorchLoaderOptions options) {
           absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
     }
     SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(spec.directory));
-    if (checkpoint.manifest.num_classes != kNumClasses) {
+    if (checkpoint.manifest.num_classes != spec.classes.size()) {
       return absl::InvalidArgumentError(absl::StrCat(spec.directory, ": the model has ",
-                                                     checkpoint.manifest.num_classes,
-                                                     " classes, not ", kNumClasses));
+                                                     checkpoint.manifest.num_classes, " outputs but ",
+                                                     spec.classes.size(), " labels (", spec.classes.ToString(),
+                                                     ")"));
     }
     if (checkpoint.manifest.image_size != spec.image_size) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -88,7 +88,7 @@ TEST(TorchInstanceTest, ServedProbabilitiesEqualThePredictors) {
     const InferResult& served = *results[i].second;
     auto expected = (*predictor)->PredictBytes(results[i].first);
     ASSERT_THAT(expected, IsOk());
-    for (int k = 0; k < kNumClasses; ++k) {
+    for (int k = 0; k < kHam10000NumClasses; ++k) {
       EXPECT_NEAR(served.probabilities[k], expected->probabilities[k], 1e-5)
           << images[i] << " class " << k;
     }
@@ -189,7 +189,7 @@ TEST(TorchInstanceTest, ExplainBesideConcurrentRuns) {
     for (auto& r : runners) r.join();
     EXPECT_EQ(run_mismatches.load(), 0);
 
-    EXPECT_THAT((*instance)->Explain(input, kNumClasses),
+    EXPECT_THAT((*instance)->Explain(input, kHam10000NumClasses),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("target class")));
   }
 }
@@ -335,7 +335,7 @@ TEST(TorchInstanceTest, FeatureOodScoresComeWithTheLogits) {
   }
   std::vector<int> labels(16);
   for (int i = 0; i < 16; ++i) labels[i] = i % 2;
-  auto gaussian = models::FeatureGaussian::Fit(embeddings, labels, kNumClasses, 0.5);
+  auto gaussian = models::FeatureGaussian::Fit(embeddings, labels, kHam10000NumClasses, 0.5);
   ASSERT_THAT(gaussian, IsOk());
   const std::string file = model_dir + "/" + kOodFeaturesFile;
   ASSERT_THAT(gaussian->Save(file), IsOk());
@@ -355,7 +355,7 @@ TEST(TorchInstanceTest, FeatureOodScoresComeWithTheLogits) {
   const torch::Tensor x = torch::randn({2, 3, 32, 32});
   auto run = (*instance)->RunScored(x.data_ptr<float>(), 2);
   ASSERT_THAT(run, IsOk());
-  ASSERT_EQ(run->logits.size(), 2u * kNumClasses);
+  ASSERT_EQ(run->logits.size(), 2u * kHam10000NumClasses);
   ASSERT_EQ(run->feature_scores.size(), 2u);
   torch::NoGradGuard no_grad;
   const models::LogitsAndEmbedding direct = models::ForwardWithEmbedding(**model, x, {}, torch::kCPU);
@@ -383,7 +383,7 @@ TEST(TorchInstanceTest, FeatureOodScoresComeWithTheLogits) {
   EXPECT_THAT(MakeTorchLoader({.threads = 1})(*spec), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("SHA-256")));
   EXPECT_THAT(predict::Predictor::Create(model_dir, {}), StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
   // A Gaussian of another width: refused.
-  auto narrow = models::FeatureGaussian::Fit(torch::randn({8, 4}), {0, 1, 0, 1, 0, 1, 0, 1}, kNumClasses);
+  auto narrow = models::FeatureGaussian::Fit(torch::randn({8, 4}), {0, 1, 0, 1, 0, 1, 0, 1}, kHam10000NumClasses);
   ASSERT_THAT(narrow, IsOk());
   ASSERT_THAT(narrow->Save(file), IsOk());
   spec->ood.features_sha256.clear();

@@ -67,6 +67,10 @@ struct TrainConfig {
   // is fitted on the validation split so that this share of malignant lesions is
   // referred (skinlesion/common/referral.h).
   double target_sensitivity = 0.9;
+  // Which of the data's classes count as malignant for the risk, the referral rule and
+  // the metrics (recorded in the exported manifest): comma-separated codes, "none", or
+  // "" for the known groups (akiec, bcc, mel, scc malignant; skinlesion/common/classes.h).
+  std::string malignant_classes;
 
   // Colour constancy in preprocessing (training, evaluation and the exported
   // manifest, so serving does the same): Shades of Gray norm p, 0 = off.

@@ -416,7 +416,7 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
     const auto acc = logits.accessor<float, 2>();
     for (int64_t i = 0; i < logits.size(0); ++i) {
       eval::Probs z;
-      for (int k = 0; k < kNumClasses; ++k) z[k] = acc[i][k];
+      z.assign(&acc[i][0], &acc[i][0] + logits.size(1));
       out.logits.push_back(z);
       out.labels.push_back(static_cast<int>(batch->labels[i].item<int64_t>()));
     }
@@ -439,6 +439,7 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
                                                    " is not divisible by the world size ", world));
   }
   const bool chief = rank == 0;
+  const int num_classes = ctx.classes.size();
   torch::set_num_threads(c.threads);
   std::error_code ec;
   fs::create_directories(ctx.output_dir + "/checkpoints", ec);
@@ -452,19 +453,31 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
     models::ModelOptions mo;
     mo.image_size = c.image_size;
     mo.dropout = c.dropout;
+    mo.num_classes = num_classes;
     SL_ASSIGN_OR_RETURN(model, models::CreateModel(c.architecture, mo));
+  } else if (model->num_classes() != num_classes) {
+    return absl::InvalidArgumentError(absl::StrCat("the model has ", model->num_classes(), " outputs but the data have ",
+                                                   num_classes, " classes (", ctx.classes.ToString(), ")"));
   }
   model->to(device);
 
   // Data.
   std::vector<int> labels;
   for (const auto& s : train) labels.push_back(s.label);
+  for (const std::vector<data::Sample>* part : {&train, &val}) {
+    for (const data::Sample& s : *part) {
+      if (s.label < 0 || s.label >= num_classes) {
+        return absl::InvalidArgumentError(absl::StrCat("image ", s.image_id, " has label ", s.label,
+                                                       ", outside the ", num_classes, " classes"));
+      }
+    }
+  }
   const data::ClassWeighting weighting = c.class_weighting == "inverse"
                                              ? data::ClassWeighting::kInverseFrequency
                                              : data::ClassWeighting::kSqrtInverseFrequency;
   std::unique_ptr<data::Sampler> sampler;
   if (c.sampler == "balanced") {
-    sampler = std::make_unique<data::ClassBalancedSampler>(labels, weighting, train.size(), c.seed);
+    sampler = std::make_unique<data::ClassBalancedSampler>(labels, num_classes, weighting, train.size(), c.seed);
   } else {
     sampler = std::make_unique<data::ShuffleSampler>(train.size(), c.seed);
   }
@@ -493,15 +506,15 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
   if (loss_options.kind == LossOptions::Kind::kLogitAdjusted) {
     // The prior the sampler shows the model: the class frequencies, or uniform under
     // the class-balanced sampler (then the adjustment is a constant and does nothing).
-    std::vector<double> counts(kNumClasses, 0.0);
+    std::vector<double> counts(num_classes, 0.0);
     for (int y : labels) counts[y] += 1;
     for (double& n : counts) {
-      n = c.sampler == "balanced" ? 1.0 / kNumClasses : std::max(n, 1.0) / labels.size();
+      n = c.sampler == "balanced" ? 1.0 / num_classes : std::max(n, 1.0) / labels.size();
       loss_options.log_prior.push_back(std::log(n));
     }
     loss_options.logit_adjust_tau = c.logit_adjust_tau;
   } else if (loss_options.kind != LossOptions::Kind::kCrossEntropy && c.sampler != "balanced") {
-    const auto w = data::ClassWeights(labels, weighting);
+    const auto w = data::ClassWeights(labels, weighting, num_classes);
     loss_options.class_weights.assign(w.begin(), w.end());
   }
   const ScheduleOptions schedule = MakeSchedule(c);
@@ -682,7 +695,7 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
     if (ema) ema->Swap(*model);
     SL_ASSIGN_OR_RETURN(Predictions pred, std::move(validated));
     const std::vector<eval::Probs> probs = eval::Softmax(pred.logits);
-    SL_ASSIGN_OR_RETURN(const eval::Metrics metrics, eval::ComputeMetrics(pred.labels, probs));
+    SL_ASSIGN_OR_RETURN(const eval::Metrics metrics, eval::ComputeMetrics(pred.labels, probs, ctx.classes));
     record.val_metrics = eval::MetricsToJson(metrics);
     record.val_loss = metrics.nll;
     if (!record.val_metrics.contains(c.monitor) || !record.val_metrics[c.monitor].is_number()) {

@@ -91,8 +91,10 @@ struct TrainContext {
   GradientReducer* reducer = nullptr;  // Data-parallel when set.
   bool log_progress = true;            // Progress lines on stderr (rank 0 only).
   // A model to train (e.g. with pretrained weights loaded); created from the
-  // config (seeded) when null.
+  // config (seeded) when null, with one output per class of `classes`.
   std::shared_ptr<models::Classifier> model;
+  // The label set the samples' labels index (the data's: data::Catalogue::classes).
+  LabelSet classes = LabelSet::Ham10000();
 };
 
 struct TrainResult {

@@ -214,6 +214,32 @@ TEST(TrainerTest, ALastBatchOfOneImageIsDropped) {
   EXPECT_TRUE(std::isfinite(r->history[0].train_loss));
 }
 
+TEST(TrainerTest, TheDatasLabelSetSizesTheModel) {
+  // A 3-class model: labels remapped onto {0, 1, 2}; the metrics are per the 3 classes.
+  auto samples = FixtureSamples();
+  for (auto& s : samples) s.label %= 3;
+  TrainConfig c = TinyConfig();
+  c.precision = "fp32";
+  c.epochs = 1;
+  c.frozen_epochs = 0;
+  TempDir dir;
+  TrainContext ctx = Context(dir.path());
+  ctx.classes = *LabelSet::Create({"benign", "melanoma", "other"}, std::vector<std::string>{"melanoma"});
+  auto r = Train(c, samples, samples, ctx);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->model->num_classes(), 3);
+  EXPECT_EQ(r->history[0].val_metrics["labels"], nlohmann::json({"benign", "melanoma", "other"}));
+  EXPECT_EQ(r->history[0].val_metrics["malignant_classes"], nlohmann::json({"melanoma"}));
+  EXPECT_TRUE(r->history[0].val_metrics["melanoma_recall"].is_null()) << "no 'mel' class";
+  auto pred = PredictSamples(*r->model, samples, c.Preprocess(), "cpu", 4, 1);
+  ASSERT_TRUE(pred.ok()) << pred.status();
+  EXPECT_EQ(pred->logits[0].size(), 3u);
+  // A label outside the set is an error, not a crash.
+  samples[0].label = 3;
+  EXPECT_THAT(Train(c, samples, samples, ctx),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside the 3 classes")));
+}
+
 TEST(TrainerTest, InvalidConfigListsEveryProblem) {
   TrainConfig c = TinyConfig();
   c.epochs = 0;

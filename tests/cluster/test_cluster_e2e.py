@@ -12,12 +12,16 @@ seeded with the bundled model, trainer, inference, gateway, a real Prometheus), 
   5. asks Prometheus's HTTP API that every service was scraped and its key metrics
      are there;
   6. a second start on the same state directory is refused; SIGINT stops everything
-     and exits 0.
+     and exits 0;
+  7. a clinic's own 3 classes (image folders): trained, published, promoted (forced: its
+     metrics do not compare), hot-loaded and answered through the gateway with 3 labels.
 
 Environment: SKINLESION_BUILD_DIR (the build with every binary), SKINLESION_REPO.
 """
+import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,6 +93,18 @@ def tiny_job(epochs):
         "extra_json": json.dumps({"frozen_epochs": 1, "num_workers": 1, "threads": 1,
                                   "progress_interval_s": 0, "patience": 0}),
     }
+
+
+def class_folders(root):
+    """The committed fixtures as a clinic's image folders: benign/, melanoma/, other/."""
+    groups = {"mel": "melanoma", "akiec": "other", "bcc": "other"}
+    with open(os.path.join(FIXTURES, "metadata_subset.csv")) as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        folder = os.path.join(root, groups.get(row["dx"], "benign"))
+        os.makedirs(folder, exist_ok=True)
+        shutil.copy(os.path.join(FIXTURES, "images", row["image_id"] + ".jpg"), folder)
+    return root
 
 
 class Cluster:
@@ -210,15 +226,7 @@ class ClusterEndToEnd(unittest.TestCase):
         job = tiny_job(epochs=2)
         status, body, _ = http("POST", c.base + "/api/v1/jobs", job)
         self.assertEqual(status, 401, body)  # No token.
-        status, body, _ = http("POST", c.base + "/api/v1/jobs", job, token)
-        self.assertEqual(status, 201, body)
-        job_id = body["job_id"]
-
-        def finished():
-            s, j, _ = http("GET", f"{c.base}/api/v1/jobs/{job_id}")
-            return j if s == 200 and j.get("state") in ("succeeded", "failed", "cancelled") else None
-        done = wait_for(finished, 300, f"job {job_id} to finish", interval=1)
-        self.assertEqual(done["state"], "succeeded", done)
+        done = self._run_job(c, job, token)
         self.assertEqual(done["published_version"], 2)
         _, models, _ = http("GET", c.base + "/api/v1/models")
         model = next(m for m in models["models"] if m["name"] == "ham10000")
@@ -261,6 +269,54 @@ class ClusterEndToEnd(unittest.TestCase):
         # The served version as Prometheus saw it last.
         wait_for(lambda: query('skinlesion_model_version_info{model="ham10000",version="2"}'), 60,
                  "Prometheus to see version 2 served")
+
+        self._own_classes(c, token)
+
+    def _run_job(self, c, job, token):
+        """Submits `job` and waits for it: the finished job, which must have succeeded."""
+        status, body, _ = http("POST", c.base + "/api/v1/jobs", job, token)
+        self.assertEqual(status, 201, body)
+        job_id = body["job_id"]
+
+        def finished():
+            s, j, _ = http("GET", f"{c.base}/api/v1/jobs/{job_id}")
+            return j if s == 200 and j.get("state") in ("succeeded", "failed", "cancelled") else None
+        done = wait_for(finished, 300, f"job {job_id} to finish", interval=1)
+        self.assertEqual(done["state"], "succeeded", done)
+        return done
+
+    def _own_classes(self, c, token):
+        """A clinic's own 3 classes: an image-folder dataset is trained, published,
+        hot-loaded by inference and classified through the gateway with its labels."""
+        clinic = class_folders(os.path.join(c.tmp.name, "clinic"))
+        job = dict(tiny_job(epochs=2), data_dir=clinic, metadata_file="", split_file="")
+        job["extra_json"] = json.dumps(dict(json.loads(job["extra_json"]), malignant_classes="melanoma"))
+        done = self._run_job(c, job, token)
+        self.assertEqual(done["published_version"], 3)
+        # Its metrics do not compare with the 7-class model's: only a forced promotion.
+        alias_url = c.base + "/api/v1/models/ham10000/aliases/production"
+        status, body, _ = http("PUT", alias_url, {"version": 3, "reason": "e2e"}, token)
+        self.assertEqual(status, 412, body)
+        self.assertIn("classes", json.dumps(body))
+        status, body, _ = http("PUT", alias_url,
+                               {"version": 3, "reason": "e2e: a clinic's own classes", "force": True}, token)
+        self.assertEqual(status, 200, body)
+
+        with open(IMAGE, "rb") as f:
+            image = f.read()
+
+        def on_v3():
+            s, b, _ = http("POST", c.base + "/api/v1/predictions", image, {"Content-Type": "image/jpeg"})
+            return b if s == 200 and b["model"]["version"] == 3 else None
+        answer = wait_for(on_v3, 60, "inference to serve the 3-class version 3")
+        self.assertEqual([p["class"] for p in answer["probabilities"]], ["benign", "melanoma", "other"])
+        self.assertEqual([p["malignant"] for p in answer["probabilities"]], [False, True, False])
+        self.assertAlmostEqual(sum(p["probability"] for p in answer["probabilities"]), 1.0, places=4)
+        self.assertIn(answer["top_class"], ("benign", "melanoma", "other"))
+        self.assertEqual(len(answer["top"]), 3)
+        _, models, _ = http("GET", c.base + "/api/v1/models")
+        model = next(m for m in models["models"] if m["name"] == "ham10000")
+        self.assertEqual([k["class"] for k in model["serving"]["classes"]], ["benign", "melanoma", "other"])
 
 
 if __name__ == "__main__":

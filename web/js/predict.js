@@ -1,5 +1,6 @@
 // The predict page: choose / drop / photograph an image, upload it with progress,
-// show the 7 probabilities, risk, referral advice, model and timing, and the
+// show one probability per class of the model that answered (its own labels: the 7
+// HAM10000 classes for the bundled model), risk, referral advice, model and timing, and the
 // explanation overlay.
 
 import { describeError, el, formatBytes, formatMs, percent, postPrediction, referralMessage } from './api.js';
@@ -32,7 +33,8 @@ const errorBox = $('error');
 const resultEmpty = $('result-empty');
 const result = $('result');
 
-// Risk levels shown on the badge, from malignancy_risk = P(akiec) + P(bcc) + P(mel).
+// Risk levels shown on the badge, from malignancy_risk = the summed probability of the
+// model's malignant classes (P(akiec) + P(bcc) + P(mel) for HAM10000).
 const RISK_LEVELS = [
   { below: 0.15, name: 'low', cls: 'risk-low' },
   { below: 0.5, name: 'moderate', cls: 'risk-moderate' },
@@ -177,8 +179,9 @@ function renderBars(probabilities, topClass) {
         dataset: { class: p.class, testid: `bar-${p.class}`, probability: String(p.probability) },
       },
       el('span', { class: 'bar-label' },
-        el('span', { class: 'code', text: p.class }), ' ',
-        p.label || '',
+        el('span', { class: 'code', text: p.class }),
+        // A model's own codes may have no separate name (the label is the code).
+        p.label && p.label !== p.class ? ` ${p.label}` : '',
         p.malignant ? ' ' : null,
         p.malignant ? el('span', { class: 'tag', text: '(malignant type)' }) : null),
       el('span', { class: 'bar-track', attrs: { 'aria-hidden': 'true' } }, fill),
@@ -204,7 +207,7 @@ function renderResult(json, roundTripMs) {
   const topLine = $('top-class');
   topLine.replaceChildren('Most likely: ',
     el('strong', { text: top ? (top.label || top.class) : json.top_class }),
-    top ? ` (${top.class})` : '',
+    top && top.label && top.label !== top.class ? ` (${top.class})` : '',
     ' with ',
     el('strong', { text: percent(json.confidence) }),
     ' confidence.');
@@ -213,7 +216,10 @@ function renderResult(json, roundTripMs) {
   const riskBadge = $('risk-badge');
   riskBadge.className = `badge ${level.cls}`;
   riskBadge.textContent = `Malignancy risk: ${level.name} (${percent(json.malignancy_risk)})`;
-  riskBadge.title = 'Sum of the probabilities of the malignant types (akiec, bcc, mel)';
+  const malignantCodes = probabilities.filter((p) => p.malignant).map((p) => p.class);
+  riskBadge.title = malignantCodes.length > 0
+    ? `Sum of the probabilities of the malignant types (${malignantCodes.join(', ')})`
+    : 'This model has no malignant types: the risk is 0';
   const groupBadge = $('group-badge');
   const malignant = top ? Boolean(top.malignant) : false;
   groupBadge.className = `badge ${malignant ? 'group-malignant' : 'group-benign'}`;

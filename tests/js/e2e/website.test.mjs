@@ -5,6 +5,7 @@
 //
 //   SKINLESION_INFERENCE_BIN, SKINLESION_GATEWAY_BIN, SKINLESION_REGISTRY_BIN,
 //   SKINLESION_TRAINER_BIN: the binaries (the trainer's jobs run a stand-in CLI)
+//   SKINLESION_CLI_BIN: the skinlesion CLI (trains the 3-class model of the own-classes test)
 //   SKINLESION_REPO: the repository root (default: three levels up from this file)
 //   SKINLESION_ARTIFACTS: where screenshots and service logs go (default: a tmp dir)
 //   SKINLESION_CHROMIUM: the browser (default /usr/bin/chromium)
@@ -13,7 +14,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,6 +38,7 @@ let chromium = null;
 let browser = null;
 let gatewayUrl = '';
 let workDir = '';
+let serviceArgs = null;  // What the own-classes test needs to start a second gateway.
 
 function requireEnv(name) {
   const value = process.env[name];
@@ -127,6 +129,23 @@ async function waitForReady(url) {
   throw new Error(`${url} never became ready (last answer: ${last})`);
 }
 
+// A gateway in front of the inference service on `inferencePort` (and the shared
+// registry and trainer): its ready base URL.
+async function startGateway(name, inferencePort) {
+  const { gatewayBin, registryPort, trainerPort, tokenFile, listening } = serviceArgs;
+  const port = await startService(name, gatewayBin, [
+    '--port', '0',
+    '--inference_target', `127.0.0.1:${inferencePort}`,
+    '--registry_target', `127.0.0.1:${registryPort}`,
+    '--trainer_target', `127.0.0.1:${trainerPort}`,
+    '--token_file', tokenFile,
+    '--web_root', path.join(REPO, 'web'),
+  ], [listening]);
+  const url = `http://127.0.0.1:${port}`;
+  await waitForReady(`${url}/readyz`);
+  return url;
+}
+
 async function getJson(urlPath) {
   const response = await fetch(`${gatewayUrl}${urlPath}`);
   assert.equal(response.status, 200, `GET ${urlPath} -> ${response.status}`);
@@ -165,6 +184,18 @@ async function waitForOutcome(page) {
   return page.getAttribute('#main', 'data-state');
 }
 
+// Picks the fixture photo on the predict page: the API's answer, once the page shows it.
+async function uploadFixture(page) {
+  const responsePromise = page.waitForResponse(
+    (r) => r.url().includes('/api/v1/predictions') && r.request().method() === 'POST');
+  await page.locator('#file-input').setInputFiles(FIXTURE);
+  const response = await responsePromise;
+  assert.equal(response.status(), 200, `prediction answered ${response.status()}`);
+  const prediction = await response.json();
+  assert.equal(await waitForOutcome(page), 'done', await page.locator('#error').innerText());
+  return prediction;
+}
+
 // Reads the bar chart: [{cls, percent, text}] from the visible bars.
 async function readBars(page) {
   return page.$$eval('#bars > li', (items) => items.map((li) => ({
@@ -179,9 +210,9 @@ async function readBars(page) {
 
 const CLASSES = ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc'];
 
-function assertBars(bars, prediction) {
-  assert.equal(bars.length, 7, 'seven bars');
-  assert.deepEqual(bars.map((b) => b.cls), CLASSES, 'one bar per class, in index order');
+function assertBars(bars, prediction, classes = CLASSES) {
+  assert.equal(bars.length, classes.length, `${classes.length} bars`);
+  assert.deepEqual(bars.map((b) => b.cls), classes, 'one bar per class, in index order');
   for (const bar of bars) {
     assert.ok(bar.visible, `bar ${bar.cls} is visible`);
     assert.equal(bar.testid, `bar-${bar.cls}`);
@@ -194,7 +225,8 @@ function assertBars(bars, prediction) {
       const bar = bars.find((b) => b.cls === p.class);
       assert.equal(bar.text, `${(100 * p.probability).toFixed(1)}%`, `bar ${p.class} matches the API`);
       // What a screen reader reads: code, label and the malignant flag in words.
-      assert.equal(bar.label, `${p.class} ${p.label}${p.malignant ? ' (malignant type)' : ''}`);
+      const name = p.label && p.label !== p.class ? ` ${p.label}` : '';
+      assert.equal(bar.label, `${p.class}${name}${p.malignant ? ' (malignant type)' : ''}`);
     }
   }
 }
@@ -238,16 +270,8 @@ before(async () => {
       '--kill_grace_s', '2', '--token_file', tokenFile,
     ], [listening]),
   ]);
-  const gatewayPort = await startService('gateway', gatewayBin, [
-    '--port', '0',
-    '--inference_target', `127.0.0.1:${inferencePort}`,
-    '--registry_target', `127.0.0.1:${registryPort}`,
-    '--trainer_target', `127.0.0.1:${trainerPort}`,
-    '--token_file', tokenFile,
-    '--web_root', path.join(REPO, 'web'),
-  ], [listening]);
-  gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
-  await waitForReady(`${gatewayUrl}/readyz`);
+  serviceArgs = { inferenceBin, gatewayBin, registryPort, trainerPort, tokenFile, listening };
+  gatewayUrl = await startGateway('gateway', inferencePort);
 
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -282,13 +306,7 @@ test('predict: a photo gives 7 bars, model version, disclaimer; corrupt and over
     assert.ok(await disclaimer.isVisible(), 'the disclaimer is visible');
     assert.match(await disclaimer.innerText(), /not a diagnostic device/i);
 
-    const responsePromise = page.waitForResponse(
-      (r) => r.url().includes('/api/v1/predictions') && r.request().method() === 'POST');
-    await page.locator('#file-input').setInputFiles(FIXTURE);
-    const response = await responsePromise;
-    assert.equal(response.status(), 200, `prediction answered ${response.status()}`);
-    const prediction = await response.json();
-    assert.equal(await waitForOutcome(page), 'done', await page.locator('#error').innerText());
+    const prediction = await uploadFixture(page);
 
     assertBars(await readBars(page), prediction);
     assert.equal(await page.locator('#preview-img').evaluate((img) => img.naturalWidth > 0), true,
@@ -424,6 +442,49 @@ test('explanation: the heat map is drawn over the region it covers', { timeout: 
   assert.ok(await page.locator('#legend').isVisible());
   assert.match(await page.locator('#explain-note').innerText(), /grid/);
   await screenshot(page, t, 'predict-explanation');
+  assertNoProblems(page);
+  await page.context().close();
+});
+
+// The committed fixtures as a clinic's image folders (benign/, melanoma/, other/).
+function classFolders(root) {
+  const groups = { mel: 'melanoma', akiec: 'other', bcc: 'other' };
+  const lines = fs.readFileSync(path.join(FIXTURES, 'metadata_subset.csv'), 'utf8').trim().split('\n');
+  const header = lines[0].split(',');
+  for (const line of lines.slice(1)) {
+    const row = Object.fromEntries(line.split(',').map((v, i) => [header[i], v]));
+    const folder = path.join(root, groups[row.dx] || 'benign');
+    fs.mkdirSync(folder, { recursive: true });
+    fs.copyFileSync(path.join(FIXTURES, 'images', `${row.image_id}.jpg`), path.join(folder, `${row.image_id}.jpg`));
+  }
+  return root;
+}
+
+test('a model with its own classes: the website shows its 3 bars and its malignant type', { timeout: 240_000 }, async (t) => {
+  // A 3-class model trained here on image folders (seconds: 32 px, 2 epochs).
+  const cli = requireEnv('SKINLESION_CLI_BIN');
+  const data = classFolders(path.join(workDir, 'clinic'));
+  const run = path.join(workDir, 'clinic-run');
+  const trained = spawnSync(cli, ['train', '--data', data, '--out', run, '--set',
+    'architecture=resnet18,image_size=32,epochs=2,batch_size=4,frozen_epochs=1,num_workers=1,threads=1,' +
+    'progress_interval_s=0,patience=0,malignant_classes=melanoma'], { encoding: 'utf8', timeout: 180_000 });
+  assert.equal(trained.status, 0, `skinlesion train failed:\n${trained.stderr.slice(-3000)}`);
+  const { inferenceBin, listening } = serviceArgs;
+  const inferencePort = await startService('inference-clinic', inferenceBin, [
+    '--model_dir', path.join(run, 'model'), '--model', 'clinic', '--host', '127.0.0.1', '--port', '0',
+    '--metrics_port', '0',
+  ], [listening, /gRPC on \S+ \(port (\d+)\)/]);
+  const clinicUrl = await startGateway('gateway-clinic', inferencePort);
+
+  const page = await newPage();
+  await page.goto(`${clinicUrl}/`);
+  const prediction = await uploadFixture(page);
+  assert.deepEqual(prediction.probabilities.map((p) => p.class), ['benign', 'melanoma', 'other']);
+  assertBars(await readBars(page), prediction, ['benign', 'melanoma', 'other']);
+  // The risk is the model's own malignant type, named on the badge.
+  assert.equal(await page.locator('#risk-badge').getAttribute('title'),
+    'Sum of the probabilities of the malignant types (melanoma)');
+  await screenshot(page, t, 'predict-own-classes');
   assertNoProblems(page);
   await page.context().close();
 });
