@@ -242,13 +242,16 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& data_dir, const std::stri
   out.format = *format;
   out.source = csv;
   switch (*format) {
+    // The text read once above is parsed here (the Load* helpers would read it again).
     case DatasetFormat::kHam10000: {
-      SL_ASSIGN_OR_RETURN(out.catalogue, LoadHam10000(csv, data_dir, {}));
+      SL_ASSIGN_OR_RETURN(std::vector<Sample> rows, ParseHam10000Metadata(text, csv));
+      SL_ASSIGN_OR_RETURN(out.catalogue, WithImages(std::move(rows), Ham10000ImageDirs(data_dir), csv));
       break;
     }
     case DatasetFormat::kIsic: {
-      SL_ASSIGN_OR_RETURN(out.catalogue,
-                          LoadIsic2018(csv, data_dir, {.skip_labels = options.skip_labels}, &out.skipped_labels));
+      SL_ASSIGN_OR_RETURN(LabelledRows parsed, ParseIsicGroundTruth(text, csv, options.skip_labels, &out.skipped_labels));
+      SL_ASSIGN_OR_RETURN(out.catalogue, WithImages(std::move(parsed.rows), {data_dir}, csv));
+      out.catalogue.classes = std::move(parsed.classes);
       break;
     }
     case DatasetFormat::kPlainCsv: {

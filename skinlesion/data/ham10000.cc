@@ -103,6 +103,10 @@ absl::StatusOr<std::vector<Sample>> ParseHam10000Metadata(absl::string_view text
   return rows;
 }
 
+std::vector<std::string> Ham10000ImageDirs(const std::string& image_root) {
+  return {image_root + "/HAM10000_images_part_1", image_root + "/HAM10000_images_part_2", image_root};
+}
+
 absl::StatusOr<Catalogue> LoadHam10000(const std::string& metadata_csv,
                                        const std::string& image_root,
                                        const Ham10000Options& options) {
@@ -110,8 +114,7 @@ absl::StatusOr<Catalogue> LoadHam10000(const std::string& metadata_csv,
                       ReadFileToString(metadata_csv, /*max_bytes=*/size_t{64} << 20));
   SL_ASSIGN_OR_RETURN(std::vector<Sample> rows, ParseHam10000Metadata(text, metadata_csv));
   if (!options.require_images) return CatalogueWithoutImages(std::move(rows));
-  auto index = ImageIndex::Build(
-      {image_root + "/HAM10000_images_part_1", image_root + "/HAM10000_images_part_2", image_root});
+  auto index = ImageIndex::Build(Ham10000ImageDirs(image_root));
   if (!index.ok()) return Annotate(index.status(), "HAM10000 images under ", image_root);
   return AttachImages(std::move(rows), *index, metadata_csv);
 }

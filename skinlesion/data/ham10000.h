@@ -42,6 +42,10 @@ absl::StatusOr<std::vector<Sample>> ParseHam10000Metadata(
 
 // Reads `metadata_csv` (errors name that path) and attaches images under
 // `image_root` as described above.
+// Where HAM10000's images are under `image_root`, in order of preference: the Kaggle
+// layout's two part folders, then the root itself (a flat folder).
+std::vector<std::string> Ham10000ImageDirs(const std::string& image_root);
+
 absl::StatusOr<Catalogue> LoadHam10000(const std::string& metadata_csv,
                                        const std::string& image_root,
                                        const Ham10000Options& options = {});

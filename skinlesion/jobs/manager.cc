@@ -414,14 +414,12 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
     r->cancel = true;
     r->cv.notify_all();
   }
+  // The run's finish() sets done under mu_ and notifies cv_: wait for it (no polling).
   const auto deadline = std::chrono::steady_clock::now() +
                         absl::ToChronoMilliseconds(options_.kill_grace) + std::chrono::seconds(5);
-  while (std::chrono::steady_clock::now() < deadline) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (r->done) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_until(lock, deadline, [&] { return r->done; });
   }
   return store_->Get(id);
 }
