@@ -75,7 +75,10 @@ absl::StatusOr<nlohmann::json> SummariseFolds(const std::vector<FoldResult>& fol
     if (!seen.insert(f.fold).second) {
       return absl::InvalidArgumentError(absl::StrCat("fold ", f.fold, " is given twice"));
     }
-    nlohmann::json row = {{"fold", f.fold}, {"train_minutes", f.train_minutes}, {"logged_minutes", f.logged_minutes}};
+    const bool costed = f.train_minutes > 0;
+    nlohmann::json row = {{"fold", f.fold},
+                          {"train_minutes", costed ? nlohmann::json(f.train_minutes) : nlohmann::json()},
+                          {"logged_minutes", costed ? nlohmann::json(f.logged_minutes) : nlohmann::json()}};
     if (f.metrics.contains("n")) row["n"] = f.metrics["n"];
     for (size_t m = 0; m < CrossValidationMetrics().size(); ++m) {
       const std::string& path = CrossValidationMetrics()[m];
@@ -84,14 +87,16 @@ absl::StatusOr<nlohmann::json> SummariseFolds(const std::vector<FoldResult>& fol
       row[path] = v;
       values[m].push_back(v.get<double>());
     }
-    minutes.push_back(f.train_minutes);
+    if (costed) minutes.push_back(f.train_minutes);
     rows.push_back(std::move(row));
   }
   nlohmann::json summary = nlohmann::json::object();
   for (size_t m = 0; m < values.size(); ++m) {
     if (!values[m].empty()) summary[CrossValidationMetrics()[m]] = Describe(values[m]);
   }
-  return nlohmann::json{{"folds", rows}, {"summary", summary}, {"train_minutes", Describe(minutes)}};
+  return nlohmann::json{{"folds", rows},
+                        {"summary", summary},
+                        {"train_minutes", minutes.empty() ? nlohmann::json() : Describe(minutes)}};
 }
 
 std::string CrossValidationMarkdown(const nlohmann::json& cv) {
@@ -107,8 +112,9 @@ std::string CrossValidationMarkdown(const nlohmann::json& cv) {
   }
   absl::StrAppend(&out, "\n", rule, "\n");
   for (const nlohmann::json& row : cv["folds"]) {
+    const nlohmann::json& minutes = row["train_minutes"];
     absl::StrAppend(&out, "| ", row["fold"].get<int>(), " | ", row.value("n", 0), " | ",
-                    absl::StrFormat("%.1f", row["train_minutes"].get<double>()), " |");
+                    minutes.is_number() ? absl::StrFormat("%.1f", minutes.get<double>()) : "–", " |");
     for (const std::string& c : columns) {
       absl::StrAppend(&out, row.contains(c) ? absl::StrFormat(" %.4f |", row[c].get<double>()) : " – |");
     }
@@ -116,7 +122,9 @@ std::string CrossValidationMarkdown(const nlohmann::json& cv) {
   }
   const nlohmann::json& t = cv["train_minutes"];
   absl::StrAppend(&out, "| mean ± sd | | ",
-                  absl::StrFormat("%.1f ± %.1f", t["mean"].get<double>(), t["sd"].get<double>()), " |");
+                  t.is_object() ? absl::StrFormat("%.1f ± %.1f", t["mean"].get<double>(), t["sd"].get<double>())
+                                : "–",
+                  " |");
   for (const std::string& c : columns) {
     const nlohmann::json& s = cv["summary"][c];
     absl::StrAppend(&out, absl::StrFormat(" %.4f ± %.4f |", s["mean"].get<double>(), s["sd"].get<double>()));

@@ -18,7 +18,8 @@ struct FoldResult {
   int fold = 0;
   nlohmann::json metrics;
   // The run's epochs' median duration times their number: what the round costs on a
-  // machine doing nothing else, even when other work shared it for a while.
+  // machine doing nothing else, even when other work shared it for a while. 0: unknown
+  // (a round whose training log is not there, e.g. one run on another machine).
   double train_minutes = 0;
   double logged_minutes = 0;  // The epochs' durations as logged, summed.
 };
@@ -29,7 +30,8 @@ const std::vector<std::string>& CrossValidationMetrics();
 // {"folds": [{"fold", "train_minutes", "logged_minutes", "<metric>": value...}...], "summary": {"<metric>":
 // {"mean", "sd", "min", "max", "n"}}, "train_minutes": {...}}. sd is the sample standard
 // deviation (n - 1), 0 for one fold. A metric missing from a round (e.g. no referral
-// threshold) is left out of that round and summarised over the others.
+// threshold) is left out of that round and summarised over the others; so is an unknown
+// cost (train_minutes 0: null in its row, "train_minutes" null when no round has one).
 // InvalidArgument for no rounds or a fold given twice.
 absl::StatusOr<nlohmann::json> SummariseFolds(const std::vector<FoldResult>& folds);
 

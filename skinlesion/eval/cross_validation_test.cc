@@ -59,5 +59,27 @@ TEST(CrossValidationTest, OneRoundHasNoSpreadAndBadInputIsRefused) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("twice")));
 }
 
+TEST(CrossValidationTest, AnUnknownCostIsLeftOutNotAveragedAsZero) {
+  // Round 0 ran elsewhere (its metrics kept, its training log not): its cost is unknown.
+  auto cv = SummariseFolds({{.fold = 0, .metrics = Round(0.54, 0.92, 0.5, std::nullopt)},
+                            {.fold = 1, .metrics = Round(0.56, 0.93, 0.6, std::nullopt), .train_minutes = 20,
+                             .logged_minutes = 25},
+                            {.fold = 2, .metrics = Round(0.52, 0.91, 0.4, std::nullopt), .train_minutes = 24,
+                             .logged_minutes = 30}});
+  ASSERT_THAT(cv, IsOk());
+  EXPECT_TRUE((*cv)["folds"][0]["train_minutes"].is_null());
+  EXPECT_DOUBLE_EQ((*cv)["train_minutes"]["mean"].get<double>(), 22.0);
+  EXPECT_EQ((*cv)["train_minutes"]["n"].get<int>(), 2);
+  EXPECT_EQ((*cv)["summary"]["balanced_accuracy"]["n"].get<int>(), 3) << "its metrics still count";
+  const std::string md = CrossValidationMarkdown(*cv);
+  EXPECT_THAT(md, HasSubstr("| 0 | 100 | – |"));
+  EXPECT_THAT(md, HasSubstr("| mean ± sd | | 22.0 ± 2.8 |"));
+  // No round with a cost: no cost summary.
+  auto unknown = SummariseFolds({{.fold = 0, .metrics = Round(0.5, 0.9, 0.5, std::nullopt)}});
+  ASSERT_THAT(unknown, IsOk());
+  EXPECT_TRUE((*unknown)["train_minutes"].is_null());
+  EXPECT_THAT(CrossValidationMarkdown(*unknown), HasSubstr("| mean ± sd | | – |"));
+}
+
 }  // namespace
 }  // namespace skinlesion::eval
