@@ -478,8 +478,11 @@ test('a model with its own classes: the website shows its 3 bars and its maligna
 
   const page = await newPage();
   await page.goto(`${clinicUrl}/`);
+  await page.locator('#explain-toggle').check();  // Explained too, for its own top class.
   const prediction = await uploadFixture(page);
   assert.deepEqual(prediction.probabilities.map((p) => p.class), ['benign', 'melanoma', 'other']);
+  assert.ok(prediction.explanation, 'the 3-class model explains its answer');
+  assert.equal(prediction.explanation.heat.length, prediction.explanation.width * prediction.explanation.height);
   assertBars(await readBars(page), prediction, ['benign', 'melanoma', 'other']);
   // The risk is the model's own malignant type, named on the badge.
   assert.equal(await page.locator('#risk-badge').getAttribute('title'),
