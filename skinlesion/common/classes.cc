@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <array>
-
 #include <set>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
