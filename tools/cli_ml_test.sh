@@ -156,6 +156,22 @@ awk -F, 'BEGIN{OFS=","} NR>1 && $3=="val" && (n++ % 2) {$3="test"} {print}' "$OU
   > "$OUT/byo_train.txt" 2>&1
 test -s "$OUT/byo_run/model/model.safetensors"
 /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1]))['data']; assert d['format'] == 'class folders' and d['dataset'] == 'folders' and 'HAM10000' not in d['licence'], d" "$OUT/byo_run/model/manifest.json"
+# A model made to ship trains on every image but the validation ones (no test partition):
+# the report is on the validation images and says they also fitted it.
+awk -F, 'BEGIN{OFS=","} NR>1 && $3=="test" {$3="train"} {print}' "$OUT/byo_split2.csv" > "$OUT/ship_split.csv"
+"$CLI" train --data "$OUT/folders" --split "$OUT/ship_split.csv" --out "$OUT/ship_run" --device cpu \
+  --set architecture=resnet18,image_size=32,epochs=1,frozen_epochs=0,batch_size=4,num_workers=1,threads=1,progress_interval_s=0 \
+  > "$OUT/ship_train.txt" 2>&1
+grep -q "no test partition: validation split" "$OUT/ship_train.txt"
+/usr/bin/python3 - "$OUT/ship_run" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+m = json.load(open(os.path.join(d, "report", "metrics.json")))["context"]
+assert m["partition"] == "val" and m["report_on_fitting_data"] is True, (m["partition"], m.get("report_on_fitting_data"))
+man = json.load(open(os.path.join(d, "model", "manifest.json")))
+assert man["data"]["test_images"] == 0 and man["data"]["val_images"] > 0, man["data"]
+assert man["golden_set"]["items"], man["golden_set"]
+PY
 {
   echo "image,label,patient_id,age,sex"
   tail -n +2 "$FIX/metadata_subset.csv" | awk -F, '{print $2 ".jpg," $3 ",P" (NR % 5) ",50,female"}'

@@ -424,7 +424,11 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   SL_ASSIGN_OR_RETURN(const data::TrainValTest sets, data::ApplyRound(*split, catalogue, cmd.fold));
   const std::vector<data::Sample>& train_set = sets.train;
   const std::vector<data::Sample>& val_set = sets.val;
-  const std::vector<data::Sample>& test_set = sets.test;
+  // A run made to ship may have no test partition (every image but the validation ones
+  // trains it): its report is then on the validation images, which also chose the epoch,
+  // the temperature and the referral threshold, so its figures are optimistic and say so.
+  const bool report_on_val = sets.test.empty();
+  const std::vector<data::Sample>& test_set = report_on_val ? sets.val : sets.test;
   std::fprintf(stderr, "[train] %s on %s: %zu train / %zu val / %zu test images, split %s%s\n",
                config.architecture.c_str(), device.c_str(), train_set.size(), val_set.size(),
                test_set.size(), split->Digest().substr(0, 12).c_str(),
@@ -470,9 +474,11 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   SL_ASSIGN_OR_RETURN(const train::Predictions val_pred,
                       train::PredictSamples(*result.model, val_set, config.Preprocess(), device,
                                             config.batch_size, config.num_workers));
-  SL_ASSIGN_OR_RETURN(const train::Predictions test_pred,
-                      train::PredictSamples(*result.model, test_set, config.Preprocess(), device,
-                                            config.batch_size, config.num_workers));
+  train::Predictions test_pred = val_pred;
+  if (!report_on_val) {
+    SL_ASSIGN_OR_RETURN(test_pred, train::PredictSamples(*result.model, test_set, config.Preprocess(),
+                                                         device, config.batch_size, config.num_workers));
+  }
   eval::ReportInput report;
   report.classes = classes;
   report.labels = test_pred.labels;
@@ -489,7 +495,9 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   // checked against non-lesion images (skinlesion fit-thresholds --ood_images).
   report.context = {{"architecture", config.architecture}, {"split_digest", split->Digest()},
                     {"best_epoch", result.best_epoch + 1}, {"epochs_run", result.epochs_run},
-                    {"partition", cmd.fold >= 0 ? absl::StrCat("fold", cmd.fold) : "test"},
+                    {"partition", cmd.fold >= 0 ? absl::StrCat("fold", cmd.fold)
+                                  : report_on_val ? "val" : "test"},
+                    {"report_on_fitting_data", report_on_val},
                     // The test report runs the fp32 master weights, whatever training used.
                     {"precision", "fp32"},
                     {"training_numerics", result.numerics}};
@@ -532,7 +540,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                       {"fold", cmd.fold >= 0 ? nlohmann::json(cmd.fold) : nlohmann::json(nullptr)},
                       {"train_images", train_set.size()},
                       {"val_images", val_set.size()},
-                      {"test_images", test_set.size()},
+                      {"test_images", sets.test.size()},
                       {"licence", ham10000 ? "CC BY-NC 4.0 (HAM10000): non-commercial use only"
                                            : "the training data's own (not recorded here)"}};
   manifest["created"] = Now();
@@ -543,7 +551,12 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   if (progress != nullptr) progress->Phase("exported");
   std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
               result.best_epoch + 1, result.epochs_run, result.early_stopped ? " (early stop)" : "");
-  std::printf("test split (%zu images):\n", test_set.size());
+  if (report_on_val) {
+    std::printf("no test partition: validation split (%zu images; it also chose the epoch, "
+                "temperature and threshold, so these figures are optimistic):\n", test_set.size());
+  } else {
+    std::printf("test split (%zu images):\n", test_set.size());
+  }
   PrintHeadline(metrics);
   std::printf("wrote %s/model, %s/report, %s/train_log.jsonl\n", cmd.out_dir.c_str(),
               cmd.out_dir.c_str(), cmd.out_dir.c_str());
