@@ -42,6 +42,7 @@
 #include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
+#include "skinlesion/manifest/manifest.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/serving/preprocessing.h"
 #include "skinlesion/serving/serving.h"
@@ -175,40 +176,44 @@ std::map<std::string, std::vector<std::string>> Subgroups(const std::vector<data
   return g;
 }
 
-// The manifest's "refer" object from a report's "referral" block: the uncertainty
-// limits, the malignancy-risk threshold fitted on validation data (when there were
-// malignant validation cases) with its target and what it reached there.
-nlohmann::json ReferManifest(const nlohmann::json& metrics) {
+// The manifest's refer rule from a report's "referral" block: the uncertainty limits
+// and the malignancy-risk threshold fitted on validation data (when there were
+// malignant validation cases) with its target; where it was fitted and what it reached
+// there go into the document's "refer" object.
+void SetRefer(const nlohmann::json& metrics, ModelManifest& manifest) {
   const nlohmann::json& r = metrics.at("referral");
-  nlohmann::json refer = {{"min_confidence", r["policy"]["min_confidence"]},
-                          {"min_margin", r["policy"]["min_margin"]},
-                          {"target_sensitivity", r["policy"]["target_sensitivity"]}};
-  if (r["policy"]["malignancy_risk_threshold"].is_number()) {
-    refer["malignancy_risk_threshold"] = r["policy"]["malignancy_risk_threshold"];
-    refer["fitted_on"] = r.value("threshold_source", "");
+  const nlohmann::json& policy = r.at("policy");
+  manifest.refer.min_confidence = policy.at("min_confidence").get<double>();
+  manifest.refer.min_margin = policy.at("min_margin").get<double>();
+  manifest.refer.target_sensitivity = policy.at("target_sensitivity").get<double>();
+  manifest.refer.risk_threshold.reset();
+  nlohmann::json provenance = nlohmann::json::object();
+  if (policy["malignancy_risk_threshold"].is_number()) {
+    manifest.refer.risk_threshold = policy["malignancy_risk_threshold"].get<double>();
+    provenance["fitted_on"] = r.value("threshold_source", "");
     if (r.contains("validation")) {
       const nlohmann::json& v = r["validation"];
-      refer["validation"] = {{"malignant_sensitivity", v["malignant_sensitivity"]["value"]},
-                             {"benign_specificity", v["benign_specificity"]["value"]},
-                             {"melanoma_sensitivity", v["melanoma_sensitivity"]["value"]},
-                             {"refer_rate", v["refer_rate"]["value"]},
-                             {"n", v["n"]}};
+      provenance["validation"] = {{"malignant_sensitivity", v["malignant_sensitivity"]["value"]},
+                                  {"benign_specificity", v["benign_specificity"]["value"]},
+                                  {"melanoma_sensitivity", v["melanoma_sensitivity"]["value"]},
+                                  {"refer_rate", v["refer_rate"]["value"]},
+                                  {"n", v["n"]}};
     }
   }
-  return refer;
+  manifest.document["refer"] = std::move(provenance);
 }
 
-// The manifest's "ood" object: the threshold of `method` that rejects `reject_rate`
-// of the in-distribution images whose scores are given, and the share it rejects there.
-absl::StatusOr<nlohmann::json> FitOod(OodMethod method, const std::vector<double>& scores, double reject_rate) {
+// The out-of-distribution policy of `method` whose threshold rejects `reject_rate` of
+// the in-distribution images whose scores are given; `lesions_rejected`: the share it
+// rejects there.
+absl::StatusOr<OodPolicy> FitOod(OodMethod method, const std::vector<double>& scores, double reject_rate,
+                                 double* lesions_rejected) {
   const std::optional<double> t = FitOodThreshold(scores, reject_rate);
   if (!t) return absl::FailedPreconditionError("no finite score to fit an out-of-distribution threshold on");
   int rejected = 0;
   for (double e : scores) rejected += IsOutOfDistribution(e, {.threshold = *t});
-  return nlohmann::json{{"method", OodMethodName(method)},
-                        {"threshold", *t},
-                        {"reject_rate", reject_rate},
-                        {"lesions_rejected", static_cast<double>(rejected) / scores.size()}};
+  *lesions_rejected = static_cast<double>(rejected) / scores.size();
+  return OodPolicy{.method = method, .threshold = *t, .reject_rate = reject_rate};
 }
 
 std::string Now() {
@@ -244,18 +249,16 @@ absl::Status WriteGoldenSet(const std::string& model_dir, const std::vector<std:
   SL_ASSIGN_OR_RETURN(auto predictor,
                       predict::Predictor::Create(
                           model_dir, {.device = "cpu", .precision = PrecisionChoice::kFp32}));
-  nlohmann::json items = nlohmann::json::array();
+  GoldenSet golden;  // The default tolerances (manifest.h).
   for (const std::string& name : files) {
     SL_ASSIGN_OR_RETURN(const predict::Prediction p, predictor->PredictFile(model_dir + "/" + name));
-    items.push_back({{"file", name},
-                     {"probabilities", std::vector<float>(p.probabilities.begin(), p.probabilities.end())},
-                     {"top_class", p.code}});
+    golden.items.push_back({.file = name,
+                            .probabilities = std::vector<float>(p.probabilities.begin(), p.probabilities.end()),
+                            .top_class = p.code});
   }
-  nlohmann::json manifest = predictor->manifest();
-  manifest["golden_set"] = {{"tolerance", serving::kDefaultGoldenTolerance},
-                            {"tolerance_bf16", serving::kDefaultGoldenToleranceBf16},
-                            {"items", items}};
-  return WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n");
+  SL_ASSIGN_OR_RETURN(ModelManifest manifest, ReadModelManifest(model_dir));
+  manifest.golden_set = std::move(golden);
+  return WriteModelManifest(model_dir, manifest);
 }
 
 // Up to `n` images for a golden set: the first of each class in turn (so the set
@@ -508,45 +511,45 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   result.model->to(torch::kCPU);
   SL_RETURN_IF_ERROR(models::SaveCheckpoint(*result.model, model_dir,
                                             config.image_size, classes.codes()));
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(model_dir + "/manifest.json", 1 << 20));
-  nlohmann::json manifest = nlohmann::json::parse(text);
-  manifest["malignant_classes"] = classes.malignant_codes();
-  manifest["calibration"] = {{"temperature", metrics["temperature"]}, {"fitted_on", "val"}};
-  manifest["refer"] = ReferManifest(metrics);
-  manifest["preprocessing"] = {{"size", config.image_size}, {"resize", "shorter_side_center_crop"},
-                               {"mean", {0.485, 0.456, 0.406}}, {"std", {0.229, 0.224, 0.225}}};
-  if (config.colour_constancy_p > 0) {
-    manifest["preprocessing"]["colour_constancy"] = {{"method", "shades_of_gray"},
-                                                     {"p", config.colour_constancy_p}};
-  }
+  SL_ASSIGN_OR_RETURN(ModelManifest manifest, ReadModelManifest(model_dir));
+  manifest.classes = classes;
+  manifest.temperature = metrics["temperature"].get<double>();
+  SetRefer(metrics, manifest);
+  manifest.image_size = config.image_size;
+  manifest.resize = kResizeShorterSideCenterCrop;
+  manifest.mean = kImageNetMean;
+  manifest.std = kImageNetStd;
+  manifest.shades_of_gray_p = config.colour_constancy_p;
+  nlohmann::json& doc = manifest.document;
+  doc["calibration"] = {{"fitted_on", "val"}};
   nlohmann::json test_metrics = metrics;
   test_metrics.erase("confusion_matrix_normalized");
-  manifest["metrics"] = test_metrics;
-  manifest["training"] = {{"config", config.ToJson()},
-                          {"best_epoch", result.best_epoch + 1},
-                          {"epochs_run", result.epochs_run},
-                          {"early_stopped", result.early_stopped},
-                          {"device", device},
-                          {"numerics", result.numerics},
-                          {"numerics_reason", result.numerics_reason},
-                          {"cpu", {{"model", DetectCpuFeatures().model_name},
-                                   {"flags", DetectCpuFeatures().FlagList()}}},
-                          {"command", cmd.command_line}};
+  doc["metrics"] = test_metrics;
+  doc["training"] = {{"config", config.ToJson()},
+                     {"best_epoch", result.best_epoch + 1},
+                     {"epochs_run", result.epochs_run},
+                     {"early_stopped", result.early_stopped},
+                     {"device", device},
+                     {"numerics", result.numerics},
+                     {"numerics_reason", result.numerics_reason},
+                     {"cpu", {{"model", DetectCpuFeatures().model_name},
+                              {"flags", DetectCpuFeatures().FlagList()}}},
+                     {"command", cmd.command_line}};
   const bool ham10000 = dataset.format == data::DatasetFormat::kHam10000;
-  manifest["data"] = {{"dataset", ham10000 ? std::string("HAM10000") : fs::path(dataset.source).filename().string()},
-                      {"format", data::DatasetFormatName(dataset.format)},
-                      {"split_digest", split->Digest()},
-                      {"split_method", split->method()},
-                      {"fold", cmd.fold >= 0 ? nlohmann::json(cmd.fold) : nlohmann::json(nullptr)},
-                      {"train_images", train_set.size()},
-                      {"val_images", val_set.size()},
-                      {"test_images", sets.test.size()},
-                      {"licence", ham10000 ? "CC BY-NC 4.0 (HAM10000): non-commercial use only"
-                                           : "the training data's own (not recorded here)"}};
-  manifest["created"] = Now();
-  manifest["code_version"] = CodeVersion();
-  SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(model_dir + "/model.safetensors"));
-  SL_RETURN_IF_ERROR(WriteFileAtomically(model_dir + "/manifest.json", manifest.dump(2) + "\n"));
+  doc["data"] = {{"dataset", ham10000 ? std::string("HAM10000") : fs::path(dataset.source).filename().string()},
+                 {"format", data::DatasetFormatName(dataset.format)},
+                 {"split_digest", split->Digest()},
+                 {"split_method", split->method()},
+                 {"fold", cmd.fold >= 0 ? nlohmann::json(cmd.fold) : nlohmann::json(nullptr)},
+                 {"train_images", train_set.size()},
+                 {"val_images", val_set.size()},
+                 {"test_images", sets.test.size()},
+                 {"licence", ham10000 ? "CC BY-NC 4.0 (HAM10000): non-commercial use only"
+                                      : "the training data's own (not recorded here)"}};
+  doc["created"] = Now();
+  doc["code_version"] = CodeVersion();
+  SL_ASSIGN_OR_RETURN(manifest.sha256, Sha256File(model_dir + "/" + kWeightsFile));
+  SL_RETURN_IF_ERROR(WriteModelManifest(model_dir, manifest));
   SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(test_set, classes.size(), 4)));
   if (progress != nullptr) progress->Phase("exported");
   std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
@@ -726,29 +729,36 @@ absl::Status RunExport(const ExportCommand& cmd) {
     return absl::AlreadyExistsError(absl::StrCat(cmd.out_dir, " exists and is not empty"));
   }
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
-  nlohmann::json source = nlohmann::json::parse(text, nullptr, false);
-  if (!source.is_object()) return absl::DataLossError(absl::StrCat(cmd.model_dir, "/manifest.json is not a JSON object"));
+  SL_ASSIGN_OR_RETURN(const ModelManifest source, ReadModelManifest(cmd.model_dir));
   // Golden images: the ones given, else the source's own golden files.
   std::vector<std::string> golden = cmd.golden;
-  if (golden.empty() && source.contains("golden_set")) {
-    for (const auto& item : source["golden_set"].value("items", nlohmann::json::array())) {
-      golden.push_back(cmd.model_dir + "/" + item.value("file", ""));
-    }
+  if (golden.empty() && source.golden_set.has_value()) {
+    for (const GoldenItem& item : source.golden_set->items) golden.push_back(cmd.model_dir + "/" + item.file);
   }
   SL_RETURN_IF_ERROR(models::SaveCheckpoint(*checkpoint.model, cmd.out_dir, checkpoint.manifest.image_size,
                                             checkpoint.manifest.labels, checkpoint.manifest.vit, cmd.fp16));
-  // Keep the provenance of the source; the weights (and their digest) are new.
-  SL_ASSIGN_OR_RETURN(const std::string fresh, ReadFileToString(cmd.out_dir + "/manifest.json", 1 << 20));
-  nlohmann::json manifest = nlohmann::json::parse(fresh);
-  for (const auto& [key, value] : source.items()) {
-    if (!manifest.contains(key) && key != "golden_set" && key != "sha256") manifest[key] = value;
+  // The source's manifest (typed fields and provenance) with what SaveCheckpoint
+  // wrote for the new weights; the golden set is recorded again below.
+  SL_ASSIGN_OR_RETURN(const ModelManifest fresh, ReadModelManifest(cmd.out_dir));
+  ModelManifest manifest = source;
+  for (const auto& [key, value] : fresh.document.items()) manifest.document[key] = value;
+  manifest.golden_set.reset();
+  manifest.document["weights_dtype"] = cmd.fp16 ? "float16" : "float32";
+  manifest.document["code_version"] = CodeVersion();
+  manifest.document["exported_from"] = {{"sha256", source.sha256},
+                                        {"created", source.document.value("created", "")}};
+  manifest.document.erase("sha256");
+  SL_ASSIGN_OR_RETURN(manifest.sha256, Sha256File(cmd.out_dir + "/" + kWeightsFile));
+  // The not-a-lesion check's fitted Gaussian travels with the weights it was fitted on.
+  if (!source.ood.features_file.empty()) {
+    std::error_code copy_ec;
+    fs::copy_file(cmd.model_dir + "/" + source.ood.features_file, cmd.out_dir + "/" + source.ood.features_file,
+                  fs::copy_options::overwrite_existing, copy_ec);
+    if (copy_ec) {
+      return absl::NotFoundError(absl::StrCat(cmd.model_dir, "/", source.ood.features_file, ": ", copy_ec.message()));
+    }
   }
-  manifest["weights_dtype"] = cmd.fp16 ? "float16" : "float32";
-  manifest["code_version"] = CodeVersion();
-  manifest["exported_from"] = {{"sha256", source.value("sha256", "")}, {"created", source.value("created", "")}};
-  SL_ASSIGN_OR_RETURN(manifest["sha256"], Sha256File(cmd.out_dir + "/model.safetensors"));
-  SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.out_dir + "/manifest.json", manifest.dump(2) + "\n"));
+  SL_RETURN_IF_ERROR(WriteModelManifest(cmd.out_dir, manifest));
   SL_RETURN_IF_ERROR(WriteGoldenSet(cmd.out_dir, golden));
   std::printf("exported %s -> %s (%s weights, %lld bytes, golden set of %zu)\n", cmd.model_dir.c_str(),
               cmd.out_dir.c_str(), cmd.fp16 ? "float16" : "float32",
@@ -905,9 +915,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   const PreprocessOptions preprocess = serving::PreprocessOptionsFor(spec);
   SL_ASSIGN_OR_RETURN(const train::Predictions pred,
                       train::PredictSamples(*checkpoint.model, samples, preprocess, "cpu", 32, 2, false, {}, embed));
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
-  nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
-  if (!manifest.is_object()) return absl::DataLossError(absl::StrCat(cmd.model_dir, "/manifest.json is not a JSON object"));
+  ModelManifest manifest = spec;
   const nlohmann::json fitted_data = {{"split_digest", split.Digest()}, {"partition", cmd.partition},
                                       {"images", samples.size()}};
 
@@ -925,8 +933,8 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   nlohmann::json fitted = {{"referral", eval::ReferralToJson(eval::EvaluateReferral(pred.labels, probs, policy, spec.classes))}};
   fitted["referral"]["threshold_source"] = absl::StrCat("fitted_on_", cmd.partition);
   fitted["referral"]["validation"] = fitted["referral"];
-  manifest["refer"] = ReferManifest(fitted);
-  manifest["refer"]["fitted_data"] = fitted_data;
+  SetRefer(fitted, manifest);
+  manifest.document["refer"]["fitted_data"] = fitted_data;
   std::printf("fitted on %zu %s images: refer when malignancy risk >= %.4f (target sensitivity %.2f)\n",
               samples.size(), cmd.partition.c_str(), threshold, cmd.target_sensitivity);
   PrintReferral(fitted);
@@ -953,12 +961,13 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
                                       {"images", fit_part.samples.size()}}}};
   }
   SL_ASSIGN_OR_RETURN(const std::vector<double> inside, OodScores(ood_method, pred, gaussian ? &*gaussian : nullptr));
-  SL_ASSIGN_OR_RETURN(manifest["ood"], FitOod(ood_method, inside, cmd.ood_reject_rate));
-  manifest["ood"]["fitted_data"] = fitted_data;
-  const double ood_threshold = manifest["ood"]["threshold"].get<double>();
+  double lesions_rejected = 0;
+  SL_ASSIGN_OR_RETURN(manifest.ood, FitOod(ood_method, inside, cmd.ood_reject_rate, &lesions_rejected));
+  nlohmann::json& ood_doc = manifest.document["ood"];
+  ood_doc = {{"lesions_rejected", lesions_rejected}, {"fitted_data", fitted_data}};
+  const double ood_threshold = *manifest.ood.threshold;
   std::printf("out of distribution when the %s score > %.4f (rejects %.1f%% of the %s lesions)\n",
-              OodMethodName(ood_method), ood_threshold, 100 * manifest["ood"]["lesions_rejected"].get<double>(),
-              cmd.partition.c_str());
+              OodMethodName(ood_method), ood_threshold, 100 * lesions_rejected, cmd.partition.c_str());
   bool keep_ood = false;
   if (!cmd.ood_images.empty()) {
     SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> images, ImagesOfFolder(cmd.ood_images));
@@ -975,7 +984,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
       caught += IsOutOfDistribution(e, {.threshold = ood_threshold});
     }
     const double auroc = eval::RocAuc(scores, positive);
-    manifest["ood"]["check"] = {{"images", cmd.ood_images},
+    ood_doc["check"] = {{"images", cmd.ood_images},
                                 {"n", outside.size()},
                                 {"auroc_vs_lesions", auroc},
                                 {"caught", static_cast<double>(caught) / outside.size()}};
@@ -987,7 +996,8 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   if (!keep_ood) {
     // A check that rejects real lesions without catching non-lesions does harm: serve
     // without it (the numbers above say why).
-    manifest.erase("ood");
+    manifest.ood = OodPolicy{};
+    manifest.document.erase("ood");
     std::error_code ec;
     fs::remove(gaussian_path, ec);
     std::printf("  not-a-lesion check NOT written to the manifest: %s\n",
@@ -996,15 +1006,16 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
                     : absl::StrFormat("AUROC below --min_ood_auroc %.2f", cmd.min_ood_auroc).c_str());
   } else if (gaussian) {
     SL_RETURN_IF_ERROR(gaussian->Save(gaussian_path));
-    SL_ASSIGN_OR_RETURN(gaussian_json["sha256"], Sha256File(gaussian_path));
-    manifest["ood"]["features"] = gaussian_json;
+    manifest.ood.features_file = kOodFeaturesFile;
+    SL_ASSIGN_OR_RETURN(manifest.ood.features_sha256, Sha256File(gaussian_path));
+    ood_doc["features"] = gaussian_json;  // Its shape and provenance; ToJson adds file and sha256.
     std::printf("wrote %s (%lld x %lld class means and precision)\n", gaussian_path.c_str(),
                 static_cast<long long>(gaussian->classes()), static_cast<long long>(gaussian->dim()));
   } else {
     std::error_code ec;
     fs::remove(gaussian_path, ec);
   }
-  SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.model_dir + "/manifest.json", manifest.dump(2) + "\n"));
+  SL_RETURN_IF_ERROR(WriteModelManifest(cmd.model_dir, manifest));
   std::printf("wrote %s/manifest.json\n", cmd.model_dir.c_str());
   return absl::OkStatus();
 }
@@ -1143,7 +1154,7 @@ absl::Status RunPredict(const PredictCommand& cmd) {
                             {"height", e.height}, {"heat", e.heat},           {"file", explained->second}};
       }
       j["model"] = {{"architecture", predictor->architecture()},
-                    {"sha256", predictor->manifest().value("sha256", "")},
+                    {"sha256", predictor->manifest().sha256},
                     {"precision", std::string(PrecisionName(predictor->precision()))}};
       all.push_back(j);
       continue;

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "opencv2/core/mat.hpp"
+#include "skinlesion/common/imagenet.h"
 
 namespace skinlesion {
 
@@ -49,8 +50,8 @@ struct PreprocessOptions {
   Interpolation interpolation = Interpolation::kBilinear;
   // Per-channel (R, G, B) normalisation of x / 255: (x / 255 - mean) / std.
   // Defaults: ImageNet.
-  std::array<float, 3> mean = {0.485f, 0.456f, 0.406f};
-  std::array<float, 3> std = {0.229f, 0.224f, 0.225f};
+  std::array<float, 3> mean = kImageNetMean;
+  std::array<float, 3> std = kImageNetStd;
   // Colour constancy before normalisation: Shades of Gray with this Minkowski norm
   // (Finlayson & Trezzi 2004; p = 6 is what the top ISIC 2018 entries used against
   // camera and lighting differences between hospitals). 0: off (default). Each

@@ -24,6 +24,7 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/jobs/validate.h"
+#include "skinlesion/manifest/manifest.h"
 
 extern char** environ;
 
@@ -473,16 +474,14 @@ absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::
       files.emplace(entry.path().filename().string(), entry.path().string());
     }
   }
-  SL_ASSIGN_OR_RETURN(const std::string text,
-                      ReadFileToString(model_dir + "/manifest.json", 16 << 20));
-  nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
-  if (!manifest.is_object())
-    return absl::DataLossError(absl::StrCat(model_dir, "/manifest.json is not a JSON object"));
-  manifest["job_id"] = job.id();
+  // Read as a server will read it: a job whose model could not be served fails here.
+  SL_ASSIGN_OR_RETURN(ModelManifest model_manifest, ReadModelManifest(model_dir));
+  nlohmann::json& doc = model_manifest.document;
+  doc["job_id"] = job.id();
   auto production = registry.GetAlias(model, "production");
-  manifest["parent_version"] =
-      production.ok() ? nlohmann::json(production->version) : nlohmann::json();
-  manifest["promotion_gates"] = {{"metrics", {"balanced_accuracy", "melanoma_recall"}}};
+  doc["parent_version"] = production.ok() ? nlohmann::json(production->version) : nlohmann::json();
+  doc["promotion_gates"] = {{"metrics", {"balanced_accuracy", "melanoma_recall"}}};
+  const nlohmann::json manifest = model_manifest.ToJson();
   // A trainer killed after publishing but before recording success publishes this
   // job again on restart: reuse the version that already carries its job id.
   int64_t version = 0;
@@ -506,7 +505,7 @@ absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::
   ref.set_name(model);
   ref.set_version(version);
   ref.set_alias("staging");
-  ref.set_sha256(manifest.value("sha256", ""));
+  ref.set_sha256(model_manifest.sha256);
   if (job.config().promote_to_production()) {
     const absl::Status s = registry.SetAlias(model, "production", version, reason);
     if (s.ok()) {

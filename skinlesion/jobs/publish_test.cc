@@ -6,7 +6,9 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "skinlesion/common/hash.h"
 #include "skinlesion/jobs/manager.h"
+#include "skinlesion/manifest/manifest.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/testing/testing.h"
 
@@ -14,6 +16,7 @@ namespace skinlesion::jobs {
 namespace {
 
 using ::skinlesion::testing::IsOk;
+using ::skinlesion::testing::StatusIs;
 using ::skinlesion::testing::TempDir;
 using ::skinlesion::testing::WriteFile;
 using ::testing::HasSubstr;
@@ -63,6 +66,8 @@ TEST_F(PublishRunTest, PublishesOncePerJob) {
   EXPECT_EQ(info->manifest["job_id"], "job-a");
   EXPECT_TRUE(info->manifest["parent_version"].is_null());
   EXPECT_EQ(info->manifest["promotion_gates"]["metrics"][0], "balanced_accuracy");
+  EXPECT_EQ(info->manifest["format"], kManifestFormat);  // Written back through ModelManifest.
+  EXPECT_EQ(first->sha256(), Sha256Hex("weights of job-a"));
   EXPECT_TRUE(notes.empty());
 
   // The trainer restarts and finishes the same job again: no second version.
@@ -84,6 +89,17 @@ TEST_F(PublishRunTest, PublishesOncePerJob) {
   EXPECT_EQ(registry_->GetAlias("ham", "staging")->version, 2);
   ASSERT_EQ(notes.size(), 1u);
   EXPECT_THAT(notes[0], HasSubstr("production not moved"));
+}
+
+// A run whose manifest a server could not read is not published.
+TEST_F(PublishRunTest, AnUnservableManifestIsNotPublished) {
+  std::vector<std::string> notes;
+  const v1::Job job = Job("job-c", 0.6);
+  WriteFile(job.run_dir() + "/model/manifest.json",
+            nlohmann::json({{"architecture", "resnet18"}, {"labels", "mel,nv"}}).dump());
+  EXPECT_THAT(PublishRun(*registry_, job, &notes),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("\"labels\" must be an array")));
+  EXPECT_FALSE(registry_->ListVersions("ham").ok() && !registry_->ListVersions("ham")->empty());
 }
 
 }  // namespace

@@ -70,12 +70,7 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
                                                              const PredictorOptions& options) {
   if (options.threads > 0) torch::set_num_threads(options.threads);
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(model_dir));
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(model_dir + "/manifest.json", 16 << 20));
   std::unique_ptr<Predictor> p(new Predictor());
-  p->manifest_ = nlohmann::json::parse(text, nullptr, false);
-  if (p->manifest_.is_discarded()) {
-    return absl::DataLossError(absl::StrCat(model_dir, "/manifest.json is not valid JSON"));
-  }
   p->architecture_ = checkpoint.manifest.architecture;
   p->image_size_ = checkpoint.manifest.image_size;
   // Size, resize mode, mean and std as the manifest says (and as the inference
@@ -90,12 +85,9 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
                                                    " outputs but ", spec.classes.size(), " labels (",
                                                    spec.classes.ToString(), ")"));
   }
-  p->classes_ = spec.classes;
+  // Preprocessing, calibration, referral and OOD check as the inference service reads them.
+  p->manifest_ = spec;
   p->preprocess_ = serving::PreprocessOptionsFor(spec);
-  // Calibration and referral as the inference service reads them (validated there).
-  p->temperature_ = spec.temperature;
-  p->refer_ = spec.refer;
-  p->ood_ = spec.ood;
   std::optional<torch::Device> device;
   try {
     device.emplace(options.device);
@@ -138,9 +130,9 @@ absl::StatusOr<Prediction> Predictor::Predict(const cv::Mat& rgb) const {
 
 absl::StatusOr<Explanation> Predictor::Explain(const cv::Mat& rgb, int target_class) const {
   if (rgb.empty() || rgb.type() != CV_8UC3) return absl::InvalidArgumentError("expected an RGB uint8 image");
-  if (target_class < -1 || target_class >= classes_.size()) {
+  if (target_class < -1 || target_class >= manifest_.classes.size()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("target class ", target_class, " is outside [0, ", classes_.size(), ")"));
+        absl::StrCat("target class ", target_class, " is outside [0, ", manifest_.classes.size(), ")"));
   }
   torch::Tensor input = torch::empty({1, 3, image_size_, image_size_}, torch::kFloat32);
   PreprocessInto(rgb, preprocess_, input.data_ptr<float>());
@@ -213,7 +205,7 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
     } else {
       logits = models::ForwardLogits(*model_, batch, Numerics(), torch::Device(device_));
     }
-    probs = torch::softmax(logits / temperature_, 1).contiguous();
+    probs = torch::softmax(logits / manifest_.temperature, 1).contiguous();
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("inference failed: ", e.what_without_backtrace()));
   }
@@ -221,13 +213,13 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
   const auto acc = probs.accessor<float, 2>();
   for (int64_t i = 0; i < n; ++i) {
     std::vector<float> p(&acc[i][0], &acc[i][0] + probs.size(1));
-    out.push_back(MakePrediction(std::move(p), classes_, refer_));
+    out.push_back(MakePrediction(std::move(p), manifest_.classes, manifest_.refer));
     out.back().ood_score = feature_scores.defined()
                                ? feature_scores[i].item<double>()
                                : EnergyScore(logits[i].data_ptr<float>(), static_cast<int>(logits.size(1)));
     // A "mahalanobis" policy is only checked with its Gaussian (Create loads it).
-    const bool checked = ood_.method != OodMethod::kMahalanobis || feature_scores.defined();
-    out.back().out_of_distribution = checked && IsOutOfDistribution(out.back().ood_score, ood_);
+    const bool checked = manifest_.ood.method != OodMethod::kMahalanobis || feature_scores.defined();
+    out.back().out_of_distribution = checked && IsOutOfDistribution(out.back().ood_score, manifest_.ood);
   }
   return out;
 }

@@ -34,6 +34,7 @@
 #include "skinlesion/common/referral.h"
 #include "skinlesion/image/decode.h"
 #include "skinlesion/image/preprocess.h"
+#include "skinlesion/manifest/manifest.h"
 
 namespace skinlesion::models {
 class Classifier;
@@ -110,13 +111,14 @@ class Predictor {
   // uint8 image. InvalidArgument for a bad image or class.
   absl::StatusOr<Explanation> Explain(const cv::Mat& rgb, int target_class = -1) const;
 
-  const nlohmann::json& manifest() const { return manifest_; }
-  const LabelSet& classes() const { return classes_; }
-  const ReferralPolicy& referral_policy() const { return refer_; }
-  const OodPolicy& ood_policy() const { return ood_; }
+  // The model's manifest (skinlesion/manifest/manifest.h), as the inference service reads it.
+  const ModelManifest& manifest() const { return manifest_; }
+  const LabelSet& classes() const { return manifest_.classes; }
+  const ReferralPolicy& referral_policy() const { return manifest_.refer; }
+  const OodPolicy& ood_policy() const { return manifest_.ood; }
   const std::string& architecture() const { return architecture_; }
   int64_t image_size() const { return image_size_; }
-  double temperature() const { return temperature_; }
+  double temperature() const { return manifest_.temperature; }
   // The precision the model runs in and why ("bf16, channels-last", "auto: bf16
   // (native bf16 on this CPU)"): reports and model cards record both.
   Precision precision() const { return precision_; }
@@ -130,18 +132,14 @@ class Predictor {
   Predictor() = default;
   models::Numerics Numerics() const;
   std::shared_ptr<models::Classifier> model_;
-  nlohmann::json manifest_;
+  ModelManifest manifest_;
   std::string architecture_;
   std::string device_;
   int64_t image_size_ = 224;
   PreprocessOptions preprocess_;  // The manifest's "preprocessing".
-  double temperature_ = 1.0;
   Precision precision_ = Precision::kFp32;
   bool channels_last_ = false;
   std::string numerics_, numerics_reason_;
-  LabelSet classes_ = LabelSet::Ham10000();  // The manifest's "labels".
-  ReferralPolicy refer_;  // The manifest's "refer" (as serving reads it).
-  OodPolicy ood_;         // The manifest's "ood".
   std::shared_ptr<const models::FeatureGaussian> ood_gaussian_;  // For "mahalanobis".
   DecodeLimits limits_;
 };

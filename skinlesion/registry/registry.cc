@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/csv.h"
+#include "skinlesion/manifest/manifest.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/rng.h"
@@ -343,16 +344,14 @@ absl::Status Registry::SetAlias(absl::string_view model, absl::string_view alias
     SL_ASSIGN_OR_RETURN(const VersionInfo current, GetVersion(model, from));
     std::vector<std::string> failures;
     // Metrics of models with other classes do not compare: a person decides (force).
-    auto classes_of = [](const nlohmann::json& manifest) {
-      if (manifest.contains("labels") && manifest["labels"].is_array() && !manifest["labels"].empty()) {
-        return manifest["labels"];
-      }
-      return nlohmann::json(LabelSet::Ham10000().codes());
-    };
-    if (classes_of(target.manifest) != classes_of(current.manifest)) {
-      failures.push_back(absl::StrCat("its classes ", classes_of(target.manifest).dump(), " differ from v", from,
-                                      "'s ", classes_of(current.manifest).dump(),
-                                      " (metrics do not compare; promote with force and a reason)"));
+    const absl::StatusOr<LabelSet> mine = ParseManifestLabels(target.manifest, "the new version's manifest");
+    const absl::StatusOr<LabelSet> theirs = ParseManifestLabels(current.manifest, absl::StrCat("v", from, "'s manifest"));
+    if (!mine.ok() || !theirs.ok()) {
+      failures.push_back(absl::StrCat("its classes cannot be compared: ",
+                                      (mine.ok() ? theirs.status() : mine.status()).message()));
+    } else if (mine->codes() != theirs->codes()) {
+      failures.push_back(absl::StrCat("its classes [", mine->ToString(), "] differ from v", from, "'s [",
+                                      theirs->ToString(), "] (metrics do not compare; promote with force and a reason)"));
     }
     const nlohmann::json& gates = target.manifest["promotion_gates"];
     if (gates.contains("metrics") && gates["metrics"].is_array()) {

@@ -143,13 +143,19 @@ TEST_F(RegistryTest, AModelWithOtherClassesNeedsAForcedPromotion) {
   ASSERT_THAT(registry_->Publish("ham-resnet", {{"model.safetensors", weights_}}, manifest), IsOk());
   EXPECT_THAT(registry_->SetAlias("ham-resnet", "production", 2, "try"),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("its classes [\"benign\",\"melanoma\",\"other\"] differ from v1's")));
+                       HasSubstr("its classes [benign, melanoma, other] differ from v1's [akiec, bcc")));
   EXPECT_THAT(registry_->SetAlias("ham-resnet", "production", 2, "new label set", /*force=*/true), IsOk());
   // The HAM10000 codes spelled out are the same classes as no labels at all.
   manifest["labels"] = {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"};
   ASSERT_THAT(registry_->Publish("ham-resnet", {{"model.safetensors", weights_}}, manifest), IsOk());
   ASSERT_THAT(registry_->SetAlias("ham-resnet", "staging", 1, "old"), IsOk());
   EXPECT_THAT(registry_->SetAlias("ham-resnet", "staging", 3, "same classes"), IsOk());
+  // Classes that cannot be read do not pass the gates either.
+  manifest["labels"] = "akiec,bcc";
+  ASSERT_THAT(registry_->Publish("ham-resnet", {{"model.safetensors", weights_}}, manifest), IsOk());
+  EXPECT_THAT(registry_->SetAlias("ham-resnet", "staging", 4, "unreadable"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("its classes cannot be compared: the new version's manifest: \"labels\" must be an array")));
 }
 
 TEST_F(RegistryTest, RetentionKeepsNewestAndAliased) {

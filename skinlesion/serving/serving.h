@@ -32,85 +32,29 @@
 #include "skinlesion/common/ood.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/common/referral.h"
+#include "skinlesion/manifest/manifest.h"
 
 namespace skinlesion::serving {
 
-// The reference outputs a version ships with: manifest "golden_set":
-//   {"tolerance": 1e-3, "tolerance_bf16": 0.05,
-//    "items": [{"file": "golden_0.jpg", "probabilities": [one float per class]}]}
-// Each file (in the version directory) goes through the serving decode + preprocess
-// path; its calibrated probabilities must be within the tolerance (max abs) of the
-// stored ones, which were computed in fp32, before the version may serve. An
-// instance running in bf16 is held to `tolerance_bf16` (at least `tolerance`):
-// bf16 keeps 8 bits of mantissa, and the measured largest probability difference
-// bf16 vs fp32 over the 895 test images is in docs/performance.md ("bf16"); a
-// corrupt or wrong model differs by far more.
-inline constexpr double kDefaultGoldenTolerance = 1e-3;
-inline constexpr double kDefaultGoldenToleranceBf16 = 0.05;
-struct GoldenItem {
-  std::string file;
-  std::vector<float> probabilities;  // One per class of the spec's label set.
-};
-struct GoldenSet {
-  double tolerance = kDefaultGoldenTolerance;
-  double tolerance_bf16 = kDefaultGoldenToleranceBf16;
-  std::vector<GoldenItem> items;
-  // The tolerance for an instance running in `precision`.
-  double ToleranceFor(Precision precision) const {
-    return precision == Precision::kBf16 ? std::max(tolerance, tolerance_bf16) : tolerance;
-  }
-};
-
-// What a loaded version is, read from its manifest.json (the registry's fields
-// "model", "version", "files" plus the trainer's "architecture", "image_size",
-// "preprocessing", "calibration", "refer", "golden_set", ...).
-struct ModelSpec {
-  std::string name;  // Served model name (registry model).
-  int64_t version = 0;
-  std::string sha256;  // Of model.safetensors: identifies the weights.
-  std::string architecture;
-  int image_size = 224;
-  std::string resize = "shorter_side_center_crop";  // or "resize" (direct, aspect not kept)
-  // The model's classes: "labels" (codes in logit order) and "malignant_classes"
-  // (codes; absent: the known groups, classes.h). HAM10000's 7 when "labels" is absent.
-  LabelSet classes = LabelSet::Ham10000();
-  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
-  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
-  // preprocessing.colour_constancy {"method": "shades_of_gray", "p": 6}; 0: none.
-  int shades_of_gray_p = 0;
-  double temperature = 1.0;  // Calibration: probabilities = softmax(logits / T).
-  // The manifest's "refer" object: min_confidence, min_margin, and the malignancy-risk
-  // threshold fitted for a target sensitivity (skinlesion/common/referral.h).
-  ReferralPolicy refer;
-  // The manifest's "ood" object (skinlesion/common/ood.h): method, threshold,
-  // reject_rate and, for "mahalanobis", the fitted Gaussian's file. Absent threshold:
-  // no out-of-distribution check.
-  OodPolicy ood;
-  // The manifest's "precision" pin ("fp32" or "bf16"); absent: the server's choice.
-  std::optional<Precision> precision;
+// What a loaded version is: its manifest (skinlesion/manifest/manifest.h: the
+// registry's "model", "version", "files" plus the trainer's "architecture",
+// "preprocessing", "calibration", "refer", "ood", "golden_set", ...) and where its
+// files are.
+//
+// The golden set: each file (in the version directory) goes through the serving
+// decode + preprocess path; its calibrated probabilities must be within the tolerance
+// (max abs) of the stored ones, which were computed in fp32, before the version may
+// serve. An instance running in bf16 is held to `tolerance_bf16` (at least
+// `tolerance`): bf16 keeps 8 bits of mantissa, and the measured largest probability
+// difference bf16 vs fp32 over the 895 test images is in docs/performance.md
+// ("bf16"); a corrupt or wrong model differs by far more.
+struct ModelSpec : ModelManifest {
   std::string directory;  // Where the files are (read-only).
-  nlohmann::json manifest;
-  std::optional<GoldenSet> golden_set;  // Absent: nothing to check.
 };
 
-// Parses a version directory's manifest.json into a ModelSpec (InvalidArgument /
-// DataLoss naming the field).
-//   required: "architecture" (string)
-//   optional: "model", "version", "image_size" (default 224), "num_classes" (== the
-//             number of labels), "labels" (class codes in logit order; required unless
-//             the model is HAM10000's 7 classes), "malignant_classes" (codes among the
-//             labels), "files" / "sha256",
-//             "preprocessing" {"size" (== image_size), "resize", "mean", "std",
-//             "colour_constancy" {"method": "shades_of_gray", "p" in [1, 16]}},
-//             "calibration" {"temperature" > 0}, "refer" {"min_confidence", "min_margin",
-//             "malignancy_risk_threshold" in [0, 1], "target_sensitivity" in (0, 1]},
-//             "golden_set" (see GoldenSet), "precision" ("fp32" | "bf16"),
-//             "ood" {"method": "mahalanobis" | "energy" (default), "threshold" (older
-//             manifests: "energy_threshold"), "reject_rate" in [0, 1), and for
-//             "mahalanobis" with a threshold "features" {"file" (a name in the
-//             directory), "sha256"}}.
-// sha256: the "files" entry of model.safetensors, else manifest "sha256", else the
-// file's hash (empty when there is no model.safetensors).
+// Reads <directory>/manifest.json (ReadModelManifest: NotFound, DataLoss, or
+// InvalidArgument naming the field) and checks that its preprocessing is one the
+// serving path can run.
 absl::StatusOr<ModelSpec> ReadModelSpec(const std::string& directory);
 
 // An explanation heatmap of one prediction (docs/inference.md, "Explanations").

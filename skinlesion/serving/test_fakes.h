@@ -92,7 +92,7 @@ class FakeModel {
   // error), "fail_once": true (only the first load fails)}.
   ModelLoader Loader() {
     return [this](const ModelSpec& spec) -> absl::StatusOr<std::shared_ptr<ModelInstance>> {
-      const nlohmann::json fake = spec.manifest.value("fake", nlohmann::json::object());
+      const nlohmann::json fake = spec.document.value("fake", nlohmann::json::object());
       int n;
       {
         std::lock_guard<std::mutex> lock(mu_);

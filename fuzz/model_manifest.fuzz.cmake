@@ -1,0 +1,1 @@
+skinlesion_fuzzer(model_manifest SRCS model_manifest.cc DEPS skinlesion_manifest)
