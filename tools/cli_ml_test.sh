@@ -133,6 +133,18 @@ PY
 /usr/bin/python3 -c "import json,sys; p=json.load(open(sys.argv[1]))[0]; assert p['ood_score'] > 0, p" "$OUT/pred_ood.json"
 "$CLI" evaluate --model "$OUT/fitted" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval_fitted" --device cpu \
   | grep -q "not-a-lesion check mahalanobis"
+# Exporting a fitted model carries its thresholds and its Gaussian: the copy answers alike.
+"$CLI" export --model "$OUT/fitted" --out "$OUT/fitted_fp16" --fp16 > /dev/null
+cmp "$OUT/fitted/ood_features.safetensors" "$OUT/fitted_fp16/ood_features.safetensors"
+"$CLI" predict --model "$OUT/fitted_fp16" --json "$FIX/../ood/flat_white.png" > "$OUT/pred_ood16.json"
+/usr/bin/python3 - "$OUT/fitted" "$OUT/fitted_fp16" "$OUT/pred_ood.json" "$OUT/pred_ood16.json" <<'PY'
+import json, sys
+a, b = (json.load(open(f"{d}/manifest.json")) for d in sys.argv[1:3])
+assert a["refer"] == b["refer"] and a["ood"]["threshold"] == b["ood"]["threshold"], (a["refer"], b["refer"])
+assert b["ood"]["features"]["sha256"] == a["ood"]["features"]["sha256"]
+pa, pb = (json.load(open(f))[0] for f in sys.argv[3:5])
+assert abs(pa["ood_score"] - pb["ood_score"]) < 0.05 * abs(pa["ood_score"]) + 1, (pa["ood_score"], pb["ood_score"])
+PY
 # Without non-lesion images to measure it on, no check is written (and no Gaussian left behind).
 cp -r "$OUT/run/model" "$OUT/fitted2"
 "$CLI" fit-thresholds --model "$OUT/fitted2" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val --threads 1 \
