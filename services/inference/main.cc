@@ -29,7 +29,7 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/common/status.h"
-#include "skinlesion/registry/remote_source.h"
+#include "skinlesion/serving/remote_source.h"
 #include "skinlesion/serving/serving.h"
 #include "skinlesion/serving/sources.h"
 #include "skinlesion/serving/telemetry.h"
@@ -149,7 +149,7 @@ absl::StatusOr<std::unique_ptr<serving::ModelSource>> MakeSource() {
     if (const char* token = std::getenv("SKINLESION_REGISTRY_TOKEN"); token != nullptr) {
       options.bearer_token = token;
     }
-    SL_ASSIGN_OR_RETURN(auto source, registry::RemoteRegistrySource::Create(
+    SL_ASSIGN_OR_RETURN(auto source, serving::RemoteRegistrySource::Create(
                                          absl::GetFlag(FLAGS_registry_target), options));
     return std::unique_ptr<serving::ModelSource>(std::move(source));
   }

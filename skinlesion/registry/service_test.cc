@@ -1,4 +1,4 @@
-// RegistryService, RegistryClient and RemoteRegistrySource over real gRPC: an
+// RegistryService and RegistryClient over real gRPC: an
 // in-process server on 127.0.0.1 (port picked by the kernel) and real stubs.
 #include "skinlesion/registry/service.h"
 
@@ -16,7 +16,6 @@
 #include "skinlesion/common/rng.h"
 #include "skinlesion/registry/client.h"
 #include "skinlesion/rpc/status.h"
-#include "skinlesion/registry/remote_source.h"
 #include "skinlesion/testing/testing.h"
 
 namespace skinlesion::registry {
@@ -715,32 +714,6 @@ TEST_F(RegistryServiceTest, WatchEndsOnServerShutdown) {
   EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(1));
   ASSERT_EQ(watch.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   EXPECT_THAT(watch.get(), StatusIs(Code::kUnavailable, HasSubstr("shutting down")));
-}
-
-TEST_F(RegistryServiceTest, RemoteRegistrySource) {
-  Publish(0.5, 0.5);
-  Publish(0.6, 0.6);
-  ASSERT_THAT(registry_->SetAlias(kModel, "production", 2, ""), IsOk());
-  StartServer();
-  EXPECT_THAT(RemoteRegistrySource::Create("", {.cache_dir = dir_.Join("c")}),
-              StatusIs(Code::kInvalidArgument, HasSubstr("target")));
-  EXPECT_THAT(RemoteRegistrySource::Create("127.0.0.1:1", {}),
-              StatusIs(Code::kInvalidArgument, HasSubstr("cache directory")));
-  auto source = RemoteRegistrySource::Create(absl::StrCat("127.0.0.1:", port_),
-                                             {.cache_dir = dir_.Join("source-cache")});
-  ASSERT_TRUE(source.ok()) << source.status();
-  serving::ModelSource* s = source->get();
-  EXPECT_EQ(*s->Resolve(kModel, "production"), 2);
-  EXPECT_EQ(*s->Resolve(kModel, "1"), 1);  // A fixed version: not looked up.
-  EXPECT_EQ(*s->Resolve(kModel, "42"), 42);
-  EXPECT_THAT(s->Resolve(kModel, "0"),
-              StatusIs(Code::kInvalidArgument, HasSubstr("invalid version")));
-  EXPECT_THAT(s->Resolve(kModel, "canary"), StatusIs(Code::kNotFound, HasSubstr("canary")));
-  auto dir = s->Fetch(kModel, 2);
-  ASSERT_TRUE(dir.ok()) << dir.status();
-  EXPECT_EQ(*dir, dir_.Join("source-cache") + "/ham-resnet/2");
-  EXPECT_EQ(ReadAll(*dir + "/model.safetensors"), weights_content_);
-  EXPECT_THAT(s->Fetch(kModel, 7), StatusIs(Code::kNotFound, HasSubstr("version 7")));
 }
 
 }  // namespace

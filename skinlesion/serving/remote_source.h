@@ -1,12 +1,14 @@
-// A serving::ModelSource backed by a remote RegistryService: aliases are resolved
-// over gRPC and versions are fetched into a verified local cache
-// (RegistryClient::FetchVersion).
+// A ModelSource backed by a remote RegistryService: aliases are resolved over gRPC
+// and versions are fetched into a verified local cache (RegistryClient::FetchVersion).
+// Serving adapts registry sources (LocalRegistrySource beside it in sources.h), as
+// TF Serving keeps its sources in its serving tree; the registry knows nothing of
+// serving.
 //
 //   SL_ASSIGN_OR_RETURN(auto source, RemoteRegistrySource::Create(
 //       "registry:50052", {.cache_dir = "/var/cache/skinlesion"}));
 //   SL_ASSIGN_OR_RETURN(auto core, ServingCore::Create(options, std::move(source), ...));
-#ifndef SKINLESION_REGISTRY_REMOTE_SOURCE_H_
-#define SKINLESION_REGISTRY_REMOTE_SOURCE_H_
+#ifndef SKINLESION_SERVING_REMOTE_SOURCE_H_
+#define SKINLESION_SERVING_REMOTE_SOURCE_H_
 
 #include <cstdint>
 #include <memory>
@@ -16,16 +18,16 @@
 #include "skinlesion/registry/client.h"
 #include "skinlesion/serving/serving.h"
 
-namespace skinlesion::registry {
+namespace skinlesion::serving {
 
-class RemoteRegistrySource final : public serving::ModelSource {
+class RemoteRegistrySource final : public ModelSource {
  public:
   // A source talking to `target` ("host:port") over CreateRegistryChannel.
   // InvalidArgument when target or options.cache_dir is empty.
   static absl::StatusOr<std::unique_ptr<RemoteRegistrySource>> Create(
-      const std::string& target, RegistryClientOptions options);
+      const std::string& target, registry::RegistryClientOptions options);
 
-  explicit RemoteRegistrySource(std::unique_ptr<RegistryClient> client)
+  explicit RemoteRegistrySource(std::unique_ptr<registry::RegistryClient> client)
       : client_(std::move(client)) {}
 
   // A plain decimal `alias` ("3") is that fixed version (not looked up); anything
@@ -34,12 +36,12 @@ class RemoteRegistrySource final : public serving::ModelSource {
   // RegistryClient::FetchVersion: the cached, verified directory of the version.
   absl::StatusOr<std::string> Fetch(const std::string& model, int64_t version) override;
 
-  RegistryClient* client() { return client_.get(); }
+  registry::RegistryClient* client() { return client_.get(); }
 
  private:
-  std::unique_ptr<RegistryClient> client_;
+  std::unique_ptr<registry::RegistryClient> client_;
 };
 
-}  // namespace skinlesion::registry
+}  // namespace skinlesion::serving
 
-#endif  // SKINLESION_REGISTRY_REMOTE_SOURCE_H_
+#endif  // SKINLESION_SERVING_REMOTE_SOURCE_H_

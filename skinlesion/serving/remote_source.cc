@@ -1,20 +1,20 @@
-#include "skinlesion/registry/remote_source.h"
+#include "skinlesion/serving/remote_source.h"
 
 #include <algorithm>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace skinlesion::registry {
+namespace skinlesion::serving {
 
 absl::StatusOr<std::unique_ptr<RemoteRegistrySource>> RemoteRegistrySource::Create(
-    const std::string& target, RegistryClientOptions options) {
+    const std::string& target, registry::RegistryClientOptions options) {
   if (target.empty()) return absl::InvalidArgumentError("registry target is empty");
   if (options.cache_dir.empty()) {
     return absl::InvalidArgumentError("a remote registry source needs a cache directory");
   }
   return std::make_unique<RemoteRegistrySource>(
-      std::make_unique<RegistryClient>(CreateRegistryChannel(target), std::move(options)));
+      std::make_unique<registry::RegistryClient>(registry::CreateRegistryChannel(target), std::move(options)));
 }
 
 absl::StatusOr<int64_t> RemoteRegistrySource::Resolve(const std::string& model,
@@ -36,4 +36,4 @@ absl::StatusOr<std::string> RemoteRegistrySource::Fetch(const std::string& model
   return client_->FetchVersion(model, version);
 }
 
-}  // namespace skinlesion::registry
+}  // namespace skinlesion::serving
