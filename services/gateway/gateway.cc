@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <list>
@@ -424,16 +425,27 @@ class Gateway::Impl {
   absl::Status Serve() {
     if (port_ <= 0) return absl::FailedPreconditionError("Bind() first");
     // httplib's stop() only acts on a running server: a Stop() that comes before
-    // listen_after_bind() has started is repeated by this watcher once it runs.
-    std::atomic<bool> done{false};
+    // listen_after_bind() has started is repeated by this watcher until it takes.
+    // The watcher sleeps on the condition variable until Stop() or the end of
+    // Serve(); only the short window before the server runs is polled (httplib 0.11
+    // has no wait_until_ready()).
+    bool done = false;  // Guarded by stop_mu_.
     std::thread watcher([&] {
-      while (!done.load()) {
-        if (stopped_.load()) Stop();
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::unique_lock<std::mutex> lock(stop_mu_);
+      stop_cv_.wait(lock, [&] { return done || stopped_.load(); });
+      while (!done && !stop_sent_) {
+        lock.unlock();
+        Stop();
+        lock.lock();
+        stop_cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return done || stop_sent_; });
       }
     });
     const bool clean = server_.listen_after_bind();
-    done = true;
+    {
+      std::lock_guard<std::mutex> lock(stop_mu_);
+      done = true;
+    }
+    stop_cv_.notify_all();
     watcher.join();
     if (!clean && !stopped_.load())
       return absl::InternalError("the HTTP server stopped unexpectedly");
@@ -441,12 +453,15 @@ class Gateway::Impl {
   }
 
   void Stop() {
-    std::lock_guard<std::mutex> lock(stop_mu_);
-    stopped_ = true;
-    if (!stop_sent_ && server_.is_running()) {
-      server_.stop();
-      stop_sent_ = true;
+    {
+      std::lock_guard<std::mutex> lock(stop_mu_);
+      stopped_ = true;
+      if (!stop_sent_ && server_.is_running()) {
+        server_.stop();
+        stop_sent_ = true;
+      }
     }
+    stop_cv_.notify_all();
   }
 
   prometheus::Registry& registry() { return *registry_; }
@@ -545,6 +560,7 @@ class Gateway::Impl {
   int port_ = 0;
   std::atomic<bool> stopped_{false};
   std::mutex stop_mu_;
+  std::condition_variable stop_cv_;  // Stop() and the end of Serve() notify it.
   bool stop_sent_ = false;  // Guarded by stop_mu_.
   std::mutex log_mu_;
 };

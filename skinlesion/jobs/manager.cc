@@ -23,161 +23,16 @@
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
+#include "skinlesion/jobs/process.h"
 #include "skinlesion/jobs/validate.h"
 #include "skinlesion/manifest/manifest.h"
 
-extern char** environ;
 
 namespace skinlesion::jobs {
 namespace fs = std::filesystem;
 namespace {
 
 using google::protobuf::util::TimeUtil;
-
-constexpr size_t kMaxLogLine = 2000;
-
-// A child process of a job (one per rank).
-struct Child {
-  pid_t pid = -1;
-  int rank = 0;
-  bool exited = false;
-  int status = 0;  // waitpid status once exited.
-};
-
-// fork/exec of `args` with stdout/stderr appended to files and `env` added to the
-// environment. The child dies with the thread that forked it (PR_SET_PDEATHSIG).
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
-                            const std::vector<std::string>& extra_env,
-                            const std::string& stdout_path, const std::string& stderr_path) {
-  // Everything the child needs is prepared before fork(): after it, only
-  // async-signal-safe calls.
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string entry = *e;
-    const std::string key = entry.substr(0, entry.find('='));
-    bool overridden = false;
-    for (const std::string& x : extra_env) overridden |= absl::StartsWith(x, key + "=");
-    if (!overridden) env_strings.push_back(entry);
-  }
-  for (const std::string& x : extra_env) env_strings.push_back(x);
-  std::vector<char*> envp, argv;
-  for (std::string& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args_copy = args;
-  for (std::string& s : args_copy) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  const int out_fd = ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  const int err_fd = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (out_fd < 0 || err_fd < 0 || null_fd < 0) {
-    for (int fd : {out_fd, err_fd, null_fd}) {
-      if (fd >= 0) ::close(fd);
-    }
-    return absl::InternalError(
-        absl::StrCat("cannot open the log files ", stdout_path, ", ", stderr_path));
-  }
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(111);  // The parent died before prctl.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);  // The trainer blocks SIGTERM for sigwait.
-    ::signal(SIGPIPE, SIG_DFL);
-    ::setpgid(0, 0);  // Its own process group: a stop signal reaches its helpers too.
-    ::dup2(null_fd, 0);
-    ::dup2(out_fd, 1);
-    ::dup2(err_fd, 2);
-    ::execve(argv[0], argv.data(), envp.data());
-    static const char kMessage[] = "skinlesion-trainer: exec of the skinlesion CLI failed\n";
-    (void)!::write(2, kMessage, sizeof(kMessage) - 1);
-    ::_exit(127);
-  }
-  const int fork_errno = errno;
-  ::close(out_fd);
-  ::close(err_fd);
-  ::close(null_fd);
-  if (pid < 0)
-    return absl::ResourceExhaustedError(absl::StrCat("fork failed: ", strerror(fork_errno)));
-  return pid;
-}
-
-absl::StatusOr<int> FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError("socket() failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return absl::InternalError("cannot find a free port for MASTER_PORT");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string DescribeExit(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exited with code ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    const int sig = WTERMSIG(status);
-    std::string text = absl::StrCat("killed by signal ", sig, " (", strsignal(sig), ")");
-    if (sig == SIGKILL) absl::StrAppend(&text, ", possibly out of memory");
-    return text;
-  }
-  return absl::StrCat("ended with wait status ", status);
-}
-
-// Reads the bytes appended to a file since the last call and splits them into
-// complete lines.
-class FileTail {
- public:
-  FileTail() = default;
-  explicit FileTail(std::string path) : path_(std::move(path)) {
-    std::error_code ec;
-    const auto size = fs::file_size(path_, ec);
-    offset_ = ec ? 0 : static_cast<int64_t>(size);
-  }
-  // New complete lines; with `flush`, a last line without '\n' too.
-  std::vector<std::string> Read(bool flush) {
-    std::vector<std::string> lines;
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      char buffer[65536];
-      while (true) {
-        const ssize_t n = ::pread(fd, buffer, sizeof(buffer), offset_);
-        if (n <= 0) break;
-        offset_ += n;
-        partial_.append(buffer, static_cast<size_t>(n));
-      }
-      ::close(fd);
-    }
-    size_t start = 0;
-    for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
-      lines.push_back(partial_.substr(start, nl - start));
-    }
-    partial_.erase(0, start);
-    if (flush && !partial_.empty()) {
-      lines.push_back(partial_);
-      partial_.clear();
-    }
-    for (std::string& line : lines) {
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      // Progress lines rewritten with '\r': keep the last.
-      if (const size_t cr = line.rfind('\r'); cr != std::string::npos) line.erase(0, cr + 1);
-      if (line.size() > kMaxLogLine) line.resize(kMaxLogLine);
-    }
-    return lines;
-  }
-
- private:
-  std::string path_;
-  int64_t offset_ = 0;
-  std::string partial_;
-};
 
 double Number(const nlohmann::json& j, const char* key) {
   auto it = j.find(key);
@@ -670,39 +525,9 @@ void JobManager::RunJob(std::shared_ptr<Running> r) {
     }
   };
 
-  // Sends `sig` to every child still running (and its process group).
-  auto signal_all = [&](int sig) {
-    for (Child& c : children) {
-      if (!c.exited) {
-        ::kill(-c.pid, sig);
-        ::kill(c.pid, sig);
-      }
-    }
-  };
-  auto reap = [&] {
-    bool all = true;
-    for (Child& c : children) {
-      if (c.exited) continue;
-      int status = 0;
-      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
-        c.exited = true;
-        c.status = status;
-      } else {
-        all = false;
-      }
-    }
-    return all;
-  };
+  auto reap = [&] { return ReapExited(children); };
   // SIGTERM, then SIGKILL after the grace period; waits for every child.
-  auto stop_all = [&] {
-    signal_all(SIGTERM);
-    const auto kill_at =
-        std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(options_.kill_grace);
-    while (!reap()) {
-      if (std::chrono::steady_clock::now() >= kill_at) signal_all(SIGKILL);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  };
+  auto stop_all = [&] { StopAll(children, absl::ToChronoMilliseconds(options_.kill_grace)); };
 
   std::string failure;
   if (!spawn_status.ok())
