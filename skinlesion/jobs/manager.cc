@@ -24,6 +24,7 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/jobs/process.h"
+#include "skinlesion/jobs/progress.h"
 #include "skinlesion/jobs/validate.h"
 #include "skinlesion/manifest/manifest.h"
 
@@ -33,18 +34,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using google::protobuf::util::TimeUtil;
-
-double Number(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
-}
-
-double Fraction(const v1::JobProgress& p) {
-  if (p.epochs() <= 0) return 0;
-  double within =
-      p.steps() > 0 ? static_cast<double>(p.step()) / static_cast<double>(p.steps()) : 0;
-  return std::clamp((p.epoch() + within) / p.epochs(), 0.0, 1.0);
-}
 
 }  // namespace
 
@@ -470,45 +459,15 @@ void JobManager::RunJob(std::shared_ptr<Running> r) {
 
   v1::JobProgress progress = job.progress();
   auto handle_progress_line = [&](const std::string& line) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_object()) return;
-    const std::string kind = j.value("event", "");
-    if (kind == "progress") {
-      progress.set_phase(j.value("phase", ""));
-      progress.set_epoch(j.value("epoch", 0));
-      progress.set_epochs(j.value("epochs", 0));
-      progress.set_step(j.value("step", int64_t{0}));
-      progress.set_steps(j.value("steps", int64_t{0}));
-      progress.set_loss(Number(j, "loss"));
-      progress.set_images_per_second(Number(j, "images_per_second"));
-      progress.set_eta_seconds(Number(j, "eta_seconds"));
-    } else if (kind == "epoch") {
-      progress.set_phase(j.value("phase", progress.phase()));
-      progress.set_epoch(j.value("epoch", progress.epoch()));
-      progress.set_step(progress.steps());
-      progress.set_loss(Number(j, "train_loss"));
-      progress.set_images_per_second(Number(j, "images_per_second"));
-      progress.clear_validation_metrics();
-      auto& metrics = *progress.mutable_validation_metrics();
-      if (j.contains("val_metrics") && j["val_metrics"].is_object()) {
-        for (const auto& [key, value] : j["val_metrics"].items()) {
-          if (value.is_number()) metrics[key] = value.get<double>();
-        }
-      }
-      metrics["val_loss"] = Number(j, "val_loss");
-    } else if (kind == "phase") {
-      progress.set_phase(j.value("phase", ""));
-      progress.set_eta_seconds(0);
-    } else {
-      return;
-    }
+    const ProgressEvent kind = ApplyProgressLine(line, progress);
+    if (kind == ProgressEvent::kNone) return;
     (void)store_->Update(id, [&](v1::Job& stored) { *stored.mutable_progress() = progress; });
     v1::JobEvent e;
     *e.mutable_progress() = progress;
     Emit(id, e);
     if (options_.metrics != nullptr) {
-      const bool done = kind == "phase";
-      options_.metrics->Progress(id, done ? 1.0 : Fraction(progress), progress.loss(),
+      const bool done = kind == ProgressEvent::kPhase;
+      options_.metrics->Progress(id, done ? 1.0 : ProgressFraction(progress), progress.loss(),
                                  progress.images_per_second());
     }
   };

@@ -117,7 +117,6 @@ class JobManager {
   bool started_ = false;
   std::atomic<bool> shutdown_{false};  // Set under mu_.
   std::thread scheduler_;
-  std::vector<std::thread> finished_threads_;  // Guarded by mu_; joined by the scheduler.
 };
 
 }  // namespace skinlesion::jobs
