@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "skinlesion/eval/referral_eval.h"
 
 namespace skinlesion::eval {
 namespace {
@@ -94,10 +97,80 @@ absl::StatusOr<nlohmann::json> SummariseFolds(const std::vector<FoldResult>& fol
   for (size_t m = 0; m < values.size(); ++m) {
     if (!values[m].empty()) summary[CrossValidationMetrics()[m]] = Describe(values[m]);
   }
-  return nlohmann::json{{"folds", rows},
-                        {"summary", summary},
-                        {"train_minutes", minutes.empty() ? nlohmann::json() : Describe(minutes)}};
+  nlohmann::json cv = {{"folds", rows},
+                       {"summary", summary},
+                       {"train_minutes", minutes.empty() ? nlohmann::json() : Describe(minutes)}};
+  nlohmann::json subgroups = PoolSubgroups(sorted);
+  if (!subgroups.empty()) cv["subgroups"] = std::move(subgroups);
+  return cv;
 }
+
+nlohmann::json PoolSubgroups(const std::vector<FoldResult>& folds) {
+  struct Pooled {
+    int rounds = 0, n = 0;
+    std::vector<double> balanced_accuracy;
+    int mel_k = 0, mel_n = 0, mal_k = 0, mal_n = 0;
+  };
+  // kind -> group -> pooled
+  std::map<std::string, std::map<std::string, Pooled>> pooled;
+  for (const FoldResult& f : folds) {
+    const auto it = f.metrics.find("subgroups");
+    if (it == f.metrics.end() || !it->is_object()) continue;
+    for (const auto& [kind, groups] : it->items()) {
+      if (!groups.is_array()) continue;
+      for (const nlohmann::json& g : groups) {
+        if (!g.is_object() || !g.contains("group") || !g["group"].is_string()) continue;
+        Pooled& p = pooled[kind][g["group"].get<std::string>()];
+        ++p.rounds;
+        p.n += g.value("n", 0);
+        if (g.contains("balanced_accuracy") && g["balanced_accuracy"].is_number() && g.value("classes_present", 0) >= 2) {
+          p.balanced_accuracy.push_back(g["balanced_accuracy"].get<double>());
+        }
+        for (auto [key, k, n] : {std::tuple{"melanoma_recall", &p.mel_k, &p.mel_n},
+                                 std::tuple{"malignant_referred", &p.mal_k, &p.mal_n}}) {
+          if (g.contains(key) && g[key].is_object()) {
+            *k += g[key].value("k", 0);
+            *n += g[key].value("n", 0);
+          }
+        }
+      }
+    }
+  }
+  nlohmann::json out = nlohmann::json::object();
+  auto proportion = [](int k, int n) {
+    const Proportion p = WilsonInterval(k, n);
+    return nlohmann::json{{"k", k}, {"n", n}, {"value", p.value}, {"ci95", {p.lower, p.upper}}};
+  };
+  for (const auto& [kind, groups] : pooled) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& [name, p] : groups) {
+      nlohmann::json row = {{"group", name}, {"rounds", p.rounds}, {"n", p.n}};
+      if (!p.balanced_accuracy.empty()) {
+        const nlohmann::json d = Describe(p.balanced_accuracy);
+        row["balanced_accuracy"] = {{"mean", d["mean"]}, {"min", d["min"]}, {"max", d["max"]},
+                                    {"rounds", p.balanced_accuracy.size()}};
+      }
+      if (p.mel_n > 0) row["melanoma_recall"] = proportion(p.mel_k, p.mel_n);
+      if (p.mal_n > 0) row["malignant_referred"] = proportion(p.mal_k, p.mal_n);
+      rows.push_back(std::move(row));
+    }
+    std::stable_sort(rows.begin(), rows.end(),
+                     [](const nlohmann::json& a, const nlohmann::json& b) { return a["n"] > b["n"]; });
+    out[kind] = std::move(rows);
+  }
+  return out;
+}
+
+namespace {
+
+std::string ProportionCell(const nlohmann::json& row, const char* key) {
+  if (!row.contains(key)) return "–";
+  const nlohmann::json& p = row[key];
+  return absl::StrFormat("%.2f [%.2f, %.2f] of %d", p["value"].get<double>(), p["ci95"][0].get<double>(),
+                         p["ci95"][1].get<double>(), p["n"].get<int>());
+}
+
+}  // namespace
 
 std::string CrossValidationMarkdown(const nlohmann::json& cv) {
   std::vector<std::string> columns;
@@ -130,6 +203,25 @@ std::string CrossValidationMarkdown(const nlohmann::json& cv) {
     absl::StrAppend(&out, absl::StrFormat(" %.4f ± %.4f |", s["mean"].get<double>(), s["sd"].get<double>()));
   }
   absl::StrAppend(&out, "\n");
+  if (cv.contains("subgroups") && cv["subgroups"].is_object()) {
+    for (const auto& [kind, rows] : cv["subgroups"].items()) {
+      absl::StrAppend(&out, "\nBy ", kind, " (pooled over the rounds' test folds; balanced accuracy: mean [min, max] of the rounds; "
+                      "melanoma recall and malignant referred: pooled, 95% Wilson):\n\n",
+                      "| ", kind, " | n | balanced accuracy | melanoma recall | malignant referred |\n",
+                      "|---|---:|---:|---:|---:|\n");
+      for (const nlohmann::json& row : rows) {
+        std::string ba = "–";
+        if (row.contains("balanced_accuracy")) {
+          const nlohmann::json& b = row["balanced_accuracy"];
+          ba = absl::StrFormat("%.3f [%.3f, %.3f]", b["mean"].get<double>(), b["min"].get<double>(),
+                               b["max"].get<double>());
+        }
+        absl::StrAppend(&out, "| ", row["group"].get<std::string>(), " | ", row["n"].get<int>(), " | ", ba, " | ",
+                        ProportionCell(row, "melanoma_recall"), " | ", ProportionCell(row, "malignant_referred"),
+                        " |\n");
+      }
+    }
+  }
   return out;
 }
 

@@ -35,7 +35,17 @@ const std::vector<std::string>& CrossValidationMetrics();
 // InvalidArgument for no rounds or a fold given twice.
 absl::StatusOr<nlohmann::json> SummariseFolds(const std::vector<FoldResult>& folds);
 
-// A Markdown table of the summary: one row per round, then "mean ± sd".
+// The rounds' subgroup results (metrics "subgroups": age band, sex, body site, source)
+// pooled: every test image is in one round's test fold, so the pooled groups cover the
+// whole pool, each image predicted by a model that never saw it. Per kind, per group:
+//   {"group", "rounds", "n" (images, summed), "balanced_accuracy": {"mean", "min", "max",
+//    "rounds"} over the rounds where the group had >= 2 classes, "melanoma_recall" and
+//    "malignant_referred": {"k", "n", "value", "ci95"} summed over the rounds (95% Wilson)}
+// sorted by n, largest first. {} when no round has subgroups.
+nlohmann::json PoolSubgroups(const std::vector<FoldResult>& folds);
+
+// A Markdown table of the summary: one row per round, then "mean ± sd"; then, when
+// the summary has "subgroups" (PoolSubgroups), one table per kind.
 std::string CrossValidationMarkdown(const nlohmann::json& summary);
 
 }  // namespace skinlesion::eval

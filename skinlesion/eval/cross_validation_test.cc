@@ -81,5 +81,48 @@ TEST(CrossValidationTest, AnUnknownCostIsLeftOutNotAveragedAsZero) {
   EXPECT_THAT(CrossValidationMarkdown(*unknown), HasSubstr("| mean ± sd | | – |"));
 }
 
+// Each image is in one round's test fold: the rounds' subgroups pool into tables over
+// the whole pool. Counts add up, balanced accuracy is averaged over the rounds where it
+// means something (>= 2 classes), and the intervals come from the pooled counts.
+TEST(CrossValidationTest, SubgroupsArePooledOverTheRounds) {
+  auto group = [](const char* name, int n, double bacc, int classes, int mel_k, int mel_n) {
+    return nlohmann::json{{"group", name}, {"n", n}, {"balanced_accuracy", bacc}, {"classes_present", classes},
+                          {"melanoma_recall", {{"k", mel_k}, {"n", mel_n}, {"value", 0.0}}},
+                          {"malignant_referred", {{"k", mel_k + 1}, {"n", mel_n + 2}, {"value", 0.0}}}};
+  };
+  nlohmann::json a = Round(0.5, 0.9, 0.4, std::nullopt);
+  a["subgroups"] = {{"sex", {group("female", 50, 0.6, 7, 3, 10), group("male", 40, 0.4, 6, 1, 4)}}};
+  nlohmann::json b = Round(0.6, 0.9, 0.5, std::nullopt);
+  b["subgroups"] = {{"sex", {group("female", 60, 0.8, 7, 5, 10), group("unknown", 3, 0.0, 1, 0, 0)}}};
+  auto cv = SummariseFolds({{.fold = 0, .metrics = a}, {.fold = 1, .metrics = b}});
+  ASSERT_THAT(cv, IsOk());
+  const nlohmann::json& sex = (*cv)["subgroups"]["sex"];
+  ASSERT_EQ(sex.size(), 3u);
+  EXPECT_EQ(sex[0]["group"], "female");  // Largest first.
+  EXPECT_EQ(sex[0]["n"], 110);
+  EXPECT_EQ(sex[0]["rounds"], 2);
+  EXPECT_NEAR(sex[0]["balanced_accuracy"]["mean"].get<double>(), 0.7, 1e-12);
+  EXPECT_NEAR(sex[0]["balanced_accuracy"]["min"].get<double>(), 0.6, 1e-12);
+  EXPECT_EQ(sex[0]["melanoma_recall"]["k"], 8);
+  EXPECT_EQ(sex[0]["melanoma_recall"]["n"], 20);
+  EXPECT_NEAR(sex[0]["melanoma_recall"]["value"].get<double>(), 0.4, 1e-12);
+  const double lower = sex[0]["melanoma_recall"]["ci95"][0].get<double>();
+  EXPECT_GT(lower, 0.19);  // Wilson, 8 of 20: [0.219, 0.613].
+  EXPECT_LT(lower, 0.23);
+  EXPECT_EQ(sex[0]["malignant_referred"]["k"], 10);
+  EXPECT_EQ(sex[0]["malignant_referred"]["n"], 24);
+  EXPECT_EQ(sex[2]["group"], "unknown");
+  EXPECT_FALSE(sex[2].contains("balanced_accuracy"));  // One class: not a balanced accuracy.
+  EXPECT_FALSE(sex[2].contains("melanoma_recall"));    // No melanoma.
+  const std::string md = CrossValidationMarkdown(*cv);
+  EXPECT_THAT(md, HasSubstr("| sex | n | balanced accuracy | melanoma recall | malignant referred |"));
+  EXPECT_THAT(md, HasSubstr("| female | 110 | 0.700 [0.600, 0.800] | 0.40 [0.22, 0.61] of 20 |"));
+  EXPECT_THAT(md, HasSubstr("| unknown | 3 | – | – |"));
+  // Rounds without subgroups: no tables.
+  auto plain = SummariseFolds({{.fold = 0, .metrics = Round(0.5, 0.9, 0.4, std::nullopt)}});
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_FALSE(plain->contains("subgroups"));
+}
+
 }  // namespace
 }  // namespace skinlesion::eval
