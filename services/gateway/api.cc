@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "skinlesion/common/classes.h"
+#include "skinlesion/manifest/manifest.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -486,12 +487,16 @@ json ModelCardJson(const v1::ModelVersion& v, const json& metrics) {
                      {"url", absl::StrCat("/api/v1/models/", v.model(), "/versions/", v.version(),
                                           "/files/", f.path())}});
   }
+  // Read as a server reads it: what it classifies, or why a server would refuse it.
+  const absl::StatusOr<ModelManifest> typed = ModelManifest::Parse(manifest, "manifest.json");
   return {{"name", v.model()},
           {"version", v.version()},
           {"created", CreatedOf(v, manifest)},
           {"architecture", StringOr(manifest, "architecture")},
           {"image_size", NumberOr(manifest, "image_size", nullptr)},
           {"temperature", temperature},
+          {"classes", typed.ok() ? json(typed->classes.codes()) : json(nullptr)},
+          {"manifest_error", typed.ok() ? json(nullptr) : json(std::string(typed.status().message()))},
           {"aliases", std::vector<std::string>(v.aliases().begin(), v.aliases().end())},
           {"metrics", metrics},
           {"manifest", manifest},

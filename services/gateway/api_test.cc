@@ -259,6 +259,29 @@ TEST(PredictionJsonTest, Fields) {
   EXPECT_EQ(e["heat"].size(), 2u);
 }
 
+// The model card says what a version classifies, or why a server would refuse its
+// manifest; the manifest itself is shown either way.
+TEST(ModelCardJsonTest, ClassesOrTheManifestsError) {
+  using json = nlohmann::json;
+  v1::ModelVersion v;
+  v.set_model("clinic");
+  v.set_version(2);
+  v.set_manifest_json(R"({"architecture": "resnet18", "labels": ["benign", "melanoma"],
+                          "calibration": {"temperature": 0.5}})");
+  json card = ModelCardJson(v, json());
+  EXPECT_EQ(card["classes"], json({"benign", "melanoma"}));
+  EXPECT_TRUE(card["manifest_error"].is_null());
+  EXPECT_EQ(card["temperature"], 0.5);
+  v.set_manifest_json(R"({"architecture": "resnet18", "labels": "benign,melanoma"})");
+  card = ModelCardJson(v, json());
+  EXPECT_TRUE(card["classes"].is_null());
+  EXPECT_THAT(card["manifest_error"].get<std::string>(), HasSubstr("\"labels\" must be an array"));
+  EXPECT_EQ(card["manifest"]["labels"], "benign,melanoma");
+  v.set_manifest_json("not json");
+  card = ModelCardJson(v, json());
+  EXPECT_THAT(card["manifest_error"].get<std::string>(), HasSubstr("missing \"architecture\""));
+}
+
 TEST(RateLimiterTest, BurstThenRate) {
   RateLimiter limiter({.rate = 2, .burst = 3});
   const absl::Time t0 = absl::FromUnixSeconds(1000);
