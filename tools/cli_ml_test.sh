@@ -175,6 +175,7 @@ awk -F, 'BEGIN{OFS=","} NR>1 && $3=="test" {$3="train"} {print}' "$OUT/byo_split
   --set architecture=resnet18,image_size=32,epochs=1,frozen_epochs=0,batch_size=4,num_workers=1,threads=1,progress_interval_s=0 \
   > "$OUT/ship_train.txt" 2>&1
 grep -q "no test partition: validation split" "$OUT/ship_train.txt"
+grep -q " / 0 test images" "$OUT/ship_train.txt"
 /usr/bin/python3 - "$OUT/ship_run" <<'PY'
 import json, os, sys
 d = sys.argv[1]

@@ -434,7 +434,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   const std::vector<data::Sample>& test_set = report_on_val ? sets.val : sets.test;
   std::fprintf(stderr, "[train] %s on %s: %zu train / %zu val / %zu test images, split %s%s\n",
                config.architecture.c_str(), device.c_str(), train_set.size(), val_set.size(),
-               test_set.size(), split->Digest().substr(0, 12).c_str(),
+               sets.test.size(), split->Digest().substr(0, 12).c_str(),
                cmd.fold >= 0 ? absl::StrCat(", round ", cmd.fold).c_str() : "");
 
   train::TrainContext ctx;
