@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "skinlesion/models/model_zoo.h"
+#include "skinlesion/models/architectures.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/train/config.h"
 

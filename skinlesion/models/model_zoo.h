@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "skinlesion/models/architectures.h"
 #include "skinlesion/models/classifier.h"
 
 namespace skinlesion::models {
@@ -44,9 +45,6 @@ struct ModelOptions {
   // Used only by "vit_custom".
   VitConfig vit;
 };
-
-// The architectures CreateModel accepts, in display order.
-const std::vector<std::string>& ListArchitectures();
 
 // A freshly initialised model (torchvision's initialisation), on the CPU, in
 // training mode. Unknown architecture or bad options -> InvalidArgument.

@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "skinlesion/train/losses.h"
 #include "skinlesion/train/schedule.h"
 
 namespace skinlesion::train {
@@ -112,33 +111,40 @@ PreprocessOptions TrainConfig::Preprocess() const {
   return o;
 }
 
-absl::Status TrainConfig::Validate() const {
+absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   std::vector<std::string> p;
+  TrainChoices choices;
+  // Parses one enumerated field into `out`, or records why it cannot.
+  const auto parse = [&p](const auto& parsed, auto& out) {
+    if (parsed.ok()) {
+      out = *parsed;
+    } else {
+      p.push_back(std::string(parsed.status().message()));
+    }
+  };
   if (architecture.empty()) p.push_back("architecture is empty");
   if (image_size < 16 || image_size > 1024) p.push_back("image_size must be in [16, 1024]");
   if (!OneOf(augmentation, {"none", "light", "medical"})) {
-    p.push_back(absl::StrCat("unknown augmentation '", augmentation, "'"));
+    p.push_back(absl::StrCat("unknown augmentation '", augmentation, "' (expected none, light, medical)"));
   }
-  if (!OneOf(sampler, {"shuffle", "balanced"})) p.push_back(absl::StrCat("unknown sampler '", sampler, "'"));
-  if (!OneOf(class_weighting, {"inverse", "sqrt"})) {
-    p.push_back(absl::StrCat("unknown class_weighting '", class_weighting, "'"));
-  }
+  parse(ParseSamplerKind(sampler), choices.sampler);
+  parse(ParseClassWeighting(class_weighting), choices.class_weighting);
   if (batch_size < 1) p.push_back("batch_size must be >= 1");
   if (grad_accum < 1) p.push_back("grad_accum must be >= 1");
   if (num_workers < 0) p.push_back("num_workers must be >= 0");
   if (threads < 1) p.push_back("threads must be >= 1");
   if (epochs < 1) p.push_back("epochs must be >= 1");
   if (frozen_epochs < 0 || frozen_epochs > epochs) p.push_back("frozen_epochs must be in [0, epochs]");
-  if (!OneOf(optimizer, {"adamw", "sgd"})) p.push_back(absl::StrCat("unknown optimizer '", optimizer, "'"));
+  parse(ParseOptimizerKind(optimizer), choices.optimizer);
   if (!(lr > 0 && lr < 10)) p.push_back("lr must be in (0, 10)");
   if (!(backbone_lr_factor >= 0 && backbone_lr_factor <= 10)) p.push_back("backbone_lr_factor must be in [0, 10]");
   if (!(layer_decay > 0 && layer_decay <= 1)) p.push_back("layer_decay must be in (0, 1]");
   if (weight_decay < 0) p.push_back("weight_decay must be >= 0");
   if (momentum < 0 || momentum >= 1) p.push_back("momentum must be in [0, 1)");
-  auto kind = ParseScheduleKind(schedule);
-  if (!kind.ok()) {
+  if (auto kind = ParseScheduleKind(schedule); !kind.ok()) {
     p.push_back(std::string(kind.status().message()));
   } else {
+    choices.schedule = *kind;
     ScheduleOptions s;
     s.kind = *kind;
     s.t0 = t0;
@@ -150,13 +156,11 @@ absl::Status TrainConfig::Validate() const {
     s.gamma = gamma;
     if (auto st = ValidateSchedule(s); !st.ok()) p.push_back(std::string(st.message()));
   }
-  if (auto l = ParseLossKind(loss); !l.ok()) p.push_back(std::string(l.status().message()));
+  parse(ParseLossKind(loss), choices.loss);
   if (focal_gamma < 0) p.push_back("focal_gamma must be >= 0");
   if (!(logit_adjust_tau >= 0 && logit_adjust_tau <= 10)) p.push_back("logit_adjust_tau must be in [0, 10]");
   if (label_smoothing < 0 || label_smoothing >= 1) p.push_back("label_smoothing must be in [0, 1)");
-  if (!OneOf(precision, {"auto", "fp32", "bf16", "fp16"})) {
-    p.push_back(absl::StrCat("unknown precision '", precision, "'"));
-  }
+  parse(ParseTrainPrecision(precision), choices.precision);
   if (ema_decay < 0 || ema_decay >= 1) p.push_back("ema_decay must be in [0, 1)");
   if (colour_constancy_p < 0 || colour_constancy_p > 16) p.push_back("colour_constancy_p must be in [0, 16]");
   if (!(target_sensitivity > 0 && target_sensitivity <= 1)) {
@@ -164,7 +168,7 @@ absl::Status TrainConfig::Validate() const {
   }
   if (patience < 0) p.push_back("patience must be >= 0");
   if (monitor.empty()) p.push_back("monitor is empty");
-  if (p.empty()) return absl::OkStatus();
+  if (p.empty()) return choices;
   return absl::InvalidArgumentError(absl::StrCat("invalid training config: ", absl::StrJoin(p, "; ")));
 }
 

@@ -8,8 +8,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "skinlesion/image/preprocess.h"
 #include "nlohmann/json.hpp"
+#include "skinlesion/image/preprocess.h"
+#include "skinlesion/train/choices.h"
 
 namespace skinlesion::train {
 
@@ -90,8 +91,11 @@ struct TrainConfig {
   static absl::StatusOr<TrainConfig> FromJson(const nlohmann::json& j, const TrainConfig& base);
   static absl::StatusOr<TrainConfig> FromJson(const nlohmann::json& j) { return FromJson(j, TrainConfig()); }
   // Every problem at once (InvalidArgument listing them), e.g. "epochs must be >= 1;
-  // unknown optimizer 'adam'".
-  absl::Status Validate() const;
+  // unknown optimizer 'adam' (expected adamw, sgd)".
+  absl::Status Validate() const { return Choices().status(); }
+  // Validates (as Validate) and returns the enumerated choices (sampler, class
+  // weighting, optimizer, schedule, loss, precision) parsed from their strings.
+  absl::StatusOr<TrainChoices> Choices() const;
   // The model input preparation this configuration trains with: image_size, shorter
   // side + centre crop, ImageNet mean/std, colour constancy.
   PreprocessOptions Preprocess() const;

@@ -8,25 +8,6 @@ namespace skinlesion::train {
 
 using Kind = LossOptions::Kind;
 
-absl::StatusOr<Kind> ParseLossKind(absl::string_view name) {
-  if (name == "ce") return Kind::kCrossEntropy;
-  if (name == "weighted_ce") return Kind::kWeightedCrossEntropy;
-  if (name == "focal") return Kind::kFocal;
-  if (name == "logit_adjusted") return Kind::kLogitAdjusted;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown loss '", name, "' (expected ce, weighted_ce, focal, logit_adjusted)"));
-}
-
-std::string LossKindName(Kind kind) {
-  switch (kind) {
-    case Kind::kCrossEntropy: return "ce";
-    case Kind::kWeightedCrossEntropy: return "weighted_ce";
-    case Kind::kFocal: return "focal";
-    case Kind::kLogitAdjusted: return "logit_adjusted";
-  }
-  return "?";
-}
-
 at::Tensor ComputeLoss(const at::Tensor& logits, const at::Tensor& targets,
                        const LossOptions& options) {
   namespace F = torch::nn::functional;

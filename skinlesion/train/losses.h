@@ -18,13 +18,12 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
+#include "skinlesion/train/choices.h"
 
 namespace skinlesion::train {
 
 struct LossOptions {
-  enum class Kind { kCrossEntropy, kWeightedCrossEntropy, kFocal, kLogitAdjusted };
+  using Kind = LossKind;  // Parsed by ParseLossKind (choices.h).
   Kind kind = Kind::kWeightedCrossEntropy;
   double label_smoothing = 0.0;  // [0, 1)
   double focal_gamma = 2.0;
@@ -35,10 +34,6 @@ struct LossOptions {
   std::vector<double> log_prior;
   double logit_adjust_tau = 1.0;
 };
-
-// ce, weighted_ce, focal, logit_adjusted
-absl::StatusOr<LossOptions::Kind> ParseLossKind(absl::string_view name);
-std::string LossKindName(LossOptions::Kind kind);
 
 // logits [N, K] (any floating dtype), targets [N] int64. Returns a scalar.
 at::Tensor ComputeLoss(const at::Tensor& logits, const at::Tensor& targets,

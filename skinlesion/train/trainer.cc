@@ -117,7 +117,7 @@ struct Groups {
 // Phase 1: only the head, at lr. Phase 2: everything; the head at lr, a ViT's
 // blocks at lr * layer_decay^(depth + 1 - layer), a CNN backbone at
 // lr * backbone_lr_factor. Biases and 1-D (norm) parameters get no weight decay.
-Groups BuildGroups(models::Classifier& model, bool frozen, const TrainConfig& c) {
+Groups BuildGroups(models::Classifier& model, bool frozen, const TrainConfig& c, OptimizerKind optimizer) {
   const std::vector<std::string> head = model.HeadKeys();
   const int depth = VitDepth(model);
   std::map<std::pair<double, bool>, std::vector<torch::Tensor>> buckets;
@@ -137,7 +137,7 @@ Groups BuildGroups(models::Classifier& model, bool frozen, const TrainConfig& c)
   for (auto& [key, params] : buckets) {
     const auto [scale, decay] = key;
     std::unique_ptr<torch::optim::OptimizerOptions> options;
-    if (c.optimizer == "sgd") {
+    if (optimizer == OptimizerKind::kSgd) {
       options = std::make_unique<torch::optim::SGDOptions>(
           torch::optim::SGDOptions(c.lr * scale)
               .momentum(c.momentum)
@@ -153,8 +153,8 @@ Groups BuildGroups(models::Classifier& model, bool frozen, const TrainConfig& c)
   return g;
 }
 
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(Groups& g, const TrainConfig& c) {
-  if (c.optimizer == "sgd") {
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(Groups& g, const TrainConfig& c, OptimizerKind optimizer) {
+  if (optimizer == OptimizerKind::kSgd) {
     return std::make_unique<torch::optim::SGD>(g.groups, torch::optim::SGDOptions(c.lr));
   }
   return std::make_unique<torch::optim::AdamW>(g.groups, torch::optim::AdamWOptions(c.lr));
@@ -174,9 +174,9 @@ void SetTrainMode(models::Classifier& model, bool frozen) {
   }
 }
 
-ScheduleOptions MakeSchedule(const TrainConfig& c) {
+ScheduleOptions MakeSchedule(const TrainConfig& c, ScheduleOptions::Kind kind) {
   ScheduleOptions s;
-  s.kind = *ParseScheduleKind(c.schedule);
+  s.kind = kind;
   s.t0 = c.t0;
   s.t_mult = c.t_mult;
   s.min_factor = c.min_lr_factor;
@@ -426,341 +426,462 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
   return out;
 }
 
-absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::Sample>& train,
-                                  const std::vector<data::Sample>& val, const TrainContext& ctx) {
-  SL_RETURN_IF_ERROR(c.Validate());
-  if (ctx.output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
-  if (train.empty() || val.empty()) return absl::InvalidArgumentError("train and val samples are required");
-  SL_ASSIGN_OR_RETURN(const torch::Device device, ParseDevice(ctx.device));
-  const int rank = ctx.reducer ? ctx.reducer->rank() : 0;
-  const int world = ctx.reducer ? ctx.reducer->world_size() : 1;
-  if (c.batch_size % world != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("batch_size ", c.batch_size,
-                                                   " is not divisible by the world size ", world));
+namespace {
+
+// One training run, step by step: Setup (device, model, data, loss, numerics),
+// Resume (checkpoint, workers' weights, EMA), RunEpoch (optimiser for the phase,
+// steps, validation, checkpoints, stop rules) and Finish (curves, result). Train()
+// drives it; every step keeps the order of the random draws, so runs stay exact.
+class Trainer {
+ public:
+  Trainer(const TrainConfig& config, const TrainChoices& choices, const std::vector<data::Sample>& train,
+          const std::vector<data::Sample>& val, const TrainContext& context)
+      : c_(config),
+        choices_(choices),
+        train_(train),
+        val_(val),
+        ctx_(context),
+        rank_(context.reducer ? context.reducer->rank() : 0),
+        world_(context.reducer ? context.reducer->world_size() : 1),
+        chief_(rank_ == 0),
+        num_classes_(context.classes.size()),
+        last_dir_(context.output_dir + "/checkpoints/last"),
+        best_dir_(context.output_dir + "/checkpoints/best") {}
+
+  absl::Status Setup();
+  absl::Status Resume();
+  int next_epoch() const { return state_.next_epoch; }
+  // Trains and validates one epoch and writes its checkpoints. False: stop early
+  // (patience ran out). Cancelled when the listener asks to stop.
+  absl::StatusOr<bool> RunEpoch(int epoch);
+  TrainResult Finish();
+
+ private:
+  absl::Status SetUpModel();
+  absl::Status SetUpData();
+  void SetUpLoss();
+  void SetUpNumerics();
+  // A new optimiser when the phase changes (frozen backbone or everything), with the
+  // checkpoint's state when resuming into the same phase.
+  void PrepareOptimizer(int epoch, bool frozen);
+  // Forward and backward of one micro-batch; the loss value.
+  absl::StatusOr<double> Step(const data::Batch& batch, int epoch, int64_t step);
+  // Averages across workers, unscales (fp16), clips, steps the optimiser and the EMA.
+  absl::Status ApplyGradients();
+  void ReportProgress(int epoch, bool frozen, int64_t step, double loss, double head_lr, int64_t images,
+                      Clock::time_point epoch_start);
+  // Validation metrics of the epoch's weights (EMA weights when EMA is on) into `record`.
+  absl::StatusOr<eval::Metrics> ValidateEpoch(EpochRecord& record);
+  absl::Status WriteCheckpoints(const EpochRecord& record, bool frozen);
+  void PlotCurves();
+
+  const TrainConfig& c_;
+  const TrainChoices choices_;
+  const std::vector<data::Sample>& train_;
+  const std::vector<data::Sample>& val_;
+  const TrainContext& ctx_;
+  const int rank_, world_;
+  const bool chief_;
+  const int num_classes_;
+  const std::string last_dir_, best_dir_;
+
+  torch::Device device_{torch::kCPU};
+  std::shared_ptr<models::Classifier> model_;
+  std::unique_ptr<data::DataLoader> loader_;
+  int64_t steps_per_epoch_ = 0;
+  std::vector<int> labels_;  // Of the training samples.
+  LossOptions loss_options_;
+  ScheduleOptions schedule_;
+  bool cuda_ = false, fp16_ = false, bf16_ = false, channels_last_ = false;
+  LossScaler scaler_;
+  std::unique_ptr<Ema> ema_;
+
+  RunState state_;
+  nlohmann::json resumed_state_;  // Null unless resuming.
+  TrainResult result_;
+
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  Groups groups_;
+  bool optimizer_frozen_ = false;
+  std::vector<torch::Tensor> trainable_;
+
+  Clock::time_point run_start_;
+  int64_t images_this_run_ = 0;
+};
+
+absl::Status Trainer::Setup() {
+  SL_ASSIGN_OR_RETURN(device_, ParseDevice(ctx_.device));
+  if (c_.batch_size % world_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("batch_size ", c_.batch_size,
+                                                   " is not divisible by the world size ", world_));
   }
-  const bool chief = rank == 0;
-  const int num_classes = ctx.classes.size();
-  torch::set_num_threads(c.threads);
+  torch::set_num_threads(c_.threads);
   std::error_code ec;
-  fs::create_directories(ctx.output_dir + "/checkpoints", ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", ctx.output_dir, ": ", ec.message()));
-  if (chief) SL_RETURN_IF_ERROR(WriteFileAtomically(ctx.output_dir + "/config.json", c.ToJson().dump(2) + "\n"));
+  fs::create_directories(ctx_.output_dir + "/checkpoints", ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", ctx_.output_dir, ": ", ec.message()));
+  if (chief_) SL_RETURN_IF_ERROR(WriteFileAtomically(ctx_.output_dir + "/config.json", c_.ToJson().dump(2) + "\n"));
+  SL_RETURN_IF_ERROR(SetUpModel());
+  SL_RETURN_IF_ERROR(SetUpData());
+  SetUpLoss();
+  schedule_ = MakeSchedule(c_, choices_.schedule);
+  SetUpNumerics();
+  return absl::OkStatus();
+}
 
-  // Model.
-  std::shared_ptr<models::Classifier> model = ctx.model;
-  if (!model) {
-    torch::manual_seed(c.seed);
+absl::Status Trainer::SetUpModel() {
+  model_ = ctx_.model;
+  if (!model_) {
+    torch::manual_seed(c_.seed);
     models::ModelOptions mo;
-    mo.image_size = c.image_size;
-    mo.dropout = c.dropout;
-    mo.num_classes = num_classes;
-    SL_ASSIGN_OR_RETURN(model, models::CreateModel(c.architecture, mo));
-  } else if (model->num_classes() != num_classes) {
-    return absl::InvalidArgumentError(absl::StrCat("the model has ", model->num_classes(), " outputs but the data have ",
-                                                   num_classes, " classes (", ctx.classes.ToString(), ")"));
+    mo.image_size = c_.image_size;
+    mo.dropout = c_.dropout;
+    mo.num_classes = num_classes_;
+    SL_ASSIGN_OR_RETURN(model_, models::CreateModel(c_.architecture, mo));
+  } else if (model_->num_classes() != num_classes_) {
+    return absl::InvalidArgumentError(absl::StrCat("the model has ", model_->num_classes(),
+                                                   " outputs but the data have ", num_classes_, " classes (",
+                                                   ctx_.classes.ToString(), ")"));
   }
-  model->to(device);
+  model_->to(device_);
+  return absl::OkStatus();
+}
 
-  // Data.
-  std::vector<int> labels;
-  for (const auto& s : train) labels.push_back(s.label);
-  for (const std::vector<data::Sample>* part : {&train, &val}) {
+absl::Status Trainer::SetUpData() {
+  for (const auto& s : train_) labels_.push_back(s.label);
+  for (const std::vector<data::Sample>* part : {&train_, &val_}) {
     for (const data::Sample& s : *part) {
-      if (s.label < 0 || s.label >= num_classes) {
+      if (s.label < 0 || s.label >= num_classes_) {
         return absl::InvalidArgumentError(absl::StrCat("image ", s.image_id, " has label ", s.label,
-                                                       ", outside the ", num_classes, " classes"));
+                                                       ", outside the ", num_classes_, " classes"));
       }
     }
   }
-  const data::ClassWeighting weighting = c.class_weighting == "inverse"
-                                             ? data::ClassWeighting::kInverseFrequency
-                                             : data::ClassWeighting::kSqrtInverseFrequency;
   std::unique_ptr<data::Sampler> sampler;
-  if (c.sampler == "balanced") {
-    sampler = std::make_unique<data::ClassBalancedSampler>(labels, num_classes, weighting, train.size(), c.seed);
+  if (choices_.sampler == SamplerKind::kBalanced) {
+    sampler = std::make_unique<data::ClassBalancedSampler>(labels_, num_classes_, choices_.class_weighting,
+                                                          train_.size(), c_.seed);
   } else {
-    sampler = std::make_unique<data::ShuffleSampler>(train.size(), c.seed);
+    sampler = std::make_unique<data::ShuffleSampler>(train_.size(), c_.seed);
   }
   data::LoaderOptions lo;
-  lo.batch_size = c.batch_size / world;
-  lo.num_workers = c.num_workers;
-  lo.seed = c.seed;
-  lo.augmentation = c.augmentation;
-  lo.preprocess = c.Preprocess();
-  if (world > 1) {
-    sampler = std::make_unique<ShardedSampler>(std::move(sampler), c.batch_size, rank, world);
+  lo.batch_size = c_.batch_size / world_;
+  lo.num_workers = c_.num_workers;
+  lo.seed = c_.seed;
+  lo.augmentation = c_.augmentation;
+  lo.preprocess = c_.Preprocess();
+  if (world_ > 1) {
+    sampler = std::make_unique<ShardedSampler>(std::move(sampler), c_.batch_size, rank_, world_);
     lo.drop_last = true;
   }
   // A last batch of one image cannot train batch norm (one value per channel at a 1x1
   // feature map) and gives noisy statistics anyway: drop it (the shuffled image lands
   // in a full batch in other epochs).
-  if (train.size() > 1 && train.size() % static_cast<size_t>(lo.batch_size) == 1) lo.drop_last = true;
-  SL_ASSIGN_OR_RETURN(auto loader, data::DataLoader::Create(train, std::move(sampler), lo));
-  const int64_t steps_per_epoch = loader->num_batches();
-  if (steps_per_epoch == 0) return absl::InvalidArgumentError("the training set is smaller than one batch");
+  if (train_.size() > 1 && train_.size() % static_cast<size_t>(lo.batch_size) == 1) lo.drop_last = true;
+  SL_ASSIGN_OR_RETURN(loader_, data::DataLoader::Create(train_, std::move(sampler), lo));
+  steps_per_epoch_ = loader_->num_batches();
+  if (steps_per_epoch_ == 0) return absl::InvalidArgumentError("the training set is smaller than one batch");
+  return absl::OkStatus();
+}
 
-  LossOptions loss_options;
-  loss_options.kind = *ParseLossKind(c.loss);
-  loss_options.label_smoothing = c.label_smoothing;
-  loss_options.focal_gamma = c.focal_gamma;
-  if (loss_options.kind == LossOptions::Kind::kLogitAdjusted) {
+void Trainer::SetUpLoss() {
+  const bool balanced = choices_.sampler == SamplerKind::kBalanced;
+  loss_options_.kind = choices_.loss;
+  loss_options_.label_smoothing = c_.label_smoothing;
+  loss_options_.focal_gamma = c_.focal_gamma;
+  if (loss_options_.kind == LossKind::kLogitAdjusted) {
     // The prior the sampler shows the model: the class frequencies, or uniform under
     // the class-balanced sampler (then the adjustment is a constant and does nothing).
-    std::vector<double> counts(num_classes, 0.0);
-    for (int y : labels) counts[y] += 1;
+    std::vector<double> counts(num_classes_, 0.0);
+    for (int y : labels_) counts[y] += 1;
     for (double& n : counts) {
-      n = c.sampler == "balanced" ? 1.0 / num_classes : std::max(n, 1.0) / labels.size();
-      loss_options.log_prior.push_back(std::log(n));
+      n = balanced ? 1.0 / num_classes_ : std::max(n, 1.0) / labels_.size();
+      loss_options_.log_prior.push_back(std::log(n));
     }
-    loss_options.logit_adjust_tau = c.logit_adjust_tau;
-  } else if (loss_options.kind != LossOptions::Kind::kCrossEntropy && c.sampler != "balanced") {
-    const auto w = data::ClassWeights(labels, weighting, num_classes);
-    loss_options.class_weights.assign(w.begin(), w.end());
+    loss_options_.logit_adjust_tau = c_.logit_adjust_tau;
+  } else if (loss_options_.kind != LossKind::kCrossEntropy && !balanced) {
+    const auto w = data::ClassWeights(labels_, choices_.class_weighting, num_classes_);
+    loss_options_.class_weights.assign(w.begin(), w.end());
   }
-  const ScheduleOptions schedule = MakeSchedule(c);
-  TrainResult result;
-  const bool cuda = device.is_cuda();
+}
+
+void Trainer::SetUpNumerics() {
+  cuda_ = device_.is_cuda();
   // CUDA: "auto" is fp16 autocast with loss scaling. CPU: "auto" is bf16 autocast
   // where the CPU has native bf16 (ResolvePrecision), fp32 elsewhere. Master weights,
   // gradients and optimizer state stay fp32 in every mode.
-  const bool fp16 = cuda && (c.precision == "auto" || c.precision == "fp16");
-  bool bf16 = c.precision == "bf16";
-  if (c.precision == "fp16" && !cuda) SL_LOG(WARNING) << "fp16 autocast needs CUDA; training in fp32";
-  if (fp16) {
-    result.numerics_reason = absl::StrCat(c.precision, ": fp16 autocast (CUDA)");
-  } else if (c.precision == "auto") {
-    const PrecisionDecision d =
-        ResolvePrecision(PrecisionChoice::kAuto, {.cuda = cuda, .native_bf16 = CpuFeaturesForThisProcess().native_bf16()});
-    bf16 = d.precision == Precision::kBf16;
-    result.numerics_reason = d.reason;
+  const TrainPrecision p = choices_.precision;
+  fp16_ = cuda_ && (p == TrainPrecision::kAuto || p == TrainPrecision::kFp16);
+  bf16_ = p == TrainPrecision::kBf16;
+  if (p == TrainPrecision::kFp16 && !cuda_) SL_LOG(WARNING) << "fp16 autocast needs CUDA; training in fp32";
+  if (fp16_) {
+    result_.numerics_reason = absl::StrCat(c_.precision, ": fp16 autocast (CUDA)");
+  } else if (p == TrainPrecision::kAuto) {
+    const PrecisionDecision d = ResolvePrecision(
+        PrecisionChoice::kAuto, {.cuda = cuda_, .native_bf16 = CpuFeaturesForThisProcess().native_bf16()});
+    bf16_ = d.precision == Precision::kBf16;
+    result_.numerics_reason = d.reason;
   } else {
-    result.numerics_reason = absl::StrCat(bf16 ? "bf16" : "fp32", " (requested)");
+    result_.numerics_reason = absl::StrCat(bf16_ ? "bf16" : "fp32", " (requested)");
   }
   // bf16 convolutions run fastest on NHWC tensors (oneDNN); fp32 ones on NCHW.
-  const bool channels_last = bf16 && !cuda && model->HasFeatureMap();
-  if (channels_last) models::ToChannelsLast(*model);
-  result.numerics = fp16 ? "fp16 autocast" : bf16 ? "bf16 autocast" : "fp32";
-  if (channels_last) result.numerics += ", channels-last";
-  if (chief) SL_LOG(INFO) << "training in " << result.numerics << " (" << result.numerics_reason << ")";
-  LossScaler scaler;
+  channels_last_ = bf16_ && !cuda_ && model_->HasFeatureMap();
+  if (channels_last_) models::ToChannelsLast(*model_);
+  result_.numerics = fp16_ ? "fp16 autocast" : bf16_ ? "bf16 autocast" : "fp32";
+  if (channels_last_) result_.numerics += ", channels-last";
+  if (chief_) SL_LOG(INFO) << "training in " << result_.numerics << " (" << result_.numerics_reason << ")";
+}
 
-  // Resume.
-  RunState state;
-  const std::string last_dir = ctx.output_dir + "/checkpoints/last";
-  const std::string best_dir = ctx.output_dir + "/checkpoints/best";
-  nlohmann::json resumed_state;
-  if (ctx.resume && fs::exists(last_dir + "/state.json")) {
-    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(last_dir + "/state.json", 64 << 20));
-    resumed_state = nlohmann::json::parse(text, nullptr, false);
-    if (resumed_state.is_discarded()) return absl::DataLossError(last_dir + "/state.json is not JSON");
-    SL_ASSIGN_OR_RETURN(state, StateFromJson(resumed_state));
-    SL_RETURN_IF_ERROR(LoadModelArchive(*model, last_dir + "/model.pt"));
-    if (chief) SL_LOG(INFO) << "resuming from " << last_dir << " at epoch " << state.next_epoch + 1;
+absl::Status Trainer::Resume() {
+  if (ctx_.resume && fs::exists(last_dir_ + "/state.json")) {
+    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(last_dir_ + "/state.json", 64 << 20));
+    resumed_state_ = nlohmann::json::parse(text, nullptr, false);
+    if (resumed_state_.is_discarded()) return absl::DataLossError(last_dir_ + "/state.json is not JSON");
+    SL_ASSIGN_OR_RETURN(state_, StateFromJson(resumed_state_));
+    SL_RETURN_IF_ERROR(LoadModelArchive(*model_, last_dir_ + "/model.pt"));
+    if (chief_) SL_LOG(INFO) << "resuming from " << last_dir_ << " at epoch " << state_.next_epoch + 1;
   }
-  if (ctx.reducer != nullptr) {
+  if (ctx_.reducer != nullptr) {
     std::vector<torch::Tensor> params;
-    for (auto& p : model->parameters()) params.push_back(p.data());
-    SL_RETURN_IF_ERROR(ctx.reducer->Broadcast(params));
+    for (auto& p : model_->parameters()) params.push_back(p.data());
+    SL_RETURN_IF_ERROR(ctx_.reducer->Broadcast(params));
   }
-  std::unique_ptr<Ema> ema;
-  if (c.ema_decay > 0) {
-    ema = std::make_unique<Ema>(*model, c.ema_decay);
-    if (!resumed_state.is_null() && fs::exists(last_dir + "/ema.pt")) torch::load(ema->shadow(), last_dir + "/ema.pt");
+  if (c_.ema_decay > 0) {
+    ema_ = std::make_unique<Ema>(*model_, c_.ema_decay);
+    if (!resumed_state_.is_null() && fs::exists(last_dir_ + "/ema.pt")) {
+      torch::load(ema_->shadow(), last_dir_ + "/ema.pt");
+    }
   }
+  run_start_ = Clock::now();
+  return absl::OkStatus();
+}
 
-  const auto run_start = Clock::now();
-  int64_t images_this_run = 0;
-  const int64_t total_steps = static_cast<int64_t>(c.epochs) * steps_per_epoch;
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  Groups groups;
-  bool optimizer_frozen = false;
+void Trainer::PrepareOptimizer(int epoch, bool frozen) {
+  if (!optimizer_ || optimizer_frozen_ != frozen) {
+    groups_ = BuildGroups(*model_, frozen, c_, choices_.optimizer);
+    optimizer_ = MakeOptimizer(groups_, c_, choices_.optimizer);
+    optimizer_frozen_ = frozen;
+    if (epoch == state_.next_epoch && !resumed_state_.is_null() &&
+        resumed_state_.value("phase", "") == (frozen ? "frozen" : "finetune")) {
+      torch::load(*optimizer_, last_dir_ + "/optimizer.pt");
+    }
+  }
+  trainable_.clear();
+  for (auto& g : optimizer_->param_groups()) {
+    for (auto& p : g.params()) trainable_.push_back(p);
+  }
+}
 
-  for (int epoch = state.next_epoch; epoch < c.epochs; ++epoch) {
-    const bool frozen = epoch < c.frozen_epochs;
-    if (!optimizer || optimizer_frozen != frozen) {
-      groups = BuildGroups(*model, frozen, c);
-      optimizer = MakeOptimizer(groups, c);
-      optimizer_frozen = frozen;
-      if (epoch == state.next_epoch && !resumed_state.is_null() &&
-          resumed_state.value("phase", "") == (frozen ? "frozen" : "finetune")) {
-        torch::load(*optimizer, last_dir + "/optimizer.pt");
-      }
-    }
-    std::vector<torch::Tensor> trainable;
-    for (auto& g : optimizer->param_groups()) {
-      for (auto& p : g.params()) trainable.push_back(p);
-    }
-    SetTrainMode(*model, frozen);
-    torch::manual_seed(DeriveSeed({c.seed, static_cast<uint64_t>(epoch), 0x70c4}));
-    SL_RETURN_IF_ERROR(loader->StartEpoch(epoch));
-    const auto epoch_start = Clock::now();
-    auto last_print = epoch_start;
-    double loss_sum = 0;
-    int64_t loss_count = 0, step = 0, images = 0;
-    double head_lr = c.lr;
-    optimizer->zero_grad();
-    while (true) {
-      SL_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
-      if (!batch) break;
-      // Learning rate for this step.
-      const double t = frozen ? 0.0 : (epoch - c.frozen_epochs) + static_cast<double>(step) / steps_per_epoch;
-      const double factor = frozen ? 1.0 : LearningRateFactor(schedule, t);
-      head_lr = c.lr * factor;
-      for (size_t gi = 0; gi < optimizer->param_groups().size(); ++gi) {
-        optimizer->param_groups()[gi].options().set_lr(c.lr * groups.lr_scales[gi] * factor);
-      }
-      torch::Tensor x = batch->images.to(device, /*non_blocking=*/true);
-      if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-      torch::Tensor y = batch->labels.to(device, /*non_blocking=*/true);
-      torch::Tensor loss;
-      try {
-        torch::Tensor logits;
-        {
-          AutocastGuard autocast(cuda, fp16, bf16);
-          // The loss in fp32 whatever the autocast dtype of the head.
-          logits = model->forward(x).to(torch::kFloat32);
-        }
-        loss = ComputeLoss(logits, y, loss_options);
-        torch::Tensor scaled = loss / c.grad_accum;
-        if (fp16) scaled = scaled * scaler.scale();
-        scaled.backward();
-      } catch (const c10::Error& e) {
-        return absl::InternalError(absl::StrCat("training step failed at epoch ", epoch + 1, ": ",
-                                                e.what_without_backtrace()));
-      }
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value) && !fp16) {
-        return absl::InternalError(absl::StrCat("loss is ", loss_value, " at epoch ", epoch + 1,
-                                                " step ", step + 1, "; lower the learning rate"));
-      }
-      loss_sum += loss_value * batch->labels.size(0);
-      loss_count += batch->labels.size(0);
-      ++step;
-      images += batch->labels.size(0) * world;
-      const bool boundary = step % c.grad_accum == 0 || step == steps_per_epoch;
-      if (boundary) {
-        if (ctx.reducer != nullptr) {
-          std::vector<torch::Tensor> grads;
-          for (auto& p : trainable) {
-            if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-            grads.push_back(p.grad());
-          }
-          SL_RETURN_IF_ERROR(ctx.reducer->AllReduceMean(grads));
-        }
-        bool finite = true;
-        if (fp16) finite = scaler.Unscale(trainable);
-        if (finite) {
-          if (c.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(trainable, c.clip_grad_norm);
-          optimizer->step();
-          if (ema) ema->Update(*model);
-        }
-        optimizer->zero_grad();
-      }
-      if (chief && (SecondsSince(last_print) >= c.progress_interval_s || step == steps_per_epoch)) {
-        last_print = Clock::now();
-        Progress p;
-        p.phase = frozen ? "frozen" : "finetune";
-        p.epoch = epoch;
-        p.epochs = c.epochs;
-        p.step = step;
-        p.steps = steps_per_epoch;
-        p.loss = loss_sum / loss_count;
-        p.lr = head_lr;
-        p.images_per_second = images / std::max(1e-9, SecondsSince(epoch_start));
-        const double done_images = static_cast<double>(images_this_run + images);
-        const double rate = done_images / std::max(1e-9, SecondsSince(run_start));
-        const int64_t remaining_steps = total_steps - (static_cast<int64_t>(epoch) * steps_per_epoch + step);
-        p.eta_seconds = remaining_steps * (static_cast<double>(c.batch_size) / std::max(rate, 1e-9));
-        if (ctx.log_progress) std::fprintf(stderr, "%s\n", ProgressLine(p).c_str());
-        if (ctx.listener) ctx.listener->OnProgress(p);
-      }
-    }
-    images_this_run += images;
-    EpochRecord record;
-    record.epoch = epoch;
-    record.phase = frozen ? "frozen" : "finetune";
-    record.train_loss = loss_count ? loss_sum / loss_count : 0;
-    record.lr = head_lr;
-    record.seconds = SecondsSince(epoch_start);
-    record.images_per_second = images / std::max(1e-9, record.seconds);
-
-    // Validation (every rank evaluates, so early-stopping decisions agree).
-    if (ema) ema->Swap(*model);
-    absl::StatusOr<Predictions> validated;
+absl::StatusOr<double> Trainer::Step(const data::Batch& batch, int epoch, int64_t step) {
+  torch::Tensor x = batch.images.to(device_, /*non_blocking=*/true);
+  if (channels_last_) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  torch::Tensor y = batch.labels.to(device_, /*non_blocking=*/true);
+  torch::Tensor loss;
+  try {
+    torch::Tensor logits;
     {
-      // Validation under the same autocast as training (fp32 logits either way).
-      AutocastGuard autocast(cuda, fp16, bf16);
-      validated = PredictSamples(*model, val, c.Preprocess(), ctx.device, c.batch_size, c.num_workers);
+      AutocastGuard autocast(cuda_, fp16_, bf16_);
+      // The loss in fp32 whatever the autocast dtype of the head.
+      logits = model_->forward(x).to(torch::kFloat32);
     }
-    if (ema) ema->Swap(*model);
-    SL_ASSIGN_OR_RETURN(Predictions pred, std::move(validated));
-    const std::vector<eval::Probs> probs = eval::Softmax(pred.logits);
-    SL_ASSIGN_OR_RETURN(const eval::Metrics metrics, eval::ComputeMetrics(pred.labels, probs, ctx.classes));
-    record.val_metrics = eval::MetricsToJson(metrics);
-    record.val_loss = metrics.nll;
-    if (!record.val_metrics.contains(c.monitor) || !record.val_metrics[c.monitor].is_number()) {
-      return absl::InvalidArgumentError(absl::StrCat("monitor '", c.monitor, "' is not a numeric metric"));
-    }
-    const double score = record.val_metrics[c.monitor].get<double>();
-    record.best = score > state.best_metric;
-    if (record.best) {
-      state.best_metric = score;
-      state.best_epoch = epoch;
-      state.epochs_without_improvement = 0;
-    } else {
-      ++state.epochs_without_improvement;
-    }
-    state.history.push_back(record);
-    state.next_epoch = epoch + 1;
-    if (chief) {
-      std::fprintf(stderr,
-                   "[train] epoch %d/%d done in %s: loss %.4f  val loss %.4f  val %s %.4f  acc %.4f%s\n",
-                   epoch + 1, c.epochs, FormatDuration(record.seconds).c_str(), record.train_loss,
-                   record.val_loss, c.monitor.c_str(), score, metrics.accuracy,
-                   record.best ? "  (best)" : "");
-      std::ofstream log(ctx.output_dir + "/train_log.jsonl", std::ios::app);
-      log << record.ToJson().dump() << "\n";
-      if (ctx.listener) ctx.listener->OnEpoch(record);
-      SL_RETURN_IF_ERROR(SaveCheckpoint(last_dir, *model, *optimizer, ema.get(), state, frozen));
-      if (record.best) {
-        if (ema) ema->Swap(*model);
-        const absl::Status s = SaveCheckpoint(best_dir, *model, *optimizer, nullptr, state, frozen);
-        if (ema) ema->Swap(*model);
-        SL_RETURN_IF_ERROR(s);
-      }
-    }
-    if (ctx.listener != nullptr && ctx.listener->ShouldStop() && epoch + 1 < c.epochs) {
-      return absl::CancelledError(absl::StrCat("training stopped after epoch ", epoch + 1,
-                                               "; resume from ", last_dir));
-    }
-    if (c.patience > 0 && !frozen && state.epochs_without_improvement >= c.patience) {
-      if (chief) SL_LOG(INFO) << "early stopping: no improvement of " << c.monitor << " for " << c.patience << " epochs";
-      result.early_stopped = true;
-      break;
-    }
+    loss = ComputeLoss(logits, y, loss_options_);
+    torch::Tensor scaled = loss / c_.grad_accum;
+    if (fp16_) scaled = scaled * scaler_.scale();
+    scaled.backward();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("training step failed at epoch ", epoch + 1, ": ",
+                                            e.what_without_backtrace()));
   }
+  const double loss_value = loss.item<double>();
+  if (!std::isfinite(loss_value) && !fp16_) {
+    return absl::InternalError(absl::StrCat("loss is ", loss_value, " at epoch ", epoch + 1, " step ", step + 1,
+                                            "; lower the learning rate"));
+  }
+  return loss_value;
+}
 
-  if (chief && !state.history.empty()) {
-    eval::Series train_loss{"train loss", {}}, val_loss{"val loss", {}}, monitor{"val " + c.monitor, {}};
-    for (const auto& r : state.history) {
-      train_loss.points.push_back({r.epoch + 1.0, r.train_loss});
-      val_loss.points.push_back({r.epoch + 1.0, r.val_loss});
-      monitor.points.push_back({r.epoch + 1.0, r.val_metrics.value(c.monitor, 0.0)});
+absl::Status Trainer::ApplyGradients() {
+  if (ctx_.reducer != nullptr) {
+    std::vector<torch::Tensor> grads;
+    for (auto& p : trainable_) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      grads.push_back(p.grad());
     }
-    const absl::Status plot = eval::PlotLines("Training curves", "epoch", "loss / metric",
-                                              {train_loss, val_loss, monitor},
-                                              ctx.output_dir + "/training_curves.png");
-    if (!plot.ok()) SL_LOG(WARNING) << "training curves: " << plot;
+    SL_RETURN_IF_ERROR(ctx_.reducer->AllReduceMean(grads));
   }
-  result.epochs_run = static_cast<int>(state.history.size());
-  result.best_epoch = state.best_epoch;
-  result.best_metric = state.best_metric;
-  result.history = state.history;
-  result.best_checkpoint = best_dir;
-  result.last_checkpoint = last_dir;
-  model->eval();
-  result.model = model;
-  return result;
+  const bool finite = fp16_ ? scaler_.Unscale(trainable_) : true;
+  if (finite) {
+    if (c_.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(trainable_, c_.clip_grad_norm);
+    optimizer_->step();
+    if (ema_) ema_->Update(*model_);
+  }
+  optimizer_->zero_grad();
+  return absl::OkStatus();
+}
+
+void Trainer::ReportProgress(int epoch, bool frozen, int64_t step, double loss, double head_lr, int64_t images,
+                             Clock::time_point epoch_start) {
+  Progress p;
+  p.phase = frozen ? "frozen" : "finetune";
+  p.epoch = epoch;
+  p.epochs = c_.epochs;
+  p.step = step;
+  p.steps = steps_per_epoch_;
+  p.loss = loss;
+  p.lr = head_lr;
+  p.images_per_second = images / std::max(1e-9, SecondsSince(epoch_start));
+  const double done_images = static_cast<double>(images_this_run_ + images);
+  const double rate = done_images / std::max(1e-9, SecondsSince(run_start_));
+  const int64_t total_steps = static_cast<int64_t>(c_.epochs) * steps_per_epoch_;
+  const int64_t remaining_steps = total_steps - (static_cast<int64_t>(epoch) * steps_per_epoch_ + step);
+  p.eta_seconds = remaining_steps * (static_cast<double>(c_.batch_size) / std::max(rate, 1e-9));
+  if (ctx_.log_progress) std::fprintf(stderr, "%s\n", ProgressLine(p).c_str());
+  if (ctx_.listener) ctx_.listener->OnProgress(p);
+}
+
+absl::StatusOr<eval::Metrics> Trainer::ValidateEpoch(EpochRecord& record) {
+  // Every rank evaluates, so early-stopping decisions agree.
+  if (ema_) ema_->Swap(*model_);
+  absl::StatusOr<Predictions> validated;
+  {
+    // Validation under the same autocast as training (fp32 logits either way).
+    AutocastGuard autocast(cuda_, fp16_, bf16_);
+    validated = PredictSamples(*model_, val_, c_.Preprocess(), ctx_.device, c_.batch_size, c_.num_workers);
+  }
+  if (ema_) ema_->Swap(*model_);
+  SL_ASSIGN_OR_RETURN(Predictions pred, std::move(validated));
+  const std::vector<eval::Probs> probs = eval::Softmax(pred.logits);
+  SL_ASSIGN_OR_RETURN(eval::Metrics metrics, eval::ComputeMetrics(pred.labels, probs, ctx_.classes));
+  record.val_metrics = eval::MetricsToJson(metrics);
+  record.val_loss = metrics.nll;
+  if (!record.val_metrics.contains(c_.monitor) || !record.val_metrics[c_.monitor].is_number()) {
+    return absl::InvalidArgumentError(absl::StrCat("monitor '", c_.monitor, "' is not a numeric metric"));
+  }
+  return metrics;
+}
+
+absl::Status Trainer::WriteCheckpoints(const EpochRecord& record, bool frozen) {
+  std::ofstream log(ctx_.output_dir + "/train_log.jsonl", std::ios::app);
+  log << record.ToJson().dump() << "\n";
+  if (ctx_.listener) ctx_.listener->OnEpoch(record);
+  SL_RETURN_IF_ERROR(SaveCheckpoint(last_dir_, *model_, *optimizer_, ema_.get(), state_, frozen));
+  if (!record.best) return absl::OkStatus();
+  if (ema_) ema_->Swap(*model_);
+  const absl::Status s = SaveCheckpoint(best_dir_, *model_, *optimizer_, nullptr, state_, frozen);
+  if (ema_) ema_->Swap(*model_);
+  return s;
+}
+
+absl::StatusOr<bool> Trainer::RunEpoch(int epoch) {
+  const bool frozen = epoch < c_.frozen_epochs;
+  PrepareOptimizer(epoch, frozen);
+  SetTrainMode(*model_, frozen);
+  torch::manual_seed(DeriveSeed({c_.seed, static_cast<uint64_t>(epoch), 0x70c4}));
+  SL_RETURN_IF_ERROR(loader_->StartEpoch(epoch));
+  const auto epoch_start = Clock::now();
+  auto last_print = epoch_start;
+  double loss_sum = 0;
+  int64_t loss_count = 0, step = 0, images = 0;
+  double head_lr = c_.lr;
+  optimizer_->zero_grad();
+  while (true) {
+    SL_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader_->Next());
+    if (!batch) break;
+    // Learning rate for this step.
+    const double t = frozen ? 0.0 : (epoch - c_.frozen_epochs) + static_cast<double>(step) / steps_per_epoch_;
+    const double factor = frozen ? 1.0 : LearningRateFactor(schedule_, t);
+    head_lr = c_.lr * factor;
+    for (size_t gi = 0; gi < optimizer_->param_groups().size(); ++gi) {
+      optimizer_->param_groups()[gi].options().set_lr(c_.lr * groups_.lr_scales[gi] * factor);
+    }
+    SL_ASSIGN_OR_RETURN(const double loss_value, Step(*batch, epoch, step));
+    loss_sum += loss_value * batch->labels.size(0);
+    loss_count += batch->labels.size(0);
+    ++step;
+    images += batch->labels.size(0) * world_;
+    if (step % c_.grad_accum == 0 || step == steps_per_epoch_) SL_RETURN_IF_ERROR(ApplyGradients());
+    if (chief_ && (SecondsSince(last_print) >= c_.progress_interval_s || step == steps_per_epoch_)) {
+      last_print = Clock::now();
+      ReportProgress(epoch, frozen, step, loss_sum / loss_count, head_lr, images, epoch_start);
+    }
+  }
+  images_this_run_ += images;
+  EpochRecord record;
+  record.epoch = epoch;
+  record.phase = frozen ? "frozen" : "finetune";
+  record.train_loss = loss_count ? loss_sum / loss_count : 0;
+  record.lr = head_lr;
+  record.seconds = SecondsSince(epoch_start);
+  record.images_per_second = images / std::max(1e-9, record.seconds);
+
+  SL_ASSIGN_OR_RETURN(const eval::Metrics metrics, ValidateEpoch(record));
+  const double score = record.val_metrics[c_.monitor].get<double>();
+  record.best = score > state_.best_metric;
+  if (record.best) {
+    state_.best_metric = score;
+    state_.best_epoch = epoch;
+    state_.epochs_without_improvement = 0;
+  } else {
+    ++state_.epochs_without_improvement;
+  }
+  state_.history.push_back(record);
+  state_.next_epoch = epoch + 1;
+  if (chief_) {
+    std::fprintf(stderr, "[train] epoch %d/%d done in %s: loss %.4f  val loss %.4f  val %s %.4f  acc %.4f%s\n",
+                 epoch + 1, c_.epochs, FormatDuration(record.seconds).c_str(), record.train_loss, record.val_loss,
+                 c_.monitor.c_str(), score, metrics.accuracy, record.best ? "  (best)" : "");
+    SL_RETURN_IF_ERROR(WriteCheckpoints(record, frozen));
+  }
+  if (ctx_.listener != nullptr && ctx_.listener->ShouldStop() && epoch + 1 < c_.epochs) {
+    return absl::CancelledError(absl::StrCat("training stopped after epoch ", epoch + 1, "; resume from ", last_dir_));
+  }
+  if (c_.patience > 0 && !frozen && state_.epochs_without_improvement >= c_.patience) {
+    if (chief_) SL_LOG(INFO) << "early stopping: no improvement of " << c_.monitor << " for " << c_.patience << " epochs";
+    result_.early_stopped = true;
+    return false;
+  }
+  return true;
+}
+
+void Trainer::PlotCurves() {
+  eval::Series train_loss{"train loss", {}}, val_loss{"val loss", {}}, monitor{"val " + c_.monitor, {}};
+  for (const auto& r : state_.history) {
+    train_loss.points.push_back({r.epoch + 1.0, r.train_loss});
+    val_loss.points.push_back({r.epoch + 1.0, r.val_loss});
+    monitor.points.push_back({r.epoch + 1.0, r.val_metrics.value(c_.monitor, 0.0)});
+  }
+  const absl::Status plot = eval::PlotLines("Training curves", "epoch", "loss / metric",
+                                            {train_loss, val_loss, monitor}, ctx_.output_dir + "/training_curves.png");
+  if (!plot.ok()) SL_LOG(WARNING) << "training curves: " << plot;
+}
+
+TrainResult Trainer::Finish() {
+  if (chief_ && !state_.history.empty()) PlotCurves();
+  result_.epochs_run = static_cast<int>(state_.history.size());
+  result_.best_epoch = state_.best_epoch;
+  result_.best_metric = state_.best_metric;
+  result_.history = state_.history;
+  result_.best_checkpoint = best_dir_;
+  result_.last_checkpoint = last_dir_;
+  model_->eval();
+  result_.model = model_;
+  return std::move(result_);
+}
+
+}  // namespace
+
+absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::Sample>& train,
+                                  const std::vector<data::Sample>& val, const TrainContext& ctx) {
+  SL_ASSIGN_OR_RETURN(const TrainChoices choices, c.Choices());
+  if (ctx.output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
+  if (train.empty() || val.empty()) return absl::InvalidArgumentError("train and val samples are required");
+  Trainer trainer(c, choices, train, val, ctx);
+  SL_RETURN_IF_ERROR(trainer.Setup());
+  SL_RETURN_IF_ERROR(trainer.Resume());
+  for (int epoch = trainer.next_epoch(); epoch < c.epochs; ++epoch) {
+    SL_ASSIGN_OR_RETURN(const bool go_on, trainer.RunEpoch(epoch));
+    if (!go_on) break;
+  }
+  return trainer.Finish();
 }
 
 }  // namespace skinlesion::train

@@ -1,0 +1,19 @@
+// The names of the architectures the model zoo builds (skinlesion/models/model_zoo.h),
+// LibTorch-free so that code checking a configuration (job validation, the trainer
+// service) knows them without linking LibTorch. CreateModel (model_zoo.cc) builds
+// each of them and names this list when it is given another.
+#ifndef SKINLESION_MODELS_ARCHITECTURES_H_
+#define SKINLESION_MODELS_ARCHITECTURES_H_
+
+#include <string>
+#include <vector>
+
+namespace skinlesion::models {
+
+// The architectures CreateModel accepts, in display order (torchvision names, plus
+// "vit_custom" sized by ModelOptions::vit).
+const std::vector<std::string>& ListArchitectures();
+
+}  // namespace skinlesion::models
+
+#endif  // SKINLESION_MODELS_ARCHITECTURES_H_

@@ -1,0 +1,69 @@
+#include "skinlesion/train/config.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "skinlesion/testing/testing.h"
+
+namespace skinlesion::train {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::skinlesion::testing::StatusIs;
+
+TEST(TrainChoicesTest, TheDefaultsParse) {
+  auto choices = TrainConfig().Choices();
+  ASSERT_TRUE(choices.ok()) << choices.status();
+  EXPECT_EQ(choices->sampler, SamplerKind::kShuffle);
+  EXPECT_EQ(choices->class_weighting, data::ClassWeighting::kSqrtInverseFrequency);
+  EXPECT_EQ(choices->optimizer, OptimizerKind::kAdamW);
+  EXPECT_EQ(choices->schedule, ScheduleOptions::Kind::kCosineWarmRestarts);
+  EXPECT_EQ(choices->loss, LossKind::kWeightedCrossEntropy);
+  EXPECT_EQ(choices->precision, TrainPrecision::kAuto);
+}
+
+TEST(TrainChoicesTest, EveryStringBecomesItsEnum) {
+  TrainConfig c;
+  c.sampler = "balanced";
+  c.class_weighting = "inverse";
+  c.optimizer = "sgd";
+  c.schedule = "warmup_cosine";
+  c.loss = "logit_adjusted";
+  c.precision = "bf16";
+  auto choices = c.Choices();
+  ASSERT_TRUE(choices.ok()) << choices.status();
+  EXPECT_EQ(choices->sampler, SamplerKind::kBalanced);
+  EXPECT_EQ(choices->class_weighting, data::ClassWeighting::kInverseFrequency);
+  EXPECT_EQ(choices->optimizer, OptimizerKind::kSgd);
+  EXPECT_EQ(choices->schedule, ScheduleOptions::Kind::kWarmupCosine);
+  EXPECT_EQ(choices->loss, LossKind::kLogitAdjusted);
+  EXPECT_EQ(choices->precision, TrainPrecision::kBf16);
+  c.precision = "fp16";
+  c.loss = "focal";
+  EXPECT_EQ(c.Choices()->precision, TrainPrecision::kFp16);
+  EXPECT_EQ(c.Choices()->loss, LossKind::kFocal);
+  EXPECT_EQ(LossKindName(LossKind::kFocal), "focal");
+}
+
+TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
+  TrainConfig c;
+  c.sampler = "random";
+  c.class_weighting = "log";
+  c.optimizer = "adam";
+  c.schedule = "linear";
+  c.loss = "mse";
+  c.precision = "int8";
+  c.epochs = 0;
+  const absl::Status s = c.Validate();
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          AllOf(HasSubstr("unknown sampler 'random' (expected shuffle, balanced)"),
+                                HasSubstr("unknown class_weighting 'log' (expected inverse, sqrt)"),
+                                HasSubstr("unknown optimizer 'adam' (expected adamw, sgd)"),
+                                HasSubstr("unknown schedule 'linear'"), HasSubstr("unknown loss 'mse'"),
+                                HasSubstr("unknown precision 'int8' (expected auto, fp32, bf16, fp16)"),
+                                HasSubstr("epochs must be >= 1"))));
+  EXPECT_EQ(c.Choices().status(), s);
+}
+
+}  // namespace
+}  // namespace skinlesion::train
