@@ -19,11 +19,12 @@
 // (a promotion gate refusing is a note on the job, which still succeeds).
 //
 // Thread-safety: every public method may be called from any thread (the gRPC
-// handlers do). mu_ guards the scheduler's bookkeeping (running_, slots_in_use_,
-// started_, each Running's `done`); events_mu_ only orders the wake-ups of Watch
-// (it guards no data; the events are in the store). Lock order: mu_, then
-// events_mu_, then the store's own mutex; mu_ is held across store calls by the
-// scheduler and Cancel, events_mu_ never is.
+// handlers do), except that Start() and Shutdown() must not race each other.
+// mu_ guards the scheduler's bookkeeping (running_, slots_in_use_, started_, each
+// Running's `done`); events_mu_ only orders the wake-ups of Watch (it guards no
+// data: the events are in the store). Lock order: mu_ before events_mu_ and before
+// the store's mutex (the scheduler and Cancel call the store and Emit under mu_);
+// events_mu_ is held only around a check or a wait, never across a call.
 #ifndef SKINLESION_JOBS_MANAGER_H_
 #define SKINLESION_JOBS_MANAGER_H_
 

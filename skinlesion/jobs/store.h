@@ -51,7 +51,8 @@ class JobStore {
   // NotFound when there is no such job.
   absl::StatusOr<v1::Job> Get(absl::string_view id) const ABSL_LOCKS_EXCLUDED(mu_);
   // Jobs in any of `states` (all when empty), oldest first.
-  absl::StatusOr<std::vector<v1::Job>> List(const std::vector<v1::JobState>& states) const ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::vector<v1::Job>> List(const std::vector<v1::JobState>& states) const
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Reads the job, lets `mutate` change it (state, progress, notes, ...) and
   // writes it back in one transaction. A state change must be allowed
@@ -65,7 +66,8 @@ class JobStore {
   absl::StatusOr<int64_t> GetPid(absl::string_view id) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Appends an event; its sequence (1, 2, ... per job) and time are assigned here.
-  absl::StatusOr<v1::JobEvent> AppendEvent(absl::string_view id, v1::JobEvent event) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::JobEvent> AppendEvent(absl::string_view id, v1::JobEvent event)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The job's events with sequence > after, in order (at most `limit`).
   absl::StatusOr<std::vector<v1::JobEvent>> Events(absl::string_view id, int64_t after,
                                                    int limit = 10000) const
