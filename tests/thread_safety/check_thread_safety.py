@@ -4,10 +4,11 @@
 
 The build compiles with GCC, which ignores ABSL_GUARDED_BY and friends; this runs
 `clang++ -fsyntax-only -Wthread-safety -Werror=thread-safety` over every annotated
-.cc file under DIRS, each on its own with the flags of the translation unit that
-builds it (from <build>/compile_commands.json; a unity .cxx file is read for the
-sources it includes, and a source is checked alone rather than with its whole
-batch, which may pull in LibTorch), and fails on:
+.cc file under DIRS with the flags of the translation unit that builds it (from
+<build>/compile_commands.json). A unity .cxx file is read for the sources it
+includes; only its annotated ones are checked, together (a batch of the same order,
+minus the others, which may pull in LibTorch), so that they parse the gRPC and
+protobuf headers once. Fails on:
 
   * a thread-safety error in such a file (or in the annotated headers it includes);
   * the negative control (negative_control.cc) accepted as it is, or refused with
@@ -167,18 +168,25 @@ def main():
         if path not in seen:
             findings.append(f"UNCHECKED names {path}, which does not exist")
 
-    # Each annotated .cc alone, with the flags of its translation unit.
+    # The annotated .cc files of each translation unit, with its flags.
     checked, pch_sources, built = [], set(), set()
+    batch_dir = os.path.join(os.path.abspath(opts.build_dir), "thread_safety_check")
+    os.makedirs(batch_dir, exist_ok=True)
     for tu, cwd, args, sources, uses_pch in translation_units(opts.build_dir):
-        for s in sources:
-            built.add(s)
-            if s not in annotated:
-                continue
-            if uses_pch:
-                pch_sources.add(s)
-            else:
-                checked.append((os.path.join(SOURCE_DIR, s), cwd, args, tu, s))
-    checked_sources = {s for *_, s in checked}
+        built.update(sources)
+        subjects = [s for s in sources if s in annotated]
+        if not subjects:
+            continue
+        if uses_pch:
+            pch_sources.update(subjects)
+            continue
+        path = os.path.join(SOURCE_DIR, subjects[0])
+        if len(subjects) > 1:  # A unity batch: its annotated sources as one unit.
+            path = os.path.join(batch_dir, f"batch_{len(checked)}.cc")
+            with open(path, "w") as f:
+                f.write("".join(f'#include "{os.path.join(SOURCE_DIR, s)}"\n' for s in subjects))
+        checked.append((path, cwd, args, tu, subjects))
+    checked_sources = {s for *_, subjects in checked for s in subjects}
     for path in sorted(annotated):
         if path.endswith(".h"):
             # A header is analysed where its class is implemented (same-named .cc),
@@ -201,7 +209,8 @@ def main():
     base = clang_args(template[2], clang, template[3], control)[:-1]
     jobs = [("control (must fail)", base + [control], template[1]),
             ("control fixed (must pass)", base + ["-DSKINLESION_TS_FIXED", control], template[1])]
-    jobs += [(s, clang_args(args, clang, tu, path), cwd) for path, cwd, args, tu, s in checked]
+    jobs += [(" + ".join(subjects), clang_args(args, clang, tu, path), cwd)
+             for path, cwd, args, tu, subjects in checked]
 
     with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs)) as pool:
         results = list(pool.map(lambda j: (j[0], run(j[1], j[2])), jobs))
@@ -217,7 +226,8 @@ def main():
 
     for f in findings:
         print(f"FAIL: {f}")
-    print(f"thread-safety check: {len(checked)} sources ({len(annotated)} annotated files), "
+    print(f"thread-safety check: {len(checked_sources)} sources in {len(checked)} units "
+          f"({len(annotated)} annotated files), "
           f"negative control, {time.monotonic() - start:.1f} s: "
           f"{'FAILED' if findings else 'OK'}")
     if opts.verbose or findings:
