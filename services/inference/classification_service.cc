@@ -2,17 +2,17 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <future>
 #include <memory>
-#include <mutex>
 #include <numeric>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "skinlesion/common/classes.h"
 
 namespace skinlesion::inference {
@@ -161,11 +161,14 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
     v1::ClassifyRequest request;  // The image is dropped once submitted, unless explain.
     std::future<Result> result;
   };
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Pending> pending;  // In request order.
-  bool reading_done = false;
-  std::atomic<bool> write_failed{false};
+  // Shared by the handler thread (reads, submits) and the writer thread.
+  struct Queue {
+    absl::Mutex mu;
+    absl::CondVar cv;  // With mu: pending changed, reading_done or write_failed set.
+    std::deque<Pending> pending ABSL_GUARDED_BY(mu);  // In request order.
+    bool reading_done ABSL_GUARDED_BY(mu) = false;
+  } q;
+  std::atomic<bool> write_failed{false};  // Set under q.mu; also read without it.
 
   // The writer answers in request order as results complete; the handler thread
   // keeps reading and submitting so that later requests batch with earlier ones.
@@ -173,13 +176,13 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
     while (true) {
       Pending item;
       {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return !pending.empty() || reading_done; });
-        if (pending.empty()) return;
-        item = std::move(pending.front());
-        pending.pop_front();
+        absl::MutexLock lock(&q.mu);
+        while (q.pending.empty() && !q.reading_done) q.cv.Wait(&q.mu);
+        if (q.pending.empty()) return;
+        item = std::move(q.pending.front());
+        q.pending.pop_front();
       }
-      cv.notify_all();
+      q.cv.SignalAll();
       const Result result = item.result.get();
       v1::ClassifyResponse response;
       // Explanations run here, one at a time per stream, after their prediction.
@@ -192,10 +195,10 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
       }
       if (!write_failed && !stream->Write(response)) {
         {
-          std::lock_guard<std::mutex> lock(mu);
+          absl::MutexLock lock(&q.mu);
           write_failed = true;
         }
-        cv.notify_all();
+        q.cv.SignalAll();
       }
     }
   });
@@ -203,10 +206,10 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
   v1::ClassifyRequest request;
   while (stream->Read(&request)) {
     {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [&] {
-        return static_cast<int>(pending.size()) < options_.max_stream_in_flight || write_failed;
-      });
+      absl::MutexLock lock(&q.mu);
+      while (static_cast<int>(q.pending.size()) >= options_.max_stream_in_flight && !write_failed) {
+        q.cv.Wait(&q.mu);
+      }
       if (write_failed) break;
     }
     auto promise = std::make_shared<std::promise<Result>>();
@@ -221,17 +224,17 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
       promise->set_value(infer.status());
     }
     {
-      std::lock_guard<std::mutex> lock(mu);
-      pending.push_back(std::move(item));
+      absl::MutexLock lock(&q.mu);
+      q.pending.push_back(std::move(item));
     }
-    cv.notify_all();
+    q.cv.SignalAll();
     request.Clear();
   }
   {
-    std::lock_guard<std::mutex> lock(mu);
-    reading_done = true;
+    absl::MutexLock lock(&q.mu);
+    q.reading_done = true;
   }
-  cv.notify_all();
+  q.cv.SignalAll();
   writer.join();
   if (write_failed) {
     return recorder.Done(grpc::Status(grpc::StatusCode::CANCELLED,

@@ -66,27 +66,29 @@ void InferenceServer::SetHealth(bool serving) {
 }
 
 void InferenceServer::WatchReadiness() {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   while (!stop_watcher_) {
     const bool ready = core_->Ready() && !shutting_down_.load();
     if (ready != serving_.load()) {
       SetHealth(ready);
       SL_LOG(INFO) << "health: " << (ready ? "SERVING" : "NOT_SERVING");
     }
-    cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.readiness_poll_interval),
-                 [&] { return stop_watcher_; });
+    const absl::Time deadline = absl::Now() + options_.readiness_poll_interval;
+    while (!stop_watcher_) {
+      if (cv_.WaitWithDeadline(&mu_, deadline)) break;  // Timed out: poll again.
+    }
   }
 }
 
 void InferenceServer::Shutdown(absl::Duration drain) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
     shutting_down_ = true;
     stop_watcher_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (watcher_.joinable()) watcher_.join();
   if (server_ == nullptr) return;  // Start() failed.
   // Load balancers see NOT_SERVING before the listener goes away. The health

@@ -9,17 +9,21 @@
 //   SL_ASSIGN_OR_RETURN(auto server, InferenceServer::Start(options, core.get(), &registry));
 //   ... on SIGTERM:
 //   server->Shutdown(absl::Seconds(10));  // health off, stop accepting, drain, core->Shutdown
+//
+// Thread-safety: port() and serving() from any thread; Shutdown() from any thread,
+// once or more (mu_ makes the first call the one that stops). The readiness
+// watcher thread sleeps on cv_ under mu_, which guards its stop flag.
 #ifndef SERVICES_INFERENCE_INFERENCE_SERVER_H_
 #define SERVICES_INFERENCE_INFERENCE_SERVER_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/registry.h"
@@ -63,11 +67,11 @@ class InferenceServer {
   // lets the ones in flight finish within `drain`; the core then drains what is
   // left (core->Shutdown) and calls still running after `drain` are cancelled.
   // Idempotent.
-  void Shutdown(absl::Duration drain);
+  void Shutdown(absl::Duration drain) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   InferenceServer(serving::ServingCore* core, InferenceServerOptions options);
-  void WatchReadiness();
+  void WatchReadiness() ABSL_LOCKS_EXCLUDED(mu_);
   void SetHealth(bool serving);
 
   serving::ServingCore* core_;
@@ -80,10 +84,11 @@ class InferenceServer {
   int port_ = 0;
   std::atomic<bool> serving_{false};
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_watcher_ = false;
-  bool shut_down_ = false;
+  absl::Mutex mu_;
+  absl::CondVar cv_;  // With mu_: stop_watcher_ set.
+  bool stop_watcher_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Started by Start() before the server is handed out; joined by the first Shutdown().
   std::thread watcher_;
 };
 

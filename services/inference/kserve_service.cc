@@ -2,17 +2,17 @@
 
 #include <algorithm>
 #include <bit>
-#include <condition_variable>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <numeric>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/status.h"
 
@@ -493,27 +493,26 @@ absl::Status KServeServiceImpl::DoModelInfer(const grpc::ServerContext& context,
   for (serving::InferRequest& item : parsed.items) item.client = client;
   // Every item goes to the core at once so that the batcher can group them.
   struct Join {
-    std::mutex mu;
-    std::condition_variable cv;
-    size_t remaining = 0;
-    std::vector<absl::StatusOr<serving::InferResult>> results;
+    explicit Join(size_t n) : remaining(n), results(n, absl::UnknownError("not run")) {}
+    absl::Mutex mu;
+    absl::CondVar cv;  // With mu: remaining reached 0.
+    size_t remaining ABSL_GUARDED_BY(mu);
+    std::vector<absl::StatusOr<serving::InferResult>> results ABSL_GUARDED_BY(mu);
   };
   const size_t n = parsed.items.size();
-  auto join = std::make_shared<Join>();
-  join->remaining = n;
-  join->results.assign(n, absl::UnknownError("not run"));
+  auto join = std::make_shared<Join>(n);
   for (size_t i = 0; i < n; ++i) {
     core_->InferAsync(std::move(parsed.items[i]),
                       [join, i](absl::StatusOr<serving::InferResult> result) {
-                        std::lock_guard<std::mutex> lock(join->mu);
+                        absl::MutexLock lock(&join->mu);
                         join->results[i] = std::move(result);
-                        if (--join->remaining == 0) join->cv.notify_all();
+                        if (--join->remaining == 0) join->cv.SignalAll();
                       });
   }
   std::vector<serving::InferResult> results;
   {
-    std::unique_lock<std::mutex> lock(join->mu);
-    join->cv.wait(lock, [&] { return join->remaining == 0; });
+    absl::MutexLock lock(&join->mu);
+    while (join->remaining != 0) join->cv.Wait(&join->mu);
     for (size_t i = 0; i < n; ++i) {
       if (!join->results[i].ok()) {
         const absl::Status& status = join->results[i].status();

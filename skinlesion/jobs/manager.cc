@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <deque>
 #include <filesystem>
 
@@ -42,9 +41,13 @@ struct JobManager::Running {
   int slots = 1;
   std::atomic<bool> cancel{false};
   std::atomic<bool> stop{false};
-  std::mutex mu;
-  std::condition_variable cv;  // Wakes the monitor loop early (cancel, stop).
-  bool done = false;           // Guarded by JobManager::mu_.
+  // Wakes the monitor loop early (cancel, stop); mu guards no data (cancel and
+  // stop are atomics), it only pairs with cv.
+  absl::Mutex mu;
+  absl::CondVar cv;
+  // Guarded by JobManager::mu_ (an annotation cannot name another object's
+  // mutex); signalled on JobManager::cv_.
+  bool done = false;
   std::thread thread;
 };
 
@@ -85,7 +88,7 @@ JobManager::JobManager(Options options, std::unique_ptr<JobStore> store)
 JobManager::~JobManager() { Shutdown(); }
 
 void JobManager::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (started_ || shutdown_) return;
   started_ = true;
   scheduler_ = std::thread([this] { SchedulerLoop(); });
@@ -94,24 +97,24 @@ void JobManager::Start() {
 void JobManager::Shutdown() {
   std::vector<std::shared_ptr<Running>> running;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!shutdown_) {
       shutdown_ = true;
       for (auto& [id, r] : running_) {
         r->stop = true;
-        r->cv.notify_all();
+        r->cv.SignalAll();
       }
     }
     for (auto& [id, r] : running_) running.push_back(r);
   }
-  cv_.notify_all();
-  { std::lock_guard<std::mutex> lock(events_mu_); }
-  events_cv_.notify_all();
+  cv_.SignalAll();
+  { absl::MutexLock lock(&events_mu_); }
+  events_cv_.SignalAll();
   if (scheduler_.joinable()) scheduler_.join();
   for (auto& r : running) {
     if (r->thread.joinable()) r->thread.join();
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   running_.clear();
 }
 
@@ -120,7 +123,7 @@ int JobManager::Slots(const v1::Job& job) const {
 }
 
 void JobManager::SchedulerLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   while (!shutdown_) {
     for (auto it = running_.begin(); it != running_.end();) {
       if (it->second->done) {
@@ -159,7 +162,7 @@ void JobManager::SchedulerLoop() {
         }
       }
     }
-    if (!started_one) cv_.wait_for(lock, std::chrono::seconds(1));
+    if (!started_one) cv_.WaitWithTimeout(&mu_, absl::Seconds(1));
   }
 }
 
@@ -190,9 +193,9 @@ void JobManager::Emit(const std::string& id, v1::JobEvent event) {
     SL_LOG(ERROR) << "cannot store an event of job " << id << ": " << stored.status();
   {
     // Taking the lock orders the notification after a watcher's check.
-    std::lock_guard<std::mutex> lock(events_mu_);
+    absl::MutexLock lock(&events_mu_);
   }
-  events_cv_.notify_all();
+  events_cv_.SignalAll();
 }
 
 void JobManager::RefreshStateGauges() {
@@ -218,7 +221,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(v1::TrainingConfig config) {
   if (config.world_size() == 0) config.set_world_size(1);
   SL_RETURN_IF_ERROR(ValidateTrainingConfig(config));
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (shutdown_) return absl::UnavailableError("the trainer is shutting down");
   }
   SL_ASSIGN_OR_RETURN(v1::Job job, store_->Create(config));
@@ -229,7 +232,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(v1::TrainingConfig config) {
   RefreshStateGauges();
   SL_LOG(INFO) << "job " << job.id() << " queued: " << config.architecture() << " -> "
                << config.model_name();
-  cv_.notify_all();
+  cv_.SignalAll();
   return job;
 }
 
@@ -243,7 +246,7 @@ absl::StatusOr<std::vector<v1::Job>> JobManager::List(
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
   std::shared_ptr<Running> r;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     SL_ASSIGN_OR_RETURN(const v1::Job job, store_->Get(id));
     if (IsTerminal(job.state())) {
       return absl::FailedPreconditionError(
@@ -257,14 +260,15 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
     }
     r = it->second;
     r->cancel = true;
-    r->cv.notify_all();
+    r->cv.SignalAll();
   }
-  // The run's finish() sets done under mu_ and notifies cv_: wait for it (no polling).
-  const auto deadline = std::chrono::steady_clock::now() +
-                        absl::ToChronoMilliseconds(options_.kill_grace) + std::chrono::seconds(5);
+  // The run's finish() sets done under mu_ and signals cv_: wait for it (no polling).
+  const absl::Time deadline = absl::Now() + options_.kill_grace + absl::Seconds(5);
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_until(lock, deadline, [&] { return r->done; });
+    absl::MutexLock lock(&mu_);
+    while (!r->done) {
+      if (cv_.WaitWithDeadline(&mu_, deadline)) break;  // Timed out.
+    }
   }
   return store_->Get(id);
 }
@@ -288,9 +292,9 @@ absl::Status JobManager::Watch(const std::string& id,
     if (events.empty() && IsTerminal(job.state()) && ++idle_terminal_polls >= 2)
       return absl::OkStatus();
     if (cancelled()) return absl::CancelledError("watch cancelled");
-    std::unique_lock<std::mutex> lock(events_mu_);
+    absl::MutexLock lock(&events_mu_);
     if (shutdown_) return absl::UnavailableError("the trainer is shutting down");
-    if (events.size() < 10000) events_cv_.wait_for(lock, std::chrono::milliseconds(250));
+    if (events.size() < 10000) events_cv_.WaitWithTimeout(&events_mu_, absl::Milliseconds(250));
   }
 }
 
@@ -365,10 +369,10 @@ absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::
 void JobManager::RunJob(std::shared_ptr<Running> r) {
   const std::string& id = r->id;
   auto finish = [&] {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     slots_in_use_ -= r->slots;
     r->done = true;
-    cv_.notify_all();
+    cv_.SignalAll();
   };
   auto fail = [&](const std::string& reason) {
     SL_LOG(WARNING) << "job " << id << " failed: " << reason;
@@ -512,8 +516,8 @@ void JobManager::RunJob(std::shared_ptr<Running> r) {
         stop_all();
         break;
       }
-      std::unique_lock<std::mutex> lock(r->mu);
-      r->cv.wait_for(lock, absl::ToChronoMilliseconds(options_.poll_interval));
+      absl::MutexLock lock(&r->mu);
+      r->cv.WaitWithTimeout(&r->mu, options_.poll_interval);
     }
   }
   pump(true);

@@ -17,21 +17,29 @@
 // On success the run is published to the registry (see Publish in manager.cc and
 // docs/trainer.md), `staging` moves to it, and `production` too when asked
 // (a promotion gate refusing is a note on the job, which still succeeds).
+//
+// Thread-safety: every public method may be called from any thread (the gRPC
+// handlers do), except that Start() and Shutdown() must not race each other.
+// mu_ guards the scheduler's bookkeeping (running_, slots_in_use_, started_, each
+// Running's `done`); events_mu_ only orders the wake-ups of Watch (it guards no
+// data: the events are in the store). Lock order: mu_ before events_mu_ and before
+// the store's mutex (the scheduler and Cancel call the store and Emit under mu_);
+// events_mu_ is held only around a check or a wait, never across a call.
 #ifndef SKINLESION_JOBS_MANAGER_H_
 #define SKINLESION_JOBS_MANAGER_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "skinlesion/jobs/metrics.h"
 #include "skinlesion/jobs/store.h"
@@ -69,53 +77,58 @@ class JobManager {
   static absl::StatusOr<std::unique_ptr<JobManager>> Create(const Options& options);
   ~JobManager();  // Calls Shutdown().
 
-  void Start();
+  void Start() ABSL_LOCKS_EXCLUDED(mu_);
   // Stops scheduling, stops running children (SIGTERM, then SIGKILL after
   // kill_grace), puts their jobs back to QUEUED (they resume on the next start)
   // and ends every Watch. Idempotent.
-  void Shutdown();
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_, events_mu_);
 
   // Validates (ValidateTrainingConfig) and queues. Paths are made absolute.
-  absl::StatusOr<v1::Job> Submit(v1::TrainingConfig config);
+  absl::StatusOr<v1::Job> Submit(v1::TrainingConfig config) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<v1::Job> Get(const std::string& id) const;
   absl::StatusOr<std::vector<v1::Job>> List(const std::vector<v1::JobState>& states) const;
   // QUEUED -> CANCELLED at once; RUNNING -> the children are stopped and the job
   // becomes CANCELLED (waits for that, up to kill_grace + 5 s). A finished job is
   // FailedPrecondition; an unknown one NotFound.
-  absl::StatusOr<v1::Job> Cancel(const std::string& id);
+  absl::StatusOr<v1::Job> Cancel(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Replays the job's stored events, then sends new ones as they come. Returns OK
   // after the terminal state event, Cancelled when `cancelled()` turns true,
   // Unavailable on Shutdown, NotFound for an unknown job. `send` returning false
   // (the client went away) ends with Cancelled.
   absl::Status Watch(const std::string& id, const std::function<bool(const v1::JobEvent&)>& send,
-                     const std::function<bool()>& cancelled);
+                     const std::function<bool()>& cancelled) ABSL_LOCKS_EXCLUDED(events_mu_);
 
   JobStore& store() { return *store_; }
 
  private:
   struct Running;
   explicit JobManager(Options options, std::unique_ptr<JobStore> store);
-  void SchedulerLoop();
-  void RunJob(std::shared_ptr<Running> running);
+  void SchedulerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void RunJob(std::shared_ptr<Running> running) ABSL_LOCKS_EXCLUDED(mu_);
   // Changes the state (store), then appends the state event and wakes watchers.
+  // Called with or without mu_ held (never with events_mu_).
   absl::StatusOr<v1::Job> Transition(const std::string& id, v1::JobState to,
                                      const std::function<void(v1::Job&)>& mutate);
-  void Emit(const std::string& id, v1::JobEvent event);
+  void Emit(const std::string& id, v1::JobEvent event) ABSL_LOCKS_EXCLUDED(events_mu_);
   void RefreshStateGauges();
   int Slots(const v1::Job& job) const;
 
   const Options options_;
   std::unique_ptr<JobStore> store_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;         // Scheduler wake-ups.
-  std::mutex events_mu_;               // Pairs with events_cv_ (never held with mu_ after it).
-  std::condition_variable events_cv_;  // New events for watchers.
-  std::map<std::string, std::shared_ptr<Running>> running_;  // Guarded by mu_.
-  int slots_in_use_ = 0;                                     // Guarded by mu_.
-  bool started_ = false;
-  std::atomic<bool> shutdown_{false};  // Set under mu_.
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;  // With mu_: scheduler wake-ups, a Running's `done`.
+  // Pairs with events_cv_; taken after mu_ when both are held, never before it.
+  absl::Mutex events_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  absl::CondVar events_cv_;  // With events_mu_: new events for watchers.
+  std::map<std::string, std::shared_ptr<Running>> running_ ABSL_GUARDED_BY(mu_);
+  int slots_in_use_ ABSL_GUARDED_BY(mu_) = 0;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  // Set under mu_; read without it (Watch, under events_mu_), hence atomic.
+  std::atomic<bool> shutdown_{false};
+  // Assigned by Start() under mu_, joined by Shutdown() without it: Start() and
+  // Shutdown() must not race (the trainer calls them from its main thread).
   std::thread scheduler_;
 };
 

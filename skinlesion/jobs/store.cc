@@ -209,7 +209,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
 JobStore::~JobStore() { sqlite3_close(db_); }
 
 absl::StatusOr<v1::Job> JobStore::Create(const v1::TrainingConfig& config) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   v1::Job job;
   job.set_id(NewJobId());
   job.set_state(v1::JOB_STATE_QUEUED);
@@ -235,12 +235,12 @@ absl::StatusOr<v1::Job> JobStore::GetLocked(absl::string_view id) const {
 }
 
 absl::StatusOr<v1::Job> JobStore::Get(absl::string_view id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return GetLocked(id);
 }
 
 absl::StatusOr<std::vector<v1::Job>> JobStore::List(const std::vector<v1::JobState>& states) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs");
   if (!states.empty()) {
     absl::StrAppend(&sql, " WHERE state IN (");
@@ -290,9 +290,9 @@ absl::Status JobStore::WriteLocked(const v1::Job& job) {
 
 absl::StatusOr<v1::Job> JobStore::Update(absl::string_view id,
                                          const std::function<void(v1::Job&)>& mutate) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   SL_RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE"));
-  auto result = [&]() -> absl::StatusOr<v1::Job> {
+  auto result = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<v1::Job> {
     SL_ASSIGN_OR_RETURN(v1::Job job, GetLocked(id));
     const v1::JobState before = job.state();
     mutate(job);
@@ -313,7 +313,7 @@ absl::StatusOr<v1::Job> JobStore::Update(absl::string_view id,
 }
 
 absl::Status JobStore::SetPid(absl::string_view id, int64_t pid) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Statement st(db_, "UPDATE jobs SET pid = ? WHERE id = ?");
   SL_RETURN_IF_ERROR(st.ok());
   st.Bind(1, pid);
@@ -324,7 +324,7 @@ absl::Status JobStore::SetPid(absl::string_view id, int64_t pid) {
 }
 
 absl::StatusOr<int64_t> JobStore::GetPid(absl::string_view id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Statement st(db_, "SELECT pid FROM jobs WHERE id = ?");
   SL_RETURN_IF_ERROR(st.ok());
   st.Bind(1, id);
@@ -334,9 +334,9 @@ absl::StatusOr<int64_t> JobStore::GetPid(absl::string_view id) const {
 }
 
 absl::StatusOr<v1::JobEvent> JobStore::AppendEvent(absl::string_view id, v1::JobEvent event) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   SL_RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE"));
-  auto result = [&]() -> absl::StatusOr<v1::JobEvent> {
+  auto result = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<v1::JobEvent> {
     Statement next(db_, "SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE job_id = ?");
     SL_RETURN_IF_ERROR(next.ok());
     next.Bind(1, id);
@@ -360,7 +360,7 @@ absl::StatusOr<v1::JobEvent> JobStore::AppendEvent(absl::string_view id, v1::Job
 
 absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(absl::string_view id, int64_t after,
                                                            int limit) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Statement st(
       db_, "SELECT event FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?");
   SL_RETURN_IF_ERROR(st.ok());

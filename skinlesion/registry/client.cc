@@ -271,14 +271,14 @@ absl::Status RegistryClient::Watch(const std::string& model,
   grpc::ClientContext context;
   Prepare(&context, absl::InfiniteDuration());
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     watches_.insert(&context);
   }
   struct Unregister {
     RegistryClient* self;
     grpc::ClientContext* context;
     ~Unregister() {
-      std::lock_guard<std::mutex> lock(self->mu_);
+      absl::MutexLock lock(&self->mu_);
       self->watches_.erase(context);
     }
   } unregister{this, &context};
@@ -307,7 +307,7 @@ absl::Status RegistryClient::Watch(const std::string& model,
 }
 
 void RegistryClient::CancelWatches() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (grpc::ClientContext* context : watches_) context->TryCancel();
 }
 

@@ -17,20 +17,22 @@
 //
 // Errors are the server's gRPC status as absl::Status (same code and message), or
 // DataLoss for a download that does not match its manifest.
-// Thread-safe: calls may run concurrently (also FetchVersion of the same version).
+// Thread-safe: calls may run concurrently (also FetchVersion of the same version);
+// mu_ guards the set of open Watch calls (what CancelWatches cancels).
 #ifndef SKINLESION_REGISTRY_CLIENT_H_
 #define SKINLESION_REGISTRY_CLIENT_H_
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "skinlesion/v1/registry.grpc.pb.h"
@@ -88,9 +90,9 @@ class RegistryClient {
   // stream ends (-> its status; Unavailable when the server shuts down).
   absl::Status Watch(const std::string& model,
                      const std::function<bool(const v1::RegistryEvent&)>& on_event,
-                     const WatchOptions& options);
+                     const WatchOptions& options) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the Watch calls that are open now.
-  void CancelWatches();
+  void CancelWatches() ABSL_LOCKS_EXCLUDED(mu_);
 
   // The local directory of a verified copy of the version (see the file comment).
   absl::StatusOr<std::string> FetchVersion(const std::string& model, int64_t version);
@@ -101,8 +103,8 @@ class RegistryClient {
 
   std::unique_ptr<v1::RegistryService::Stub> stub_;
   RegistryClientOptions options_;
-  std::mutex mu_;
-  std::set<grpc::ClientContext*> watches_;  // Guarded by mu_.
+  absl::Mutex mu_;
+  std::set<grpc::ClientContext*> watches_ ABSL_GUARDED_BY(mu_);  // The open Watch calls.
 };
 
 // Re-hashes every file a version directory's manifest.json lists; DataLoss when a

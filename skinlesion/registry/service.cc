@@ -119,15 +119,15 @@ Authorizer BearerTokenAuthorizer(std::string token) {
 class RegistryServiceImpl::ActiveCall {
  public:
   explicit ActiveCall(RegistryServiceImpl* service) : service_(service) {
-    std::lock_guard<std::mutex> lock(service_->mu_);
+    absl::MutexLock lock(&service_->mu_);
     ++service_->active_calls_;
   }
   ~ActiveCall() {
     {
-      std::lock_guard<std::mutex> lock(service_->mu_);
+      absl::MutexLock lock(&service_->mu_);
       --service_->active_calls_;
     }
-    service_->cv_.notify_all();
+    service_->cv_.SignalAll();
   }
   ActiveCall(const ActiveCall&) = delete;
   ActiveCall& operator=(const ActiveCall&) = delete;
@@ -143,20 +143,26 @@ RegistryServiceImpl::~RegistryServiceImpl() { Shutdown(); }
 
 void RegistryServiceImpl::Shutdown() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     shutdown_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 bool RegistryServiceImpl::WaitUntilIdle(absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return cv_.wait_until(lock, absl::ToChronoTime(deadline), [this] { return active_calls_ == 0; });
+  absl::MutexLock lock(&mu_);
+  while (active_calls_ != 0) {
+    if (cv_.WaitWithDeadline(&mu_, deadline)) return active_calls_ == 0;  // Timed out.
+  }
+  return true;
 }
 
 bool RegistryServiceImpl::WaitUnlessShutdown(absl::Duration d) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, absl::ToChronoNanoseconds(d), [this] { return shutdown_; });
+  const absl::Time deadline = absl::Now() + d;
+  absl::MutexLock lock(&mu_);
+  while (!shutdown_) {
+    if (cv_.WaitWithDeadline(&mu_, deadline)) break;  // Timed out.
+  }
   return !shutdown_;
 }
 

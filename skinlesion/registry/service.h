@@ -22,15 +22,18 @@
 //   service.Shutdown();
 //   service.WaitUntilIdle(absl::Now() + absl::Seconds(3));
 //   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(250));
+//
+// Thread-safety: every method may be called from any thread (gRPC runs the
+// handlers on its own threads); mu_ guards shutdown_ and active_calls_.
 #ifndef SKINLESION_REGISTRY_SERVICE_H_
 #define SKINLESION_REGISTRY_SERVICE_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "skinlesion/registry/registry.h"
@@ -66,9 +69,9 @@ class RegistryServiceImpl final : public skinlesion::v1::RegistryService::Servic
 
   // Ends every open Watch stream (UNAVAILABLE) and makes new ones end at once.
   // Other RPCs keep working until the grpc::Server is shut down.
-  void Shutdown();
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until no call is running in this service (or `deadline`); true when idle.
-  bool WaitUntilIdle(absl::Time deadline);
+  bool WaitUntilIdle(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
   grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
                           v1::ListModelsResponse* response) override;
@@ -91,14 +94,14 @@ class RegistryServiceImpl final : public skinlesion::v1::RegistryService::Servic
   class ActiveCall;  // Counts a running call in active_calls_.
 
   // Sleeps up to `d`; false once Shutdown() was called.
-  bool WaitUnlessShutdown(absl::Duration d);
+  bool WaitUnlessShutdown(absl::Duration d) ABSL_LOCKS_EXCLUDED(mu_);
 
   Registry* registry_;
   Options options_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool shutdown_ = false;  // Guarded by mu_.
-  int active_calls_ = 0;   // Guarded by mu_.
+  absl::Mutex mu_;
+  absl::CondVar cv_;  // With mu_: shutdown_ set, active_calls_ decremented.
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  int active_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Fills a ModelVersion from a VersionInfo; the manifest is the version's
