@@ -6,6 +6,7 @@
 #include <set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -38,6 +39,70 @@ ApiError BadRequest(std::string message) {
 
 ApiError NotFound(std::string message) {
   return {.status = 404, .code = "not_found", .message = std::move(message)};
+}
+
+namespace {
+
+// The payload of a Status made by ToStatus.
+constexpr char kApiErrorPayload[] = "type.skinlesion.dev/gateway.ApiError";
+
+absl::StatusCode StatusCodeOfHttp(int http) {
+  switch (http) {
+    case 400:
+    case 415:
+      return absl::StatusCode::kInvalidArgument;
+    case 401:
+      return absl::StatusCode::kUnauthenticated;
+    case 403:
+      return absl::StatusCode::kPermissionDenied;
+    case 404:
+      return absl::StatusCode::kNotFound;
+    case 409:
+      return absl::StatusCode::kAlreadyExists;
+    case 412:
+      return absl::StatusCode::kFailedPrecondition;
+    case 413:
+    case 429:
+      return absl::StatusCode::kResourceExhausted;
+    case 503:
+      return absl::StatusCode::kUnavailable;
+    case 504:
+      return absl::StatusCode::kDeadlineExceeded;
+    default:
+      return http >= 500 ? absl::StatusCode::kInternal : absl::StatusCode::kUnknown;
+  }
+}
+
+}  // namespace
+
+absl::Status ToStatus(const ApiError& error) {
+  absl::Status status(StatusCodeOfHttp(error.status), error.message);
+  if (status.ok()) status = absl::UnknownError(error.message);
+  const json payload = {{"status", error.status},
+                        {"code", error.code},
+                        {"message", error.message},
+                        {"retry_after_s", error.retry_after_s},
+                        {"problems", error.problems}};
+  status.SetPayload(kApiErrorPayload,
+                    absl::Cord(payload.dump(-1, ' ', false, json::error_handler_t::replace)));
+  return status;
+}
+
+ApiError ToApiError(const absl::Status& status) {
+  if (const auto payload = status.GetPayload(kApiErrorPayload)) {
+    const json j = json::parse(std::string(*payload), nullptr, /*allow_exceptions=*/false);
+    if (j.is_object()) {
+      return {.status = j.value("status", 500),
+              .code = j.value("code", "internal"),
+              .message = j.value("message", ""),
+              .retry_after_s = j.value("retry_after_s", 0),
+              .problems = j.value("problems", std::vector<std::string>{})};
+    }
+  }
+  if (status.code() == absl::StatusCode::kInvalidArgument) {
+    return BadRequest(std::string(status.message()));
+  }
+  return {.status = 500, .code = "internal", .message = "Internal error."};
 }
 
 const char* UpstreamName(Upstream upstream) {

@@ -1,7 +1,9 @@
 // The gateway's REST API v1 (docs/gateway.md): the pure pieces, free of HTTP and
 // of network calls, so that they can be unit-tested and fuzzed.
 //
-// - ApiError: an HTTP status + the JSON body {"code", "message"} (+ Retry-After).
+// - ApiError: an HTTP status + the JSON body {"code", "message"} (+ Retry-After),
+//   carried through absl::Status by ToStatus / ToApiError (the handlers' one error
+//   style: they return absl::Status(Or), the HTTP server sends it).
 // - MapGrpcStatus: every upstream gRPC status -> ApiError, in one place.
 // - Parse*Query: query parameters -> typed values (400 bad_request on any problem).
 // - JobConfigFromJson: a job config JSON object -> v1::TrainingConfig, listing every
@@ -43,6 +45,15 @@ struct ApiError {
 ApiError BadRequest(std::string message);
 ApiError NotFound(std::string message);
 
+// An ApiError as an absl::Status (never OK): its payload keeps every field, so that
+// ToApiError gives it back unchanged. The Status code follows the HTTP status (404
+// NotFound, 503 Unavailable, ...) for readers of logs only.
+absl::Status ToStatus(const ApiError& error);
+// The ApiError of a non-OK status: the one ToStatus stored; otherwise
+// InvalidArgument (a parser's complaint) is 400 bad_request with its message, and
+// anything else 500 internal "Internal error." (the details stay in the log).
+ApiError ToApiError(const absl::Status& status);
+
 // Which upstream a status came from: decides the names in messages and the code of
 // INVALID_ARGUMENT (inference: invalid_image, the others: bad_request).
 enum class Upstream { kInference, kRegistry, kTrainer };
@@ -76,7 +87,8 @@ struct PredictionQuery {
   std::string model;  // Empty: inference's default model.
   int top_k = 3;
 };
-// Unknown keys, repeated keys, a top_k outside 1..7, a bad boolean or a model name
+// Unknown keys, repeated keys, a top_k outside 1..kMaxClasses (the answer has at
+// most the model's number of classes), a bad boolean or a model name
 // that is not [A-Za-z0-9][A-Za-z0-9._-]{0,63} are 400 bad_request.
 absl::StatusOr<PredictionQuery> ParsePredictionQuery(const QueryParams& params);
 

@@ -2,6 +2,8 @@
 // config conversion, the prediction JSON and the rate limiter.
 #include "services/gateway/api.h"
 
+#include <iterator>
+
 #include "gtest/gtest.h"
 #include "services/gateway/rate_limiter.h"
 #include "skinlesion/testing/testing.h"
@@ -71,17 +73,45 @@ TEST(ApiErrorTest, JsonHasCodeMessageAndProblems) {
   EXPECT_EQ(e.ToJson()["problems"].size(), 2u);
 }
 
+TEST(ApiErrorTest, TravelsThroughAStatusUnchanged) {
+  ApiError e{.status = 503,
+             .code = "service_unavailable",
+             .message = "Busy.",
+             .retry_after_s = 2,
+             .problems = {"a", "b"}};
+  const absl::Status status = ToStatus(e);
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnavailable, "Busy."));
+  const ApiError back = ToApiError(status);
+  EXPECT_EQ(back.status, 503);
+  EXPECT_EQ(back.code, "service_unavailable");
+  EXPECT_EQ(back.message, "Busy.");
+  EXPECT_EQ(back.retry_after_s, 2);
+  EXPECT_THAT(back.problems, ElementsAre("a", "b"));
+  EXPECT_FALSE(ToStatus({.status = 200, .code = "odd", .message = "m"}).ok());
+
+  // Statuses made elsewhere: a parser's InvalidArgument is 400 with its message;
+  // anything else is 500 without its details.
+  const ApiError parse = ToApiError(absl::InvalidArgumentError("bad top_k"));
+  EXPECT_EQ(parse.status, 400);
+  EXPECT_EQ(parse.code, "bad_request");
+  EXPECT_EQ(parse.message, "bad top_k");
+  const ApiError other = ToApiError(absl::InternalError("at /secret/path"));
+  EXPECT_EQ(other.status, 500);
+  EXPECT_EQ(other.code, "internal");
+  EXPECT_EQ(other.message, "Internal error.");
+}
+
 TEST(PredictionQueryTest, ParsesAndRejects) {
   auto q = ParsePredictionQuery({});
   ASSERT_TRUE(q.ok());
   EXPECT_FALSE(q->explain);
   EXPECT_EQ(q->top_k, 3);
   EXPECT_EQ(q->model, "");
-  q = ParsePredictionQuery({{"explain", "true"}, {"model", "ham10000"}, {"top_k", "7"}});
+  q = ParsePredictionQuery({{"explain", "true"}, {"model", "ham10000"}, {"top_k", "5"}});
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_TRUE(q->explain);
   EXPECT_EQ(q->model, "ham10000");
-  EXPECT_EQ(q->top_k, 7);
+  EXPECT_EQ(q->top_k, 5);
   EXPECT_FALSE(ParsePredictionQuery({{"explain", "0"}})->explain);
 
   for (const QueryParams& bad : std::vector<QueryParams>{{{"top_k", "0"}},
@@ -180,7 +210,7 @@ v1::ClassifyResponse FakeResponse() {
   v1::ClassifyResponse r;
   const char* codes[] = {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"};
   const float p[] = {0.01f, 0.02f, 0.03f, 0.04f, 0.1f, 0.75f, 0.05f};
-  for (int i = 0; i < 7; ++i) {
+  for (int i = 0; i < static_cast<int>(std::size(codes)); ++i) {
     auto* c = r.add_probabilities();
     c->mutable_lesion_class()->set_index(i);
     c->mutable_lesion_class()->set_code(codes[i]);
