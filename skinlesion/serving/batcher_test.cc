@@ -3,7 +3,7 @@
 #include "skinlesion/serving/batcher.h"
 
 #include <memory>
-#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -15,6 +15,7 @@ namespace skinlesion::serving {
 namespace {
 
 using ::skinlesion::serving::testing::FakeModel;
+using ::skinlesion::serving::testing::Results;
 using ::skinlesion::testing::IsOk;
 using ::skinlesion::testing::StatusIs;
 using ::testing::HasSubstr;
@@ -56,40 +57,23 @@ class BatcherTest : public ::testing::Test {
     r.received = clock_.Now();
     r.deadline = deadline;
     r.grouped = grouped;
-    r.done = [this](Result result) {
-      std::lock_guard<std::mutex> lock(mu_);
-      results_.push_back(std::move(result));
-    };
+    r.done = results_.Callback();
     ASSERT_THAT(batcher_->Enqueue(std::move(r)), IsOk());
   }
 
-  // Waits (in real time, as a safety net only) for `n` results in all.
+  // Waits for `n` results in all, and returns them.
   std::vector<Result> WaitResults(size_t n) {
-    const absl::Time until = absl::Now() + absl::Seconds(10);
-    while (absl::Now() < until) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (results_.size() >= n) return results_;
-      }
-      absl::SleepFor(absl::Milliseconds(1));
-    }
-    ADD_FAILURE() << "fewer than " << n << " results";
-    std::lock_guard<std::mutex> lock(mu_);
-    return results_;
+    EXPECT_TRUE(results_.WaitCount(n)) << "fewer than " << n << " results";
+    return results_.Get();
   }
-
-  size_t ResultCount() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return results_.size();
-  }
+  size_t ResultCount() { return results_.Get().size(); }
 
   FakeClock clock_;
   FakeModel fake_;
   BatchingOptions options_;
   std::shared_ptr<const LoadedVersion> version_;
+  Results results_;  // Outlives batcher_, which answers into it.
   std::unique_ptr<Batcher> batcher_;
-  std::mutex mu_;
-  std::vector<Result> results_;
 };
 
 // The batch never fills: it runs when max_queue_delay has passed, not a tick before.

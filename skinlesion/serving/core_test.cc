@@ -30,7 +30,9 @@ using ::skinlesion::serving::testing::FakeModel;
 using ::skinlesion::serving::testing::FakeProbabilities;
 using ::skinlesion::serving::testing::MetricValue;
 using ::skinlesion::serving::testing::PngBytes;
+using ::skinlesion::serving::testing::Results;
 using ::skinlesion::serving::testing::SeriesCount;
+using ::skinlesion::serving::testing::WaitUntil;
 using ::skinlesion::testing::IsOk;
 using ::skinlesion::testing::StatusIs;
 using ::skinlesion::testing::TempDir;
@@ -40,40 +42,6 @@ using Result = absl::StatusOr<InferResult>;
 
 constexpr char kModel[] = "ham";
 constexpr int kSize = 4;  // Fake models take [3, 4, 4] inputs.
-
-bool WaitUntil(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time until = absl::Now() + timeout;
-  while (absl::Now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return pred();
-}
-
-// Collects InferAsync results.
-class Results {
- public:
-  std::function<void(Result)> Callback() {
-    return [this](Result r) {
-      std::lock_guard<std::mutex> lock(mu_);
-      results_.push_back(std::move(r));
-    };
-  }
-  bool WaitCount(size_t n) {
-    return WaitUntil([&] {
-      std::lock_guard<std::mutex> lock(mu_);
-      return results_.size() >= n;
-    });
-  }
-  std::vector<Result> Get() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return results_;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<Result> results_;
-};
 
 class CoreTest : public ::testing::Test {
  protected:
@@ -971,6 +939,8 @@ TEST_F(CoreTest, BadExplainRequestsAreRejected) {
 // until their deadline.
 TEST_F(CoreTest, ExplanationsAreLimitedPerModel) {
   options_.max_concurrent_explanations = 2;
+  options_.batching.max_queue_delay = absl::ZeroDuration();  // Infer() below: no waiting.
+  UseFakeClock();
   Alias(Publish());
   StartReady();
   fake_.CloseExplain();
@@ -981,18 +951,21 @@ TEST_F(CoreTest, ExplanationsAreLimitedPerModel) {
   }
   ASSERT_TRUE(fake_.WaitExplains(2));
   ExplainRequest late = ExplainTensor(5);
-  late.deadline = absl::Now() + absl::Milliseconds(100);
-  const absl::Time start = absl::Now();
-  EXPECT_THAT(core_->Explain(late),
+  late.deadline = clock_.Now() + absl::Milliseconds(100);
+  auto late_result = std::async(std::launch::async, [&] { return core_->Explain(late); });
+  ASSERT_TRUE(clock_.AwaitTimedWaiters(2));  // It waits for a slot (beside the follower).
+  clock_.Advance(absl::Milliseconds(99));
+  EXPECT_EQ(late_result.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  clock_.Advance(absl::Milliseconds(1));
+  EXPECT_THAT(late_result.get(),
               StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("explanation slot")));
-  EXPECT_GE(absl::Now() - start, absl::Milliseconds(90));
   EXPECT_EQ(fake_.explains(), 2);  // It never reached the instance.
   // Inference is not blocked by explanations.
   EXPECT_THAT(core_->Infer(Tensor()), IsOk());
 
   // A waiter with time left gets the slot once one frees.
   ExplainRequest patient = ExplainTensor(6);
-  patient.deadline = absl::Now() + absl::Seconds(30);
+  patient.deadline = clock_.Now() + absl::Seconds(30);
   auto waiting = std::async(std::launch::async, [&] { return core_->Explain(patient); });
   EXPECT_EQ(waiting.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
   fake_.OpenExplain();
