@@ -66,7 +66,6 @@ class FakeModel {
     auto it = loads_.find(version);
     return it == loads_.end() ? 0 : it->second;
   }
-  void set_run_sleep(std::chrono::milliseconds d) { run_sleep_ = d; }
 
   // Holds every Explain() (after it is counted) until OpenExplain().
   void CloseExplain() {
@@ -121,7 +120,6 @@ class FakeModel {
           return !model_->closed_ || (model_->held_tag_.has_value() && *model_->held_tag_ != tag_);
         });
       }
-      if (model_->run_sleep_.count() > 0) std::this_thread::sleep_for(model_->run_sleep_);
       std::vector<float> logits(static_cast<size_t>(n) * kHam10000NumClasses, 0.0f);
       for (int i = 0; i < n; ++i) logits[static_cast<size_t>(i) * kHam10000NumClasses] = tag_;
       (void)input;
@@ -157,7 +155,6 @@ class FakeModel {
   std::optional<float> held_tag_;
   std::vector<int> batch_sizes_;
   std::map<int64_t, int> loads_;
-  std::chrono::milliseconds run_sleep_{0};
   bool explain_closed_ = false;
   int explains_ = 0;
 };
