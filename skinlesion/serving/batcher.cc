@@ -1,7 +1,6 @@
 #include "skinlesion/serving/batcher.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <utility>
@@ -66,8 +65,12 @@ void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<do
 }
 
 Batcher::Batcher(std::string model, const BatchingOptions& options, const DecodeLimits& limits,
-                 ServingMetrics* metrics)
-    : model_(std::move(model)), options_(options), limits_(limits), metrics_(metrics) {
+                 ServingMetrics* metrics, Clock& clock)
+    : model_(std::move(model)),
+      options_(options),
+      limits_(limits),
+      metrics_(metrics),
+      clock_(clock) {
   const int n = std::max(1, options_.instances);
   workers_.reserve(n);
   for (int i = 0; i < n; ++i) workers_.emplace_back([this] { WorkerLoop(); });
@@ -76,7 +79,7 @@ Batcher::Batcher(std::string model, const BatchingOptions& options, const Decode
 Batcher::~Batcher() { Shutdown(absl::ZeroDuration()); }
 
 int Batcher::queue_depth() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return static_cast<int>(queue_.size());
 }
 
@@ -85,7 +88,7 @@ void Batcher::UpdateDepthLocked() {
 }
 
 absl::Status Batcher::Enqueue(PendingRequest request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (stopping_) {
     return absl::UnavailableError(absl::StrCat("model ", model_, " is shutting down"));
   }
@@ -93,22 +96,25 @@ absl::Status Batcher::Enqueue(PendingRequest request) {
     return absl::ResourceExhaustedError(
         absl::StrCat("model ", model_, ": queue full (", options_.max_queue_size, " requests)"));
   }
-  request.enqueued = absl::Now();
+  request.enqueued = clock_.Now();
   const bool alone = !request.grouped && queue_.empty() && running_requests_ == 0;
   lone_arrivals_ = alone ? lone_arrivals_ + 1 : 0;
   if (queue_.empty()) front_arrived_alone_ = alone;
   queue_.push_back(std::move(request));
+  ++arrivals_;
   UpdateDepthLocked();
-  work_cv_.notify_all();
   return absl::OkStatus();
 }
 
-bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingRequest>& batch) {
+bool Batcher::NextBatch(std::vector<PendingRequest>& batch) {
   const int max_batch = std::max(1, options_.max_batch_size);
+  const auto work_or_stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || stopping_;
+  };
   while (true) {
     if (queue_.empty()) {
       if (stopping_) return false;
-      work_cv_.wait(lock);
+      mu_.Await(absl::Condition(&work_or_stop));
       continue;
     }
     const LoadedVersion* version = queue_.front().version.get();
@@ -125,8 +131,8 @@ bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingR
     // (the items of one KServe call, a burst after an idle spell) join it.
     const absl::Time ready_at =
         queue_.front().enqueued + (lone ? options_.max_queue_delay / 10 : options_.max_queue_delay);
-    const absl::Time now = absl::Now();
-    if (same < max_batch && !stopping_ && now < ready_at && DecodeAhead(lock)) {
+    const absl::Time now = clock_.Now();
+    if (same < max_batch && !stopping_ && now < ready_at && DecodeAhead()) {
       continue;  // Time has passed: look again.
     }
     if (same >= max_batch || stopping_ || now >= ready_at) {
@@ -144,74 +150,78 @@ bool Batcher::NextBatch(std::unique_lock<std::mutex>& lock, std::vector<PendingR
       front_arrived_alone_ = false;
       return true;
     }
-    work_cv_.wait_for(lock, absl::ToChronoNanoseconds(ready_at - now));
+    // Until the delay is over, a request arrives, or Shutdown().
+    const uint64_t seen = arrivals_;
+    const auto arrival_or_stop = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return arrivals_ != seen || stopping_;
+    };
+    clock_.AwaitWithDeadline(mu_, absl::Condition(&arrival_or_stop), ready_at);
   }
 }
 
-void Batcher::Decode(std::unique_lock<std::mutex>& lock, const ModelSpec& spec, DecodeJob& job,
-                     const char* stage) {
+void Batcher::Decode(const ModelSpec& spec, DecodeJob& job, const char* stage) {
   job.state = DecodeJob::State::kRunning;
-  lock.unlock();
-  const absl::Time start = absl::Now();
+  mu_.Unlock();
+  const absl::Time start = clock_.Now();
   std::vector<float> input(3 * static_cast<size_t>(spec.image_size) * spec.image_size);
   absl::Status status = DecodeAndPreprocess(spec, job.encoded, limits_, input.data());
   if (metrics_ != nullptr)
-    metrics_->RecordDecode(model_, stage, absl::ToDoubleSeconds(absl::Now() - start));
-  lock.lock();
+    metrics_->RecordDecode(model_, stage, absl::ToDoubleSeconds(clock_.Now() - start));
+  mu_.Lock();
   job.input = std::move(input);
   job.status = std::move(status);
-  job.state = DecodeJob::State::kDone;
-  decoded_cv_.notify_all();
+  job.state = DecodeJob::State::kDone;  // Wakes FinishDecode() (its condition).
 }
 
-bool Batcher::DecodeAhead(std::unique_lock<std::mutex>& lock) {
+bool Batcher::DecodeAhead() {
   for (PendingRequest& r : queue_) {
     if (r.decode == nullptr || r.decode->state != DecodeJob::State::kPending) continue;
     // The queue may change while decoding: hold the job and the version, not `r`.
     const std::shared_ptr<DecodeJob> job = r.decode;
     const std::shared_ptr<const LoadedVersion> version = r.version;
-    Decode(lock, version->spec, *job, "ahead");
+    Decode(version->spec, *job, "ahead");
     return true;
   }
   return false;
 }
 
 void Batcher::FinishDecode(const ModelSpec& spec, DecodeJob& job) {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (job.state == DecodeJob::State::kPending) {
-    Decode(lock, spec, job, "in_batch");
+    Decode(spec, job, "in_batch");
   } else {
-    decoded_cv_.wait(lock, [&] { return job.state == DecodeJob::State::kDone; });
+    const auto done = [&job] { return job.state == DecodeJob::State::kDone; };
+    mu_.Await(absl::Condition(&done));
   }
 }
 
 void Batcher::WorkerLoop() {
   std::vector<PendingRequest> batch;
-  std::unique_lock<std::mutex> lock(mu_);
-  while (NextBatch(lock, batch)) {
+  mu_.Lock();
+  while (NextBatch(batch)) {
     ++running_batches_;
     UpdateDepthLocked();
-    lock.unlock();
+    mu_.Unlock();
     RunBatch(batch);
     batch.clear();
-    lock.lock();
-    --running_batches_;
-    if (queue_.empty() && running_batches_ == 0) idle_cv_.notify_all();
+    mu_.Lock();
+    --running_batches_;  // Shutdown() waits for the batcher to be idle (its condition).
   }
+  mu_.Unlock();
 }
 
 void Batcher::Answer(PendingRequest& request, absl::StatusOr<InferResult> result) {
   {
     // No longer running before its caller hears back: a caller that sends its next
     // request at once (sequential traffic) must find the batcher idle.
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     --running_requests_;
   }
   request.done(std::move(result));
 }
 
 void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
-  const absl::Time start = absl::Now();
+  const absl::Time start = clock_.Now();
   std::vector<PendingRequest> live;
   live.reserve(batch.size());
   for (PendingRequest& r : batch) {
@@ -253,7 +263,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
   live.resize(kept);
   if (live.empty()) return;
   const int n = static_cast<int>(live.size());
-  const absl::Time forward_start = absl::Now();
+  const absl::Time forward_start = clock_.Now();
   absl::StatusOr<ScoredRun> logits = version.instance->RunScored(input.data(), n);
   const size_t num_classes = static_cast<size_t>(version.spec.classes.size());
   if (logits.ok() && logits->logits.size() != static_cast<size_t>(n) * num_classes) {
@@ -265,7 +275,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
     logits = absl::InternalError(absl::StrCat("the model returned ", logits->feature_scores.size(),
                                               " feature scores for a batch of ", n));
   }
-  const absl::Time computed = absl::Now();
+  const absl::Time computed = clock_.Now();
   const double compute_ms = absl::ToDoubleMilliseconds(computed - forward_start);
   if (metrics_ != nullptr) metrics_->RecordBatch(model_, n, compute_ms / 1e3);
   if (!logits.ok()) {
@@ -288,7 +298,7 @@ void Batcher::RunBatch(std::vector<PendingRequest>& batch) {
     result.batch_size = n;
     result.queue_ms = absl::ToDoubleMilliseconds(start - live[i].enqueued);
     result.compute_ms = compute_ms;
-    result.total_ms = absl::ToDoubleMilliseconds(absl::Now() - live[i].received);
+    result.total_ms = absl::ToDoubleMilliseconds(clock_.Now() - live[i].received);
     Answer(live[i], std::move(result));
   }
 }
@@ -297,19 +307,15 @@ void Batcher::Shutdown(absl::Duration drain) {
   std::call_once(shutdown_once_, [&] {
     std::deque<PendingRequest> left;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      stopping_ = true;
-      work_cv_.notify_all();
-      const auto idle = [&] { return queue_.empty() && running_batches_ == 0; };
-      if (drain >= absl::Hours(24 * 365)) {
-        idle_cv_.wait(lock, idle);  // wait_for would overflow the clock.
-      } else {
-        idle_cv_.wait_for(lock, absl::ToChronoNanoseconds(std::max(drain, absl::ZeroDuration())),
-                          idle);
-      }
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;  // Wakes the workers (their conditions).
+      const auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return queue_.empty() && running_batches_ == 0;
+      };
+      clock_.AwaitWithDeadline(mu_, absl::Condition(&idle),
+                               clock_.Now() + std::max(drain, absl::ZeroDuration()));
       left.swap(queue_);
       UpdateDepthLocked();
-      work_cv_.notify_all();
     }
     if (!left.empty()) {
       SL_LOG(WARNING) << "serving: " << model_ << ": " << left.size()

@@ -1,10 +1,9 @@
 // ServingCore: one Batcher and one alias follower per served model.
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,11 +14,14 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/serving/batcher.h"
+#include "skinlesion/serving/clock.h"
 #include "skinlesion/serving/preprocessing.h"
 #include "skinlesion/serving/serving.h"
 #include "skinlesion/serving/slot_gate.h"
@@ -39,13 +41,13 @@ struct Model {
   std::unique_ptr<Batcher> batcher;
   std::thread follower;
 
-  mutable std::mutex mu;
-  std::shared_ptr<const LoadedVersion> current;
+  mutable absl::Mutex mu;
+  std::shared_ptr<const LoadedVersion> current ABSL_GUARDED_BY(mu);
   // Versions swapped out; alive while a request still holds them.
-  std::map<int64_t, std::weak_ptr<const LoadedVersion>> retired;
-  std::string last_error;
-  int64_t failed_version = 0;
-  int polls_since_failure = 0;
+  std::map<int64_t, std::weak_ptr<const LoadedVersion>> retired ABSL_GUARDED_BY(mu);
+  std::string last_error ABSL_GUARDED_BY(mu);
+  int64_t failed_version ABSL_GUARDED_BY(mu) = 0;
+  int polls_since_failure ABSL_GUARDED_BY(mu) = 0;
 
   // Explain() calls running now: at most ServingOptions::max_concurrent_explanations.
   std::unique_ptr<SlotGate> explain_slots;
@@ -99,6 +101,7 @@ class ServingCoreImpl final : public ServingCore {
   ServingCoreImpl(ServingOptions options, std::unique_ptr<ModelSource> source, ModelLoader loader,
                   ServingMetrics* metrics)
       : options_(std::move(options)),
+        clock_(options_.clock != nullptr ? *options_.clock : Clock::Real()),
         source_(std::move(source)),
         loader_(std::move(loader)),
         metrics_(metrics) {
@@ -107,10 +110,11 @@ class ServingCoreImpl final : public ServingCore {
     for (const ServedModelOptions& m : options_.models) {
       auto model = std::make_unique<Model>();
       model->options = m;
-      model->batcher = std::make_unique<Batcher>(m.name, options_.batching, limits_, metrics_);
+      model->batcher =
+          std::make_unique<Batcher>(m.name, options_.batching, limits_, metrics_, clock_);
       model->explain_slots = std::make_unique<SlotGate>(
           options_.max_concurrent_explanations, kUnlimitedWaiters, "explanation",
-          absl::StrCat(" of model ", m.name));
+          absl::StrCat(" of model ", m.name), std::numeric_limits<int>::max(), clock_);
       models_.push_back(std::move(model));
       if (metrics_ != nullptr) metrics_->DeclareModel(m.name);
     }
@@ -131,13 +135,13 @@ class ServingCoreImpl final : public ServingCore {
   }
 
   void InferAsync(InferRequest request, DoneFn done) override {
-    const absl::Time received = absl::Now();
+    const absl::Time received = clock_.Now();
     auto shared_done = std::make_shared<DoneFn>(std::move(done));
     auto finish = [this, received, shared_done](const std::string& model, int64_t version,
                                                 absl::StatusOr<InferResult> r) {
       if (metrics_ != nullptr) {
         metrics_->RecordRequest(model, r.ok() ? r->version : version, r.status().code(),
-                                absl::ToDoubleSeconds(absl::Now() - received));
+                                absl::ToDoubleSeconds(clock_.Now() - received));
       }
       (*shared_done)(std::move(r));
     };
@@ -168,7 +172,7 @@ class ServingCoreImpl final : public ServingCore {
       finish(name, spec.version, s);
       return;
     }
-    if (request.deadline <= absl::Now()) {
+    if (request.deadline <= clock_.Now()) {
       finish(name, spec.version,
              absl::DeadlineExceededError("deadline passed before the request was queued"));
       return;
@@ -187,7 +191,7 @@ class ServingCoreImpl final : public ServingCore {
 
   bool Ready() const override {
     for (const auto& m : models_) {
-      std::lock_guard<std::mutex> lock(m->mu);
+      absl::MutexLock lock(&m->mu);
       if (m->current == nullptr) return false;
     }
     return true;
@@ -199,7 +203,7 @@ class ServingCoreImpl final : public ServingCore {
       ServedModelStatus s;
       s.name = m->options.name;
       s.alias = m->options.alias;
-      std::lock_guard<std::mutex> lock(m->mu);
+      absl::MutexLock lock(&m->mu);
       s.ready = m->current != nullptr;
       if (m->current != nullptr) {
         s.spec = m->current->spec;
@@ -219,13 +223,12 @@ class ServingCoreImpl final : public ServingCore {
 
   void Shutdown(absl::Duration drain) override {
     std::call_once(shutdown_once_, [&] {
-      const absl::Time until = absl::Now() + drain;
+      const absl::Time until = clock_.Now() + drain;
       shutting_down_.store(true);
       {
-        std::lock_guard<std::mutex> lock(stop_mu_);
-        stop_ = true;
+        absl::MutexLock lock(&stop_mu_);
+        stop_ = true;  // Wakes the followers (their condition).
       }
-      stop_cv_.notify_all();
       // Explain() calls and heavy decodes waiting for a slot give up.
       for (auto& m : models_) m->explain_slots->Close();
       heavy_decodes_.Close();
@@ -233,13 +236,13 @@ class ServingCoreImpl final : public ServingCore {
         if (m->follower.joinable()) m->follower.join();
       }
       for (auto& m : models_)
-        m->batcher->Shutdown(std::max(until - absl::Now(), absl::ZeroDuration()));
+        m->batcher->Shutdown(std::max(until - clock_.Now(), absl::ZeroDuration()));
       SL_LOG(INFO) << "serving: shut down";
     });
   }
 
   absl::StatusOr<Explanation> Explain(const ExplainRequest& request) override {
-    const absl::Time start = absl::Now();
+    const absl::Time start = clock_.Now();
     Model* model = FindModel(request.model);
     absl::StatusOr<Explanation> result =
         model == nullptr
@@ -247,7 +250,7 @@ class ServingCoreImpl final : public ServingCore {
             : ExplainOn(*model, request);
     if (metrics_ != nullptr && model != nullptr) {
       metrics_->RecordExplain(model->options.name, result.status().code(),
-                              absl::ToDoubleSeconds(absl::Now() - start));
+                              absl::ToDoubleSeconds(clock_.Now() - start));
     }
     return result;
   }
@@ -299,8 +302,9 @@ class ServingCoreImpl final : public ServingCore {
     return nullptr;
   }
 
-  absl::StatusOr<std::shared_ptr<const LoadedVersion>> PickVersion(Model& m, int64_t wanted) {
-    std::lock_guard<std::mutex> lock(m.mu);
+  absl::StatusOr<std::shared_ptr<const LoadedVersion>> PickVersion(Model& m, int64_t wanted)
+      ABSL_LOCKS_EXCLUDED(m.mu) {
+    absl::MutexLock lock(&m.mu);
     if (wanted == 0) {
       if (m.current == nullptr) {
         return absl::UnavailableError(absl::StrCat(
@@ -377,14 +381,14 @@ class ServingCoreImpl final : public ServingCore {
       SL_ASSIGN_OR_RETURN(SlotGate::Slot acquired, heavy_decodes_.Acquire(deadline, client));
       slot.emplace(std::move(acquired));
     }
-    const absl::Time start = absl::Now();
+    const absl::Time start = clock_.Now();
     auto decode = [&] { return DecodeAndPreprocess(spec, bytes, limits, out); };
     // A heavy image decodes on a low-priority thread: on a small machine the batch
     // worker (everyone else's requests) gets the cores first.
     absl::Status decoded = heavy ? heavy_runner_.Run(decode) : decode();
     if (metrics_ != nullptr) {
       metrics_->RecordDecode(spec.name, heavy ? "heavy" : stage,
-                             absl::ToDoubleSeconds(absl::Now() - start));
+                             absl::ToDoubleSeconds(clock_.Now() - start));
     }
     return decoded;
   }
@@ -432,22 +436,22 @@ class ServingCoreImpl final : public ServingCore {
                       "caller", pending.input.data());
   }
 
-  void Follow(Model& m) {
+  void Follow(Model& m) ABSL_LOCKS_EXCLUDED(stop_mu_) {
     while (true) {
       PollOnce(m);
-      std::unique_lock<std::mutex> lock(stop_mu_);
-      if (stop_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.poll_interval),
-                            [&] { return stop_; })) {
+      absl::MutexLock lock(&stop_mu_);
+      if (clock_.AwaitWithDeadline(stop_mu_, absl::Condition(&stop_),
+                                   clock_.Now() + options_.poll_interval)) {
         return;
       }
     }
   }
 
-  void PollOnce(Model& m) {
+  void PollOnce(Model& m) ABSL_LOCKS_EXCLUDED(m.mu, source_mu_) {
     const std::string& name = m.options.name;
     absl::StatusOr<int64_t> target;
     {
-      std::lock_guard<std::mutex> lock(source_mu_);
+      absl::MutexLock lock(&source_mu_);
       target = source_->Resolve(name, m.options.alias);
     }
     if (target.ok() && *target < 1) {
@@ -456,7 +460,7 @@ class ServingCoreImpl final : public ServingCore {
     if (!target.ok()) {
       const std::string error =
           absl::StrCat("resolving ", name, "@", m.options.alias, ": ", target.status().ToString());
-      std::lock_guard<std::mutex> lock(m.mu);
+      absl::MutexLock lock(&m.mu);
       if (error != m.last_error) SL_LOG(WARNING) << "serving: " << error;
       m.last_error = error;
       m.failed_version = 0;
@@ -464,7 +468,7 @@ class ServingCoreImpl final : public ServingCore {
     }
     int64_t old_version = 0;
     {
-      std::lock_guard<std::mutex> lock(m.mu);
+      absl::MutexLock lock(&m.mu);
       if (m.current != nullptr) old_version = m.current->spec.version;
       if (old_version == *target) return;
       if (*target == m.failed_version &&
@@ -475,16 +479,16 @@ class ServingCoreImpl final : public ServingCore {
     SL_LOG(INFO) << "serving: " << name << "@" << m.options.alias << " -> v" << *target
                  << (old_version != 0 ? absl::StrCat(" (serving v", old_version, ")") : "")
                  << ", loading";
-    const absl::Time start = absl::Now();
+    const absl::Time start = clock_.Now();
     absl::StatusOr<std::shared_ptr<const LoadedVersion>> loaded = Load(m, *target);
-    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    const double seconds = absl::ToDoubleSeconds(clock_.Now() - start);
     if (!loaded.ok()) {
       const std::string error =
           absl::StrCat("loading ", name, " v", *target, ": ", loaded.status().ToString());
       SL_LOG(ERROR) << "serving: " << error
                     << (old_version != 0 ? absl::StrCat("; v", old_version, " keeps serving") : "");
       if (metrics_ != nullptr) metrics_->RecordLoad(name, false, seconds);
-      std::lock_guard<std::mutex> lock(m.mu);
+      absl::MutexLock lock(&m.mu);
       m.last_error = error;
       m.failed_version = *target;
       m.polls_since_failure = 0;
@@ -492,7 +496,7 @@ class ServingCoreImpl final : public ServingCore {
     }
     const ModelSpec& spec = (*loaded)->spec;
     {
-      std::lock_guard<std::mutex> lock(m.mu);
+      absl::MutexLock lock(&m.mu);
       if (m.current != nullptr) m.retired[m.current->spec.version] = m.current;
       m.retired.erase(spec.version);
       for (auto it = m.retired.begin(); it != m.retired.end();) {
@@ -513,11 +517,12 @@ class ServingCoreImpl final : public ServingCore {
                  << (*loaded)->instance->numerics() << ") serving after " << seconds << " s";
   }
 
-  absl::StatusOr<std::shared_ptr<const LoadedVersion>> Load(Model& m, int64_t version) {
+  absl::StatusOr<std::shared_ptr<const LoadedVersion>> Load(Model& m, int64_t version)
+      ABSL_LOCKS_EXCLUDED(m.mu, source_mu_) {
     const std::string& name = m.options.name;
     absl::StatusOr<std::string> dir;
     {
-      std::lock_guard<std::mutex> lock(source_mu_);
+      absl::MutexLock lock(&source_mu_);
       dir = source_->Fetch(name, version);
     }
     if (!dir.ok()) return dir.status();
@@ -559,23 +564,23 @@ class ServingCoreImpl final : public ServingCore {
   }
 
   const ServingOptions options_;
-  const std::unique_ptr<ModelSource> source_;
+  Clock& clock_;  // options_.clock, else the real one.
+  absl::Mutex source_mu_;  // The source is called from one thread at a time.
+  const std::unique_ptr<ModelSource> source_ ABSL_PT_GUARDED_BY(source_mu_);
   const ModelLoader loader_;
   ServingMetrics* const metrics_;
   DecodeLimits limits_;
   std::vector<std::unique_ptr<Model>> models_;
 
-  std::mutex source_mu_;  // The source is called from one thread at a time.
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stop_ = false;
+  absl::Mutex stop_mu_;
+  bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;  // Followers exit.
   std::atomic<bool> shutting_down_{false};
   std::once_flag shutdown_once_;
 
   // Heavy image decodes (DecodeOnCaller), across models.
   SlotGate heavy_decodes_{options_.max_concurrent_heavy_decodes,
                           options_.max_waiting_heavy_decodes, "large-image decode", "",
-                          options_.max_heavy_decodes_per_client};
+                          options_.max_heavy_decodes_per_client, clock_};
   // Where they run: one low-priority thread per slot.
   BackgroundRunner heavy_runner_{options_.max_concurrent_heavy_decodes, kHeavyDecodeNice};
 };

@@ -36,6 +36,8 @@
 
 namespace skinlesion::serving {
 
+class Clock;  // clock.h
+
 // What a loaded version is: its manifest (skinlesion/manifest/manifest.h: the
 // registry's "model", "version", "files" plus the trainer's "architecture",
 // "preprocessing", "calibration", "refer", "ood", "golden_set", ...) and where its
@@ -194,6 +196,11 @@ struct ServingOptions {
   // for Grad-CAM, a backward pass on the caller's thread); others wait up to their
   // deadline.
   int max_concurrent_explanations = 1;
+  // Where the core reads the time and waits with deadlines (clock.h): request times
+  // and deadlines, the batching delay, slot waits, the alias poll interval and the
+  // shutdown drain. nullptr: the real clock. Tests pass a FakeClock (which must
+  // outlive the core) to drive time by hand; request deadlines are then its times.
+  Clock* clock = nullptr;
 };
 
 struct InferRequest {

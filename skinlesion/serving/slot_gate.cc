@@ -9,6 +9,7 @@
 #include <atomic>
 #include <deque>
 #include <future>
+#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -36,12 +37,13 @@ SlotGate::Slot::~Slot() {
 }
 
 SlotGate::SlotGate(int slots, int max_waiting, std::string what, std::string context,
-                   int max_per_key)
+                   int max_per_key, Clock& clock)
     : slots_(slots),
       max_waiting_(max_waiting),
       what_(std::move(what)),
       context_(std::move(context)),
-      max_per_key_(max_per_key) {}
+      max_per_key_(max_per_key),
+      clock_(clock) {}
 
 void SlotGate::ForgetKey(const std::string& key) {
   if (key.empty()) return;
@@ -50,7 +52,7 @@ void SlotGate::ForgetKey(const std::string& key) {
 }
 
 absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline, const std::string& key) {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (!key.empty()) {
     int& mine = per_key_[key];
     if (mine >= max_per_key_) {
@@ -60,7 +62,9 @@ absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline, const std:
     }
     ++mine;
   }
-  auto can_go = [&] { return held_ < slots_ || closed_; };
+  const auto can_go = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return held_ < slots_ || closed_;
+  };
   if (!can_go()) {
     if (waiting_ >= max_waiting_) {
       ForgetKey(key);
@@ -69,12 +73,7 @@ absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline, const std:
                        " request(s) already wait for one", context_, "; try again shortly"));
     }
     ++waiting_;
-    bool got = true;
-    if (deadline == absl::InfiniteFuture()) {
-      cv_.wait(lock, can_go);
-    } else {
-      got = cv_.wait_until(lock, absl::ToChronoTime(deadline), can_go);
-    }
+    const bool got = clock_.AwaitWithDeadline(mu_, absl::Condition(&can_go), deadline);
     --waiting_;
     if (!got) {
       ForgetKey(key);
@@ -86,7 +85,7 @@ absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline, const std:
     ForgetKey(key);
     return absl::UnavailableError("the server is shutting down");
   }
-  if (deadline <= absl::Now()) {
+  if (deadline <= clock_.Now()) {
     ForgetKey(key);
     return absl::DeadlineExceededError(
         absl::StrCat("deadline passed before the ", what_, " started", context_));
@@ -96,30 +95,24 @@ absl::StatusOr<SlotGate::Slot> SlotGate::Acquire(absl::Time deadline, const std:
 }
 
 void SlotGate::Close() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-  }
-  cv_.notify_all();
+  absl::MutexLock lock(&mu_);
+  closed_ = true;  // Wakes the waiters (their condition).
 }
 
 int SlotGate::held() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return held_;
 }
 
 int SlotGate::waiting() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return waiting_;
 }
 
 void SlotGate::Release(const std::string& key) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    --held_;
-    ForgetKey(key);
-  }
-  cv_.notify_one();
+  absl::MutexLock lock(&mu_);
+  --held_;  // Wakes a waiter (its condition).
+  ForgetKey(key);
 }
 
 struct BackgroundRunner::Impl {

@@ -7,21 +7,22 @@
 //   SL_ASSIGN_OR_RETURN(SlotGate::Slot slot, gate.Acquire(deadline));
 //   ...  // the slot is released when `slot` goes out of scope
 //
-// Thread-safe. The gate must outlive its slots.
+// Thread-safe. The gate must outlive its slots; deadlines are its clock's.
 #ifndef SKINLESION_SERVING_SLOT_GATE_H_
 #define SKINLESION_SERVING_SLOT_GATE_H_
 
-#include <condition_variable>
 #include <functional>
 #include <limits>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "skinlesion/serving/clock.h"
 
 namespace skinlesion::serving {
 
@@ -46,8 +47,9 @@ class SlotGate {
   // `what` names the slots in error messages ("explanation", "large-image decode");
   // `context` ends them (" of model ham10000"). `max_per_key`: how many slots one key
   // (a client) may hold or wait for at once (fairness); kUnlimitedWaiters: no cap.
+  // `clock` (which must outlive the gate) reads the time and runs the timed waits.
   SlotGate(int slots, int max_waiting, std::string what, std::string context = "",
-           int max_per_key = std::numeric_limits<int>::max());
+           int max_per_key = std::numeric_limits<int>::max(), Clock& clock = Clock::Real());
   SlotGate(const SlotGate&) = delete;
   SlotGate& operator=(const SlotGate&) = delete;
 
@@ -57,30 +59,32 @@ class SlotGate {
   // once Close() was called.
   // With a non-empty `key`, ResourceExhausted at once when that key already holds or
   // waits for max_per_key slots.
-  absl::StatusOr<Slot> Acquire(absl::Time deadline, const std::string& key = "");
+  absl::StatusOr<Slot> Acquire(absl::Time deadline, const std::string& key = "")
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Wakes every waiter with Unavailable and refuses later Acquire() calls; held slots
   // stay valid until released.
-  void Close();
+  void Close() ABSL_LOCKS_EXCLUDED(mu_);
 
-  int held() const;
-  int waiting() const;
+  int held() const ABSL_LOCKS_EXCLUDED(mu_);
+  int waiting() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  void Release(const std::string& key);
-  void ForgetKey(const std::string& key);  // Requires mu_.
+  void Release(const std::string& key) ABSL_LOCKS_EXCLUDED(mu_);
+  void ForgetKey(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int slots_;
   const int max_waiting_;
   const std::string what_;
   const std::string context_;
   const int max_per_key_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  int held_ = 0;
-  int waiting_ = 0;
-  bool closed_ = false;
-  std::map<std::string, int> per_key_;  // Slots held or waited for, by non-empty key.
+  Clock& clock_;
+  mutable absl::Mutex mu_;
+  int held_ ABSL_GUARDED_BY(mu_) = 0;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  // Slots held or waited for, by non-empty key.
+  std::map<std::string, int> per_key_ ABSL_GUARDED_BY(mu_);
 };
 
 inline constexpr int kUnlimitedWaiters = std::numeric_limits<int>::max();

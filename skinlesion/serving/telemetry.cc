@@ -156,7 +156,7 @@ void ServingMetrics::RecordExplain(const std::string& model, absl::StatusCode co
 
 void ServingMetrics::SetServingVersion(const std::string& model, int64_t version,
                                        const std::string& sha256, const std::string& precision) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = serving_version_.find(model);
   if (it != serving_version_.end()) version_info_.Remove(it->second);
   prometheus::Gauge& g =

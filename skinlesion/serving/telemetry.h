@@ -33,10 +33,11 @@
 
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -72,7 +73,7 @@ class ServingMetrics {
   // Makes (model, version, sha256, precision) the only version_info series of
   // `model`, and exports its request counters of that version at 0 for every outcome.
   void SetServingVersion(const std::string& model, int64_t version, const std::string& sha256,
-                         const std::string& precision = "fp32");
+                         const std::string& precision = "fp32") ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // requests_total{model, version} at 0 for every outcome label.
@@ -91,8 +92,9 @@ class ServingMetrics {
   prometheus::Family<prometheus::Histogram>& explain_seconds_;
   prometheus::Family<prometheus::Counter>& explanations_;
 
-  std::mutex mu_;
-  std::map<std::string, prometheus::Gauge*> serving_version_;  // model -> its info series
+  absl::Mutex mu_;
+  // model -> its info series.
+  std::map<std::string, prometheus::Gauge*> serving_version_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace skinlesion::serving

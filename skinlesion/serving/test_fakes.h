@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "opencv2/core.hpp"
 #include "opencv2/imgcodecs.hpp"
@@ -64,7 +66,6 @@ class FakeModel {
     auto it = loads_.find(version);
     return it == loads_.end() ? 0 : it->second;
   }
-  void set_run_sleep(std::chrono::milliseconds d) { run_sleep_ = d; }
 
   // Holds every Explain() (after it is counted) until OpenExplain().
   void CloseExplain() {
@@ -119,7 +120,6 @@ class FakeModel {
           return !model_->closed_ || (model_->held_tag_.has_value() && *model_->held_tag_ != tag_);
         });
       }
-      if (model_->run_sleep_.count() > 0) std::this_thread::sleep_for(model_->run_sleep_);
       std::vector<float> logits(static_cast<size_t>(n) * kHam10000NumClasses, 0.0f);
       for (int i = 0; i < n; ++i) logits[static_cast<size_t>(i) * kHam10000NumClasses] = tag_;
       (void)input;
@@ -155,9 +155,44 @@ class FakeModel {
   std::optional<float> held_tag_;
   std::vector<int> batch_sizes_;
   std::map<int64_t, int> loads_;
-  std::chrono::milliseconds run_sleep_{0};
   bool explain_closed_ = false;
   int explains_ = 0;
+};
+
+// Polls `pred` until it holds or `timeout` (real time: a safety net, not a bound
+// a test asserts) has passed.
+inline bool WaitUntil(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time until = absl::Now() + timeout;
+  while (absl::Now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return pred();
+}
+
+// Collects the results of requests (InferAsync callbacks), from any thread.
+class Results {
+ public:
+  std::function<void(absl::StatusOr<InferResult>)> Callback() {
+    return [this](absl::StatusOr<InferResult> r) {
+      std::lock_guard<std::mutex> lock(mu_);
+      results_.push_back(std::move(r));
+    };
+  }
+  bool WaitCount(size_t n) {
+    return WaitUntil([&] {
+      std::lock_guard<std::mutex> lock(mu_);
+      return results_.size() >= n;
+    });
+  }
+  std::vector<absl::StatusOr<InferResult>> Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return results_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<absl::StatusOr<InferResult>> results_;
 };
 
 // softmax([tag, 0, ..., 0] / T): the fake model's calibrated probabilities.
