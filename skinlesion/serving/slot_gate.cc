@@ -9,12 +9,12 @@
 #include <atomic>
 #include <deque>
 #include <future>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "skinlesion/common/logging.h"
 
@@ -116,15 +116,16 @@ void SlotGate::Release(const std::string& key) {
 }
 
 struct BackgroundRunner::Impl {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::packaged_task<absl::Status()>> queue;
-  bool stop = false;
+  absl::Mutex mu;
+  std::deque<std::packaged_task<absl::Status()>> queue ABSL_GUARDED_BY(mu);
+  bool stop ABSL_GUARDED_BY(mu) = false;
+  int started ABSL_GUARDED_BY(mu) = 0;  // Threads past their priority change.
   std::atomic<int> lowered{0};
-  int started = 0;  // Threads past their priority change.
+  // Filled by the constructor before it waits for the threads, joined by the
+  // destructor: only the owner's thread touches the vector.
   std::vector<std::thread> threads;
 
-  void Loop(int nice) {
+  void Loop(int nice) ABSL_LOCKS_EXCLUDED(mu) {
     // On Linux a thread's nice value is its own (setpriority on the thread id).
     const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
     errno = 0;
@@ -134,15 +135,15 @@ struct BackgroundRunner::Impl {
       lowered.fetch_add(1);
     }
     {
-      std::lock_guard<std::mutex> lock(mu);
+      absl::MutexLock lock(&mu);
       ++started;
     }
-    cv.notify_all();
     for (;;) {
       std::packaged_task<absl::Status()> task;
       {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stop || !queue.empty(); });
+        absl::MutexLock lock(&mu);
+        const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return stop || !queue.empty(); };
+        mu.Await(absl::Condition(&ready));
         if (queue.empty()) return;  // stop, and nothing left.
         task = std::move(queue.front());
         queue.pop_front();
@@ -157,16 +158,18 @@ BackgroundRunner::BackgroundRunner(int threads, int nice) : impl_(std::make_uniq
     impl_->threads.emplace_back([this, nice] { impl_->Loop(nice); });
   }
   // Ready (and lowered()) once every thread has set its priority.
-  std::unique_lock<std::mutex> lock(impl_->mu);
-  impl_->cv.wait(lock, [&] { return impl_->started == static_cast<int>(impl_->threads.size()); });
+  const int n = static_cast<int>(impl_->threads.size());
+  Impl* impl = impl_.get();
+  absl::MutexLock lock(&impl->mu);
+  const auto all_started = [impl, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->mu) { return impl->started == n; };
+  impl->mu.Await(absl::Condition(&all_started));
 }
 
 BackgroundRunner::~BackgroundRunner() {
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->stop = true;
+    absl::MutexLock lock(&impl_->mu);
+    impl_->stop = true;  // Wakes the threads (their condition).
   }
-  impl_->cv.notify_all();
   for (std::thread& t : impl_->threads) t.join();
 }
 
@@ -174,10 +177,9 @@ absl::Status BackgroundRunner::Run(std::function<absl::Status()> work) {
   std::packaged_task<absl::Status()> task(std::move(work));
   std::future<absl::Status> result = task.get_future();
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    absl::MutexLock lock(&impl_->mu);
     impl_->queue.push_back(std::move(task));
   }
-  impl_->cv.notify_one();
   return result.get();
 }
 

@@ -45,6 +45,7 @@ DIRS = [
     "skinlesion/jobs",
     "skinlesion/predict",
     "skinlesion/registry",
+    "skinlesion/serving",
     "skinlesion/telemetry",
     "services/inference",
     "services/registry",
