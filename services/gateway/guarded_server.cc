@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -142,66 +141,65 @@ thread_local GuardedServer::Connection* GuardedServer::current_ = nullptr;
 class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
  public:
   explicit ConnectionPool(GuardedServer& server) : server_(server) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (int i = 0; i < server_.limits_.min_threads; ++i) SpawnLocked();
   }
 
-  void enqueue(std::function<void()> fn) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (server_.open_connections_.load() >= server_.limits_.max_connections || shutdown_) {
-      lock.unlock();
-      tl_refuse_all = true;
-      fn();  // process_and_close_socket: a canned 503, no read, no wait.
-      tl_refuse_all = false;
-      return;
+  void enqueue(std::function<void()> fn) override ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (server_.open_connections_.load() < server_.limits_.max_connections && !shutdown_) {
+        server_.open_connections_.fetch_add(1);
+        server_.open_gauge_.Increment();
+        jobs_.push_back(std::move(fn));  // Wakes an idle worker (its condition).
+        if (idle_ < jobs_.size()) SpawnLocked();
+        return;
+      }
     }
-    server_.open_connections_.fetch_add(1);
-    server_.open_gauge_.Increment();
-    jobs_.push_back(std::move(fn));
-    if (idle_ < jobs_.size()) SpawnLocked();
-    cv_.notify_one();
+    tl_refuse_all = true;
+    fn();  // process_and_close_socket: a canned 503, no read, no wait.
+    tl_refuse_all = false;
   }
 
-  void shutdown() override {
+  void shutdown() override ABSL_LOCKS_EXCLUDED(mu_) {
     std::vector<std::thread> threads;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       shutdown_ = true;
       threads.swap(threads_);
     }
-    cv_.notify_all();
     for (std::thread& t : threads) t.join();
   }
 
  private:
-  void SpawnLocked() {
+  void SpawnLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     threads_.emplace_back([this] { Work(); });
   }
 
-  void Work() {
-    std::unique_lock<std::mutex> lock(mu_);
+  void Work() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !jobs_.empty() || shutdown_; };
     for (;;) {
       ++idle_;
-      cv_.wait(lock, [&] { return !jobs_.empty() || shutdown_; });
+      mu_.Await(absl::Condition(&ready));
       --idle_;
       if (jobs_.empty()) return;  // Shut down.
       std::function<void()> fn = std::move(jobs_.front());
       jobs_.pop_front();
-      lock.unlock();
+      mu_.Unlock();
       fn();
       server_.open_connections_.fetch_sub(1);
       server_.open_gauge_.Decrement();
-      lock.lock();
+      mu_.Lock();
     }
   }
 
   GuardedServer& server_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  std::vector<std::thread> threads_;
-  size_t idle_ = 0;
-  bool shutdown_ = false;
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  size_t idle_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The Stream httplib parses from: buffered reads that wait no later than the
@@ -475,7 +473,7 @@ bool GuardedServer::process_and_close_socket(socket_t sock) {
   if (limits_.max_connections_per_client > 0) {
     bool refused = false;
     {
-      std::lock_guard<std::mutex> lock(clients_mu_);
+      absl::MutexLock lock(&clients_mu_);
       int& open = per_client_[conn.peer];
       if (open >= limits_.max_connections_per_client) {
         refused = true;
@@ -493,7 +491,7 @@ bool GuardedServer::process_and_close_socket(socket_t sock) {
   ServeConnection(conn);
   current_ = nullptr;
   if (limits_.max_connections_per_client > 0) {
-    std::lock_guard<std::mutex> lock(clients_mu_);
+    absl::MutexLock lock(&clients_mu_);
     auto it = per_client_.find(conn.peer);
     if (it != per_client_.end() && --it->second <= 0) per_client_.erase(it);
   }

@@ -35,9 +35,9 @@
 #include <atomic>
 #include <cstddef>
 #include <map>
-#include <mutex>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "httplib.h"
 #include "prometheus/counter.h"
@@ -107,8 +107,8 @@ class GuardedServer : public httplib::Server {
   const ConnectionLimits limits_;
   std::atomic<size_t> inflight_bytes_{0};
   std::atomic<int> open_connections_{0};
-  std::mutex clients_mu_;
-  std::map<std::string, int> per_client_;  // Open connections by peer address.
+  absl::Mutex clients_mu_;
+  std::map<std::string, int> per_client_ ABSL_GUARDED_BY(clients_mu_);  // Open connections by peer address.
   prometheus::Family<prometheus::Counter>& refused_;
   prometheus::Gauge& open_gauge_;
   prometheus::Gauge& inflight_gauge_;

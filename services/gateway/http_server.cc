@@ -373,7 +373,7 @@ void HttpServer::AccessLog(const httplib::Request& req, const httplib::Response&
   const std::string line =
       absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
                    method, " ", route, " ", status, " ", absl::StrFormat("%.1f", ms), "ms\n");
-  std::lock_guard<std::mutex> lock(log_mu_);
+  absl::MutexLock lock(&log_mu_);
   std::FILE* out = options_.access_log != nullptr ? options_.access_log : stderr;
   std::fputs(line.c_str(), out);
   std::fflush(out);
@@ -405,21 +405,22 @@ absl::Status HttpServer::Serve() {
   // has no wait_until_ready()).
   bool done = false;  // Guarded by stop_mu_.
   std::thread watcher([&] {
-    std::unique_lock<std::mutex> lock(stop_mu_);
-    stop_cv_.wait(lock, [&] { return done || stopped_.load(); });
-    while (!done && !stop_sent_) {
-      lock.unlock();
+    absl::MutexLock lock(&stop_mu_);
+    const auto stop_asked = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(stop_mu_) { return done || stopped_.load(); };
+    const auto settled = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(stop_mu_) { return done || stop_sent_; };
+    stop_mu_.Await(absl::Condition(&stop_asked));
+    while (!settled()) {
+      stop_mu_.Unlock();
       Stop();
-      lock.lock();
-      stop_cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return done || stop_sent_; });
+      stop_mu_.Lock();
+      stop_mu_.AwaitWithTimeout(absl::Condition(&settled), absl::Milliseconds(5));
     }
   });
   const bool clean = server_.listen_after_bind();
   {
-    std::lock_guard<std::mutex> lock(stop_mu_);
-    done = true;
+    absl::MutexLock lock(&stop_mu_);
+    done = true;  // Wakes the watcher (its conditions).
   }
-  stop_cv_.notify_all();
   watcher.join();
   if (!clean && !stopped_.load())
     return absl::InternalError("the HTTP server stopped unexpectedly");
@@ -427,15 +428,12 @@ absl::Status HttpServer::Serve() {
 }
 
 void HttpServer::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(stop_mu_);
-    stopped_ = true;
-    if (!stop_sent_ && server_.is_running()) {
-      server_.stop();
-      stop_sent_ = true;
-    }
+  absl::MutexLock lock(&stop_mu_);  // Its release wakes Serve()'s watcher.
+  stopped_ = true;
+  if (!stop_sent_ && server_.is_running()) {
+    server_.stop();
+    stop_sent_ = true;
   }
-  stop_cv_.notify_all();
 }
 
 }  // namespace skinlesion::gateway

@@ -28,10 +28,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <regex>
 #include <string>
@@ -39,6 +37,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/counter.h"
@@ -149,10 +148,11 @@ class HttpServer {
   GuardedServer server_;
   int port_ = 0;
   std::atomic<bool> stopped_{false};
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;  // Stop() and the end of Serve() notify it.
-  bool stop_sent_ = false;           // Guarded by stop_mu_.
-  std::mutex log_mu_;
+  // Stop() and the end of Serve() change stopped_ / stop_sent_ under stop_mu_, which
+  // wakes Serve()'s stop watcher.
+  absl::Mutex stop_mu_;
+  bool stop_sent_ ABSL_GUARDED_BY(stop_mu_) = false;
+  absl::Mutex log_mu_;  // One access-log line at a time.
 };
 
 }  // namespace skinlesion::gateway

@@ -13,7 +13,7 @@ namespace skinlesion::gateway {
 using nlohmann::json;
 
 std::shared_ptr<const VersionFileCache::Files> VersionFileCache::Find(const std::string& key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->first == key) {
       entries_.splice(entries_.begin(), entries_, it);
@@ -24,7 +24,7 @@ std::shared_ptr<const VersionFileCache::Files> VersionFileCache::Find(const std:
 }
 
 void VersionFileCache::Put(const std::string& key, std::shared_ptr<const Files> files) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   entries_.emplace_front(key, std::move(files));
   while (entries_.size() > capacity_) entries_.pop_back();
 }

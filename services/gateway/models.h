@@ -22,11 +22,11 @@
 #include <list>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "httplib.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/http_server.h"
@@ -42,13 +42,13 @@ class VersionFileCache {
   explicit VersionFileCache(size_t capacity) : capacity_(capacity) {}
 
   // Null when `key` is not cached.
-  std::shared_ptr<const Files> Find(const std::string& key);
-  void Put(const std::string& key, std::shared_ptr<const Files> files);
+  std::shared_ptr<const Files> Find(const std::string& key) ABSL_LOCKS_EXCLUDED(mu_);
+  void Put(const std::string& key, std::shared_ptr<const Files> files) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   const size_t capacity_;
-  std::mutex mu_;
-  std::list<std::pair<std::string, std::shared_ptr<const Files>>> entries_;  // Guarded by mu_.
+  absl::Mutex mu_;
+  std::list<std::pair<std::string, std::shared_ptr<const Files>>> entries_ ABSL_GUARDED_BY(mu_);
 };
 
 class Models {

@@ -10,7 +10,7 @@ RateLimiter::RateLimiter(Options options) : options_(options) {
 
 absl::Duration RateLimiter::Admit(const std::string& client, absl::Time now) {
   if (!enabled()) return absl::ZeroDuration();
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = buckets_.find(client);
   if (it == buckets_.end()) {
     if (buckets_.size() >= options_.max_clients) Prune(now);
@@ -32,7 +32,7 @@ absl::Duration RateLimiter::Admit(const std::string& client, absl::Time now) {
 }
 
 size_t RateLimiter::clients() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return buckets_.size();
 }
 

@@ -7,10 +7,10 @@
 #define SERVICES_GATEWAY_RATE_LIMITER_H_
 
 #include <cstddef>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace skinlesion::gateway {
@@ -29,20 +29,20 @@ class RateLimiter {
 
   // Takes a token of `client` at `now`: ZeroDuration when admitted, else how long
   // until a token is available (the request is refused and takes nothing).
-  absl::Duration Admit(const std::string& client, absl::Time now);
+  absl::Duration Admit(const std::string& client, absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
 
-  size_t clients() const;
+  size_t clients() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Bucket {
     double tokens = 0;
     absl::Time last;
   };
-  void Prune(absl::Time now);  // mu_ held.
+  void Prune(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Options options_;
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, Bucket> buckets_;  // Guarded by mu_.
+  mutable absl::Mutex mu_;
+  std::unordered_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace skinlesion::gateway

@@ -47,6 +47,7 @@ DIRS = [
     "skinlesion/registry",
     "skinlesion/serving",
     "skinlesion/telemetry",
+    "services/gateway",
     "services/inference",
     "services/registry",
     "services/trainer",
