@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/gateway/api.h"
+#include "skinlesion/telemetry/families.h"
 
 namespace skinlesion::gateway {
 namespace {
@@ -375,21 +376,16 @@ class GuardedServer::DeadlineStream final : public httplib::Stream {
 
 GuardedServer::GuardedServer(ConnectionLimits limits, prometheus::Registry& registry)
     : limits_(limits),
-      refused_(prometheus::BuildCounter()
-                   .Name("skinlesion_gateway_connections_refused_total")
-                   .Help("Connections refused or cut short by the gateway's guard, by reason "
-                         "(connections, per_client, header_timeout, body_timeout, "
-                         "memory_budget)")
-                   .Register(registry)),
-      open_gauge_(prometheus::BuildGauge()
-                      .Name("skinlesion_gateway_open_connections")
-                      .Help("Open HTTP connections")
-                      .Register(registry)
+      refused_(telemetry::AddCounter(
+          registry, "skinlesion_gateway_connections_refused_total",
+          "Connections refused or cut short by the gateway's guard, by reason "
+          "(connections, per_client, header_timeout, body_timeout, "
+          "memory_budget)")),
+      open_gauge_(telemetry::AddGauge(registry, "skinlesion_gateway_open_connections",
+                                      "Open HTTP connections")
                       .Add({})),
-      inflight_gauge_(prometheus::BuildGauge()
-                          .Name("skinlesion_gateway_inflight_body_bytes")
-                          .Help("Content-Length of the requests being read or handled")
-                          .Register(registry)
+      inflight_gauge_(telemetry::AddGauge(registry, "skinlesion_gateway_inflight_body_bytes",
+                                          "Content-Length of the requests being read or handled")
                           .Add({})) {
   for (Refusal r : {Refusal::kConnections, Refusal::kPerClient, Refusal::kHeaderTimeout,
                     Refusal::kBodyTimeout, Refusal::kMemoryBudget}) {

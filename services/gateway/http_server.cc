@@ -17,6 +17,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/telemetry/families.h"
 
 namespace skinlesion::gateway {
 namespace {
@@ -111,12 +112,6 @@ std::string MediaType(const std::string& content_type) {
   return t;
 }
 
-const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
-  static const auto* b = new prometheus::Histogram::BucketBoundaries{
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-  return *b;
-}
-
 void SendError(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
   if (e.retry_after_s > 0) res.set_header("Retry-After", std::to_string(e.retry_after_s));
@@ -137,23 +132,16 @@ absl::Status RequireBodyAtMost(const httplib::Request& req, size_t max_bytes) {
 
 HttpServer::HttpServer(const GatewayOptions& options, prometheus::Registry& registry)
     : options_(options),
-      requests_(prometheus::BuildCounter()
-                    .Name("skinlesion_gateway_requests_total")
-                    .Help("HTTP requests answered, by route pattern, method and status code")
-                    .Register(registry)),
-      request_seconds_(prometheus::BuildHistogram()
-                           .Name("skinlesion_gateway_request_seconds")
-                           .Help("HTTP request latency by route pattern")
-                           .Register(registry)),
-      rate_limited_(prometheus::BuildCounter()
-                        .Name("skinlesion_gateway_rate_limited_total")
-                        .Help("Requests refused by the per-client rate limit")
-                        .Register(registry)
+      requests_(telemetry::AddCounter(
+          registry, "skinlesion_gateway_requests_total",
+          "HTTP requests answered, by route pattern, method and status code")),
+      request_seconds_(telemetry::AddHistogram(registry, "skinlesion_gateway_request_seconds",
+                                               "HTTP request latency by route pattern")),
+      rate_limited_(telemetry::AddCounter(registry, "skinlesion_gateway_rate_limited_total",
+                                          "Requests refused by the per-client rate limit")
                         .Add({})),
-      inflight_(prometheus::BuildGauge()
-                    .Name("skinlesion_gateway_inflight_requests")
-                    .Help("API requests being handled now")
-                    .Register(registry)
+      inflight_(telemetry::AddGauge(registry, "skinlesion_gateway_inflight_requests",
+                                    "API requests being handled now")
                     .Add({})),
       limiter_({.rate = options_.rate_limit_rps, .burst = options_.rate_limit_burst}),
       server_(LimitsOf(options_), registry) {
@@ -233,7 +221,7 @@ void HttpServer::Handle(const std::string& method, const std::string& label, Han
                                                   .options = std::move(options)}));
   const Route& route = *routes_.back();
   requests_.Add({{"route", label}, {"method", method}, {"code", "200"}});
-  request_seconds_.Add({{"route", label}}, LatencyBuckets());
+  request_seconds_.Add({{"route", label}}, telemetry::RequestSecondsBuckets());
   auto run = [this, &route, handler = std::move(handler)](const httplib::Request& req,
                                                           httplib::Response& res) {
     Run(route, handler, req, res);
@@ -368,7 +356,7 @@ void HttpServer::AccessLog(const httplib::Request& req, const httplib::Response&
           : "OTHER";
   requests_.Add({{"route", route}, {"method", method}, {"code", std::to_string(status)}})
       .Increment();
-  request_seconds_.Add({{"route", route}}, LatencyBuckets()).Observe(ms / 1000.0);
+  request_seconds_.Add({{"route", route}}, telemetry::RequestSecondsBuckets()).Observe(ms / 1000.0);
   // Method, route pattern (never the path's values or the query), status, time.
   const std::string line =
       absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",

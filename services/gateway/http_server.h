@@ -78,9 +78,6 @@ std::string RoutePattern(const std::string& label);
 // The media type without parameters, lower case: "image/JPEG; x=y" -> "image/jpeg".
 std::string MediaType(const std::string& content_type);
 
-// The buckets of the gateway's latency histograms (seconds).
-const prometheus::Histogram::BucketBoundaries& LatencyBuckets();
-
 // Writes `e` as the response: status, {"code", "message"[, "problems"]}, Retry-After
 // when set, WWW-Authenticate for a 401.
 void SendError(httplib::Response& res, const ApiError& e);

@@ -9,6 +9,7 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/image/format.h"
+#include "skinlesion/telemetry/families.h"
 
 namespace skinlesion::gateway {
 namespace {
@@ -78,10 +79,8 @@ Predictions::Predictions(const GatewayOptions& options, Upstreams& upstreams,
                          prometheus::Registry& registry)
     : options_(options),
       upstreams_(upstreams),
-      upload_bytes_(prometheus::BuildHistogram()
-                        .Name("skinlesion_gateway_upload_bytes")
-                        .Help("Size of the uploaded images")
-                        .Register(registry)
+      upload_bytes_(telemetry::AddHistogram(registry, "skinlesion_gateway_upload_bytes",
+                                            "Size of the uploaded images")
                         .Add({}, prometheus::Histogram::BucketBoundaries{16e3, 64e3, 256e3, 1e6,
                                                                          2e6, 4e6, 8e6, 16e6})) {}
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/gateway/http_server.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/telemetry/families.h"
 #include "skinlesion/telemetry/grpc_channel.h"
 
 namespace skinlesion::gateway {
@@ -100,18 +101,12 @@ absl::Status ApiStatusOf(Upstream upstream, const grpc::Status& status) {
 
 Upstreams::Upstreams(const GatewayOptions& options, prometheus::Registry& registry)
     : options_(options),
-      upstream_seconds_(prometheus::BuildHistogram()
-                            .Name("skinlesion_gateway_upstream_seconds")
-                            .Help("gRPC call latency by upstream and method")
-                            .Register(registry)),
-      upstream_errors_(prometheus::BuildCounter()
-                           .Name("skinlesion_gateway_upstream_errors_total")
-                           .Help("Failed gRPC calls by upstream and gRPC code name")
-                           .Register(registry)),
-      upstream_retries_(prometheus::BuildCounter()
-                            .Name("skinlesion_gateway_upstream_retries_total")
-                            .Help("gRPC calls retried after UNAVAILABLE")
-                            .Register(registry)) {
+      upstream_seconds_(telemetry::AddHistogram(registry, "skinlesion_gateway_upstream_seconds",
+                                                "gRPC call latency by upstream and method")),
+      upstream_errors_(telemetry::AddCounter(registry, "skinlesion_gateway_upstream_errors_total",
+                                             "Failed gRPC calls by upstream and gRPC code name")),
+      upstream_retries_(telemetry::AddCounter(registry, "skinlesion_gateway_upstream_retries_total",
+                                              "gRPC calls retried after UNAVAILABLE")) {
   // Every family is exported from the first scrape on (prometheus-cpp leaves out a
   // family without series): the series dashboards and alerts use start at 0.
   for (const char* u : {"inference", "registry", "trainer"}) {
@@ -120,7 +115,8 @@ Upstreams::Upstreams(const GatewayOptions& options, prometheus::Registry& regist
       upstream_errors_.Add({{"upstream", u}, {"code", code}});
     }
   }
-  upstream_seconds_.Add({{"upstream", "inference"}, {"method", "Classify"}}, LatencyBuckets());
+  upstream_seconds_.Add({{"upstream", "inference"}, {"method", "Classify"}},
+                        telemetry::RequestSecondsBuckets());
 
   const int max_send =
       static_cast<int>(std::min<size_t>(options_.max_upload_bytes + (1 << 20), 1u << 30));
@@ -163,7 +159,8 @@ void Upstreams::AddCredentials(Upstream upstream, const char* method,
 void Upstreams::Observe(Upstream upstream, const char* method,
                         std::chrono::steady_clock::time_point t0, const grpc::Status& status) {
   upstream_seconds_
-      .Add({{"upstream", UpstreamName(upstream)}, {"method", method}}, LatencyBuckets())
+      .Add({{"upstream", UpstreamName(upstream)}, {"method", method}},
+           telemetry::RequestSecondsBuckets())
       .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   if (status.ok()) return;
   switch (status.error_code()) {

@@ -3,25 +3,10 @@
 #include <string>
 #include <vector>
 
+#include "skinlesion/telemetry/families.h"
+
 namespace skinlesion::serving {
 namespace {
-
-const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
-  static const auto* b = new prometheus::Histogram::BucketBoundaries{
-      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-  return *b;
-}
-
-const prometheus::Histogram::BucketBoundaries& BatchBuckets() {
-  static const auto* b = new prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128};
-  return *b;
-}
-
-const prometheus::Histogram::BucketBoundaries& LoadBuckets() {
-  static const auto* b =
-      new prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
-  return *b;
-}
 
 std::string VersionLabel(int64_t version) { return version == 0 ? "" : std::to_string(version); }
 
@@ -47,75 +32,59 @@ const char* OutcomeLabel(absl::StatusCode code) {
 }
 
 ServingMetrics::ServingMetrics(prometheus::Registry& registry)
-    : requests_(prometheus::BuildCounter()
-                    .Name("skinlesion_inference_requests_total")
-                    .Help("Inference requests by model, version and outcome")
-                    .Register(registry)),
-      queue_seconds_(prometheus::BuildHistogram()
-                         .Name("skinlesion_inference_queue_seconds")
-                         .Help("Time a request waited in the batch queue")
-                         .Register(registry)),
-      compute_seconds_(prometheus::BuildHistogram()
-                           .Name("skinlesion_inference_compute_seconds")
-                           .Help("Time to run one batch through the model")
-                           .Register(registry)),
-      request_seconds_(prometheus::BuildHistogram()
-                           .Name("skinlesion_inference_request_seconds")
-                           .Help("Time from Infer() to its result (decode, queue, compute)")
-                           .Register(registry)),
-      batch_size_(prometheus::BuildHistogram()
-                      .Name("skinlesion_inference_batch_size")
-                      .Help("Requests per batch run")
-                      .Register(registry)),
-      decode_seconds_(prometheus::BuildHistogram()
-                          .Name("skinlesion_inference_decode_seconds")
-                          .Help("Decode + preprocess of one encoded image, by where it ran")
-                          .Register(registry)),
-      queue_depth_(prometheus::BuildGauge()
-                       .Name("skinlesion_inference_queue_depth")
-                       .Help("Requests waiting in the batch queue")
-                       .Register(registry)),
-      load_seconds_(prometheus::BuildHistogram()
-                        .Name("skinlesion_model_load_seconds")
-                        .Help("Fetch, load, warm-up and golden check of a model version")
-                        .Register(registry)),
-      reloads_(prometheus::BuildCounter()
-                   .Name("skinlesion_model_reloads_total")
-                   .Help("Attempts to load a new model version, by result")
-                   .Register(registry)),
-      version_info_(prometheus::BuildGauge()
-                        .Name("skinlesion_model_version_info")
-                        .Help("1 for the model version serving now, with the precision it runs in")
-                        .Register(registry)),
-      explain_seconds_(prometheus::BuildHistogram()
-                           .Name("skinlesion_inference_explain_seconds")
-                           .Help("Time of one explanation (decode, slot wait, heatmap)")
-                           .Register(registry)),
-      explanations_(prometheus::BuildCounter()
-                        .Name("skinlesion_inference_explanations_total")
-                        .Help("Explanation requests by model and outcome")
-                        .Register(registry)) {}
+    : requests_(telemetry::AddCounter(registry, "skinlesion_inference_requests_total",
+                                      "Inference requests by model, version and outcome")),
+      queue_seconds_(telemetry::AddHistogram(registry, "skinlesion_inference_queue_seconds",
+                                             "Time a request waited in the batch queue")),
+      compute_seconds_(telemetry::AddHistogram(registry, "skinlesion_inference_compute_seconds",
+                                               "Time to run one batch through the model")),
+      request_seconds_(
+          telemetry::AddHistogram(registry, "skinlesion_inference_request_seconds",
+                                  "Time from Infer() to its result (decode, queue, compute)")),
+      batch_size_(telemetry::AddHistogram(registry, "skinlesion_inference_batch_size",
+                                          "Requests per batch run")),
+      decode_seconds_(
+          telemetry::AddHistogram(registry, "skinlesion_inference_decode_seconds",
+                                  "Decode + preprocess of one encoded image, by where it ran")),
+      queue_depth_(telemetry::AddGauge(registry, "skinlesion_inference_queue_depth",
+                                       "Requests waiting in the batch queue")),
+      load_seconds_(
+          telemetry::AddHistogram(registry, "skinlesion_model_load_seconds",
+                                  "Fetch, load, warm-up and golden check of a model version")),
+      reloads_(telemetry::AddCounter(registry, "skinlesion_model_reloads_total",
+                                     "Attempts to load a new model version, by result")),
+      version_info_(telemetry::AddGauge(
+          registry, "skinlesion_model_version_info",
+          "1 for the model version serving now, with the precision it runs in")),
+      explain_seconds_(
+          telemetry::AddHistogram(registry, "skinlesion_inference_explain_seconds",
+                                  "Time of one explanation (decode, slot wait, heatmap)")),
+      explanations_(telemetry::AddCounter(registry, "skinlesion_inference_explanations_total",
+                                          "Explanation requests by model and outcome")) {}
 
 void ServingMetrics::RecordRequest(const std::string& model, int64_t version, absl::StatusCode code,
                                    double request_seconds) {
   requests_
       .Add({{"model", model}, {"version", VersionLabel(version)}, {"outcome", OutcomeLabel(code)}})
       .Increment();
-  request_seconds_.Add({{"model", model}}, LatencyBuckets()).Observe(request_seconds);
+  request_seconds_.Add({{"model", model}}, telemetry::RequestSecondsBuckets())
+      .Observe(request_seconds);
 }
 
 void ServingMetrics::RecordBatch(const std::string& model, int batch_size, double compute_seconds) {
-  batch_size_.Add({{"model", model}}, BatchBuckets()).Observe(batch_size);
-  compute_seconds_.Add({{"model", model}}, LatencyBuckets()).Observe(compute_seconds);
+  batch_size_.Add({{"model", model}}, telemetry::BatchSizeBuckets()).Observe(batch_size);
+  compute_seconds_.Add({{"model", model}}, telemetry::RequestSecondsBuckets())
+      .Observe(compute_seconds);
 }
 
 void ServingMetrics::RecordQueueWait(const std::string& model, double queue_seconds) {
-  queue_seconds_.Add({{"model", model}}, LatencyBuckets()).Observe(queue_seconds);
+  queue_seconds_.Add({{"model", model}}, telemetry::RequestSecondsBuckets()).Observe(queue_seconds);
 }
 
 void ServingMetrics::RecordDecode(const std::string& model, const std::string& stage,
                                   double seconds) {
-  decode_seconds_.Add({{"model", model}, {"stage", stage}}, LatencyBuckets()).Observe(seconds);
+  decode_seconds_.Add({{"model", model}, {"stage", stage}}, telemetry::RequestSecondsBuckets())
+      .Observe(seconds);
 }
 
 void ServingMetrics::SetQueueDepth(const std::string& model, int depth) {
@@ -124,7 +93,8 @@ void ServingMetrics::SetQueueDepth(const std::string& model, int depth) {
 
 void ServingMetrics::RecordLoad(const std::string& model, bool success, double seconds) {
   reloads_.Add({{"model", model}, {"result", success ? "success" : "failure"}}).Increment();
-  if (success) load_seconds_.Add({{"model", model}}, LoadBuckets()).Observe(seconds);
+  if (success)
+    load_seconds_.Add({{"model", model}}, telemetry::LoadSecondsBuckets()).Observe(seconds);
 }
 
 void ServingMetrics::DeclareModel(const std::string& model) {
@@ -150,7 +120,7 @@ void ServingMetrics::RecordExplain(const std::string& model, absl::StatusCode co
       code == absl::StatusCode::kUnimplemented ? "unimplemented" : OutcomeLabel(code);
   explanations_.Add({{"model", model}, {"outcome", outcome}}).Increment();
   if (code == absl::StatusCode::kOk) {
-    explain_seconds_.Add({{"model", model}}, LatencyBuckets()).Observe(seconds);
+    explain_seconds_.Add({{"model", model}}, telemetry::RequestSecondsBuckets()).Observe(seconds);
   }
 }
 

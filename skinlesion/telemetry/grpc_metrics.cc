@@ -4,18 +4,15 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "skinlesion/telemetry/families.h"
 
 namespace skinlesion::telemetry {
 
 GrpcMetrics::GrpcMetrics(prometheus::Registry& registry)
-    : requests_(prometheus::BuildCounter()
-                    .Name("skinlesion_grpc_requests_total")
-                    .Help("gRPC calls, by service, method and status code")
-                    .Register(registry)),
-      duration_(prometheus::BuildHistogram()
-                    .Name("skinlesion_grpc_request_duration_seconds")
-                    .Help("Wall time of gRPC calls, by service and method")
-                    .Register(registry)) {}
+    : requests_(telemetry::AddCounter(registry, "skinlesion_grpc_requests_total",
+                                      "gRPC calls, by service, method and status code")),
+      duration_(telemetry::AddHistogram(registry, "skinlesion_grpc_request_duration_seconds",
+                                        "Wall time of gRPC calls, by service and method")) {}
 
 void GrpcMetrics::Record(absl::string_view service, absl::string_view method, grpc::StatusCode code,
                          double seconds) {
@@ -24,9 +21,9 @@ void GrpcMetrics::Record(absl::string_view service, absl::string_view method, gr
             {"method", std::string(method)},
             {"code", GrpcCodeName(code)}})
       .Increment();
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-  duration_.Add({{"service", std::string(service)}, {"method", std::string(method)}}, kBuckets)
+  duration_
+      .Add({{"service", std::string(service)}, {"method", std::string(method)}},
+           RequestSecondsBuckets())
       .Observe(seconds);
 }
 

@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
+#include "skinlesion/telemetry/families.h"
 #include "skinlesion/telemetry/grpc_channel.h"
 #include "skinlesion/telemetry/grpc_health.h"
 #include "skinlesion/telemetry/grpc_metrics.h"
@@ -90,6 +91,28 @@ TEST(MetricsHttpServerTest, ServesPrometheusTextAtMetrics) {
   EXPECT_THAT(std::string(second.status().message()), HasSubstr("cannot serve /metrics on"));
   EXPECT_EQ(MetricsHttpServer::Start("no such host!", 0, registry).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MetricFamiliesTest, DeclaresNamedFamiliesWithSharedBuckets) {
+  prometheus::Registry registry;
+  AddCounter(registry, "x_requests_total", "Requests by outcome").Add({{"outcome", "ok"}}).Increment();
+  AddGauge(registry, "x_depth", "Queue depth").Add({}).Set(3);
+  AddHistogram(registry, "x_seconds", "Time of x").Add({}, RequestSecondsBuckets()).Observe(0.02);
+  const std::string text = prometheus::TextSerializer().Serialize(registry.Collect());
+  EXPECT_THAT(text, HasSubstr("# HELP x_requests_total Requests by outcome\n# TYPE x_requests_total counter"));
+  EXPECT_THAT(text, HasSubstr("x_requests_total{outcome=\"ok\"} 1"));
+  EXPECT_THAT(text, HasSubstr("# TYPE x_depth gauge\nx_depth 3"));
+  EXPECT_THAT(text, HasSubstr("x_seconds_bucket{le=\"0.025\"} 1"));
+  EXPECT_THAT(text, HasSubstr("x_seconds_bucket{le=\"0.01\"} 0"));
+  // Every set rises strictly; the request set spans 0.5 ms to 30 s.
+  for (const auto* buckets : {&RequestSecondsBuckets(), &LoadSecondsBuckets(), &JobSecondsBuckets(),
+                              &BatchSizeBuckets()}) {
+    ASSERT_FALSE(buckets->empty());
+    EXPECT_TRUE(std::is_sorted(buckets->begin(), buckets->end()));
+    EXPECT_EQ(std::adjacent_find(buckets->begin(), buckets->end()), buckets->end());
+  }
+  EXPECT_EQ(RequestSecondsBuckets().front(), 0.0005);
+  EXPECT_EQ(RequestSecondsBuckets().back(), 30);
 }
 
 TEST(GrpcMetricsTest, SplitsMethodNamesAndNamesCodes) {
