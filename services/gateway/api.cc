@@ -421,13 +421,18 @@ absl::StatusOr<SetAliasBody> ParseSetAliasBody(const std::string& body) {
   return out;
 }
 
+json LesionClassJson(const v1::LesionClass& c) {
+  return {{"class", c.code()},
+          {"label", c.name()},
+          {"malignant", c.group() == v1::MALIGNANCY_GROUP_MALIGNANT}};
+}
+
 namespace {
 
 json ClassJson(const v1::ClassProbability& p) {
-  return {{"class", p.lesion_class().code()},
-          {"label", p.lesion_class().name()},
-          {"malignant", p.lesion_class().group() == v1::MALIGNANCY_GROUP_MALIGNANT},
-          {"probability", p.probability()}};
+  json j = LesionClassJson(p.lesion_class());
+  j["probability"] = p.probability();
+  return j;
 }
 
 // Rounds to 3 decimals (timings in ms).

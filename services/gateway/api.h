@@ -119,6 +119,9 @@ struct SetAliasBody {
 };
 absl::StatusOr<SetAliasBody> ParseSetAliasBody(const std::string& body);
 
+// A class as the API names it: {"class": code, "label": name, "malignant": bool}.
+nlohmann::json LesionClassJson(const v1::LesionClass& c);
+
 // The 200 body of a prediction (see docs/gateway.md). `gateway_ms` is the time
 // from the request's arrival to now; the explanation is included when asked for
 // and present in the response.

@@ -79,11 +79,7 @@ absl::StatusOr<Reply> Models::List(const httplib::Request& req) {
       for (const v1::ServedModel& m : served.models()) {
         if (m.model().name() == name) {
           json classes = json::array();
-          for (const v1::LesionClass& c : m.classes()) {
-            classes.push_back({{"class", c.code()},
-                               {"label", c.name()},
-                               {"malignant", c.group() == v1::MALIGNANCY_GROUP_MALIGNANT}});
-          }
+          for (const v1::LesionClass& c : m.classes()) classes.push_back(LesionClassJson(c));
           serving = {{"version", m.model().version()},
                      {"ready", m.ready()},
                      {"classes", std::move(classes)}};
