@@ -31,6 +31,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Require(!m->refer.risk_threshold || (*m->refer.risk_threshold >= 0 && *m->refer.risk_threshold <= 1));
   Require(m->ood.reject_rate >= 0 && m->ood.reject_rate < 1);
   for (float s : m->std) Require(s > 0);
+  if (m->decision.tau > 0) Require(static_cast<int>(m->decision.prior.size()) == m->classes.size());
+  for (double q : m->decision.prior) Require(q > 0 && q <= 1);
+  if (m->vit) {
+    for (int64_t d : {m->vit->patch_size, m->vit->hidden_dim, m->vit->num_layers, m->vit->num_heads,
+                      m->vit->mlp_dim}) {
+      Require(d >= 1 && d <= kMaxVitDimension);
+    }
+  }
   if (m->golden_set) {
     for (const GoldenItem& item : m->golden_set->items) {
       Require(!item.file.empty() && item.file.find('/') == std::string::npos);
@@ -42,7 +50,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Require(back->classes == m->classes && back->architecture == m->architecture &&
           back->image_size == m->image_size && back->temperature == m->temperature &&
           back->sha256 == m->sha256 && back->ood.threshold == m->ood.threshold &&
-          back->refer.risk_threshold == m->refer.risk_threshold);
+          back->refer.risk_threshold == m->refer.risk_threshold && back->vit == m->vit &&
+          back->decision == m->decision);
   Require(back->ToJson() == m->ToJson());
   return 0;
 }

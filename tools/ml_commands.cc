@@ -203,6 +203,19 @@ void SetRefer(const nlohmann::json& metrics, ModelManifest& manifest) {
   manifest.document["refer"] = std::move(provenance);
 }
 
+// The manifest's decision rule from a report's "decision" block (tau and prior typed;
+// where tau was fitted and what it reached there, in the document's "decision").
+void SetDecision(const nlohmann::json& metrics, ModelManifest& manifest) {
+  const nlohmann::json& d = metrics.at("decision");
+  manifest.decision = {};
+  if (d.value("rule", "plain") == "prior_adjusted")
+    manifest.decision.tau = d.at("tau").get<double>();
+  if (d.contains("prior")) manifest.decision.prior = d["prior"].get<std::vector<double>>();
+  nlohmann::json provenance = {{"fitted_on", d.value("source", "none")}};
+  if (d.contains("validation")) provenance["validation"] = d["validation"];
+  manifest.document["decision"] = std::move(provenance);
+}
+
 // The out-of-distribution policy of `method` whose threshold rejects `reject_rate` of
 // the in-distribution images whose scores are given; `lesions_rejected`: the share it
 // rejects there.
@@ -493,6 +506,13 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   // The refer rule's operating point: fitted on the validation split for the target.
   report.fit_risk_threshold = true;
   report.referral.target_sensitivity = config.target_sensitivity;
+  // The decision rule: tau fitted on the validation split against the training shares.
+  report.fit_decision = config.balanced_decision;
+  {
+    std::vector<int> train_labels;
+    for (const data::Sample& s : train_set) train_labels.push_back(s.label);
+    report.decision.prior = ClassPrior(train_labels, classes.size());
+  }
   report.subgroups = Subgroups(test_set);
   // No out-of-distribution threshold here: one is only worth serving once it has been
   // checked against non-lesion images (skinlesion fit-thresholds --ood_images).
@@ -515,6 +535,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   manifest.classes = classes;
   manifest.temperature = metrics["temperature"].get<double>();
   SetRefer(metrics, manifest);
+  SetDecision(metrics, manifest);
   manifest.image_size = config.image_size;
   manifest.resize = kResizeShorterSideCenterCrop;
   manifest.mean = kImageNetMean;
@@ -729,23 +750,26 @@ absl::Status RunExport(const ExportCommand& cmd) {
     return absl::AlreadyExistsError(absl::StrCat(cmd.out_dir, " exists and is not empty"));
   }
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
-  SL_ASSIGN_OR_RETURN(const ModelManifest source, ReadModelManifest(cmd.model_dir));
+  const ModelManifest& source = checkpoint.manifest;
   // Golden images: the ones given, else the source's own golden files.
   std::vector<std::string> golden = cmd.golden;
   if (golden.empty() && source.golden_set.has_value()) {
     for (const GoldenItem& item : source.golden_set->items) golden.push_back(cmd.model_dir + "/" + item.file);
   }
-  SL_RETURN_IF_ERROR(models::SaveCheckpoint(*checkpoint.model, cmd.out_dir, checkpoint.manifest.image_size,
-                                            checkpoint.manifest.labels, checkpoint.manifest.vit, cmd.fp16));
-  // The source's manifest (typed fields and provenance) with what SaveCheckpoint
-  // wrote for the new weights; the golden set is recorded again below.
-  SL_ASSIGN_OR_RETURN(const ModelManifest fresh, ReadModelManifest(cmd.out_dir));
+  SL_RETURN_IF_ERROR(models::SaveCheckpoint(*checkpoint.model, cmd.out_dir, source.image_size,
+                                            source.classes.codes(),
+                                            source.vit.value_or(models::VitConfig{}), cmd.fp16));
+  // The source's manifest (typed fields and provenance) for the new weights; the
+  // golden set is recorded again below.
   ModelManifest manifest = source;
-  for (const auto& [key, value] : fresh.document.items()) manifest.document[key] = value;
   manifest.golden_set.reset();
   manifest.document["weights_dtype"] = cmd.fp16 ? "float16" : "float32";
   manifest.document["code_version"] = CodeVersion();
-  manifest.document["exported_from"] = {{"sha256", source.sha256},
+  std::string source_sha256 = source.sha256;  // Absent from a bare SaveCheckpoint's manifest.
+  if (source_sha256.empty()) {
+    SL_ASSIGN_OR_RETURN(source_sha256, Sha256File(cmd.model_dir + "/" + kWeightsFile));
+  }
+  manifest.document["exported_from"] = {{"sha256", source_sha256},
                                         {"created", source.document.value("created", "")}};
   manifest.document.erase("sha256");
   SL_ASSIGN_OR_RETURN(manifest.sha256, Sha256File(cmd.out_dir + "/" + kWeightsFile));
@@ -855,6 +879,7 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   report.logits = pred.logits;
   report.temperature = spec.temperature;
   report.referral = spec.refer;  // The model's own operating points.
+  report.decision = spec.decision;
   report.ood = spec.ood;
   report.subgroups = Subgroups(samples);
   for (const auto& s : samples) report.image_paths.push_back(s.path);
@@ -919,8 +944,43 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   const nlohmann::json fitted_data = {{"split_digest", split.Digest()}, {"partition", cmd.partition},
                                       {"images", samples.size()}};
 
-  // Referral.
   const std::vector<eval::Probs> probs = eval::Softmax(pred.logits, spec.temperature);
+  // Decision rule (before the referral: its close calls depend on the named class).
+  if (cmd.balanced_decision) {
+    std::vector<double> prior = spec.decision.prior;
+    std::string prior_source = "the model's training data";
+    if (prior.empty()) {
+      std::vector<int> train_labels;
+      for (const absl::string_view name : absl::StrSplit(cmd.prior_from, ',', absl::SkipEmpty())) {
+        SL_ASSIGN_OR_RETURN(const Partition p,
+                            LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels,
+                                          cmd.split_file, std::string(name), spec.classes));
+        for (const data::Sample& s : p.samples) train_labels.push_back(s.label);
+      }
+      prior = ClassPrior(train_labels, spec.classes.size());
+      prior_source =
+          absl::StrCat("partitions ", cmd.prior_from, " (", train_labels.size(), " images)");
+    }
+    const std::optional<DecisionFit> fit = FitDecisionTau(pred.labels, probs, prior);
+    if (!fit) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("partition '", cmd.partition,
+                       "' has fewer than two classes to fit the decision rule on"));
+    }
+    manifest.decision = {.tau = fit->tau, .prior = prior};
+    manifest.document["decision"] = {{"fitted_on", cmd.partition},
+                                     {"fitted_data", fitted_data},
+                                     {"validation",
+                                      {{"balanced_accuracy_plain", fit->balanced_accuracy_plain},
+                                       {"balanced_accuracy", fit->balanced_accuracy}}}};
+    std::printf(
+        "decision rule fitted on %zu %s images (prior: %s): tau %.2f, balanced accuracy %.4f "
+        "(plain %.4f)\n",
+        samples.size(), cmd.partition.c_str(), prior_source.c_str(), fit->tau,
+        fit->balanced_accuracy, fit->balanced_accuracy_plain);
+  }
+
+  // Referral.
   ReferralPolicy base = spec.refer;
   base.target_sensitivity = cmd.target_sensitivity;
   const std::optional<ReferralPolicy> fitted_policy = eval::FitReferralPolicy(pred.labels, probs, base, spec.classes);
@@ -930,7 +990,9 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   }
   const ReferralPolicy& policy = *fitted_policy;
   const double threshold = *policy.risk_threshold;
-  nlohmann::json fitted = {{"referral", eval::ReferralToJson(eval::EvaluateReferral(pred.labels, probs, policy, spec.classes))}};
+  nlohmann::json fitted = {
+      {"referral", eval::ReferralToJson(eval::EvaluateReferral(pred.labels, probs, policy,
+                                                               spec.classes, manifest.decision))}};
   fitted["referral"]["threshold_source"] = absl::StrCat("fitted_on_", cmd.partition);
   fitted["referral"]["validation"] = fitted["referral"];
   SetRefer(fitted, manifest);
@@ -1052,7 +1114,8 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
     run.numerics = numerics.Describe();
     run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     run.probs = eval::Softmax(pred.logits, spec.temperature);
-    SL_ASSIGN_OR_RETURN(const eval::Metrics m, eval::ComputeMetrics(pred.labels, run.probs, spec.classes));
+    SL_ASSIGN_OR_RETURN(const eval::Metrics m,
+                        eval::ComputeMetrics(pred.labels, run.probs, spec.classes, spec.decision));
     run.balanced_accuracy = m.balanced_accuracy;
     run.melanoma_recall = m.melanoma.has_value() ? m.per_class[*m.melanoma].recall : 0.0;
     labels = pred.labels;

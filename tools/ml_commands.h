@@ -114,6 +114,11 @@ struct FitThresholdsCommand {
   // The partition the mahalanobis Gaussian is fitted on (its threshold is fitted on
   // `partition`).
   std::string ood_fit_on = "train";
+  // The decision rule (skinlesion/common/decision.h): with balanced_decision, tau is
+  // fitted on `partition` for balanced accuracy against the model's recorded prior,
+  // else the class shares of the `prior_from` partitions (comma-separated).
+  bool balanced_decision = true;
+  std::string prior_from = "train";
   int threads = 2;
 };
 

@@ -103,6 +103,13 @@ ABSL_FLAG(double, target_sensitivity, 0.9,
 ABSL_FLAG(std::string, ood_method, "auto",
           "fit-thresholds: the not-a-lesion score: mahalanobis (penultimate features; auto where the "
           "model has a feature map), energy, or auto");
+ABSL_FLAG(bool, balanced_decision, true,
+          "fit-thresholds: also fit the decision rule's tau for balanced accuracy (false: keep the "
+          "model's rule)");
+ABSL_FLAG(std::string, prior_from, "train",
+          "fit-thresholds: comma-separated split partitions whose class shares are the decision "
+          "rule's prior "
+          "when the model does not record one (its training partitions, e.g. fold2,fold3,fold4)");
 ABSL_FLAG(std::string, ood_fit_on, "train",
           "fit-thresholds: the split partition whose features the mahalanobis Gaussian is fitted on");
 ABSL_FLAG(double, ood_reject_rate, 0.01,
@@ -322,6 +329,8 @@ absl::Status RunFitThresholdsCommand() {
   c.min_ood_auroc = absl::GetFlag(FLAGS_min_ood_auroc);
   c.ood_method = absl::GetFlag(FLAGS_ood_method);
   c.ood_fit_on = absl::GetFlag(FLAGS_ood_fit_on);
+  c.balanced_decision = absl::GetFlag(FLAGS_balanced_decision);
+  c.prior_from = absl::GetFlag(FLAGS_prior_from);
   c.threads = absl::GetFlag(FLAGS_threads);
   return cli::RunFitThresholds(c);
 }

@@ -33,13 +33,14 @@ double MalignancyRisk(absl::Span<const float> p, const LabelSet& classes) {
   return risk;
 }
 
-Summary Summarize(absl::Span<const float> p, const LabelSet& classes, const ReferralPolicy& policy) {
+Summary Summarize(absl::Span<const float> p, const LabelSet& classes, const ReferralPolicy& policy,
+                  const DecisionRule& decision) {
   Summary s;
   s.order.resize(p.size());
   std::iota(s.order.begin(), s.order.end(), 0);
   std::stable_sort(s.order.begin(), s.order.end(), [&](int a, int b) { return p[a] > p[b]; });
-  s.top_class = s.order[0];
-  s.second_class = s.order[1];
+  s.top_class = decision.Adjusted() ? Decide(p, decision) : s.order[0];
+  s.second_class = s.order[0] == s.top_class ? s.order[1] : s.order[0];
   s.confidence = p[s.top_class];
   s.margin = p[s.top_class] - p[s.second_class];
   const double risk = MalignancyRisk(p, classes);

@@ -26,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "skinlesion/common/classes.h"
+#include "skinlesion/common/decision.h"
 
 namespace skinlesion {
 
@@ -49,10 +50,10 @@ struct ReferralPolicy {
 };
 
 struct Summary {
-  int top_class = 0;
-  int second_class = 1;
+  int top_class = 0;     // The class the decision rule names (decision.h).
+  int second_class = 1;  // The most probable other class.
   float confidence = 0;  // probabilities[top_class]
-  float margin = 0;      // top minus second
+  float margin = 0;      // top minus second (negative when the rule named a less probable class)
   float malignancy_risk = 0;
   bool refer = false;
   ReferRule refer_rule = ReferRule::kNone;
@@ -65,10 +66,11 @@ struct Summary {
 // classes.size().
 double MalignancyRisk(absl::Span<const float> probabilities, const LabelSet& classes);
 
-// Ranks `probabilities` (ties: lower index first), sums the malignant group and
-// applies `policy`. probabilities.size() must be classes.size().
+// Ranks `probabilities` (ties: lower index first), names the class `decision` picks,
+// sums the malignant group and applies `policy`. probabilities.size() must be
+// classes.size().
 Summary Summarize(absl::Span<const float> probabilities, const LabelSet& classes,
-                  const ReferralPolicy& policy);
+                  const ReferralPolicy& policy, const DecisionRule& decision = {});
 
 // The largest threshold t such that at least `target_sensitivity` of the malignant
 // cases (classes.IsMalignant(label)) have risk >= t, i.e. the operating point on the

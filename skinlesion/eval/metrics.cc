@@ -131,7 +131,8 @@ double ExpectedCalibrationError(const std::vector<int>& labels, const std::vecto
 }
 
 absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
-                                       const std::vector<Probs>& probs, const LabelSet& classes) {
+                                       const std::vector<Probs>& probs, const LabelSet& classes,
+                                       const DecisionRule& decision) {
   const int num_classes = classes.size();
   if (labels.size() != probs.size()) {
     return absl::InvalidArgumentError(absl::StrCat("metrics: ", labels.size(), " labels but ",
@@ -164,7 +165,7 @@ absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
   int correct = 0, top2 = 0, top3 = 0;
   double nll = 0, brier = 0;
   for (size_t i = 0; i < labels.size(); ++i) {
-    const int pred = ArgMax(probs[i]);
+    const int pred = decision.Adjusted() ? Decide(probs[i], decision) : ArgMax(probs[i]);
     m.confusion[labels[i]][pred]++;
     correct += pred == labels[i];
     const int rank = LabelRank(probs[i], labels[i]);

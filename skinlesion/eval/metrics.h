@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/classes.h"
+#include "skinlesion/common/decision.h"
 
 namespace skinlesion::eval {
 
@@ -74,9 +75,13 @@ struct Metrics {
 // Computes every metric for `classes`. InvalidArgument when sizes differ (a sample
 // without one score per class included), a label is out of range, a probability is
 // not finite, or there are no samples.
+// The predicted class of a sample is the one `decision` names (skinlesion/common/
+// decision.h; default: the most probable); the scores (AUC, NLL, calibration) use the
+// probabilities themselves.
 absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
                                        const std::vector<Probs>& probs,
-                                       const LabelSet& classes = LabelSet::Ham10000());
+                                       const LabelSet& classes = LabelSet::Ham10000(),
+                                       const DecisionRule& decision = {});
 
 // One-vs-rest ROC AUC of scores for the positives (label true). NaN when either
 // class is empty.

@@ -34,7 +34,8 @@ std::optional<ReferralPolicy> FitReferralPolicy(const std::vector<int>& labels,
 }
 
 ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::vector<Probs>& probs,
-                                    const ReferralPolicy& policy, const LabelSet& classes) {
+                                    const ReferralPolicy& policy, const LabelSet& classes,
+                                    const DecisionRule& decision) {
   ReferralEvaluation e;
   e.policy = policy;
   e.has_risk_rule = policy.risk_threshold.has_value();
@@ -45,7 +46,7 @@ ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::v
   int risk_referred = 0, risk_malignant = 0, risk_benign_kept = 0, risk_mel = 0;
   const int kMel = classes.IndexOf("mel").value_or(-1);
   for (size_t i = 0; i < n; ++i) {
-    const Summary s = Summarize(probs[i], classes, policy);
+    const Summary s = Summarize(probs[i], classes, policy, decision);
     const bool by_risk = e.has_risk_rule && s.malignancy_risk >= *policy.risk_threshold;
     const bool is_malignant = classes.IsMalignant(labels[i]);
     referred += s.refer;

@@ -48,8 +48,10 @@ std::optional<ReferralPolicy> FitReferralPolicy(const std::vector<int>& labels,
                                                 ReferralPolicy policy, const LabelSet& classes);
 
 // The melanoma proportions are 0 of 0 for a label set without "mel".
+// `decision` names each answer's class (its close-call margin depends on it).
 ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::vector<Probs>& probs,
-                                    const ReferralPolicy& policy, const LabelSet& classes);
+                                    const ReferralPolicy& policy, const LabelSet& classes,
+                                    const DecisionRule& decision = {});
 
 // {"value", "ci95": [lower, upper], "k", "n"}.
 nlohmann::json ProportionToJson(const Proportion& p);

@@ -23,7 +23,7 @@ namespace {
 
 // A grid of test images, each captioned "true → predicted (p)", green when right.
 absl::Status PlotExamples(const ReportInput& in, const std::vector<Probs>& probs,
-                         const std::string& path) {
+                          const DecisionRule& decision, const std::string& path) {
   const int n = static_cast<int>(in.image_paths.size());
   std::vector<int> order(n);
   for (int i = 0; i < n; ++i) order[i] = i;
@@ -56,7 +56,7 @@ absl::Status PlotExamples(const ReportInput& in, const std::vector<Probs>& probs
       cairo_paint(cr);
       cairo_surface_destroy(pic);
     }
-    const int pred = static_cast<int>(std::max_element(probs[i].begin(), probs[i].end()) - probs[i].begin());
+    const int pred = Decide(probs[i], decision);
     const bool right = pred == in.labels[i];
     right ? cairo_set_source_rgb(cr, 0.0, 0.5, 0.2) : cairo_set_source_rgb(cr, 0.75, 0.1, 0.1);
     cairo_set_font_size(cr, 14);
@@ -87,10 +87,36 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   }
   const std::vector<Probs> raw = Softmax(in.logits, 1.0);
   const std::vector<Probs> calibrated = Softmax(in.logits, temperature);
-  SL_ASSIGN_OR_RETURN(const Metrics before, ComputeMetrics(in.labels, raw, in.classes));
-  SL_ASSIGN_OR_RETURN(const Metrics after, ComputeMetrics(in.labels, calibrated, in.classes));
+  // The decision rule: given, or its tau fitted on the calibrated validation
+  // probabilities for balanced accuracy.
+  DecisionRule decision = in.decision;
+  nlohmann::json decision_json = {{"source", decision.Adjusted() ? "given" : "none"}};
+  if (in.fit_decision && !in.val_logits.empty() && !decision.prior.empty()) {
+    if (const auto fit =
+            FitDecisionTau(in.val_labels, Softmax(in.val_logits, temperature), decision.prior)) {
+      decision.tau = fit->tau;
+      decision_json["source"] = "fitted_on_val";
+      decision_json["validation"] = {{"balanced_accuracy_plain", fit->balanced_accuracy_plain},
+                                     {"balanced_accuracy", fit->balanced_accuracy}};
+    }
+  }
+  decision_json["rule"] = decision.Adjusted() ? "prior_adjusted" : "plain";
+  decision_json["tau"] = decision.Adjusted() ? decision.tau : 0.0;
+  if (!decision.prior.empty()) decision_json["prior"] = decision.prior;
+  SL_ASSIGN_OR_RETURN(const Metrics before, ComputeMetrics(in.labels, raw, in.classes, decision));
+  SL_ASSIGN_OR_RETURN(const Metrics after,
+                      ComputeMetrics(in.labels, calibrated, in.classes, decision));
   nlohmann::json j = MetricsToJson(after);
   j["temperature"] = temperature;
+  j["decision"] = decision_json;
+  if (decision.Adjusted()) {
+    // What the most probable class alone would have scored, for comparison.
+    SL_ASSIGN_OR_RETURN(const Metrics plain, ComputeMetrics(in.labels, calibrated, in.classes));
+    j["decision"]["plain"] = {
+        {"balanced_accuracy", plain.balanced_accuracy},
+        {"accuracy", plain.accuracy},
+        {"melanoma_recall", plain.melanoma ? plain.per_class[*plain.melanoma].recall : 0.0}};
+  }
   j["n_val"] = in.val_labels.size();
   nlohmann::json uncalibrated = MetricsToJson(before);
   j["uncalibrated"] = {{"ece", uncalibrated["ece"]}, {"nll", uncalibrated["nll"]},
@@ -103,10 +129,12 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
     if (std::optional<ReferralPolicy> fitted = FitReferralPolicy(in.val_labels, val_probs, policy, in.classes)) {
       policy = *fitted;
       source = "fitted_on_val";
-      validation = ReferralToJson(EvaluateReferral(in.val_labels, val_probs, policy, in.classes));
+      validation =
+          ReferralToJson(EvaluateReferral(in.val_labels, val_probs, policy, in.classes, decision));
     }
   }
-  j["referral"] = ReferralToJson(EvaluateReferral(in.labels, calibrated, policy, in.classes));
+  j["referral"] =
+      ReferralToJson(EvaluateReferral(in.labels, calibrated, policy, in.classes, decision));
   j["referral"]["threshold_source"] = source;
   if (!validation.is_null()) j["referral"]["validation"] = validation;
   if (in.ood.threshold.has_value()) {
@@ -126,8 +154,9 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
                 {"lesions_rejected", ProportionToJson(WilsonInterval(rejected, static_cast<int>(scores.size())))}};
   }
   if (!in.subgroups.empty()) {
-    j["subgroups"] = SubgroupsToJson(
-        ComputeSubgroups(in.labels, calibrated, in.subgroups, policy, in.classes, {.seed = in.seed}));
+    j["subgroups"] =
+        SubgroupsToJson(ComputeSubgroups(in.labels, calibrated, in.subgroups, policy, in.classes,
+                                         {.seed = in.seed, .decision = decision}));
   }
   j["context"] = in.context;
   SL_RETURN_IF_ERROR(PlotConfusionMatrix(after, dir + "/confusion_matrix.png"));
@@ -138,7 +167,7 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
     if (in.image_paths.size() != in.labels.size()) {
       return absl::InvalidArgumentError("report: image_paths and labels differ in size");
     }
-    SL_RETURN_IF_ERROR(PlotExamples(in, calibrated, dir + "/test_examples.png"));
+    SL_RETURN_IF_ERROR(PlotExamples(in, calibrated, decision, dir + "/test_examples.png"));
   }
   SL_RETURN_IF_ERROR(WriteFileAtomically(dir + "/metrics.json", j.dump(2) + "\n"));
   return j;

@@ -2,7 +2,9 @@
 //
 //   <dir>/metrics.json         eval::MetricsToJson of the calibrated predictions, plus
 //                              "uncalibrated" (the same keys before temperature scaling),
-//                              "temperature", "tta", "n_val", "referral" (the operating
+//                              "temperature", "decision" (the decision rule, fitted or
+//                              given, and what the plain rule scores), "tta", "n_val",
+//                              "referral" (the operating
 //                              point of the refer rule), "subgroups" and caller-supplied
 //                              "context"
 //   <dir>/confusion_matrix.png
@@ -49,6 +51,13 @@ struct ReportInput {
   // (FitRiskThreshold), and the validation operating point is recorded too.
   ReferralPolicy referral;
   bool fit_risk_threshold = false;
+  // Which class an answer names (skinlesion/common/decision.h): every predicted class
+  // in the report (confusion matrix, accuracy, balanced accuracy, subgroups, the
+  // referral's close calls) is this rule's. With fit_decision, validation logits and a
+  // prior (the training class shares, ClassPrior), tau is first fitted on the
+  // calibrated validation probabilities for balanced accuracy (FitDecisionTau).
+  DecisionRule decision;
+  bool fit_decision = false;
   // Subgroups of the test samples (dimension -> group name per sample, e.g. "sex"),
   // reported per group in metrics.json "subgroups" (skinlesion/eval/subgroups.h).
   std::map<std::string, std::vector<std::string>> subgroups;

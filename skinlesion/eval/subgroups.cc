@@ -8,10 +8,6 @@
 namespace skinlesion::eval {
 namespace {
 
-int Argmax(const Probs& p) {
-  return static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
-}
-
 // Mean recall over the classes present among `idx`; -1 when none.
 double BalancedAccuracy(const std::vector<int>& labels, const std::vector<int>& predicted,
                         const std::vector<size_t>& idx, int num_classes, int* present = nullptr) {
@@ -67,8 +63,9 @@ std::map<std::string, std::vector<GroupResult>> ComputeSubgroups(
   std::vector<int> predicted(n);
   std::vector<bool> referred(n);
   for (size_t i = 0; i < n; ++i) {
-    predicted[i] = Argmax(probs[i]);
-    referred[i] = Summarize(probs[i], classes, policy).refer;
+    const Summary summary = Summarize(probs[i], classes, policy, options.decision);
+    predicted[i] = summary.top_class;
+    referred[i] = summary.refer;
   }
   const int kMel = classes.IndexOf("mel").value_or(-1);
   for (const auto& [dimension, names] : groups) {

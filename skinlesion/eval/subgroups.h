@@ -36,6 +36,7 @@ struct SubgroupOptions {
   int bootstrap = 200;   // Resamples for the balanced-accuracy interval (0: none).
   uint64_t seed = 0;
   int min_group_size = 1;  // Smaller groups are listed with n only.
+  DecisionRule decision;   // Which class a prediction names (default: the most probable).
 };
 
 // groups: dimension -> the group name of every sample (same order as labels).

@@ -168,6 +168,41 @@ absl::Status ParsePreprocessing(const FieldReader& r, const json& p, bool has_si
   return absl::OkStatus();
 }
 
+// "decision": {"rule": "plain" | "prior_adjusted" (default), "tau" in [0, 4] (read
+// for prior_adjusted only), "prior": one share per class, each in (0, 1]; required
+// when tau > 0}.
+absl::StatusOr<DecisionRule> ParseDecision(const FieldReader& r, const json& d, int num_classes) {
+  SL_RETURN_IF_ERROR(r.Object("decision", d));
+  DecisionRule rule;
+  std::string name = "prior_adjusted";
+  if (d.contains("rule")) {
+    SL_ASSIGN_OR_RETURN(name, r.String("decision.rule", d["rule"]));
+    if (name != "plain" && name != "prior_adjusted") {
+      return r.Error("decision.rule", "must be \"plain\" or \"prior_adjusted\"", d["rule"]);
+    }
+  }
+  if (name == "prior_adjusted") {
+    if (!d.contains("tau")) return r.Error("decision.tau", "is required", json());
+    SL_ASSIGN_OR_RETURN(rule.tau, r.Number("decision.tau", d["tau"]));
+    if (rule.tau < 0 || rule.tau > 4) return r.Error("decision.tau", "must be in [0, 4]", d["tau"]);
+  }
+  if (d.contains("prior") || rule.tau > 0) {
+    const json& prior = Field(d, "prior");
+    if (!prior.is_array() || static_cast<int>(prior.size()) != num_classes) {
+      return r.Error("decision.prior",
+                     absl::StrCat("must be an array of ", num_classes, " class shares"), prior);
+    }
+    for (size_t i = 0; i < prior.size(); ++i) {
+      SL_ASSIGN_OR_RETURN(const double q,
+                          r.Number(absl::StrCat("decision.prior[", i, "]"), prior[i]));
+      if (!(q > 0 && q <= 1))
+        return r.Error(absl::StrCat("decision.prior[", i, "]"), "must be in (0, 1]", prior[i]);
+      rule.prior.push_back(q);
+    }
+  }
+  return rule;
+}
+
 absl::Status ParseRefer(const FieldReader& r, const json& o, ReferralPolicy& refer) {
   SL_RETURN_IF_ERROR(r.Object("refer", o));
   SL_RETURN_IF_ERROR(r.Unit("refer.", o, "min_confidence", false, refer.min_confidence));
@@ -215,6 +250,27 @@ absl::Status ParseOod(const FieldReader& r, const json& o, OodPolicy& ood) {
     }
   }
   return absl::OkStatus();
+}
+
+// "vit": the vit_custom shape, five positive integers (bounded so that a hostile
+// manifest cannot ask for a model that does not fit in memory).
+absl::StatusOr<models::VitConfig> ParseVit(const FieldReader& r, const json& v) {
+  SL_RETURN_IF_ERROR(r.Object("vit", v));
+  models::VitConfig vit;
+  const std::pair<const char*, int64_t*> fields[] = {{"patch_size", &vit.patch_size},
+                                                     {"hidden_dim", &vit.hidden_dim},
+                                                     {"num_layers", &vit.num_layers},
+                                                     {"num_heads", &vit.num_heads},
+                                                     {"mlp_dim", &vit.mlp_dim}};
+  for (const auto& [key, out] : fields) {
+    const std::string field = absl::StrCat("vit.", key);
+    if (!v.contains(key)) return r.Error(field, "is required", json());
+    SL_ASSIGN_OR_RETURN(*out, r.Integer(field, v[key]));
+    if (*out < 1 || *out > kMaxVitDimension) {
+      return r.Error(field, absl::StrCat("must be in [1, ", kMaxVitDimension, "]"), v[key]);
+    }
+  }
+  return vit;
 }
 
 absl::StatusOr<GoldenSet> ParseGoldenSet(const FieldReader& r, const json& g, int num_classes) {
@@ -307,6 +363,9 @@ absl::StatusOr<ModelManifest> ModelManifest::Parse(const json& m, absl::string_v
     has_size = true;
   }
   if (m.contains("preprocessing")) SL_RETURN_IF_ERROR(ParsePreprocessing(r, m["preprocessing"], has_size, out));
+  if (m.contains("vit")) {
+    SL_ASSIGN_OR_RETURN(out.vit, ParseVit(r, m["vit"]));
+  }
   if (m.contains("calibration")) {
     const json& c = m["calibration"];
     SL_RETURN_IF_ERROR(r.Object("calibration", c));
@@ -316,6 +375,9 @@ absl::StatusOr<ModelManifest> ModelManifest::Parse(const json& m, absl::string_v
     }
   }
   if (m.contains("refer")) SL_RETURN_IF_ERROR(ParseRefer(r, m["refer"], out.refer));
+  if (m.contains("decision")) {
+    SL_ASSIGN_OR_RETURN(out.decision, ParseDecision(r, m["decision"], out.classes.size()));
+  }
   if (m.contains("ood")) SL_RETURN_IF_ERROR(ParseOod(r, m["ood"], out.ood));
   if (m.contains("precision")) {
     SL_ASSIGN_OR_RETURN(const std::string text, r.String("precision", m["precision"]));
@@ -353,6 +415,15 @@ json ModelManifest::ToJson() const {
   j["num_classes"] = classes.size();
   j["labels"] = classes.codes();
   j["malignant_classes"] = classes.malignant_codes();
+  if (vit.has_value()) {
+    j["vit"] = {{"patch_size", vit->patch_size},
+                {"hidden_dim", vit->hidden_dim},
+                {"num_layers", vit->num_layers},
+                {"num_heads", vit->num_heads},
+                {"mlp_dim", vit->mlp_dim}};
+  } else {
+    j.erase("vit");
+  }
   json& p = ObjectAt(j, "preprocessing");
   p["size"] = image_size;
   p["resize"] = resize;
@@ -372,6 +443,16 @@ json ModelManifest::ToJson() const {
     r["malignancy_risk_threshold"] = *refer.risk_threshold;
   } else {
     r.erase("malignancy_risk_threshold");
+  }
+  if (decision.Adjusted() || j.contains("decision")) {
+    json& d = ObjectAt(j, "decision");
+    d["rule"] = decision.Adjusted() ? "prior_adjusted" : "plain";
+    d["tau"] = decision.Adjusted() ? decision.tau : 0.0;
+    if (decision.prior.empty()) {
+      d.erase("prior");
+    } else {
+      d["prior"] = decision.prior;
+    }
   }
   if (ood.threshold.has_value() || j.contains("ood")) {
     json& o = ObjectAt(j, "ood");

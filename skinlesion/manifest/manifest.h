@@ -23,9 +23,15 @@
 //   "calibration"       {"temperature" > 0 (default 1)}
 //   "refer"             {"min_confidence", "min_margin" in [0, 1],
 //                       "malignancy_risk_threshold" in [0, 1], "target_sensitivity" in (0, 1]}
+//   "decision"          {"rule": "plain" | "prior_adjusted", "tau" in [0, 4], "prior":
+//                       one share per class in (0, 1]}: which class an answer names
+//                       (skinlesion/common/decision.h; absent: the most probable)
 //   "ood"               {"method": "mahalanobis" | "energy", "threshold" (older:
 //                       "energy_threshold"), "reject_rate" in [0, 1), and for a
 //                       thresholded "mahalanobis" "features": {"file", "sha256"}}
+//   "vit"               {"patch_size", "hidden_dim", "num_layers", "num_heads",
+//                       "mlp_dim"}: the shape of a "vit_custom" model, each in
+//                       [1, 65536] (SaveCheckpoint writes it for vit_custom only)
 //   "precision"         "fp32" | "bf16": pins the numerics (absent: the server's choice)
 //   "golden_set"        {"tolerance", "tolerance_bf16", "items": [{"file",
 //                       "probabilities": one per class}]}
@@ -49,10 +55,12 @@
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/classes.h"
+#include "skinlesion/common/decision.h"
 #include "skinlesion/common/imagenet.h"
 #include "skinlesion/common/ood.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/common/referral.h"
+#include "skinlesion/models/architectures.h"
 
 namespace skinlesion {
 
@@ -61,6 +69,7 @@ inline constexpr char kManifestFile[] = "manifest.json";
 inline constexpr char kWeightsFile[] = "model.safetensors";
 
 inline constexpr int kDefaultImageSize = 224;
+inline constexpr int64_t kMaxVitDimension = 65536;
 inline constexpr char kResizeShorterSideCenterCrop[] = "shorter_side_center_crop";
 inline constexpr char kResizeDirect[] = "resize";
 
@@ -102,7 +111,9 @@ struct ModelManifest {
   int shades_of_gray_p = 0;  // Colour constancy before normalising; 0: none.
   double temperature = 1.0;  // Calibration: probabilities = softmax(logits / T).
   ReferralPolicy refer;
+  DecisionRule decision;  // Plain unless "decision" says otherwise.
   OodPolicy ood;  // No threshold: no out-of-distribution check.
+  std::optional<models::VitConfig> vit;  // The shape of a vit_custom model.
   std::optional<Precision> precision;  // A pinned precision.
   std::optional<GoldenSet> golden_set;  // Absent: nothing to check.
   // The whole document as read: provenance and free-form keys live here. ToJson

@@ -156,6 +156,30 @@ TEST_F(ManifestTest, MalformedFieldsAreNamed) {
       {{{"malignant_classes", "mel"}}, "\"malignant_classes\" must be an array"},
       {{{"version", 0}}, "\"version\" must be >= 1"},
       {{{"preprocessing", 1}}, "\"preprocessing\" must be an object"},
+      {{{"vit", 1}}, "\"vit\" must be an object"},
+      {{{"decision", 1}}, "\"decision\" must be an object"},
+      {{{"decision", {{"rule", "bayes"}}}},
+       "\"decision.rule\" must be \"plain\" or \"prior_adjusted\""},
+      {{{"decision", {{"prior", {0.5, 0.5}}}}}, "\"decision.tau\" is required"},
+      {{{"decision", {{"tau", 5}}}}, "\"decision.tau\" must be in [0, 4]"},
+      {{{"decision", {{"tau", 0.3}}}}, "\"decision.prior\" must be an array of 7 class shares"},
+      {{{"decision", {{"tau", 0.3}, {"prior", {0.1, 0.1, 0.1, 0.1, 0.1, 0.4, 0}}}}},
+       "\"decision.prior[6]\" must be in (0, 1]"},
+      {{{"vit", {{"patch_size", 8}}}}, "\"vit.hidden_dim\" is required"},
+      {{{"vit",
+         {{"patch_size", 8},
+          {"hidden_dim", 16},
+          {"num_layers", 1},
+          {"num_heads", 0},
+          {"mlp_dim", 32}}}},
+       "\"vit.num_heads\" must be in [1, 65536]"},
+      {{{"vit",
+         {{"patch_size", 8},
+          {"hidden_dim", 1e9},
+          {"num_layers", 1},
+          {"num_heads", 2},
+          {"mlp_dim", 32}}}},
+       "\"vit.hidden_dim\" must be an integer"},
       {{{"preprocessing", {{"resize", "stretch"}}}}, "\"preprocessing.resize\""},
       {{{"preprocessing", {{"mean", {1, 2}}}}}, "\"preprocessing.mean\" must be an array of 3"},
       {{{"preprocessing", {{"mean", {1, "x", 2}}}}}, "\"preprocessing.mean[1]\" must be a number"},
@@ -191,8 +215,12 @@ TEST_F(ManifestTest, MalformedFieldsAreNamed) {
       {{{"ood", {{"method", "knn"}}}}, "\"ood.method\" must be \"mahalanobis\" or \"energy\""},
       {{{"ood", {{"threshold", "high"}}}}, "\"ood.threshold\" must be a number"},
       {{{"ood", {{"reject_rate", 1}}}}, "\"ood.reject_rate\" must be in [0, 1)"},
-      {{{"ood", {{"method", "mahalanobis"}, {"threshold", 400}}}}, "\"ood.features\" must be an object"},
-      {{{"ood", {{"method", "mahalanobis"}, {"threshold", 400}, {"features", {{"file", "../g.safetensors"}}}}}},
+      {{{"ood", {{"method", "mahalanobis"}, {"threshold", 400}}}},
+       "\"ood.features\" must be an object"},
+      {{{"ood",
+         {{"method", "mahalanobis"},
+          {"threshold", 400},
+          {"features", {{"file", "../g.safetensors"}}}}}},
        "\"ood.features.file\" must be a file name in the model directory"},
   };
   for (const Case& c : cases) {
@@ -248,6 +276,58 @@ TEST_F(ManifestTest, FormatIsChecked) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("\"format\" must be \"skinlesion.checkpoint.v1\"")));
   EXPECT_THAT(Read({{"architecture", "resnet18"}, {"format", 1}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("\"format\" must be a string")));
+}
+
+// "decision" (the prior-adjusted decision rule) is typed; provenance beside it is kept.
+TEST_F(ManifestTest, DecisionRule) {
+  auto plain = Read({{"architecture", "resnet18"}});
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_FALSE(plain->decision.Adjusted());
+  EXPECT_FALSE(plain->ToJson().contains("decision"));
+  const std::vector<double> prior = {0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02};
+  auto adjusted =
+      Read({{"architecture", "resnet18"},
+            {"decision",
+             {{"rule", "prior_adjusted"}, {"tau", 0.35}, {"prior", prior}, {"fitted_on", "val"}}}});
+  ASSERT_THAT(adjusted, IsOk());
+  EXPECT_TRUE(adjusted->decision.Adjusted());
+  EXPECT_DOUBLE_EQ(adjusted->decision.tau, 0.35);
+  EXPECT_EQ(adjusted->decision.prior, prior);
+  const json written = adjusted->ToJson();
+  EXPECT_EQ(written["decision"]["fitted_on"], "val");
+  auto again = ModelManifest::Parse(written, "again");
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->decision, adjusted->decision);
+  // A fitted tau of 0 is written as the plain rule and stays plain, with its prior.
+  adjusted->decision.tau = 0;
+  auto zero = ModelManifest::Parse(adjusted->ToJson(), "zero");
+  ASSERT_THAT(zero, IsOk());
+  EXPECT_EQ(adjusted->ToJson()["decision"]["rule"], "plain");
+  EXPECT_FALSE(zero->decision.Adjusted());
+  EXPECT_EQ(zero->ToJson(), adjusted->ToJson());
+}
+
+// "vit" (the shape of a vit_custom) is typed: read, written back, absent by default.
+TEST_F(ManifestTest, VitShape) {
+  auto plain = Read({{"architecture", "resnet18"}});
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_FALSE(plain->vit.has_value());
+  EXPECT_FALSE(plain->ToJson().contains("vit"));
+  auto vit = Read({{"architecture", "vit_custom"},
+                   {"vit",
+                    {{"patch_size", 8},
+                     {"hidden_dim", 16},
+                     {"num_layers", 1},
+                     {"num_heads", 2},
+                     {"mlp_dim", 32}}}});
+  ASSERT_THAT(vit, IsOk());
+  ASSERT_TRUE(vit->vit.has_value());
+  EXPECT_EQ(*vit->vit, (models::VitConfig{8, 16, 1, 2, 32}));
+  auto again = ModelManifest::Parse(vit->ToJson(), "again");
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->vit, vit->vit);
+  vit->vit.reset();
+  EXPECT_FALSE(vit->ToJson().contains("vit"));
 }
 
 // ToJson writes every typed field so that Parse gives the same manifest back, and keeps

@@ -5,10 +5,22 @@
 #ifndef SKINLESION_MODELS_ARCHITECTURES_H_
 #define SKINLESION_MODELS_ARCHITECTURES_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace skinlesion::models {
+
+// The shape of the small "vit_custom" architecture (the named ViTs have fixed
+// widths). LibTorch-free: the model manifest records it ("vit").
+struct VitConfig {
+  int64_t patch_size = 16;
+  int64_t hidden_dim = 192;
+  int64_t num_layers = 4;
+  int64_t num_heads = 3;
+  int64_t mlp_dim = 768;
+  bool operator==(const VitConfig&) const = default;
+};
 
 // The architectures CreateModel accepts, in display order (torchvision names, plus
 // "vit_custom" sized by ModelOptions::vit).

@@ -20,16 +20,6 @@
 
 namespace skinlesion::models {
 
-// Configuration of the small "vit_custom" architecture (also used to override
-// nothing else: the named ViTs have fixed widths).
-struct VitConfig {
-  int64_t patch_size = 16;
-  int64_t hidden_dim = 192;
-  int64_t num_layers = 4;
-  int64_t num_heads = 3;
-  int64_t mlp_dim = 768;
-};
-
 struct ModelOptions {
   int64_t num_classes = 7;
   // Input side the model is built for. Only ViTs depend on it (position

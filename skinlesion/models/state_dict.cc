@@ -19,8 +19,6 @@
 namespace skinlesion::models {
 namespace {
 
-constexpr char kFormat[] = "skinlesion.checkpoint.v1";
-
 std::string Shape(const torch::Tensor& t) { return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]"); }
 
 }  // namespace
@@ -125,106 +123,59 @@ absl::StatusOr<LoadReport> LoadWeightsFile(Classifier& model, const std::string&
   return report;
 }
 
-std::string ManifestToJson(const CheckpointManifest& m) {
-  nlohmann::json j = {{"format", kFormat},
-                      {"architecture", m.architecture},
-                      {"num_classes", m.num_classes},
-                      {"image_size", m.image_size},
-                      {"labels", m.labels}};
-  if (m.architecture == "vit_custom") {
-    j["vit"] = {{"patch_size", m.vit.patch_size},
-                {"hidden_dim", m.vit.hidden_dim},
-                {"num_layers", m.vit.num_layers},
-                {"num_heads", m.vit.num_heads},
-                {"mlp_dim", m.vit.mlp_dim}};
-  }
-  return j.dump(2) + "\n";
-}
-
-absl::StatusOr<CheckpointManifest> ManifestFromJson(absl::string_view text) {
-  const nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("manifest is not a JSON object");
-  auto str = [&](const char* key) -> absl::StatusOr<std::string> {
-    auto it = j.find(key);
-    if (it == j.end() || !it->is_string()) return absl::InvalidArgumentError(absl::StrCat("manifest: \"", key, "\" must be a string"));
-    return it->get<std::string>();
-  };
-  auto num = [&](const nlohmann::json& obj, const char* key) -> absl::StatusOr<int64_t> {
-    auto it = obj.find(key);
-    if (it == obj.end() || !it->is_number_integer() || it->get<int64_t>() <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("manifest: \"", key, "\" must be a positive integer"));
-    }
-    return it->get<int64_t>();
-  };
-  CheckpointManifest m;
-  SL_ASSIGN_OR_RETURN(std::string format, str("format"));
-  if (format != kFormat) return absl::InvalidArgumentError(absl::StrCat("manifest: unknown format \"", format, "\""));
-  SL_ASSIGN_OR_RETURN(m.architecture, str("architecture"));
-  SL_ASSIGN_OR_RETURN(m.num_classes, num(j, "num_classes"));
-  SL_ASSIGN_OR_RETURN(m.image_size, num(j, "image_size"));
-  if (auto it = j.find("labels"); it != j.end()) {
-    if (!it->is_array()) return absl::InvalidArgumentError("manifest: \"labels\" must be an array");
-    for (const auto& l : *it) {
-      if (!l.is_string()) return absl::InvalidArgumentError("manifest: labels must be strings");
-      m.labels.push_back(l.get<std::string>());
-    }
-    if (!m.labels.empty() && static_cast<int64_t>(m.labels.size()) != m.num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat("manifest: ", m.labels.size(), " labels for ", m.num_classes, " classes"));
-    }
-  }
-  if (auto it = j.find("vit"); it != j.end()) {
-    if (!it->is_object()) return absl::InvalidArgumentError("manifest: \"vit\" must be an object");
-    SL_ASSIGN_OR_RETURN(m.vit.patch_size, num(*it, "patch_size"));
-    SL_ASSIGN_OR_RETURN(m.vit.hidden_dim, num(*it, "hidden_dim"));
-    SL_ASSIGN_OR_RETURN(m.vit.num_layers, num(*it, "num_layers"));
-    SL_ASSIGN_OR_RETURN(m.vit.num_heads, num(*it, "num_heads"));
-    SL_ASSIGN_OR_RETURN(m.vit.mlp_dim, num(*it, "mlp_dim"));
-  }
-  return m;
-}
-
 absl::Status SaveCheckpoint(const Classifier& model, const std::string& dir, int64_t image_size,
                             const std::vector<std::string>& labels, const VitConfig& vit, bool fp16) {
   if (!labels.empty() && static_cast<int64_t>(labels.size()) != model.num_classes()) {
     return absl::InvalidArgumentError(absl::StrCat(labels.size(), " labels for a model of ", model.num_classes(), " classes"));
   }
-  CheckpointManifest m;
+  ModelManifest m;
   m.architecture = model.architecture();
-  m.num_classes = model.num_classes();
-  m.image_size = image_size;
-  m.labels = labels;
-  m.vit = vit;
+  m.image_size = static_cast<int>(image_size);
+  if (!labels.empty()) {
+    auto classes = LabelSet::Create(labels);
+    if (!classes.ok())
+      return absl::InvalidArgumentError(absl::StrCat("labels: ", classes.status().message()));
+    m.classes = *std::move(classes);
+  } else if (model.num_classes() != LabelSet::Ham10000().size()) {
+    return absl::InvalidArgumentError(absl::StrCat("labels are required for a model of ",
+                                                   model.num_classes(),
+                                                   " classes (without them: HAM10000's 7)"));
+  }
+  if (m.architecture == "vit_custom") m.vit = vit;
+  // What a reader will get back: the same checks as every manifest reading.
+  const std::string manifest = m.ToJson().dump(2) + "\n";
+  SL_RETURN_IF_ERROR(ModelManifest::ParseText(manifest, dir + "/" + kManifestFile).status());
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  const std::string manifest = ManifestToJson(m);
   TensorMap state = GetStateDict(model);
   if (fp16) {
     for (auto& [name, tensor] : state) {
       if (tensor.is_floating_point()) tensor = tensor.to(torch::kCPU, torch::kHalf);
     }
   }
-  SL_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", state,
+  SL_RETURN_IF_ERROR(WriteSafetensors(dir + "/" + kWeightsFile, state,
                                       {{"skinlesion.manifest", manifest}, {"format", "pt"}}));
-  return WriteFileAtomically(dir + "/manifest.json", manifest);
+  return WriteFileAtomically(dir + "/" + kManifestFile, manifest);
 }
 
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& dir) {
-  SL_ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/manifest.json", size_t{1} << 20));
-  auto manifest = ManifestFromJson(text);
-  if (!manifest.ok()) return Annotate(manifest.status(), dir, "/manifest.json");
+  const std::string path = dir + "/" + kManifestFile;
+  SL_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, size_t{1} << 20));
+  SL_ASSIGN_OR_RETURN(ModelManifest manifest, ModelManifest::ParseText(text, path));
   ModelOptions options;
-  options.num_classes = manifest->num_classes;
-  options.image_size = manifest->image_size;
-  options.vit = manifest->vit;
-  SL_ASSIGN_OR_RETURN(std::shared_ptr<Classifier> model, CreateModel(manifest->architecture, options));
-  SL_ASSIGN_OR_RETURN(Safetensors st, ReadSafetensors(dir + "/model.safetensors"));
+  options.num_classes = manifest.classes.size();
+  options.image_size = manifest.image_size;
+  options.vit = manifest.vit.value_or(VitConfig{});
+  SL_ASSIGN_OR_RETURN(std::shared_ptr<Classifier> model,
+                      CreateModel(manifest.architecture, options));
+  SL_ASSIGN_OR_RETURN(Safetensors st, ReadSafetensors(dir + "/" + kWeightsFile));
   LoadOptions strict;
   strict.replace_head_on_class_mismatch = false;
   auto report = LoadStateDict(*model, std::move(st.tensors), strict);
   if (!report.ok()) return Annotate(report.status(), dir);
   model->eval();
-  return Checkpoint{*std::move(manifest), std::move(model)};
+  return Checkpoint{std::move(manifest), std::move(model)};
 }
 
 }  // namespace skinlesion::models

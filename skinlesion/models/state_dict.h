@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "skinlesion/manifest/manifest.h"
 #include "skinlesion/models/classifier.h"
 #include "skinlesion/models/model_zoo.h"
 
@@ -53,19 +54,11 @@ absl::StatusOr<TensorMap> ReadWeightsFile(const std::string& path);
 absl::StatusOr<LoadReport> LoadWeightsFile(Classifier& model, const std::string& path,
                                            const LoadOptions& options = {});
 
-struct CheckpointManifest {
-  std::string architecture;
-  int64_t num_classes = 0;
-  int64_t image_size = 0;
-  std::vector<std::string> labels;  // Optional; if set, size == num_classes.
-  VitConfig vit;                    // Meaningful for vit_custom only.
-};
-
-std::string ManifestToJson(const CheckpointManifest& manifest);
-absl::StatusOr<CheckpointManifest> ManifestFromJson(absl::string_view json);
-
-// Writes `dir`/model.safetensors and `dir`/manifest.json (creating `dir`).
-// architecture, num_classes and image_size come from the model and `image_size`.
+// Writes `dir`/model.safetensors and `dir`/manifest.json (creating `dir`): a
+// ModelManifest (skinlesion/manifest/manifest.h) with the model's architecture and
+// classes (`labels`; may be empty only for a model of HAM10000's 7 classes), `image_size`,
+// `vit` for vit_custom and the defaults for everything else (callers that know more,
+// like `skinlesion train`, read it back and add to it).
 // `fp16`: floating-point tensors are stored as F16 (half the size; LoadCheckpoint
 // converts them back to the model's float32); integer buffers are kept.
 absl::Status SaveCheckpoint(const Classifier& model, const std::string& dir, int64_t image_size,
@@ -73,11 +66,12 @@ absl::Status SaveCheckpoint(const Classifier& model, const std::string& dir, int
                             bool fp16 = false);
 
 struct Checkpoint {
-  CheckpointManifest manifest;
+  ModelManifest manifest;  // As read from manifest.json (the weights' hash not computed).
   std::shared_ptr<Classifier> model;
 };
 
-// Creates the model the manifest names and loads its weights strictly.
+// Reads `dir`/manifest.json (ModelManifest::ParseText: the one reading of it), creates
+// the model it names (classes, image size, vit shape) and loads its weights strictly.
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& dir);
 
 }  // namespace skinlesion::models

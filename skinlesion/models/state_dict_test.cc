@@ -1,10 +1,13 @@
 #include "skinlesion/models/state_dict.h"
 
-#include <filesystem>
-
 #include <torch/torch.h>
 
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/safetensors.h"
@@ -126,8 +129,10 @@ TEST_F(StateDictTest, CheckpointRoundTrip) {
   auto loaded = LoadCheckpoint(dir.Join("ckpt"));
   ASSERT_THAT(loaded, IsOk());
   EXPECT_EQ(loaded->manifest.architecture, "vit_custom");
-  EXPECT_EQ(loaded->manifest.labels, labels);
-  EXPECT_EQ(loaded->manifest.vit.hidden_dim, 16);
+  EXPECT_EQ(loaded->manifest.classes.codes(), labels);
+  ASSERT_TRUE(loaded->manifest.vit.has_value());
+  EXPECT_EQ(loaded->manifest.vit->hidden_dim, 16);
+  EXPECT_EQ(loaded->manifest.image_size, 32);
   torch::NoGradGuard g;
   torch::Tensor x = torch::randn({2, 3, 32, 32});
   EXPECT_TRUE(torch::allclose(a->forward(x), loaded->model->forward(x)));
@@ -157,9 +162,60 @@ TEST_F(StateDictTest, CheckpointRoundTrip) {
   EXPECT_FALSE(torch::equal(got, want));  // It really went through half precision.
 
   EXPECT_THAT(SaveCheckpoint(*a, dir.Join("bad"), 32, {"one"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("labels")));
-  EXPECT_THAT(ManifestFromJson(R"({"format":"other"})"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("format")));
-  EXPECT_THAT(ManifestFromJson(R"({"format":"skinlesion.checkpoint.v1","architecture":"resnet18","num_classes":-1})"),
+}
+
+// LoadCheckpoint reads manifest.json as every reader does (ModelManifest), so its
+// errors name the file and the field, and the model it builds follows the manifest.
+TEST_F(StateDictTest, CheckpointManifestIsTheModelManifest) {
+  TempDir dir;
+  auto three = Make("resnet18", 3);
+  EXPECT_THAT(SaveCheckpoint(*three, dir.Join("unlabelled"), 32),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("labels are required")));
+  ASSERT_THAT(SaveCheckpoint(*three, dir.Join("three"), 32, {"a", "b", "c"}), IsOk());
+  auto loaded = LoadCheckpoint(dir.Join("three"));
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_EQ(loaded->model->num_classes(), 3);
+  EXPECT_EQ(loaded->manifest.classes.codes(), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_FALSE(loaded->manifest.vit.has_value());
+  // The file as ReadModelManifest sees it.
+  auto read = ReadModelManifest(dir.Join("three"));
+  ASSERT_THAT(read, IsOk());
+  EXPECT_EQ(read->classes.codes(), loaded->manifest.classes.codes());
+
+  auto rewrite = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+    std::ifstream in(dir.Join(name + "/manifest.json"));
+    nlohmann::json j = nlohmann::json::parse(in);
+    edit(j);
+    std::ofstream(dir.Join(name + "/manifest.json"), std::ios::trunc) << j.dump();
+  };
+  rewrite("three", [](nlohmann::json& j) { j["format"] = "other"; });
+  EXPECT_THAT(LoadCheckpoint(dir.Join("three")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("manifest.json"), HasSubstr("format"))));
+  rewrite("three", [](nlohmann::json& j) {
+    j["format"] = "skinlesion.checkpoint.v1";
+    j["num_classes"] = -1;
+  });
+  EXPECT_THAT(LoadCheckpoint(dir.Join("three")),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("num_classes")));
+  // Labels that do not fit the weights' head: the strict load says so.
+  rewrite("three", [](nlohmann::json& j) {
+    j["num_classes"] = 4;
+    j["labels"] = {"a", "b", "c", "d"};
+  });
+  EXPECT_THAT(LoadCheckpoint(dir.Join("three")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fc.")));
+
+  // A vit_custom's shape comes from "vit": without it the default shape does not fit.
+  auto vit = Make("vit_custom");
+  const std::vector<std::string> labels = {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"};
+  ASSERT_THAT(SaveCheckpoint(*vit, dir.Join("vit"), 32, labels, {8, 16, 1, 2, 32}), IsOk());
+  rewrite("vit", [](nlohmann::json& j) { j["vit"]["num_heads"] = 0; });
+  EXPECT_THAT(LoadCheckpoint(dir.Join("vit")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("vit.num_heads")));
+  rewrite("vit", [](nlohmann::json& j) { j.erase("vit"); });
+  EXPECT_THAT(LoadCheckpoint(dir.Join("vit")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("encoder")));
 }
 
 TEST_F(StateDictTest, ReadWeightsFileDispatchesOnContent) {

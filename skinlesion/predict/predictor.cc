@@ -37,8 +37,9 @@ nlohmann::json Prediction::ToJson() const {
           {"probabilities", probs}};
 }
 
-Prediction MakePrediction(std::vector<float> probabilities, const LabelSet& classes, const ReferralPolicy& refer) {
-  const Summary summary = Summarize(probabilities, classes, refer);
+Prediction MakePrediction(std::vector<float> probabilities, const LabelSet& classes,
+                          const ReferralPolicy& refer, const DecisionRule& decision) {
+  const Summary summary = Summarize(probabilities, classes, refer, decision);
   Prediction p;
   p.classes = classes;
   p.probabilities = std::move(probabilities);
@@ -76,15 +77,6 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const std::string& 
   // Size, resize mode, mean and std as the manifest says (and as the inference
   // service reads them), not the ImageNet defaults.
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(model_dir));
-  if (spec.image_size != p->image_size_) {
-    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": preprocessing.size ", spec.image_size,
-                                                   " differs from the model's image_size ", p->image_size_));
-  }
-  if (checkpoint.manifest.num_classes != spec.classes.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": the model has ", checkpoint.manifest.num_classes,
-                                                   " outputs but ", spec.classes.size(), " labels (",
-                                                   spec.classes.ToString(), ")"));
-  }
   // Preprocessing, calibration, referral and OOD check as the inference service reads them.
   p->manifest_ = spec;
   p->preprocess_ = serving::PreprocessOptionsFor(spec);
@@ -213,7 +205,8 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
   const auto acc = probs.accessor<float, 2>();
   for (int64_t i = 0; i < n; ++i) {
     std::vector<float> p(&acc[i][0], &acc[i][0] + probs.size(1));
-    out.push_back(MakePrediction(std::move(p), manifest_.classes, manifest_.refer));
+    out.push_back(
+        MakePrediction(std::move(p), manifest_.classes, manifest_.refer, manifest_.decision));
     out.back().ood_score = feature_scores.defined()
                                ? feature_scores[i].item<double>()
                                : EnergyScore(logits[i].data_ptr<float>(), static_cast<int>(logits.size(1)));

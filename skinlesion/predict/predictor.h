@@ -144,9 +144,11 @@ class Predictor {
   DecodeLimits limits_;
 };
 
-// Turns calibrated probabilities (one per class of `classes`) into a Prediction.
+// Turns calibrated probabilities (one per class of `classes`) into a Prediction: the
+// class `decision` names (skinlesion/common/decision.h), the top 3 by probability and
+// the referral.
 Prediction MakePrediction(std::vector<float> probabilities, const LabelSet& classes,
-                          const ReferralPolicy& refer);
+                          const ReferralPolicy& refer, const DecisionRule& decision = {});
 
 }  // namespace skinlesion::predict
 

@@ -39,6 +39,24 @@ std::string MakeModelDir(const TempDir& dir, double temperature) {
   return path;
 }
 
+// The manifest's decision rule names the class; the probabilities and their ranking
+// stay as they are, and the flip is referred as a close call.
+TEST(MakePredictionTest, TheDecisionRuleNamesTheClass) {
+  const std::vector<float> p = {0.01f, 0.01f, 0.05f, 0.01f, 0.30f, 0.55f, 0.07f};
+  const ReferralPolicy refer{.min_confidence = 0.2, .min_margin = 0.1};
+  const DecisionRule rule{.tau = 0.5, .prior = {0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02}};
+  const Prediction plain = MakePrediction(p, LabelSet::Ham10000(), refer);
+  EXPECT_EQ(plain.code, "nv");
+  EXPECT_FALSE(plain.refer);
+  const Prediction adjusted = MakePrediction(p, LabelSet::Ham10000(), refer, rule);
+  EXPECT_EQ(adjusted.code, "mel");
+  EXPECT_FLOAT_EQ(adjusted.confidence, 0.30f);
+  EXPECT_EQ(adjusted.top[0].first, 5);  // Still ranked by probability.
+  EXPECT_EQ(adjusted.probabilities, p);
+  EXPECT_TRUE(adjusted.refer);
+  EXPECT_THAT(adjusted.refer_reason, HasSubstr("mel and nv are too close"));
+}
+
 TEST(MakePredictionTest, TopClassRiskAndReferral) {
   std::vector<float> p = {0.05f, 0.05f, 0.05f, 0.05f, 0.6f, 0.15f, 0.05f};
   const Prediction a = MakePrediction(p, LabelSet::Ham10000(), {.min_confidence = 0.5, .min_margin = 0.1});

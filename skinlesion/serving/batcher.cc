@@ -43,7 +43,7 @@ void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<do
   }
   for (int k = 0; k < num_classes; ++k) r.probabilities[k] = static_cast<float>(r.probabilities[k] / sum);
 
-  const Summary summary = Summarize(r.probabilities, spec.classes, spec.refer);
+  const Summary summary = Summarize(r.probabilities, spec.classes, spec.refer, spec.decision);
   r.top_class = summary.top_class;
   r.confidence = summary.confidence;
   r.malignancy_risk = summary.malignancy_risk;

@@ -161,6 +161,15 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
   EXPECT_TRUE(r.refer);
   EXPECT_EQ(r.refer_rule, ReferRule::kMalignancyRisk);
   EXPECT_EQ(r.refer_reason, "malignancy risk 0.27 >= 0.18 (90% sensitivity point)");
+
+  // The served class is the manifest's decision rule's (decision.h): prior-adjusted,
+  // the same output names mel (0.25 against nv's 0.63 and a 6x rarer class).
+  EXPECT_EQ(r.top_class, 5);
+  spec.decision = {.tau = 0.7, .prior = {0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02}};
+  FillPrediction(spec, risky, std::nullopt, r);
+  EXPECT_EQ(r.top_class, 4);
+  EXPECT_NEAR(r.confidence, 0.25f, 1e-6);
+  EXPECT_NEAR(r.probabilities[5], 0.63f, 1e-6);  // The probabilities are not changed.
 }
 
 // The verdict follows the version's method: the instance's feature score for

@@ -127,11 +127,10 @@ ModelLoader MakeTorchLoader(TorchLoaderOptions options) {
           absl::StrCat("device '", options.device, "': ", e.what_without_backtrace()));
     }
     SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(spec.directory));
-    if (checkpoint.manifest.num_classes != spec.classes.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(spec.directory, ": the model has ",
-                                                     checkpoint.manifest.num_classes, " outputs but ",
-                                                     spec.classes.size(), " labels (", spec.classes.ToString(),
-                                                     ")"));
+    if (checkpoint.manifest.classes.size() != spec.classes.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          spec.directory, ": the model has ", checkpoint.manifest.classes.size(), " outputs but ",
+          spec.classes.size(), " labels (", spec.classes.ToString(), ")"));
     }
     if (checkpoint.manifest.image_size != spec.image_size) {
       return absl::InvalidArgumentError(absl::StrCat(

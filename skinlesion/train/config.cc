@@ -49,6 +49,7 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("clip_grad_norm", c.clip_grad_norm);
   f("ema_decay", c.ema_decay);
   f("target_sensitivity", c.target_sensitivity);
+  f("balanced_decision", c.balanced_decision);
   f("malignant_classes", c.malignant_classes);
   f("colour_constancy_p", c.colour_constancy_p);
   f("monitor", c.monitor);

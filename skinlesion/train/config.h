@@ -68,6 +68,10 @@ struct TrainConfig {
   // is fitted on the validation split so that this share of malignant lesions is
   // referred (skinlesion/common/referral.h).
   double target_sensitivity = 0.9;
+  // The exported model's decision rule (skinlesion/common/decision.h): true fits the
+  // prior-adjusted rule's tau on the validation split for balanced accuracy (tau 0,
+  // the most probable class, when that does not help); false keeps the most probable.
+  bool balanced_decision = true;
   // Which of the data's classes count as malignant for the risk, the referral rule and
   // the metrics (recorded in the exported manifest): comma-separated codes, "none", or
   // "" for the known groups (akiec, bcc, mel, scc malignant; skinlesion/common/classes.h).

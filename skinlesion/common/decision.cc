@@ -1,0 +1,92 @@
+#include "skinlesion/common/decision.h"
+
+#include <cmath>
+#include <set>
+
+namespace skinlesion {
+namespace {
+
+// Mean per-class recall over the classes present in `labels`.
+double BalancedAccuracy(const std::vector<int>& labels, const std::vector<int>& predicted,
+                        int num_classes) {
+  std::vector<int> right(num_classes, 0), total(num_classes, 0);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    ++total[labels[i]];
+    right[labels[i]] += predicted[i] == labels[i];
+  }
+  double sum = 0;
+  int present = 0;
+  for (int k = 0; k < num_classes; ++k) {
+    if (total[k] == 0) continue;
+    sum += static_cast<double>(right[k]) / total[k];
+    ++present;
+  }
+  return present == 0 ? 0.0 : sum / present;
+}
+
+}  // namespace
+
+int Decide(absl::Span<const float> p, const DecisionRule& rule) {
+  const bool adjusted = rule.Adjusted() && rule.prior.size() == p.size();
+  int best = 0;
+  double best_score = -INFINITY;
+  for (size_t k = 0; k < p.size(); ++k) {
+    const double score = adjusted ? std::log(std::max(static_cast<double>(p[k]), 1e-30)) -
+                                        rule.tau * std::log(rule.prior[k])
+                                  : static_cast<double>(p[k]);
+    if (score > best_score) {
+      best_score = score;
+      best = static_cast<int>(k);
+    }
+  }
+  return best;
+}
+
+std::vector<double> ClassPrior(const std::vector<int>& labels, int num_classes) {
+  std::vector<double> counts(num_classes, 0.0);
+  for (int y : labels) {
+    if (y >= 0 && y < num_classes) counts[y] += 1;
+  }
+  double total = 0;
+  for (double& c : counts) {
+    if (c == 0) c = 0.5;
+    total += c;
+  }
+  for (double& c : counts) c /= total;
+  return counts;
+}
+
+std::optional<DecisionFit> FitDecisionTau(const std::vector<int>& labels,
+                                          const std::vector<std::vector<float>>& probabilities,
+                                          const std::vector<double>& prior) {
+  const int num_classes = static_cast<int>(prior.size());
+  if (labels.size() != probabilities.size() || num_classes < 2) return std::nullopt;
+  std::set<int> present;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] >= num_classes || probabilities[i].size() != prior.size())
+      return std::nullopt;
+    present.insert(labels[i]);
+  }
+  for (double q : prior) {
+    if (!(q > 0) || !std::isfinite(q)) return std::nullopt;
+  }
+  if (present.size() < 2) return std::nullopt;
+  DecisionFit fit;
+  std::vector<int> predicted(labels.size());
+  const int steps = static_cast<int>(std::lround(kMaxDecisionTau / kDecisionTauStep));
+  for (int s = 0; s <= steps; ++s) {
+    const DecisionRule rule{.tau = s * kDecisionTauStep, .prior = prior};
+    for (size_t i = 0; i < labels.size(); ++i) predicted[i] = Decide(probabilities[i], rule);
+    const double score = BalancedAccuracy(labels, predicted, num_classes);
+    if (s == 0) {
+      fit.balanced_accuracy_plain = score;
+      fit.balanced_accuracy = score;
+    } else if (score > fit.balanced_accuracy + 1e-12) {
+      fit.balanced_accuracy = score;
+      fit.tau = rule.tau;
+    }
+  }
+  return fit;
+}
+
+}  // namespace skinlesion
