@@ -1,50 +1,26 @@
 #include "skinlesion/jobs/manager.h"
 
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <deque>
 #include <filesystem>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
-#include "nlohmann/json.hpp"
-#include "skinlesion/common/csv.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
-#include "skinlesion/jobs/process.h"
-#include "skinlesion/jobs/progress.h"
+#include "skinlesion/jobs/job_run.h"
+#include "skinlesion/jobs/publish.h"
 #include "skinlesion/jobs/validate.h"
-#include "skinlesion/manifest/manifest.h"
-
 
 namespace skinlesion::jobs {
 namespace fs = std::filesystem;
-namespace {
-
 using google::protobuf::util::TimeUtil;
-
-}  // namespace
 
 struct JobManager::Running {
   std::string id;
   int slots = 1;
-  std::atomic<bool> cancel{false};
-  std::atomic<bool> stop{false};
-  // Wakes the monitor loop early (cancel, stop); mu guards no data (cancel and
-  // stop are atomics), it only pairs with cv.
-  absl::Mutex mu;
-  absl::CondVar cv;
+  RunControl control;  // Cancel and Shutdown wake the run's monitor loop through it.
   // Guarded by JobManager::mu_ (an annotation cannot name another object's
   // mutex); signalled on JobManager::cv_.
   bool done = false;
@@ -72,9 +48,8 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const Options& op
   SL_ASSIGN_OR_RETURN(const std::vector<v1::Job> orphans,
                       manager->store_->List({v1::JOB_STATE_RUNNING}));
   for (const v1::Job& job : orphans) {
-    v1::JobEvent line;
-    line.set_log_line("trainer restarted: job re-queued, it resumes from its last checkpoint");
-    manager->Emit(job.id(), line);
+    manager->LogLine(job.id(),
+                     "trainer restarted: job re-queued, it resumes from its last checkpoint");
     SL_RETURN_IF_ERROR(manager->Transition(job.id(), v1::JOB_STATE_QUEUED, nullptr).status());
     SL_RETURN_IF_ERROR(manager->store_->SetPid(job.id(), 0));
   }
@@ -83,7 +58,10 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const Options& op
 }
 
 JobManager::JobManager(Options options, std::unique_ptr<JobStore> store)
-    : options_(std::move(options)), store_(std::move(store)) {}
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      owned_launcher_(options_.launcher == nullptr ? std::make_unique<PosixLauncher>() : nullptr),
+      launcher_(options_.launcher != nullptr ? options_.launcher : owned_launcher_.get()) {}
 
 JobManager::~JobManager() { Shutdown(); }
 
@@ -100,10 +78,7 @@ void JobManager::Shutdown() {
     absl::MutexLock lock(&mu_);
     if (!shutdown_) {
       shutdown_ = true;
-      for (auto& [id, r] : running_) {
-        r->stop = true;
-        r->cv.SignalAll();
-      }
+      for (auto& [id, r] : running_) r->control.Stop();
     }
     for (auto& [id, r] : running_) running.push_back(r);
   }
@@ -259,10 +234,9 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
                         [](v1::Job& j) { j.add_notes("cancelled while queued"); });
     }
     r = it->second;
-    r->cancel = true;
-    r->cv.SignalAll();
+    r->control.Cancel();
   }
-  // The run's finish() sets done under mu_ and signals cv_: wait for it (no polling).
+  // RunJob sets done under mu_ and signals cv_: wait for it (no polling).
   const absl::Time deadline = absl::Now() + options_.kill_grace + absl::Seconds(5);
   {
     absl::MutexLock lock(&mu_);
@@ -298,274 +272,89 @@ absl::Status JobManager::Watch(const std::string& id,
   }
 }
 
-// Publishes RUN/model (+ the report) as a new version; see manager.h.
-absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::Job& job,
-                                        std::vector<std::string>* notes) {
-  const std::string model = job.config().model_name();
-  const std::string model_dir = job.run_dir() + "/model";
-  const std::string report_dir = job.run_dir() + "/report";
-  std::map<std::string, std::string> files;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(model_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() && name != "manifest.json") files[name] = entry.path().string();
-  }
-  if (ec)
-    return absl::FailedPreconditionError(
-        absl::StrCat("no model directory ", model_dir, ": ", ec.message()));
-  if (!fs::is_regular_file(report_dir + "/metrics.json", ec)) {
-    return absl::FailedPreconditionError(absl::StrCat(report_dir, "/metrics.json is missing"));
-  }
-  files["metrics.json"] = report_dir + "/metrics.json";
-  for (const auto& entry : fs::directory_iterator(report_dir, ec)) {
-    if (entry.is_regular_file() && entry.path().extension() == ".png") {
-      files.emplace(entry.path().filename().string(), entry.path().string());
-    }
-  }
-  // Read as a server will read it: a job whose model could not be served fails here.
-  SL_ASSIGN_OR_RETURN(ModelManifest model_manifest, ReadModelManifest(model_dir));
-  nlohmann::json& doc = model_manifest.document;
-  doc["job_id"] = job.id();
-  auto production = registry.GetAlias(model, "production");
-  doc["parent_version"] = production.ok() ? nlohmann::json(production->version) : nlohmann::json();
-  doc["promotion_gates"] = {{"metrics", {"balanced_accuracy", "melanoma_recall"}}};
-  const nlohmann::json manifest = model_manifest.ToJson();
-  // A trainer killed after publishing but before recording success publishes this
-  // job again on restart: reuse the version that already carries its job id.
-  int64_t version = 0;
-  if (auto versions = registry.ListVersions(model); versions.ok()) {
-    for (auto it = versions->rbegin(); it != versions->rend() && version == 0; ++it) {
-      auto info = registry.GetVersion(model, *it);
-      if (info.ok() && info->manifest.value("job_id", "") == job.id()) version = *it;
-    }
-  }
-  if (version != 0) {
-    notes->push_back(absl::StrCat("version ", version,
-                                  " was already published by this job (before a restart)"));
-  } else {
-    SL_ASSIGN_OR_RETURN(version, registry.Publish(model, files, manifest));
-  }
-  const std::string reason = absl::StrCat("training job ", job.id());
-  // `staging` holds the newest candidate whatever its metrics: the gates guard
-  // `production`, not the review slot.
-  SL_RETURN_IF_ERROR(registry.SetAlias(model, "staging", version, reason, /*force=*/true));
-  v1::ModelRef ref;
-  ref.set_name(model);
-  ref.set_version(version);
-  ref.set_alias("staging");
-  ref.set_sha256(model_manifest.sha256);
-  if (job.config().promote_to_production()) {
-    const absl::Status s = registry.SetAlias(model, "production", version, reason);
-    if (s.ok()) {
-      ref.set_alias("production");
-    } else {
-      notes->push_back(
-          absl::StrCat("production not moved to version ", version, ": ", s.message()));
-    }
-  }
-  return ref;
-}
-
+// Runs the job's attempt (JobRun) and moves the job to where its outcome says.
 void JobManager::RunJob(std::shared_ptr<Running> r) {
   const std::string& id = r->id;
-  auto finish = [&] {
-    absl::MutexLock lock(&mu_);
-    slots_in_use_ -= r->slots;
-    r->done = true;
-    cv_.SignalAll();
-  };
-  auto fail = [&](const std::string& reason) {
-    SL_LOG(WARNING) << "job " << id << " failed: " << reason;
-    auto s =
-        Transition(id, v1::JOB_STATE_FAILED, [&](v1::Job& j) { j.set_failure_reason(reason); });
-    if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
-  };
-  auto log_line = [&](const std::string& text) {
-    v1::JobEvent e;
-    e.set_log_line(text);
-    Emit(id, e);
-  };
+  auto job = store_->Get(id);
+  if (!job.ok()) {
+    SL_LOG(ERROR) << "job " << id << ": " << job.status();
+  } else {
+    JobRun run(*std::move(job), RunOptions(), r->control);
+    const RunOutcome outcome = run.Run();
+    switch (outcome.end) {
+      case RunOutcome::End::kStopped:
+        LogLine(id,
+                "trainer stopping: job re-queued, it resumes from its last checkpoint on the "
+                "next start");
+        EndRun(id, v1::JOB_STATE_QUEUED, nullptr);
+        break;
+      case RunOutcome::End::kCancelled:
+        EndRun(id, v1::JOB_STATE_CANCELLED,
+               [](v1::Job& j) { j.add_notes("cancelled while running"); });
+        break;
+      case RunOutcome::End::kFailed:
+        Fail(id, outcome.failure_reason);
+        break;
+      case RunOutcome::End::kSucceeded:
+        Publish(id, run);
+        break;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  slots_in_use_ -= r->slots;
+  r->done = true;
+  cv_.SignalAll();
+}
 
-  auto job_or = store_->Get(id);
-  if (!job_or.ok()) {
-    SL_LOG(ERROR) << "job " << id << ": " << job_or.status();
-    finish();
+JobRun::Options JobManager::RunOptions() {
+  return {
+      .cli_path = options_.cli_path,
+      .device = options_.device,
+      .kill_grace = options_.kill_grace,
+      .poll_interval = options_.poll_interval,
+      .stderr_tail_lines = options_.stderr_tail_lines,
+      .launcher = launcher_,
+      .store = store_.get(),
+      .metrics = options_.metrics,
+      .emit = [this](const std::string& id, v1::JobEvent event) { Emit(id, std::move(event)); }};
+}
+
+// Publishes the run (PublishRun): SUCCEEDED with the published version and the
+// notes, or FAILED when the registry refuses it.
+void JobManager::Publish(const std::string& id, JobRun& run) {
+  run.HandleProgressLine(R"({"event": "phase", "phase": "publish"})");
+  auto current = store_->Get(id);
+  std::vector<std::string> notes;
+  auto published =
+      current.ok() ? PublishRun(*options_.registry, *current, &notes) : current.status();
+  if (!published.ok()) {
+    Fail(id, absl::StrCat("publishing to the registry failed: ", published.status().message()));
     return;
   }
-  const v1::Job job = *job_or;
-  const v1::TrainingConfig& config = job.config();
-  const std::string run_dir = job.run_dir();
-  std::error_code ec;
-  fs::create_directories(run_dir + "/logs", ec);
-  auto train_config = TrainConfigJson(config);
-  absl::Status prepared =
-      ec ? absl::InternalError(absl::StrCat("cannot create ", run_dir, ": ", ec.message()))
-         : train_config.status();
-  if (prepared.ok()) {
-    prepared = WriteFileAtomically(run_dir + "/job_config.json", train_config->dump(2) + "\n");
-  }
-  if (!prepared.ok()) {
-    fail(absl::StrCat("cannot prepare the run: ", prepared.message()));
-    finish();
-    return;
-  }
+  for (const std::string& n : notes) LogLine(id, n);
+  LogLine(id, absl::StrCat("published ", published->name(), " version ", published->version(), " (",
+                           published->alias(), ")"));
+  EndRun(id, v1::JOB_STATE_SUCCEEDED, [&](v1::Job& j) {
+    *j.mutable_published() = *published;
+    for (const std::string& n : notes) j.add_notes(n);
+  });
+}
 
-  const bool resume = job.attempt() > 1;
-  const std::string progress_path = run_dir + "/progress.jsonl";
-  std::vector<std::string> args = {options_.cli_path,
-                                   "train",
-                                   "--data=" + config.data_dir(),
-                                   "--out=" + run_dir,
-                                   "--config=" + run_dir + "/job_config.json",
-                                   "--device=" + options_.device};
-  // Without a labels CSV the data folder says what it is (HAM10000 metadata or class folders).
-  if (!config.metadata_file().empty()) args.push_back("--metadata=" + config.metadata_file());
-  if (!config.split_file().empty()) args.push_back("--split=" + config.split_file());
-  if (resume) args.push_back("--resume");
-  const int world_size = std::max(1, config.world_size());
-  std::vector<std::string> dist_env;
-  if (world_size > 1) {
-    auto port = FreePort();
-    if (!port.ok()) {
-      fail(std::string(port.status().message()));
-      finish();
-      return;
-    }
-    dist_env = {"MASTER_ADDR=127.0.0.1", absl::StrCat("MASTER_PORT=", *port),
-                absl::StrCat("WORLD_SIZE=", world_size)};
-  }
-  log_line(absl::StrCat("attempt ", job.attempt(),
-                        resume ? " (resuming from the last checkpoint)" : "", ": ",
-                        absl::StrJoin(args, " "), " --progress_jsonl=", progress_path,
-                        world_size > 1 ? absl::StrCat(" x", world_size, " ranks") : ""));
+void JobManager::Fail(const std::string& id, const std::string& reason) {
+  SL_LOG(WARNING) << "job " << id << " failed: " << reason;
+  EndRun(id, v1::JOB_STATE_FAILED, [&](v1::Job& j) { j.set_failure_reason(reason); });
+}
 
-  FileTail progress_tail(progress_path);
-  std::vector<FileTail> stderr_tails;
-  std::vector<Child> children;
-  std::deque<std::string> last_lines;
-  absl::Status spawn_status;
-  for (int rank = 0; rank < world_size; ++rank) {
-    std::vector<std::string> rank_args = args;
-    if (rank == 0) rank_args.push_back("--progress_jsonl=" + progress_path);
-    std::vector<std::string> env = dist_env;
-    if (world_size > 1) env.push_back(absl::StrCat("RANK=", rank));
-    const std::string err_path = absl::StrCat(run_dir, "/logs/rank", rank, ".stderr");
-    stderr_tails.emplace_back(err_path);
-    auto pid =
-        Spawn(rank_args, env, absl::StrCat(run_dir, "/logs/rank", rank, ".stdout"), err_path);
-    if (!pid.ok()) {
-      spawn_status = pid.status();
-      break;
-    }
-    children.push_back({.pid = *pid, .rank = rank});
-  }
-  if (!children.empty()) (void)store_->SetPid(id, children.front().pid);
+void JobManager::EndRun(const std::string& id, v1::JobState to,
+                        const std::function<void(v1::Job&)>& mutate) {
+  auto s = Transition(id, to, mutate);
+  if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
+}
 
-  v1::JobProgress progress = job.progress();
-  auto handle_progress_line = [&](const std::string& line) {
-    const ProgressEvent kind = ApplyProgressLine(line, progress);
-    if (kind == ProgressEvent::kNone) return;
-    (void)store_->Update(id, [&](v1::Job& stored) { *stored.mutable_progress() = progress; });
-    v1::JobEvent e;
-    *e.mutable_progress() = progress;
-    Emit(id, e);
-    if (options_.metrics != nullptr) {
-      const bool done = kind == ProgressEvent::kPhase;
-      options_.metrics->Progress(id, done ? 1.0 : ProgressFraction(progress), progress.loss(),
-                                 progress.images_per_second());
-    }
-  };
-  auto pump = [&](bool flush) {
-    for (const std::string& line : progress_tail.Read(flush)) handle_progress_line(line);
-    for (size_t i = 0; i < stderr_tails.size(); ++i) {
-      for (std::string& line : stderr_tails[i].Read(flush)) {
-        if (world_size > 1) line = absl::StrCat("[rank ", i, "] ", line);
-        last_lines.push_back(line);
-        if (static_cast<int>(last_lines.size()) > options_.stderr_tail_lines)
-          last_lines.pop_front();
-        log_line(line);
-      }
-    }
-  };
-
-  auto reap = [&] { return ReapExited(children); };
-  // SIGTERM, then SIGKILL after the grace period; waits for every child.
-  auto stop_all = [&] { StopAll(children, absl::ToChronoMilliseconds(options_.kill_grace)); };
-
-  std::string failure;
-  if (!spawn_status.ok())
-    failure = absl::StrCat("cannot start the training process: ", spawn_status.message());
-  enum class End { kExited, kCancelled, kStopped } end = End::kExited;
-  if (!failure.empty()) {
-    stop_all();
-  } else {
-    while (true) {
-      pump(false);
-      const bool all_exited = reap();
-      if (all_exited) break;
-      bool crashed = false;
-      for (const Child& c : children) {
-        crashed |= c.exited && !(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0);
-      }
-      if (crashed) {  // One rank died: the others would wait for it forever.
-        stop_all();
-        break;
-      }
-      if (r->cancel || r->stop) {
-        end = r->cancel ? End::kCancelled : End::kStopped;
-        stop_all();
-        break;
-      }
-      absl::MutexLock lock(&r->mu);
-      r->cv.WaitWithTimeout(&r->mu, options_.poll_interval);
-    }
-  }
-  pump(true);
-  (void)store_->SetPid(id, 0);
-  if (end == End::kExited && failure.empty()) {
-    for (const Child& c : children) {
-      if (!(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0)) {
-        failure = absl::StrCat(world_size > 1 ? absl::StrCat("rank ", c.rank, ": ") : "",
-                               "skinlesion train ", DescribeExit(c.status));
-        break;
-      }
-    }
-    if (!failure.empty() && !last_lines.empty()) {
-      absl::StrAppend(&failure, "; last stderr lines:\n", absl::StrJoin(last_lines, "\n"));
-    }
-  }
-
-  if (end == End::kStopped) {
-    log_line(
-        "trainer stopping: job re-queued, it resumes from its last checkpoint on the next start");
-    auto s = Transition(id, v1::JOB_STATE_QUEUED, nullptr);
-    if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
-  } else if (end == End::kCancelled) {
-    auto s = Transition(id, v1::JOB_STATE_CANCELLED,
-                        [](v1::Job& j) { j.add_notes("cancelled while running"); });
-    if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
-  } else if (!failure.empty()) {
-    fail(failure);
-  } else {
-    handle_progress_line(R"({"event": "phase", "phase": "publish"})");
-    auto current = store_->Get(id);
-    std::vector<std::string> notes;
-    auto published =
-        current.ok() ? PublishRun(*options_.registry, *current, &notes) : current.status();
-    if (!published.ok()) {
-      fail(absl::StrCat("publishing to the registry failed: ", published.status().message()));
-    } else {
-      for (const std::string& n : notes) log_line(n);
-      log_line(absl::StrCat("published ", published->name(), " version ", published->version(),
-                            " (", published->alias(), ")"));
-      auto s = Transition(id, v1::JOB_STATE_SUCCEEDED, [&](v1::Job& j) {
-        *j.mutable_published() = *published;
-        for (const std::string& n : notes) j.add_notes(n);
-      });
-      if (!s.ok()) SL_LOG(ERROR) << "job " << id << ": " << s.status();
-    }
-  }
-  finish();
+void JobManager::LogLine(const std::string& id, std::string text) {
+  v1::JobEvent e;
+  e.set_log_line(std::move(text));
+  Emit(id, std::move(e));
 }
 
 }  // namespace skinlesion::jobs

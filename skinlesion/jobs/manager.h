@@ -11,20 +11,24 @@
 // a job found RUNNING when the manager starts goes back to QUEUED and its next
 // start passes --resume (exact resume from RUNS/<id>/checkpoints/last).
 //
-// The child's progress file and stderr are tailed into JobEvents (stored, then
-// fanned out to Watch). A child that exits non-zero or by a signal fails the job
-// with the exit code / signal and its last stderr lines; the manager keeps going.
-// On success the run is published to the registry (see Publish in manager.cc and
-// docs/trainer.md), `staging` moves to it, and `production` too when asked
-// (a promotion gate refusing is a note on the job, which still succeeds).
+// Each attempt is a JobRun (job_run.h: prepare, spawn, pump progress, monitor, stop)
+// whose children are started through a ProcessLauncher (launcher.h: real processes,
+// or a fake in tests). The child's progress file and stderr are tailed into
+// JobEvents (stored, then fanned out to Watch). A child that exits non-zero or by a
+// signal fails the job with the exit code / signal and its last stderr lines; the
+// manager keeps going. On success the run is published to the registry (PublishRun
+// in publish.h, docs/trainer.md), `staging` moves to it, and `production` too when
+// asked (a promotion gate refusing is a note on the job, which still succeeds).
 //
 // Thread-safety: every public method may be called from any thread (the gRPC
 // handlers do), except that Start() and Shutdown() must not race each other.
 // mu_ guards the scheduler's bookkeeping (running_, slots_in_use_, started_, each
 // Running's `done`); events_mu_ only orders the wake-ups of Watch (it guards no
-// data: the events are in the store). Lock order: mu_ before events_mu_ and before
-// the store's mutex (the scheduler and Cancel call the store and Emit under mu_);
-// events_mu_ is held only around a check or a wait, never across a call.
+// data: the events are in the store). Lock order: mu_ before events_mu_, before
+// the store's mutex (the scheduler and Cancel call the store and Emit under mu_) and
+// before a Running's RunControl mutex (Cancel and Shutdown make their request under
+// mu_); events_mu_ and a RunControl's mutex are held only around a check, a change
+// or a wait, never across a call.
 #ifndef SKINLESION_JOBS_MANAGER_H_
 #define SKINLESION_JOBS_MANAGER_H_
 
@@ -41,21 +45,14 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "skinlesion/jobs/job_run.h"
+#include "skinlesion/jobs/launcher.h"
 #include "skinlesion/jobs/metrics.h"
 #include "skinlesion/jobs/store.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/v1/training.pb.h"
 
 namespace skinlesion::jobs {
-
-// Publishes a finished job's run (job.run_dir(): model/ and report/) as a new version
-// of job.config().model_name() with the job id, parent version and promotion gates in
-// its manifest, moves `staging` to it, and `production` when the job asks and the
-// gates pass (a refusal is appended to `notes`). Idempotent per job: when a version
-// already carries this job's id (a trainer killed between publishing and recording
-// success), that version is reused instead of publishing twice.
-absl::StatusOr<v1::ModelRef> PublishRun(registry::Registry& registry, const v1::Job& job,
-                                        std::vector<std::string>* notes);
 
 class JobManager {
  public:
@@ -70,6 +67,9 @@ class JobManager {
     absl::Duration poll_interval = absl::Milliseconds(200);
     int stderr_tail_lines = 20;     // Lines of stderr in a failure reason.
     JobMetrics* metrics = nullptr;  // Optional.
+    // Starts the children; nullptr: a PosixLauncher of the manager's own (real
+    // processes). Tests pass a fake; it must outlive the manager.
+    ProcessLauncher* launcher = nullptr;
   };
 
   // Opens the store and re-queues jobs left RUNNING by a previous process.
@@ -105,7 +105,17 @@ class JobManager {
   struct Running;
   explicit JobManager(Options options, std::unique_ptr<JobStore> store);
   void SchedulerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // One attempt of a job (a JobRun) on its own thread; maps its outcome to the
+  // job's state (QUEUED, CANCELLED, FAILED, or publishes and SUCCEEDED), then frees
+  // its slots and marks it done.
   void RunJob(std::shared_ptr<Running> running) ABSL_LOCKS_EXCLUDED(mu_);
+  JobRun::Options RunOptions();
+  // The end of a run that succeeded: PublishRun, then SUCCEEDED (FAILED if refused).
+  void Publish(const std::string& id, JobRun& run);
+  void Fail(const std::string& id, const std::string& reason);
+  // Transition at a run's end; an error is logged (nothing else to do with it).
+  void EndRun(const std::string& id, v1::JobState to, const std::function<void(v1::Job&)>& mutate);
+  void LogLine(const std::string& id, std::string text) ABSL_LOCKS_EXCLUDED(events_mu_);
   // Changes the state (store), then appends the state event and wakes watchers.
   // Called with or without mu_ held (never with events_mu_).
   absl::StatusOr<v1::Job> Transition(const std::string& id, v1::JobState to,
@@ -116,6 +126,8 @@ class JobManager {
 
   const Options options_;
   std::unique_ptr<JobStore> store_;
+  const std::unique_ptr<ProcessLauncher> owned_launcher_;  // When options_.launcher is null.
+  ProcessLauncher* const launcher_;                        // options_.launcher or owned_launcher_.
 
   mutable absl::Mutex mu_;
   absl::CondVar cv_;  // With mu_: scheduler wake-ups, a Running's `done`.

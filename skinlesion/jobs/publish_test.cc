@@ -1,5 +1,7 @@
 // PublishRun: what a finished job puts in the registry, and that a job is published
 // once even when the trainer is killed between publishing and recording success.
+#include "skinlesion/jobs/publish.h"
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -7,7 +9,6 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/hash.h"
-#include "skinlesion/jobs/manager.h"
 #include "skinlesion/manifest/manifest.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/testing/testing.h"
