@@ -18,8 +18,6 @@
 namespace skinlesion::inference {
 namespace {
 
-constexpr absl::string_view kClassificationService = "skinlesion.v1.ClassificationService";
-
 v1::MalignancyGroup ToProto(MalignancyGroup group) {
   return group == MalignancyGroup::kMalignant ? v1::MALIGNANCY_GROUP_MALIGNANT
                                               : v1::MALIGNANCY_GROUP_BENIGN;
@@ -97,9 +95,8 @@ void FillClassifyResponse(const serving::InferResult& result, int top_k, const s
 }
 
 ClassificationServiceImpl::ClassificationServiceImpl(serving::ServingCore* core,
-                                                     GrpcMetrics* metrics,
                                                      ClassificationOptions options)
-    : core_(core), metrics_(metrics), options_(options) {}
+    : core_(core), options_(options) {}
 
 std::string ClassificationServiceImpl::AliasOf(const std::string& model, int64_t version) const {
   for (const serving::ServedModelStatus& status : core_->Models()) {
@@ -143,19 +140,17 @@ absl::Status ClassificationServiceImpl::Respond(const absl::StatusOr<serving::In
 grpc::Status ClassificationServiceImpl::Classify(grpc::ServerContext* context,
                                                  const v1::ClassifyRequest* request,
                                                  v1::ClassifyResponse* response) {
-  RpcRecorder recorder(metrics_, kClassificationService, "Classify");
   const absl::Time deadline = DeadlineOf(*context);
   const std::string client = ClientOf(*context);
   absl::StatusOr<serving::InferRequest> infer = ToInferRequest(*request, deadline, client);
-  if (!infer.ok()) return recorder.Done(ToGrpcStatus(infer.status()));
+  if (!infer.ok()) return ToGrpcStatus(infer.status());
   const absl::StatusOr<serving::InferResult> result = core_->Infer(*std::move(infer));
-  return recorder.Done(ToGrpcStatus(Respond(result, *request, deadline, client, response)));
+  return ToGrpcStatus(Respond(result, *request, deadline, client, response));
 }
 
 grpc::Status ClassificationServiceImpl::ClassifyStream(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::ClassifyResponse, v1::ClassifyRequest>* stream) {
-  RpcRecorder recorder(metrics_, kClassificationService, "ClassifyStream");
   using Result = absl::StatusOr<serving::InferResult>;
   struct Pending {
     v1::ClassifyRequest request;  // The image is dropped once submitted, unless explain.
@@ -237,19 +232,18 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
   q.cv.SignalAll();
   writer.join();
   if (write_failed) {
-    return recorder.Done(grpc::Status(grpc::StatusCode::CANCELLED,
-                                      "the client stopped receiving ClassifyStream responses"));
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        "the client stopped receiving ClassifyStream responses");
   }
   if (context->IsCancelled()) {
-    return recorder.Done(grpc::Status(grpc::StatusCode::CANCELLED, "ClassifyStream cancelled"));
+    return grpc::Status(grpc::StatusCode::CANCELLED, "ClassifyStream cancelled");
   }
-  return recorder.Done(grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
 grpc::Status ClassificationServiceImpl::ListServedModels(grpc::ServerContext* context,
                                                          const v1::ListServedModelsRequest* request,
                                                          v1::ListServedModelsResponse* response) {
-  RpcRecorder recorder(metrics_, kClassificationService, "ListServedModels");
   for (const serving::ServedModelStatus& status : core_->Models()) {
     v1::ServedModel* served = response->add_models();
     v1::ModelRef* model = served->mutable_model();
@@ -264,7 +258,7 @@ grpc::Status ClassificationServiceImpl::ListServedModels(grpc::ServerContext* co
       for (const ClassInfo& c : status.spec.classes) FillLesionClass(c, served->add_classes());
     }
   }
-  return recorder.Done(grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
 }  // namespace skinlesion::inference

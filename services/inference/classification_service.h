@@ -26,11 +26,12 @@ struct ClassificationOptions {
   int max_stream_in_flight = 32;
 };
 
-// The core request for `request` (InvalidArgument for an empty image or a negative
-// version). An explanation (request.explain()) is asked for separately, after the
-// prediction (ServingCore::Explain).
+// The core request for `request` from `client` (ClientOf) (InvalidArgument for an
+// empty image or a negative version). An explanation (request.explain()) is asked
+// for separately, after the prediction (ServingCore::Explain).
 absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& request,
-                                                     absl::Time deadline);
+                                                     absl::Time deadline,
+                                                     const std::string& client);
 
 // top_k as served: 0 -> `default_top_k`, otherwise clamped to [1, kMaxClasses] (the
 // response has at most the model's number of classes).
@@ -43,9 +44,9 @@ void FillClassifyResponse(const serving::InferResult& result, int top_k, const s
 
 class ClassificationServiceImpl final : public v1::ClassificationService::Service {
  public:
-  // `core` and `metrics` (may be null) outlive the service.
-  ClassificationServiceImpl(serving::ServingCore* core, GrpcMetrics* metrics,
-                            ClassificationOptions options = {});
+  // `core` outlives the service.
+  explicit ClassificationServiceImpl(serving::ServingCore* core,
+                                     ClassificationOptions options = {});
 
   grpc::Status Classify(grpc::ServerContext* context, const v1::ClassifyRequest* request,
                         v1::ClassifyResponse* response) override;
@@ -66,7 +67,6 @@ class ClassificationServiceImpl final : public v1::ClassificationService::Servic
   std::string AliasOf(const std::string& model, int64_t version) const;
 
   serving::ServingCore* core_;
-  GrpcMetrics* metrics_;
   ClassificationOptions options_;
 };
 

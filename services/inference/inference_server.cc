@@ -2,11 +2,13 @@
 
 #include <future>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/telemetry/grpc_metrics.h"
 
 namespace skinlesion::inference {
 
@@ -22,13 +24,11 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   });
   std::unique_ptr<InferenceServer> server(new InferenceServer(core, options));
-  if (registry != nullptr) server->metrics_ = std::make_unique<GrpcMetrics>(*registry);
   server->classification_ = std::make_unique<ClassificationServiceImpl>(
-      core, server->metrics_.get(),
-      ClassificationOptions{.default_top_k = options.default_top_k,
-                            .max_stream_in_flight = options.max_stream_in_flight});
+      core, ClassificationOptions{.default_top_k = options.default_top_k,
+                                  .max_stream_in_flight = options.max_stream_in_flight});
   server->kserve_ = std::make_unique<KServeServiceImpl>(
-      core, server->metrics_.get(), &server->shutting_down_,
+      core, &server->shutting_down_,
       KServeOptions{.server_version = options.server_version,
                     .max_items_per_request = options.max_items_per_request});
 
@@ -42,6 +42,13 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(server->classification_.get());
   builder.RegisterService(server->kserve_.get());
+  if (registry != nullptr) {
+    // Every call, health and reflection included, at the status it ends with.
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(telemetry::MakeGrpcMetricsInterceptorFactory(*registry));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot serve gRPC on ", options.listen_address,

@@ -6,6 +6,12 @@
 // while it is, NOT_SERVING again from the start of Shutdown (a watcher thread
 // follows core->Ready()).
 //
+// Metrics: given a prometheus registry, the server records every call with the
+// project's gRPC interceptor (telemetry::MakeGrpcMetricsInterceptorFactory, as the
+// registry and trainer servers do): skinlesion_grpc_requests_total{service,method,code}
+// and skinlesion_grpc_request_duration_seconds{service,method}, for the two services
+// above and also grpc.health.v1.Health and reflection; the handlers record nothing.
+//
 //   SL_ASSIGN_OR_RETURN(auto server, InferenceServer::Start(options, core.get(), &registry));
 //   ... on SIGTERM:
 //   server->Shutdown(absl::Seconds(10));  // health off, stop accepting, drain, core->Shutdown
@@ -50,8 +56,9 @@ inline constexpr const char* kHealthServiceNames[] = {"skinlesion.v1.Classificat
 
 class InferenceServer {
  public:
-  // Listens and serves. `core` must outlive the server; `registry` (may be null)
-  // receives the gRPC metrics. Unavailable when the address cannot be bound.
+  // Listens and serves. `core` must outlive the server; `registry` (may be null: no
+  // metrics) receives the gRPC metrics and must outlive it too. Unavailable when the
+  // address cannot be bound.
   static absl::StatusOr<std::unique_ptr<InferenceServer>> Start(
       const InferenceServerOptions& options, serving::ServingCore* core,
       prometheus::Registry* registry);
@@ -76,7 +83,6 @@ class InferenceServer {
 
   serving::ServingCore* core_;
   InferenceServerOptions options_;
-  std::unique_ptr<GrpcMetrics> metrics_;
   std::atomic<bool> shutting_down_{false};
   std::unique_ptr<ClassificationServiceImpl> classification_;
   std::unique_ptr<KServeServiceImpl> kserve_;

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
 #include "services/inference/inference_server.h"
 #include "skinlesion/telemetry/grpc_health.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
@@ -36,6 +37,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
 
+constexpr char kClassificationService[] = "skinlesion.v1.ClassificationService";
+constexpr char kKServeService[] = "inference.GRPCInferenceService";
 constexpr int kImageSize = 4;  // Tiny [3,4,4] tensors.
 constexpr int kTensorSize = 3 * kImageSize * kImageSize;
 constexpr std::array<float, 7> kProbs = {0.05f, 0.1f, 0.05f, 0.02f, 0.6f, 0.15f, 0.03f};
@@ -205,6 +208,24 @@ class InferenceServiceTest : public ::testing::Test {
     });
   }
 
+  // One ClassifyStream call: writes `requests`, closes, reads every answer; the
+  // call's status lands in *status.
+  std::vector<v1::ClassifyResponse> ClassifyStreamAll(
+      const std::vector<v1::ClassifyRequest>& requests, grpc::Status* status) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto stream = classify_->ClassifyStream(&context);
+    for (const v1::ClassifyRequest& request : requests) {
+      if (!stream->Write(request)) break;
+    }
+    stream->WritesDone();
+    std::vector<v1::ClassifyResponse> responses;
+    v1::ClassifyResponse response;
+    while (stream->Read(&response)) responses.push_back(response);
+    *status = stream->Finish();
+    return responses;
+  }
+
   static std::string ToString(const grpc::ByteBuffer& buffer) {
     std::vector<grpc::Slice> slices;
     std::string out;
@@ -222,8 +243,50 @@ class InferenceServiceTest : public ::testing::Test {
                : -1;
   }
 
+  // What the server's gRPC interceptor recorded in registry_ (0 when absent):
+  // skinlesion_grpc_requests_total{service,method,code} (code "": all codes summed),
+  // and the sample count of skinlesion_grpc_request_duration_seconds{service,method}.
+  double GrpcCalls(const std::string& service, const std::string& method,
+                   const std::string& code = "") {
+    double total = 0;
+    for (const prometheus::ClientMetric& metric :
+         MetricsOf("skinlesion_grpc_requests_total", service, method)) {
+      for (const prometheus::ClientMetric::Label& label : metric.label) {
+        if (label.name == "code" && (code.empty() || label.value == code)) {
+          total += metric.counter.value;
+        }
+      }
+    }
+    return total;
+  }
+  uint64_t GrpcDurationCount(const std::string& service, const std::string& method) {
+    uint64_t total = 0;
+    for (const prometheus::ClientMetric& metric :
+         MetricsOf("skinlesion_grpc_request_duration_seconds", service, method)) {
+      total += metric.histogram.sample_count;
+    }
+    return total;
+  }
+  std::vector<prometheus::ClientMetric> MetricsOf(const std::string& family_name,
+                                                  const std::string& service,
+                                                  const std::string& method) {
+    std::vector<prometheus::ClientMetric> out;
+    for (const prometheus::MetricFamily& family : registry_.Collect()) {
+      if (family.name != family_name) continue;
+      for (const prometheus::ClientMetric& metric : family.metric) {
+        int matched = 0;
+        for (const prometheus::ClientMetric::Label& label : metric.label) {
+          matched += (label.name == "service" && label.value == service) ||
+                     (label.name == "method" && label.value == method);
+        }
+        if (matched == 2) out.push_back(metric);
+      }
+    }
+    return out;
+  }
+
   FakeCore core_;
-  prometheus::Registry registry_;
+  prometheus::Registry registry_;  // Outlives server_.
   std::unique_ptr<InferenceServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ClassificationService::Stub> classify_;
@@ -451,22 +514,16 @@ TEST_F(InferenceServiceTest, ClassifyStreamAnswersEveryItemInOrderDespiteABadOne
     }
     return MakeResult();
   });
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  auto stream = classify_->ClassifyStream(&context);
   const std::vector<std::string> images = {"slow", "ok", "bad", "", "ok"};
+  std::vector<v1::ClassifyRequest> requests(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
-    v1::ClassifyRequest request;
-    request.set_image(images[i]);
-    request.set_request_id(absl::StrCat("id-", i));
-    request.set_top_k(2);
-    ASSERT_TRUE(stream->Write(request));
+    requests[i].set_image(images[i]);
+    requests[i].set_request_id(absl::StrCat("id-", i));
+    requests[i].set_top_k(2);
   }
-  ASSERT_TRUE(stream->WritesDone());
-  std::vector<v1::ClassifyResponse> responses;
-  v1::ClassifyResponse response;
-  while (stream->Read(&response)) responses.push_back(response);
-  ASSERT_TRUE(stream->Finish().ok());
+  grpc::Status status;
+  const std::vector<v1::ClassifyResponse> responses = ClassifyStreamAll(requests, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_THAT(responses, SizeIs(5));
   for (size_t i = 0; i < responses.size(); ++i) {
     EXPECT_EQ(responses[i].request_id(), absl::StrCat("id-", i));
@@ -485,31 +542,26 @@ TEST_F(InferenceServiceTest, ClassifyStreamAnswersEveryItemInOrderDespiteABadOne
 }
 
 TEST_F(InferenceServiceTest, ClassifyStreamExplainsTheItemsThatAskForIt) {
-  core_.set_explain_handler([](const serving::ExplainRequest& r) -> absl::StatusOr<serving::Explanation> {
-    if (r.encoded_image == "unexplainable") return absl::UnimplementedError("no explanations");
-    serving::Explanation e;
-    e.method = "attention-rollout";
-    e.width = e.height = 1;
-    e.covers = "full-image";
-    e.heat = {static_cast<float>(r.encoded_image.size()) / 10.0f};
-    return e;
-  });
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  auto stream = classify_->ClassifyStream(&context);
+  core_.set_explain_handler(
+      [](const serving::ExplainRequest& r) -> absl::StatusOr<serving::Explanation> {
+        if (r.encoded_image == "unexplainable") return absl::UnimplementedError("no explanations");
+        serving::Explanation e;
+        e.method = "attention-rollout";
+        e.width = e.height = 1;
+        e.covers = "full-image";
+        e.heat = {static_cast<float>(r.encoded_image.size()) / 10.0f};
+        return e;
+      });
   const std::vector<std::pair<std::string, bool>> items = {
       {"plain", false}, {"explain", true}, {"unexplainable", true}, {"ab", true}};
+  std::vector<v1::ClassifyRequest> requests;
   for (const auto& [image, explain] : items) {
-    v1::ClassifyRequest request;
-    request.set_image(image);
-    request.set_explain(explain);
-    ASSERT_TRUE(stream->Write(request));
+    requests.emplace_back().set_image(image);
+    requests.back().set_explain(explain);
   }
-  ASSERT_TRUE(stream->WritesDone());
-  std::vector<v1::ClassifyResponse> responses;
-  v1::ClassifyResponse response;
-  while (stream->Read(&response)) responses.push_back(response);
-  ASSERT_TRUE(stream->Finish().ok());
+  grpc::Status status;
+  const std::vector<v1::ClassifyResponse> responses = ClassifyStreamAll(requests, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_THAT(responses, SizeIs(4));
   EXPECT_FALSE(responses[0].has_explanation());
   ASSERT_TRUE(responses[1].has_explanation());
@@ -1077,6 +1129,10 @@ TEST_F(InferenceServiceTest, ShutdownDrainsCallsInFlight) {
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   ::inference::ServerLiveResponse live;
   EXPECT_FALSE(kserve_->ServerLive(&context, {}, &live).ok());
+  // The drained call is counted; the refused one never reached a handler or the
+  // interceptor.
+  EXPECT_EQ(GrpcCalls(kClassificationService, "Classify", "OK"), 1);
+  EXPECT_EQ(GrpcCalls(kKServeService, "ServerLive"), 0);
 }
 
 TEST_F(InferenceServiceTest, ShutdownAfterTheDrainDeadlineShutsTheCoreDownAndReturns) {
@@ -1096,32 +1152,103 @@ TEST_F(InferenceServiceTest, ShutdownAfterTheDrainDeadlineShutsTheCoreDownAndRet
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(190));
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
   EXPECT_FALSE(status.ok());
+  // Counted with the status its handler returned, although gRPC had cancelled it.
+  EXPECT_EQ(GrpcCalls(kClassificationService, "Classify"), 1);
+  EXPECT_EQ(GrpcCalls(kClassificationService, "Classify", "UNAVAILABLE"), 1);
 }
 
-TEST_F(InferenceServiceTest, GrpcMetricsCountCallsByCode) {
-  for (const char* image : {"ok", "ok", "status:3"}) {
+// Per-RPC metrics come from the server's gRPC interceptor (the registry's and the
+// trainer's, telemetry::MakeGrpcMetricsInterceptorFactory), over a real channel: the
+// handlers record nothing, so every count here is 0 without it.
+TEST_F(InferenceServiceTest, GrpcMetricsCountEveryCallByItsFinalCode) {
+  // Classify: OK twice; INVALID_ARGUMENT for an image the core cannot decode
+  // ("status:3": the fake's InvalidArgument) and for an empty one (the handler's).
+  for (const char* image : {"ok", "ok", "status:3", ""}) {
     grpc::ClientContext context;
+    SetDeadline(&context);
     v1::ClassifyRequest request;
     request.set_image(image);
     v1::ClassifyResponse response;
-    classify_->Classify(&context, request, &response);
+    const grpc::Status status = classify_->Classify(&context, request, &response);
+    EXPECT_EQ(status.error_code(), std::string(image) == "ok" ? grpc::StatusCode::OK
+                                                              : grpc::StatusCode::INVALID_ARGUMENT)
+        << image;
   }
-  std::map<std::string, double> counts;
-  for (const prometheus::MetricFamily& family : registry_.Collect()) {
-    if (family.name != "skinlesion_grpc_requests_total") continue;
-    for (const prometheus::ClientMetric& metric : family.metric) {
-      std::string key;
-      for (const prometheus::ClientMetric::Label& label : metric.label) {
-        absl::StrAppend(&key, label.name, "=", label.value, ";");
-      }
-      counts[key] = metric.counter.value;
-    }
+  {  // ClassifyStream: OK, although an item failed (that is in its response).
+    std::vector<v1::ClassifyRequest> requests(2);
+    requests[0].set_image("ok");
+    requests[1].set_image("status:3");
+    grpc::Status status;
+    const std::vector<v1::ClassifyResponse> responses = ClassifyStreamAll(requests, &status);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_THAT(responses, SizeIs(2));
+    EXPECT_EQ(responses[1].error_code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
   }
-  EXPECT_EQ((counts["code=OK;method=Classify;service=skinlesion.v1.ClassificationService;"]), 2);
-  EXPECT_EQ(
-      (counts
-           ["code=INVALID_ARGUMENT;method=Classify;service=skinlesion.v1.ClassificationService;"]),
-      1);
+  {  // ClassifyStream cancelled by the client once its handler runs: CANCELLED.
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto stream = classify_->ClassifyStream(&context);
+    v1::ClassifyRequest request;
+    request.set_image("ok");
+    ASSERT_TRUE(stream->Write(request));
+    v1::ClassifyResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    context.TryCancel();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  {  // KServe.
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    ::inference::ModelReadyRequest request;
+    request.set_name("no-such-model");
+    ::inference::ModelReadyResponse response;
+    EXPECT_EQ(kserve_->ModelReady(&context, request, &response).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  // grpc.health.v1 (gRPC's own callback service) is counted too (OK, SERVING or not).
+  EXPECT_NE(HealthStatus(""), -1);
+  // The server-side records of the cancelled stream may land after the client saw
+  // its status; Shutdown returns once every handler has returned.
+  server_->Shutdown(absl::Seconds(5));
+
+  EXPECT_EQ(GrpcCalls(kClassificationService, "Classify", "OK"), 2);
+  EXPECT_EQ(GrpcCalls(kClassificationService, "Classify", "INVALID_ARGUMENT"), 2);
+  EXPECT_EQ(GrpcCalls(kClassificationService, "Classify"), 4);
+  EXPECT_EQ(GrpcCalls(kClassificationService, "ClassifyStream", "OK"), 1);
+  EXPECT_EQ(GrpcCalls(kClassificationService, "ClassifyStream", "CANCELLED"), 1);
+  EXPECT_EQ(GrpcCalls(kClassificationService, "ClassifyStream"), 2);
+  EXPECT_EQ(GrpcCalls(kKServeService, "ModelReady", "NOT_FOUND"), 1);
+  EXPECT_EQ(GrpcCalls("grpc.health.v1.Health", "Check", "OK"), 1);
+  EXPECT_EQ(GrpcDurationCount(kClassificationService, "Classify"), 4u);
+  EXPECT_EQ(GrpcDurationCount(kClassificationService, "ClassifyStream"), 2u);
+  // As /metrics serves them (the labels the dashboard sums by).
+  const std::string text = prometheus::TextSerializer().Serialize(registry_.Collect());
+  EXPECT_THAT(text,
+              HasSubstr("skinlesion_grpc_requests_total{code=\"INVALID_ARGUMENT\","
+                        "method=\"Classify\",service=\"skinlesion.v1.ClassificationService\"} 2"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("skinlesion_grpc_requests_total{code=\"OK\","
+                "method=\"ClassifyStream\",service=\"skinlesion.v1.ClassificationService\"} 1"));
+}
+
+// Without a prometheus registry no interceptor is installed; calls are served as usual.
+TEST(InferenceServerStartTest, ServesWithoutARegistry) {
+  FakeCore core;
+  InferenceServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  auto server = InferenceServer::Start(options, &core, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::ClassificationService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::ClassifyRequest request;
+  request.set_image("ok");
+  v1::ClassifyResponse response;
+  EXPECT_TRUE(stub->Classify(&context, request, &response).ok());
+  (*server)->Shutdown(absl::Seconds(5));
+  core.JoinThreads();
 }
 
 }  // namespace

@@ -24,7 +24,6 @@ static_assert(std::endian::native == std::endian::little,
 
 namespace pb = ::inference;
 
-constexpr absl::string_view kKServeService = "inference.GRPCInferenceService";
 constexpr char kImageInput[] = "image";
 constexpr char kTensorInput[] = "input";
 constexpr char kProbabilitiesOutput[] = "probabilities";
@@ -396,53 +395,48 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
   }
 }
 
-KServeServiceImpl::KServeServiceImpl(serving::ServingCore* core, GrpcMetrics* metrics,
+KServeServiceImpl::KServeServiceImpl(serving::ServingCore* core,
                                      const std::atomic<bool>* shutting_down, KServeOptions options)
-    : core_(core), metrics_(metrics), shutting_down_(shutting_down), options_(std::move(options)) {}
+    : core_(core), shutting_down_(shutting_down), options_(std::move(options)) {}
 
 grpc::Status KServeServiceImpl::ServerLive(grpc::ServerContext* context,
                                            const pb::ServerLiveRequest* request,
                                            pb::ServerLiveResponse* response) {
-  RpcRecorder recorder(metrics_, kKServeService, "ServerLive");
   response->set_live(true);
-  return recorder.Done(grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
 grpc::Status KServeServiceImpl::ServerReady(grpc::ServerContext* context,
                                             const pb::ServerReadyRequest* request,
                                             pb::ServerReadyResponse* response) {
-  RpcRecorder recorder(metrics_, kKServeService, "ServerReady");
   response->set_ready(!shutting_down_->load() && core_->Ready());
-  return recorder.Done(grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
 grpc::Status KServeServiceImpl::ModelReady(grpc::ServerContext* context,
                                            const pb::ModelReadyRequest* request,
                                            pb::ModelReadyResponse* response) {
-  RpcRecorder recorder(metrics_, kKServeService, "ModelReady");
   absl::StatusOr<serving::ServedModelStatus> model = FindServedModel(*core_, request->name());
-  if (!model.ok()) return recorder.Done(ToGrpcStatus(model.status()));
+  if (!model.ok()) return ToGrpcStatus(model.status());
   const absl::StatusOr<int64_t> version = ParseVersion(request->version());
-  if (!version.ok()) return recorder.Done(ToGrpcStatus(version.status()));
+  if (!version.ok()) return ToGrpcStatus(version.status());
   response->set_ready(!shutting_down_->load() && model->ready &&
                       CheckVersionLoaded(*model, *version).ok());
-  return recorder.Done(grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
 grpc::Status KServeServiceImpl::ServerMetadata(grpc::ServerContext* context,
                                                const pb::ServerMetadataRequest* request,
                                                pb::ServerMetadataResponse* response) {
-  RpcRecorder recorder(metrics_, kKServeService, "ServerMetadata");
   response->set_name(options_.server_name);
   response->set_version(options_.server_version);
   response->add_extensions("classification");
-  return recorder.Done(grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
 grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
                                               const pb::ModelMetadataRequest* request,
                                               pb::ModelMetadataResponse* response) {
-  RpcRecorder recorder(metrics_, kKServeService, "ModelMetadata");
   const absl::Status status = [&]() -> absl::Status {
     SL_ASSIGN_OR_RETURN(const serving::ServedModelStatus model,
                         FindServedModel(*core_, request->name()));
@@ -471,14 +465,13 @@ grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
     add(response->mutable_outputs(), kOodScoreOutput, "FP32", {-1, 1});
     return absl::OkStatus();
   }();
-  return recorder.Done(ToGrpcStatus(status));
+  return ToGrpcStatus(status);
 }
 
 grpc::Status KServeServiceImpl::ModelInfer(grpc::ServerContext* context,
                                            const pb::ModelInferRequest* request,
                                            pb::ModelInferResponse* response) {
-  RpcRecorder recorder(metrics_, kKServeService, "ModelInfer");
-  return recorder.Done(ToGrpcStatus(DoModelInfer(*context, *request, response)));
+  return ToGrpcStatus(DoModelInfer(*context, *request, response));
 }
 
 absl::Status KServeServiceImpl::DoModelInfer(const grpc::ServerContext& context,

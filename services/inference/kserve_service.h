@@ -65,10 +65,10 @@ void FillModelInferResponse(const ::inference::ModelInferRequest& request,
 
 class KServeServiceImpl final : public ::inference::GRPCInferenceService::Service {
  public:
-  // `core`, `metrics` (may be null) and `shutting_down` outlive the service;
-  // ServerReady is false once *shutting_down is set.
-  KServeServiceImpl(serving::ServingCore* core, GrpcMetrics* metrics,
-                    const std::atomic<bool>* shutting_down, KServeOptions options);
+  // `core` and `shutting_down` outlive the service; ServerReady is false once
+  // *shutting_down is set.
+  KServeServiceImpl(serving::ServingCore* core, const std::atomic<bool>* shutting_down,
+                    KServeOptions options);
 
   grpc::Status ServerLive(grpc::ServerContext* context,
                           const ::inference::ServerLiveRequest* request,
@@ -95,7 +95,6 @@ class KServeServiceImpl final : public ::inference::GRPCInferenceService::Servic
                             ::inference::ModelInferResponse* response);
 
   serving::ServingCore* core_;
-  GrpcMetrics* metrics_;
   const std::atomic<bool>* shutting_down_;
   KServeOptions options_;
 };

@@ -1,5 +1,6 @@
 // Helpers shared by the gRPC front ends of skinlesion-inference: status and
-// deadline conversion, served-model lookup, and per-RPC Prometheus metrics.
+// deadline conversion, the calling client, served-model lookup. (Per-RPC metrics are
+// the server's interceptor: inference_server.h.)
 #ifndef SERVICES_INFERENCE_SERVICE_UTIL_H_
 #define SERVICES_INFERENCE_SERVICE_UTIL_H_
 
@@ -8,12 +9,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "skinlesion/serving/serving.h"
-#include "skinlesion/telemetry/grpc_metrics.h"
 #include "skinlesion/rpc/status.h"
+#include "skinlesion/serving/serving.h"
 
 namespace skinlesion::inference {
 
@@ -33,34 +32,6 @@ inline constexpr char kClientMetadata[] = "x-skinlesion-client";
 // NotFound names the served models; Unavailable when none is configured.
 absl::StatusOr<serving::ServedModelStatus> FindServedModel(const serving::ServingCore& core,
                                                            const std::string& name);
-
-// gRPC-level metrics (skinlesion_grpc_requests_total, ..._duration_seconds).
-using telemetry::GrpcMetrics;
-
-// Records one RPC into `metrics` (may be null) when it goes out of scope, with
-// the status given to Done().
-class RpcRecorder {
- public:
-  RpcRecorder(GrpcMetrics* metrics, absl::string_view service, absl::string_view method)
-      : metrics_(metrics), service_(service), method_(method), start_(absl::Now()) {}
-  ~RpcRecorder() {
-    if (metrics_ != nullptr) {
-      metrics_->Record(service_, method_, code_, absl::ToDoubleSeconds(absl::Now() - start_));
-    }
-  }
-  RpcRecorder(const RpcRecorder&) = delete;
-  RpcRecorder& operator=(const RpcRecorder&) = delete;
-  grpc::Status Done(grpc::Status status) {
-    code_ = status.error_code();
-    return status;
-  }
-
- private:
-  GrpcMetrics* metrics_;
-  absl::string_view service_, method_;
-  absl::Time start_;
-  grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
-};
 
 }  // namespace skinlesion::inference
 

@@ -3,13 +3,23 @@
 //   skinlesion_grpc_requests_total{service,method,code}        counter
 //   skinlesion_grpc_request_duration_seconds{service,method}   histogram
 //
-// GrpcMetrics records calls by hand (skinlesion-inference, which also counts per-item
-// outcomes of streams); the interceptor factory records every call of a server
-// without touching its handlers (registry, trainer):
+// Every gRPC server of the project (skinlesion-registry, skinlesion-trainer,
+// skinlesion-inference) records them with the interceptor factory, which counts each
+// call of the server without touching its handlers:
 //
 //   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> f;
 //   f.push_back(MakeGrpcMetricsInterceptorFactory(registry));
 //   builder.experimental().SetInterceptorCreators(std::move(f));
+//
+// A call is recorded once, at the status the server sends (the PRE_SEND_STATUS hook),
+// for unary and streaming methods alike (our services are sync; gRPC's default
+// health service is callback-based): the status the handler returned, and also the
+// calls no handler of ours answers (grpc.health.v1, reflection, UNIMPLEMENTED
+// methods, a unary request that does not parse). A call cancelled after its handler
+// started is recorded with the status the handler returned. The duration runs from
+// the call's creation on the server to that status. Calls the server refuses
+// before creating them (once Shutdown has begun) are not recorded. GrpcMetrics is
+// the recorder behind the interceptor (its tests call Record directly).
 //
 // The prometheus registry must outlive the server. LibTorch-free.
 #ifndef SKINLESION_TELEMETRY_GRPC_METRICS_H_

@@ -362,6 +362,15 @@ class InferenceServerTest(unittest.TestCase):
         body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=10).read().decode()
         self.assertIn("skinlesion_grpc_requests_total{", body)
         self.assertIn('method="Classify"', body)
+        # Counted by the server's gRPC interceptor with each call's final code: the bad
+        # images of test_04, the one stream of test_05 (OK despite its bad item), health.
+        classification = 'service="skinlesion.v1.ClassificationService"'
+        self.assertIn('skinlesion_grpc_requests_total{code="INVALID_ARGUMENT",method="Classify",%s}'
+                      % classification, body)
+        self.assertIn('skinlesion_grpc_requests_total{code="OK",method="ClassifyStream",%s} 1'
+                      % classification, body)
+        self.assertIn('skinlesion_grpc_requests_total{code="OK",method="Check",'
+                      'service="grpc.health.v1.Health"}', body)
         self.assertIn("skinlesion_inference_requests_total", body)
 
     def batch_histogram(self):
