@@ -727,6 +727,46 @@ TEST_F(GatewayTest, ModelsFromTheRegistry) {
   ExpectError(client.Get("/api/v1/models/ham10000/versions/0"), 400, "bad_request");
 }
 
+// A version file the registry sends altered (same size, one bit): 502 naming the file,
+// counted as the registry's DATA_LOSS, and nothing damaged is kept.
+TEST_F(GatewayTest, ADamagedRegistryCopyIs502) {
+  const std::string png = dir_->Join("registry") + "/ham10000/versions/1/confusion_matrix.png";
+  const std::string intact = Slurp(png);
+  ASSERT_FALSE(intact.empty());
+  struct Restore {
+    const std::string& path;
+    const std::string& content;
+    ~Restore() { WriteFile(path, content); }
+  } restore{png, intact};
+  std::string altered = intact;
+  altered[altered.size() / 2] ^= 0x01;
+  WriteFile(png, altered);
+  // A gateway of its own: nothing of the version in its cache yet.
+  GatewayProcess g =
+      StartGateway("damaged", {absl::StrCat("--inference_target=127.0.0.1:", inference_port_),
+                               absl::StrCat("--registry_target=127.0.0.1:", registry_port_),
+                               "--rate_limit_rps=0"});
+  auto client = g.Client();
+  const std::string url = "/api/v1/models/ham10000/versions/1/files/confusion_matrix.png";
+  auto damaged = client.Get(url);
+  ExpectError(damaged, 502, "internal");
+  EXPECT_EQ(Body(damaged)["message"], "The registry sent a damaged copy of confusion_matrix.png.");
+  // The card's metrics.json comes with the same download.
+  auto card = client.Get("/api/v1/models/ham10000/versions/1");
+  ExpectError(card, 502, "internal");
+  EXPECT_EQ(Body(card)["message"], "The registry sent a damaged copy of confusion_matrix.png.");
+  EXPECT_EQ(MetricValue(g,
+                        "skinlesion_gateway_upstream_errors_total{code=\"DATA_LOSS\","
+                        "upstream=\"registry\"}"),
+            2);
+  // Once the registry's copy is intact again it is served.
+  WriteFile(png, intact);
+  auto fixed = client.Get(url);
+  ASSERT_TRUE(fixed);
+  EXPECT_EQ(fixed->status, 200);
+  EXPECT_EQ(fixed->body, intact);
+}
+
 TEST_F(GatewayTest, AliasNeedsTheToken) {
   auto client = main_->Client();
   const std::string body = R"({"version": 1, "reason": "gateway test"})";

@@ -1,16 +1,26 @@
 #include "services/gateway/models.h"
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "skinlesion/common/hash.h"
 #include "skinlesion/common/status.h"
+#include "skinlesion/registry/client.h"
+#include "skinlesion/rpc/status.h"
 
 namespace skinlesion::gateway {
 
 using nlohmann::json;
+
+namespace {
+
+// The largest version file served (the model card, metrics.json, plots); larger ones
+// are not read.
+constexpr int64_t kMaxServedFileBytes = 16 << 20;
+
+}  // namespace
 
 std::shared_ptr<const VersionFileCache::Files> VersionFileCache::Find(const std::string& key) {
   absl::MutexLock lock(&mu_);
@@ -170,39 +180,24 @@ absl::StatusOr<std::shared_ptr<const VersionFileCache::Files>> Models::VersionFi
     const v1::ModelVersion& version) {
   const std::string key = absl::StrCat(version.model(), "/", version.version());
   if (auto cached = files_.Find(key)) return cached;
-  std::map<std::string, const v1::FileInfo*> wanted;
-  for (const v1::FileInfo& f : version.files()) {
-    if (IsValidModelFileName(f.path()) && f.size() <= (16 << 20)) wanted[f.path()] = &f;
-  }
-  auto files = std::make_shared<VersionFileCache::Files>();
-  v1::DownloadVersionRequest request;
-  request.set_model(version.model());
-  request.set_version(version.version());
-  SL_RETURN_IF_ERROR(upstreams_.Call(
-      Upstream::kRegistry, "DownloadVersion", absl::Seconds(60), [&](grpc::ClientContext* context) {
-        auto reader = upstreams_.registry().DownloadVersion(context, request);
-        v1::FileChunk chunk;
-        while (reader->Read(&chunk)) {
-          if (wanted.count(chunk.path()) == 0) continue;  // Weights etc.
-          std::string& data = (*files)[chunk.path()];
-          if (chunk.offset() != static_cast<int64_t>(data.size())) {
-            context->TryCancel();
-            break;
-          }
-          data += chunk.data();
-        }
-        return reader->Finish();
-      }));
-  for (const auto& [path, info] : wanted) {
-    auto it = files->find(path);
-    if (it == files->end() || Sha256Hex(it->second) != info->sha256()) {
-      return ToStatus({.status = 502,
-                       .code = "internal",
-                       .message = absl::StrCat("The registry sent a damaged copy of ", path, ".")});
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<VersionFileCache::Files> files =
+      upstreams_.registry_client().ReadFiles(version, [](const v1::FileInfo& f) {
+        return IsValidModelFileName(f.path()) && f.size() <= kMaxServedFileBytes;
+      });
+  upstreams_.Observe(Upstream::kRegistry, "DownloadVersion", t0, rpc::ToGrpcStatus(files.status()));
+  if (!files.ok()) {
+    if (const auto damaged = registry::DownloadDamageOf(files.status())) {
+      return ToStatus(
+          {.status = 502,
+           .code = "internal",
+           .message = absl::StrCat("The registry sent a damaged copy of ", *damaged, ".")});
     }
+    return ApiStatusOf(Upstream::kRegistry, rpc::ToGrpcStatus(files.status()));
   }
-  files_.Put(key, files);
-  return std::shared_ptr<const VersionFileCache::Files>(files);
+  auto shared = std::make_shared<const VersionFileCache::Files>(*std::move(files));
+  files_.Put(key, shared);
+  return shared;
 }
 
 }  // namespace skinlesion::gateway

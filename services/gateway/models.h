@@ -12,10 +12,13 @@
 // - PUT /api/v1/models/{name}/aliases/{alias} (bearer token): moves the alias; body
 //   {"version", "reason", "force"} (ParseSetAliasBody, at most max_json_bytes: 413).
 //
-// A version's files come from the registry's DownloadVersion once, in memory: only
-// the .png / .json / .md files up to 16 MiB each (the weights are skipped), each
-// checked against the sha256 GetVersion lists (502 internal "damaged copy"
-// otherwise); the last 8 versions are kept (versions never change).
+// A version's files come from the registry's DownloadVersion once, in memory
+// (registry::RegistryClient::ReadFiles, the client's one reading and checking of that
+// stream): only the .png / .json / .md files up to 16 MiB each are kept (the weights
+// are read past), each checked against the size and sha256 GetVersion lists; a
+// damaged copy is 502 internal "The registry sent a damaged copy of <file>.", other
+// registry errors map as every upstream error does (ApiStatusOf). The last 8
+// versions are kept (versions never change).
 #ifndef SERVICES_GATEWAY_MODELS_H_
 #define SERVICES_GATEWAY_MODELS_H_
 

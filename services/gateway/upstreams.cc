@@ -129,6 +129,11 @@ Upstreams::Upstreams(const GatewayOptions& options, prometheus::Registry& regist
   if (!options_.registry_target.empty()) {
     watched.push_back(MakeChannel(options_.registry_target, 0, 4 << 20));
     registry_stub_ = v1::RegistryService::NewStub(watched.back());
+    // The version files (Models::VersionFiles, ReadFiles): 60 s per download, no
+    // credentials (the token goes with SetAlias only).
+    registry_client_ = std::make_unique<registry::RegistryClient>(
+        watched.back(), registry::RegistryClientOptions{.deadline = options_.upstream_timeout,
+                                                        .download_deadline = absl::Seconds(60)});
   }
   if (!options_.trainer_target.empty()) {
     watched.push_back(MakeChannel(options_.trainer_target, 0, 4 << 20));

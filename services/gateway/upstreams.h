@@ -7,7 +7,9 @@
 //   UNAVAILABLE on the next channel with jittered exponential backoff while the
 //   inference deadline allows.
 // - registry, trainer: one channel each, or none (not configured: Require* is the
-//   503 the routes answer).
+//   503 the routes answer). On the registry's channel also a RegistryClient
+//   (registry_client(): version files through its ReadFiles, 60 s per download, no
+//   credentials); its calls are timed and counted with Observe by the caller.
 // - `authorization: Bearer <upstream_token>` goes to the trainer and with the
 //   registry's SetAlias only.
 // - All channels are kept polled (a restarted upstream is noticed within ~1 s).
@@ -29,6 +31,7 @@
 #include "prometheus/registry.h"
 #include "services/gateway/api.h"
 #include "services/gateway/gateway.h"
+#include "skinlesion/registry/client.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
 #include "skinlesion/v1/registry.grpc.pb.h"
 #include "skinlesion/v1/training.grpc.pb.h"
@@ -54,6 +57,7 @@ class Upstreams {
   // Valid after Require*() returned OK.
   v1::RegistryService::Stub& registry() { return *registry_stub_; }
   v1::TrainerService::Stub& trainer() { return *trainer_stub_; }
+  registry::RegistryClient& registry_client() { return *registry_client_; }
   // The first inference channel (health checks, ListServedModels).
   v1::ClassificationService::Stub& inference() { return *inference_stubs_[0]; }
   const std::shared_ptr<grpc::Channel>& inference_channel() const { return inference_channels_[0]; }
@@ -102,6 +106,7 @@ class Upstreams {
   std::vector<std::unique_ptr<v1::ClassificationService::Stub>> inference_stubs_;
   std::atomic<uint64_t> next_channel_{0};
   std::unique_ptr<v1::RegistryService::Stub> registry_stub_;
+  std::unique_ptr<registry::RegistryClient> registry_client_;  // Same channel.
   std::unique_ptr<v1::TrainerService::Stub> trainer_stub_;
   std::unique_ptr<ChannelWatcher> watcher_;
 };

@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -21,8 +22,8 @@
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/rng.h"
 #include "skinlesion/common/status.h"
-#include "skinlesion/rpc/status.h"
 #include "skinlesion/registry/registry.h"
+#include "skinlesion/rpc/status.h"
 #include "skinlesion/telemetry/grpc_channel.h"
 
 namespace skinlesion::registry {
@@ -31,7 +32,6 @@ using rpc::FromGrpcStatus;
 using rpc::ToGrpcStatus;
 namespace fs = std::filesystem;
 namespace {
-
 
 absl::Status CheckVersion(int64_t version) {
   if (version <= 0) {
@@ -67,6 +67,15 @@ absl::Status FsyncPath(const std::string& path, bool directory) {
   ::close(fd);
   if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", path, ": ", std::strerror(errno)));
   return absl::OkStatus();
+}
+
+// The payload of a download's DataLoss: what it found damaged (DownloadDamageOf).
+constexpr char kDamagePayload[] = "type.skinlesion/skinlesion.registry.DownloadDamage";
+
+absl::Status Damaged(absl::string_view subject, absl::string_view message) {
+  absl::Status status = absl::DataLossError(message);
+  status.SetPayload(kDamagePayload, absl::Cord(subject));
+  return status;
 }
 
 // A file expected in a download.
@@ -173,6 +182,13 @@ absl::Status VerifyVersionDir(const std::string& dir, const std::string& model, 
     }
   }
   return absl::OkStatus();
+}
+
+std::optional<std::string> DownloadDamageOf(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kDataLoss) return std::nullopt;
+  const auto subject = status.GetPayload(kDamagePayload);  // absl::optional<absl::Cord>
+  if (!subject.has_value()) return std::nullopt;
+  return std::string(*subject);
 }
 
 RegistryClient::RegistryClient(std::shared_ptr<grpc::Channel> channel,
@@ -311,22 +327,105 @@ void RegistryClient::CancelWatches() {
   for (grpc::ClientContext* context : watches_) context->TryCancel();
 }
 
-absl::Status RegistryClient::Download(const v1::ModelVersion& expected_version,
-                                      const std::string& dir) {
+namespace {
+
+// Where ReadDownload puts the files it keeps, one at a time: Open with a kept file's
+// first chunk, Append each chunk, Close after its last (before its checksum is
+// compared). Of the other files only the framing is checked.
+class FileSink {
+ public:
+  virtual ~FileSink() = default;
+  virtual bool Keeps(const std::string& name) const = 0;
+  virtual absl::Status Open(const std::string& name) = 0;
+  virtual absl::Status Append(absl::string_view data) = 0;
+  virtual absl::Status Close() = 0;
+};
+
+// Every file into one directory (FetchVersion's temporary directory).
+class DirSink : public FileSink {
+ public:
+  explicit DirSink(std::string dir) : dir_(std::move(dir)) {}
+  bool Keeps(const std::string&) const override { return true; }
+  absl::Status Open(const std::string& name) override {
+    path_ = dir_ + "/" + name;
+    out_.open(path_, std::ios::binary | std::ios::trunc);
+    if (!out_) {
+      return absl::InternalError(absl::StrCat("cannot create ", path_, ": ", std::strerror(errno)));
+    }
+    written_.push_back(path_);
+    return absl::OkStatus();
+  }
+  absl::Status Append(absl::string_view data) override {
+    out_.write(data.data(), static_cast<std::streamsize>(data.size()));
+    if (!out_) return absl::InternalError(absl::StrCat("cannot write ", path_));
+    return absl::OkStatus();
+  }
+  absl::Status Close() override {
+    out_.close();
+    if (!out_) return absl::InternalError(absl::StrCat("cannot write ", path_));
+    return absl::OkStatus();
+  }
+  // The files and the directory, to disk.
+  absl::Status Sync() const {
+    for (const std::string& path : written_) SL_RETURN_IF_ERROR(FsyncPath(path, false));
+    return FsyncPath(dir_, true);
+  }
+
+ private:
+  const std::string dir_;
+  std::string path_;  // The open file.
+  std::ofstream out_;
+  std::vector<std::string> written_;
+};
+
+// The wanted files, in memory (ReadFiles).
+class MemorySink : public FileSink {
+ public:
+  void Want(const std::string& name) { wanted_.insert(name); }
+  bool Keeps(const std::string& name) const override { return wanted_.count(name) > 0; }
+  absl::Status Open(const std::string& name) override {
+    current_ = &files_[name];
+    current_->clear();
+    return absl::OkStatus();
+  }
+  absl::Status Append(absl::string_view data) override {
+    current_->append(data.data(), data.size());
+    return absl::OkStatus();
+  }
+  absl::Status Close() override {
+    current_ = nullptr;
+    return absl::OkStatus();
+  }
+  std::map<std::string, std::string> Take() { return std::move(files_); }
+
+ private:
+  std::set<std::string> wanted_;
+  std::map<std::string, std::string> files_;
+  std::string* current_ = nullptr;
+};
+
+// The one reading of a DownloadVersion stream (FetchVersion's Download, ReadFiles):
+// every chunk checked against `expected_version`'s listing (manifest.json against its
+// manifest_json), the files `sink` keeps hashed, verified and handed to it. With
+// `manifest_lists_same_files`, manifest.json's own `files` must be the listing.
+// `context` carries the deadline and credentials.
+absl::Status ReadDownload(v1::RegistryService::Stub& stub, grpc::ClientContext& context,
+                          int chunk_size, const v1::ModelVersion& expected_version,
+                          bool manifest_lists_same_files, FileSink& sink) {
   const std::string what = absl::StrCat(expected_version.model(), " v", expected_version.version());
   std::map<std::string, ExpectedFile> expected;
   for (const v1::FileInfo& f : expected_version.files()) {
     if (!ValidateFileName(f.path()).ok() || expected.count(f.path())) {
-      return absl::DataLossError(
-          absl::StrCat("the server lists a bad or repeated file name for ", what));
+      return Damaged(what, absl::StrCat("the server lists a bad or repeated file name for ", what));
     }
     expected[f.path()] = {f.size(), f.sha256()};
   }
-  // manifest.json must be the manifest GetVersion returned, and list the same files.
+  // manifest.json must be the manifest GetVersion returned (and, for a cached copy,
+  // list the same files).
   const std::string& manifest_text = expected_version.manifest_json();
   expected["manifest.json"] = {static_cast<int64_t>(manifest_text.size()),
                                Sha256Hex(manifest_text)};
-  {
+  if (manifest_lists_same_files) {
     const nlohmann::json manifest = nlohmann::json::parse(manifest_text, nullptr, false);
     std::map<std::string, ExpectedFile> listed;
     if (manifest.is_object() && manifest.contains("files") && manifest["files"].is_array()) {
@@ -343,23 +442,21 @@ absl::Status RegistryClient::Download(const v1::ModelVersion& expected_version,
              it->second.sha256 == file.sha256;
     }
     if (!same) {
-      return absl::DataLossError(
-          absl::StrCat("the manifest of ", what, " does not list the files the server lists"));
+      return Damaged("manifest.json", absl::StrCat("the manifest of ", what,
+                                                   " does not list the files the server lists"));
     }
   }
 
-  grpc::ClientContext context;
-  Prepare(&context, options_.download_deadline);
   v1::DownloadVersionRequest request;
   request.set_model(expected_version.model());
   request.set_version(expected_version.version());
-  request.set_chunk_size(options_.chunk_size);
+  request.set_chunk_size(chunk_size);
   std::unique_ptr<grpc::ClientReader<v1::FileChunk>> reader =
-      stub_->DownloadVersion(&context, request);
+      stub.DownloadVersion(&context, request);
 
   struct Current {
     std::string name;
-    std::ofstream out;
+    bool kept = false;  // Handed to the sink and hashed; else only its framing is checked.
     Sha256 sha;
     int64_t written = 0;
   };
@@ -370,53 +467,58 @@ absl::Status RegistryClient::Download(const v1::ModelVersion& expected_version,
   while (error.ok() && reader->Read(&chunk)) {
     const auto it = expected.find(chunk.path());
     if (it == expected.end() || done.count(chunk.path())) {
-      error = absl::DataLossError(absl::StrCat("the server sent an unexpected file '",
-                                               absl::CHexEscape(chunk.path()), "' for ", what));
+      error = Damaged(what, absl::StrCat("the server sent an unexpected file '",
+                                         absl::CHexEscape(chunk.path()), "' for ", what));
       break;
     }
     if (current != nullptr && current->name != chunk.path()) {
-      error = absl::DataLossError(absl::StrCat("the server switched to ", chunk.path(),
-                                               " before finishing ", current->name));
+      error = Damaged(current->name, absl::StrCat("the server switched to ", chunk.path(),
+                                                  " before finishing ", current->name));
       break;
     }
     if (current == nullptr) {
       current = std::make_unique<Current>();
       current->name = chunk.path();
-      current->out.open(dir + "/" + chunk.path(), std::ios::binary | std::ios::trunc);
-      if (!current->out) {
-        error = absl::InternalError(
-            absl::StrCat("cannot create ", dir, "/", chunk.path(), ": ", std::strerror(errno)));
-        break;
+      current->kept = sink.Keeps(chunk.path());
+      if (current->kept) {
+        error = sink.Open(chunk.path());
+        if (!error.ok()) break;
       }
     }
     const ExpectedFile& want = it->second;
     if (chunk.offset() != current->written ||
         current->written + static_cast<int64_t>(chunk.data().size()) > want.size) {
-      error = absl::DataLossError(
+      error = Damaged(
+          chunk.path(),
           absl::StrCat(chunk.path(), " of ", what, " does not match its manifest: chunk at ",
                        chunk.offset(), " of ", chunk.data().size(), " bytes after ",
                        current->written, " bytes, the manifest says ", want.size, " bytes"));
       break;
     }
-    current->out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-    current->sha.Update(chunk.data());
     current->written += static_cast<int64_t>(chunk.data().size());
-    if (!current->out) {
-      error = absl::InternalError(absl::StrCat("cannot write ", dir, "/", chunk.path()));
-      break;
+    if (current->kept) {
+      current->sha.Update(chunk.data());
+      error = sink.Append(chunk.data());
+      if (!error.ok()) break;
     }
     if (chunk.last()) {
-      current->out.close();
-      const std::string digest = current->sha.HexDigest();
-      if (current->written != want.size || digest != want.sha256) {
-        error = absl::DataLossError(absl::StrCat("checksum mismatch for ", chunk.path(), " of ",
-                                                 what, ": manifest ", want.size, " bytes sha256 ",
-                                                 want.sha256, ", received ", current->written,
-                                                 " bytes sha256 ", digest));
-        break;
-      }
-      if (!current->out) {
-        error = absl::InternalError(absl::StrCat("cannot write ", dir, "/", chunk.path()));
+      if (current->kept) {
+        const absl::Status closed = sink.Close();
+        const std::string digest = current->sha.HexDigest();
+        if (current->written != want.size || digest != want.sha256) {
+          error = Damaged(chunk.path(),
+                          absl::StrCat("checksum mismatch for ", chunk.path(), " of ", what,
+                                       ": manifest ", want.size, " bytes sha256 ", want.sha256,
+                                       ", received ", current->written, " bytes sha256 ", digest));
+          break;
+        }
+        error = closed;
+        if (!error.ok()) break;
+      } else if (current->written != want.size) {
+        error = Damaged(
+            chunk.path(),
+            absl::StrCat(chunk.path(), " of ", what, " does not match its manifest: it ended at ",
+                         current->written, " bytes, the manifest says ", want.size, " bytes"));
         break;
       }
       done.insert(chunk.path());
@@ -431,11 +533,34 @@ absl::Status RegistryClient::Download(const v1::ModelVersion& expected_version,
   SL_RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
   for (const auto& [name, file] : expected) {
     if (!done.count(name)) {
-      return absl::DataLossError(absl::StrCat("the download of ", what, " ended without ", name));
+      return Damaged(name, absl::StrCat("the download of ", what, " ended without ", name));
     }
   }
-  for (const auto& [name, file] : expected) SL_RETURN_IF_ERROR(FsyncPath(dir + "/" + name, false));
-  return FsyncPath(dir, true);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RegistryClient::Download(const v1::ModelVersion& expected, const std::string& dir) {
+  grpc::ClientContext context;
+  Prepare(&context, options_.download_deadline);
+  DirSink sink(dir);
+  SL_RETURN_IF_ERROR(ReadDownload(*stub_, context, options_.chunk_size, expected,
+                                  /*manifest_lists_same_files=*/true, sink));
+  return sink.Sync();
+}
+
+absl::StatusOr<std::map<std::string, std::string>> RegistryClient::ReadFiles(
+    const v1::ModelVersion& version, const std::function<bool(const v1::FileInfo&)>& wanted) {
+  MemorySink sink;
+  for (const v1::FileInfo& f : version.files()) {
+    if (wanted(f)) sink.Want(f.path());
+  }
+  grpc::ClientContext context;
+  Prepare(&context, options_.download_deadline);
+  SL_RETURN_IF_ERROR(ReadDownload(*stub_, context, options_.chunk_size, version,
+                                  /*manifest_lists_same_files=*/false, sink));
+  return sink.Take();
 }
 
 absl::StatusOr<std::string> RegistryClient::FetchVersion(const std::string& model,

@@ -15,8 +15,12 @@
 // manifest of the version must also be the cached one (else the copy is replaced),
 // and when it does not, the verified copy is used.
 //
+// ReadFiles reads chosen files of a version into memory (the gateway's model cards
+// and plots) from the same stream, checked by the same code (see ReadFiles).
+//
 // Errors are the server's gRPC status as absl::Status (same code and message), or
-// DataLoss for a download that does not match its manifest.
+// DataLoss for a download that does not match its manifest (DownloadDamageOf names
+// what was damaged).
 // Thread-safe: calls may run concurrently (also FetchVersion of the same version);
 // mu_ guards the set of open Watch calls (what CancelWatches cancels).
 #ifndef SKINLESION_REGISTRY_CLIENT_H_
@@ -24,7 +28,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -97,8 +103,32 @@ class RegistryClient {
   // The local directory of a verified copy of the version (see the file comment).
   absl::StatusOr<std::string> FetchVersion(const std::string& model, int64_t version);
 
+  // The files of `version` (as GetVersion described it) that `wanted` picks, read
+  // into memory from one DownloadVersion stream (download_deadline): name -> contents.
+  // Nothing is written to disk.
+  //
+  // The stream is checked as FetchVersion checks it (one code): each file in one
+  // piece, its chunks in order at the right offsets and never past its listed size;
+  // no file the listing lacks, none twice; every listed file and manifest.json
+  // complete. Each wanted file's size and sha256 must be those GetVersion lists. The
+  // other files (the weights, manifest.json) are read past: their framing and size
+  // are checked, their bytes neither kept nor hashed. Any mismatch is DataLoss
+  // (DownloadDamageOf says of what); the server's errors are returned as they are.
+  //
+  // `wanted` is asked about the listed files (version.files()) only; manifest.json is
+  // never returned (it is version.manifest_json()).
+  //
+  // Unlike FetchVersion, ReadFiles does not require manifest.json's own `files` list to
+  // agree with GetVersion's listing. FetchVersion needs that because a cached copy is
+  // later re-verified by its manifest.json alone (VerifyVersionDir); ReadFiles keeps
+  // nothing past the call, its reference is the listing it was given, and a version
+  // whose manifest lists its weights differently still has an intact model card.
+  absl::StatusOr<std::map<std::string, std::string>> ReadFiles(
+      const v1::ModelVersion& version, const std::function<bool(const v1::FileInfo&)>& wanted);
+
  private:
   void Prepare(grpc::ClientContext* context, absl::Duration deadline) const;
+  // FetchVersion's download into `dir` (ReadFiles shares its reading of the stream).
   absl::Status Download(const v1::ModelVersion& expected, const std::string& dir);
 
   std::unique_ptr<v1::RegistryService::Stub> stub_;
@@ -110,6 +140,12 @@ class RegistryClient {
 // Re-hashes every file a version directory's manifest.json lists; DataLoss when a
 // file is missing or differs, or when the manifest is not that of model/version.
 absl::Status VerifyVersionDir(const std::string& dir, const std::string& model, int64_t version);
+
+// What a DataLoss error of a download (FetchVersion, ReadFiles) found damaged: a
+// file's name ("model.safetensors"), or "<model> v<version>" for the download as a
+// whole (a bad listing, a file the listing lacks). nullopt for any other status,
+// also for the server's own errors (whatever their code) and VerifyVersionDir's.
+std::optional<std::string> DownloadDamageOf(const absl::Status& status);
 
 }  // namespace skinlesion::registry
 

@@ -479,6 +479,47 @@ TEST_F(RegistryServiceTest, TamperedServerFileIsDataLossAndLeavesNoCache) {
   EXPECT_TRUE(fs::is_empty(dir_.Join("cache") + "/.tmp"));
 }
 
+// ReadFiles against the real service: the wanted files in memory, byte-exact; the
+// others read past; nothing on disk.
+TEST_F(RegistryServiceTest, ReadFilesKeepsWantedFilesInMemory) {
+  Publish(0.5, 0.5);
+  StartServer();
+  RegistryClient client(channel_, {.chunk_size = 4096});  // No cache_dir: none needed.
+  auto described = client.GetVersion(kModel, 1);
+  ASSERT_TRUE(described.ok()) << described.status();
+  const auto golden_only = [](const v1::FileInfo& f) { return f.path() == "golden_0.jpg"; };
+  auto files = client.ReadFiles(*described, golden_only);
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(*files, (std::map<std::string, std::string>{{"golden_0.jpg", "not really a jpeg"}}));
+  auto all = client.ReadFiles(*described, [](const v1::FileInfo&) { return true; });
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 2u);
+  EXPECT_EQ(all->at("model.safetensors"), weights_content_);  // 13 chunks.
+
+  // A wanted file altered on the server (same size): DataLoss, naming it.
+  WriteFile(VersionFile(1, "golden_0.jpg"), "not really a jpeG");
+  auto damaged = client.ReadFiles(*described, golden_only);
+  EXPECT_THAT(damaged, StatusIs(Code::kDataLoss, HasSubstr("checksum mismatch for golden_0.jpg")));
+  EXPECT_EQ(DownloadDamageOf(damaged.status()), "golden_0.jpg");
+  WriteFile(VersionFile(1, "golden_0.jpg"), "not really a jpeg");
+  // The weights are not hashed when not wanted, but must keep their size.
+  std::string tampered = weights_content_;
+  tampered[30'000] ^= 0x01;
+  WriteFile(VersionFile(1, "model.safetensors"), tampered);
+  EXPECT_THAT(client.ReadFiles(*described, golden_only), IsOk());
+  WriteFile(VersionFile(1, "model.safetensors"), weights_content_ + "extra");
+  auto longer = client.ReadFiles(*described, golden_only);
+  EXPECT_THAT(longer, StatusIs(Code::kDataLoss, HasSubstr("model.safetensors of ham-resnet v1 "
+                                                          "does not match its manifest")));
+  EXPECT_EQ(DownloadDamageOf(longer.status()), "model.safetensors");
+  // The server's own error (it cannot read a file) is returned as it is.
+  fs::remove(VersionFile(1, "model.safetensors"));
+  auto missing = client.ReadFiles(*described, golden_only);
+  EXPECT_THAT(missing, StatusIs(Code::kDataLoss, HasSubstr("missing from the registry")));
+  EXPECT_EQ(DownloadDamageOf(missing.status()), std::nullopt);
+  EXPECT_FALSE(fs::exists(dir_.Join("cache")));
+}
+
 TEST_F(RegistryServiceTest, FetchEmptyFileAndStaleTemporaries) {
   WriteFile(dir_.Join("empty.bin"), "");
   auto v = registry_->Publish(kModel, {{"empty.bin", dir_.Join("empty.bin")}}, {{"k", 1}});
