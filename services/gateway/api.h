@@ -20,11 +20,11 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/support/status.h"
 #include "nlohmann/json.hpp"
-#include "skinlesion/jobs/job_state.h"
+#include "skinlesion/rpc/job_state.h"
+#include "skinlesion/rpc/status.h"
 #include "skinlesion/v1/classification.pb.h"
 #include "skinlesion/v1/registry.pb.h"
 #include "skinlesion/v1/training.pb.h"
-#include "skinlesion/rpc/status.h"
 
 namespace skinlesion::gateway {
 
@@ -148,7 +148,7 @@ nlohmann::json ModelCardJson(const v1::ModelVersion& v, const nlohmann::json& me
 // first) is added for GET /api/v1/jobs/{id} when non-null.
 nlohmann::json JobJson(const v1::Job& job);
 nlohmann::json JobEventJson(const v1::JobEvent& event);
-using jobs::JobStateName;  // "queued", "running", ... (skinlesion/jobs/job_state.h)
+using rpc::JobStateName;  // "queued", "running", ... (skinlesion/rpc/job_state.h)
 
 }  // namespace skinlesion::gateway
 

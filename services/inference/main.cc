@@ -23,17 +23,17 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "prometheus/registry.h"
-#include "services/inference/inference_server.h"
-#include "skinlesion/telemetry/metrics_http.h"
 #include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/common/status.h"
+#include "skinlesion/inference/inference_server.h"
 #include "skinlesion/serving/remote_source.h"
 #include "skinlesion/serving/serving.h"
 #include "skinlesion/serving/sources.h"
 #include "skinlesion/serving/telemetry.h"
 #include "skinlesion/serving/torch_instance.h"
+#include "skinlesion/telemetry/metrics_http.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics servers listen on");
 ABSL_FLAG(int, port, 50051, "gRPC port");

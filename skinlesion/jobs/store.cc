@@ -14,7 +14,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/status.h"
-#include "skinlesion/jobs/job_state.h"
+#include "skinlesion/rpc/job_state.h"
 
 namespace skinlesion::jobs {
 namespace {
@@ -176,7 +176,7 @@ bool IsTerminal(v1::JobState state) {
          state == v1::JOB_STATE_CANCELLED;
 }
 
-std::string StateName(v1::JobState state) { return JobStateName(state); }
+std::string StateName(v1::JobState state) { return rpc::JobStateName(state); }
 
 bool IsAllowedTransition(v1::JobState from, v1::JobState to) {
   if (from == v1::JOB_STATE_QUEUED) {

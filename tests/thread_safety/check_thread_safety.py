@@ -42,6 +42,7 @@ SOURCE_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__fil
 DIRS = [
     "skinlesion/common",
     "skinlesion/data",
+    "skinlesion/inference",
     "skinlesion/jobs",
     "skinlesion/predict",
     "skinlesion/registry",

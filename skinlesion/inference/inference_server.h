@@ -19,8 +19,8 @@
 // Thread-safety: port() and serving() from any thread; Shutdown() from any thread,
 // once or more (mu_ makes the first call the one that stops). The readiness
 // watcher thread sleeps on cv_ under mu_, which guards its stop flag.
-#ifndef SERVICES_INFERENCE_INFERENCE_SERVER_H_
-#define SERVICES_INFERENCE_INFERENCE_SERVER_H_
+#ifndef SKINLESION_INFERENCE_INFERENCE_SERVER_H_
+#define SKINLESION_INFERENCE_INFERENCE_SERVER_H_
 
 #include <atomic>
 #include <memory>
@@ -33,9 +33,9 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/registry.h"
-#include "services/inference/classification_service.h"
-#include "services/inference/kserve_service.h"
-#include "services/inference/service_util.h"
+#include "skinlesion/inference/classification_service.h"
+#include "skinlesion/inference/kserve_service.h"
+#include "skinlesion/inference/service_util.h"
 #include "skinlesion/serving/serving.h"
 
 namespace skinlesion::inference {
@@ -100,4 +100,4 @@ class InferenceServer {
 
 }  // namespace skinlesion::inference
 
-#endif  // SERVICES_INFERENCE_INFERENCE_SERVER_H_
+#endif  // SKINLESION_INFERENCE_INFERENCE_SERVER_H_

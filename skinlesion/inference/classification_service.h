@@ -7,14 +7,14 @@
 //                     in the core) and answered in request order; a failed item is
 //                     answered with error_code / error_message and the stream goes on.
 //   ListServedModels  the core's served models and their current versions.
-#ifndef SERVICES_INFERENCE_CLASSIFICATION_SERVICE_H_
-#define SERVICES_INFERENCE_CLASSIFICATION_SERVICE_H_
+#ifndef SKINLESION_INFERENCE_CLASSIFICATION_SERVICE_H_
+#define SKINLESION_INFERENCE_CLASSIFICATION_SERVICE_H_
 
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "services/inference/service_util.h"
+#include "skinlesion/inference/service_util.h"
 #include "skinlesion/serving/serving.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
 
@@ -72,4 +72,4 @@ class ClassificationServiceImpl final : public v1::ClassificationService::Servic
 
 }  // namespace skinlesion::inference
 
-#endif  // SERVICES_INFERENCE_CLASSIFICATION_SERVICE_H_
+#endif  // SKINLESION_INFERENCE_CLASSIFICATION_SERVICE_H_

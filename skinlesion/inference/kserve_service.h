@@ -12,8 +12,8 @@
 // prefixed with their 4-byte little-endian length); outputs are written raw when the
 // request was raw, typed otherwise. The N items go to the core concurrently, so they
 // are batched together.
-#ifndef SERVICES_INFERENCE_KSERVE_SERVICE_H_
-#define SERVICES_INFERENCE_KSERVE_SERVICE_H_
+#ifndef SKINLESION_INFERENCE_KSERVE_SERVICE_H_
+#define SKINLESION_INFERENCE_KSERVE_SERVICE_H_
 
 #include <atomic>
 #include <string>
@@ -22,7 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kserve/grpc_predict_v2.grpc.pb.h"
-#include "services/inference/service_util.h"
+#include "skinlesion/inference/service_util.h"
 #include "skinlesion/serving/serving.h"
 
 namespace skinlesion::inference {
@@ -38,7 +38,14 @@ struct KServeOptions {
 struct RequestedOutput {
   // kProbabilities / kLogits: FP32 [N, 7] (classification: BYTES top-k). The others,
   // returned only when asked for by name: FP32 or BOOL [N, 1].
-  enum class Kind { kProbabilities, kLogits, kMalignancyRisk, kRefer, kOutOfDistribution, kOodScore };
+  enum class Kind {
+    kProbabilities,
+    kLogits,
+    kMalignancyRisk,
+    kRefer,
+    kOutOfDistribution,
+    kOodScore
+  };
   Kind kind = Kind::kProbabilities;
   std::string name;
   int classification = 0;  // > 0: top-k class strings (BYTES) instead of FP32.
@@ -101,4 +108,4 @@ class KServeServiceImpl final : public ::inference::GRPCInferenceService::Servic
 
 }  // namespace skinlesion::inference
 
-#endif  // SERVICES_INFERENCE_KSERVE_SERVICE_H_
+#endif  // SKINLESION_INFERENCE_KSERVE_SERVICE_H_

@@ -1,4 +1,4 @@
-#include "services/inference/kserve_service.h"
+#include "skinlesion/inference/kserve_service.h"
 
 #include <algorithm>
 #include <bit>
@@ -100,7 +100,7 @@ void AppendRawBytes(const std::string& element, std::string* raw) {
 }
 
 absl::StatusOr<std::vector<RequestedOutput>> ParseOutputs(const pb::ModelInferRequest& request,
-                                                         int num_classes) {
+                                                          int num_classes) {
   std::vector<RequestedOutput> outputs;
   if (request.outputs().empty()) {
     outputs.push_back({RequestedOutput::Kind::kProbabilities, kProbabilitiesOutput, 0});
@@ -123,10 +123,10 @@ absl::StatusOr<std::vector<RequestedOutput>> ParseOutputs(const pb::ModelInferRe
     } else if (out.name == kOodScoreOutput) {
       out.kind = RequestedOutput::Kind::kOodScore;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown output '", out.name,
-          "': the outputs are 'probabilities', 'logits', 'malignancy_risk', 'refer', "
-          "'out_of_distribution' and 'ood_score'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown output '", out.name,
+                       "': the outputs are 'probabilities', 'logits', 'malignancy_risk', 'refer', "
+                       "'out_of_distribution' and 'ood_score'"));
     }
     for (const RequestedOutput& previous : outputs) {
       if (previous.name == out.name) {
@@ -338,7 +338,8 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
       tensor->add_shape(1);
       for (const serving::InferResult& r : results) {
         if (flag) {
-          const bool v = out.kind == RequestedOutput::Kind::kRefer ? r.refer : r.out_of_distribution;
+          const bool v =
+              out.kind == RequestedOutput::Kind::kRefer ? r.refer : r.out_of_distribution;
           if (raw != nullptr) {
             raw->push_back(v ? 1 : 0);
           } else {
@@ -368,8 +369,8 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
         const std::vector<float>& values = values_of(r);
         const std::vector<int> order = Ranked(values);
         for (int k = 0; k < out.classification && k < static_cast<int>(order.size()); ++k) {
-          const std::string label = absl::StrFormat("%f:%d:%s", values[order[k]], order[k],
-                                                    r.classes.at(order[k]).code);
+          const std::string label =
+              absl::StrFormat("%f:%d:%s", values[order[k]], order[k], r.classes.at(order[k]).code);
           if (raw != nullptr) {
             AppendRawBytes(label, raw);
           } else {
@@ -520,9 +521,10 @@ absl::Status KServeServiceImpl::DoModelInfer(const grpc::ServerContext& context,
   // other classes between the items of an unpinned request is retried by the client.
   for (const serving::InferResult& r : results) {
     if (r.classes != results.front().classes) {
-      return absl::UnavailableError(absl::StrCat("model '", model.name, "' changed to a version with other classes (",
-                                                 r.classes.ToString(), " vs ", results.front().classes.ToString(),
-                                                 ") during this request; retry"));
+      return absl::UnavailableError(
+          absl::StrCat("model '", model.name, "' changed to a version with other classes (",
+                       r.classes.ToString(), " vs ", results.front().classes.ToString(),
+                       ") during this request; retry"));
     }
   }
   FillModelInferResponse(request, parsed, results, response);

@@ -1,4 +1,4 @@
-#include "services/inference/classification_service.h"
+#include "skinlesion/inference/classification_service.h"
 
 #include <algorithm>
 #include <atomic>
@@ -38,7 +38,8 @@ void FillClass(const LabelSet& classes, int index, float probability, v1::ClassP
 }  // namespace
 
 absl::StatusOr<serving::InferRequest> ToInferRequest(const v1::ClassifyRequest& request,
-                                                     absl::Time deadline, const std::string& client) {
+                                                     absl::Time deadline,
+                                                     const std::string& client) {
   if (request.image().empty()) {
     return absl::InvalidArgumentError("image is empty: send the encoded JPEG/PNG/WebP/BMP bytes");
   }
@@ -181,7 +182,8 @@ grpc::Status ClassificationServiceImpl::ClassifyStream(
       const Result result = item.result.get();
       v1::ClassifyResponse response;
       // Explanations run here, one at a time per stream, after their prediction.
-      const absl::Status status = Respond(result, item.request, DeadlineOf(*context), ClientOf(*context), &response);
+      const absl::Status status =
+          Respond(result, item.request, DeadlineOf(*context), ClientOf(*context), &response);
       if (!status.ok()) {
         response.Clear();
         response.set_request_id(item.request.request_id());

@@ -1,8 +1,8 @@
 // Helpers shared by the gRPC front ends of skinlesion-inference: status and
 // deadline conversion, the calling client, served-model lookup. (Per-RPC metrics are
 // the server's interceptor: inference_server.h.)
-#ifndef SERVICES_INFERENCE_SERVICE_UTIL_H_
-#define SERVICES_INFERENCE_SERVICE_UTIL_H_
+#ifndef SKINLESION_INFERENCE_SERVICE_UTIL_H_
+#define SKINLESION_INFERENCE_SERVICE_UTIL_H_
 
 #include <chrono>
 #include <string>
@@ -35,4 +35,4 @@ absl::StatusOr<serving::ServedModelStatus> FindServedModel(const serving::Servin
 
 }  // namespace skinlesion::inference
 
-#endif  // SERVICES_INFERENCE_SERVICE_UTIL_H_
+#endif  // SKINLESION_INFERENCE_SERVICE_UTIL_H_

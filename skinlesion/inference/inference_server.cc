@@ -1,4 +1,4 @@
-#include "services/inference/inference_server.h"
+#include "skinlesion/inference/inference_server.h"
 
 #include <future>
 #include <utility>

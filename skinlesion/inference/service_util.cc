@@ -1,4 +1,4 @@
-#include "services/inference/service_util.h"
+#include "skinlesion/inference/service_util.h"
 
 #include <algorithm>
 #include <vector>
@@ -20,7 +20,8 @@ std::string ClientOf(const grpc::ServerContext& context) {
     return std::string(it->second.data(), std::min<size_t>(it->second.size(), 128));
   }
   std::string peer = context.peer();
-  if (const size_t colon = peer.find(':'); colon != std::string::npos) peer = peer.substr(colon + 1);
+  if (const size_t colon = peer.find(':'); colon != std::string::npos)
+    peer = peer.substr(colon + 1);
   if (const size_t port = peer.rfind(':'); port != std::string::npos) peer = peer.substr(0, port);
   return peer;
 }

@@ -1,13 +1,14 @@
 // The lower-case names of training job states ("queued", "running", "succeeded",
 // "failed", "cancelled"; "unspecified" for anything else): the job database, the
 // trainer's metrics and the gateway's REST API all use these. Header-only, so
-// LibTorch-free and SQLite-free users (the gateway) need only the protos.
-#ifndef SKINLESION_JOBS_JOB_STATE_H_
-#define SKINLESION_JOBS_JOB_STATE_H_
+// LibTorch-free and SQLite-free users (the gateway) need only the protos (CMake
+// target skinlesion_rpc_job_state).
+#ifndef SKINLESION_RPC_JOB_STATE_H_
+#define SKINLESION_RPC_JOB_STATE_H_
 
 #include "skinlesion/v1/training.pb.h"
 
-namespace skinlesion::jobs {
+namespace skinlesion::rpc {
 
 inline const char* JobStateName(v1::JobState state) {
   switch (state) {
@@ -26,6 +27,6 @@ inline const char* JobStateName(v1::JobState state) {
   }
 }
 
-}  // namespace skinlesion::jobs
+}  // namespace skinlesion::rpc
 
-#endif  // SKINLESION_JOBS_JOB_STATE_H_
+#endif  // SKINLESION_RPC_JOB_STATE_H_

@@ -24,7 +24,7 @@
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
-#include "services/inference/inference_server.h"
+#include "skinlesion/inference/inference_server.h"
 #include "skinlesion/telemetry/grpc_health.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
 
@@ -238,9 +238,8 @@ class InferenceServiceTest : public ::testing::Test {
   // 2 NOT_SERVING) or -1 on an RPC error.
   int HealthStatus(const std::string& service) {
     int serving = 0;
-    return telemetry::CheckGrpcHealth(channel_, service, absl::Seconds(5), &serving).ok()
-               ? serving
-               : -1;
+    return telemetry::CheckGrpcHealth(channel_, service, absl::Seconds(5), &serving).ok() ? serving
+                                                                                          : -1;
   }
 
   // What the server's gRPC interceptor recorded in registry_ (0 when absent):
@@ -452,9 +451,11 @@ TEST_F(InferenceServiceTest, ClassifyExplainsTheTopClassOnThePredictionsVersion)
 }
 
 TEST_F(InferenceServiceTest, ClassifyExplainErrorFailsTheCallWithItsCode) {
-  core_.set_explain_handler([](const serving::ExplainRequest& r) -> absl::StatusOr<serving::Explanation> {
-    return absl::NotFoundError(absl::StrCat("version ", r.version, " of model ham10000 is not loaded"));
-  });
+  core_.set_explain_handler(
+      [](const serving::ExplainRequest& r) -> absl::StatusOr<serving::Explanation> {
+        return absl::NotFoundError(
+            absl::StrCat("version ", r.version, " of model ham10000 is not loaded"));
+      });
   grpc::ClientContext context;
   v1::ClassifyRequest request;
   request.set_image("img");
