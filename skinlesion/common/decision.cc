@@ -4,27 +4,28 @@
 #include <set>
 
 namespace skinlesion {
-namespace {
-
-// Mean per-class recall over the classes present in `labels`.
 double BalancedAccuracy(const std::vector<int>& labels, const std::vector<int>& predicted,
-                        int num_classes) {
+                        int num_classes, const std::vector<size_t>* indices, int* present) {
   std::vector<int> right(num_classes, 0), total(num_classes, 0);
-  for (size_t i = 0; i < labels.size(); ++i) {
+  auto count = [&](size_t i) {
     ++total[labels[i]];
     right[labels[i]] += predicted[i] == labels[i];
+  };
+  if (indices != nullptr) {
+    for (size_t i : *indices) count(i);
+  } else {
+    for (size_t i = 0; i < labels.size(); ++i) count(i);
   }
   double sum = 0;
-  int present = 0;
-  for (int k = 0; k < num_classes; ++k) {
-    if (total[k] == 0) continue;
-    sum += static_cast<double>(right[k]) / total[k];
-    ++present;
+  int k = 0;
+  for (int c = 0; c < num_classes; ++c) {
+    if (total[c] == 0) continue;
+    sum += static_cast<double>(right[c]) / total[c];
+    ++k;
   }
-  return present == 0 ? 0.0 : sum / present;
+  if (present != nullptr) *present = k;
+  return k == 0 ? -1 : sum / k;
 }
-
-}  // namespace
 
 int Decide(absl::Span<const float> p, const DecisionRule& rule) {
   const bool adjusted = rule.Adjusted() && rule.prior.size() == p.size();

@@ -17,6 +17,7 @@
 #ifndef SKINLESION_COMMON_DECISION_H_
 #define SKINLESION_COMMON_DECISION_H_
 
+#include <cstddef>
 #include <optional>
 #include <vector>
 
@@ -42,6 +43,13 @@ int Decide(absl::Span<const float> probabilities, const DecisionRule& rule);
 // Class shares of `labels` (each in [0, num_classes)), with a class that does not occur
 // counted as half an image so that its log stays finite.
 std::vector<double> ClassPrior(const std::vector<int>& labels, int num_classes);
+
+// Mean recall over the classes present among the samples `indices` names (all samples
+// when null): balanced accuracy. -1 when no class is present; `present` (optional)
+// receives their number. labels[i] must be in [0, num_classes).
+double BalancedAccuracy(const std::vector<int>& labels, const std::vector<int>& predicted,
+                        int num_classes, const std::vector<size_t>* indices = nullptr,
+                        int* present = nullptr);
 
 struct DecisionFit {
   double tau = 0;

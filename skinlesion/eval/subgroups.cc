@@ -8,25 +8,6 @@
 namespace skinlesion::eval {
 namespace {
 
-// Mean recall over the classes present among `idx`; -1 when none.
-double BalancedAccuracy(const std::vector<int>& labels, const std::vector<int>& predicted,
-                        const std::vector<size_t>& idx, int num_classes, int* present = nullptr) {
-  std::vector<int> total(num_classes, 0), right(num_classes, 0);
-  for (size_t i : idx) {
-    ++total[labels[i]];
-    right[labels[i]] += predicted[i] == labels[i];
-  }
-  double sum = 0;
-  int k = 0;
-  for (int c = 0; c < num_classes; ++c) {
-    if (total[c] == 0) continue;
-    sum += static_cast<double>(right[c]) / total[c];
-    ++k;
-  }
-  if (present != nullptr) *present = k;
-  return k == 0 ? -1 : sum / k;
-}
-
 // FNV-1a: a seed component that is the same on every platform (std::hash is not).
 uint64_t Fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
@@ -82,7 +63,8 @@ std::map<std::string, std::vector<GroupResult>> ComputeSubgroups(
         out[dimension].push_back(g);
         continue;
       }
-      g.balanced_accuracy = BalancedAccuracy(labels, predicted, idx, classes.size(), &g.classes_present);
+      g.balanced_accuracy =
+          BalancedAccuracy(labels, predicted, classes.size(), &idx, &g.classes_present);
       int mel = 0, mel_right = 0, malignant = 0, malignant_referred = 0;
       for (size_t i : idx) {
         if (labels[i] == kMel) {
@@ -102,7 +84,7 @@ std::map<std::string, std::vector<GroupResult>> ComputeSubgroups(
         std::vector<size_t> sample(idx.size());
         for (int b = 0; b < options.bootstrap; ++b) {
           for (size_t& s : sample) s = idx[rng.UniformInt(idx.size())];
-          const double ba = BalancedAccuracy(labels, predicted, sample, classes.size());
+          const double ba = BalancedAccuracy(labels, predicted, classes.size(), &sample);
           if (ba >= 0) draws.push_back(ba);
         }
         g.ba_lower = Percentile(draws, 0.025);
