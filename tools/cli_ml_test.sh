@@ -116,6 +116,7 @@ cp -r "$OUT/run/model" "$OUT/fitted"
 "$CLI" fit-thresholds --model "$OUT/fitted" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val \
   --ood_images "$FIX/../ood" --min_ood_auroc 0 --threads 1 > "$OUT/fit.txt"
 grep -q "fitting the not-a-lesion Gaussian on the" "$OUT/fit.txt"
+grep -q "decision rule fitted on .* val images (prior: the model's training data)" "$OUT/fit.txt"
 grep -q "non-lesion images in" "$OUT/fit.txt"
 test -s "$OUT/fitted/ood_features.safetensors"
 /usr/bin/python3 - "$OUT/fitted" <<'PY'
@@ -128,6 +129,14 @@ digest = hashlib.sha256(open(os.path.join(d, o["features"]["file"]), "rb").read(
 assert digest == o["features"]["sha256"], (digest, o["features"])
 assert 0 <= o["check"]["auroc_vs_lesions"] <= 1 and o["check"]["n"] == 22, o["check"]
 assert m["refer"]["malignancy_risk_threshold"] is not None
+# The decision rule: tau fitted on val within the grid, the training shares as prior.
+dec = m["decision"]
+assert dec["rule"] in ("plain", "prior_adjusted") and 0 <= dec["tau"] <= 0.5, dec
+assert len(dec["prior"]) == 7 and abs(sum(dec["prior"]) - 1) < 1e-6 and dec["fitted_on"] == "val", dec
+assert dec["validation"]["balanced_accuracy"] >= dec["validation"]["balanced_accuracy_plain"], dec
+# train wrote one too (config balanced_decision, default on).
+t = json.load(open(os.path.join(d, "..", "run", "model", "manifest.json")))["decision"]
+assert t["fitted_on"] == "fitted_on_val" and len(t["prior"]) == 7, t
 PY
 "$CLI" predict --model "$OUT/fitted" --json "$FIX/../ood/flat_white.png" > "$OUT/pred_ood.json"
 /usr/bin/python3 -c "import json,sys; p=json.load(open(sys.argv[1]))[0]; assert p['ood_score'] > 0, p" "$OUT/pred_ood.json"
@@ -141,6 +150,7 @@ cmp "$OUT/fitted/ood_features.safetensors" "$OUT/fitted_fp16/ood_features.safete
 import json, sys
 a, b = (json.load(open(f"{d}/manifest.json")) for d in sys.argv[1:3])
 assert a["refer"] == b["refer"] and a["ood"]["threshold"] == b["ood"]["threshold"], (a["refer"], b["refer"])
+assert a["decision"] == b["decision"], (a["decision"], b["decision"])
 assert b["ood"]["features"]["sha256"] == a["ood"]["features"]["sha256"]
 pa, pb = (json.load(open(f))[0] for f in sys.argv[3:5])
 assert abs(pa["ood_score"] - pb["ood_score"]) < 0.05 * abs(pa["ood_score"]) + 1, (pa["ood_score"], pb["ood_score"])
@@ -148,7 +158,13 @@ PY
 # Without non-lesion images to measure it on, no check is written (and no Gaussian left behind).
 cp -r "$OUT/run/model" "$OUT/fitted2"
 "$CLI" fit-thresholds --model "$OUT/fitted2" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val --threads 1 \
-  | grep -q "NOT written"
+  --balanced_decision=false > "$OUT/fit2.txt"
+grep -q "NOT written" "$OUT/fit2.txt"
+if grep -q "decision rule fitted" "$OUT/fit2.txt"; then echo "--balanced_decision=false fitted one"; exit 1; fi
+/usr/bin/python3 -c "
+import json, sys
+a, b = (json.load(open(f'{d}/manifest.json'))['decision'] for d in sys.argv[1:3])
+assert a == b, (a, b)" "$OUT/run/model" "$OUT/fitted2"
 test ! -e "$OUT/fitted2/ood_features.safetensors"
 if grep -q '"ood"' "$OUT/fitted2/manifest.json"; then echo "an unmeasured check was written"; exit 1; fi
 

@@ -963,21 +963,23 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
     }
     const std::optional<DecisionFit> fit = FitDecisionTau(pred.labels, probs, prior);
     if (!fit) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("partition '", cmd.partition,
-                       "' has fewer than two classes to fit the decision rule on"));
+      std::printf(
+          "decision rule NOT fitted: partition '%s' has fewer than two classes; the model's rule "
+          "is kept\n",
+          cmd.partition.c_str());
+    } else {
+      manifest.decision = {.tau = fit->tau, .prior = prior};
+      manifest.document["decision"] = {{"fitted_on", cmd.partition},
+                                       {"fitted_data", fitted_data},
+                                       {"validation",
+                                        {{"balanced_accuracy_plain", fit->balanced_accuracy_plain},
+                                         {"balanced_accuracy", fit->balanced_accuracy}}}};
+      std::printf(
+          "decision rule fitted on %zu %s images (prior: %s): tau %.2f, balanced accuracy %.4f "
+          "(plain %.4f)\n",
+          samples.size(), cmd.partition.c_str(), prior_source.c_str(), fit->tau,
+          fit->balanced_accuracy, fit->balanced_accuracy_plain);
     }
-    manifest.decision = {.tau = fit->tau, .prior = prior};
-    manifest.document["decision"] = {{"fitted_on", cmd.partition},
-                                     {"fitted_data", fitted_data},
-                                     {"validation",
-                                      {{"balanced_accuracy_plain", fit->balanced_accuracy_plain},
-                                       {"balanced_accuracy", fit->balanced_accuracy}}}};
-    std::printf(
-        "decision rule fitted on %zu %s images (prior: %s): tau %.2f, balanced accuracy %.4f "
-        "(plain %.4f)\n",
-        samples.size(), cmd.partition.c_str(), prior_source.c_str(), fit->tau,
-        fit->balanced_accuracy, fit->balanced_accuracy_plain);
   }
 
   // Referral.
