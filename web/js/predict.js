@@ -204,13 +204,21 @@ function renderResult(json, roundTripMs) {
   $('refer-text').textContent = referral.refer ? referral.text : '';
   $('no-refer').textContent = referral.refer ? '' : referral.text;
 
+  // The answer is the model's decision rule's class, which need not be the most
+  // probable one (a rarer type is named sooner: docs/metrics.md, "Decision rule").
+  const mostProbable = probabilities.reduce(
+    (best, p) => (best === null || Number(p.probability) > Number(best.probability) ? p : best), null);
   const topLine = $('top-class');
-  topLine.replaceChildren('Most likely: ',
+  topLine.replaceChildren('Answer: ',
     el('strong', { text: top ? (top.label || top.class) : json.top_class }),
     top && top.label && top.label !== top.class ? ` (${top.class})` : '',
     ' with ',
     el('strong', { text: percent(json.confidence) }),
-    ' confidence.');
+    ' confidence.',
+    mostProbable && mostProbable.class !== json.top_class
+      ? ` The most probable type is ${mostProbable.label || mostProbable.class} (${percent(mostProbable.probability)});` +
+        ' this model names rarer types sooner, so treat the answer as a close call.'
+      : '');
 
   const level = riskLevel(Number(json.malignancy_risk) || 0);
   const riskBadge = $('risk-badge');
@@ -294,7 +302,7 @@ async function analyse() {
     if (window.matchMedia('(max-width: 48rem)').matches) {
       result.scrollIntoView({ block: 'start', behavior: reducedMotion() ? 'auto' : 'smooth' });
     }
-    setStatus(`Result ready: most likely ${json.top_class} (${percent(json.confidence)})` +
+    setStatus(`Result ready: ${json.top_class} (${percent(json.confidence)})` +
       `${json.refer ? '; see a dermatologist' : ''}.`);
     setPageState('done');
   } catch (err) {

@@ -549,7 +549,7 @@ test('keyboard only: Tab to the picker, Enter opens it, the result follows', { t
   assert.equal(await waitForOutcome(page), 'done', await page.locator('#error').innerText());
   assertBars(await readBars(page), null);
   // The result is announced through the polite status region.
-  assert.match(await page.locator('#status').innerText(), /Result ready: most likely/);
+  assert.match(await page.locator('#status').innerText(), /Result ready: [a-z]+ \(\d+\.\d%\)/);
   assert.equal(await page.locator('#status').getAttribute('aria-live'), 'polite');
   assertNoProblems(page);
   await page.context().close();
