@@ -893,19 +893,30 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
 }
 
 // The samples of one partition of a HAM10000 split, with the split (for its digest).
+// One partition of a split, with the catalogue and split it came from so that other
+// partitions of the same data are applied without loading the data again.
 struct Partition {
   data::Split split;
+  data::Catalogue catalogue;
   std::vector<data::Sample> samples;
+
+  // The samples of another partition of the same split.
+  absl::StatusOr<std::vector<data::Sample>> Other(const std::string& partition) const {
+    SL_ASSIGN_OR_RETURN(std::vector<data::Sample> other, data::Apply(split, catalogue, partition));
+    if (other.empty())
+      return absl::InvalidArgumentError(absl::StrCat("partition '", partition, "' is empty"));
+    return other;
+  }
 };
 absl::StatusOr<Partition> LoadPartition(const std::string& data_dir, const std::string& metadata,
                                         const std::string& skip_labels, const std::string& split_file,
                                         const std::string& partition, const LabelSet& model_classes) {
-  SL_ASSIGN_OR_RETURN(const data::Dataset dataset, LoadData(data_dir, metadata, skip_labels, &model_classes));
-  const data::Catalogue& catalogue = dataset.catalogue;
+  SL_ASSIGN_OR_RETURN(data::Dataset dataset,
+                      LoadData(data_dir, metadata, skip_labels, &model_classes));
   SL_ASSIGN_OR_RETURN(data::Split split, data::LoadSplit(split_file));
-  SL_ASSIGN_OR_RETURN(std::vector<data::Sample> samples, data::Apply(split, catalogue, partition));
-  if (samples.empty()) return absl::InvalidArgumentError(absl::StrCat("partition '", partition, "' is empty"));
-  return Partition{std::move(split), std::move(samples)};
+  Partition part{std::move(split), std::move(dataset.catalogue), {}};
+  SL_ASSIGN_OR_RETURN(part.samples, part.Other(partition));
+  return part;
 }
 
 absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
@@ -952,10 +963,9 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
     if (prior.empty()) {
       std::vector<int> train_labels;
       for (const absl::string_view name : absl::StrSplit(cmd.prior_from, ',', absl::SkipEmpty())) {
-        SL_ASSIGN_OR_RETURN(const Partition p,
-                            LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels,
-                                          cmd.split_file, std::string(name), spec.classes));
-        for (const data::Sample& s : p.samples) train_labels.push_back(s.label);
+        SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> train_samples,
+                            part.Other(std::string(name)));
+        for (const data::Sample& s : train_samples) train_labels.push_back(s.label);
       }
       prior = ClassPrior(train_labels, spec.classes.size());
       prior_source =
@@ -1008,21 +1018,21 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   std::optional<models::FeatureGaussian> gaussian;
   nlohmann::json gaussian_json;
   if (embed) {
-    SL_ASSIGN_OR_RETURN(const Partition fit_part,
-                        LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file, cmd.ood_fit_on,
-                                      spec.classes));
-    std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n", fit_part.samples.size(),
-                cmd.ood_fit_on.c_str());
+    SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> fit_samples, part.Other(cmd.ood_fit_on));
+    std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n",
+                fit_samples.size(), cmd.ood_fit_on.c_str());
     SL_ASSIGN_OR_RETURN(const train::Predictions fit_pred,
-                        train::PredictSamples(*checkpoint.model, fit_part.samples, preprocess, "cpu", 32, 2, false,
-                                              {}, /*with_embeddings=*/true));
+                        train::PredictSamples(*checkpoint.model, fit_samples, preprocess, "cpu", 32,
+                                              2, false, {}, /*with_embeddings=*/true));
     SL_ASSIGN_OR_RETURN(gaussian, models::FeatureGaussian::Fit(fit_pred.embeddings, fit_pred.labels, spec.classes.size()));
     gaussian_json = {{"file", kOodFeaturesFile},
                      {"dim", gaussian->dim()},
                      {"classes", gaussian->classes()},
                      {"shrinkage", gaussian->shrinkage()},
-                     {"fitted_data", {{"split_digest", split.Digest()}, {"partition", cmd.ood_fit_on},
-                                      {"images", fit_part.samples.size()}}}};
+                     {"fitted_data",
+                      {{"split_digest", split.Digest()},
+                       {"partition", cmd.ood_fit_on},
+                       {"images", fit_samples.size()}}}};
   }
   SL_ASSIGN_OR_RETURN(const std::vector<double> inside, OodScores(ood_method, pred, gaussian ? &*gaussian : nullptr));
   double lesions_rejected = 0;
