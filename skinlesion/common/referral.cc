@@ -39,7 +39,7 @@ Summary Summarize(absl::Span<const float> p, const LabelSet& classes, const Refe
   s.order.resize(p.size());
   std::iota(s.order.begin(), s.order.end(), 0);
   std::stable_sort(s.order.begin(), s.order.end(), [&](int a, int b) { return p[a] > p[b]; });
-  s.top_class = decision.Adjusted() ? Decide(p, decision) : s.order[0];
+  s.top_class = Decide(p, decision);  // Plain: order[0] (the first of equal maxima).
   s.second_class = s.order[0] == s.top_class ? s.order[1] : s.order[0];
   s.confidence = p[s.top_class];
   s.margin = p[s.top_class] - p[s.second_class];

@@ -165,7 +165,7 @@ absl::StatusOr<Metrics> ComputeMetrics(const std::vector<int>& labels,
   int correct = 0, top2 = 0, top3 = 0;
   double nll = 0, brier = 0;
   for (size_t i = 0; i < labels.size(); ++i) {
-    const int pred = decision.Adjusted() ? Decide(probs[i], decision) : ArgMax(probs[i]);
+    const int pred = Decide(probs[i], decision);
     m.confusion[labels[i]][pred]++;
     correct += pred == labels[i];
     const int rank = LabelRank(probs[i], labels[i]);

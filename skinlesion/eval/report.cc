@@ -87,13 +87,15 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   }
   const std::vector<Probs> raw = Softmax(in.logits, 1.0);
   const std::vector<Probs> calibrated = Softmax(in.logits, temperature);
+  // The calibrated validation probabilities the decision rule and the referral
+  // threshold are fitted on (empty without validation logits).
+  const std::vector<Probs> val_probs = Softmax(in.val_logits, temperature);
   // The decision rule: given, or its tau fitted on the calibrated validation
   // probabilities for balanced accuracy.
   DecisionRule decision = in.decision;
   nlohmann::json decision_json = {{"source", decision.Adjusted() ? "given" : "none"}};
   if (in.fit_decision && !in.val_logits.empty() && !decision.prior.empty()) {
-    if (const auto fit =
-            FitDecisionTau(in.val_labels, Softmax(in.val_logits, temperature), decision.prior)) {
+    if (const auto fit = FitDecisionTau(in.val_labels, val_probs, decision.prior)) {
       decision.tau = fit->tau;
       decision_json["source"] = "fitted_on_val";
       decision_json["validation"] = {{"balanced_accuracy_plain", fit->balanced_accuracy_plain},
@@ -125,7 +127,6 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   std::string source = policy.risk_threshold ? "given" : "none";
   nlohmann::json validation;
   if (in.fit_risk_threshold && !in.val_logits.empty()) {
-    const std::vector<Probs> val_probs = Softmax(in.val_logits, temperature);
     if (std::optional<ReferralPolicy> fitted = FitReferralPolicy(in.val_labels, val_probs, policy, in.classes)) {
       policy = *fitted;
       source = "fitted_on_val";
