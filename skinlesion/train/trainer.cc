@@ -187,33 +187,59 @@ ScheduleOptions MakeSchedule(const TrainConfig& c, ScheduleOptions::Kind kind) {
   return s;
 }
 
-// Exponential moving average of the parameters; buffers are copied.
+// Exponential moving average of the model's state: parameters and floating-point
+// buffers (batch norm's running mean and variance) are averaged, other buffers
+// (batch counts) follow the model. Averaging the buffers too keeps the running
+// statistics matched to the averaged weights they normalise (timm's ModelEmaV2 does
+// the same); with the live model's statistics, averaged weights were evaluated
+// against activations they never produced.
 class Ema {
  public:
   Ema(models::Classifier& model, double decay) : decay_(decay) {
     torch::NoGradGuard no_grad;
-    for (const auto& p : model.parameters()) shadow_.push_back(p.detach().clone());
+    for (const auto& t : State(model)) shadow_.push_back(t.detach().clone());
   }
   void Update(models::Classifier& model) {
     torch::NoGradGuard no_grad;
-    auto params = model.parameters();
-    for (size_t i = 0; i < params.size(); ++i) {
-      shadow_[i].mul_(decay_).add_(params[i].detach(), 1 - decay_);
+    const std::vector<torch::Tensor> state = State(model);
+    for (size_t i = 0; i < state.size(); ++i) {
+      if (shadow_[i].is_floating_point()) {
+        shadow_[i].mul_(decay_).add_(state[i].detach(), 1 - decay_);
+      } else {
+        shadow_[i].copy_(state[i]);
+      }
     }
   }
-  // Swaps the model's parameters with the shadow ones (call twice to restore).
+  // Swaps the model's state with the shadow one (call twice to restore).
   void Swap(models::Classifier& model) {
     torch::NoGradGuard no_grad;
-    auto params = model.parameters();
-    for (size_t i = 0; i < params.size(); ++i) {
-      torch::Tensor tmp = params[i].detach().clone();
-      params[i].copy_(shadow_[i]);
+    const std::vector<torch::Tensor> state = State(model);
+    for (size_t i = 0; i < state.size(); ++i) {
+      torch::Tensor tmp = state[i].detach().clone();
+      state[i].copy_(shadow_[i]);
       shadow_[i].copy_(tmp);
     }
   }
   std::vector<torch::Tensor>& shadow() { return shadow_; }
+  // A shadow read from a checkpoint must match the model's state (an ema.pt written
+  // before buffers were averaged holds the parameters only).
+  bool Matches(models::Classifier& model) const {
+    const std::vector<torch::Tensor> state = State(model);
+    if (state.size() != shadow_.size()) return false;
+    for (size_t i = 0; i < state.size(); ++i) {
+      if (!state[i].sizes().equals(shadow_[i].sizes()) || state[i].dtype() != shadow_[i].dtype())
+        return false;
+    }
+    return true;
+  }
 
  private:
+  static std::vector<torch::Tensor> State(models::Classifier& model) {
+    std::vector<torch::Tensor> state = model.parameters();
+    for (const auto& b : model.buffers()) state.push_back(b);
+    return state;
+  }
+
   double decay_;
   std::vector<torch::Tensor> shadow_;
 };
@@ -648,7 +674,14 @@ absl::Status Trainer::Resume() {
   if (c_.ema_decay > 0) {
     ema_ = std::make_unique<Ema>(*model_, c_.ema_decay);
     if (!resumed_state_.is_null() && fs::exists(last_dir_ + "/ema.pt")) {
+      ema_->shadow().clear();  // torch::load appends to the vector.
       torch::load(ema_->shadow(), last_dir_ + "/ema.pt");
+      if (!ema_->Matches(*model_)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            last_dir_,
+            "/ema.pt does not match the model's parameters and buffers (written by an older "
+            "version that averaged the parameters only); resume without EMA or start afresh"));
+      }
     }
   }
   run_start_ = Clock::now();

@@ -1,15 +1,14 @@
 #include "skinlesion/train/trainer.h"
 
-#include <cmath>
-
 #include <sys/wait.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
-#include <torch/torch.h>
-
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "skinlesion/data/ham10000.h"
 #include "skinlesion/models/model_zoo.h"
@@ -164,6 +163,42 @@ TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(resumed->history.size(), 4u);
   ExpectIdentical(Weights(*full->model), Weights(*resumed->model));
+  // The average carries on from the checkpoint too (it once restarted from the
+  // resumed weights: torch::load appended the saved average to the fresh one).
+  std::vector<torch::Tensor> full_ema, resumed_ema;
+  torch::load(full_ema, full->last_checkpoint + "/ema.pt");
+  torch::load(resumed_ema, resumed->last_checkpoint + "/ema.pt");
+  ExpectIdentical(full_ema, resumed_ema);
+}
+
+// The best checkpoint of an EMA run holds the averaged state, batch norm's running
+// statistics included: with a decay so close to 1 that the average never leaves the
+// initial model, the checkpoint's statistics are still the initial ones (mean 0,
+// variance 1) while the live model's have moved.
+TEST(TrainerTest, EmaAveragesBatchNormStatisticsWithTheWeights) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  c.epochs = 2;
+  c.ema_decay = 1.0 - 1e-12;
+  TempDir dir;
+  auto r = Train(c, samples, samples, Context(dir.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto live = r->model->named_buffers();
+  ASSERT_TRUE(live.contains("bn1.running_var")) << "buffer names changed";
+  EXPECT_GT((live["bn1.running_var"] - 1).abs().max().item<double>(), 1e-3);
+
+  models::ModelOptions mo;
+  mo.image_size = c.image_size;
+  auto saved = models::CreateModel(c.architecture, mo);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  ASSERT_TRUE(LoadTrainCheckpoint(**saved, r->best_checkpoint).ok());
+  for (const auto& b : (*saved)->named_buffers()) {
+    if (absl::EndsWith(b.key(), "running_mean")) {
+      EXPECT_LT(b.value().abs().max().item<double>(), 1e-6) << b.key();
+    } else if (absl::EndsWith(b.key(), "running_var")) {
+      EXPECT_LT((b.value() - 1).abs().max().item<double>(), 1e-6) << b.key();
+    }
+  }
 }
 
 // bf16 autocast on the CPU (fp32 master weights; ResNet channels-last): trains, keeps
