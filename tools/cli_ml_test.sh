@@ -142,6 +142,22 @@ PY
 /usr/bin/python3 -c "import json,sys; p=json.load(open(sys.argv[1]))[0]; assert p['ood_score'] > 0, p" "$OUT/pred_ood.json"
 "$CLI" evaluate --model "$OUT/fitted" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval_fitted" --device cpu \
   | grep -q "not-a-lesion check mahalanobis"
+# bf16 against fp32 on the same images: agreement on the answer (the fitted decision
+# rule) and on the most probable class, every flipped answer listed.
+"$CLI" precision-check --model "$OUT/fitted" "${DATA[@]}" --split "$OUT/split.csv" --partition val \
+  --threads 1 --out "$OUT/pc.json" | grep -q "answer agreement"
+/usr/bin/python3 - "$OUT/pc.json" "$OUT/fitted/manifest.json" <<'PY'
+import json, sys
+r, m = (json.load(open(f)) for f in sys.argv[1:3])
+n = r["images"]
+assert n > 0 and r["fp32"]["numerics"] == "fp32" and r["bf16"]["numerics"].startswith("bf16"), r
+assert len(r["flips"]) == round((1 - r["top1_agreement"]) * n), r
+assert 0 <= r["most_probable_agreement"] <= 1 and 0 <= r["max_probability_difference"] < 0.2, r
+tau = m["decision"]["tau"]
+assert r["answer"] == ("most probable class" if tau == 0 else "prior-adjusted decision rule, tau %.2f" % tau), r
+for f in r["flips"]:
+    assert f["fp32"] != f["bf16"] and set(f["fp32_probability"]) == {f["fp32"], f["bf16"]}, f
+PY
 # Exporting a fitted model carries its thresholds and its Gaussian: the copy answers alike.
 "$CLI" export --model "$OUT/fitted" --out "$OUT/fitted_fp16" --fp16 > /dev/null
 cmp "$OUT/fitted/ood_features.safetensors" "$OUT/fitted_fp16/ood_features.safetensors"

@@ -20,16 +20,17 @@
 #include "absl/strings/strip.h"
 #include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/csv.h"
-#include "skinlesion/common/precision.h"
+#include "skinlesion/common/decision.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/common/ood.h"
+#include "skinlesion/common/precision.h"
+#include "skinlesion/common/referral.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/data/dataset.h"
 #include "skinlesion/data/ham10000.h"
 #include "skinlesion/data/isic.h"
 #include "skinlesion/data/split.h"
-#include "skinlesion/common/ood.h"
-#include "skinlesion/common/referral.h"
 #include "skinlesion/eval/cross_validation.h"
 #include "skinlesion/eval/plots.h"
 #include "skinlesion/eval/referral_eval.h"
@@ -37,12 +38,12 @@
 #include "skinlesion/eval/subgroups.h"
 #include "skinlesion/image/decode.h"
 #include "skinlesion/image/grid.h"
+#include "skinlesion/manifest/manifest.h"
 #include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
-#include "skinlesion/manifest/manifest.h"
 #include "skinlesion/registry/registry.h"
 #include "skinlesion/serving/preprocessing.h"
 #include "skinlesion/serving/serving.h"
@@ -1135,13 +1136,32 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
                 run.seconds, run.balanced_accuracy);
     runs.push_back(std::move(run));
   }
-  int agree = 0;
+  // Agreement on the answer a user gets (the model's decision rule; the most probable
+  // class when it has none) and on the most probable class; the images whose answer
+  // flips are listed so that a difference can be looked at, not only counted.
+  int agree = 0, agree_top = 0;
   double worst = 0;
+  nlohmann::json flips = nlohmann::json::array();
   for (size_t i = 0; i < labels.size(); ++i) {
     const auto& a = runs[0].probs[i];
     const auto& b = runs[1].probs[i];
-    agree += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
+    agree_top += std::max_element(a.begin(), a.end()) - a.begin() ==
+                 std::max_element(b.begin(), b.end()) - b.begin();
+    const int answer_a = Decide(a, spec.decision), answer_b = Decide(b, spec.decision);
+    agree += answer_a == answer_b;
     for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
+    if (answer_a != answer_b) {
+      flips.push_back({{"image", samples[i].image_id},
+                       {"label", spec.classes.at(labels[i]).code},
+                       {"fp32", spec.classes.at(answer_a).code},
+                       {"bf16", spec.classes.at(answer_b).code},
+                       {"fp32_probability",
+                        {{spec.classes.at(answer_a).code, a[answer_a]},
+                         {spec.classes.at(answer_b).code, a[answer_b]}}},
+                       {"bf16_probability",
+                        {{spec.classes.at(answer_a).code, b[answer_a]},
+                         {spec.classes.at(answer_b).code, b[answer_b]}}}});
+    }
   }
   const double agreement = static_cast<double>(agree) / labels.size();
   const nlohmann::json summary = {
@@ -1151,17 +1171,31 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
       {"partition", cmd.partition},
       {"split_digest", split.Digest()},
       {"cpu", {{"model", cpu.model_name}, {"flags", cpu.FlagList()}}},
-      {"fp32", {{"numerics", runs[0].numerics}, {"seconds", runs[0].seconds},
-                {"balanced_accuracy", runs[0].balanced_accuracy}, {"melanoma_recall", runs[0].melanoma_recall}}},
-      {"bf16", {{"numerics", runs[1].numerics}, {"seconds", runs[1].seconds},
-                {"balanced_accuracy", runs[1].balanced_accuracy}, {"melanoma_recall", runs[1].melanoma_recall}}},
+      {"fp32",
+       {{"numerics", runs[0].numerics},
+        {"seconds", runs[0].seconds},
+        {"balanced_accuracy", runs[0].balanced_accuracy},
+        {"melanoma_recall", runs[0].melanoma_recall}}},
+      {"bf16",
+       {{"numerics", runs[1].numerics},
+        {"seconds", runs[1].seconds},
+        {"balanced_accuracy", runs[1].balanced_accuracy},
+        {"melanoma_recall", runs[1].melanoma_recall}}},
       {"top1_agreement", agreement},
+      {"most_probable_agreement", static_cast<double>(agree_top) / labels.size()},
+      {"answer", spec.decision.Adjusted()
+                     ? absl::StrFormat("prior-adjusted decision rule, tau %.2f", spec.decision.tau)
+                     : std::string("most probable class")},
+      {"flips", flips},
       {"balanced_accuracy_difference", runs[1].balanced_accuracy - runs[0].balanced_accuracy},
       {"max_probability_difference", worst}};
-  std::printf("top-1 agreement %.2f%% (%d of %zu), balanced accuracy bf16 - fp32 = %+.4f, largest |dP| %.4f, "
-              "bf16 %.2fx the fp32 time\n",
-              100 * agreement, agree, labels.size(), runs[1].balanced_accuracy - runs[0].balanced_accuracy, worst,
-              runs[0].seconds / runs[1].seconds);
+  std::printf(
+      "answer agreement %.2f%% (%d of %zu; most probable class %d of %zu), balanced accuracy bf16 "
+      "- fp32 = "
+      "%+.4f, largest |dP| %.4f, bf16 %.2fx the fp32 time\n",
+      100 * agreement, agree, labels.size(), agree_top, labels.size(),
+      runs[1].balanced_accuracy - runs[0].balanced_accuracy, worst,
+      runs[0].seconds / runs[1].seconds);
   if (!cmd.out.empty()) SL_RETURN_IF_ERROR(WriteFileAtomically(cmd.out, summary.dump(2) + "\n"));
   return absl::OkStatus();
 }
