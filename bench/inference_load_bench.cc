@@ -64,6 +64,7 @@
 #include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
+#include "skinlesion/common/allocator.h"
 
 ABSL_FLAG(std::string, server, "build/services/inference/skinlesion-inference", "Server binary");
 ABSL_FLAG(std::string, archs, "resnet50,vit_b_16", "Architectures");
@@ -234,6 +235,8 @@ double RawImagesPerSecond(skinlesion::models::Classifier& model, int batch, int 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The raw forward runs with the allocator settings the server has.
+  const skinlesion::AllocatorTuning& allocator = skinlesion::TuneAllocatorForTensors();
   absl::ParseCommandLine(argc, argv);
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);  // Also inherited by the server.
   const int size = absl::GetFlag(FLAGS_size);
@@ -384,6 +387,7 @@ int main(int argc, char** argv) {
               "(before and after the server phase) at the batch size the batcher formed.\n",
               threads, size, absl::GetFlag(FLAGS_max_batch_size), absl::GetFlag(FLAGS_max_queue_delay_ms),
               absl::GetFlag(FLAGS_decode_in_worker) ? "true" : "false", absl::GetFlag(FLAGS_raw_iters));
+  std::printf("Memory (server and raw forward): %s.\n", allocator.description.c_str());
   std::error_code ec;
   std::filesystem::remove_all(tmp, ec);
   return 0;

@@ -75,6 +75,7 @@
 #include "skinlesion/common/precision.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/numerics.h"
+#include "skinlesion/common/allocator.h"
 
 ABSL_FLAG(std::string, archs, "resnet18,resnet50,efficientnet_b0,vit_b_16",
           "Comma-separated architectures (models::ListArchitectures names)");
@@ -538,6 +539,9 @@ std::string Ips(int64_t batch, double ms) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As the CLI and the services run (skinlesion/common/allocator.h); the Python side
+  // is a separate process with glibc's defaults, as its users run it.
+  const skinlesion::AllocatorTuning& allocator = skinlesion::TuneAllocatorForTensors();
   absl::ParseCommandLine(argc, argv);
   signal(SIGPIPE, SIG_IGN);
   const int threads = absl::GetFlag(FLAGS_threads);
@@ -647,5 +651,6 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_eval) ? "Eval-mode forward (inference mode)" : "Training step (fwd + bwd + AdamW)",
       threads, wait_policy != nullptr ? wait_policy : "(unset)",
       channels_last ? "channels-last" : "contiguous (NCHW)", iters, warmup);
+  std::printf("Memory, C++ side: %s; Python side: glibc's defaults.\n", allocator.description.c_str());
   return failures == 0 ? 0 : 1;
 }

@@ -49,6 +49,7 @@
 #include "skinlesion/image/grid.h"
 #include "tools/jobs_command.h"
 #include "tools/ml_commands.h"
+#include "skinlesion/common/allocator.h"
 
 ABSL_FLAG(std::string, data, "",
           "Data folder: HAM10000's Kaggle layout (HAM10000_metadata.csv, HAM10000_images_part_1/, "
@@ -502,6 +503,8 @@ std::vector<std::string> ToolFlagsGiven(const std::vector<char*>& args) {
 }  // namespace skinlesion
 
 int main(int argc, char** argv) {
+  // Before any tensor exists (skinlesion/common/allocator.h).
+  skinlesion::TuneAllocatorForTensors();
   absl::SetProgramUsageMessage(skinlesion::UsageText());
   if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(stderr, "%s\n", skinlesion::UsageText().c_str());

@@ -34,6 +34,7 @@
 #include "skinlesion/serving/telemetry.h"
 #include "skinlesion/serving/torch_instance.h"
 #include "skinlesion/telemetry/metrics_http.h"
+#include "skinlesion/common/allocator.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics servers listen on");
 ABSL_FLAG(int, port, 50051, "gRPC port");
@@ -166,6 +167,7 @@ absl::Status Run(const sigset_t& signals) {
     const CpuFeatures& cpu = CpuFeaturesForThisProcess();
     SL_LOG(INFO) << "CPU " << cpu.model_name << ", flags: " << cpu.FlagList() << "; --precision "
                  << PrecisionChoiceName(precision);
+    SL_LOG(INFO) << "memory: " << TuneAllocatorForTensors().description;
   }
   SL_ASSIGN_OR_RETURN(std::unique_ptr<serving::ModelSource> source, MakeSource());
 
@@ -248,6 +250,7 @@ int main(int argc, char** argv) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     execv("/proc/self/exe", argv);  // Only returns on failure: carry on as is.
   }
+  skinlesion::TuneAllocatorForTensors();  // Before any tensor exists.
   absl::SetProgramUsageMessage(
       "skinlesion-inference (--registry DIR | --registry_target HOST:PORT | --model_dir DIR) "
       "[--model NAME] [--port 50051] [--metrics_port 9091] ...");
