@@ -108,7 +108,11 @@ class Batcher {
  private:
   void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Takes the next batch to run; false when the worker should exit.
-  bool NextBatch(std::vector<PendingRequest>& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `free_since`: when the calling worker finished its previous batch (InfinitePast
+  // for its first); the wait for company counts from then for requests that queued
+  // while it was busy.
+  bool NextBatch(std::vector<PendingRequest>& batch, absl::Time free_since)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // While a batch fills: decodes the oldest queued image nobody has started; false
   // when there is none (mu_ released while decoding).
   bool DecodeAhead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

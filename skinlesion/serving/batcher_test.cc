@@ -127,6 +127,41 @@ TEST_F(BatcherTest, RequestsArrivingTogetherShareABatch) {
   EXPECT_EQ(results[7]->queue_ms, 30.0);
 }
 
+// A request that queued while a batch ran has waited for the worker, not for
+// company: when the batch ends it still gets the delay for the clients just answered
+// to send again (closed-loop traffic), instead of running alone at once.
+TEST_F(BatcherTest, ARequestQueuedDuringABatchWaitsForTheNextClientsFromItsEnd) {
+  Start();
+  fake_.Close();
+  for (int i = 0; i < 4; ++i) Enqueue();  // Full: runs at once, held by the gate.
+  ASSERT_TRUE(fake_.WaitRuns(1));
+  Enqueue();                               // Queues while the batch runs...
+  clock_.Advance(absl::Milliseconds(50));  // ...for longer than the delay.
+  fake_.Open();
+  WaitResults(4);
+  ASSERT_TRUE(clock_.AwaitTimedWaiters(1)) << "the straggler ran without waiting for company";
+  for (int i = 0; i < 3; ++i) Enqueue();  // The answered clients come back: a full batch.
+  std::vector<Result> results = WaitResults(8);
+  EXPECT_EQ(fake_.batch_sizes(), (std::vector<int>{4, 4}));
+  EXPECT_EQ(results[4]->queue_ms, 50.0);
+
+  // Nobody comes: the straggler runs the delay after the batch ended, not before.
+  fake_.Close();
+  for (int i = 0; i < 4; ++i) Enqueue();
+  ASSERT_TRUE(fake_.WaitRuns(3));
+  Enqueue();
+  clock_.Advance(absl::Milliseconds(50));
+  fake_.Open();
+  WaitResults(12);
+  ASSERT_TRUE(clock_.AwaitTimedWaiters(1));
+  clock_.Advance(absl::Milliseconds(29));
+  EXPECT_EQ(ResultCount(), 12u);
+  clock_.Advance(absl::Milliseconds(1));
+  results = WaitResults(13);
+  EXPECT_EQ(fake_.batch_sizes(), (std::vector<int>{4, 4, 4, 1}));
+  EXPECT_EQ(results[12]->queue_ms, 80.0);
+}
+
 // Sequential traffic: after skip_delay_after_lone_arrivals arrivals that found the
 // batcher idle, a lone request waits a tenth of the delay; grouped requests never do.
 TEST_F(BatcherTest, ALoneRequestIsNotHeldForTheFullDelay) {

@@ -138,7 +138,9 @@ struct ServedModelOptions {
 
 struct BatchingOptions {
   int max_batch_size = 8;
-  absl::Duration max_queue_delay = absl::Milliseconds(5);  // From the oldest waiting request.
+  // How long the oldest waiting request may wait for company: from its arrival, or
+  // from the end of the worker's previous batch if it arrived while that ran.
+  absl::Duration max_queue_delay = absl::Milliseconds(5);
   int max_queue_size = 256;                                // Beyond: ResourceExhausted.
   int instances = 1;  // Threads running batches (each calls Run()).
   // Where encoded images are decoded and preprocessed. true: by the batch worker,
