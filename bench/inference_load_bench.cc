@@ -33,11 +33,11 @@
 // "RESULT concurrency=... rps=... p50_ms=..." line per concurrency
 // (bench/gateway_bench.sh).
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -58,13 +58,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/gemm_peak.h"
+#include "skinlesion/common/allocator.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/numerics.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/v1/classification.grpc.pb.h"
-#include "skinlesion/common/allocator.h"
 
 ABSL_FLAG(std::string, server, "build/services/inference/skinlesion-inference", "Server binary");
 ABSL_FLAG(std::string, archs, "resnet50,vit_b_16", "Architectures");

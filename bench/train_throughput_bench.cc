@@ -72,10 +72,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/gemm_peak.h"
+#include "skinlesion/common/allocator.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/numerics.h"
-#include "skinlesion/common/allocator.h"
 
 ABSL_FLAG(std::string, archs, "resnet18,resnet50,efficientnet_b0,vit_b_16",
           "Comma-separated architectures (models::ListArchitectures names)");
@@ -651,6 +651,7 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_eval) ? "Eval-mode forward (inference mode)" : "Training step (fwd + bwd + AdamW)",
       threads, wait_policy != nullptr ? wait_policy : "(unset)",
       channels_last ? "channels-last" : "contiguous (NCHW)", iters, warmup);
-  std::printf("Memory, C++ side: %s; Python side: glibc's defaults.\n", allocator.description.c_str());
+  std::printf("Memory, C++ side: %s; Python side: glibc's defaults.\n",
+              allocator.description.c_str());
   return failures == 0 ? 0 : 1;
 }

@@ -29,16 +29,17 @@
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/reflection.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "skinlesion/common/allocator.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/status.h"
@@ -49,7 +50,6 @@
 #include "skinlesion/image/grid.h"
 #include "tools/jobs_command.h"
 #include "tools/ml_commands.h"
-#include "skinlesion/common/allocator.h"
 
 ABSL_FLAG(std::string, data, "",
           "Data folder: HAM10000's Kaggle layout (HAM10000_metadata.csv, HAM10000_images_part_1/, "

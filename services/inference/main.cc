@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "prometheus/registry.h"
+#include "skinlesion/common/allocator.h"
 #include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/precision.h"
@@ -34,7 +35,6 @@
 #include "skinlesion/serving/telemetry.h"
 #include "skinlesion/serving/torch_instance.h"
 #include "skinlesion/telemetry/metrics_http.h"
-#include "skinlesion/common/allocator.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics servers listen on");
 ABSL_FLAG(int, port, 50051, "gRPC port");

@@ -27,18 +27,21 @@ AllocatorTuning Tune() {
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if ((tunables != nullptr && absl::StrContains(tunables, "glibc.malloc.")) ||
       EnvSet("MALLOC_MMAP_THRESHOLD_") || EnvSet("MALLOC_TRIM_THRESHOLD_")) {
-    t.description = "malloc tuned by the environment (GLIBC_TUNABLES / MALLOC_*_THRESHOLD_); left as set";
+    t.description =
+        "malloc tuned by the environment (GLIBC_TUNABLES / MALLOC_*_THRESHOLD_); left as set";
     return t;
   }
 #if defined(__GLIBC__)
   const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(kTensorMmapThreshold)) == 1;
   const bool trim_ok = mallopt(M_TRIM_THRESHOLD, static_cast<int>(kTensorTrimThreshold)) == 1;
   t.applied = mmap_ok && trim_ok;
-  t.description = t.applied ? absl::StrCat("glibc malloc: blocks up to ", kTensorMmapThreshold >> 20,
-                                           " MiB from the heap, up to ", kTensorTrimThreshold >> 20,
-                                           " MiB of free memory kept (tensor memory is reused, not faulted in again)")
-                            : absl::StrCat("glibc malloc refused the thresholds (mmap ", mmap_ok ? "ok" : "refused",
-                                           ", trim ", trim_ok ? "ok" : "refused", ")");
+  t.description =
+      t.applied
+          ? absl::StrCat("glibc malloc: blocks up to ", kTensorMmapThreshold >> 20,
+                         " MiB from the heap, up to ", kTensorTrimThreshold >> 20,
+                         " MiB of free memory kept (tensor memory is reused, not faulted in again)")
+          : absl::StrCat("glibc malloc refused the thresholds (mmap ", mmap_ok ? "ok" : "refused",
+                         ", trim ", trim_ok ? "ok" : "refused", ")");
 #else
   t.description = "not glibc: malloc defaults kept";
 #endif
