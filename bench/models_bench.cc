@@ -39,6 +39,7 @@
 #include "skinlesion/common/precision.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/numerics.h"
+#include "skinlesion/common/allocator.h"
 
 namespace {
 
@@ -110,6 +111,8 @@ int main(int argc, char** argv) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     execv("/proc/self/exe", argv);
   }
+  // As the CLI and the services run; the Python child keeps glibc's defaults.
+  skinlesion::TuneAllocatorForTensors();
   const int threads = std::stoi(Flag(argc, argv, "threads", "2"));
   const int iters = std::stoi(Flag(argc, argv, "iters", "5"));
   const int warmup = std::stoi(Flag(argc, argv, "warmup", "1"));
