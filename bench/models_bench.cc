@@ -36,10 +36,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/gemm_peak.h"
+#include "skinlesion/common/allocator.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/numerics.h"
-#include "skinlesion/common/allocator.h"
 
 namespace {
 
