@@ -1,8 +1,7 @@
 // `skinlesion doctor`: what this machine offers skinlesion, and what to fix.
-#include <torch/torch.h>
-
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
+#include <torch/torch.h>
 #include <torch/version.h>
 
 #include <algorithm>
@@ -23,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "opencv2/core/version.hpp"
+#include "skinlesion/common/allocator.h"
 #include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/precision.h"
 #include "tools/ml_commands.h"
@@ -89,6 +89,15 @@ absl::Status RunDoctor(int threads) {
     warnings.push_back(absl::StrCat(
         "LibTorch defaults to 1 intra-op thread on this machine: pass --threads (the CLI's "
         "default is 2), SKINLESION_INFERENCE_THREADS to the cluster, or set OMP_NUM_THREADS"));
+  }
+  const AllocatorTuning& memory =
+      TuneAllocatorForTensors();  // main() already did; the same answer.
+  row("memory", memory.description);
+  if (!memory.applied) {
+    warnings.push_back(absl::StrCat("tensor memory is returned to the kernel after each pass (",
+                                    memory.description,
+                                    "): large batches fault their pages in again every time "
+                                    "(skinlesion/common/allocator.h)"));
   }
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   row("OMP_WAIT_POLICY", wait_policy != nullptr ? wait_policy : "(unset: OpenMP threads spin)");
