@@ -1145,25 +1145,28 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
   for (size_t i = 0; i < labels.size(); ++i) {
     const auto& a = runs[0].probs[i];
     const auto& b = runs[1].probs[i];
-    agree_top += std::max_element(a.begin(), a.end()) - a.begin() ==
-                 std::max_element(b.begin(), b.end()) - b.begin();
+    agree_top += Decide(a, DecisionRule{}) == Decide(b, DecisionRule{});
     const int answer_a = Decide(a, spec.decision), answer_b = Decide(b, spec.decision);
     agree += answer_a == answer_b;
     for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
     if (answer_a != answer_b) {
+      const std::string& code_a = spec.classes.at(answer_a).code;
+      const std::string& code_b = spec.classes.at(answer_b).code;
       flips.push_back({{"image", samples[i].image_id},
                        {"label", spec.classes.at(labels[i]).code},
-                       {"fp32", spec.classes.at(answer_a).code},
-                       {"bf16", spec.classes.at(answer_b).code},
-                       {"fp32_probability",
-                        {{spec.classes.at(answer_a).code, a[answer_a]},
-                         {spec.classes.at(answer_b).code, a[answer_b]}}},
-                       {"bf16_probability",
-                        {{spec.classes.at(answer_a).code, b[answer_a]},
-                         {spec.classes.at(answer_b).code, b[answer_b]}}}});
+                       {"fp32", code_a},
+                       {"bf16", code_b},
+                       {"fp32_probability", {{code_a, a[answer_a]}, {code_b, a[answer_b]}}},
+                       {"bf16_probability", {{code_a, b[answer_a]}, {code_b, b[answer_b]}}}});
     }
   }
   const double agreement = static_cast<double>(agree) / labels.size();
+  const auto run_json = [](const Run& r) {
+    return nlohmann::json{{"numerics", r.numerics},
+                          {"seconds", r.seconds},
+                          {"balanced_accuracy", r.balanced_accuracy},
+                          {"melanoma_recall", r.melanoma_recall}};
+  };
   const nlohmann::json summary = {
       {"model", cmd.model_dir},
       {"architecture", spec.architecture},
@@ -1171,16 +1174,8 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
       {"partition", cmd.partition},
       {"split_digest", split.Digest()},
       {"cpu", {{"model", cpu.model_name}, {"flags", cpu.FlagList()}}},
-      {"fp32",
-       {{"numerics", runs[0].numerics},
-        {"seconds", runs[0].seconds},
-        {"balanced_accuracy", runs[0].balanced_accuracy},
-        {"melanoma_recall", runs[0].melanoma_recall}}},
-      {"bf16",
-       {{"numerics", runs[1].numerics},
-        {"seconds", runs[1].seconds},
-        {"balanced_accuracy", runs[1].balanced_accuracy},
-        {"melanoma_recall", runs[1].melanoma_recall}}},
+      {"fp32", run_json(runs[0])},
+      {"bf16", run_json(runs[1])},
       {"top1_agreement", agreement},
       {"most_probable_agreement", static_cast<double>(agree_top) / labels.size()},
       {"answer", spec.decision.Adjusted()
