@@ -26,22 +26,27 @@ AllocatorTuning Tune() {
   }
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if ((tunables != nullptr && absl::StrContains(tunables, "glibc.malloc.")) ||
-      EnvSet("MALLOC_MMAP_THRESHOLD_") || EnvSet("MALLOC_TRIM_THRESHOLD_")) {
+      EnvSet("MALLOC_MMAP_THRESHOLD_") || EnvSet("MALLOC_TRIM_THRESHOLD_") ||
+      EnvSet("MALLOC_ARENA_MAX")) {
     t.description =
-        "malloc tuned by the environment (GLIBC_TUNABLES / MALLOC_*_THRESHOLD_); left as set";
+        "malloc tuned by the environment (GLIBC_TUNABLES / MALLOC_*_THRESHOLD_ / "
+        "MALLOC_ARENA_MAX); left as set";
     return t;
   }
 #if defined(__GLIBC__)
   const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(kTensorMmapThreshold)) == 1;
   const bool trim_ok = mallopt(M_TRIM_THRESHOLD, static_cast<int>(kTensorTrimThreshold)) == 1;
-  t.applied = mmap_ok && trim_ok;
+  const bool arena_ok = mallopt(M_ARENA_MAX, kTensorArenas) == 1;
+  t.applied = mmap_ok && trim_ok && arena_ok;
   t.description =
       t.applied
           ? absl::StrCat("glibc malloc: blocks up to ", kTensorMmapThreshold >> 20,
                          " MiB from the heap, up to ", kTensorTrimThreshold >> 20,
-                         " MiB of free memory kept (tensor memory is reused, not faulted in again)")
-          : absl::StrCat("glibc malloc refused the thresholds (mmap ", mmap_ok ? "ok" : "refused",
-                         ", trim ", trim_ok ? "ok" : "refused", ")");
+                         " MiB of free memory kept, one arena for all threads (tensor memory is "
+                         "reused, not faulted in again)")
+          : absl::StrCat("glibc malloc refused the settings (mmap ", mmap_ok ? "ok" : "refused",
+                         ", trim ", trim_ok ? "ok" : "refused", ", arenas ",
+                         arena_ok ? "ok" : "refused", ")");
 #else
   t.description = "not glibc: malloc defaults kept";
 #endif

@@ -2,8 +2,11 @@
 // and the first call of TuneAllocatorForTensors() decides for the whole process.
 #include "skinlesion/common/allocator.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <thread>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -35,6 +38,28 @@ BlockFate AllocateAndFree() {
   return fate;
 }
 
+// Arenas malloc has handed out (malloc_info's <heap nr="..."> entries) after another
+// thread has allocated a large block and freed it.
+int ArenasAfterAThreadAllocates() {
+  std::thread([] {
+    char* volatile p = static_cast<char*>(std::malloc(kBlock));
+    std::memset(p, 1, kBlock);
+    std::free(p);
+  }).join();
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* f = open_memstream(&text, &size);
+  malloc_info(0, f);
+  std::fclose(f);
+  int arenas = 0;
+  for (std::string::size_type at = 0;
+       (at = std::string(text, size).find("<heap nr=", at)) != std::string::npos; ++at) {
+    ++arenas;
+  }
+  std::free(text);
+  return arenas;
+}
+
 TEST(AllocatorTest, LargeBlocksComeFromTheHeapAndStayAfterFree) {
   EXPECT_EXIT(
       {
@@ -45,6 +70,27 @@ TEST(AllocatorTest, LargeBlocksComeFromTheHeapAndStayAfterFree) {
         const bool ok = t.applied && fate.mmapped == 0 && fate.kept_after_free >= kBlock &&
                         &TuneAllocatorForTensors() == &t;
         std::exit(ok ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// Threads allocate from the main heap, where the trim threshold keeps freed memory;
+// with glibc's defaults the thread gets an arena of its own.
+TEST(AllocatorTest, ThreadsShareOneArena) {
+  EXPECT_EXIT(
+      {
+        unsetenv("SKINLESION_MALLOC_DEFAULTS");
+        unsetenv("GLIBC_TUNABLES");
+        unsetenv("MALLOC_ARENA_MAX");
+        const bool applied = TuneAllocatorForTensors().applied;
+        std::exit(applied && ArenasAfterAThreadAllocates() == 1 ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(
+      {
+        setenv("SKINLESION_MALLOC_DEFAULTS", "1", 1);
+        TuneAllocatorForTensors();
+        std::exit(ArenasAfterAThreadAllocates() >= 2 ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "");
 }
@@ -78,6 +124,15 @@ TEST(AllocatorTest, TheEnvironmentCanKeepTheDefaults) {
         setenv("MALLOC_TRIM_THRESHOLD_", "4096", 1);
         const AllocatorTuning& t = TuneAllocatorForTensors();
         std::exit(!t.applied && t.description.find("environment") != std::string::npos ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(
+      {
+        unsetenv("SKINLESION_MALLOC_DEFAULTS");
+        setenv("MALLOC_ARENA_MAX", "4", 1);
+        const AllocatorTuning& t = TuneAllocatorForTensors();
+        std::exit(!t.applied && t.description.find("MALLOC_ARENA_MAX") != std::string::npos ? 0
+                                                                                            : 1);
       },
       ::testing::ExitedWithCode(0), "");
 }
