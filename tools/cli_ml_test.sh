@@ -155,6 +155,10 @@ assert len(r["flips"]) == round((1 - r["top1_agreement"]) * n), r
 assert 0 <= r["most_probable_agreement"] <= 1 and 0 <= r["max_probability_difference"] < 0.2, r
 tau = m["decision"]["tau"]
 assert r["answer"] == ("most probable class" if tau == 0 else "prior-adjusted decision rule, tau %.2f" % tau), r
+plain = {p: r[p]["most_probable_balanced_accuracy"] for p in ("fp32", "bf16")}
+assert abs(r["most_probable_balanced_accuracy_difference"] - (plain["bf16"] - plain["fp32"])) < 1e-12, r
+for p in ("fp32", "bf16"):
+    assert 0 <= plain[p] <= 1 and (tau != 0 or plain[p] == r[p]["balanced_accuracy"]), r
 for f in r["flips"]:
     assert f["fp32"] != f["bf16"] and set(f["fp32_probability"]) == {f["fp32"], f["bf16"]}, f
 PY
