@@ -1111,7 +1111,8 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
     double seconds = 0;
     std::vector<eval::Probs> probs;
     double balanced_accuracy = 0, melanoma_recall = 0;
-    double most_probable_balanced_accuracy = 0;  // Plain top-1, whatever the model's rule.
+    std::vector<int> most_probable;  // Plain top-1 per image, whatever the model's rule.
+    double most_probable_balanced_accuracy = 0;
   };
   std::vector<int> labels;
   std::vector<Run> runs;
@@ -1132,9 +1133,6 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
                         eval::ComputeMetrics(pred.labels, run.probs, spec.classes, spec.decision));
     run.balanced_accuracy = m.balanced_accuracy;
     run.melanoma_recall = m.melanoma.has_value() ? m.per_class[*m.melanoma].recall : 0.0;
-    SL_ASSIGN_OR_RETURN(const eval::Metrics plain,
-                        eval::ComputeMetrics(pred.labels, run.probs, spec.classes, DecisionRule{}));
-    run.most_probable_balanced_accuracy = plain.balanced_accuracy;
     labels = pred.labels;
     std::printf("%s: %zu images in %.1f s, balanced accuracy %.4f\n", run.numerics.c_str(), samples.size(),
                 run.seconds, run.balanced_accuracy);
@@ -1149,7 +1147,9 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
   for (size_t i = 0; i < labels.size(); ++i) {
     const auto& a = runs[0].probs[i];
     const auto& b = runs[1].probs[i];
-    agree_top += Decide(a, DecisionRule{}) == Decide(b, DecisionRule{});
+    runs[0].most_probable.push_back(Decide(a, DecisionRule{}));
+    runs[1].most_probable.push_back(Decide(b, DecisionRule{}));
+    agree_top += runs[0].most_probable.back() == runs[1].most_probable.back();
     const int answer_a = Decide(a, spec.decision), answer_b = Decide(b, spec.decision);
     agree += answer_a == answer_b;
     for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
@@ -1165,6 +1165,10 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
     }
   }
   const double agreement = static_cast<double>(agree) / labels.size();
+  for (Run& r : runs) {
+    r.most_probable_balanced_accuracy =
+        BalancedAccuracy(labels, r.most_probable, static_cast<int>(spec.classes.size()));
+  }
   const auto run_json = [](const Run& r) {
     return nlohmann::json{{"numerics", r.numerics},
                           {"seconds", r.seconds},

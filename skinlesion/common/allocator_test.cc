@@ -51,12 +51,13 @@ int ArenasAfterAThreadAllocates() {
   FILE* f = open_memstream(&text, &size);
   malloc_info(0, f);
   std::fclose(f);
+  const std::string info(text, size);
+  std::free(text);
   int arenas = 0;
-  for (std::string::size_type at = 0;
-       (at = std::string(text, size).find("<heap nr=", at)) != std::string::npos; ++at) {
+  for (size_t at = info.find("<heap nr="); at != std::string::npos;
+       at = info.find("<heap nr=", at + 1)) {
     ++arenas;
   }
-  std::free(text);
   return arenas;
 }
 
