@@ -45,6 +45,9 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("focal_gamma", c.focal_gamma);
   f("label_smoothing", c.label_smoothing);
   f("logit_adjust_tau", c.logit_adjust_tau);
+  f("mixup_alpha", c.mixup_alpha);
+  f("cutmix_alpha", c.cutmix_alpha);
+  f("mix_prob", c.mix_prob);
   f("precision", c.precision);
   f("clip_grad_norm", c.clip_grad_norm);
   f("ema_decay", c.ema_decay);
@@ -161,6 +164,9 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   if (focal_gamma < 0) p.push_back("focal_gamma must be >= 0");
   if (!(logit_adjust_tau >= 0 && logit_adjust_tau <= 10)) p.push_back("logit_adjust_tau must be in [0, 10]");
   if (label_smoothing < 0 || label_smoothing >= 1) p.push_back("label_smoothing must be in [0, 1)");
+  if (!(mixup_alpha >= 0 && mixup_alpha <= 10)) p.push_back("mixup_alpha must be in [0, 10]");
+  if (!(cutmix_alpha >= 0 && cutmix_alpha <= 10)) p.push_back("cutmix_alpha must be in [0, 10]");
+  if (!(mix_prob >= 0 && mix_prob <= 1)) p.push_back("mix_prob must be in [0, 1]");
   parse(ParseTrainPrecision(precision), choices.precision);
   if (ema_decay < 0 || ema_decay >= 1) p.push_back("ema_decay must be in [0, 1)");
   if (colour_constancy_p < 0 || colour_constancy_p > 16) p.push_back("colour_constancy_p must be in [0, 16]");

@@ -56,6 +56,11 @@ struct TrainConfig {
   double focal_gamma = 2.0;
   double label_smoothing = 0.1;
   double logit_adjust_tau = 1.0;           // loss logit_adjusted: logits + tau * log(prior)
+  // Batch mixing (skinlesion/train/mix.h): Beta(alpha, alpha) for mixup and CutMix,
+  // 0 = off; mix_prob is the share of batches mixed (with both on, half each).
+  double mixup_alpha = 0.0;
+  double cutmix_alpha = 0.0;
+  double mix_prob = 1.0;
 
   // Numerics.
   // auto: fp16 autocast on CUDA; on a CPU bf16 autocast where it has native bf16

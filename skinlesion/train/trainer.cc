@@ -25,6 +25,7 @@
 #include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/train/losses.h"
+#include "skinlesion/train/mix.h"
 #include "skinlesion/train/schedule.h"
 
 namespace skinlesion::train {
@@ -517,6 +518,7 @@ class Trainer {
   int64_t steps_per_epoch_ = 0;
   std::vector<int> labels_;  // Of the training samples.
   LossOptions loss_options_;
+  MixOptions mix_options_;
   ScheduleOptions schedule_;
   bool cuda_ = false, fp16_ = false, bf16_ = false, channels_last_ = false;
   LossScaler scaler_;
@@ -628,6 +630,8 @@ void Trainer::SetUpLoss() {
     const auto w = data::ClassWeights(labels_, choices_.class_weighting, num_classes_);
     loss_options_.class_weights.assign(w.begin(), w.end());
   }
+  mix_options_ = {
+      .mixup_alpha = c_.mixup_alpha, .cutmix_alpha = c_.cutmix_alpha, .prob = c_.mix_prob};
 }
 
 void Trainer::SetUpNumerics() {
@@ -710,13 +714,17 @@ absl::StatusOr<double> Trainer::Step(const data::Batch& batch, int epoch, int64_
   torch::Tensor y = batch.labels.to(device_, /*non_blocking=*/true);
   torch::Tensor loss;
   try {
+    // Mixup / CutMix draws depend on the run seed, the step and the rank only.
+    Rng mix_rng(DeriveSeed({c_.seed, 0x6D6978 /* "mix" */, static_cast<uint64_t>(epoch),
+                            static_cast<uint64_t>(step), static_cast<uint64_t>(rank_)}));
+    const MixedBatch mixed = MixBatch(x, y, mix_options_, mix_rng);
     torch::Tensor logits;
     {
       AutocastGuard autocast(cuda_, fp16_, bf16_);
       // The loss in fp32 whatever the autocast dtype of the head.
-      logits = model_->forward(x).to(torch::kFloat32);
+      logits = model_->forward(mixed.images).to(torch::kFloat32);
     }
-    loss = ComputeLoss(logits, y, loss_options_);
+    loss = MixedLoss(logits, y, mixed, loss_options_);
     torch::Tensor scaled = loss / c_.grad_accum;
     if (fp16_) scaled = scaled * scaler_.scale();
     scaled.backward();

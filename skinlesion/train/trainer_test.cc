@@ -149,6 +149,9 @@ TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
   TrainConfig c = TinyConfig();
   c.epochs = 4;
   c.ema_decay = 0.9;
+  // Batch mixing too: its draws must depend on the seed, epoch and step only.
+  c.mixup_alpha = 0.4;
+  c.cutmix_alpha = 1.0;
   TempDir full_dir, split_dir;
   auto full = Train(c, samples, samples, Context(full_dir.path()));
   ASSERT_TRUE(full.ok()) << full.status();
@@ -275,14 +278,40 @@ TEST(TrainerTest, TheDatasLabelSetSizesTheModel) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside the 3 classes")));
 }
 
+// Mixup / CutMix change the updates (mix_prob 0 does not), and a mixed run repeats.
+TEST(TrainerTest, BatchMixingTrainsOnMixedBatchesReproducibly) {
+  const auto samples = FixtureSamples();
+  TrainConfig plain = TinyConfig();
+  plain.epochs = 2;
+  TrainConfig mixed = plain;
+  mixed.cutmix_alpha = 1.0;
+  mixed.mixup_alpha = 0.4;
+  TrainConfig never = mixed;
+  never.mix_prob = 0;
+  TempDir a, b, c, d;
+  auto rp = Train(plain, samples, samples, Context(a.path()));
+  auto rm = Train(mixed, samples, samples, Context(b.path()));
+  auto rm2 = Train(mixed, samples, samples, Context(c.path()));
+  auto rn = Train(never, samples, samples, Context(d.path()));
+  ASSERT_TRUE(rp.ok() && rm.ok() && rm2.ok() && rn.ok());
+  ExpectIdentical(Weights(*rp->model), Weights(*rn->model));
+  ExpectIdentical(Weights(*rm->model), Weights(*rm2->model));
+  EXPECT_FALSE(torch::equal(Weights(*rp->model)[0], Weights(*rm->model)[0]));
+}
+
 TEST(TrainerTest, InvalidConfigListsEveryProblem) {
   TrainConfig c = TinyConfig();
   c.epochs = 0;
   c.optimizer = "adam";
   c.loss = "mse";
-  EXPECT_THAT(c.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
-                                     AllOf(HasSubstr("epochs must be >= 1"), HasSubstr("unknown optimizer 'adam'"),
-                                           HasSubstr("unknown loss 'mse'"))));
+  c.cutmix_alpha = -1;
+  c.mix_prob = 2;
+  EXPECT_THAT(
+      c.Validate(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("epochs must be >= 1"), HasSubstr("unknown optimizer 'adam'"),
+                     HasSubstr("unknown loss 'mse'"), HasSubstr("cutmix_alpha must be in [0, 10]"),
+                     HasSubstr("mix_prob must be in [0, 1]"))));
   EXPECT_THAT(TrainConfig::FromJson({{"epochs", "ten"}, {"lrr", 1}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("'epochs' has the wrong type"), HasSubstr("unknown key 'lrr'"))));
