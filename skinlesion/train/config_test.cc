@@ -1,5 +1,8 @@
 #include "skinlesion/train/config.h"
 
+#include <filesystem>
+#include <fstream>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "skinlesion/testing/testing.h"
@@ -63,6 +66,23 @@ TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
                                 HasSubstr("unknown precision 'int8' (expected auto, fp32, bf16, fp16)"),
                                 HasSubstr("epochs must be >= 1"))));
   EXPECT_EQ(c.Choices().status(), s);
+}
+
+// The recipes committed under configs/ (the bundled model's among them) stay valid
+// as keys are added or renamed.
+TEST(TrainConfigTest, EveryCommittedRecipeIsValid) {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(testing::SourcePath("configs"))) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(j.is_discarded()) << entry.path();
+    const auto c = TrainConfig::FromJson(j);
+    ASSERT_TRUE(c.ok()) << entry.path() << ": " << c.status();
+    EXPECT_TRUE(c->Validate().ok()) << entry.path() << ": " << c->Validate();
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
 }
 
 }  // namespace
