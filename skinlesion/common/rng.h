@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
+#include <vector>
 
 namespace skinlesion {
 
@@ -48,6 +50,13 @@ class Rng {
  private:
   uint64_t s_[4];
 };
+
+// Fisher-Yates shuffle in place: one UniformInt draw per position from the back, so a
+// given Rng state always gives the same order (the shuffle sampler, batch mixing).
+template <typename T>
+void Shuffle(std::vector<T>& values, Rng& rng) {
+  for (size_t i = values.size(); i > 1; --i) std::swap(values[i - 1], values[rng.UniformInt(i)]);
+}
 
 }  // namespace skinlesion
 

@@ -27,9 +27,7 @@ std::vector<int64_t> ShuffleSampler::EpochIndices(int64_t epoch) const {
   std::vector<int64_t> indices(n_);
   std::iota(indices.begin(), indices.end(), int64_t{0});
   Rng rng(DeriveSeed({seed_, static_cast<uint64_t>(epoch)}));
-  for (int64_t i = n_; i > 1; --i) {
-    std::swap(indices[i - 1], indices[rng.UniformInt(static_cast<uint64_t>(i))]);
-  }
+  Shuffle(indices, rng);
   return indices;
 }
 

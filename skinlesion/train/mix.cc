@@ -35,7 +35,7 @@ double SampleGamma(double shape, Rng& rng) {
 torch::Tensor Permutation(int64_t n, Rng& rng, const torch::Device& device) {
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[rng.UniformInt(i + 1)]);
+  Shuffle(order, rng);
   return torch::tensor(order, torch::kInt64).to(device);
 }
 
@@ -58,10 +58,9 @@ MixedBatch MixBatch(const at::Tensor& images, const at::Tensor& targets, const M
                   : (options.cutmix_alpha > 0 ? MixKind::kCutMix : MixKind::kMixup);
   const torch::Tensor perm = Permutation(n, rng, images.device());
   out.partner_targets = targets.index_select(0, perm);
-  const torch::Tensor partners = images.index_select(0, perm);
   if (out.kind == MixKind::kMixup) {
     out.lambda = SampleSymmetricBeta(options.mixup_alpha, rng);
-    out.images = images * out.lambda + partners * (1.0 - out.lambda);
+    out.images = images * out.lambda + images.index_select(0, perm) * (1.0 - out.lambda);
     return out;
   }
   // CutMix: a box of area (1 - lambda) H W centred uniformly, clipped to the image;
@@ -78,7 +77,8 @@ MixedBatch MixBatch(const at::Tensor& images, const at::Tensor& targets, const M
                 x1 = std::clamp<int64_t>(cx + (cw - cw / 2), 0, w);
   out.images = images.clone();
   if (y1 > y0 && x1 > x0) {
-    out.images.slice(2, y0, y1).slice(3, x0, x1).copy_(partners.slice(2, y0, y1).slice(3, x0, x1));
+    // Only the box of the partners is gathered, not whole images.
+    out.images.slice(2, y0, y1).slice(3, x0, x1).copy_(images.slice(2, y0, y1).slice(3, x0, x1).index_select(0, perm));
   }
   out.lambda = 1.0 - static_cast<double>((y1 - y0) * (x1 - x0)) / static_cast<double>(h * w);
   return out;
