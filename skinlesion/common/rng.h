@@ -7,6 +7,7 @@
 #ifndef SKINLESION_COMMON_RNG_H_
 #define SKINLESION_COMMON_RNG_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <utility>
@@ -55,7 +56,7 @@ class Rng {
 // given Rng state always gives the same order (the shuffle sampler, batch mixing).
 template <typename T>
 void Shuffle(std::vector<T>& values, Rng& rng) {
-  for (size_t i = values.size(); i > 1; --i) std::swap(values[i - 1], values[rng.UniformInt(i)]);
+  for (std::size_t i = values.size(); i > 1; --i) std::swap(values[i - 1], values[rng.UniformInt(i)]);
 }
 
 }  // namespace skinlesion
