@@ -305,11 +305,32 @@ if "$CLI" cv "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/cv4" --device cpu
   echo "cv accepted a holdout split"; exit 1
 fi
 grep -q "needs a k-fold split" "$OUT/cv4_err.txt"
-# The Python reference runs the same round of the same split (and colour constancy).
-/usr/bin/python3 - "$OUT/ref_config.json" <<'PY'
+# The Python reference runs the same round of the same split (and colour constancy and
+# batch mixing), knows every key of the C++ training config, and mixes batches with the
+# draws mix_test pins for the C++ trainer (DrawsArePinnedForThePythonReference).
+/usr/bin/python3 - "$OUT/ref_config.json" "$OUT/cv/fold1/config.json" "$(dirname "$0")/../bench/reference" <<'PY'
 import json, sys
 json.dump({"architecture": "resnet18", "image_size": 32, "epochs": 1, "frozen_epochs": 0, "batch_size": 4,
-           "num_workers": 0, "threads": 1, "colour_constancy_p": 6, "progress_interval_s": 0}, open(sys.argv[1], "w"))
+           "num_workers": 0, "threads": 1, "colour_constancy_p": 6, "progress_interval_s": 0,
+           "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.5}, open(sys.argv[1], "w"))
+sys.path.insert(0, sys.argv[3])
+import torch
+import train_reference as ref
+cpp_keys = set(json.load(open(sys.argv[2])))
+assert cpp_keys == set(ref.DEFAULTS), (cpp_keys ^ set(ref.DEFAULTS))
+x = torch.arange(1, 9, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 3, 20, 30).contiguous()
+y = torch.arange(8)
+c = {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.5}
+def mix(step):
+    return ref.mix_batch(x, y, c, ref.Rng(ref.derive_seed(42, ref.MIX_SEED_TAG, 0, step, 0)))
+out, partner, lam = mix(0)  # CutMix
+assert partner.tolist() == [4, 5, 7, 0, 1, 3, 6, 2] and lam == 0.525, (partner, lam)
+box = (out[0, 0] != 1).nonzero()
+assert box.amin(0).tolist() == [0, 11] and box.amax(0).tolist() == [14, 29], box
+assert mix(2)[1] is None
+out, partner, lam = mix(3)  # mixup
+assert partner.tolist() == [6, 2, 1, 7, 4, 3, 0, 5] and lam == 0.0004579783919513169, (partner, lam)
+assert torch.allclose(out[0], x[0] * lam + x[6] * (1 - lam))
 PY
 REF=(/usr/bin/python3 "$(dirname "$0")/../bench/reference/train_reference.py" --config "$OUT/ref_config.json"
      --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" --split "$OUT/kfold.csv")

@@ -44,6 +44,11 @@ The recipe, step by step as in trainer.cc:
   * loss: cross-entropy with label_smoothing; weighted_ce uses data::ClassWeights of
     the train labels (inverse or sqrt, normalised to mean 1 over samples) unless the
     sampler is "balanced"; focal as losses.cc.
+  * mixup / CutMix (mixup_alpha, cutmix_alpha, mix_prob) as train/mix.cc, with the same
+    draws in the same order: Rng(DeriveSeed({seed, 0x6D6978, epoch, step, 0})) decides
+    whether and how the batch is mixed, the partners (Shuffle), lambda ~ Beta(alpha,
+    alpha) (Marsaglia-Tsang gammas) and CutMix's box; the loss is lambda * loss(labels) +
+    (1 - lambda) * loss(partners' labels).
   * gradient accumulation (grad_accum), clip_grad_norm_ over the trainable
     parameters, optional EMA, early stopping on `monitor` with `patience` (phase 2).
   * sampler: ShuffleSampler / ClassBalancedSampler ported bit-exactly (xoshiro256**
@@ -123,7 +128,10 @@ DEFAULTS = {
     "gamma": 0.1, "loss": "weighted_ce", "focal_gamma": 2.0, "label_smoothing": 0.1, "logit_adjust_tau": 1.0,
     "precision": "auto", "clip_grad_norm": 1.0, "ema_decay": 0.0, "target_sensitivity": 0.9,
     "monitor": "balanced_accuracy", "patience": 8, "seed": 42, "progress_interval_s": 10.0,
-    "colour_constancy_p": 0,
+    "colour_constancy_p": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
+    # Read and ignored: what train fits after training (the referral rule's classes, the
+    # balanced-accuracy decision rule). The reference reports the plain rule at T = 1.
+    "malignant_classes": "", "balanced_decision": True,
 }
 
 
@@ -160,6 +168,11 @@ def load_config(path):
         p.append(f"unknown schedule '{c['schedule']}'")
     if c["loss"] not in ("ce", "weighted_ce", "focal", "logit_adjusted"):
         p.append(f"unknown loss '{c['loss']}'")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if not 0 <= c[key] <= 10:
+            p.append(f"{key} must be in [0, 10]")
+    if not 0 <= c["mix_prob"] <= 1:
+        p.append("mix_prob must be in [0, 1]")
     if c["batch_size"] < 1 or c["grad_accum"] < 1 or c["threads"] < 1 or c["num_workers"] < 0:
         p.append("batch_size, grad_accum, threads must be >= 1 and num_workers >= 0")
     if c["epochs"] < 1 or not 0 <= c["frozen_epochs"] <= c["epochs"]:
@@ -226,6 +239,23 @@ class Rng:
             if r >= threshold:
                 return r % n
 
+    def bernoulli(self, p):
+        return p >= 1.0 or (p > 0.0 and self.uniform() < p)
+
+    def normal(self):
+        u1 = self.uniform()
+        while u1 <= 0.0:
+            u1 = self.uniform()
+        u2 = self.uniform()
+        return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def shuffle(values, rng):
+    """rng.h Shuffle: Fisher-Yates from the back, one uniform_int draw per position."""
+    for i in range(len(values), 1, -1):
+        j = rng.uniform_int(i)
+        values[i - 1], values[j] = values[j], values[i - 1]
+
 
 # ---------------------------------------------------------------------------
 # skinlesion/data/sampler.cc, bit-exact.
@@ -245,10 +275,7 @@ class ShuffleSampler:
 
     def epoch_indices(self, epoch):
         idx = list(range(self.n))
-        rng = Rng(derive_seed(self.seed, epoch))
-        for i in range(self.n, 1, -1):
-            j = rng.uniform_int(i)
-            idx[i - 1], idx[j] = idx[j], idx[i - 1]
+        shuffle(idx, Rng(derive_seed(self.seed, epoch)))
         return idx
 
 
@@ -948,6 +975,74 @@ def compute_loss(logits, y, c, weights, log_prior=None):
 
 
 # ---------------------------------------------------------------------------
+# skinlesion/train/mix.cc: mixup and CutMix with the same draws in the same order.
+
+MIX_SEED_TAG = 0x6D6978  # "mix", as trainer.cc
+
+
+def sample_gamma(shape, rng):
+    """Marsaglia & Tsang for shape >= 1; shape < 1 through Gamma(shape + 1) * U^(1/shape)."""
+    if shape < 1.0:
+        u = rng.uniform()
+        while u <= 0.0:
+            u = rng.uniform()
+        return sample_gamma(shape + 1.0, rng) * math.pow(u, 1.0 / shape)
+    d = shape - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        while True:
+            x = rng.normal()
+            v = 1.0 + c * x
+            if v > 0.0:
+                break
+        v = v * v * v
+        u = rng.uniform()
+        if u < 1.0 - 0.0331 * x * x * x * x:
+            return d * v
+        if u > 0.0 and math.log(u) < 0.5 * x * x + d * (1.0 - v + math.log(v)):
+            return d * v
+
+
+def sample_symmetric_beta(a, rng):
+    x = sample_gamma(a, rng)
+    y = sample_gamma(a, rng)
+    return x / (x + y) if x + y > 0 else 0.5
+
+
+def _llround(x):
+    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
+
+
+def mix_batch(x, y, c, rng):
+    """MixBatch: (images, partner labels or None, lambda)."""
+    n = x.shape[0]
+    enabled = (c["mixup_alpha"] > 0 or c["cutmix_alpha"] > 0) and c["mix_prob"] > 0
+    if not enabled or n < 2 or not rng.bernoulli(c["mix_prob"]):
+        return x, None, 1.0
+    if c["mixup_alpha"] > 0 and c["cutmix_alpha"] > 0:
+        cutmix = rng.bernoulli(0.5)
+    else:
+        cutmix = c["cutmix_alpha"] > 0
+    order = list(range(n))
+    shuffle(order, rng)
+    perm = torch.tensor(order, dtype=torch.int64)
+    partner = y.index_select(0, perm)
+    if not cutmix:
+        lam = sample_symmetric_beta(c["mixup_alpha"], rng)
+        return x * lam + x.index_select(0, perm) * (1.0 - lam), partner, lam
+    h, w = x.shape[2], x.shape[3]
+    cut = math.sqrt(1.0 - sample_symmetric_beta(c["cutmix_alpha"], rng))
+    ch, cw = _llround(h * cut), _llround(w * cut)
+    cy, cx = rng.uniform_int(h), rng.uniform_int(w)
+    y0, y1 = min(max(cy - ch // 2, 0), h), min(max(cy + (ch - ch // 2), 0), h)
+    x0, x1 = min(max(cx - cw // 2, 0), w), min(max(cx + (cw - cw // 2), 0), w)
+    out = x.clone()
+    if y1 > y0 and x1 > x0:
+        out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].index_select(0, perm)
+    return out, partner, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
+# ---------------------------------------------------------------------------
 # Metrics: skinlesion/eval/metrics.cc in numpy.
 
 def roc_auc(scores, positive):
@@ -1164,9 +1259,13 @@ def main():
             head_lr = c["lr"] * factor
             for g, s in zip(optimizer.param_groups, scales):
                 g["lr"] = c["lr"] * s * factor
+            mix_rng = Rng(derive_seed(c["seed"], MIX_SEED_TAG, epoch, step, 0))  # rank 0
+            x, partner, lam = mix_batch(x, y, c, mix_rng)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             loss = compute_loss(logits, y, c, weights, log_prior)
+            if partner is not None:
+                loss = loss * lam + compute_loss(logits, partner, c, weights, log_prior) * (1.0 - lam)
             (loss / c["grad_accum"]).backward()
             loss_value = loss.item()
             if not math.isfinite(loss_value):

@@ -125,6 +125,32 @@ TEST(MixTest, SameSeedSameMix) {
   }
 }
 
+// The draws of the trainer's mixing steps (seed 42, epoch 0), pinned: the Python
+// reference (bench/reference/train_reference.py mix_batch) pins the same values in
+// tools/cli_ml_test.sh, so the two trainers mix the same batches the same way.
+TEST(MixTest, DrawsArePinnedForThePythonReference) {
+  const auto x = Labelled(8);
+  const auto y = torch::arange(8, torch::kInt64);
+  const MixOptions o{.mixup_alpha = 0.2, .cutmix_alpha = 1.0, .prob = 0.5};
+  auto mix = [&](uint64_t step) {
+    Rng rng(DeriveSeed({42, 0x6D6978, 0, step, 0}));
+    return MixBatch(x, y, o, rng);
+  };
+  const MixedBatch cut = mix(0);
+  ASSERT_EQ(cut.kind, MixKind::kCutMix);
+  EXPECT_TRUE(cut.partner_targets.equal(torch::tensor({4, 5, 7, 0, 1, 3, 6, 2}, torch::kInt64)));
+  EXPECT_DOUBLE_EQ(cut.lambda, 0.525);
+  // Image 0 holds its partner's pixels in rows 0-14, columns 11-29 of 20 x 30.
+  const auto box = cut.images[0][0].ne(1).nonzero();
+  EXPECT_TRUE(box.amin(0).equal(torch::tensor({0, 11}, torch::kInt64)));
+  EXPECT_TRUE(box.amax(0).equal(torch::tensor({14, 29}, torch::kInt64)));
+  EXPECT_EQ(mix(2).kind, MixKind::kNone);
+  const MixedBatch blend = mix(3);
+  ASSERT_EQ(blend.kind, MixKind::kMixup);
+  EXPECT_TRUE(blend.partner_targets.equal(torch::tensor({6, 2, 1, 7, 4, 3, 0, 5}, torch::kInt64)));
+  EXPECT_DOUBLE_EQ(blend.lambda, 0.0004579783919513169);
+}
+
 TEST(MixTest, BothMethodsAreUsedAndProbabilityIsRespected) {
   const auto x = Labelled(4);
   const auto y = torch::arange(4, torch::kInt64);
