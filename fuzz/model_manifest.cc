@@ -33,6 +33,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (float s : m->std) Require(s > 0);
   if (m->decision.tau > 0) Require(static_cast<int>(m->decision.prior.size()) == m->classes.size());
   for (double q : m->decision.prior) Require(q > 0 && q <= 1);
+  if (m->decision.HasBias())
+    Require(static_cast<int>(m->decision.bias.size()) == m->classes.size());
+  for (double b : m->decision.bias) Require(b >= -4 && b <= 4);
   if (m->vit) {
     for (int64_t d : {m->vit->patch_size, m->vit->hidden_dim, m->vit->num_layers, m->vit->num_heads,
                       m->vit->mlp_dim}) {

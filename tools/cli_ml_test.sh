@@ -117,6 +117,7 @@ cp -r "$OUT/run/model" "$OUT/fitted"
   --ood_images "$FIX/../ood" --min_ood_auroc 0 --threads 1 > "$OUT/fit.txt"
 grep -q "fitting the not-a-lesion Gaussian on the" "$OUT/fit.txt"
 grep -q "decision rule fitted on .* val images (prior: the model's training data)" "$OUT/fit.txt"
+grep -Eq "mel recall floor 0.70: bias|recall floor NOT fitted: partition 'val' has no mel image" "$OUT/fit.txt"
 grep -q "non-lesion images in" "$OUT/fit.txt"
 test -s "$OUT/fitted/ood_features.safetensors"
 /usr/bin/python3 - "$OUT/fitted" <<'PY'
@@ -134,6 +135,15 @@ dec = m["decision"]
 assert dec["rule"] in ("plain", "prior_adjusted") and 0 <= dec["tau"] <= 0.5, dec
 assert len(dec["prior"]) == 7 and abs(sum(dec["prior"]) - 1) < 1e-6 and dec["fitted_on"] == "val", dec
 assert dec["validation"]["balanced_accuracy"] >= dec["validation"]["balanced_accuracy_plain"], dec
+# The melanoma recall floor on top (--recall_target 0.7 by default): its bias is the
+# rule's, and it reaches the target unless it says it could not.
+if "recall_floor" in dec:
+    f = dec["recall_floor"]
+    assert f["class"] == "mel" and f["target_recall"] == 0.7, f
+    assert abs(dec.get("bias", [0] * 7)[4] - f["bias"]) < 1e-12, dec
+    assert f["validation"]["recall"] >= 0.7 or not f["reached"], f
+else:
+    assert "bias" not in dec, dec
 # train wrote one too (config balanced_decision, default on).
 t = json.load(open(os.path.join(d, "..", "run", "model", "manifest.json")))["decision"]
 assert t["fitted_on"] == "fitted_on_val" and len(t["prior"]) == 7, t
@@ -153,12 +163,15 @@ n = r["images"]
 assert n > 0 and r["fp32"]["numerics"] == "fp32" and r["bf16"]["numerics"].startswith("bf16"), r
 assert len(r["flips"]) == round((1 - r["top1_agreement"]) * n), r
 assert 0 <= r["most_probable_agreement"] <= 1 and 0 <= r["max_probability_difference"] < 0.2, r
-tau = m["decision"]["tau"]
-assert r["answer"] == ("most probable class" if tau == 0 else "prior-adjusted decision rule, tau %.2f" % tau), r
+tau, bias = m["decision"]["tau"], m["decision"].get("bias")
+answer = "most probable class" if tau == 0 and not bias else "prior-adjusted decision rule, tau %.2f" % tau
+if bias:
+    answer += "".join(", %s bias %.2f" % (c, b) for c, b in zip(m["labels"], bias) if b)
+assert r["answer"] == answer, (r["answer"], answer)
 plain = {p: r[p]["most_probable_balanced_accuracy"] for p in ("fp32", "bf16")}
 assert abs(r["most_probable_balanced_accuracy_difference"] - (plain["bf16"] - plain["fp32"])) < 1e-12, r
 for p in ("fp32", "bf16"):
-    assert 0 <= plain[p] <= 1 and (tau != 0 or plain[p] == r[p]["balanced_accuracy"]), r
+    assert 0 <= plain[p] <= 1 and (tau != 0 or bias or plain[p] == r[p]["balanced_accuracy"]), r
 for f in r["flips"]:
     assert f["fp32"] != f["bf16"] and set(f["fp32_probability"]) == {f["fp32"], f["bf16"]}, f
 PY
@@ -186,6 +199,27 @@ import json, sys
 a, b = (json.load(open(f'{d}/manifest.json'))['decision'] for d in sys.argv[1:3])
 assert a == b, (a, b)" "$OUT/run/model" "$OUT/fitted2"
 test ! -e "$OUT/fitted2/ood_features.safetensors"
+# The melanoma recall floor where the fitting images hold melanomas (the fixture's train
+# partition): fitted to every one of them, written as the rule's bias; --recall_target 0
+# takes it away again.
+cp -r "$OUT/run/model" "$OUT/floor"
+"$CLI" fit-thresholds --model "$OUT/floor" "${DATA[@]}" --split "$OUT/split.csv" --fit_on train --threads 1 \
+  --recall_target 1 > "$OUT/floor.txt"
+grep -q "mel recall floor 1.00: bias" "$OUT/floor.txt"
+/usr/bin/python3 - "$OUT/floor/manifest.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["decision"]
+f = d["recall_floor"]
+assert f["class"] == "mel" and f["target_recall"] == 1 and f["validation"]["cases"] > 0, f
+assert d["rule"] == "prior_adjusted" and abs(d.get("bias", [0] * 7)[4] - f["bias"]) < 1e-12, d
+assert f["validation"]["recall"] == 1.0 or (not f["reached"] and abs(f["bias"] - 1.5) < 1e-9), f
+PY
+"$CLI" fit-thresholds --model "$OUT/floor" "${DATA[@]}" --split "$OUT/split.csv" --fit_on train --threads 1 \
+  --recall_target 0 > "$OUT/floor0.txt"
+/usr/bin/python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))['decision']
+assert 'bias' not in d and 'recall_floor' not in d, d" "$OUT/floor/manifest.json"
 if grep -q '"ood"' "$OUT/fitted2/manifest.json"; then echo "an unmeasured check was written"; exit 1; fi
 
 # Bring your own data: the same 14 images as class folders, as a plain CSV with

@@ -212,9 +212,22 @@ void SetDecision(const nlohmann::json& metrics, ModelManifest& manifest) {
   if (d.value("rule", "plain") == "prior_adjusted")
     manifest.decision.tau = d.at("tau").get<double>();
   if (d.contains("prior")) manifest.decision.prior = d["prior"].get<std::vector<double>>();
+  if (d.contains("bias")) manifest.decision.bias = d["bias"].get<std::vector<double>>();
   nlohmann::json provenance = {{"fitted_on", d.value("source", "none")}};
   if (d.contains("validation")) provenance["validation"] = d["validation"];
+  if (d.contains("recall_floor")) provenance["recall_floor"] = d["recall_floor"];
   manifest.document["decision"] = std::move(provenance);
+}
+
+// "most probable class", or "prior-adjusted decision rule, tau 0.35, mel bias 0.45".
+std::string DescribeDecision(const DecisionRule& rule, const LabelSet& classes) {
+  if (!rule.Adjusted()) return "most probable class";
+  std::string s = absl::StrFormat("prior-adjusted decision rule, tau %.2f", rule.tau);
+  for (int k = 0; k < classes.size() && k < static_cast<int>(rule.bias.size()); ++k) {
+    if (rule.bias[k] != 0)
+      absl::StrAppendFormat(&s, ", %s bias %.2f", classes.at(k).code, rule.bias[k]);
+  }
+  return s;
 }
 
 // The out-of-distribution policy of `method` whose threshold rejects `reject_rate` of
@@ -509,6 +522,15 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   report.referral.target_sensitivity = config.target_sensitivity;
   // The decision rule: tau fitted on the validation split against the training shares.
   report.fit_decision = config.balanced_decision;
+  if (config.recall_target > 0) {
+    if (const std::optional<int> k = classes.IndexOf(config.recall_target_class)) {
+      report.recall_target_class = *k;
+      report.recall_target = config.recall_target;
+    } else {
+      std::printf("recall floor off: the data have no class '%s'\n",
+                  config.recall_target_class.c_str());
+    }
+  }
   {
     std::vector<int> train_labels;
     for (const data::Sample& s : train_set) train_labels.push_back(s.label);
@@ -990,6 +1012,27 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
           "(plain %.4f)\n",
           samples.size(), cmd.partition.c_str(), prior_source.c_str(), fit->tau,
           fit->balanced_accuracy, fit->balanced_accuracy_plain);
+      // The recall floor on top (refitted, or removed with --recall_target 0).
+      if (cmd.recall_target > 0) {
+        SL_ASSIGN_OR_RETURN(const ClassInfo target, spec.classes.Find(cmd.recall_target_class));
+        if (const auto floor = FitRecallBias(pred.labels, probs, manifest.decision, target.index,
+                                             cmd.recall_target)) {
+          manifest.decision =
+              WithClassBias(manifest.decision, spec.classes.size(), target.index, floor->bias);
+          manifest.document["decision"]["recall_floor"] =
+              eval::RecallFloorToJson(*floor, target.code, cmd.recall_target);
+          std::printf(
+              "%s recall floor %.2f: bias %.2f%s, %s recall %.3f -> %.3f of %d, balanced accuracy "
+              "%.4f -> %.4f\n",
+              target.code.c_str(), cmd.recall_target, floor->bias,
+              floor->reached ? "" : " (the cap: target out of reach)", target.code.c_str(),
+              floor->recall_before, floor->recall, floor->cases, floor->balanced_accuracy_before,
+              floor->balanced_accuracy);
+        } else {
+          std::printf("recall floor NOT fitted: partition '%s' has no %s image\n",
+                      cmd.partition.c_str(), target.code.c_str());
+        }
+      }
     }
   }
 
@@ -1189,9 +1232,7 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
       {"bf16", run_json(runs[1])},
       {"top1_agreement", agreement},
       {"most_probable_agreement", static_cast<double>(agree_top) / labels.size()},
-      {"answer", spec.decision.Adjusted()
-                     ? absl::StrFormat("prior-adjusted decision rule, tau %.2f", spec.decision.tau)
-                     : std::string("most probable class")},
+      {"answer", DescribeDecision(spec.decision, spec.classes)},
       {"flips", flips},
       {"balanced_accuracy_difference", runs[1].balanced_accuracy - runs[0].balanced_accuracy},
       {"most_probable_balanced_accuracy_difference", plain_difference},

@@ -119,6 +119,9 @@ struct FitThresholdsCommand {
   // else the class shares of the `prior_from` partitions (comma-separated).
   bool balanced_decision = true;
   std::string prior_from = "train";
+  // With balanced_decision: the recall floor fitted on top (FitRecallBias; 0: none).
+  std::string recall_target_class = "mel";
+  double recall_target = 0.7;
   int threads = 2;
 };
 

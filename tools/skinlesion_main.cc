@@ -107,6 +107,12 @@ ABSL_FLAG(std::string, ood_method, "auto",
 ABSL_FLAG(bool, balanced_decision, true,
           "fit-thresholds: also fit the decision rule's tau for balanced accuracy (false: keep the "
           "model's rule)");
+ABSL_FLAG(std::string, recall_target_class, "mel",
+          "fit-thresholds: the class whose recall the decision rule's floor guarantees on the "
+          "fitting data");
+ABSL_FLAG(double, recall_target, 0.7,
+          "fit-thresholds: the floor: the smallest bias for --recall_target_class that names at "
+          "least this share of its images (0: none)");
 ABSL_FLAG(std::string, prior_from, "train",
           "fit-thresholds: comma-separated split partitions whose class shares are the decision "
           "rule's prior "
@@ -332,6 +338,8 @@ absl::Status RunFitThresholdsCommand() {
   c.ood_fit_on = absl::GetFlag(FLAGS_ood_fit_on);
   c.balanced_decision = absl::GetFlag(FLAGS_balanced_decision);
   c.prior_from = absl::GetFlag(FLAGS_prior_from);
+  c.recall_target_class = absl::GetFlag(FLAGS_recall_target_class);
+  c.recall_target = absl::GetFlag(FLAGS_recall_target);
   c.threads = absl::GetFlag(FLAGS_threads);
   return cli::RunFitThresholds(c);
 }
@@ -428,10 +436,10 @@ const std::map<std::string, Command>& Commands() {
         "data",
         RunFitThresholdsCommand,
         "--model DIR --data DIR --split F [--fit_on val] [--target_sensitivity 0.9] "
-        "[--prior_from train] [--ood_images DIR]",
+        "[--prior_from train] [--recall_target 0.7] [--ood_images DIR]",
         {"model", "data", "metadata", "skip_labels", "split", "fit_on", "target_sensitivity",
          "ood_reject_rate", "ood_method", "ood_fit_on", "balanced_decision", "prior_from",
-         "ood_images", "min_ood_auroc", "threads"}}},
+         "recall_target_class", "recall_target", "ood_images", "min_ood_auroc", "threads"}}},
       {"predict",
        {"classify lesion images (the bundled model by default)",
         RunPredictCommand,

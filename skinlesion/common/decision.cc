@@ -1,5 +1,6 @@
 #include "skinlesion/common/decision.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -27,14 +28,25 @@ double BalancedAccuracy(const std::vector<int>& labels, const std::vector<int>& 
   return k == 0 ? -1 : sum / k;
 }
 
+bool DecisionRule::HasBias() const {
+  for (double b : bias) {
+    if (b != 0) return true;
+  }
+  return false;
+}
+
 int Decide(absl::Span<const float> p, const DecisionRule& rule) {
-  const bool adjusted = rule.Adjusted() && rule.prior.size() == p.size();
+  const bool by_prior = rule.tau > 0 && rule.prior.size() == p.size();
+  const bool by_bias = rule.bias.size() == p.size() && rule.HasBias();
   int best = 0;
   double best_score = -INFINITY;
   for (size_t k = 0; k < p.size(); ++k) {
-    const double score = adjusted ? std::log(std::max(static_cast<double>(p[k]), 1e-30)) -
-                                        rule.tau * std::log(rule.prior[k])
-                                  : static_cast<double>(p[k]);
+    double score = static_cast<double>(p[k]);
+    if (by_prior || by_bias) {
+      score = std::log(std::max(score, 1e-30));
+      if (by_prior) score -= rule.tau * std::log(rule.prior[k]);
+      if (by_bias) score += rule.bias[k];
+    }
     if (score > best_score) {
       best_score = score;
       best = static_cast<int>(k);
@@ -87,6 +99,56 @@ std::optional<DecisionFit> FitDecisionTau(const std::vector<int>& labels,
       fit.tau = rule.tau;
     }
   }
+  return fit;
+}
+
+DecisionRule WithClassBias(DecisionRule rule, int num_classes, int k, double bias) {
+  rule.bias.resize(num_classes, 0.0);
+  rule.bias[k] = bias;
+  if (!rule.HasBias()) rule.bias.clear();
+  return rule;
+}
+
+std::optional<RecallBiasFit> FitRecallBias(const std::vector<int>& labels,
+                                           const std::vector<std::vector<float>>& probabilities,
+                                           const DecisionRule& rule, int target_class,
+                                           double target_recall) {
+  if (labels.size() != probabilities.size() || probabilities.empty()) return std::nullopt;
+  const int num_classes = static_cast<int>(probabilities[0].size());
+  if (target_class < 0 || target_class >= num_classes) return std::nullopt;
+  RecallBiasFit fit;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] >= num_classes ||
+        static_cast<int>(probabilities[i].size()) != num_classes)
+      return std::nullopt;
+    fit.cases += labels[i] == target_class;
+  }
+  if (fit.cases == 0) return std::nullopt;
+  const double base =
+      rule.bias.size() == static_cast<size_t>(num_classes) ? rule.bias[target_class] : 0.0;
+  std::vector<int> predicted(labels.size());
+  // Recall of the target class and balanced accuracy with `extra` added to its bias.
+  auto score = [&](double extra, double* balanced) {
+    const DecisionRule r = WithClassBias(rule, num_classes, target_class, base + extra);
+    int named = 0;
+    for (size_t i = 0; i < labels.size(); ++i) {
+      predicted[i] = Decide(probabilities[i], r);
+      named += labels[i] == target_class && predicted[i] == target_class;
+    }
+    *balanced = BalancedAccuracy(labels, predicted, num_classes);
+    return static_cast<double>(named) / fit.cases;
+  };
+  fit.recall_before = score(0, &fit.balanced_accuracy_before);
+  const int steps = static_cast<int>(std::lround(kMaxRecallBias / kRecallBiasStep));
+  for (int s = 0; s <= steps; ++s) {
+    fit.bias = s * kRecallBiasStep;
+    fit.recall = score(fit.bias, &fit.balanced_accuracy);
+    if (fit.recall >= target_recall - 1e-12) {
+      fit.reached = true;
+      break;
+    }
+  }
+  fit.bias += base;
   return fit;
 }
 

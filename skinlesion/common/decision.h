@@ -10,7 +10,14 @@
 // changed: they stay calibrated for the population the model was trained on, so a
 // prior-adjusted answer may name a class that is not the most probable one (for
 // example mel at 0.30 next to nv at 0.55), and the referral rule's close-call check then
-// refers it (its margin is negative). LibTorch-free.
+// refers it (its margin is negative).
+//
+// A per-class bias is added to those scores on top: a recall floor for one class
+// (FitRecallBias). A screening aid should not trade melanomas for naevi the way
+// balanced accuracy alone allows, so training fits the smallest melanoma bias that
+// names at least a target share of the validation melanomas (config
+// `recall_target`, default 0.7): the Bayes decision when missing that class costs
+// more than a false alarm. LibTorch-free.
 //
 //   DecisionRule rule{.tau = 0.35, .prior = {0.03, 0.05, 0.11, 0.01, 0.1, 0.68, 0.02}};
 //   int k = Decide(probabilities, rule);
@@ -33,15 +40,24 @@ namespace skinlesion {
 inline constexpr double kMaxDecisionTau = 0.5;
 inline constexpr double kDecisionTauStep = 0.05;
 
+// The grid FitRecallBias searches: 0, 0.05, ..., kMaxRecallBias (a bias of 1.5 weighs
+// the class's probability 4.5 times). Capped: on the cross-validation folds
+// (docs/results.md, "A melanoma recall floor") balanced accuracy fell past ~1.
+inline constexpr double kMaxRecallBias = 1.5;
+inline constexpr double kRecallBiasStep = 0.05;
+
 struct DecisionRule {
   double tau = 0;             // 0: the most probable class.
   std::vector<double> prior;  // One share per class, each > 0 (needed when tau > 0).
-  bool Adjusted() const { return tau > 0 && !prior.empty(); }
+  std::vector<double> bias;   // Empty, or one per class: added to the class's score.
+  bool HasBias() const;
+  bool Adjusted() const { return (tau > 0 && !prior.empty()) || HasBias(); }
   bool operator==(const DecisionRule&) const = default;
 };
 
-// The class `rule` names for `probabilities` (ties: the lower index). When the rule
-// is adjusted, prior.size() must be probabilities.size().
+// The class `rule` names for `probabilities` (ties: the lower index): the largest
+// log p_c - tau * log prior_c + bias_c. A prior or bias whose size is not
+// probabilities.size() is ignored.
 int Decide(absl::Span<const float> probabilities, const DecisionRule& rule);
 
 // Class shares of `labels` (each in [0, num_classes)), with a class that does not occur
@@ -67,6 +83,28 @@ struct DecisionFit {
 std::optional<DecisionFit> FitDecisionTau(const std::vector<int>& labels,
                                           const std::vector<std::vector<float>>& probabilities,
                                           const std::vector<double>& prior);
+
+struct RecallBiasFit {
+  double bias = 0;           // For the target class; 0 when the rule already reaches it.
+  bool reached = false;      // False: the target is out of reach, bias is kMaxRecallBias.
+  int cases = 0;             // Images of the target class in the fitting data.
+  double recall_before = 0;  // Its recall under `rule` as given.
+  double recall = 0;         // ... with the bias.
+  double balanced_accuracy_before = 0;
+  double balanced_accuracy = 0;
+};
+
+// The smallest bias of the grid for class `target_class` that makes `rule` name at
+// least `target_recall` of that class's images in (labels, probabilities), keeping the
+// rule's tau, prior and other biases. nullopt when the data hold no image of the class,
+// the class is out of range or the sizes do not match.
+std::optional<RecallBiasFit> FitRecallBias(const std::vector<int>& labels,
+                                           const std::vector<std::vector<float>>& probabilities,
+                                           const DecisionRule& rule, int target_class,
+                                           double target_recall);
+
+// `rule` with `bias` for class `k` (the other classes' biases kept, or 0).
+DecisionRule WithClassBias(DecisionRule rule, int num_classes, int k, double bias);
 
 }  // namespace skinlesion
 

@@ -45,6 +45,8 @@ std::string Column(const std::string& path) {
   if (path == "referral/malignant_sensitivity/value") return "referral malignant sens.";
   if (path == "referral/melanoma_sensitivity/value") return "referral mel sens.";
   if (path == "referral/refer_rate/value") return "refer rate";
+  if (path == "decision/without_floor/balanced_accuracy") return "balanced_accuracy without floor";
+  if (path == "decision/without_floor/melanoma_recall") return "melanoma_recall without floor";
   return path;
 }
 
@@ -62,6 +64,9 @@ const std::vector<std::string>& CrossValidationMetrics() {
       "referral/malignant_sensitivity/value",
       "referral/melanoma_sensitivity/value",
       "referral/refer_rate/value",
+      // The decision rule without its recall floor (decision.h), when it has one.
+      "decision/without_floor/balanced_accuracy",
+      "decision/without_floor/melanoma_recall",
   };
   return metrics;
 }

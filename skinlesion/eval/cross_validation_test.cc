@@ -49,6 +49,20 @@ TEST(CrossValidationTest, MeanSampleSdAndRangePerMetric) {
   EXPECT_THAT(md, HasSubstr(" – |"));  // Fold 1 has no referral figure.
 }
 
+// A recall floor's rounds carry the rule without it beside the rule's own figures.
+TEST(CrossValidationTest, TheRuleWithoutItsFloorIsSummarisedToo) {
+  nlohmann::json a = Round(0.62, 0.94, 0.70, std::nullopt),
+                 b = Round(0.64, 0.94, 0.66, std::nullopt);
+  a["decision"] = {{"without_floor", {{"balanced_accuracy", 0.63}, {"melanoma_recall", 0.52}}}};
+  b["decision"] = {{"without_floor", {{"balanced_accuracy", 0.65}, {"melanoma_recall", 0.56}}}};
+  auto cv = SummariseFolds({{.fold = 0, .metrics = a}, {.fold = 1, .metrics = b}});
+  ASSERT_THAT(cv, IsOk());
+  EXPECT_NEAR((*cv)["summary"]["decision/without_floor/melanoma_recall"]["mean"].get<double>(),
+              0.54, 1e-12);
+  EXPECT_NEAR((*cv)["summary"]["melanoma_recall"]["mean"].get<double>(), 0.68, 1e-12);
+  EXPECT_THAT(CrossValidationMarkdown(*cv), HasSubstr("melanoma_recall without floor"));
+}
+
 TEST(CrossValidationTest, OneRoundHasNoSpreadAndBadInputIsRefused) {
   auto one = SummariseFolds({{.fold = 3, .metrics = Round(0.55, 0.9, 0.4, std::nullopt), .train_minutes = 5}});
   ASSERT_THAT(one, IsOk());

@@ -77,6 +77,19 @@ absl::Status PlotExamples(const ReportInput& in, const std::vector<Probs>& probs
 
 }  // namespace
 
+nlohmann::json RecallFloorToJson(const RecallBiasFit& fit, const std::string& code, double target) {
+  return {{"class", code},
+          {"target_recall", target},
+          {"bias", fit.bias},
+          {"reached", fit.reached},
+          {"validation",
+           {{"cases", fit.cases},
+            {"recall_before", fit.recall_before},
+            {"recall", fit.recall},
+            {"balanced_accuracy_before", fit.balanced_accuracy_before},
+            {"balanced_accuracy", fit.balanced_accuracy}}}};
+}
+
 absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -102,9 +115,22 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
                                      {"balanced_accuracy", fit->balanced_accuracy}};
     }
   }
+  // The recall floor on top (a class bias).
+  if (in.fit_decision && !in.val_logits.empty() && in.recall_target > 0 &&
+      in.recall_target_class >= 0) {
+    if (const auto fit = FitRecallBias(in.val_labels, val_probs, decision, in.recall_target_class,
+                                       in.recall_target)) {
+      decision = WithClassBias(decision, static_cast<int>(in.classes.size()),
+                               in.recall_target_class, fit->bias);
+      decision_json["source"] = "fitted_on_val";
+      decision_json["recall_floor"] =
+          RecallFloorToJson(*fit, in.classes.at(in.recall_target_class).code, in.recall_target);
+    }
+  }
   decision_json["rule"] = decision.Adjusted() ? "prior_adjusted" : "plain";
   decision_json["tau"] = decision.Adjusted() ? decision.tau : 0.0;
   if (!decision.prior.empty()) decision_json["prior"] = decision.prior;
+  if (decision.HasBias()) decision_json["bias"] = decision.bias;
   SL_ASSIGN_OR_RETURN(const Metrics before, ComputeMetrics(in.labels, raw, in.classes, decision));
   SL_ASSIGN_OR_RETURN(const Metrics after,
                       ComputeMetrics(in.labels, calibrated, in.classes, decision));
@@ -118,6 +144,18 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
         {"balanced_accuracy", plain.balanced_accuracy},
         {"accuracy", plain.accuracy},
         {"melanoma_recall", plain.melanoma ? plain.per_class[*plain.melanoma].recall : 0.0}};
+  }
+  if (decision.HasBias()) {
+    // What the rule without the recall floor (its bias) would have scored.
+    DecisionRule without_floor = decision;
+    without_floor.bias.clear();
+    SL_ASSIGN_OR_RETURN(const Metrics unfloored,
+                        ComputeMetrics(in.labels, calibrated, in.classes, without_floor));
+    j["decision"]["without_floor"] = {
+        {"balanced_accuracy", unfloored.balanced_accuracy},
+        {"accuracy", unfloored.accuracy},
+        {"melanoma_recall",
+         unfloored.melanoma ? unfloored.per_class[*unfloored.melanoma].recall : 0.0}};
   }
   j["n_val"] = in.val_labels.size();
   nlohmann::json uncalibrated = MetricsToJson(before);

@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "skinlesion/common/decision.h"
 #include "skinlesion/common/ood.h"
 #include "skinlesion/common/referral.h"
 #include "skinlesion/eval/metrics.h"
@@ -58,6 +59,11 @@ struct ReportInput {
   // calibrated validation probabilities for balanced accuracy (FitDecisionTau).
   DecisionRule decision;
   bool fit_decision = false;
+  // With fit_decision and recall_target > 0, a recall floor for class
+  // recall_target_class (an index of `classes`; < 0: none) is then fitted on top
+  // (FitRecallBias) and recorded in metrics.json "decision.recall_floor".
+  int recall_target_class = -1;
+  double recall_target = 0;
   // Subgroups of the test samples (dimension -> group name per sample, e.g. "sex"),
   // reported per group in metrics.json "subgroups" (skinlesion/eval/subgroups.h).
   std::map<std::string, std::vector<std::string>> subgroups;
@@ -68,6 +74,10 @@ struct ReportInput {
   OodPolicy ood;
   std::vector<double> ood_scores;
 };
+
+// metrics.json's "decision.recall_floor" (docs/metrics.md) for a fitted floor of class
+// `code` at `target`.
+nlohmann::json RecallFloorToJson(const RecallBiasFit& fit, const std::string& code, double target);
 
 // Writes the report into `dir` (created) and returns metrics.json's content.
 absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& input, const std::string& dir);

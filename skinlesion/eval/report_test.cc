@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "gtest/gtest.h"
 #include "skinlesion/common/rng.h"
@@ -63,27 +64,34 @@ TEST(ReportTest, WritesMetricsAndPlotsAndCalibrates) {
 // A model biased towards the common class (nv scores a bonus on every image): the
 // decision rule fitted on validation data names rare classes more often, and the
 // test's balanced accuracy rises above the plain rule's, reported side by side.
+// HAM10000-like class shares (index order).
+const std::vector<double> kShares = {0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02};
+
+// n cases drawn with kShares: logits N(0, 1), +2 for the true class and +nv_bonus(y)
+// for nv (a model that leans towards naevi).
+void DrawSkewed(Rng& rng, int n, const std::function<float(int)>& nv_bonus,
+                std::vector<int>& labels, std::vector<Probs>& logits) {
+  for (int i = 0; i < n; ++i) {
+    double u = rng.Uniform(), acc = 0;
+    int y = 0;
+    while (y < 6 && (acc += kShares[y]) < u) ++y;
+    Probs z(kHam10000NumClasses);
+    for (float& v : z) v = static_cast<float>(rng.Normal());
+    z[y] += 2.0f;
+    z[5] += nv_bonus(y);
+    labels.push_back(y);
+    logits.push_back(z);
+  }
+}
+
 TEST(ReportTest, FitsTheDecisionRuleForBalancedAccuracy) {
   Rng rng(11);
-  const std::vector<double> shares = {0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02};
-  auto draw = [&](std::vector<int>& labels, std::vector<Probs>& logits, int n) {
-    for (int i = 0; i < n; ++i) {
-      double u = rng.Uniform(), acc = 0;
-      int y = 0;
-      while (y < 6 && (acc += shares[y]) < u) ++y;
-      Probs z(kHam10000NumClasses);
-      for (float& v : z) v = static_cast<float>(rng.Normal());
-      z[y] += 2.0f;
-      z[5] += 1.5f;  // The bias towards nv.
-      labels.push_back(y);
-      logits.push_back(z);
-    }
-  };
+  const auto always = [](int) { return 1.5f; };  // The bias towards nv.
   ReportInput in;
-  draw(in.labels, in.logits, 3000);
-  draw(in.val_labels, in.val_logits, 3000);
+  DrawSkewed(rng, 3000, always, in.labels, in.logits);
+  DrawSkewed(rng, 3000, always, in.val_labels, in.val_logits);
   in.fit_decision = true;
-  in.decision.prior = shares;
+  in.decision.prior = kShares;
   TempDir dir;
   auto j = WriteReport(in, dir.Join("report"));
   ASSERT_TRUE(j.ok()) << j.status();
@@ -110,6 +118,48 @@ TEST(ReportTest, FitsTheDecisionRuleForBalancedAccuracy) {
   EXPECT_EQ((*again)["decision"]["source"], "given");
   EXPECT_DOUBLE_EQ((*again)["balanced_accuracy"].get<double>(),
                    (*j)["balanced_accuracy"].get<double>());
+}
+
+// The melanoma recall floor on top of the fitted tau: the validation melanoma recall
+// reaches the target, the test's rises with it, and the rule without the floor is
+// reported beside it; the bias travels as "decision.bias".
+TEST(ReportTest, FitsTheMelanomaRecallFloorOnTopOfTau) {
+  Rng rng(12);
+  const auto melanomas = [](int y) { return y == 4 ? 1.5f : 0.0f; };  // Melanomas look like naevi.
+  ReportInput in;
+  DrawSkewed(rng, 3000, melanomas, in.labels, in.logits);
+  DrawSkewed(rng, 3000, melanomas, in.val_labels, in.val_logits);
+  in.fit_decision = true;
+  in.decision.prior = kShares;
+  in.recall_target_class = 4;
+  in.recall_target = 0.8;
+  TempDir dir;
+  auto j = WriteReport(in, dir.Join("report"));
+  ASSERT_TRUE(j.ok()) << j.status();
+  const nlohmann::json& d = (*j)["decision"];
+  ASSERT_TRUE(d.contains("recall_floor")) << d.dump();
+  const nlohmann::json& floor = d["recall_floor"];
+  EXPECT_EQ(floor["class"], "mel");
+  EXPECT_TRUE(floor["reached"].get<bool>());
+  EXPECT_GT(floor["bias"].get<double>(), 0.0);
+  EXPECT_GE(floor["validation"]["recall"].get<double>(), 0.8);
+  EXPECT_LT(floor["validation"]["recall_before"].get<double>(), 0.8);
+  ASSERT_EQ(d["bias"].size(), 7u);
+  EXPECT_DOUBLE_EQ(d["bias"][4].get<double>(), floor["bias"].get<double>());
+  EXPECT_EQ(d["rule"], "prior_adjusted");
+  const double mel = (*j)["per_class"]["mel"]["recall"].get<double>();
+  EXPECT_GT(mel, 0.75);
+  EXPECT_GT(mel, d["without_floor"]["melanoma_recall"].get<double>() + 0.05);
+
+  // Off (target 0): no bias, no floor block.
+  ReportInput off = in;
+  off.recall_target = 0;
+  auto plain = WriteReport(off, dir.Join("off"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE((*plain)["decision"].contains("recall_floor"));
+  EXPECT_FALSE((*plain)["decision"].contains("bias"));
+  EXPECT_DOUBLE_EQ((*plain)["per_class"]["mel"]["recall"].get<double>(),
+                   d["without_floor"]["melanoma_recall"].get<double>());
 }
 
 // The operating point fitted on validation data: the validation malignant

@@ -170,7 +170,7 @@ absl::Status ParsePreprocessing(const FieldReader& r, const json& p, bool has_si
 
 // "decision": {"rule": "plain" | "prior_adjusted" (default), "tau" in [0, 4] (read
 // for prior_adjusted only), "prior": one share per class, each in (0, 1]; required
-// when tau > 0}.
+// when tau > 0, "bias": one number per class in [-4, 4] (prior_adjusted only)}.
 absl::StatusOr<DecisionRule> ParseDecision(const FieldReader& r, const json& d, int num_classes) {
   SL_RETURN_IF_ERROR(r.Object("decision", d));
   DecisionRule rule;
@@ -199,6 +199,23 @@ absl::StatusOr<DecisionRule> ParseDecision(const FieldReader& r, const json& d, 
         return r.Error(absl::StrCat("decision.prior[", i, "]"), "must be in (0, 1]", prior[i]);
       rule.prior.push_back(q);
     }
+  }
+  if (d.contains("bias")) {
+    const json& bias = d["bias"];
+    if (name != "prior_adjusted")
+      return r.Error("decision.bias", "needs rule \"prior_adjusted\"", bias);
+    if (!bias.is_array() || static_cast<int>(bias.size()) != num_classes) {
+      return r.Error("decision.bias", absl::StrCat("must be an array of ", num_classes, " numbers"),
+                     bias);
+    }
+    for (size_t i = 0; i < bias.size(); ++i) {
+      SL_ASSIGN_OR_RETURN(const double b,
+                          r.Number(absl::StrCat("decision.bias[", i, "]"), bias[i]));
+      if (!(b >= -4 && b <= 4))
+        return r.Error(absl::StrCat("decision.bias[", i, "]"), "must be in [-4, 4]", bias[i]);
+      rule.bias.push_back(b);
+    }
+    if (!rule.HasBias()) rule.bias.clear();
   }
   return rule;
 }
@@ -452,6 +469,11 @@ json ModelManifest::ToJson() const {
       d.erase("prior");
     } else {
       d["prior"] = decision.prior;
+    }
+    if (decision.HasBias()) {
+      d["bias"] = decision.bias;
+    } else {
+      d.erase("bias");
     }
   }
   if (ood.threshold.has_value() || j.contains("ood")) {

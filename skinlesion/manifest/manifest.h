@@ -24,7 +24,8 @@
 //   "refer"             {"min_confidence", "min_margin" in [0, 1],
 //                       "malignancy_risk_threshold" in [0, 1], "target_sensitivity" in (0, 1]}
 //   "decision"          {"rule": "plain" | "prior_adjusted", "tau" in [0, 4], "prior":
-//                       one share per class in (0, 1]}: which class an answer names
+//                       one share per class in (0, 1], "bias": one number per class in
+//                       [-4, 4] (prior_adjusted only)}: which class an answer names
 //                       (skinlesion/common/decision.h; absent: the most probable)
 //   "ood"               {"method": "mahalanobis" | "energy", "threshold" (older:
 //                       "energy_threshold"), "reject_rate" in [0, 1), and for a

@@ -165,6 +165,12 @@ TEST_F(ManifestTest, MalformedFieldsAreNamed) {
       {{{"decision", {{"tau", 0.3}}}}, "\"decision.prior\" must be an array of 7 class shares"},
       {{{"decision", {{"tau", 0.3}, {"prior", {0.1, 0.1, 0.1, 0.1, 0.1, 0.4, 0}}}}},
        "\"decision.prior[6]\" must be in (0, 1]"},
+      {{{"decision", {{"tau", 0}, {"bias", {0, 0, 0, 0, 0.5, 0}}}}},
+       "\"decision.bias\" must be an array of 7 numbers"},
+      {{{"decision", {{"tau", 0}, {"bias", {0, 0, 0, 0, 5, 0, 0}}}}},
+       "\"decision.bias[4]\" must be in [-4, 4]"},
+      {{{"decision", {{"rule", "plain"}, {"bias", {0, 0, 0, 0, 0.5, 0, 0}}}}},
+       "\"decision.bias\" needs rule \"prior_adjusted\""},
       {{{"vit", {{"patch_size", 8}}}}, "\"vit.hidden_dim\" is required"},
       {{{"vit",
          {{"patch_size", 8},
@@ -305,6 +311,19 @@ TEST_F(ManifestTest, DecisionRule) {
   EXPECT_EQ(adjusted->ToJson()["decision"]["rule"], "plain");
   EXPECT_FALSE(zero->decision.Adjusted());
   EXPECT_EQ(zero->ToJson(), adjusted->ToJson());
+  // A class bias (the melanoma recall floor) is read, written and read back, with or
+  // without tau; all-zero biases are no bias.
+  adjusted->decision.bias = {0, 0, 0, 0, 0.45, 0, 0};
+  const json biased = adjusted->ToJson();
+  EXPECT_EQ(biased["decision"]["rule"], "prior_adjusted");
+  EXPECT_EQ(biased["decision"]["bias"].size(), 7u);
+  auto with_bias = ModelManifest::Parse(biased, "bias");
+  ASSERT_THAT(with_bias, IsOk());
+  EXPECT_EQ(with_bias->decision, adjusted->decision);
+  EXPECT_TRUE(with_bias->decision.Adjusted());
+  adjusted->decision.bias = {0, 0, 0, 0, 0, 0, 0};
+  EXPECT_FALSE(adjusted->ToJson()["decision"].contains("bias"));
+  EXPECT_EQ(adjusted->ToJson()["decision"]["rule"], "plain");
 }
 
 // "vit" (the shape of a vit_custom) is typed: read, written back, absent by default.

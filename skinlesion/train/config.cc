@@ -53,6 +53,8 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("ema_decay", c.ema_decay);
   f("target_sensitivity", c.target_sensitivity);
   f("balanced_decision", c.balanced_decision);
+  f("recall_target_class", c.recall_target_class);
+  f("recall_target", c.recall_target);
   f("malignant_classes", c.malignant_classes);
   f("colour_constancy_p", c.colour_constancy_p);
   f("monitor", c.monitor);
@@ -172,6 +174,10 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   if (colour_constancy_p < 0 || colour_constancy_p > 16) p.push_back("colour_constancy_p must be in [0, 16]");
   if (!(target_sensitivity > 0 && target_sensitivity <= 1)) {
     p.push_back("target_sensitivity must be in (0, 1]");
+  }
+  if (!(recall_target >= 0 && recall_target <= 1)) p.push_back("recall_target must be in [0, 1]");
+  if (recall_target > 0 && recall_target_class.empty()) {
+    p.push_back("recall_target_class is empty (a class code, e.g. mel)");
   }
   if (patience < 0) p.push_back("patience must be >= 0");
   if (monitor.empty()) p.push_back("monitor is empty");

@@ -77,6 +77,13 @@ struct TrainConfig {
   // prior-adjusted rule's tau on the validation split for balanced accuracy (tau 0,
   // the most probable class, when that does not help); false keeps the most probable.
   bool balanced_decision = true;
+  // A recall floor for one class on top of that rule (skinlesion/common/decision.h,
+  // FitRecallBias): the smallest bias that names at least `recall_target` of the
+  // validation split's `recall_target_class` images (0: off; a class the data do not
+  // have: off). Melanoma by default: a screening aid should not give melanomas away
+  // for balanced accuracy (docs/results.md, "A melanoma recall floor").
+  std::string recall_target_class = "mel";
+  double recall_target = 0.7;
   // Which of the data's classes count as malignant for the risk, the referral rule and
   // the metrics (recorded in the exported manifest): comma-separated codes, "none", or
   // "" for the known groups (akiec, bcc, mel, scc malignant; skinlesion/common/classes.h).

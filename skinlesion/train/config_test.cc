@@ -57,15 +57,24 @@ TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
   c.loss = "mse";
   c.precision = "int8";
   c.epochs = 0;
+  c.recall_target = 1.5;
   const absl::Status s = c.Validate();
-  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
-                          AllOf(HasSubstr("unknown sampler 'random' (expected shuffle, balanced)"),
-                                HasSubstr("unknown class_weighting 'log' (expected inverse, sqrt)"),
-                                HasSubstr("unknown optimizer 'adam' (expected adamw, sgd)"),
-                                HasSubstr("unknown schedule 'linear'"), HasSubstr("unknown loss 'mse'"),
-                                HasSubstr("unknown precision 'int8' (expected auto, fp32, bf16, fp16)"),
-                                HasSubstr("epochs must be >= 1"))));
+  EXPECT_THAT(
+      s, StatusIs(absl::StatusCode::kInvalidArgument,
+                  AllOf(HasSubstr("unknown sampler 'random' (expected shuffle, balanced)"),
+                        HasSubstr("unknown class_weighting 'log' (expected inverse, sqrt)"),
+                        HasSubstr("unknown optimizer 'adam' (expected adamw, sgd)"),
+                        HasSubstr("unknown schedule 'linear'"), HasSubstr("unknown loss 'mse'"),
+                        HasSubstr("unknown precision 'int8' (expected auto, fp32, bf16, fp16)"),
+                        HasSubstr("epochs must be >= 1"),
+                        HasSubstr("recall_target must be in [0, 1]"))));
   EXPECT_EQ(c.Choices().status(), s);
+  TrainConfig no_class;
+  no_class.recall_target_class = "";
+  EXPECT_THAT(no_class.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            HasSubstr("recall_target_class is empty")));
+  no_class.recall_target = 0;
+  EXPECT_TRUE(no_class.Validate().ok());
 }
 
 // The recipes committed under configs/ (the bundled model's among them) stay valid
