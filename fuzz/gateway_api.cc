@@ -10,11 +10,12 @@
 #include <cstdlib>
 #include <string>
 
-#include "fuzz/require.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "fuzz/require.h"
 #include "nlohmann/json.hpp"
 #include "services/gateway/api.h"
+#include "skinlesion/common/classes.h"
 
 using skinlesion::fuzz::Require;
 
@@ -33,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto prediction = ParsePredictionQuery(params);
   if (prediction.ok()) {
-    Require(prediction->top_k >= 1 && prediction->top_k <= 7);
+    Require(prediction->top_k >= 1 && prediction->top_k <= skinlesion::kMaxClasses);
     Require(prediction->model.empty() || IsValidName(prediction->model));
   } else {
     Require(prediction.status().code() == absl::StatusCode::kInvalidArgument);

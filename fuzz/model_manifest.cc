@@ -28,6 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Require(m->temperature > 0);
   Require(m->refer.min_confidence >= 0 && m->refer.min_confidence <= 1);
   Require(m->refer.target_sensitivity > 0 && m->refer.target_sensitivity <= 1);
+  Require(m->refer.sensitivity_confidence >= 0 && m->refer.sensitivity_confidence < 1);
   Require(!m->refer.risk_threshold || (*m->refer.risk_threshold >= 0 && *m->refer.risk_threshold <= 1));
   Require(m->ood.reject_rate >= 0 && m->ood.reject_rate < 1);
   for (float s : m->std) Require(s > 0);

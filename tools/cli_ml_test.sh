@@ -116,6 +116,7 @@ cp -r "$OUT/run/model" "$OUT/fitted"
 "$CLI" fit-thresholds --model "$OUT/fitted" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val \
   --ood_images "$FIX/../ood" --min_ood_auroc 0 --threads 1 > "$OUT/fit.txt"
 grep -q "fitting the not-a-lesion Gaussian on the" "$OUT/fit.txt"
+grep -q "(target sensitivity 0.90, shown with 95% confidence)" "$OUT/fit.txt"
 grep -q "decision rule fitted on .* val images (prior: the model's training data)" "$OUT/fit.txt"
 grep -Eq "mel recall floor 0.70: bias|recall floor NOT fitted: partition 'val' has no mel image" "$OUT/fit.txt"
 grep -q "non-lesion images in" "$OUT/fit.txt"
@@ -130,6 +131,10 @@ digest = hashlib.sha256(open(os.path.join(d, o["features"]["file"]), "rb").read(
 assert digest == o["features"]["sha256"], (digest, o["features"])
 assert 0 <= o["check"]["auroc_vs_lesions"] <= 1 and o["check"]["n"] == 22, o["check"]
 assert m["refer"]["malignancy_risk_threshold"] is not None
+# 90% of the malignant lesions shown with 95% confidence (the defaults): the fixture's
+# few malignant validation images cannot show it, so every one of them is referred.
+assert m["refer"]["target_sensitivity"] == 0.9 and m["refer"]["sensitivity_confidence"] == 0.95, m["refer"]
+assert m["refer"]["validation"]["malignant_sensitivity"] == 1.0, m["refer"]
 # The decision rule: tau fitted on val within the grid, the training shares as prior.
 dec = m["decision"]
 assert dec["rule"] in ("plain", "prior_adjusted") and 0 <= dec["tau"] <= 0.5, dec
@@ -145,7 +150,9 @@ if "recall_floor" in dec:
 else:
     assert "bias" not in dec, dec
 # train wrote one too (config balanced_decision, default on).
-t = json.load(open(os.path.join(d, "..", "run", "model", "manifest.json")))["decision"]
+t = json.load(open(os.path.join(d, "..", "run", "model", "manifest.json")))
+assert t["refer"]["sensitivity_confidence"] == 0.95, t["refer"]  # config referral_confidence
+t = t["decision"]
 assert t["fitted_on"] == "fitted_on_val" and len(t["prior"]) == 7, t
 PY
 "$CLI" predict --model "$OUT/fitted" --json "$FIX/../ood/flat_white.png" > "$OUT/pred_ood.json"
@@ -215,11 +222,14 @@ assert d["rule"] == "prior_adjusted" and abs(d.get("bias", [0] * 7)[4] - f["bias
 assert f["validation"]["recall"] == 1.0 or (not f["reached"] and abs(f["bias"] - 1.5) < 1e-9), f
 PY
 "$CLI" fit-thresholds --model "$OUT/floor" "${DATA[@]}" --split "$OUT/split.csv" --fit_on train --threads 1 \
-  --recall_target 0 > "$OUT/floor0.txt"
+  --recall_target 0 --sensitivity_confidence 0 > "$OUT/floor0.txt"
+grep -q "target sensitivity 0.90, the validation share itself" "$OUT/floor0.txt"
 /usr/bin/python3 -c "
 import json, sys
-d = json.load(open(sys.argv[1]))['decision']
-assert 'bias' not in d and 'recall_floor' not in d, d" "$OUT/floor/manifest.json"
+m = json.load(open(sys.argv[1]))
+d = m['decision']
+assert 'bias' not in d and 'recall_floor' not in d, d
+assert 'sensitivity_confidence' not in m['refer'], m['refer']  # 0: the point estimate" "$OUT/floor/manifest.json"
 if grep -q '"ood"' "$OUT/fitted2/manifest.json"; then echo "an unmeasured check was written"; exit 1; fi
 
 # Bring your own data: the same 14 images as class folders, as a plain CSV with

@@ -187,6 +187,7 @@ void SetRefer(const nlohmann::json& metrics, ModelManifest& manifest) {
   manifest.refer.min_confidence = policy.at("min_confidence").get<double>();
   manifest.refer.min_margin = policy.at("min_margin").get<double>();
   manifest.refer.target_sensitivity = policy.at("target_sensitivity").get<double>();
+  manifest.refer.sensitivity_confidence = policy.value("sensitivity_confidence", 0.0);
   manifest.refer.risk_threshold.reset();
   nlohmann::json provenance = nlohmann::json::object();
   if (policy["malignancy_risk_threshold"].is_number()) {
@@ -520,6 +521,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   // The refer rule's operating point: fitted on the validation split for the target.
   report.fit_risk_threshold = true;
   report.referral.target_sensitivity = config.target_sensitivity;
+  report.referral.sensitivity_confidence = config.referral_confidence;
   // The decision rule: tau fitted on the validation split against the training shares.
   report.fit_decision = config.balanced_decision;
   if (config.recall_target > 0) {
@@ -949,6 +951,10 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   if (!(cmd.target_sensitivity > 0 && cmd.target_sensitivity <= 1)) {
     return absl::InvalidArgumentError("--target_sensitivity must be in (0, 1]");
   }
+  if (!(cmd.sensitivity_confidence >= 0 && cmd.sensitivity_confidence < 1)) {
+    return absl::InvalidArgumentError(
+        "--sensitivity_confidence must be in [0, 1) (0: the share itself)");
+  }
   if (!(cmd.ood_reject_rate >= 0 && cmd.ood_reject_rate < 1)) {
     return absl::InvalidArgumentError("--ood_reject_rate must be in [0, 1)");
   }
@@ -1039,6 +1045,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   // Referral.
   ReferralPolicy base = spec.refer;
   base.target_sensitivity = cmd.target_sensitivity;
+  base.sensitivity_confidence = cmd.sensitivity_confidence;
   const std::optional<ReferralPolicy> fitted_policy = eval::FitReferralPolicy(pred.labels, probs, base, spec.classes);
   if (!fitted_policy) {
     return absl::FailedPreconditionError(
@@ -1053,8 +1060,13 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   fitted["referral"]["validation"] = fitted["referral"];
   SetRefer(fitted, manifest);
   manifest.document["refer"]["fitted_data"] = fitted_data;
-  std::printf("fitted on %zu %s images: refer when malignancy risk >= %.4f (target sensitivity %.2f)\n",
-              samples.size(), cmd.partition.c_str(), threshold, cmd.target_sensitivity);
+  std::printf(
+      "fitted on %zu %s images: refer when malignancy risk >= %.4f (target sensitivity %.2f, %s)\n",
+      samples.size(), cmd.partition.c_str(), threshold, cmd.target_sensitivity,
+      cmd.sensitivity_confidence > 0
+          ? absl::StrFormat("shown with %.0f%% confidence", 100 * cmd.sensitivity_confidence)
+                .c_str()
+          : "the validation share itself");
   PrintReferral(fitted);
 
   // Out of distribution: for mahalanobis, the Gaussian of the training images'

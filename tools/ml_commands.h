@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "skinlesion/common/referral.h"
 #include "skinlesion/data/dataset.h"
 
 namespace skinlesion::cli {
@@ -91,7 +92,8 @@ struct PublishCommand {
 // Fits a model directory's two operating points on labelled data (normally the
 // validation partition of the split it was trained with), from fp32 outputs:
 //  - referral: the malignancy-risk threshold that refers `target_sensitivity` of the
-//    malignant lesions (calibrated probabilities; skinlesion/common/referral.h),
+//    malignant lesions, shown with `sensitivity_confidence` (one-sided Wilson lower
+//    bound; 0: the share itself) (calibrated probabilities; skinlesion/common/referral.h),
 //    written into the manifest's "refer" object with what it reached there;
 //  - out-of-distribution: the energy threshold that rejects `ood_reject_rate` of the
 //    lesions (skinlesion/common/ood.h), written into "ood". With `ood_images` (a
@@ -103,6 +105,7 @@ struct FitThresholdsCommand {
   std::string data_dir, metadata, split_file, partition = "val";
   std::string skip_labels;  // LoadData.
   double target_sensitivity = 0.9;
+  double sensitivity_confidence = kDefaultSensitivityConfidence;
   double ood_reject_rate = 0.01;
   std::string ood_images;
   // The "ood" threshold is written only when measured on ood_images with at least

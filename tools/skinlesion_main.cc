@@ -42,6 +42,7 @@
 #include "skinlesion/common/allocator.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/common/referral.h"
 #include "skinlesion/common/status.h"
 #include "skinlesion/data/ham10000.h"
 #include "skinlesion/data/split.h"
@@ -101,6 +102,10 @@ ABSL_FLAG(std::string, explain_out, "",
 ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads (evaluate, predict)");
 ABSL_FLAG(double, target_sensitivity, 0.9,
           "fit-thresholds: share of malignant lesions the malignancy-risk rule must refer");
+ABSL_FLAG(double, sensitivity_confidence, skinlesion::kDefaultSensitivityConfidence,
+          "fit-thresholds: the one-sided confidence with which the fitting data must show "
+          "--target_sensitivity (the Wilson lower bound of their share reaches it; 0: the share "
+          "itself)");
 ABSL_FLAG(std::string, ood_method, "auto",
           "fit-thresholds: the not-a-lesion score: mahalanobis (penultimate features; auto where the "
           "model has a feature map), energy, or auto");
@@ -331,6 +336,7 @@ absl::Status RunFitThresholdsCommand() {
   c.split_file = absl::GetFlag(FLAGS_split);
   c.partition = absl::GetFlag(FLAGS_fit_on);
   c.target_sensitivity = absl::GetFlag(FLAGS_target_sensitivity);
+  c.sensitivity_confidence = absl::GetFlag(FLAGS_sensitivity_confidence);
   c.ood_reject_rate = absl::GetFlag(FLAGS_ood_reject_rate);
   c.ood_images = absl::GetFlag(FLAGS_ood_images);
   c.min_ood_auroc = absl::GetFlag(FLAGS_min_ood_auroc);
@@ -436,10 +442,12 @@ const std::map<std::string, Command>& Commands() {
         "data",
         RunFitThresholdsCommand,
         "--model DIR --data DIR --split F [--fit_on val] [--target_sensitivity 0.9] "
+        "[--sensitivity_confidence 0.95] "
         "[--prior_from train] [--recall_target 0.7] [--ood_images DIR]",
         {"model", "data", "metadata", "skip_labels", "split", "fit_on", "target_sensitivity",
-         "ood_reject_rate", "ood_method", "ood_fit_on", "balanced_decision", "prior_from",
-         "recall_target_class", "recall_target", "ood_images", "min_ood_auroc", "threads"}}},
+         "sensitivity_confidence", "ood_reject_rate", "ood_method", "ood_fit_on",
+         "balanced_decision", "prior_from", "recall_target_class", "recall_target", "ood_images",
+         "min_ood_auroc", "threads"}}},
       {"predict",
        {"classify lesion images (the bundled model by default)",
         RunPredictCommand,

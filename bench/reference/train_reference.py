@@ -130,10 +130,10 @@ DEFAULTS = {
     "monitor": "balanced_accuracy", "patience": 8, "seed": 42, "progress_interval_s": 10.0,
     "colour_constancy_p": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
     # Read and ignored: what train fits after training (the referral rule's classes, the
-    # balanced-accuracy decision rule and its recall floor). The reference reports the
-    # plain rule at T = 1.
+    # balanced-accuracy decision rule and its recall floor, the referral threshold's
+    # confidence). The reference reports the plain rule at T = 1.
     "malignant_classes": "", "balanced_decision": True, "recall_target_class": "mel",
-    "recall_target": 0.7,
+    "recall_target": 0.7, "referral_confidence": 0.95,
 }
 
 

@@ -474,7 +474,10 @@ json PredictionJson(const v1::ClassifyResponse& r, const std::string& prediction
        {{"malignancy_risk_threshold",
          r.refer_risk_threshold() > 0 ? json(r.refer_risk_threshold()) : json(nullptr)},
         {"target_sensitivity",
-         r.refer_target_sensitivity() > 0 ? json(r.refer_target_sensitivity()) : json(nullptr)}}},
+         r.refer_target_sensitivity() > 0 ? json(r.refer_target_sensitivity()) : json(nullptr)},
+        {"sensitivity_confidence", r.refer_sensitivity_confidence() > 0
+                                       ? json(r.refer_sensitivity_confidence())
+                                       : json(nullptr)}}},
       {"timing",
        {{"queue_ms", Round3(r.timing().queue_ms())},
         {"compute_ms", Round3(r.timing().compute_ms())},

@@ -253,6 +253,7 @@ TEST(PredictionJsonTest, Fields) {
   EXPECT_EQ(j["refer"], false);
   EXPECT_EQ(j["refer_rule"], "");
   EXPECT_TRUE(j["referral"]["malignancy_risk_threshold"].is_null());  // The version has none.
+  EXPECT_TRUE(j["referral"]["sensitivity_confidence"].is_null());
   EXPECT_EQ(j["out_of_distribution"], false);
   EXPECT_DOUBLE_EQ(j["timing"]["inference_ms"].get<double>(), 12.5);
   EXPECT_DOUBLE_EQ(j["timing"]["gateway_ms"].get<double>(), 14.25);
@@ -267,6 +268,7 @@ TEST(PredictionJsonTest, Fields) {
   risky.set_refer_reason("malignancy risk 0.26 >= 0.18 (90% sensitivity point)");
   risky.set_refer_risk_threshold(0.18f);
   risky.set_refer_target_sensitivity(0.9f);
+  risky.set_refer_sensitivity_confidence(0.95f);
   risky.set_out_of_distribution(true);
   risky.set_ood_score(1.5f);
   risky.set_ood_message("This does not look like a dermoscopic photo");
@@ -274,6 +276,7 @@ TEST(PredictionJsonTest, Fields) {
   EXPECT_EQ(r["refer_rule"], "malignancy_risk");
   EXPECT_NEAR(r["referral"]["malignancy_risk_threshold"].get<double>(), 0.18, 1e-6);
   EXPECT_NEAR(r["referral"]["target_sensitivity"].get<double>(), 0.9, 1e-6);
+  EXPECT_NEAR(r["referral"]["sensitivity_confidence"].get<double>(), 0.95, 1e-6);
   EXPECT_EQ(r["out_of_distribution"], true);
   EXPECT_NEAR(r["ood_score"].get<double>(), 1.5, 1e-6);
   EXPECT_THAT(r["ood_message"].get<std::string>(), HasSubstr("dermoscopic"));

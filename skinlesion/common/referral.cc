@@ -47,8 +47,12 @@ Summary Summarize(absl::Span<const float> p, const LabelSet& classes, const Refe
   s.malignancy_risk = static_cast<float>(risk);
   if (policy.risk_threshold.has_value() && risk >= *policy.risk_threshold) {
     s.refer_rule = ReferRule::kMalignancyRisk;
-    s.refer_reason = absl::StrFormat("malignancy risk %.2f >= %.2f (%.0f%% sensitivity point)", risk,
-                                     *policy.risk_threshold, 100 * policy.target_sensitivity);
+    s.refer_reason = absl::StrFormat(
+        "malignancy risk %.2f >= %.2f (%.0f%% sensitivity point%s)", risk, *policy.risk_threshold,
+        100 * policy.target_sensitivity,
+        policy.sensitivity_confidence > 0
+            ? absl::StrFormat(", %.0f%% confidence", 100 * policy.sensitivity_confidence)
+            : "");
   } else if (s.confidence < policy.min_confidence) {
     s.refer_rule = ReferRule::kLowConfidence;
     s.refer_reason = absl::StrFormat("top probability %.2f is under %.2f", s.confidence,
@@ -64,10 +68,34 @@ Summary Summarize(absl::Span<const float> p, const LabelSet& classes, const Refe
   return s;
 }
 
+double OneSidedZ(double confidence) {
+  if (!(confidence > 0 && confidence < 1)) return 0;
+  // Bisection on the upper tail 0.5 erfc(z / sqrt 2), decreasing in z.
+  double lo = -40, hi = 40;
+  for (int i = 0; i < 200; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    if (0.5 * std::erfc(mid / std::sqrt(2.0)) > 1 - confidence) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return 0.5 * (lo + hi);
+}
+
+std::pair<double, double> WilsonBounds(int k, int n, double z) {
+  if (n <= 0) return {0, 0};
+  const double nn = n, phat = static_cast<double>(k) / nn, z2 = z * z;
+  const double centre = (phat + z2 / (2 * nn)) / (1 + z2 / nn);
+  const double half = z * std::sqrt(phat * (1 - phat) / nn + z2 / (4 * nn * nn)) / (1 + z2 / nn);
+  return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
+}
+
 std::optional<double> FitRiskThreshold(const std::vector<int>& labels,
                                        const std::vector<double>& risks, double target_sensitivity,
-                                       const LabelSet& classes) {
-  if (!(target_sensitivity > 0 && target_sensitivity <= 1) || labels.size() != risks.size()) {
+                                       const LabelSet& classes, double confidence) {
+  if (!(target_sensitivity > 0 && target_sensitivity <= 1) || labels.size() != risks.size() ||
+      !(confidence >= 0 && confidence < 1)) {
     return std::nullopt;
   }
   std::vector<double> malignant;
@@ -79,11 +107,18 @@ std::optional<double> FitRiskThreshold(const std::vector<int>& labels,
   }
   if (malignant.empty()) return std::nullopt;
   // Highest risks first: the threshold is the k-th highest malignant risk, with k the
-  // smallest count that reaches the target share.
+  // smallest count whose share (or its lower bound) reaches the target.
   std::sort(malignant.begin(), malignant.end(), std::greater<>());
   const size_t n = malignant.size();
   size_t k = static_cast<size_t>(std::ceil(target_sensitivity * static_cast<double>(n) - 1e-9));
   k = std::clamp<size_t>(k, 1, n);
+  if (confidence > 0) {
+    const double z = OneSidedZ(confidence);
+    while (k < n && WilsonBounds(static_cast<int>(k), static_cast<int>(n), z).first <
+                        target_sensitivity - 1e-12) {
+      ++k;
+    }
+  }
   return malignant[k - 1];
 }
 

@@ -6,7 +6,9 @@
 //   1. malignancy risk: the summed probability of the label set's malignant classes
 //      (P(mel) + P(bcc) + P(akiec) for HAM10000; calibrated) >= risk_threshold,
 //      a threshold fitted on validation data so that a target share of malignant
-//      lesions (default 90%) is at or above it (FitRiskThreshold);
+//      lesions (default 90%) is at or above it, by default with 95% confidence (the
+//      one-sided Wilson lower bound of the validation share reaches the target;
+//      FitRiskThreshold);
 //   2. low confidence: the top probability < min_confidence;
 //   3. close call: top minus second probability < min_margin.
 // The reason names the rule that fired first, with its numbers, e.g.
@@ -21,6 +23,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -47,6 +50,9 @@ struct ReferralPolicy {
   // What risk_threshold was fitted for, and what it reached on the validation data
   // (quoted in the reason and the model card).
   double target_sensitivity = kDefaultTargetMalignantSensitivity;
+  // The one-sided confidence with which the validation data must show the target
+  // (FitRiskThreshold); 0: the point estimate (manifests written before it existed).
+  double sensitivity_confidence = 0;
 };
 
 struct Summary {
@@ -72,13 +78,29 @@ double MalignancyRisk(absl::Span<const float> probabilities, const LabelSet& cla
 Summary Summarize(absl::Span<const float> probabilities, const LabelSet& classes,
                   const ReferralPolicy& policy, const DecisionRule& decision = {});
 
-// The largest threshold t such that at least `target_sensitivity` of the malignant
-// cases (classes.IsMalignant(label)) have risk >= t, i.e. the operating point on the
-// validation ROC. risks[i] is sample i's malignancy risk. nullopt without any
-// malignant case or for a target outside (0, 1].
+// The default one-sided confidence of a fitted sensitivity target (train's
+// `referral_confidence`, fit-thresholds' --sensitivity_confidence).
+inline constexpr double kDefaultSensitivityConfidence = 0.95;
+
+// The 95% two-sided z (the Wilson intervals of docs/metrics.md).
+inline constexpr double kZ95TwoSided = 1.959963984540054;
+// z with P(Z > z) = 1 - confidence for a standard normal Z (1.645 at 0.95);
+// confidence in (0, 1), else 0.
+double OneSidedZ(double confidence);
+// The Wilson score bounds {lower, upper} of the proportion k / n at z ({0, 0} for n <= 0).
+std::pair<double, double> WilsonBounds(int k, int n, double z);
+
+// The largest threshold t such that the malignant cases (classes.IsMalignant(label))
+// with risk >= t show `target_sensitivity`: with `confidence` 0, their share reaches it
+// (the operating point on the validation ROC); with confidence in (0, 1), the one-sided
+// Wilson lower bound of their share at that confidence reaches it, so a validation set
+// of n malignant cases must show more than the target (at n = 188 and 0.95: 0.936 for
+// 0.90), and when even all n cannot show it (n < 25 for 0.90 at 0.95) the threshold is
+// the lowest malignant risk. risks[i] is sample i's malignancy risk. nullopt without any
+// malignant case, for a target outside (0, 1] or a confidence outside [0, 1).
 std::optional<double> FitRiskThreshold(const std::vector<int>& labels,
                                        const std::vector<double>& risks, double target_sensitivity,
-                                       const LabelSet& classes);
+                                       const LabelSet& classes, double confidence = 0);
 
 }  // namespace skinlesion
 

@@ -77,6 +77,57 @@ TEST(ReferralTest, FitRiskThresholdReachesTheTargetSensitivity) {
   EXPECT_FALSE(FitRiskThreshold({4}, {0.1, 0.2}, 0.9, kHam).has_value());  // Sizes differ.
 }
 
+TEST(ReferralTest, AConfidentTargetNeedsMoreThanTheTargetOnValidation) {
+  EXPECT_NEAR(OneSidedZ(0.95), 1.6448536, 1e-6);
+  EXPECT_NEAR(OneSidedZ(0.975), kZ95TwoSided, 1e-6);
+  EXPECT_NEAR(OneSidedZ(0.5), 0.0, 1e-9);
+  EXPECT_EQ(OneSidedZ(0.0), 0.0);
+  EXPECT_EQ(OneSidedZ(1.0), 0.0);
+  // Wilson bounds of 95 of 100 at z 1.96 (a textbook value: 0.888-0.978).
+  const auto [lower, upper] = WilsonBounds(95, 100, kZ95TwoSided);
+  EXPECT_NEAR(lower, 0.8883, 1e-4);
+  EXPECT_NEAR(upper, 0.9785, 1e-4);
+  EXPECT_EQ(WilsonBounds(0, 0, 1.96), std::make_pair(0.0, 0.0));
+
+  // 100 malignant cases with risks 1.00, 0.99, ..., 0.01 and 100 benign ones.
+  std::vector<int> labels;
+  std::vector<double> risks;
+  for (int i = 0; i < 100; ++i) {
+    labels.push_back(i % 3 == 0 ? 1 : 4);
+    risks.push_back((100 - i) / 100.0);
+    labels.push_back(5);
+    risks.push_back(0.5);
+  }
+  // The point estimate: 90 of 100 at or above the threshold.
+  EXPECT_DOUBLE_EQ(*FitRiskThreshold(labels, risks, 0.9, kHam), (100 - 89) / 100.0);
+  EXPECT_DOUBLE_EQ(*FitRiskThreshold(labels, risks, 0.9, kHam, 0.0), (100 - 89) / 100.0);
+  // 95% confidence: 94 of 100 has a one-sided Wilson lower bound of 0.888, 95 of 100
+  // 0.901; so 95 cases must be at or above the threshold.
+  const double z = OneSidedZ(0.95);
+  EXPECT_LT(WilsonBounds(94, 100, z).first, 0.9);
+  EXPECT_GE(WilsonBounds(95, 100, z).first, 0.9);
+  EXPECT_DOUBLE_EQ(*FitRiskThreshold(labels, risks, 0.9, kHam, 0.95), (100 - 94) / 100.0);
+  // Higher confidence, lower threshold.
+  EXPECT_LT(*FitRiskThreshold(labels, risks, 0.9, kHam, 0.99),
+            *FitRiskThreshold(labels, risks, 0.9, kHam, 0.95));
+  // Six malignant cases cannot show 90% at 95% confidence (25 would be needed): every
+  // malignant case is referred, the lowest malignant risk is the threshold.
+  EXPECT_DOUBLE_EQ(
+      *FitRiskThreshold({4, 4, 1, 0, 4, 5, 5, 2, 6, 4},
+                        {0.9, 0.2, 0.6, 0.4, 0.05, 0.3, 0.01, 0.5, 0.1, 0.7}, 0.9, kHam, 0.95),
+      0.05);
+  EXPECT_FALSE(FitRiskThreshold(labels, risks, 0.9, kHam, 1.0).has_value());
+  EXPECT_FALSE(FitRiskThreshold(labels, risks, 0.9, kHam, -0.1).has_value());
+
+  // The reason quotes the confidence when there is one.
+  ReferralPolicy policy;
+  policy.risk_threshold = 0.18;
+  policy.sensitivity_confidence = 0.95;
+  const std::vector<float> p = {0.01f, 0.01f, 0.045f, 0.005f, 0.25f, 0.63f, 0.05f};
+  EXPECT_EQ(Summarize(p, kHam, policy).refer_reason,
+            "malignancy risk 0.27 >= 0.18 (90% sensitivity point, 95% confidence)");
+}
+
 TEST(ReferralTest, AModelsOwnClassesAndGroupingDecideTheRisk) {
   // A 3-class clinic model whose manifest names "melanoma" malignant.
   const LabelSet classes =

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 namespace skinlesion::eval {
 
@@ -10,12 +11,8 @@ Proportion WilsonInterval(int k, int n, double z) {
   p.k = k;
   p.n = n;
   if (n <= 0) return p;
-  const double nn = n, phat = k / nn, z2 = z * z;
-  const double centre = (phat + z2 / (2 * nn)) / (1 + z2 / nn);
-  const double half = z * std::sqrt(phat * (1 - phat) / nn + z2 / (4 * nn * nn)) / (1 + z2 / nn);
-  p.value = phat;
-  p.lower = std::max(0.0, centre - half);
-  p.upper = std::min(1.0, centre + half);
+  p.value = static_cast<double>(k) / n;
+  std::tie(p.lower, p.upper) = WilsonBounds(k, n, z);
   return p;
 }
 
@@ -27,7 +24,8 @@ std::optional<ReferralPolicy> FitReferralPolicy(const std::vector<int>& labels,
   // The float the rule reports (Summary::malignancy_risk), as EvaluateReferral
   // compares it: a threshold fitted on the unrounded sum can sit a rounding above it.
   for (const Probs& p : probs) risks.push_back(static_cast<float>(MalignancyRisk(p, classes)));
-  const std::optional<double> t = FitRiskThreshold(labels, risks, policy.target_sensitivity, classes);
+  const std::optional<double> t = FitRiskThreshold(labels, risks, policy.target_sensitivity,
+                                                   classes, policy.sensitivity_confidence);
   if (!t) return std::nullopt;
   policy.risk_threshold = *t;
   return policy;
@@ -88,9 +86,11 @@ nlohmann::json ReferralToJson(const ReferralEvaluation& e) {
       {"policy",
        {{"min_confidence", e.policy.min_confidence},
         {"min_margin", e.policy.min_margin},
-        {"malignancy_risk_threshold",
-         e.policy.risk_threshold ? nlohmann::json(*e.policy.risk_threshold) : nlohmann::json(nullptr)},
-        {"target_sensitivity", e.policy.target_sensitivity}}},
+        {"malignancy_risk_threshold", e.policy.risk_threshold
+                                          ? nlohmann::json(*e.policy.risk_threshold)
+                                          : nlohmann::json(nullptr)},
+        {"target_sensitivity", e.policy.target_sensitivity},
+        {"sensitivity_confidence", e.policy.sensitivity_confidence}}},
       {"n", e.n},
       {"refer_rate", ProportionToJson(e.refer_rate)},
       {"malignant_sensitivity", ProportionToJson(e.malignant_sensitivity)},

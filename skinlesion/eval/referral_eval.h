@@ -23,7 +23,7 @@ struct Proportion {
   int k = 0, n = 0;
   double value = 0, lower = 0, upper = 0;
 };
-Proportion WilsonInterval(int k, int n, double z = 1.959963984540054);
+Proportion WilsonInterval(int k, int n, double z = kZ95TwoSided);
 
 struct ReferralEvaluation {
   ReferralPolicy policy;
@@ -42,7 +42,8 @@ struct ReferralEvaluation {
 };
 
 // `policy` with its malignancy-risk threshold fitted on (labels, calibrated probs) for
-// policy.target_sensitivity (FitRiskThreshold); nullopt without a malignant case.
+// policy.target_sensitivity at policy.sensitivity_confidence (FitRiskThreshold);
+// nullopt without a malignant case.
 std::optional<ReferralPolicy> FitReferralPolicy(const std::vector<int>& labels,
                                                 const std::vector<Probs>& probs,
                                                 ReferralPolicy policy, const LabelSet& classes);
@@ -56,7 +57,8 @@ ReferralEvaluation EvaluateReferral(const std::vector<int>& labels, const std::v
 // {"value", "ci95": [lower, upper], "k", "n"}.
 nlohmann::json ProportionToJson(const Proportion& p);
 // The "referral" object of metrics.json: policy (min_confidence, min_margin,
-// malignancy_risk_threshold or null, target_sensitivity) and every proportion above.
+// malignancy_risk_threshold or null, target_sensitivity, sensitivity_confidence) and
+// every proportion above.
 nlohmann::json ReferralToJson(const ReferralEvaluation& e);
 
 }  // namespace skinlesion::eval

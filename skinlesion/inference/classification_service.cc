@@ -80,6 +80,8 @@ void FillClassifyResponse(const serving::InferResult& result, int top_k, const s
   response->set_refer_rule(std::string(ReferRuleName(result.refer_rule)));
   response->set_refer_risk_threshold(static_cast<float>(result.refer_risk_threshold.value_or(0.0)));
   response->set_refer_target_sensitivity(static_cast<float>(result.refer_target_sensitivity));
+  response->set_refer_sensitivity_confidence(
+      static_cast<float>(result.refer_sensitivity_confidence));
   response->set_out_of_distribution(result.out_of_distribution);
   response->set_ood_score(static_cast<float>(result.ood_score));
   if (result.out_of_distribution) response->set_ood_message(kOodMessage);

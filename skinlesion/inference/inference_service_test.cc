@@ -56,6 +56,7 @@ InferResult MakeResult(int batch_size = 2) {
   r.refer_reason = "margin 0.45 below 0.5";
   r.refer_risk_threshold = 0.18;
   r.refer_target_sensitivity = 0.9;
+  r.refer_sensitivity_confidence = 0.95;
   r.ood_score = 2.5;
   r.ood_checked = true;
   r.out_of_distribution = true;
@@ -325,6 +326,7 @@ TEST_F(InferenceServiceTest, ClassifyFillsEveryField) {
   EXPECT_EQ(response.refer_rule(), "malignancy_risk");
   EXPECT_FLOAT_EQ(response.refer_risk_threshold(), 0.18f);
   EXPECT_FLOAT_EQ(response.refer_target_sensitivity(), 0.9f);
+  EXPECT_FLOAT_EQ(response.refer_sensitivity_confidence(), 0.95f);
   EXPECT_TRUE(response.out_of_distribution());
   EXPECT_FLOAT_EQ(response.ood_score(), 2.5f);
   EXPECT_THAT(response.ood_message(), HasSubstr("does not look like a dermoscopic photo"));
@@ -817,6 +819,10 @@ TEST_F(InferenceServiceTest, KServeInferBytesContents) {
   ExpectProbabilitiesAndLogits(response, 2, false);
   EXPECT_EQ(response.id(), "req-7");
   EXPECT_EQ(response.parameters().at("model_sha256").string_param(), "ab12");
+  // The version's referral operating point.
+  EXPECT_EQ(response.parameters().at("refer_risk_threshold").string_param(), "0.18");
+  EXPECT_EQ(response.parameters().at("refer_target_sensitivity").string_param(), "0.9");
+  EXPECT_EQ(response.parameters().at("refer_sensitivity_confidence").string_param(), "0.95");
   std::vector<std::string> images;
   for (const InferRequest& r : core_.seen()) {
     images.push_back(r.encoded_image);

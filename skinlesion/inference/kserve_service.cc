@@ -321,7 +321,18 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
   if (n > 0) {
     response->set_model_name(results.front().model);
     response->set_model_version(absl::StrCat(results.front().version));
-    (*response->mutable_parameters())["model_sha256"].set_string_param(results.front().sha256);
+    auto& parameters = *response->mutable_parameters();
+    parameters["model_sha256"].set_string_param(results.front().sha256);
+    // The version's referral operating point (one version per call), as decimal strings
+    // (InferParameter has no floating-point member).
+    if (const serving::InferResult& r = results.front(); r.refer_risk_threshold.has_value()) {
+      parameters["refer_risk_threshold"].set_string_param(
+          absl::StrFormat("%.6g", *r.refer_risk_threshold));
+      parameters["refer_target_sensitivity"].set_string_param(
+          absl::StrFormat("%.6g", r.refer_target_sensitivity));
+      parameters["refer_sensitivity_confidence"].set_string_param(
+          absl::StrFormat("%.6g", r.refer_sensitivity_confidence));
+    }
   }
   response->set_id(request.id());
   for (const RequestedOutput& out : parsed.outputs) {

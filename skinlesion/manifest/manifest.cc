@@ -225,6 +225,12 @@ absl::Status ParseRefer(const FieldReader& r, const json& o, ReferralPolicy& ref
   SL_RETURN_IF_ERROR(r.Unit("refer.", o, "min_confidence", false, refer.min_confidence));
   SL_RETURN_IF_ERROR(r.Unit("refer.", o, "min_margin", false, refer.min_margin));
   SL_RETURN_IF_ERROR(r.Unit("refer.", o, "target_sensitivity", true, refer.target_sensitivity));
+  SL_RETURN_IF_ERROR(
+      r.Unit("refer.", o, "sensitivity_confidence", false, refer.sensitivity_confidence));
+  if (refer.sensitivity_confidence >= 1) {
+    return r.Error("refer.sensitivity_confidence", "must be in [0, 1)",
+                   o["sensitivity_confidence"]);
+  }
   if (o.contains("malignancy_risk_threshold")) {
     double t = 0;
     SL_RETURN_IF_ERROR(r.Unit("refer.", o, "malignancy_risk_threshold", false, t));
@@ -456,6 +462,11 @@ json ModelManifest::ToJson() const {
   r["min_confidence"] = refer.min_confidence;
   r["min_margin"] = refer.min_margin;
   r["target_sensitivity"] = refer.target_sensitivity;
+  if (refer.sensitivity_confidence > 0) {
+    r["sensitivity_confidence"] = refer.sensitivity_confidence;
+  } else {
+    r.erase("sensitivity_confidence");
+  }
   if (refer.risk_threshold.has_value()) {
     r["malignancy_risk_threshold"] = *refer.risk_threshold;
   } else {

@@ -22,7 +22,8 @@
 //                       "colour_constancy": {"method": "shades_of_gray", "p" in [1, 16]}}
 //   "calibration"       {"temperature" > 0 (default 1)}
 //   "refer"             {"min_confidence", "min_margin" in [0, 1],
-//                       "malignancy_risk_threshold" in [0, 1], "target_sensitivity" in (0, 1]}
+//                       "malignancy_risk_threshold" in [0, 1], "target_sensitivity" in (0, 1],
+//                       "sensitivity_confidence" in [0, 1) (absent: 0, the point estimate)}
 //   "decision"          {"rule": "plain" | "prior_adjusted", "tau" in [0, 4], "prior":
 //                       one share per class in (0, 1], "bias": one number per class in
 //                       [-4, 4] (prior_adjusted only)}: which class an answer names

@@ -32,6 +32,8 @@ TEST_F(ManifestTest, AModelsOwnLabelsAndGrouping) {
   absl::StatusOr<ModelManifest> manifest = Read({{"architecture", "resnet18"}});
   ASSERT_TRUE(manifest.ok()) << manifest.status();
   EXPECT_EQ(manifest->classes, LabelSet::Ham10000());
+  // ... nor a confidence for their sensitivity target (the point estimate).
+  EXPECT_EQ(manifest->refer.sensitivity_confidence, 0.0);
   // A 3-class clinic model names its malignant class.
   manifest = Read({{"architecture", "resnet18"},
                {"num_classes", 3},
@@ -58,32 +60,32 @@ TEST_F(ManifestTest, AModelsOwnLabelsAndGrouping) {
 
 TEST_F(ManifestTest, ReadsEveryField) {
   WriteFile(dir_.Join("model.safetensors"), "weights");
-  const json m = {
-      {"model", "ham"},
-      {"version", 3},
-      {"architecture", "resnet18"},
-      {"image_size", 32},
-      {"num_classes", 7},
-      {"labels", {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}},
-      {"preprocessing",
-       {{"size", 32},
-        {"resize", "resize"},
-        {"mean", {0.5, 0.5, 0.5}},
-        {"std", {0.25, 0.5, 1}},
-        {"colour_constancy", {{"method", "shades_of_gray"}, {"p", 6}}}}},
-      {"calibration", {{"temperature", 1.7}, {"fitted_on", "val"}}},
-      {"refer",
-       {{"min_confidence", 0.6},
-        {"min_margin", 0.2},
-        {"malignancy_risk_threshold", 0.18},
-        {"target_sensitivity", 0.95}}},
-      {"files", {{{"name", "model.safetensors"}, {"size", 7}, {"sha256", "abc"}}}},
-      {"sha256", "def"},
-      {"precision", "bf16"},
-      {"golden_set",
-       {{"tolerance", 0.01},
-        {"tolerance_bf16", 0.03},
-        {"items", {{{"file", "g.jpg"}, {"probabilities", {1, 0, 0, 0, 0, 0, 0}}}}}}}};
+  const json m = {{"model", "ham"},
+                  {"version", 3},
+                  {"architecture", "resnet18"},
+                  {"image_size", 32},
+                  {"num_classes", 7},
+                  {"labels", {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}},
+                  {"preprocessing",
+                   {{"size", 32},
+                    {"resize", "resize"},
+                    {"mean", {0.5, 0.5, 0.5}},
+                    {"std", {0.25, 0.5, 1}},
+                    {"colour_constancy", {{"method", "shades_of_gray"}, {"p", 6}}}}},
+                  {"calibration", {{"temperature", 1.7}, {"fitted_on", "val"}}},
+                  {"refer",
+                   {{"min_confidence", 0.6},
+                    {"min_margin", 0.2},
+                    {"malignancy_risk_threshold", 0.18},
+                    {"target_sensitivity", 0.95},
+                    {"sensitivity_confidence", 0.9}}},
+                  {"files", {{{"name", "model.safetensors"}, {"size", 7}, {"sha256", "abc"}}}},
+                  {"sha256", "def"},
+                  {"precision", "bf16"},
+                  {"golden_set",
+                   {{"tolerance", 0.01},
+                    {"tolerance_bf16", 0.03},
+                    {"items", {{{"file", "g.jpg"}, {"probabilities", {1, 0, 0, 0, 0, 0, 0}}}}}}}};
   auto manifest = Read(m);
   ASSERT_THAT(manifest, IsOk());
   EXPECT_EQ(manifest->name, "ham");
@@ -100,6 +102,7 @@ TEST_F(ManifestTest, ReadsEveryField) {
   ASSERT_TRUE(manifest->refer.risk_threshold.has_value());
   EXPECT_DOUBLE_EQ(*manifest->refer.risk_threshold, 0.18);
   EXPECT_DOUBLE_EQ(manifest->refer.target_sensitivity, 0.95);
+  EXPECT_DOUBLE_EQ(manifest->refer.sensitivity_confidence, 0.9);
   EXPECT_EQ(manifest->sha256, "abc");  // The registry's files entry wins.
   EXPECT_EQ(manifest->document["calibration"]["fitted_on"], "val");
   ASSERT_TRUE(manifest->golden_set.has_value());
@@ -203,6 +206,10 @@ TEST_F(ManifestTest, MalformedFieldsAreNamed) {
       {{{"refer", {{"malignancy_risk_threshold", 1.5}}}},
        "\"refer.malignancy_risk_threshold\" must be in [0, 1]"},
       {{{"refer", {{"target_sensitivity", 0}}}}, "\"refer.target_sensitivity\" must be in (0, 1]"},
+      {{{"refer", {{"sensitivity_confidence", 1}}}},
+       "\"refer.sensitivity_confidence\" must be in [0, 1)"},
+      {{{"refer", {{"sensitivity_confidence", -0.5}}}},
+       "\"refer.sensitivity_confidence\" must be in [0, 1]"},
       {{{"files", "all"}}, "\"files\" must be an array"},
       {{{"files", {{{"name", "model.safetensors"}}}}}, "\"files[0].sha256\" must be a string"},
       {{{"sha256", 5}}, "\"sha256\" must be a string"},
@@ -368,6 +375,7 @@ TEST_F(ManifestTest, RoundTripKeepsTypedFieldsAndProvenance) {
   m.refer.min_margin = 0.2;
   m.refer.risk_threshold = 0.125;
   m.refer.target_sensitivity = 0.95;
+  m.refer.sensitivity_confidence = 0.95;
   m.ood.method = OodMethod::kMahalanobis;
   m.ood.threshold = 400.5;
   m.ood.reject_rate = 0.02;
@@ -401,6 +409,8 @@ TEST_F(ManifestTest, RoundTripKeepsTypedFieldsAndProvenance) {
   EXPECT_DOUBLE_EQ(back->refer.min_margin, 0.2);
   EXPECT_EQ(back->refer.risk_threshold, 0.125);
   EXPECT_DOUBLE_EQ(back->refer.target_sensitivity, 0.95);
+  EXPECT_DOUBLE_EQ(back->refer.sensitivity_confidence, 0.95);
+  EXPECT_EQ(j["refer"]["sensitivity_confidence"], 0.95);
   EXPECT_EQ(back->ood.method, OodMethod::kMahalanobis);
   EXPECT_EQ(back->ood.threshold, 400.5);
   EXPECT_DOUBLE_EQ(back->ood.reject_rate, 0.02);

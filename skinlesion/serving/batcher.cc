@@ -52,6 +52,8 @@ void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<do
   r.refer_reason = summary.refer_reason;
   r.refer_risk_threshold = spec.refer.risk_threshold;
   r.refer_target_sensitivity = spec.refer.risk_threshold ? spec.refer.target_sensitivity : 0.0;
+  r.refer_sensitivity_confidence =
+      spec.refer.risk_threshold ? spec.refer.sensitivity_confidence : 0.0;
   if (spec.ood.method == OodMethod::kMahalanobis) {
     // The loader refuses a version whose Gaussian it cannot use, so a missing score
     // means an instance without one (test fakes): no check.

@@ -245,6 +245,7 @@ struct InferResult {
   std::string refer_reason;
   std::optional<double> refer_risk_threshold;  // The version's, if it has one.
   double refer_target_sensitivity = 0;
+  double refer_sensitivity_confidence = 0;  // 0 with no threshold or a point-estimate fit.
   // Out-of-distribution check (ood.h): the score of the version's method (feature
   // distance or energy) and whether it is above the version's threshold ("not a
   // dermoscopic lesion photo").

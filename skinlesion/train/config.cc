@@ -52,6 +52,7 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("clip_grad_norm", c.clip_grad_norm);
   f("ema_decay", c.ema_decay);
   f("target_sensitivity", c.target_sensitivity);
+  f("referral_confidence", c.referral_confidence);
   f("balanced_decision", c.balanced_decision);
   f("recall_target_class", c.recall_target_class);
   f("recall_target", c.recall_target);
@@ -174,6 +175,9 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   if (colour_constancy_p < 0 || colour_constancy_p > 16) p.push_back("colour_constancy_p must be in [0, 16]");
   if (!(target_sensitivity > 0 && target_sensitivity <= 1)) {
     p.push_back("target_sensitivity must be in (0, 1]");
+  }
+  if (!(referral_confidence >= 0 && referral_confidence < 1)) {
+    p.push_back("referral_confidence must be in [0, 1) (0: the point estimate)");
   }
   if (!(recall_target >= 0 && recall_target <= 1)) p.push_back("recall_target must be in [0, 1]");
   if (recall_target > 0 && recall_target_class.empty()) {

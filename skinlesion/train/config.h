@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "skinlesion/common/referral.h"
 #include "skinlesion/image/preprocess.h"
 #include "skinlesion/train/choices.h"
 
@@ -71,8 +72,10 @@ struct TrainConfig {
 
   // Referral operating point: the malignancy-risk threshold of the exported model
   // is fitted on the validation split so that this share of malignant lesions is
-  // referred (skinlesion/common/referral.h).
+  // referred (skinlesion/common/referral.h), shown by the validation split with this
+  // one-sided confidence (0: the point estimate).
   double target_sensitivity = 0.9;
+  double referral_confidence = kDefaultSensitivityConfidence;
   // The exported model's decision rule (skinlesion/common/decision.h): true fits the
   // prior-adjusted rule's tau on the validation split for balanced accuracy (tau 0,
   // the most probable class, when that does not help); false keeps the most probable.

@@ -58,16 +58,18 @@ TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
   c.precision = "int8";
   c.epochs = 0;
   c.recall_target = 1.5;
+  c.referral_confidence = 1;
   const absl::Status s = c.Validate();
   EXPECT_THAT(
-      s, StatusIs(absl::StatusCode::kInvalidArgument,
-                  AllOf(HasSubstr("unknown sampler 'random' (expected shuffle, balanced)"),
-                        HasSubstr("unknown class_weighting 'log' (expected inverse, sqrt)"),
-                        HasSubstr("unknown optimizer 'adam' (expected adamw, sgd)"),
-                        HasSubstr("unknown schedule 'linear'"), HasSubstr("unknown loss 'mse'"),
-                        HasSubstr("unknown precision 'int8' (expected auto, fp32, bf16, fp16)"),
-                        HasSubstr("epochs must be >= 1"),
-                        HasSubstr("recall_target must be in [0, 1]"))));
+      s,
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("unknown sampler 'random' (expected shuffle, balanced)"),
+                     HasSubstr("unknown class_weighting 'log' (expected inverse, sqrt)"),
+                     HasSubstr("unknown optimizer 'adam' (expected adamw, sgd)"),
+                     HasSubstr("unknown schedule 'linear'"), HasSubstr("unknown loss 'mse'"),
+                     HasSubstr("unknown precision 'int8' (expected auto, fp32, bf16, fp16)"),
+                     HasSubstr("epochs must be >= 1"), HasSubstr("recall_target must be in [0, 1]"),
+                     HasSubstr("referral_confidence must be in [0, 1)"))));
   EXPECT_EQ(c.Choices().status(), s);
   TrainConfig no_class;
   no_class.recall_target_class = "";

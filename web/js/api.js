@@ -199,7 +199,9 @@ export function referralMessage(json) {
   }
   if (json.refer_rule === 'malignancy_risk') {
     const target = json.referral && Number(json.referral.target_sensitivity);
-    const point = target > 0 ? `, set to catch ${percent(target, 0)} of malignant lesions` : '';
+    const confidence = json.referral && Number(json.referral.sensitivity_confidence);
+    const shown = confidence > 0 ? ` (shown with ${percent(confidence, 0)} confidence on validation images)` : '';
+    const point = target > 0 ? `, set to catch ${percent(target, 0)} of malignant lesions${shown}` : '';
     return {
       refer: true,
       text: `The malignancy risk is at or above this model's referral threshold${point}${reason}. ` +

@@ -43,6 +43,13 @@ test('a flagged answer is never called "not uncertain"; each rule has its own wo
   assert.match(risk.text, /at or above this model's referral threshold, set to catch 90% of malignant lesions/);
   assert.match(risk.text, /0\.26 >= 0\.18/);
   assert.doesNotMatch(risk.text, /not uncertain|indeterminate/);
+  assert.doesNotMatch(risk.text, /confidence on validation/);  // Fitted to the point estimate.
+  const shown = referralMessage({
+    refer: true, refer_rule: 'malignancy_risk',
+    refer_reason: 'malignancy risk 0.26 >= 0.15 (90% sensitivity point, 95% confidence)',
+    referral: { malignancy_risk_threshold: 0.15, target_sensitivity: 0.9, sensitivity_confidence: 0.95 },
+  });
+  assert.match(shown.text, /set to catch 90% of malignant lesions \(shown with 95% confidence on validation images\)/);
   const unsure = referralMessage({ refer: true, refer_rule: 'low_confidence', refer_reason: 'top probability 0.35 is under 0.50' });
   assert.equal(unsure.refer, true);
   assert.match(unsure.text, /indeterminate \(top probability 0\.35 is under 0\.50\)/);
