@@ -15,6 +15,33 @@ function(skinlesion_library name)
   if(ARG_TORCH)
     skinlesion_use_torch(${name})
   endif()
+  # A project library named as a dependency must exist in this configuration:
+  # CMake would otherwise pass it to the linker as -l<name> and fail at link time
+  # only (skinlesion_check_internal_deps, called at the end of configuring).
+  foreach(dep IN LISTS ARG_DEPS)
+    if(dep MATCHES "^skinlesion_")
+      set_property(GLOBAL APPEND PROPERTY SKINLESION_INTERNAL_DEPS "${name}:${dep}")
+    endif()
+  endforeach()
+endfunction()
+
+# Fails the configure step when a skinlesion_library names a project library that this
+# configuration (full, or the torch-free SKINLESION_FUZZ one) does not define.
+function(skinlesion_check_internal_deps)
+  get_property(pairs GLOBAL PROPERTY SKINLESION_INTERNAL_DEPS)
+  set(missing "")
+  foreach(pair IN LISTS pairs)
+    string(REPLACE ":" ";" parts "${pair}")
+    list(GET parts 0 lib)
+    list(GET parts 1 dep)
+    if(NOT TARGET ${dep})
+      list(APPEND missing "${lib} -> ${dep}")
+    endif()
+  endforeach()
+  if(missing)
+    list(JOIN missing ", " text)
+    message(FATAL_ERROR "libraries depend on project targets this configuration does not define: ${text}")
+  endif()
 endfunction()
 
 # One precompiled <torch/torch.h> shared by every LibTorch target (REUSE_FROM):
