@@ -70,14 +70,22 @@ class FieldReader {
     return absl::OkStatus();
   }
 
-  // A number in [0, 1] ((0, 1] with open_low) at key of object o, when present.
-  absl::Status Unit(const std::string& prefix, const json& o, const char* key, bool open_low,
+  // Which end of [0, 1] a Unit field excludes.
+  enum class Open { kNeither, kLow, kHigh };
+  // A number in [0, 1] ((0, 1] with Open::kLow, [0, 1) with Open::kHigh) at key of
+  // object o, when present.
+  absl::Status Unit(const std::string& prefix, const json& o, const char* key, Open open,
                     double& out) const {
     if (!o.contains(key)) return absl::OkStatus();
     const std::string field = absl::StrCat(prefix, key);
     SL_ASSIGN_OR_RETURN(out, Number(field, o[key]));
-    if (out < 0 || out > 1 || (open_low && out == 0)) {
-      return Error(field, open_low ? "must be in (0, 1]" : "must be in [0, 1]", o[key]);
+    if (out < 0 || out > 1 || (open == Open::kLow && out == 0) ||
+        (open == Open::kHigh && out == 1)) {
+      return Error(field,
+                   open == Open::kLow    ? "must be in (0, 1]"
+                   : open == Open::kHigh ? "must be in [0, 1)"
+                                         : "must be in [0, 1]",
+                   o[key]);
     }
     return absl::OkStatus();
   }
@@ -222,18 +230,16 @@ absl::StatusOr<DecisionRule> ParseDecision(const FieldReader& r, const json& d, 
 
 absl::Status ParseRefer(const FieldReader& r, const json& o, ReferralPolicy& refer) {
   SL_RETURN_IF_ERROR(r.Object("refer", o));
-  SL_RETURN_IF_ERROR(r.Unit("refer.", o, "min_confidence", false, refer.min_confidence));
-  SL_RETURN_IF_ERROR(r.Unit("refer.", o, "min_margin", false, refer.min_margin));
-  SL_RETURN_IF_ERROR(r.Unit("refer.", o, "target_sensitivity", true, refer.target_sensitivity));
+  using Open = FieldReader::Open;
+  SL_RETURN_IF_ERROR(r.Unit("refer.", o, "min_confidence", Open::kNeither, refer.min_confidence));
+  SL_RETURN_IF_ERROR(r.Unit("refer.", o, "min_margin", Open::kNeither, refer.min_margin));
   SL_RETURN_IF_ERROR(
-      r.Unit("refer.", o, "sensitivity_confidence", false, refer.sensitivity_confidence));
-  if (refer.sensitivity_confidence >= 1) {
-    return r.Error("refer.sensitivity_confidence", "must be in [0, 1)",
-                   o["sensitivity_confidence"]);
-  }
+      r.Unit("refer.", o, "target_sensitivity", Open::kLow, refer.target_sensitivity));
+  SL_RETURN_IF_ERROR(
+      r.Unit("refer.", o, "sensitivity_confidence", Open::kHigh, refer.sensitivity_confidence));
   if (o.contains("malignancy_risk_threshold")) {
     double t = 0;
-    SL_RETURN_IF_ERROR(r.Unit("refer.", o, "malignancy_risk_threshold", false, t));
+    SL_RETURN_IF_ERROR(r.Unit("refer.", o, "malignancy_risk_threshold", Open::kNeither, t));
     refer.risk_threshold = t;
   }
   return absl::OkStatus();
@@ -253,12 +259,7 @@ absl::Status ParseOod(const FieldReader& r, const json& o, OodPolicy& ood) {
     SL_ASSIGN_OR_RETURN(const double t, r.Number(absl::StrCat("ood.", key), o[key]));
     ood.threshold = t;
   }
-  if (o.contains("reject_rate")) {
-    SL_ASSIGN_OR_RETURN(ood.reject_rate, r.Number("ood.reject_rate", o["reject_rate"]));
-    if (ood.reject_rate < 0 || ood.reject_rate >= 1) {
-      return r.Error("ood.reject_rate", "must be in [0, 1)", o["reject_rate"]);
-    }
-  }
+  SL_RETURN_IF_ERROR(r.Unit("ood.", o, "reject_rate", FieldReader::Open::kHigh, ood.reject_rate));
   if (ood.method == OodMethod::kMahalanobis && ood.threshold.has_value()) {
     if (!o.contains("features") || !o["features"].is_object()) {
       return r.Error("ood.features", "must be an object naming the fitted Gaussian's file", Field(o, "features"));

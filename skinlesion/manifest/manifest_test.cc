@@ -209,7 +209,7 @@ TEST_F(ManifestTest, MalformedFieldsAreNamed) {
       {{{"refer", {{"sensitivity_confidence", 1}}}},
        "\"refer.sensitivity_confidence\" must be in [0, 1)"},
       {{{"refer", {{"sensitivity_confidence", -0.5}}}},
-       "\"refer.sensitivity_confidence\" must be in [0, 1]"},
+       "\"refer.sensitivity_confidence\" must be in [0, 1)"},
       {{{"files", "all"}}, "\"files\" must be an array"},
       {{{"files", {{{"name", "model.safetensors"}}}}}, "\"files[0].sha256\" must be a string"},
       {{{"sha256", 5}}, "\"sha256\" must be a string"},

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The referral threshold fitted with 95% confidence (fit-thresholds default) vs the point estimate, on round / hold-out models.
 set -euo pipefail
-cd /work/main
+cd "$(dirname "$0")/../../.."
 export OMP_WAIT_POLICY=PASSIVE
 D=../shared/data/ham10000
 F=/tmp/conf; mkdir -p $F
