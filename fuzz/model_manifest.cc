@@ -55,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           back->image_size == m->image_size && back->temperature == m->temperature &&
           back->sha256 == m->sha256 && back->ood.threshold == m->ood.threshold &&
           back->refer.risk_threshold == m->refer.risk_threshold && back->vit == m->vit &&
-          back->decision == m->decision);
+          back->decision == m->decision && back->tta == m->tta);
   Require(back->ToJson() == m->ToJson());
   return 0;
 }

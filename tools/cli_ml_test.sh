@@ -195,6 +195,37 @@ assert b["ood"]["features"]["sha256"] == a["ood"]["features"]["sha256"]
 pa, pb = (json.load(open(f))[0] for f in sys.argv[3:5])
 assert abs(pa["ood_score"] - pb["ood_score"]) < 0.05 * abs(pa["ood_score"]) + 1, (pa["ood_score"], pb["ood_score"])
 PY
+# Test-time views: the rule and thresholds fitted under them, the manifest says so, the
+# golden set is recorded again under them, and predict / evaluate use them by default.
+"$CLI" export --model "$OUT/fitted" --out "$OUT/tta" \
+  --golden "$FIX/images/ISIC_0024698.jpg,$FIX/images/ISIC_0031901.jpg" > /dev/null
+cp "$OUT/tta/manifest.json" "$OUT/tta_before.json"
+"$CLI" fit-thresholds --model "$OUT/tta" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val --threads 1 \
+  --tta_views flips > "$OUT/fit_tta.txt"
+grep -q "test-time augmentation: flips (3 views)" "$OUT/fit_tta.txt"
+grep -q "golden set recorded again under the test-time views (flips)" "$OUT/fit_tta.txt"
+"$CLI" predict --model "$OUT/tta" --precision fp32 --json "$OUT/tta/golden_0.jpg" "$OUT/tta/golden_1.jpg" > "$OUT/pred_tta.json"
+"$CLI" evaluate --model "$OUT/tta" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval_tta" --device cpu > /dev/null
+"$CLI" evaluate --model "$OUT/tta" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval_tta_none" --device cpu \
+  --tta_views none > /dev/null
+/usr/bin/python3 - "$OUT/tta_before.json" "$OUT/tta/manifest.json" "$OUT/pred_tta.json" "$OUT/eval_tta/metrics.json" \
+  "$OUT/eval_tta_none/metrics.json" <<'PY'
+import json, sys
+before, after, pred, ev, ev_none = (json.load(open(f)) for f in sys.argv[1:6])
+assert "tta" not in before and after["tta"] == "flips", after.get("tta")
+g0, g1 = before["golden_set"]["items"], after["golden_set"]["items"]
+assert [i["file"] for i in g0] == [i["file"] for i in g1], (g0, g1)
+moved = max(abs(p - q) for a, b in zip(g0, g1) for p, q in zip(a["probabilities"], b["probabilities"]))
+assert moved > 1e-6, "the golden outputs did not follow the views"
+for item, p in zip(g1, pred):  # predict answers with the views, as recorded
+    assert max(abs(x - p["probabilities"][c]) for x, c in zip(item["probabilities"], after["labels"])) < 1e-4, (item, p)
+assert ev["context"]["tta"] == "flips" and ev_none["context"]["tta"] == "none", (ev["context"], ev_none["context"])
+PY
+if "$CLI" evaluate --model "$OUT/tta" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval_bad" --device cpu \
+  --tta_views sideways 2> "$OUT/err_tta.txt"; then
+  echo "evaluate accepted --tta_views sideways"; exit 1
+fi
+grep -q "none, flips or dihedral" "$OUT/err_tta.txt"
 # Without non-lesion images to measure it on, no check is written (and no Gaussian left behind).
 cp -r "$OUT/run/model" "$OUT/fitted2"
 "$CLI" fit-thresholds --model "$OUT/fitted2" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val --threads 1 \

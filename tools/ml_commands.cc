@@ -253,10 +253,15 @@ std::string Now() {
   return buf;
 }
 
-// Copies `images` into the model directory as golden_<i>.<ext>, classifies each copy
-// with the exported model exactly as a server will load it, and records the result
-// in manifest["golden_set"]: a server checks a new version against it before
-// serving it (skinlesion/serving).
+// Classifies the golden files `files` (names in the model directory) with the model
+// exactly as a server will load it (its manifest as written: calibration, test-time
+// views) and records the result in manifest["golden_set"] with `golden`'s tolerances:
+// a server checks a new version against it before serving it (skinlesion/serving).
+absl::Status RecordGoldenSet(const std::string& model_dir, const std::vector<std::string>& files,
+                             GoldenSet golden);
+
+// Copies `images` into the model directory as golden_<i>.<ext> and records them
+// (RecordGoldenSet).
 absl::Status WriteGoldenSet(const std::string& model_dir, const std::vector<std::string>& images) {
   if (images.empty()) return absl::OkStatus();
   std::vector<std::string> files;
@@ -272,12 +277,17 @@ absl::Status WriteGoldenSet(const std::string& model_dir, const std::vector<std:
                     fs::perm_options::add, ec);
     files.push_back(name);
   }
+  return RecordGoldenSet(model_dir, files, GoldenSet{});  // The default tolerances (manifest.h).
+}
+
+absl::Status RecordGoldenSet(const std::string& model_dir, const std::vector<std::string>& files,
+                             GoldenSet golden) {
   // The reference outputs are fp32 whatever this machine would pick: a server in
   // bf16 compares with the golden set's wider bf16 tolerance.
   SL_ASSIGN_OR_RETURN(auto predictor,
                       predict::Predictor::Create(
                           model_dir, {.device = "cpu", .precision = PrecisionChoice::kFp32}));
-  GoldenSet golden;  // The default tolerances (manifest.h).
+  golden.items.clear();
   for (const std::string& name : files) {
     SL_ASSIGN_OR_RETURN(const predict::Prediction p, predictor->PredictFile(model_dir + "/" + name));
     golden.items.push_back({.file = name,
@@ -838,7 +848,11 @@ absl::StatusOr<std::vector<double>> OodScores(OodMethod method, const train::Pre
                                               const models::FeatureGaussian* gaussian) {
   std::vector<double> scores;
   if (method == OodMethod::kEnergy) {
-    for (const eval::Probs& z : pred.logits) scores.push_back(EnergyScore(z.data(), static_cast<int>(z.size())));
+    // The model's own logits: under test-time augmentation pred.logits are log-probabilities.
+    const std::vector<eval::Probs>& logits =
+        pred.plain_logits.empty() ? pred.logits : pred.plain_logits;
+    for (const eval::Probs& z : logits)
+      scores.push_back(EnergyScore(z.data(), static_cast<int>(z.size())));
     return scores;
   }
   if (gaussian == nullptr || !pred.embeddings.defined()) {
@@ -849,6 +863,12 @@ absl::StatusOr<std::vector<double>> OodScores(OodMethod method, const train::Pre
   return std::vector<double>(p, p + s.size(0));
 }
 
+// `flag` (--tta_views), or the model's own test-time views when it is empty.
+absl::StatusOr<Tta> ChooseTta(const std::string& flag, const ModelManifest& model) {
+  if (flag.empty()) return model.tta;
+  return ParseTta(flag);
+}
+
 absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   if (cmd.model_dir.empty() || cmd.out_dir.empty()) return absl::InvalidArgumentError("--model and --out are required");
   torch::set_num_threads(cmd.threads);
@@ -857,8 +877,9 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
     SL_ASSIGN_OR_RETURN(model_dir, ResolveRegistryModel(cmd.registry, cmd.model_dir));
   }
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(model_dir));
+  SL_ASSIGN_OR_RETURN(const Tta tta, ChooseTta(cmd.tta_views, spec));
   std::vector<data::Sample> samples;
-  nlohmann::json context = {{"model", cmd.model_dir}, {"tta", cmd.tta}};
+  nlohmann::json context = {{"model", cmd.model_dir}, {"tta", std::string(TtaName(tta))}};
   if (!cmd.isic_csv.empty()) {
     if (cmd.isic_images.empty()) return absl::InvalidArgumentError("--isic_csv needs --images");
     SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.isic_images, cmd.isic_csv, cmd.skip_labels, &spec.classes));
@@ -892,9 +913,10 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   context["cpu"] = {{"model", DetectCpuFeatures().model_name}, {"flags", DetectCpuFeatures().FlagList()}};
   SL_ASSIGN_OR_RETURN(const std::optional<models::FeatureGaussian> gaussian,
                       models::LoadOodGaussianFor(*checkpoint.model, model_dir, spec.ood));
-  SL_ASSIGN_OR_RETURN(const train::Predictions pred,
-                      train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec),
-                                            device, 32, 2, cmd.tta, numerics, gaussian.has_value()));
+  SL_ASSIGN_OR_RETURN(
+      const train::Predictions pred,
+      train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec), device,
+                            32, 2, tta, numerics, gaussian.has_value()));
   eval::ReportInput report;
   if (gaussian) {
     SL_ASSIGN_OR_RETURN(report.ood_scores, OodScores(OodMethod::kMahalanobis, pred, &*gaussian));
@@ -960,6 +982,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   }
   torch::set_num_threads(cmd.threads);
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
+  SL_ASSIGN_OR_RETURN(const Tta tta, ChooseTta(cmd.tta_views, spec));
   SL_ASSIGN_OR_RETURN(const Partition part, LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels,
                                                           cmd.split_file, cmd.partition, spec.classes));
   const data::Split& split = part.split;
@@ -978,9 +1001,14 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   }
   const bool embed = ood_method == OodMethod::kMahalanobis;
   const PreprocessOptions preprocess = serving::PreprocessOptionsFor(spec);
-  SL_ASSIGN_OR_RETURN(const train::Predictions pred,
-                      train::PredictSamples(*checkpoint.model, samples, preprocess, "cpu", 32, 2, false, {}, embed));
+  SL_ASSIGN_OR_RETURN(
+      const train::Predictions pred,
+      train::PredictSamples(*checkpoint.model, samples, preprocess, "cpu", 32, 2, tta, {}, embed));
   ModelManifest manifest = spec;
+  manifest.tta = tta;  // What the rule and thresholds below are fitted under.
+  if (tta != Tta::kNone)
+    std::printf("test-time augmentation: %s (%d views)\n", std::string(TtaName(tta)).c_str(),
+                TtaViewCount(tta));
   const nlohmann::json fitted_data = {{"split_digest", split.Digest()}, {"partition", cmd.partition},
                                       {"images", samples.size()}};
 
@@ -1079,7 +1107,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
                 fit_samples.size(), cmd.ood_fit_on.c_str());
     SL_ASSIGN_OR_RETURN(const train::Predictions fit_pred,
                         train::PredictSamples(*checkpoint.model, fit_samples, preprocess, "cpu", 32,
-                                              2, false, {}, /*with_embeddings=*/true));
+                                              2, Tta::kNone, {}, /*with_embeddings=*/true));
     SL_ASSIGN_OR_RETURN(gaussian, models::FeatureGaussian::Fit(fit_pred.embeddings, fit_pred.labels, spec.classes.size()));
     gaussian_json = {{"file", kOodFeaturesFile},
                      {"dim", gaussian->dim()},
@@ -1101,8 +1129,9 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   bool keep_ood = false;
   if (!cmd.ood_images.empty()) {
     SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> images, ImagesOfFolder(cmd.ood_images));
-    SL_ASSIGN_OR_RETURN(const train::Predictions outside_pred,
-                        train::PredictSamples(*checkpoint.model, images, preprocess, "cpu", 32, 2, false, {}, embed));
+    SL_ASSIGN_OR_RETURN(
+        const train::Predictions outside_pred,
+        train::PredictSamples(*checkpoint.model, images, preprocess, "cpu", 32, 2, tta, {}, embed));
     SL_ASSIGN_OR_RETURN(const std::vector<double> outside,
                         OodScores(ood_method, outside_pred, gaussian ? &*gaussian : nullptr));
     std::vector<double> scores = inside;
@@ -1147,6 +1176,14 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   }
   SL_RETURN_IF_ERROR(WriteModelManifest(cmd.model_dir, manifest));
   std::printf("wrote %s/manifest.json\n", cmd.model_dir.c_str());
+  if (manifest.tta != spec.tta && manifest.golden_set.has_value()) {
+    // The served answers changed with the views: the golden outputs follow them.
+    std::vector<std::string> files;
+    for (const GoldenItem& item : manifest.golden_set->items) files.push_back(item.file);
+    SL_RETURN_IF_ERROR(RecordGoldenSet(cmd.model_dir, files, *manifest.golden_set));
+    std::printf("golden set recorded again under the test-time views (%s)\n",
+                std::string(TtaName(manifest.tta)).c_str());
+  }
   return absl::OkStatus();
 }
 
@@ -1177,9 +1214,10 @@ absl::Status RunPrecisionCheck(const PrecisionCheckCommand& cmd) {
     SL_ASSIGN_OR_RETURN(const models::Numerics numerics,
                         models::PrepareForInference(*checkpoint.model, choice, torch::kCPU, spec.precision));
     const auto start = std::chrono::steady_clock::now();
-    SL_ASSIGN_OR_RETURN(const train::Predictions pred,
-                        train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec),
-                                              "cpu", 32, 2, false, numerics));
+    SL_ASSIGN_OR_RETURN(
+        const train::Predictions pred,
+        train::PredictSamples(*checkpoint.model, samples, serving::PreprocessOptionsFor(spec),
+                              "cpu", 32, 2, spec.tta, numerics));
     Run run;
     run.numerics = numerics.Describe();
     run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -54,7 +54,9 @@ struct EvaluateCommand {
   std::string skip_labels;  // LoadData.
   // ...or an ISIC 2018 Task 3 ground-truth CSV with an image folder.
   std::string isic_csv, isic_images;
-  bool tta = false;
+  // Test-time augmentation (skinlesion/common/tta.h): none, flips or dihedral; empty:
+  // the model's own (its manifest's "tta", as served).
+  std::string tta_views;
   std::string device = "auto";
   int threads = 2;
   std::string precision = "auto";  // auto, fp32, bf16 (skinlesion/common/precision.h)
@@ -125,6 +127,9 @@ struct FitThresholdsCommand {
   // With balanced_decision: the recall floor fitted on top (FitRecallBias; 0: none).
   std::string recall_target_class = "mel";
   double recall_target = 0.7;
+  // Test-time augmentation the rule and thresholds are fitted under (and the model is
+  // then served with: written to the manifest's "tta"); empty: the model's own.
+  std::string tta_views;
   int threads = 2;
 };
 

@@ -94,7 +94,10 @@ ABSL_FLAG(std::string, model, "", "Model directory (default for predict: the bun
 ABSL_FLAG(std::string, partition, "test", "Split partition to evaluate");
 ABSL_FLAG(std::string, isic_csv, "", "ISIC 2018/2019 one-hot ground-truth CSV (evaluate)");
 ABSL_FLAG(std::string, images, "", "Image folder for --isic_csv");
-ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate)");
+ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate): --tta_views flips");
+ABSL_FLAG(std::string, tta_views, "",
+          "evaluate, fit-thresholds: test-time augmentation: none, flips (3 views) or dihedral (8: "
+          "the rotations and mirrors of the square)");
 ABSL_FLAG(bool, json, false, "JSON output (predict)");
 ABSL_FLAG(std::string, explain_out, "",
           "predict: write DIR/<image stem>.explain.png, a heatmap of the predicted class "
@@ -286,7 +289,8 @@ absl::Status RunEvaluateCommand() {
   c.isic_csv = absl::GetFlag(FLAGS_isic_csv);
   c.isic_images = absl::GetFlag(FLAGS_images);
   c.registry = absl::GetFlag(FLAGS_registry);
-  c.tta = absl::GetFlag(FLAGS_tta);
+  c.tta_views = absl::GetFlag(FLAGS_tta_views);
+  if (c.tta_views.empty() && absl::GetFlag(FLAGS_tta)) c.tta_views = "flips";
   c.device = absl::GetFlag(FLAGS_device);
   c.threads = absl::GetFlag(FLAGS_threads);
   c.precision = absl::GetFlag(FLAGS_precision);
@@ -346,6 +350,7 @@ absl::Status RunFitThresholdsCommand() {
   c.prior_from = absl::GetFlag(FLAGS_prior_from);
   c.recall_target_class = absl::GetFlag(FLAGS_recall_target_class);
   c.recall_target = absl::GetFlag(FLAGS_recall_target);
+  c.tta_views = absl::GetFlag(FLAGS_tta_views);
   c.threads = absl::GetFlag(FLAGS_threads);
   return cli::RunFitThresholds(c);
 }
@@ -419,9 +424,9 @@ const std::map<std::string, Command>& Commands() {
        {"evaluate a model on a split or an ISIC 2018 ground truth",
         RunEvaluateCommand,
         "--model DIR|NAME@ALIAS --out DIR (--data DIR --split F [--partition test] | --isic_csv F "
-        "--images DIR) [--tta] [--precision auto]",
+        "--images DIR) [--tta | --tta_views none|flips|dihedral] [--precision auto]",
         {"model", "out", "data", "metadata", "skip_labels", "split", "partition", "isic_csv",
-         "images", "registry", "tta", "device", "threads", "precision"}}},
+         "images", "registry", "tta", "tta_views", "device", "threads", "precision"}}},
       {"export",
        {"copy a model directory (optionally as float16) with a fresh golden set",
         RunExportCommand,
@@ -443,11 +448,11 @@ const std::map<std::string, Command>& Commands() {
         RunFitThresholdsCommand,
         "--model DIR --data DIR --split F [--fit_on val] [--target_sensitivity 0.9] "
         "[--sensitivity_confidence 0.95] "
-        "[--prior_from train] [--recall_target 0.7] [--ood_images DIR]",
+        "[--prior_from train] [--recall_target 0.7] [--ood_images DIR] [--tta_views dihedral]",
         {"model", "data", "metadata", "skip_labels", "split", "fit_on", "target_sensitivity",
          "sensitivity_confidence", "ood_reject_rate", "ood_method", "ood_fit_on",
          "balanced_decision", "prior_from", "recall_target_class", "recall_target", "ood_images",
-         "min_ood_auroc", "threads"}}},
+         "min_ood_auroc", "tta_views", "threads"}}},
       {"predict",
        {"classify lesion images (the bundled model by default)",
         RunPredictCommand,

@@ -241,6 +241,7 @@ TEST(PredictionJsonTest, Fields) {
   EXPECT_EQ(j["model"]["name"], "ham10000");
   EXPECT_EQ(j["model"]["version"], 3);
   EXPECT_EQ(j["model"]["sha256"], "abc");
+  EXPECT_EQ(j["model"]["test_time_views"], "none") << "an older server that does not say: none";
   ASSERT_EQ(j["probabilities"].size(), 7u);
   EXPECT_EQ(j["probabilities"][4]["class"], "mel");
   EXPECT_EQ(j["probabilities"][4]["malignant"], true);
@@ -269,6 +270,7 @@ TEST(PredictionJsonTest, Fields) {
   risky.set_refer_risk_threshold(0.18f);
   risky.set_refer_target_sensitivity(0.9f);
   risky.set_refer_sensitivity_confidence(0.95f);
+  risky.set_test_time_views("flips");
   risky.set_out_of_distribution(true);
   risky.set_ood_score(1.5f);
   risky.set_ood_message("This does not look like a dermoscopic photo");
@@ -277,6 +279,7 @@ TEST(PredictionJsonTest, Fields) {
   EXPECT_NEAR(r["referral"]["malignancy_risk_threshold"].get<double>(), 0.18, 1e-6);
   EXPECT_NEAR(r["referral"]["target_sensitivity"].get<double>(), 0.9, 1e-6);
   EXPECT_NEAR(r["referral"]["sensitivity_confidence"].get<double>(), 0.95, 1e-6);
+  EXPECT_EQ(r["model"]["test_time_views"], "flips");
   EXPECT_EQ(r["out_of_distribution"], true);
   EXPECT_NEAR(r["ood_score"].get<double>(), 1.5, 1e-6);
   EXPECT_THAT(r["ood_message"].get<std::string>(), HasSubstr("dermoscopic"));

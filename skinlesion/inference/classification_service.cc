@@ -82,6 +82,7 @@ void FillClassifyResponse(const serving::InferResult& result, int top_k, const s
   response->set_refer_target_sensitivity(static_cast<float>(result.refer_target_sensitivity));
   response->set_refer_sensitivity_confidence(
       static_cast<float>(result.refer_sensitivity_confidence));
+  response->set_test_time_views(std::string(TtaName(result.test_time_views)));
   response->set_out_of_distribution(result.out_of_distribution);
   response->set_ood_score(static_cast<float>(result.ood_score));
   if (result.out_of_distribution) response->set_ood_message(kOodMessage);

@@ -57,6 +57,7 @@ InferResult MakeResult(int batch_size = 2) {
   r.refer_risk_threshold = 0.18;
   r.refer_target_sensitivity = 0.9;
   r.refer_sensitivity_confidence = 0.95;
+  r.test_time_views = Tta::kFlips;
   r.ood_score = 2.5;
   r.ood_checked = true;
   r.out_of_distribution = true;
@@ -327,6 +328,7 @@ TEST_F(InferenceServiceTest, ClassifyFillsEveryField) {
   EXPECT_FLOAT_EQ(response.refer_risk_threshold(), 0.18f);
   EXPECT_FLOAT_EQ(response.refer_target_sensitivity(), 0.9f);
   EXPECT_FLOAT_EQ(response.refer_sensitivity_confidence(), 0.95f);
+  EXPECT_EQ(response.test_time_views(), "flips");
   EXPECT_TRUE(response.out_of_distribution());
   EXPECT_FLOAT_EQ(response.ood_score(), 2.5f);
   EXPECT_THAT(response.ood_message(), HasSubstr("does not look like a dermoscopic photo"));
@@ -823,6 +825,7 @@ TEST_F(InferenceServiceTest, KServeInferBytesContents) {
   EXPECT_EQ(response.parameters().at("refer_risk_threshold").string_param(), "0.18");
   EXPECT_EQ(response.parameters().at("refer_target_sensitivity").string_param(), "0.9");
   EXPECT_EQ(response.parameters().at("refer_sensitivity_confidence").string_param(), "0.95");
+  EXPECT_EQ(response.parameters().at("test_time_views").string_param(), "flips");
   std::vector<std::string> images;
   for (const InferRequest& r : core_.seen()) {
     images.push_back(r.encoded_image);

@@ -323,6 +323,10 @@ void FillModelInferResponse(const pb::ModelInferRequest& request, const ParsedIn
     response->set_model_version(absl::StrCat(results.front().version));
     auto& parameters = *response->mutable_parameters();
     parameters["model_sha256"].set_string_param(results.front().sha256);
+    // The views the answers average (their "logits" output is then the log of the
+    // views' mean softmax).
+    parameters["test_time_views"].set_string_param(
+        std::string(TtaName(results.front().test_time_views)));
     // The version's referral operating point (one version per call), as decimal strings
     // (InferParameter has no floating-point member).
     if (const serving::InferResult& r = results.front(); r.refer_risk_threshold.has_value()) {

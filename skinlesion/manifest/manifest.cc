@@ -409,6 +409,12 @@ absl::StatusOr<ModelManifest> ModelManifest::Parse(const json& m, absl::string_v
     if (!pinned.ok()) return r.Error("precision", "must be \"fp32\" or \"bf16\"", m["precision"]);
     out.precision = *pinned;
   }
+  if (m.contains("tta")) {
+    SL_ASSIGN_OR_RETURN(const std::string text, r.String("tta", m["tta"]));
+    absl::StatusOr<Tta> tta = ParseTta(text);
+    if (!tta.ok()) return r.Error("tta", "must be \"none\", \"flips\" or \"dihedral\"", m["tta"]);
+    out.tta = *tta;
+  }
   SL_ASSIGN_OR_RETURN(out.sha256, ParseSha256(r, m));
   if (m.contains("golden_set")) {
     SL_ASSIGN_OR_RETURN(out.golden_set, ParseGoldenSet(r, m["golden_set"], out.classes.size()));
@@ -508,6 +514,11 @@ json ModelManifest::ToJson() const {
     j["precision"] = std::string(PrecisionName(*precision));
   } else {
     j.erase("precision");
+  }
+  if (tta != Tta::kNone) {
+    j["tta"] = std::string(TtaName(tta));
+  } else {
+    j.erase("tta");
   }
   if (golden_set.has_value()) {
     json items = json::array();

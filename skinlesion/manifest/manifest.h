@@ -35,6 +35,9 @@
 //                       "mlp_dim"}: the shape of a "vit_custom" model, each in
 //                       [1, 65536] (SaveCheckpoint writes it for vit_custom only)
 //   "precision"         "fp32" | "bf16": pins the numerics (absent: the server's choice)
+//   "tta"               "none" | "flips" | "dihedral": the test-time views whose softmax
+//                       every answer averages (skinlesion/common/tta.h; absent: none);
+//                       the decision rule and thresholds are fitted under it
 //   "golden_set"        {"tolerance", "tolerance_bf16", "items": [{"file",
 //                       "probabilities": one per class}]}
 //   "sha256" / "files"  the weights' SHA-256 ("files" entry of model.safetensors first)
@@ -62,6 +65,7 @@
 #include "skinlesion/common/ood.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/common/referral.h"
+#include "skinlesion/common/tta.h"
 #include "skinlesion/models/architectures.h"
 
 namespace skinlesion {
@@ -117,6 +121,7 @@ struct ModelManifest {
   OodPolicy ood;  // No threshold: no out-of-distribution check.
   std::optional<models::VitConfig> vit;  // The shape of a vit_custom model.
   std::optional<Precision> precision;  // A pinned precision.
+  Tta tta = Tta::kNone;                // Test-time views every answer averages.
   std::optional<GoldenSet> golden_set;  // Absent: nothing to check.
   // The whole document as read: provenance and free-form keys live here. ToJson
   // overwrites the typed keys in a copy of it.

@@ -82,6 +82,7 @@ TEST_F(ManifestTest, ReadsEveryField) {
                   {"files", {{{"name", "model.safetensors"}, {"size", 7}, {"sha256", "abc"}}}},
                   {"sha256", "def"},
                   {"precision", "bf16"},
+                  {"tta", "dihedral"},
                   {"golden_set",
                    {{"tolerance", 0.01},
                     {"tolerance_bf16", 0.03},
@@ -112,6 +113,7 @@ TEST_F(ManifestTest, ReadsEveryField) {
   EXPECT_DOUBLE_EQ(manifest->golden_set->ToleranceFor(Precision::kBf16), 0.03);
   ASSERT_TRUE(manifest->precision.has_value());
   EXPECT_EQ(*manifest->precision, Precision::kBf16);
+  EXPECT_EQ(manifest->tta, Tta::kDihedral);
   ASSERT_EQ(manifest->golden_set->items.size(), 1u);
   EXPECT_EQ(manifest->golden_set->items[0].file, "g.jpg");
   EXPECT_EQ(manifest->golden_set->items[0].probabilities[0], 1.0f);
@@ -128,6 +130,7 @@ TEST_F(ManifestTest, DefaultsAndSha256Fallbacks) {
   EXPECT_DOUBLE_EQ(manifest->refer.min_margin, 0.1);
   EXPECT_FALSE(manifest->golden_set.has_value());
   EXPECT_FALSE(manifest->precision.has_value());
+  EXPECT_EQ(manifest->tta, Tta::kNone);
   EXPECT_EQ(manifest->sha256, "");  // No weights file, nothing to hash.
   EXPECT_EQ(manifest->version, 0);
 
@@ -220,6 +223,8 @@ TEST_F(ManifestTest, MalformedFieldsAreNamed) {
        "\"golden_set.tolerance_bf16\" must be a number"},
       {{{"precision", "fp16"}}, "\"precision\" must be \"fp32\" or \"bf16\""},
       {{{"precision", 16}}, "\"precision\" must be a string"},
+      {{{"tta", "rot90"}}, "\"tta\" must be \"none\", \"flips\" or \"dihedral\""},
+      {{{"tta", true}}, "\"tta\" must be a string"},
       {{{"golden_set",
          {{"items", {{{"file", "../x.jpg"}, {"probabilities", {1, 0, 0, 0, 0, 0, 0}}}}}}}},
        "\"golden_set.items[0].file\" must be a file name"},
@@ -382,6 +387,7 @@ TEST_F(ManifestTest, RoundTripKeepsTypedFieldsAndProvenance) {
   m.ood.features_file = "ood_features.safetensors";
   m.ood.features_sha256 = "ff00";
   m.precision = Precision::kBf16;
+  m.tta = Tta::kFlips;
   m.golden_set = GoldenSet{.tolerance = 0.002, .tolerance_bf16 = 0.04,
                            .items = {{"g.jpg", {0.25f, 0.5f, 0.25f}, "melanoma"}}};
   m.document = {{"metrics", {{"balanced_accuracy", 0.5}}},
@@ -417,6 +423,8 @@ TEST_F(ManifestTest, RoundTripKeepsTypedFieldsAndProvenance) {
   EXPECT_EQ(back->ood.features_file, "ood_features.safetensors");
   EXPECT_EQ(back->ood.features_sha256, "ff00");
   EXPECT_EQ(back->precision, Precision::kBf16);
+  EXPECT_EQ(j["tta"], "flips");
+  EXPECT_EQ(back->tta, Tta::kFlips);
   ASSERT_TRUE(back->golden_set.has_value());
   EXPECT_DOUBLE_EQ(back->golden_set->tolerance, 0.002);
   EXPECT_DOUBLE_EQ(back->golden_set->tolerance_bf16, 0.04);
@@ -428,12 +436,14 @@ TEST_F(ManifestTest, RoundTripKeepsTypedFieldsAndProvenance) {
   // Cleared optional fields leave the document; an old "energy_threshold" is renamed.
   ModelManifest plain = *back;
   plain.precision.reset();
+  plain.tta = Tta::kNone;
   plain.golden_set.reset();
   plain.refer.risk_threshold.reset();
   plain.shades_of_gray_p = 0;
   plain.ood = OodPolicy{};
   const json k = plain.ToJson();
   EXPECT_FALSE(k.contains("precision"));
+  EXPECT_FALSE(k.contains("tta")) << "none is the default and is not written";
   EXPECT_FALSE(k.contains("golden_set"));
   EXPECT_FALSE(k["refer"].contains("malignancy_risk_threshold"));
   EXPECT_FALSE(k["preprocessing"].contains("colour_constancy"));

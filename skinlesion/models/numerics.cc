@@ -84,6 +84,40 @@ torch::Tensor ForwardLogits(Classifier& model, const torch::Tensor& x, const Num
       .contiguous();
 }
 
+torch::Tensor TtaView(const torch::Tensor& x, Tta tta, int view) {
+  TORCH_CHECK(view >= 0 && view < TtaViewCount(tta), "test-time view ", view, " out of range for ",
+              std::string(TtaName(tta)));
+  TORCH_CHECK(x.dim() == 4, "test-time views need an [N, C, H, W] batch");
+  torch::Tensor y = x;
+  if (view >= 4) {
+    TORCH_CHECK(x.size(2) == x.size(3), "dihedral test-time views need square images, not ",
+                x.size(2), "x", x.size(3));
+    y = y.transpose(2, 3);
+  }
+  switch (view % 4) {
+    case 1:
+      return y.flip({3});
+    case 2:
+      return y.flip({2});
+    case 3:
+      return y.flip({2, 3});
+    default:
+      return y;
+  }
+}
+
+torch::Tensor ForwardTta(Classifier& model, const torch::Tensor& x, Tta tta,
+                         const Numerics& numerics, const torch::Device& device,
+                         const torch::Tensor& plain) {
+  const torch::Tensor first = plain.defined() ? plain : ForwardLogits(model, x, numerics, device);
+  if (tta == Tta::kNone) return first;
+  torch::Tensor p = torch::softmax(first, 1);
+  const int views = TtaViewCount(tta);
+  for (int v = 1; v < views; ++v)
+    p += torch::softmax(ForwardLogits(model, TtaView(x, tta, v), numerics, device), 1);
+  return torch::log(p / views);
+}
+
 AutocastGuard::AutocastGuard(bool cuda, bool fp16, bool bf16) : active_(fp16 || bf16), cuda_(cuda) {
   if (!active_) return;
 #pragma GCC diagnostic push

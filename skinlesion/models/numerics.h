@@ -12,13 +12,14 @@
 #ifndef SKINLESION_MODELS_NUMERICS_H_
 #define SKINLESION_MODELS_NUMERICS_H_
 
+#include <torch/types.h>
+
 #include <optional>
 #include <string>
 
-#include <torch/types.h>
-
 #include "absl/status/statusor.h"
 #include "skinlesion/common/precision.h"
+#include "skinlesion/common/tta.h"
 #include "skinlesion/models/classifier.h"
 
 namespace skinlesion::models {
@@ -66,6 +67,19 @@ torch::Tensor PrepareInput(const torch::Tensor& x, const Numerics& numerics,
 // the grad mode (InferenceMode for serving).
 torch::Tensor ForwardLogits(Classifier& model, const torch::Tensor& x, const Numerics& numerics,
                             const torch::Device& device);
+
+// The `view`-th view of x [N, C, H, W] under `tta` (skinlesion/common/tta.h), view in
+// [0, TtaViewCount(tta)): 0 is x itself, 1 its left-right mirror, 2 its up-down mirror
+// (the "flips"), then 3 both mirrors (180 degrees) and 4-7 the transpose of views 0-3
+// (the two diagonal mirrors and the two 90-degree rotations). kDihedral needs H == W.
+torch::Tensor TtaView(const torch::Tensor& x, Tta tta, int view);
+
+// Log of the mean softmax of the model's logits over the views of x (fp32 [N, C] on
+// the CPU, in log-probability units); Tta::kNone: ForwardLogits itself. `plain`: x's
+// own logits when the caller has them already (view 0 is then not run again).
+torch::Tensor ForwardTta(Classifier& model, const torch::Tensor& x, Tta tta,
+                         const Numerics& numerics, const torch::Device& device,
+                         const torch::Tensor& plain = {});
 
 // Enables autocast for its scope (training with fp32 master weights): fp16 or bf16
 // on CUDA, bf16 on the CPU; nothing when neither is set. Restores the previous state

@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "gtest/gtest.h"
 #include "skinlesion/models/model_zoo.h"
 
@@ -114,6 +117,64 @@ TEST(NumericsTest, ChannelsLastTrainingKeepsFp32MasterWeights) {
     EXPECT_EQ(p.value().grad().scalar_type(), torch::kFloat32) << p.key();
     EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << p.key();
   }
+}
+
+TEST(NumericsTest, DihedralViewsAreTheEightSymmetriesOfTheSquare) {
+  const torch::Tensor x = torch::arange(2 * 3 * 4 * 4, torch::kFloat32).reshape({2, 3, 4, 4});
+  EXPECT_TRUE(torch::equal(TtaView(x, Tta::kNone, 0), x));
+  EXPECT_TRUE(torch::equal(TtaView(x, Tta::kFlips, 1), x.flip({3})));
+  EXPECT_TRUE(torch::equal(TtaView(x, Tta::kFlips, 2), x.flip({2})));
+  std::vector<torch::Tensor> views;
+  for (int v = 0; v < TtaViewCount(Tta::kDihedral); ++v) {
+    views.push_back(TtaView(x, Tta::kDihedral, v));
+    // The first three are the flips' views.
+    if (v < 3) {
+      EXPECT_TRUE(torch::equal(views.back(), TtaView(x, Tta::kFlips, v))) << v;
+    }
+  }
+  for (size_t a = 0; a < views.size(); ++a) {
+    for (size_t b = a + 1; b < views.size(); ++b)
+      EXPECT_FALSE(torch::equal(views[a], views[b])) << a << " " << b;
+  }
+  // Each rotation by 90 degrees is one of them.
+  for (int k = 1; k < 4; ++k) {
+    const torch::Tensor rotated = torch::rot90(x, k, {2, 3});
+    EXPECT_TRUE(std::any_of(views.begin(), views.end(),
+                            [&](const torch::Tensor& v) { return torch::equal(v, rotated); }))
+        << "rot90 x" << k;
+  }
+  EXPECT_THROW(TtaView(torch::zeros({1, 3, 4, 6}), Tta::kDihedral, 4), c10::Error);
+  EXPECT_THROW(TtaView(x, Tta::kFlips, 3), c10::Error);
+}
+
+TEST(NumericsTest, ForwardTtaAveragesTheViewsSoftmax) {
+  auto model = MakeModel("resnet18", 32);
+  const torch::Tensor x = torch::randn({2, 3, 32, 32});
+  const Numerics fp32;
+  torch::InferenceMode guard;
+  const torch::Tensor own = ForwardLogits(*model, x, fp32, torch::kCPU);
+  EXPECT_TRUE(torch::equal(ForwardTta(*model, x, Tta::kNone, fp32, torch::kCPU), own));
+  for (const Tta tta : {Tta::kFlips, Tta::kDihedral}) {
+    torch::Tensor mean = torch::zeros_like(own);
+    for (int v = 0; v < TtaViewCount(tta); ++v) {
+      mean += torch::softmax(ForwardLogits(*model, TtaView(x, tta, v), fp32, torch::kCPU), 1);
+    }
+    mean /= TtaViewCount(tta);
+    const torch::Tensor got = ForwardTta(*model, x, tta, fp32, torch::kCPU);
+    EXPECT_TRUE(torch::allclose(got, torch::log(mean), 1e-5, 1e-6)) << TtaName(tta);
+    EXPECT_TRUE(torch::allclose(got.exp().sum(1), torch::ones({2}), 1e-5, 1e-6))
+        << "log-probabilities";
+    // The caller's own logits stand in for view 0.
+    EXPECT_TRUE(
+        torch::allclose(ForwardTta(*model, x, tta, fp32, torch::kCPU, own), got, 1e-6, 1e-6));
+    EXPECT_FALSE(torch::allclose(got, torch::log_softmax(own, 1), 1e-3, 1e-3))
+        << "the views differ";
+  }
+  // A batch the symmetries leave unchanged gives the image's own softmax.
+  const torch::Tensor symmetric = torch::ones({1, 3, 32, 32});
+  EXPECT_TRUE(torch::allclose(
+      ForwardTta(*model, symmetric, Tta::kDihedral, fp32, torch::kCPU),
+      torch::log_softmax(ForwardLogits(*model, symmetric, fp32, torch::kCPU), 1), 1e-5, 1e-5));
 }
 
 }  // namespace

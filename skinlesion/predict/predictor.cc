@@ -197,7 +197,11 @@ absl::StatusOr<std::vector<Prediction>> Predictor::PredictBatch(const std::vecto
     } else {
       logits = models::ForwardLogits(*model_, batch, Numerics(), torch::Device(device_));
     }
-    probs = torch::softmax(logits / manifest_.temperature, 1).contiguous();
+    // `logits` stay the image's own (the energy score below needs them); the answer
+    // averages the manifest's test-time views.
+    const torch::Tensor answer = models::ForwardTta(*model_, batch, manifest_.tta, Numerics(),
+                                                    torch::Device(device_), logits);
+    probs = torch::softmax(answer / manifest_.temperature, 1).contiguous();
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("inference failed: ", e.what_without_backtrace()));
   }

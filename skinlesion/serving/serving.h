@@ -32,6 +32,7 @@
 #include "skinlesion/common/ood.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/common/referral.h"
+#include "skinlesion/common/tta.h"
 #include "skinlesion/manifest/manifest.h"
 
 namespace skinlesion::serving {
@@ -70,7 +71,9 @@ struct Explanation {
 };
 
 // What one forward pass gives: the logits and, where the instance computes it, the
-// feature out-of-distribution score of each image (ood.h, "mahalanobis").
+// out-of-distribution score of each image (ood.h): "mahalanobis" from the version's
+// Gaussian, or, for "energy" under the spec's test-time views (tta.h), the energy of
+// the image's own logits (the logits are then the log of the views' mean softmax).
 struct ScoredRun {
   std::vector<float> logits;           // n * num_classes (the spec's), row-major.
   std::vector<double> feature_scores;  // n values, or empty.
@@ -82,7 +85,8 @@ class ModelInstance {
  public:
   virtual ~ModelInstance() = default;
   // `input`: n preprocessed images, contiguous float [n, 3, S, S] (S = image_size,
-  // normalised with mean/std). Returns n * num_classes logits (the spec's), row-major.
+  // normalised with mean/std). Returns n * num_classes logits (the spec's), row-major;
+  // under the spec's test-time augmentation the log of the views' mean softmax.
   virtual absl::StatusOr<std::vector<float>> Run(const float* input, int n) = 0;
   // Run() plus the feature OOD scores when the version has a fitted Gaussian. The
   // batcher calls this one. Default: Run() without scores.
@@ -246,6 +250,8 @@ struct InferResult {
   std::optional<double> refer_risk_threshold;  // The version's, if it has one.
   double refer_target_sensitivity = 0;
   double refer_sensitivity_confidence = 0;  // 0 with no threshold or a point-estimate fit.
+  Tta test_time_views =
+      Tta::kNone;  // The version's views (tta.h); `logits` then log-probabilities.
   // Out-of-distribution check (ood.h): the score of the version's method (feature
   // distance or energy) and whether it is above the version's threshold ("not a
   // dermoscopic lesion photo").

@@ -173,7 +173,8 @@ TEST(FillPredictionTest, CalibrationRiskAndReferRule) {
 }
 
 // The verdict follows the version's method: the instance's feature score for
-// "mahalanobis" (no score: no check), the logits' energy for "energy".
+// "mahalanobis" (no score: no check), the logits' energy for "energy" (under test-time
+// views the instance's energy of the image's own logits).
 TEST(FillPredictionTest, OutOfDistributionFollowsTheMethod) {
   ModelSpec spec;
   const float logits[kHam10000NumClasses] = {0, 0, 0, 0, 8, 0, 0};
@@ -196,6 +197,16 @@ TEST(FillPredictionTest, OutOfDistributionFollowsTheMethod) {
   EXPECT_TRUE(r.out_of_distribution);
   spec.ood.threshold = -7.0;
   FillPrediction(spec, logits, 1e9, r);
+  EXPECT_FALSE(r.out_of_distribution);
+  // Under test-time views the logits are a log-probability: the instance's score of the
+  // image's own logits is the energy (none given: no check).
+  spec.tta = Tta::kFlips;
+  FillPrediction(spec, logits, -6.5, r);
+  EXPECT_DOUBLE_EQ(r.ood_score, -6.5);
+  EXPECT_TRUE(r.ood_checked);
+  EXPECT_TRUE(r.out_of_distribution);
+  FillPrediction(spec, logits, std::nullopt, r);
+  EXPECT_FALSE(r.ood_checked);
   EXPECT_FALSE(r.out_of_distribution);
 }
 

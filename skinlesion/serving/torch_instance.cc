@@ -9,7 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "skinlesion/common/logging.h"
+#include "skinlesion/common/ood.h"
 #include "skinlesion/common/status.h"
+#include "skinlesion/common/tta.h"
 #include "skinlesion/explain/explain.h"
 #include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/numerics.h"
@@ -21,12 +23,13 @@ namespace {
 class TorchInstance final : public ModelInstance {
  public:
   TorchInstance(std::shared_ptr<models::Classifier> model, torch::Device device, int64_t image_size,
-                models::Numerics numerics, std::optional<models::FeatureGaussian> ood)
+                models::Numerics numerics, std::optional<models::FeatureGaussian> ood, Tta tta)
       : model_(std::move(model)),
         device_(device),
         image_size_(image_size),
         numerics_(std::move(numerics)),
         ood_(std::move(ood)),
+        tta_(tta),
         num_classes_(model_->num_classes()) {}
 
   Precision precision() const override { return numerics_.precision; }
@@ -39,7 +42,7 @@ class TorchInstance final : public ModelInstance {
       // from_blob does not copy; the model never writes its input.
       torch::Tensor batch = torch::from_blob(const_cast<float*>(input),
                                              {n, 3, image_size_, image_size_}, torch::kFloat32);
-      torch::Tensor logits = models::ForwardLogits(*model_, batch, numerics_, device_);
+      torch::Tensor logits = models::ForwardTta(*model_, batch, tta_, numerics_, device_);
       if (logits.dim() != 2 || logits.size(0) != n || logits.size(1) != num_classes_) {
         return absl::InternalError(absl::StrCat("the model returned logits of shape ",
                                                 c10::str(logits.sizes()), " for a batch of ", n));
@@ -53,26 +56,44 @@ class TorchInstance final : public ModelInstance {
     }
   }
 
-  // With a fitted Gaussian: one forward pass gives the logits and the embedding the
-  // feature score is computed from.
+  // With a fitted Gaussian: the image's own forward pass gives the logits and the
+  // embedding the feature score is computed from. Under test-time augmentation without
+  // one: the energy of the image's own logits (the averaged output is a
+  // log-probability, whose energy says nothing).
   absl::StatusOr<ScoredRun> RunScored(const float* input, int n) override {
-    if (!ood_.has_value()) return ModelInstance::RunScored(input, n);
+    if (!ood_.has_value() && tta_ == Tta::kNone) return ModelInstance::RunScored(input, n);
     if (n < 1) return absl::InvalidArgumentError(absl::StrCat("batch of ", n));
     try {
       torch::InferenceMode guard;
       torch::Tensor batch = torch::from_blob(const_cast<float*>(input),
                                              {n, 3, image_size_, image_size_}, torch::kFloat32);
-      const models::LogitsAndEmbedding out = models::ForwardWithEmbedding(*model_, batch, numerics_, device_);
-      if (out.logits.dim() != 2 || out.logits.size(0) != n || out.logits.size(1) != num_classes_) {
-        return absl::InternalError(absl::StrCat("the model returned logits of shape ",
-                                                c10::str(out.logits.sizes()), " for a batch of ", n));
+      torch::Tensor own, scores;
+      if (ood_.has_value()) {
+        const models::LogitsAndEmbedding out =
+            models::ForwardWithEmbedding(*model_, batch, numerics_, device_);
+        own = out.logits;
+        SL_ASSIGN_OR_RETURN(scores, ood_->Score(out.embedding));
+      } else {
+        own = models::ForwardLogits(*model_, batch, numerics_, device_);
       }
-      SL_ASSIGN_OR_RETURN(const torch::Tensor scores, ood_->Score(out.embedding));
+      if (own.dim() != 2 || own.size(0) != n || own.size(1) != num_classes_) {
+        return absl::InternalError(absl::StrCat("the model returned logits of shape ",
+                                                c10::str(own.sizes()), " for a batch of ", n));
+      }
+      const torch::Tensor logits =
+          models::ForwardTta(*model_, batch, tta_, numerics_, device_, own);
       ScoredRun run;
-      const float* p = out.logits.data_ptr<float>();
+      const float* p = logits.data_ptr<float>();
       run.logits.assign(p, p + static_cast<size_t>(n) * num_classes_);
-      const double* q = scores.data_ptr<double>();
-      run.feature_scores.assign(q, q + n);
+      if (scores.defined()) {
+        const double* q = scores.data_ptr<double>();
+        run.feature_scores.assign(q, q + n);
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          run.feature_scores.push_back(
+              EnergyScore(own[i].data_ptr<float>(), static_cast<int>(num_classes_)));
+        }
+      }
       return run;
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
@@ -111,6 +132,7 @@ class TorchInstance final : public ModelInstance {
   int64_t image_size_;
   models::Numerics numerics_;
   std::optional<models::FeatureGaussian> ood_;  // The manifest's "mahalanobis" Gaussian.
+  Tta tta_;                                     // The manifest's test-time views.
   int64_t num_classes_;
 };
 
@@ -151,9 +173,12 @@ ModelLoader MakeTorchLoader(TorchLoaderOptions options) {
                         models::LoadOodGaussianFor(*checkpoint.model, spec.directory, spec.ood));
     SL_LOG(INFO) << "serving: loaded " << spec.architecture << " from " << spec.directory << " on "
                  << options.device << " in " << numerics.Describe() << " (" << numerics.reason
-                 << ")" << (ood ? ", not-a-lesion check: mahalanobis" : "");
-    return std::shared_ptr<ModelInstance>(std::make_shared<TorchInstance>(
-        std::move(checkpoint.model), *device, spec.image_size, std::move(numerics), std::move(ood)));
+                 << ")" << (ood ? ", not-a-lesion check: mahalanobis" : "")
+                 << (spec.tta != Tta::kNone ? absl::StrCat(", test-time views: ", TtaName(spec.tta))
+                                            : "");
+    return std::shared_ptr<ModelInstance>(
+        std::make_shared<TorchInstance>(std::move(checkpoint.model), *device, spec.image_size,
+                                        std::move(numerics), std::move(ood), spec.tta));
   };
 }
 

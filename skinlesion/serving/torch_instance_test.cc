@@ -2,7 +2,11 @@
 // DirectorySource gives the same probabilities as skinlesion::predict::Predictor.
 #include "skinlesion/serving/torch_instance.h"
 
+#include <torch/torch.h>
+
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -10,15 +14,15 @@
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
-
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "skinlesion/common/hash.h"
+#include "skinlesion/common/ood.h"
 #include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/state_dict.h"
 #include "skinlesion/predict/predictor.h"
+#include "skinlesion/serving/batcher.h"
 #include "skinlesion/serving/serving.h"
 #include "skinlesion/serving/sources.h"
 #include "skinlesion/testing/testing.h"
@@ -320,6 +324,81 @@ TEST(TorchInstanceTest, AManifestPinDecidesUnderAutoAndAnExplicitChoiceOverrides
 // score of each image from the same forward pass, the CLI predictor gives the same
 // score, and a Gaussian that does not match the file's digest or the model's width is
 // refused at load.
+// A manifest's "tta": served answers average the softmax of the image's views (the
+// predictor's too), while the out-of-distribution scores stay the image's own.
+TEST(TorchInstanceTest, TestTimeViewsAverageTheAnswerAndKeepTheImagesOwnScores) {
+  TempDir dir;
+  const std::string model_dir = dir.Join("tta");
+  torch::manual_seed(6);
+  auto model = models::CreateModel("resnet18", {.image_size = 32});
+  ASSERT_THAT(model, IsOk());
+  (*model)->eval();
+  ASSERT_THAT(models::SaveCheckpoint(**model, model_dir, 32), IsOk());
+  nlohmann::json manifest = nlohmann::json::parse(ReadBytes(model_dir + "/manifest.json"));
+  manifest["tta"] = "dihedral";
+  manifest["ood"] = {{"method", "energy"}, {"threshold", 0.0}, {"reject_rate", 0.01}};
+  std::ofstream(model_dir + "/manifest.json") << manifest.dump(2);
+
+  auto spec = ReadModelSpec(model_dir);
+  ASSERT_THAT(spec, IsOk());
+  ASSERT_EQ(spec->tta, Tta::kDihedral);
+  auto instance = MakeTorchLoader({.threads = 1, .precision = PrecisionChoice::kFp32})(*spec);
+  ASSERT_THAT(instance, IsOk());
+  const torch::Tensor x = torch::randn({2, 3, 32, 32});
+  auto run = (*instance)->RunScored(x.data_ptr<float>(), 2);
+  ASSERT_THAT(run, IsOk());
+  ASSERT_EQ(run->logits.size(), 2u * kHam10000NumClasses);
+  ASSERT_EQ(run->feature_scores.size(), 2u) << "energy of the image's own logits";
+  auto plain = (*instance)->Run(x.data_ptr<float>(), 2);
+  ASSERT_THAT(plain, IsOk());
+  torch::NoGradGuard no_grad;
+  const torch::Tensor own = models::ForwardLogits(**model, x, {}, torch::kCPU);
+  const torch::Tensor averaged = models::ForwardTta(**model, x, Tta::kDihedral, {}, torch::kCPU);
+  for (int i = 0; i < 2; ++i) {
+    for (int k = 0; k < kHam10000NumClasses; ++k) {
+      EXPECT_NEAR(run->logits[i * kHam10000NumClasses + k], averaged[i][k].item<float>(), 1e-4);
+      EXPECT_NEAR((*plain)[i * kHam10000NumClasses + k], averaged[i][k].item<float>(), 1e-4);
+    }
+    const double energy = EnergyScore(own[i].data_ptr<float>(), kHam10000NumClasses);
+    EXPECT_NEAR(run->feature_scores[i], energy, 1e-4);
+    EXPECT_GT(std::abs(energy), 1e-3) << "not the energy of a log-probability, which is 0";
+  }
+
+  // The predictor answers the same way, and its score is the image's own energy too.
+  auto predictor = predict::Predictor::Create(model_dir, {.precision = PrecisionChoice::kFp32});
+  ASSERT_THAT(predictor, IsOk());
+  const std::string bytes =
+      ReadBytes(SourcePath("tests/fixtures/ham10000/images/ISIC_0024693.jpg"));
+  auto predicted = (*predictor)->PredictBytes(bytes);
+  ASSERT_THAT(predicted, IsOk());
+  std::vector<float> input(3 * 32 * 32);
+  ASSERT_THAT(DecodeAndPreprocess(*spec, bytes, DecodeLimits{}, input.data()), IsOk());
+  auto served = (*instance)->RunScored(input.data(), 1);
+  ASSERT_THAT(served, IsOk());
+  InferResult r;
+  FillPrediction(*spec, served->logits.data(), served->feature_scores[0], r);
+  for (int k = 0; k < kHam10000NumClasses; ++k) {
+    EXPECT_NEAR(r.probabilities[k], predicted->probabilities[k], 1e-5) << k;
+  }
+  EXPECT_NEAR(r.ood_score, predicted->ood_score, 1e-4);
+  EXPECT_EQ(r.out_of_distribution, predicted->out_of_distribution);
+
+  // Without the views the answer differs (the random model is not symmetric).
+  manifest.erase("tta");
+  std::ofstream(model_dir + "/manifest.json") << manifest.dump(2);
+  auto single = predict::Predictor::Create(model_dir, {.precision = PrecisionChoice::kFp32});
+  ASSERT_THAT(single, IsOk());
+  auto one_view = (*single)->PredictBytes(bytes);
+  ASSERT_THAT(one_view, IsOk());
+  double largest = 0;
+  for (int k = 0; k < kHam10000NumClasses; ++k) {
+    largest = std::max(largest, std::abs(static_cast<double>(one_view->probabilities[k] -
+                                                             predicted->probabilities[k])));
+  }
+  EXPECT_GT(largest, 1e-4);
+  EXPECT_NEAR(one_view->ood_score, predicted->ood_score, 1e-4) << "the same image's own energy";
+}
+
 TEST(TorchInstanceTest, FeatureOodScoresComeWithTheLogits) {
   TempDir dir;
   const std::string model_dir = dir.Join("ood");

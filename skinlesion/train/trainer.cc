@@ -393,11 +393,22 @@ absl::Status LoadTrainCheckpoint(models::Classifier& model, const std::string& c
   return LoadModelArchive(model, checkpoint_dir + "/model.pt");
 }
 
+namespace {
+
+// The rows of a [N, C] tensor appended to `rows` as fp32 vectors.
+void AppendRows(const torch::Tensor& t, std::vector<eval::Probs>& rows) {
+  const torch::Tensor c = t.to(torch::kCPU, torch::kFloat32).contiguous();
+  const auto acc = c.accessor<float, 2>();
+  for (int64_t i = 0; i < c.size(0); ++i) rows.emplace_back(&acc[i][0], &acc[i][0] + c.size(1));
+}
+
+}  // namespace
+
 absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
                                            const std::vector<data::Sample>& samples,
                                            const PreprocessOptions& preprocess,
-                                           const std::string& device_name,
-                                           int batch_size, int num_workers, bool flip_tta,
+                                           const std::string& device_name, int batch_size,
+                                           int num_workers, Tta tta,
                                            const models::Numerics& numerics, bool with_embeddings) {
   SL_ASSIGN_OR_RETURN(const torch::Device device, ParseDevice(device_name));
   data::LoaderOptions lo;
@@ -421,32 +432,23 @@ absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
     if (!batch) break;
     torch::Tensor x = batch->images;
     torch::Tensor logits;
+    torch::Tensor plain;  // The image's own logits (view 0).
     try {
-      torch::Tensor plain;  // The unflipped image's logits.
       if (with_embeddings) {
         models::LogitsAndEmbedding out = models::ForwardWithEmbedding(model, x, numerics, device);
         plain = out.logits;
         embeddings.push_back(out.embedding);
       }
-      if (flip_tta) {
-        torch::Tensor p = torch::softmax(plain.defined() ? plain : models::ForwardLogits(model, x, numerics, device), 1);
-        p += torch::softmax(models::ForwardLogits(model, x.flip({3}), numerics, device), 1);
-        p += torch::softmax(models::ForwardLogits(model, x.flip({2}), numerics, device), 1);
-        logits = torch::log(p / 3);
-      } else {
-        logits = plain.defined() ? plain : models::ForwardLogits(model, x, numerics, device);
-      }
+      if (tta != Tta::kNone && !plain.defined())
+        plain = models::ForwardLogits(model, x, numerics, device);
+      logits = models::ForwardTta(model, x, tta, numerics, device, plain);
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("forward failed: ", e.what_without_backtrace()));
     }
-    logits = logits.cpu().contiguous();
-    const auto acc = logits.accessor<float, 2>();
-    for (int64_t i = 0; i < logits.size(0); ++i) {
-      eval::Probs z;
-      z.assign(&acc[i][0], &acc[i][0] + logits.size(1));
-      out.logits.push_back(z);
+    AppendRows(logits, out.logits);
+    if (tta != Tta::kNone) AppendRows(plain, out.plain_logits);
+    for (int64_t i = 0; i < logits.size(0); ++i)
       out.labels.push_back(static_cast<int>(batch->labels[i].item<int64_t>()));
-    }
   }
   model.train(was_training);
   if (!embeddings.empty()) out.embeddings = torch::cat(embeddings);

@@ -120,23 +120,25 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& config, const std::vector<d
 
 // Eval-mode logits of `model` for `samples` preprocessed with `preprocess` (the
 // model's: TrainConfig::Preprocess() or serving::PreprocessOptionsFor(spec); no
-// augmentation; optional flip TTA
-// averages the softmax of the image and its horizontal and vertical flips and
-// returns log-probabilities). `numerics`: what PrepareModel made of the model
-// (inputs are converted to match); the default is an fp32 model. Logits are fp32.
+// augmentation; with test-time augmentation (skinlesion/common/tta.h) the softmax
+// of the image's views is averaged and log-probabilities are returned). `numerics`: what
+// PrepareModel made of the model (inputs are converted to match); the default is an fp32 model.
+// Logits are fp32.
 struct Predictions {
   std::vector<int> labels;
   std::vector<eval::Probs> logits;
+  // Under test-time augmentation: the image's own logits (view 0), which logit-based
+  // scores (energy) need; empty without it (`logits` are then the model's own).
+  std::vector<eval::Probs> plain_logits;
   // With `with_embeddings`: the penultimate features [N, D] fp32 (models/feature_ood.h;
-  // of the unflipped image under flip TTA).
+  // of the image itself under test-time augmentation).
   at::Tensor embeddings;
 };
 absl::StatusOr<Predictions> PredictSamples(models::Classifier& model,
                                            const std::vector<data::Sample>& samples,
                                            const PreprocessOptions& preprocess,
-                                           const std::string& device,
-                                           int batch_size = 32, int num_workers = 2,
-                                           bool flip_tta = false,
+                                           const std::string& device, int batch_size = 32,
+                                           int num_workers = 2, Tta tta = Tta::kNone,
                                            const models::Numerics& numerics = {},
                                            bool with_embeddings = false);
 
