@@ -52,24 +52,20 @@ void FillPrediction(const ModelSpec& spec, const float* logits, std::optional<do
   r.refer_reason = summary.refer_reason;
   r.refer_risk_threshold = spec.refer.risk_threshold;
   r.refer_target_sensitivity = spec.refer.risk_threshold ? spec.refer.target_sensitivity : 0.0;
-  r.test_time_views = spec.tta;
   r.refer_sensitivity_confidence =
       spec.refer.risk_threshold ? spec.refer.sensitivity_confidence : 0.0;
-  if (spec.ood.method == OodMethod::kMahalanobis) {
-    // The loader refuses a version whose Gaussian it cannot use, so a missing score
-    // means an instance without one (test fakes): no check.
+  r.test_time_views = spec.tta;
+  // The instance scores the image for "mahalanobis" (its Gaussian) and, under test-time
+  // views, for "energy" too (the logits are then an averaged log-probability, whose
+  // energy is 0: it scores the image's own logits). The loader refuses a version whose
+  // Gaussian it cannot use, so a missing score means an instance without one (test
+  // fakes): no check.
+  if (spec.ood.method == OodMethod::kMahalanobis || spec.tta != Tta::kNone) {
     r.ood_score = feature_score.value_or(0.0);
     r.ood_checked = spec.ood.threshold.has_value() && feature_score.has_value();
   } else {
-    // Under test-time views the logits are an averaged log-probability (energy 0): the
-    // instance scores the image's own logits instead (no score: no check).
-    if (spec.tta == Tta::kNone) {
-      r.ood_score = EnergyScore(logits, num_classes);
-      r.ood_checked = spec.ood.threshold.has_value();
-    } else {
-      r.ood_score = feature_score.value_or(0.0);
-      r.ood_checked = spec.ood.threshold.has_value() && feature_score.has_value();
-    }
+    r.ood_score = EnergyScore(logits, num_classes);
+    r.ood_checked = spec.ood.threshold.has_value();
   }
   r.out_of_distribution = r.ood_checked && IsOutOfDistribution(r.ood_score, spec.ood);
 }
