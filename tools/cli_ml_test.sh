@@ -118,7 +118,7 @@ cp -r "$OUT/run/model" "$OUT/fitted"
 grep -q "fitting the not-a-lesion Gaussian on the" "$OUT/fit.txt"
 grep -q "(target sensitivity 0.90, shown with 95% confidence)" "$OUT/fit.txt"
 grep -q "decision rule fitted on .* val images (prior: the model's training data)" "$OUT/fit.txt"
-grep -Eq "mel recall floor 0.70: bias|recall floor NOT fitted: partition 'val' has no mel image" "$OUT/fit.txt"
+grep -Eq "mel recall floor 0.70: bias|recall floor NOT fitted: the val images have no mel image" "$OUT/fit.txt"
 grep -q "non-lesion images in" "$OUT/fit.txt"
 test -s "$OUT/fitted/ood_features.safetensors"
 /usr/bin/python3 - "$OUT/fitted" <<'PY'
@@ -203,7 +203,7 @@ cp "$OUT/tta/manifest.json" "$OUT/tta_before.json"
 "$CLI" fit-thresholds --model "$OUT/tta" "${DATA[@]}" --split "$OUT/split.csv" --fit_on val --threads 1 \
   --tta_views flips > "$OUT/fit_tta.txt"
 grep -q "test-time augmentation: flips (3 views)" "$OUT/fit_tta.txt"
-grep -q "golden set recorded again under the test-time views (flips)" "$OUT/fit_tta.txt"
+grep -q "golden set recorded again (test-time views flips" "$OUT/fit_tta.txt"
 "$CLI" predict --model "$OUT/tta" --precision fp32 --json "$OUT/tta/golden_0.jpg" "$OUT/tta/golden_1.jpg" > "$OUT/pred_tta.json"
 "$CLI" evaluate --model "$OUT/tta" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval_tta" --device cpu > /dev/null
 "$CLI" evaluate --model "$OUT/tta" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval_tta_none" --device cpu \
@@ -425,4 +425,95 @@ if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --fold 3 --out "$OUT/cv5" 
   echo "train accepted fold 3 of 3"; exit 1
 fi
 grep -q "out of range" "$OUT/cv5_err.txt"
+# The model to ship: every image of the k-fold split trains it (the last epoch is the
+# model, no report), then its temperature, decision rule, referral and not-a-lesion
+# thresholds are fitted on the rounds' out-of-fold predictions of the same recipe.
+"$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --out "$OUT/ship" --device cpu --set "$TINY" \
+  > "$OUT/ship.txt"
+grep -q "trained on every image of the split (14)" "$OUT/ship.txt"
+test ! -e "$OUT/ship/report"
+cp "$OUT/ship/model/manifest.json" "$OUT/ship_before.json"
+"$CLI" fit-thresholds --model "$OUT/ship/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv" \
+  --ood_images "$FIX/../ood" --min_ood_auroc 0 --threads 1 > "$OUT/ship_fit.txt"
+grep -q "out of fold: 14 images from 3 rounds" "$OUT/ship_fit.txt"
+"$CLI" predict --model "$OUT/ship/model" --precision fp32 --json "$OUT/ship/model/golden_0.jpg" > "$OUT/ship_pred.json"
+/usr/bin/python3 - "$OUT" "$FIX/metadata_subset.csv" <<'PY'
+import csv, json, os, sys
+out = sys.argv[1]
+before = json.load(open(os.path.join(out, "ship_before.json")))
+m = json.load(open(os.path.join(out, "ship", "model", "manifest.json")))
+assert before["data"]["fold"] == "all" and before["data"]["train_images"] == 14, before["data"]
+assert before["data"]["val_images"] == 0 and "metrics" not in before, before["data"]
+assert before["calibration"]["fitted_on"] is None and before.get("refer", {}).get("malignancy_risk_threshold") is None, before
+rounds = [json.load(open(os.path.join(out, "cv", f"fold{f}", "model", "manifest.json"))) for f in range(3)]
+ts = [r["calibration"]["temperature"] for r in rounds]
+assert abs(m["calibration"]["temperature"] - sum(ts) / 3) < 1e-9, (m["calibration"], ts)
+assert m["calibration"]["fitted_on"] == "out_of_fold" and m["calibration"]["rounds"] == ts, m["calibration"]
+for key in ("refer", "decision", "ood"):
+    fd = m[key]["fitted_data"]
+    assert fd["partition"] == "out_of_fold" and fd["images"] == 14 and fd["rounds"] == 3, (key, fd)
+assert m["refer"]["malignancy_risk_threshold"] > 0 and m["ood"]["threshold"] is not None, m
+# The decision rule's prior: the class shares of every image (the model's training data).
+labels = [r["dx"] for r in csv.DictReader(open(sys.argv[2]))]
+prior = [labels.count(c) / len(labels) for c in m["labels"]]
+assert max(abs(a - b) for a, b in zip(m["decision"]["prior"], prior)) < 1e-9, (m["decision"]["prior"], prior)
+assert m["ood"]["features"]["fitted_data"]["images"] == 14, m["ood"]
+# Its metrics: the rounds' pooled out-of-fold answers at its operating point.
+rep = json.load(open(os.path.join(out, "ship", "report_out_of_fold", "metrics.json")))
+assert m["metrics_source"] == "out_of_fold" and m["metrics"]["n"] == 14 == rep["n"], (m["metrics"], rep)
+assert m["metrics"]["referral"]["policy"]["malignancy_risk_threshold"] == m["refer"]["malignancy_risk_threshold"]
+assert rep["context"]["partition"] == "out_of_fold", rep["context"]
+# The golden set follows the new temperature: predict answers as recorded.
+item, p = m["golden_set"]["items"][0], json.load(open(os.path.join(out, "ship_pred.json")))[0]
+assert max(abs(x - p["probabilities"][c]) for x, c in zip(item["probabilities"], m["labels"])) < 1e-4, (item, p)
+PY
+# The rounds' answers are kept as small files (the round models are not kept in the
+# repository): without the models the fit reads them and comes out the same.
+mkdir -p "$OUT/cv_kept"
+cp "$OUT/cv/cv_recipe.json" "$OUT/cv_kept/"
+for f in 0 1 2; do mkdir -p "$OUT/cv_kept/fold$f"; cp "$OUT/cv/fold$f/"out_of_fold_*.csv "$OUT/cv_kept/fold$f/"; done
+cp -r "$OUT/ship" "$OUT/ship_kept"
+cp "$OUT/ship_before.json" "$OUT/ship_kept/model/manifest.json"
+"$CLI" fit-thresholds --model "$OUT/ship_kept/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv_kept" \
+  --ood_images "$FIX/../ood" --min_ood_auroc 0 --threads 1 > "$OUT/ship_kept_fit.txt"
+if grep -q "answering its" "$OUT/ship_kept_fit.txt"; then echo "the kept answers were not used"; exit 1; fi
+/usr/bin/python3 - "$OUT/ship/model/manifest.json" "$OUT/ship_kept/model/manifest.json" <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+for path in (("calibration", "temperature"), ("decision", "tau"), ("refer", "malignancy_risk_threshold"),
+             ("ood", "threshold")):
+    x, y = a[path[0]][path[1]], b[path[0]][path[1]]
+    assert abs(x - y) <= 1e-5 * max(1.0, abs(x)), (path, x, y)
+PY
+sed -i '2s/,nv,/,vasc,/;2s/,mel,/,vasc,/;2s/,bkl,/,vasc,/;2s/,bcc,/,vasc,/;2s/,df,/,vasc,/;2s/,akiec,/,vasc,/' \
+  "$OUT/cv_kept/fold1/out_of_fold_none.csv"
+if "$CLI" fit-thresholds --model "$OUT/ship_kept/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv_kept" \
+     --threads 1 2> "$OUT/ship_kept_err.txt"; then
+  echo "fit-thresholds used answers whose label differs from the data's"; exit 1
+fi
+grep -q "round 1's answer for .* has another label" "$OUT/ship_kept_err.txt"
+# Refused: a round's own model (its test fold is not held out from it), a model of
+# another recipe, --all_folds with a round or without a k-fold split.
+if "$CLI" fit-thresholds --model "$OUT/cv/fold0/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv" \
+     --threads 1 2> "$OUT/ship_err1.txt"; then
+  echo "fit-thresholds --from_cv fitted a round's own model"; exit 1
+fi
+grep -q "was not trained on every image" "$OUT/ship_err1.txt"
+"$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --out "$OUT/ship2" --device cpu \
+  --set "$TINY,seed=3" > /dev/null
+if "$CLI" fit-thresholds --model "$OUT/ship2/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv" \
+     --threads 1 2> "$OUT/ship_err2.txt"; then
+  echo "fit-thresholds --from_cv mixed two recipes"; exit 1
+fi
+grep -q "another recipe" "$OUT/ship_err2.txt"
+if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --fold 1 --out "$OUT/ship3" --set "$TINY" \
+     2> "$OUT/ship_err3.txt"; then
+  echo "train accepted --all_folds with --fold"; exit 1
+fi
+grep -q "not both" "$OUT/ship_err3.txt"
+if "$CLI" train "${DATA[@]}" --split "$OUT/split.csv" --all_folds --out "$OUT/ship4" --set "$TINY" \
+     2> "$OUT/ship_err4.txt"; then
+  echo "train --all_folds accepted a holdout split"; exit 1
+fi
+grep -q "needs a k-fold split" "$OUT/ship_err4.txt"
 echo "cli_ml_test: ok"

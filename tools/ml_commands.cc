@@ -32,6 +32,7 @@
 #include "skinlesion/data/isic.h"
 #include "skinlesion/data/split.h"
 #include "skinlesion/eval/cross_validation.h"
+#include "skinlesion/eval/out_of_fold.h"
 #include "skinlesion/eval/plots.h"
 #include "skinlesion/eval/referral_eval.h"
 #include "skinlesion/eval/report.h"
@@ -436,6 +437,72 @@ absl::StatusOr<data::Dataset> LoadData(const std::string& data_dir, const std::s
   return dataset;
 }
 
+namespace {
+
+// The run's report on its test images (or, without them, on its validation images)
+// with the temperature, decision rule and referral threshold fitted on the validation
+// images; metrics.json's content.
+absl::StatusOr<nlohmann::json> ReportOnHeldOut(
+    const TrainCommand& cmd, const train::TrainConfig& config, const data::Split& split,
+    const train::TrainResult& result, const LabelSet& classes,
+    const std::vector<data::Sample>& train_set, const std::vector<data::Sample>& val_set,
+    const std::vector<data::Sample>& test_set, bool report_on_val, const std::string& device) {
+  SL_ASSIGN_OR_RETURN(const train::Predictions val_pred,
+                      train::PredictSamples(*result.model, val_set, config.Preprocess(), device,
+                                            config.batch_size, config.num_workers));
+  train::Predictions test_pred = val_pred;
+  if (!report_on_val) {
+    SL_ASSIGN_OR_RETURN(test_pred,
+                        train::PredictSamples(*result.model, test_set, config.Preprocess(), device,
+                                              config.batch_size, config.num_workers));
+  }
+  eval::ReportInput report;
+  report.classes = classes;
+  report.labels = test_pred.labels;
+  report.logits = test_pred.logits;
+  report.val_labels = val_pred.labels;
+  report.val_logits = val_pred.logits;
+  for (const auto& s : test_set) report.image_paths.push_back(s.path);
+  report.seed = config.seed;
+  // The refer rule's operating point: fitted on the validation split for the target.
+  report.fit_risk_threshold = true;
+  report.referral.target_sensitivity = config.target_sensitivity;
+  report.referral.sensitivity_confidence = config.referral_confidence;
+  // The decision rule: tau fitted on the validation split against the training shares.
+  report.fit_decision = config.balanced_decision;
+  if (config.recall_target > 0) {
+    if (const std::optional<int> k = classes.IndexOf(config.recall_target_class)) {
+      report.recall_target_class = *k;
+      report.recall_target = config.recall_target;
+    } else {
+      std::printf("recall floor off: the data have no class '%s'\n",
+                  config.recall_target_class.c_str());
+    }
+  }
+  {
+    std::vector<int> train_labels;
+    for (const data::Sample& s : train_set) train_labels.push_back(s.label);
+    report.decision.prior = ClassPrior(train_labels, classes.size());
+  }
+  report.subgroups = Subgroups(test_set);
+  // No out-of-distribution threshold here: one is only worth serving once it has been
+  // checked against non-lesion images (skinlesion fit-thresholds --ood_images).
+  report.context = {{"architecture", config.architecture},
+                    {"split_digest", split.Digest()},
+                    {"best_epoch", result.best_epoch + 1},
+                    {"epochs_run", result.epochs_run},
+                    {"partition", cmd.fold >= 0   ? absl::StrCat("fold", cmd.fold)
+                                  : report_on_val ? "val"
+                                                  : "test"},
+                    {"report_on_fitting_data", report_on_val},
+                    // The test report runs the fp32 master weights, whatever training used.
+                    {"precision", "fp32"},
+                    {"training_numerics", result.numerics}};
+  return eval::WriteReport(report, cmd.out_dir + "/report");
+}
+
+}  // namespace
+
 absl::Status RunTrain(const TrainCommand& cmd) {
   if (cmd.data_dir.empty()) return absl::InvalidArgumentError("--data is required");
   if (cmd.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
@@ -462,13 +529,19 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                                           : data::LoadSplit(cmd.split_file);
   if (!split.ok()) return split.status();
   SL_RETURN_IF_ERROR(data::SaveSplit(*split, cmd.out_dir + "/split.csv"));
-  SL_ASSIGN_OR_RETURN(const data::TrainValTest sets, data::ApplyRound(*split, catalogue, cmd.fold));
+  if (cmd.all_folds && cmd.fold >= 0)
+    return absl::InvalidArgumentError("give --fold or --all_folds, not both");
+  SL_ASSIGN_OR_RETURN(const data::TrainValTest sets,
+                      cmd.all_folds ? data::ApplyAllFolds(*split, catalogue)
+                                    : data::ApplyRound(*split, catalogue, cmd.fold));
   const std::vector<data::Sample>& train_set = sets.train;
   const std::vector<data::Sample>& val_set = sets.val;
   // A run made to ship may have no test partition (every image but the validation ones
   // trains it): its report is then on the validation images, which also chose the epoch,
   // the temperature and the referral threshold, so its figures are optimistic and say so.
   const bool report_on_val = sets.test.empty();
+  // Trained on every image (--all_folds): nothing is left to report on or fit with.
+  const bool no_held_out = val_set.empty();
   const std::vector<data::Sample>& test_set = report_on_val ? sets.val : sets.test;
   std::fprintf(stderr, "[train] %s on %s: %zu train / %zu val / %zu test images, split %s%s\n",
                config.architecture.c_str(), device.c_str(), train_set.size(), val_set.size(),
@@ -510,56 +583,14 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   if (progress != nullptr) progress->Phase("evaluate");
   SL_RETURN_IF_ERROR(train::LoadTrainCheckpoint(*result.model, result.best_checkpoint));
   result.model->eval();
-
-  // Test-set report with temperature scaling fitted on the validation split.
-  SL_ASSIGN_OR_RETURN(const train::Predictions val_pred,
-                      train::PredictSamples(*result.model, val_set, config.Preprocess(), device,
-                                            config.batch_size, config.num_workers));
-  train::Predictions test_pred = val_pred;
-  if (!report_on_val) {
-    SL_ASSIGN_OR_RETURN(test_pred, train::PredictSamples(*result.model, test_set, config.Preprocess(),
-                                                         device, config.batch_size, config.num_workers));
+  std::vector<data::Sample> golden_from = test_set;
+  nlohmann::json metrics;
+  if (no_held_out) {
+    golden_from = train_set;
+  } else {
+    SL_ASSIGN_OR_RETURN(metrics, ReportOnHeldOut(cmd, config, *split, result, classes, train_set,
+                                                 val_set, test_set, report_on_val, device));
   }
-  eval::ReportInput report;
-  report.classes = classes;
-  report.labels = test_pred.labels;
-  report.logits = test_pred.logits;
-  report.val_labels = val_pred.labels;
-  report.val_logits = val_pred.logits;
-  for (const auto& s : test_set) report.image_paths.push_back(s.path);
-  report.seed = config.seed;
-  // The refer rule's operating point: fitted on the validation split for the target.
-  report.fit_risk_threshold = true;
-  report.referral.target_sensitivity = config.target_sensitivity;
-  report.referral.sensitivity_confidence = config.referral_confidence;
-  // The decision rule: tau fitted on the validation split against the training shares.
-  report.fit_decision = config.balanced_decision;
-  if (config.recall_target > 0) {
-    if (const std::optional<int> k = classes.IndexOf(config.recall_target_class)) {
-      report.recall_target_class = *k;
-      report.recall_target = config.recall_target;
-    } else {
-      std::printf("recall floor off: the data have no class '%s'\n",
-                  config.recall_target_class.c_str());
-    }
-  }
-  {
-    std::vector<int> train_labels;
-    for (const data::Sample& s : train_set) train_labels.push_back(s.label);
-    report.decision.prior = ClassPrior(train_labels, classes.size());
-  }
-  report.subgroups = Subgroups(test_set);
-  // No out-of-distribution threshold here: one is only worth serving once it has been
-  // checked against non-lesion images (skinlesion fit-thresholds --ood_images).
-  report.context = {{"architecture", config.architecture}, {"split_digest", split->Digest()},
-                    {"best_epoch", result.best_epoch + 1}, {"epochs_run", result.epochs_run},
-                    {"partition", cmd.fold >= 0 ? absl::StrCat("fold", cmd.fold)
-                                  : report_on_val ? "val" : "test"},
-                    {"report_on_fitting_data", report_on_val},
-                    // The test report runs the fp32 master weights, whatever training used.
-                    {"precision", "fp32"},
-                    {"training_numerics", result.numerics}};
-  SL_ASSIGN_OR_RETURN(const nlohmann::json metrics, eval::WriteReport(report, cmd.out_dir + "/report"));
 
   // Export: torchvision-named safetensors + manifest with provenance.
   const std::string model_dir = cmd.out_dir + "/model";
@@ -568,19 +599,27 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                                             config.image_size, classes.codes()));
   SL_ASSIGN_OR_RETURN(ModelManifest manifest, ReadModelManifest(model_dir));
   manifest.classes = classes;
-  manifest.temperature = metrics["temperature"].get<double>();
-  SetRefer(metrics, manifest);
-  SetDecision(metrics, manifest);
+  if (!no_held_out) {
+    manifest.temperature = metrics["temperature"].get<double>();
+    SetRefer(metrics, manifest);
+    SetDecision(metrics, manifest);
+  }
   manifest.image_size = config.image_size;
   manifest.resize = kResizeShorterSideCenterCrop;
   manifest.mean = kImageNetMean;
   manifest.std = kImageNetStd;
   manifest.shades_of_gray_p = config.colour_constancy_p;
   nlohmann::json& doc = manifest.document;
-  doc["calibration"] = {{"fitted_on", "val"}};
-  nlohmann::json test_metrics = metrics;
-  test_metrics.erase("confusion_matrix_normalized");
-  doc["metrics"] = test_metrics;
+  if (no_held_out) {
+    // Nothing held out to calibrate on: temperature 1 and no operating point until
+    // fit-thresholds --from_cv fits them on the rounds' out-of-fold predictions.
+    doc["calibration"] = {{"fitted_on", nullptr}};
+  } else {
+    doc["calibration"] = {{"fitted_on", "val"}};
+    nlohmann::json test_metrics = metrics;
+    test_metrics.erase("confusion_matrix_normalized");
+    doc["metrics"] = test_metrics;
+  }
   doc["training"] = {{"config", config.ToJson()},
                      {"best_epoch", result.best_epoch + 1},
                      {"epochs_run", result.epochs_run},
@@ -592,11 +631,14 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                               {"flags", DetectCpuFeatures().FlagList()}}},
                      {"command", cmd.command_line}};
   const bool ham10000 = dataset.format == data::DatasetFormat::kHam10000;
-  doc["data"] = {{"dataset", ham10000 ? std::string("HAM10000") : fs::path(dataset.source).filename().string()},
+  doc["data"] = {{"dataset", ham10000 ? std::string("HAM10000")
+                                      : fs::path(dataset.source).filename().string()},
                  {"format", data::DatasetFormatName(dataset.format)},
                  {"split_digest", split->Digest()},
                  {"split_method", split->method()},
-                 {"fold", cmd.fold >= 0 ? nlohmann::json(cmd.fold) : nlohmann::json(nullptr)},
+                 {"fold", cmd.fold >= 0   ? nlohmann::json(cmd.fold)
+                          : cmd.all_folds ? nlohmann::json("all")
+                                          : nlohmann::json(nullptr)},
                  {"train_images", train_set.size()},
                  {"val_images", val_set.size()},
                  {"test_images", sets.test.size()},
@@ -606,10 +648,21 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   doc["code_version"] = CodeVersion();
   SL_ASSIGN_OR_RETURN(manifest.sha256, Sha256File(model_dir + "/" + kWeightsFile));
   SL_RETURN_IF_ERROR(WriteModelManifest(model_dir, manifest));
-  SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(test_set, classes.size(), 4)));
+  SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(golden_from, classes.size(), 4)));
   if (progress != nullptr) progress->Phase("exported");
   std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
               result.best_epoch + 1, result.epochs_run, result.early_stopped ? " (early stop)" : "");
+  if (no_held_out) {
+    std::printf(
+        "trained on every image of the split (%zu): the last epoch is the model; no image was held "
+        "out, so it has no report, temperature or operating point yet: fit them on the cv rounds' "
+        "out-of-fold predictions with\n  skinlesion fit-thresholds --model %s/model --from_cv "
+        "CV_DIR "
+        "--data ... --split %s\n",
+        train_set.size(), cmd.out_dir.c_str(), cmd.split_file.c_str());
+    std::printf("wrote %s/model, %s/train_log.jsonl\n", cmd.out_dir.c_str(), cmd.out_dir.c_str());
+    return absl::OkStatus();
+  }
   if (report_on_val) {
     std::printf("no test partition: validation split (%zu images; it also chose the epoch, "
                 "temperature and threshold, so these figures are optimistic):\n", test_set.size());
@@ -669,6 +722,21 @@ absl::StatusOr<std::vector<eval::FoldResult>> FinishedRounds(const std::string& 
   return rounds;
 }
 
+}  // namespace
+
+namespace {
+// A round's out-of-fold answers under `tta` (skinlesion/eval/out_of_fold.h): read from
+// <cv_dir>/fold<fold>/out_of_fold_<views>.csv, or answered by the round's model and
+// written there. Defined with fit-thresholds below.
+absl::StatusOr<eval::RoundAnswers> RoundAnswersOf(const std::string& cv_dir, int fold,
+                                                  const data::Split& split,
+                                                  const data::Catalogue& catalogue, Tta tta,
+                                                  OodMethod ood_method);
+absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& cv_dir, int fold,
+                                                            const data::Split& split,
+                                                            const data::Catalogue& catalogue,
+                                                            const std::vector<Tta>& views,
+                                                            OodMethod ood_method);
 }  // namespace
 
 absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
@@ -760,6 +828,22 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
     return absl::OkStatus();
   };
 
+  // Each round's answers on its test fold, kept beside its metrics so that a model
+  // trained on every image can be fitted on them later, without the round models.
+  auto WriteRoundAnswers = [&](int fold) -> absl::Status {
+    const std::string dir = absl::StrCat(base.out_dir, "/fold", fold, "/");
+    std::vector<Tta> missing;
+    for (const Tta views : {Tta::kNone, Tta::kFlips}) {
+      if (!fs::exists(dir + eval::RoundAnswersFile(TtaName(views)))) missing.push_back(views);
+    }
+    if (missing.empty()) return absl::OkStatus();
+    SL_ASSIGN_OR_RETURN(const data::Dataset dataset,
+                        LoadData(base.data_dir, base.metadata, base.skip_labels));
+    SL_ASSIGN_OR_RETURN(models::Checkpoint round, models::LoadCheckpoint(dir + "model"));
+    const OodMethod method =
+        models::HasEmbedding(*round.model) ? OodMethod::kMahalanobis : OodMethod::kEnergy;
+    return AnswerRound(base.out_dir, fold, split, dataset.catalogue, missing, method).status();
+  };
   for (size_t i = 0; i < folds.size(); ++i) {
     const int fold = folds[i];
     TrainCommand round = base;
@@ -767,12 +851,14 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
     round.out_dir = absl::StrCat(base.out_dir, "/fold", fold);
     if (fs::exists(round.out_dir + "/report/metrics.json")) {
       std::fprintf(stderr, "[cv] round %d (fold%d) is finished: kept\n", fold, fold);
+      SL_RETURN_IF_ERROR(WriteRoundAnswers(fold));  // A round finished before they were kept.
       continue;
     }
     round.resume = fs::exists(round.out_dir + "/checkpoints/last/state.json");
     std::fprintf(stderr, "[cv] round %zu of %zu: test fold%d, validate on fold%d%s\n", i + 1, folds.size(),
                  fold, (fold + 1) % k, round.resume ? ", resuming from its last checkpoint" : "");
     SL_RETURN_IF_ERROR(RunTrain(round));
+    SL_RETURN_IF_ERROR(WriteRoundAnswers(fold));
     SL_RETURN_IF_ERROR(write_summary());
   }
   return write_summary();
@@ -966,6 +1052,301 @@ absl::StatusOr<Partition> LoadPartition(const std::string& data_dir, const std::
   return part;
 }
 
+namespace {
+
+// What fit-thresholds fits the served model's rule and thresholds on: held-out lesions
+// with their calibrated probabilities and their not-a-lesion scores on the served
+// model's scale, and where they came from.
+struct HeldOut {
+  std::vector<data::Sample> samples;  // In the order of labels (out of fold: round by round).
+  std::vector<int> labels;
+  std::vector<eval::Probs> probs;
+  std::vector<double> ood_scores;
+  std::optional<models::FeatureGaussian> gaussian;  // mahalanobis: the served model's.
+  nlohmann::json gaussian_fitted_data;
+  std::string name;                   // "val" (a partition) or "out_of_fold".
+  nlohmann::json fitted_data;         // Provenance of the images.
+  std::vector<int> prior_labels;      // The served model's training labels, where known here.
+  std::optional<double> temperature;  // A new temperature (out of fold), else the model's.
+  nlohmann::json calibration;
+};
+
+// The fitting choices common to both sources.
+struct FitSetup {
+  const FitThresholdsCommand& cmd;
+  const serving::ModelSpec& spec;
+  Tta tta;
+  OodMethod ood_method;
+  const Partition& part;
+  models::Checkpoint& checkpoint;
+  bool embed() const { return ood_method == OodMethod::kMahalanobis; }
+};
+
+// The served model's own predictions on a partition of the split it was trained with.
+absl::StatusOr<HeldOut> HeldOutPartition(const FitSetup& f) {
+  const FitThresholdsCommand& cmd = f.cmd;
+  const std::vector<data::Sample>& samples = f.part.samples;
+  const PreprocessOptions preprocess = serving::PreprocessOptionsFor(f.spec);
+  SL_ASSIGN_OR_RETURN(const train::Predictions pred,
+                      train::PredictSamples(*f.checkpoint.model, samples, preprocess, "cpu", 32, 2,
+                                            f.tta, {}, f.embed()));
+  HeldOut h;
+  h.samples = samples;
+  h.labels = pred.labels;
+  h.probs = eval::Softmax(pred.logits, f.spec.temperature);
+  h.name = cmd.partition;
+  h.fitted_data = {{"split_digest", f.part.split.Digest()},
+                   {"partition", cmd.partition},
+                   {"images", samples.size()}};
+  if (f.embed()) {
+    // The Gaussian of the training images' embeddings.
+    SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> fit_samples, f.part.Other(cmd.ood_fit_on));
+    std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n",
+                fit_samples.size(), cmd.ood_fit_on.c_str());
+    SL_ASSIGN_OR_RETURN(const train::Predictions fit_pred,
+                        train::PredictSamples(*f.checkpoint.model, fit_samples, preprocess, "cpu",
+                                              32, 2, Tta::kNone, {}, /*with_embeddings=*/true));
+    SL_ASSIGN_OR_RETURN(
+        h.gaussian,
+        models::FeatureGaussian::Fit(fit_pred.embeddings, fit_pred.labels, f.spec.classes.size()));
+    h.gaussian_fitted_data = {{"split_digest", f.part.split.Digest()},
+                              {"partition", cmd.ood_fit_on},
+                              {"images", fit_samples.size()}};
+  }
+  SL_ASSIGN_OR_RETURN(h.ood_scores,
+                      OodScores(f.ood_method, pred, h.gaussian ? &*h.gaussian : nullptr));
+  return h;
+}
+
+// A model's not-a-lesion scores of `samples` (its own training images) and, for
+// mahalanobis, the Gaussian fitted on them.
+struct TrainingScores {
+  std::optional<models::FeatureGaussian> gaussian;
+  std::vector<double> scores;
+};
+absl::StatusOr<TrainingScores> ScoreTrainingImages(models::Classifier& model,
+                                                   const serving::ModelSpec& spec,
+                                                   const std::vector<data::Sample>& samples,
+                                                   OodMethod method) {
+  const bool embed = method == OodMethod::kMahalanobis;
+  SL_ASSIGN_OR_RETURN(const train::Predictions pred,
+                      train::PredictSamples(model, samples, serving::PreprocessOptionsFor(spec),
+                                            "cpu", 32, 2, Tta::kNone, {}, embed));
+  TrainingScores t;
+  if (embed) {
+    SL_ASSIGN_OR_RETURN(t.gaussian, models::FeatureGaussian::Fit(pred.embeddings, pred.labels,
+                                                                 spec.classes.size()));
+  }
+  SL_ASSIGN_OR_RETURN(t.scores, OodScores(method, pred, t.gaussian ? &*t.gaussian : nullptr));
+  return t;
+}
+
+// The round model's answers on its test fold under each of `views`, written to
+// <cv_dir>/fold<fold>/out_of_fold_<views>.csv; its training images are scored once.
+absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& cv_dir, int fold,
+                                                            const data::Split& split,
+                                                            const data::Catalogue& catalogue,
+                                                            const std::vector<Tta>& views,
+                                                            OodMethod ood_method) {
+  const std::string round_model = absl::StrCat(cv_dir, "/fold", fold, "/model");
+  if (!fs::exists(round_model + "/manifest.json")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", fold, " of ", cv_dir, " has neither its ",
+                     eval::RoundAnswersFile(TtaName(views.front())),
+                     " nor its model: every image must be answered once"));
+  }
+  SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(round_model));
+  SL_ASSIGN_OR_RETURN(models::Checkpoint round, models::LoadCheckpoint(round_model));
+  round.model->eval();
+  if (ood_method == OodMethod::kMahalanobis && !models::HasEmbedding(*round.model)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(round_model, " has no feature map for mahalanobis scores"));
+  }
+  SL_ASSIGN_OR_RETURN(const data::TrainValTest sets, data::ApplyRound(split, catalogue, fold));
+  // The not-a-lesion scores are in units of the round model's own training scores.
+  SL_ASSIGN_OR_RETURN(const TrainingScores own,
+                      ScoreTrainingImages(*round.model, spec, sets.train, ood_method));
+  const std::optional<OodScoreScale> scale = OodScoreScale::Of(own.scores);
+  if (!scale)
+    return absl::InternalError(absl::StrCat("round ", fold, ": no finite training score"));
+  std::vector<eval::RoundAnswers> out;
+  for (const Tta tta : views) {
+    std::printf("round %d: answering its %zu test images (views %s, temperature %.3f)\n", fold,
+                sets.test.size(), std::string(TtaName(tta)).c_str(), spec.temperature);
+    SL_ASSIGN_OR_RETURN(
+        const train::Predictions pred,
+        train::PredictSamples(*round.model, sets.test, serving::PreprocessOptionsFor(spec), "cpu",
+                              32, 2, tta, {}, ood_method == OodMethod::kMahalanobis));
+    eval::RoundAnswers a;
+    a.views = std::string(TtaName(tta));
+    a.temperature = spec.temperature;
+    a.ood_method = OodMethodName(ood_method);
+    for (const data::Sample& sample : sets.test) a.image_ids.push_back(sample.image_id);
+    a.labels = pred.labels;
+    a.probs = eval::Softmax(pred.logits, spec.temperature);
+    SL_ASSIGN_OR_RETURN(const std::vector<double> scores,
+                        OodScores(ood_method, pred, own.gaussian ? &*own.gaussian : nullptr));
+    for (double score : scores) a.ood_units.push_back(scale->ToUnits(score));
+    const std::string file =
+        absl::StrCat(cv_dir, "/fold", fold, "/", eval::RoundAnswersFile(a.views));
+    SL_ASSIGN_OR_RETURN(const std::string text, eval::RoundAnswersToCsv(a, catalogue.classes));
+    SL_RETURN_IF_ERROR(WriteFileAtomically(file, text));
+    std::printf("wrote %s\n", file.c_str());
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+absl::StatusOr<eval::RoundAnswers> RoundAnswersOf(const std::string& cv_dir, int fold,
+                                                  const data::Split& split,
+                                                  const data::Catalogue& catalogue, Tta tta,
+                                                  OodMethod ood_method) {
+  const std::string file =
+      absl::StrCat(cv_dir, "/fold", fold, "/", eval::RoundAnswersFile(TtaName(tta)));
+  if (fs::exists(file)) {
+    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(file, size_t{64} << 20));
+    absl::StatusOr<eval::RoundAnswers> a = eval::ParseRoundAnswers(text, catalogue.classes);
+    if (!a.ok())
+      return absl::Status(a.status().code(), absl::StrCat(file, ": ", a.status().message()));
+    if (a->ood_method == OodMethodName(ood_method)) return a;
+    std::printf("%s holds %s scores, not %s: answering again\n", file.c_str(),
+                a->ood_method.c_str(), OodMethodName(ood_method));
+  }
+  SL_ASSIGN_OR_RETURN(std::vector<eval::RoundAnswers> a,
+                      AnswerRound(cv_dir, fold, split, catalogue, {tta}, ood_method));
+  return std::move(a.front());
+}
+
+// The out-of-fold predictions of `skinlesion cv`'s rounds (cmd.from_cv) for a model
+// trained on every image of the same k-fold split with the same recipe (train
+// --all_folds): each round's model answers its test fold with its own temperature, so
+// every image is predicted once by a model that never saw it. The served model's
+// temperature is the rounds' mean; its not-a-lesion threshold is carried over in units
+// of each model's own training scores (OodScoreScale).
+absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
+  const FitThresholdsCommand& cmd = f.cmd;
+  const data::Split& split = f.part.split;
+  const int k = data::KFoldCount(split);
+  if (k < 3)
+    return absl::InvalidArgumentError(
+        "--from_cv needs the k-fold split the rounds ran on (--split)");
+  // The rounds must be of this model's recipe and split.
+  const std::string recipe_file = cmd.from_cv + "/cv_recipe.json";
+  SL_ASSIGN_OR_RETURN(const std::string recipe_text, ReadFileToString(recipe_file, 1 << 20));
+  const nlohmann::json recipe = nlohmann::json::parse(recipe_text, nullptr, false);
+  if (!recipe.is_object() || !recipe.contains("config") || !recipe.contains("split_digest")) {
+    return absl::DataLossError(absl::StrCat(recipe_file, " is not a cv recipe"));
+  }
+  if (recipe["split_digest"] != split.Digest()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the rounds in ", cmd.from_cv, " ran on another split (",
+                     recipe["split_digest"].dump(), ") than ", cmd.split_file));
+  }
+  const nlohmann::json& doc = f.spec.document;
+  if (!doc.contains("data") || doc["data"].value("split_digest", "") != split.Digest() ||
+      doc["data"].value("fold", nlohmann::json()) != "all") {
+    return absl::FailedPreconditionError(
+        absl::StrCat(cmd.model_dir, " was not trained on every image of ", cmd.split_file,
+                     " (skinlesion train --all_folds): the rounds' held-out images would be its "
+                     "training images"));
+  }
+  nlohmann::json config = doc.contains("training")
+                              ? doc["training"].value("config", nlohmann::json())
+                              : nlohmann::json();
+  for (const char* key : {"threads", "num_workers", "progress_interval_s"}) config.erase(key);
+  if (config != recipe["config"]) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        cmd.model_dir, " was trained with another recipe than the rounds in ", cmd.from_cv,
+        " (compare its manifest's training.config with ", recipe_file, ")"));
+  }
+  HeldOut h;
+  h.name = "out_of_fold";
+  std::vector<double> temperatures, units;
+  std::vector<size_t> round_ends;  // units[round_ends[r-1] .. round_ends[r]) are round r's.
+  absl::flat_hash_map<std::string, const data::Sample*> by_id;
+  for (const data::Sample& sample : f.part.catalogue.samples) by_id[sample.image_id] = &sample;
+  for (int fold = 0; fold < k; ++fold) {
+    SL_ASSIGN_OR_RETURN(
+        const eval::RoundAnswers answers,
+        RoundAnswersOf(cmd.from_cv, fold, split, f.part.catalogue, f.tta, f.ood_method));
+    // Exactly the round's test fold, with the catalogue's labels.
+    SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> test,
+                        f.part.Other(absl::StrCat("fold", fold)));
+    if (test.size() != answers.image_ids.size()) {
+      return absl::FailedPreconditionError(absl::StrCat("round ", fold, "'s answers hold ",
+                                                        answers.image_ids.size(),
+                                                        " images, its test fold ", test.size()));
+    }
+    for (size_t i = 0; i < answers.image_ids.size(); ++i) {
+      const auto it = by_id.find(answers.image_ids[i]);
+      if (it == by_id.end() ||
+          *split.PartitionOf(answers.image_ids[i]) != absl::StrCat("fold", fold) ||
+          it->second->label != answers.labels[i]) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("round ", fold, "'s answer for ", answers.image_ids[i],
+                         " is not of its test fold or has another label"));
+      }
+      h.samples.push_back(*it->second);
+    }
+    h.labels.insert(h.labels.end(), answers.labels.begin(), answers.labels.end());
+    h.probs.insert(h.probs.end(), answers.probs.begin(), answers.probs.end());
+    units.insert(units.end(), answers.ood_units.begin(), answers.ood_units.end());
+    temperatures.push_back(answers.temperature);
+    round_ends.push_back(units.size());
+  }
+  // Does a threshold in these units carry over to a model that did not set it? Each
+  // round's model against the threshold the other rounds' held-out lesions set.
+  nlohmann::json carry_over = nlohmann::json::array();
+  for (size_t r = 0; r < round_ends.size(); ++r) {
+    const size_t begin = r == 0 ? 0 : round_ends[r - 1];
+    std::vector<double> others(units.begin(), units.begin() + static_cast<std::ptrdiff_t>(begin));
+    others.insert(others.end(), units.begin() + static_cast<std::ptrdiff_t>(round_ends[r]),
+                  units.end());
+    const std::optional<double> t = FitOodThreshold(others, cmd.ood_reject_rate);
+    if (!t) continue;
+    int rejected = 0;
+    for (size_t i = begin; i < round_ends[r]; ++i) rejected += units[i] > *t;
+    carry_over.push_back(static_cast<double>(rejected) /
+                         static_cast<double>(round_ends[r] - begin));
+  }
+  std::printf(
+      "not-a-lesion threshold carried over to each round from the others: rejects %s of its "
+      "held-out lesions (target %.3f)\n",
+      carry_over.dump().c_str(), cmd.ood_reject_rate);
+  // The served model: its own training images (all of them) set its scale.
+  SL_ASSIGN_OR_RETURN(const data::TrainValTest every, data::ApplyAllFolds(split, f.part.catalogue));
+  const std::vector<data::Sample>& all = every.train;
+  std::printf("scoring the served model's %zu training images for its not-a-lesion scale\n",
+              all.size());
+  SL_ASSIGN_OR_RETURN(TrainingScores served,
+                      ScoreTrainingImages(*f.checkpoint.model, f.spec, all, f.ood_method));
+  const std::optional<OodScoreScale> scale = OodScoreScale::Of(served.scores);
+  if (!scale) return absl::InternalError("no finite training score for the served model");
+  for (double u : units) h.ood_scores.push_back(scale->FromUnits(u));
+  h.gaussian = std::move(served.gaussian);
+  h.gaussian_fitted_data = {
+      {"split_digest", split.Digest()}, {"partition", "all"}, {"images", all.size()}};
+  for (const data::Sample& s : all) h.prior_labels.push_back(s.label);
+  double mean = 0;
+  for (double t : temperatures) mean += t / static_cast<double>(temperatures.size());
+  h.temperature = mean;
+  h.calibration = {
+      {"fitted_on", "out_of_fold"},
+      {"method", "mean of the rounds' temperatures (each fitted on its validation fold)"},
+      {"rounds", temperatures}};
+  h.fitted_data = {{"split_digest", split.Digest()},
+                   {"partition", "out_of_fold"},
+                   {"cv", cmd.from_cv},
+                   {"rounds", k},
+                   {"images", h.labels.size()},
+                   {"ood_carried_over_rejects", carry_over}};
+  std::printf("out of fold: %zu images from %d rounds; temperature %.3f (the rounds' mean)\n",
+              h.labels.size(), k, mean);
+  return h;
+}
+
+}  // namespace
+
 absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   if (cmd.model_dir.empty() || cmd.data_dir.empty() || cmd.split_file.empty()) {
     return absl::InvalidArgumentError("--model, --data and --split are required");
@@ -983,10 +1364,10 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   torch::set_num_threads(cmd.threads);
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(cmd.model_dir));
   SL_ASSIGN_OR_RETURN(const Tta tta, ChooseTta(cmd.tta_views, spec));
-  SL_ASSIGN_OR_RETURN(const Partition part, LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels,
-                                                          cmd.split_file, cmd.partition, spec.classes));
-  const data::Split& split = part.split;
-  const std::vector<data::Sample>& samples = part.samples;
+  // From rounds, the partition is only loaded to check the split against the data.
+  SL_ASSIGN_OR_RETURN(const Partition part,
+                      LoadPartition(cmd.data_dir, cmd.metadata, cmd.skip_labels, cmd.split_file,
+                                    cmd.from_cv.empty() ? cmd.partition : "fold0", spec.classes));
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
   checkpoint.model->eval();
   OodMethod ood_method = models::HasEmbedding(*checkpoint.model) ? OodMethod::kMahalanobis : OodMethod::kEnergy;
@@ -1001,23 +1382,31 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   }
   const bool embed = ood_method == OodMethod::kMahalanobis;
   const PreprocessOptions preprocess = serving::PreprocessOptionsFor(spec);
-  SL_ASSIGN_OR_RETURN(
-      const train::Predictions pred,
-      train::PredictSamples(*checkpoint.model, samples, preprocess, "cpu", 32, 2, tta, {}, embed));
-  ModelManifest manifest = spec;
-  manifest.tta = tta;  // What the rule and thresholds below are fitted under.
   if (tta != Tta::kNone)
     std::printf("test-time augmentation: %s (%d views)\n", std::string(TtaName(tta)).c_str(),
                 TtaViewCount(tta));
-  const nlohmann::json fitted_data = {{"split_digest", split.Digest()}, {"partition", cmd.partition},
-                                      {"images", samples.size()}};
-
-  const std::vector<eval::Probs> probs = eval::Softmax(pred.logits, spec.temperature);
+  const FitSetup setup{cmd, spec, tta, ood_method, part, checkpoint};
+  SL_ASSIGN_OR_RETURN(const HeldOut held,
+                      cmd.from_cv.empty() ? HeldOutPartition(setup) : HeldOutOfRounds(setup));
+  ModelManifest manifest = spec;
+  manifest.tta = tta;  // What the rule and thresholds below are fitted under.
+  if (held.temperature) {
+    manifest.temperature = *held.temperature;
+    manifest.document["calibration"] = held.calibration;
+  }
+  const nlohmann::json& fitted_data = held.fitted_data;
+  const std::vector<eval::Probs>& probs = held.probs;
+  const std::string& fitted_on = held.name;
+  const std::vector<int>& labels = held.labels;
+  const size_t n_images = labels.size();
   // Decision rule (before the referral: its close calls depend on the named class).
   if (cmd.balanced_decision) {
     std::vector<double> prior = spec.decision.prior;
     std::string prior_source = "the model's training data";
-    if (prior.empty()) {
+    if (prior.empty() && !held.prior_labels.empty()) {
+      prior = ClassPrior(held.prior_labels, spec.classes.size());
+      prior_source = absl::StrCat("every image of the split (", held.prior_labels.size(), ")");
+    } else if (prior.empty()) {
       std::vector<int> train_labels;
       for (const absl::string_view name : absl::StrSplit(cmd.prior_from, ',', absl::SkipEmpty())) {
         SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> train_samples,
@@ -1028,15 +1417,15 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
       prior_source =
           absl::StrCat("partitions ", cmd.prior_from, " (", train_labels.size(), " images)");
     }
-    const std::optional<DecisionFit> fit = FitDecisionTau(pred.labels, probs, prior);
+    const std::optional<DecisionFit> fit = FitDecisionTau(labels, probs, prior);
     if (!fit) {
       std::printf(
-          "decision rule NOT fitted: partition '%s' has fewer than two classes; the model's rule "
+          "decision rule NOT fitted: the %s images have fewer than two classes; the model's rule "
           "is kept\n",
-          cmd.partition.c_str());
+          fitted_on.c_str());
     } else {
       manifest.decision = {.tau = fit->tau, .prior = prior};
-      manifest.document["decision"] = {{"fitted_on", cmd.partition},
+      manifest.document["decision"] = {{"fitted_on", fitted_on},
                                        {"fitted_data", fitted_data},
                                        {"validation",
                                         {{"balanced_accuracy_plain", fit->balanced_accuracy_plain},
@@ -1044,13 +1433,13 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
       std::printf(
           "decision rule fitted on %zu %s images (prior: %s): tau %.2f, balanced accuracy %.4f "
           "(plain %.4f)\n",
-          samples.size(), cmd.partition.c_str(), prior_source.c_str(), fit->tau,
-          fit->balanced_accuracy, fit->balanced_accuracy_plain);
+          n_images, fitted_on.c_str(), prior_source.c_str(), fit->tau, fit->balanced_accuracy,
+          fit->balanced_accuracy_plain);
       // The recall floor on top (refitted, or removed with --recall_target 0).
       if (cmd.recall_target > 0) {
         SL_ASSIGN_OR_RETURN(const ClassInfo target, spec.classes.Find(cmd.recall_target_class));
-        if (const auto floor = FitRecallBias(pred.labels, probs, manifest.decision, target.index,
-                                             cmd.recall_target)) {
+        if (const auto floor =
+                FitRecallBias(labels, probs, manifest.decision, target.index, cmd.recall_target)) {
           manifest.decision =
               WithClassBias(manifest.decision, spec.classes.size(), target.index, floor->bias);
           manifest.document["decision"]["recall_floor"] =
@@ -1063,8 +1452,8 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
               floor->recall_before, floor->recall, floor->cases, floor->balanced_accuracy_before,
               floor->balanced_accuracy);
         } else {
-          std::printf("recall floor NOT fitted: partition '%s' has no %s image\n",
-                      cmd.partition.c_str(), target.code.c_str());
+          std::printf("recall floor NOT fitted: the %s images have no %s image\n",
+                      fitted_on.c_str(), target.code.c_str());
         }
       }
     }
@@ -1074,58 +1463,49 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   ReferralPolicy base = spec.refer;
   base.target_sensitivity = cmd.target_sensitivity;
   base.sensitivity_confidence = cmd.sensitivity_confidence;
-  const std::optional<ReferralPolicy> fitted_policy = eval::FitReferralPolicy(pred.labels, probs, base, spec.classes);
+  const std::optional<ReferralPolicy> fitted_policy =
+      eval::FitReferralPolicy(labels, probs, base, spec.classes);
   if (!fitted_policy) {
     return absl::FailedPreconditionError(
-        absl::StrCat("partition '", cmd.partition, "' has no malignant case to fit a threshold on"));
+        absl::StrCat("the ", fitted_on, " images have no malignant case to fit a threshold on"));
   }
   const ReferralPolicy& policy = *fitted_policy;
   const double threshold = *policy.risk_threshold;
   nlohmann::json fitted = {
-      {"referral", eval::ReferralToJson(eval::EvaluateReferral(pred.labels, probs, policy,
-                                                               spec.classes, manifest.decision))}};
-  fitted["referral"]["threshold_source"] = absl::StrCat("fitted_on_", cmd.partition);
+      {"referral", eval::ReferralToJson(eval::EvaluateReferral(labels, probs, policy, spec.classes,
+                                                               manifest.decision))}};
+  fitted["referral"]["threshold_source"] = absl::StrCat("fitted_on_", fitted_on);
   fitted["referral"]["validation"] = fitted["referral"];
   SetRefer(fitted, manifest);
   manifest.document["refer"]["fitted_data"] = fitted_data;
   std::printf(
       "fitted on %zu %s images: refer when malignancy risk >= %.4f (target sensitivity %.2f, %s)\n",
-      samples.size(), cmd.partition.c_str(), threshold, cmd.target_sensitivity,
+      n_images, fitted_on.c_str(), threshold, cmd.target_sensitivity,
       cmd.sensitivity_confidence > 0
           ? absl::StrFormat("shown with %.0f%% confidence", 100 * cmd.sensitivity_confidence)
                 .c_str()
           : "the validation share itself");
   PrintReferral(fitted);
 
-  // Out of distribution: for mahalanobis, the Gaussian of the training images'
-  // embeddings; the threshold from this partition's scores either way.
-  std::optional<models::FeatureGaussian> gaussian;
+  // Out of distribution: the held-out lesions' scores (on the served model's scale)
+  // set the threshold; for mahalanobis, the Gaussian of its training images' embeddings.
+  const std::optional<models::FeatureGaussian>& gaussian = held.gaussian;
   nlohmann::json gaussian_json;
-  if (embed) {
-    SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> fit_samples, part.Other(cmd.ood_fit_on));
-    std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n",
-                fit_samples.size(), cmd.ood_fit_on.c_str());
-    SL_ASSIGN_OR_RETURN(const train::Predictions fit_pred,
-                        train::PredictSamples(*checkpoint.model, fit_samples, preprocess, "cpu", 32,
-                                              2, Tta::kNone, {}, /*with_embeddings=*/true));
-    SL_ASSIGN_OR_RETURN(gaussian, models::FeatureGaussian::Fit(fit_pred.embeddings, fit_pred.labels, spec.classes.size()));
+  if (gaussian) {
     gaussian_json = {{"file", kOodFeaturesFile},
                      {"dim", gaussian->dim()},
                      {"classes", gaussian->classes()},
                      {"shrinkage", gaussian->shrinkage()},
-                     {"fitted_data",
-                      {{"split_digest", split.Digest()},
-                       {"partition", cmd.ood_fit_on},
-                       {"images", fit_samples.size()}}}};
+                     {"fitted_data", held.gaussian_fitted_data}};
   }
-  SL_ASSIGN_OR_RETURN(const std::vector<double> inside, OodScores(ood_method, pred, gaussian ? &*gaussian : nullptr));
+  const std::vector<double>& inside = held.ood_scores;
   double lesions_rejected = 0;
   SL_ASSIGN_OR_RETURN(manifest.ood, FitOod(ood_method, inside, cmd.ood_reject_rate, &lesions_rejected));
   nlohmann::json& ood_doc = manifest.document["ood"];
   ood_doc = {{"lesions_rejected", lesions_rejected}, {"fitted_data", fitted_data}};
   const double ood_threshold = *manifest.ood.threshold;
   std::printf("out of distribution when the %s score > %.4f (rejects %.1f%% of the %s lesions)\n",
-              OodMethodName(ood_method), ood_threshold, 100 * lesions_rejected, cmd.partition.c_str());
+              OodMethodName(ood_method), ood_threshold, 100 * lesions_rejected, fitted_on.c_str());
   bool keep_ood = false;
   if (!cmd.ood_images.empty()) {
     SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> images, ImagesOfFolder(cmd.ood_images));
@@ -1174,15 +1554,53 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
     std::error_code ec;
     fs::remove(gaussian_path, ec);
   }
+  if (!cmd.from_cv.empty()) {
+    // The recipe's cross-validated figures at the operating point just fitted: the
+    // rounds' pooled out-of-fold answers (not this model's own; it has no held-out
+    // image). They are also its manifest's "metrics" (what promotion gates compare).
+    eval::ReportInput report;
+    report.classes = spec.classes;
+    report.labels = labels;
+    for (const eval::Probs& p : probs) {
+      eval::Probs log_p(p.size());
+      for (size_t c = 0; c < p.size(); ++c) log_p[c] = std::log(std::max(p[c], 1e-30f));
+      report.logits.push_back(std::move(log_p));
+    }
+    report.temperature = 1.0;  // Already calibrated, each by its own round's temperature.
+    report.referral = manifest.refer;
+    report.decision = manifest.decision;
+    report.ood = manifest.ood;
+    report.ood_scores = inside;
+    report.subgroups = Subgroups(held.samples);
+    for (const data::Sample& sample : held.samples) report.image_paths.push_back(sample.path);
+    report.context = {{"model", cmd.model_dir},
+                      {"partition", "out_of_fold"},
+                      {"cv", cmd.from_cv},
+                      {"split_digest", part.split.Digest()},
+                      {"tta", std::string(TtaName(tta))}};
+    fs::path model_path = fs::path(cmd.model_dir).lexically_normal();
+    if (!model_path.has_filename()) model_path = model_path.parent_path();
+    const std::string report_dir = (model_path.parent_path() / "report_out_of_fold").string();
+    SL_ASSIGN_OR_RETURN(nlohmann::json metrics, eval::WriteReport(report, report_dir));
+    std::printf("the rounds' out-of-fold answers at this operating point (%zu images):\n",
+                n_images);
+    PrintHeadline(metrics);
+    std::printf("wrote %s/metrics.json and plots\n", report_dir.c_str());
+    metrics.erase("confusion_matrix_normalized");
+    manifest.document["metrics"] = metrics;
+    manifest.document["metrics_source"] = "out_of_fold";
+  }
   SL_RETURN_IF_ERROR(WriteModelManifest(cmd.model_dir, manifest));
   std::printf("wrote %s/manifest.json\n", cmd.model_dir.c_str());
-  if (manifest.tta != spec.tta && manifest.golden_set.has_value()) {
-    // The served answers changed with the views: the golden outputs follow them.
+  if ((manifest.tta != spec.tta || manifest.temperature != spec.temperature) &&
+      manifest.golden_set.has_value()) {
+    // The served answers changed with the views or the temperature: the golden outputs
+    // follow them.
     std::vector<std::string> files;
     for (const GoldenItem& item : manifest.golden_set->items) files.push_back(item.file);
     SL_RETURN_IF_ERROR(RecordGoldenSet(cmd.model_dir, files, *manifest.golden_set));
-    std::printf("golden set recorded again under the test-time views (%s)\n",
-                std::string(TtaName(manifest.tta)).c_str());
+    std::printf("golden set recorded again (test-time views %s, temperature %.3f)\n",
+                std::string(TtaName(manifest.tta)).c_str(), manifest.temperature);
   }
   return absl::OkStatus();
 }

@@ -25,6 +25,10 @@ struct TrainCommand {
   // Round of a k-fold split (data::ApplyRound): test fold<fold>, validate on the next
   // fold, train on the rest. -1: the split's own train/val/test.
   int fold = -1;
+  // With a k-fold split: train on every image (data::ApplyAllFolds), no validation or
+  // test images; the last epoch is the model and its temperature and operating point
+  // come from the `cv` rounds' out-of-fold predictions (fit-thresholds --from_cv).
+  bool all_folds = false;
   std::string out_dir;
   std::string device = "auto";  // auto: cuda when available.
   bool resume = false;
@@ -130,6 +134,11 @@ struct FitThresholdsCommand {
   // Test-time augmentation the rule and thresholds are fitted under (and the model is
   // then served with: written to the manifest's "tta"); empty: the model's own.
   std::string tta_views;
+  // A `skinlesion cv` folder of the same recipe and k-fold split: fit on the rounds'
+  // out-of-fold predictions instead of `partition` (for a model trained with train
+  // --all_folds, which has no held-out image of its own); also sets the temperature
+  // (the rounds' mean) and carries the not-a-lesion threshold over (OodScoreScale).
+  std::string from_cv;
   int threads = 2;
 };
 

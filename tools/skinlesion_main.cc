@@ -8,14 +8,14 @@
 //   skinlesion models       [--image_size 224]
 //   skinlesion train        --data DIR --out RUN [--config cfg.json] [--set k=v,...]
 //                           [--split split.csv] [--device auto] [--resume]
-//                           [--progress_jsonl events.jsonl] [--fold N]
+//                           [--progress_jsonl events.jsonl] [--fold N | --all_folds]
 //   skinlesion cv           --data DIR --split kfold.csv --out DIR [--config cfg.json]
 //                           [--set k=v,...] [--folds 0,1,2]
 //   skinlesion evaluate     --model DIR --out DIR (--data DIR --split F [--partition test]
 //                           | --isic_csv F --images DIR) [--tta]
 //   skinlesion predict      IMAGE... [--model DIR] [--json] [--explain_out DIR]
-//   skinlesion jobs         submit|list|get|watch|cancel --trainer HOST:PORT ... (tools/jobs_command.h)
-//   skinlesion version
+//   skinlesion jobs         submit|list|get|watch|cancel --trainer HOST:PORT ...
+//   (tools/jobs_command.h) skinlesion version
 //
 // Flags live here only; every command is a few calls into the libraries.
 #include <algorithm>
@@ -73,6 +73,15 @@ ABSL_FLAG(int, kfold, 0, "If > 1, make K lesion-disjoint stratified folds instea
 ABSL_FLAG(int, fold, -1,
           "train: with a k-fold split, the round to run (test fold<N>, validate on the next fold, "
           "train on the rest); -1: the split's train/val/test");
+ABSL_FLAG(
+    bool, all_folds, false,
+    "train: with a k-fold split, train on every image (no validation or test images: the last "
+    "epoch is the model); then fit-thresholds --from_cv fits its temperature and operating point "
+    "on the cv rounds' out-of-fold predictions");
+ABSL_FLAG(
+    std::string, from_cv, "",
+    "fit-thresholds: a cv folder of the model's recipe and --split: fit on its rounds' out-of-fold "
+    "predictions (for a model trained with --all_folds)");
 ABSL_FLAG(std::string, folds, "", "cv: comma-separated rounds to run (default: all)");
 ABSL_FLAG(std::string, hold_out_source, "",
           "split: test on every image of this source (HAM10000 `dataset`, e.g. rosendahl) and "
@@ -257,6 +266,7 @@ cli::TrainCommand TrainCommandFromFlags() {
   c.resume = absl::GetFlag(FLAGS_resume);
   c.progress_jsonl = absl::GetFlag(FLAGS_progress_jsonl);
   c.fold = absl::GetFlag(FLAGS_fold);
+  c.all_folds = absl::GetFlag(FLAGS_all_folds);
   c.command_line = g_command_line;
   return c;
 }
@@ -267,6 +277,9 @@ absl::Status RunCrossValidateCommand() {
   cli::CrossValidateCommand c;
   c.train = TrainCommandFromFlags();
   c.train.fold = -1;
+  if (c.train.all_folds)
+    return absl::InvalidArgumentError(
+        "cv runs the rounds; train --all_folds trains the model to ship");
   for (absl::string_view f : absl::StrSplit(absl::GetFlag(FLAGS_folds), ',', absl::SkipEmpty())) {
     int fold = 0;
     if (!absl::SimpleAtoi(f, &fold)) {
@@ -351,6 +364,7 @@ absl::Status RunFitThresholdsCommand() {
   c.recall_target_class = absl::GetFlag(FLAGS_recall_target_class);
   c.recall_target = absl::GetFlag(FLAGS_recall_target);
   c.tta_views = absl::GetFlag(FLAGS_tta_views);
+  c.from_cv = absl::GetFlag(FLAGS_from_cv);
   c.threads = absl::GetFlag(FLAGS_threads);
   return cli::RunFitThresholds(c);
 }
@@ -410,9 +424,9 @@ const std::map<std::string, Command>& Commands() {
        {"train a classifier (two-phase fine-tuning) and export it",
         RunTrainCommand,
         "--data DIR --out RUN [--config cfg.json] [--set k=v,...] [--split split.csv] "
-        "[--device auto] [--resume] [--progress_jsonl events.jsonl] [--fold N]",
+        "[--device auto] [--resume] [--progress_jsonl events.jsonl] [--fold N | --all_folds]",
         {"config", "set", "data", "metadata", "skip_labels", "split", "seed", "out", "device",
-         "resume", "progress_jsonl", "fold"}}},
+         "resume", "progress_jsonl", "fold", "all_folds"}}},
       {"cv",
        {"cross-validate a recipe: one resumable training run per k-fold round, mean ± sd",
         RunCrossValidateCommand,
@@ -446,13 +460,30 @@ const std::map<std::string, Command>& Commands() {
        {"fit a model's decision rule, referral and out-of-distribution thresholds on validation "
         "data",
         RunFitThresholdsCommand,
-        "--model DIR --data DIR --split F [--fit_on val] [--target_sensitivity 0.9] "
+        "--model DIR --data DIR --split F [--fit_on val | --from_cv CV_DIR] [--target_sensitivity "
+        "0.9] "
         "[--sensitivity_confidence 0.95] "
         "[--prior_from train] [--recall_target 0.7] [--ood_images DIR] [--tta_views dihedral]",
-        {"model", "data", "metadata", "skip_labels", "split", "fit_on", "target_sensitivity",
-         "sensitivity_confidence", "ood_reject_rate", "ood_method", "ood_fit_on",
-         "balanced_decision", "prior_from", "recall_target_class", "recall_target", "ood_images",
-         "min_ood_auroc", "tta_views", "threads"}}},
+        {"model",
+         "data",
+         "metadata",
+         "skip_labels",
+         "split",
+         "fit_on",
+         "target_sensitivity",
+         "sensitivity_confidence",
+         "ood_reject_rate",
+         "ood_method",
+         "ood_fit_on",
+         "balanced_decision",
+         "prior_from",
+         "recall_target_class",
+         "recall_target",
+         "ood_images",
+         "min_ood_auroc",
+         "tta_views",
+         "from_cv",
+         "threads"}}},
       {"predict",
        {"classify lesion images (the bundled model by default)",
         RunPredictCommand,

@@ -46,4 +46,24 @@ std::optional<double> FitOodThreshold(std::vector<double> scores, double reject_
   return scores[n - 1 - std::min(above, n - 1)];
 }
 
+std::optional<OodScoreScale> OodScoreScale::Of(std::vector<double> scores) {
+  scores.erase(
+      std::remove_if(scores.begin(), scores.end(), [](double s) { return !std::isfinite(s); }),
+      scores.end());
+  if (scores.empty()) return std::nullopt;
+  std::sort(scores.begin(), scores.end());
+  // Linear interpolation between order statistics (numpy's default quantile).
+  auto quantile = [&](double q) {
+    const double pos = q * static_cast<double>(scores.size() - 1);
+    const size_t lo = static_cast<size_t>(std::floor(pos));
+    const size_t hi = std::min(lo + 1, scores.size() - 1);
+    return scores[lo] + (pos - static_cast<double>(lo)) * (scores[hi] - scores[lo]);
+  };
+  OodScoreScale scale;
+  scale.median = quantile(0.5);
+  const double iqr = quantile(0.75) - quantile(0.25);
+  scale.spread = iqr > 0 ? iqr : 1.0;
+  return scale;
+}
+
 }  // namespace skinlesion

@@ -60,6 +60,21 @@ bool IsOutOfDistribution(double score, const OodPolicy& policy);
 // [0, 1).
 std::optional<double> FitOodThreshold(std::vector<double> in_distribution, double reject_rate);
 
+// Where a score lies among one model's scores of its own training images: (score -
+// median) / interquartile range. Scores of different models are not comparable (each
+// has its own feature space and Gaussian), these units are: a threshold fitted on the
+// cross-validation rounds' held-out lesions in units of each round's own training
+// scores carries over to a model trained on every image (`skinlesion fit-thresholds
+// --from_cv`), which has no held-out lesion of its own.
+struct OodScoreScale {
+  double median = 0;
+  double spread = 1;  // The interquartile range (1 where it is 0).
+  // Of a model's training-image scores (non-finite ones ignored); nullopt for none.
+  static std::optional<OodScoreScale> Of(std::vector<double> scores);
+  double ToUnits(double score) const { return (score - median) / spread; }
+  double FromUnits(double units) const { return median + units * spread; }
+};
+
 // The user-facing sentence of an OOD answer (API field ood_message, the website).
 inline constexpr char kOodMessage[] =
     "This does not look like a dermoscopic photo of a skin lesion; the classes below are "

@@ -422,4 +422,16 @@ absl::StatusOr<TrainValTest> ApplyRound(const Split& split, const Catalogue& cat
   return sets;
 }
 
+absl::StatusOr<TrainValTest> ApplyAllFolds(const Split& split, const Catalogue& catalogue) {
+  if (KFoldCount(split) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training on every fold needs a k-fold split; split is ", split.method()));
+  }
+  // Checks that the split and the catalogue hold the same images and lesions.
+  SL_RETURN_IF_ERROR(Apply(split, catalogue, "fold0").status());
+  TrainValTest sets;
+  sets.train = catalogue.samples;
+  return sets;
+}
+
 }  // namespace skinlesion::data

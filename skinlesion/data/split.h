@@ -127,6 +127,11 @@ struct TrainValTest {
 // selection. InvalidArgument for a fold out of range, a fold on a split that is not
 // k-fold, or no fold on a k-fold split.
 absl::StatusOr<TrainValTest> ApplyRound(const Split& split, const Catalogue& catalogue, int fold);
+// Every image of a k-fold split as training images, none for validation or test: the
+// model to ship once `skinlesion cv` has measured the recipe on the k rounds (its
+// temperature and operating point are then fitted on the rounds' out-of-fold
+// predictions). InvalidArgument for a split that is not k-fold.
+absl::StatusOr<TrainValTest> ApplyAllFolds(const Split& split, const Catalogue& catalogue);
 // "kfold:5" -> 5; 0 for any other method.
 int KFoldCount(const Split& split);
 

@@ -243,6 +243,29 @@ TEST(SplitTest, RoundsAreRefusedWhereTheyMakeNoSense) {
   EXPECT_EQ(static_cast<int>(sets->val.size()), holdout->Count("val"));
 }
 
+// The model to ship after the rounds trains on every image of the k-fold split.
+TEST(SplitTest, AllFoldsTrainOnEveryImage) {
+  const Catalogue& catalogue = RealCatalogue();
+  auto kfold = MakeKFold(catalogue, 5, 3);
+  auto holdout = MakeSplit(catalogue, {.seed = 3});
+  ASSERT_THAT(kfold, IsOk());
+  ASSERT_THAT(holdout, IsOk());
+  auto sets = ApplyAllFolds(*kfold, catalogue);
+  ASSERT_THAT(sets, IsOk());
+  EXPECT_EQ(sets->train.size(), catalogue.samples.size());
+  EXPECT_TRUE(sets->val.empty());
+  EXPECT_TRUE(sets->test.empty());
+  std::set<std::string> images;
+  for (const Sample& s : sets->train) images.insert(s.image_id);
+  EXPECT_EQ(images.size(), catalogue.samples.size());
+  EXPECT_THAT(ApplyAllFolds(*holdout, catalogue),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs a k-fold split")));
+  Catalogue fewer = catalogue;
+  fewer.samples.pop_back();
+  EXPECT_THAT(ApplyAllFolds(*kfold, fewer),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not in the catalogue")));
+}
+
 // Train without one hospital, test on it: every test image comes from the held-out
 // source, none of the training or validation images does, lesions stay whole.
 TEST(SplitTest, SourceHoldoutTestsOnlyTheHeldOutSource) {

@@ -305,7 +305,9 @@ absl::StatusOr<RunState> StateFromJson(const nlohmann::json& j) {
       e.lr = r.at("lr");
       e.images_per_second = r.at("images_per_second");
       e.seconds = r.at("seconds");
-      e.val_loss = r.at("val_loss");
+      // A run without validation images logs no validation loss (null).
+      e.val_loss = r.at("val_loss").is_null() ? std::numeric_limits<double>::quiet_NaN()
+                                              : r.at("val_loss").get<double>();
       e.val_metrics = r.at("val_metrics");
       e.best = r.at("best");
       s.history.push_back(e);
@@ -856,24 +858,42 @@ absl::StatusOr<bool> Trainer::RunEpoch(int epoch) {
   record.seconds = SecondsSince(epoch_start);
   record.images_per_second = images / std::max(1e-9, record.seconds);
 
-  SL_ASSIGN_OR_RETURN(const eval::Metrics metrics, ValidateEpoch(record));
-  const double score = record.val_metrics[c_.monitor].get<double>();
-  record.best = score > state_.best_metric;
-  if (record.best) {
-    state_.best_metric = score;
+  if (val_.empty()) {
+    // No validation images (a model trained on every image to ship): nothing chooses
+    // an epoch, so the latest one is the model and nothing stops the schedule early.
+    record.val_loss = std::numeric_limits<double>::quiet_NaN();
+    record.val_metrics = nlohmann::json::object();
+    record.best = true;
+    state_.best_metric = 0;
     state_.best_epoch = epoch;
     state_.epochs_without_improvement = 0;
   } else {
-    ++state_.epochs_without_improvement;
+    SL_ASSIGN_OR_RETURN(const eval::Metrics metrics, ValidateEpoch(record));
+    const double score = record.val_metrics[c_.monitor].get<double>();
+    record.best = score > state_.best_metric;
+    if (record.best) {
+      state_.best_metric = score;
+      state_.best_epoch = epoch;
+      state_.epochs_without_improvement = 0;
+    } else {
+      ++state_.epochs_without_improvement;
+    }
+    if (chief_) {
+      std::fprintf(
+          stderr,
+          "[train] epoch %d/%d done in %s: loss %.4f  val loss %.4f  val %s %.4f  acc %.4f%s\n",
+          epoch + 1, c_.epochs, FormatDuration(record.seconds).c_str(), record.train_loss,
+          record.val_loss, c_.monitor.c_str(), score, metrics.accuracy,
+          record.best ? "  (best)" : "");
+    }
+  }
+  if (chief_ && val_.empty()) {
+    std::fprintf(stderr, "[train] epoch %d/%d done in %s: loss %.4f  (no validation images)\n",
+                 epoch + 1, c_.epochs, FormatDuration(record.seconds).c_str(), record.train_loss);
   }
   state_.history.push_back(record);
   state_.next_epoch = epoch + 1;
-  if (chief_) {
-    std::fprintf(stderr, "[train] epoch %d/%d done in %s: loss %.4f  val loss %.4f  val %s %.4f  acc %.4f%s\n",
-                 epoch + 1, c_.epochs, FormatDuration(record.seconds).c_str(), record.train_loss, record.val_loss,
-                 c_.monitor.c_str(), score, metrics.accuracy, record.best ? "  (best)" : "");
-    SL_RETURN_IF_ERROR(WriteCheckpoints(record, frozen));
-  }
+  if (chief_) SL_RETURN_IF_ERROR(WriteCheckpoints(record, frozen));
   if (ctx_.listener != nullptr && ctx_.listener->ShouldStop() && epoch + 1 < c_.epochs) {
     return absl::CancelledError(absl::StrCat("training stopped after epoch ", epoch + 1, "; resume from ", last_dir_));
   }
@@ -889,11 +909,17 @@ void Trainer::PlotCurves() {
   eval::Series train_loss{"train loss", {}}, val_loss{"val loss", {}}, monitor{"val " + c_.monitor, {}};
   for (const auto& r : state_.history) {
     train_loss.points.push_back({r.epoch + 1.0, r.train_loss});
+    if (!r.val_metrics.contains(c_.monitor)) continue;  // An epoch without validation.
     val_loss.points.push_back({r.epoch + 1.0, r.val_loss});
     monitor.points.push_back({r.epoch + 1.0, r.val_metrics.value(c_.monitor, 0.0)});
   }
-  const absl::Status plot = eval::PlotLines("Training curves", "epoch", "loss / metric",
-                                            {train_loss, val_loss, monitor}, ctx_.output_dir + "/training_curves.png");
+  std::vector<eval::Series> series = {train_loss};
+  if (!monitor.points.empty()) {
+    series.push_back(val_loss);
+    series.push_back(monitor);
+  }
+  const absl::Status plot = eval::PlotLines("Training curves", "epoch", "loss / metric", series,
+                                            ctx_.output_dir + "/training_curves.png");
   if (!plot.ok()) SL_LOG(WARNING) << "training curves: " << plot;
 }
 
@@ -916,7 +942,8 @@ absl::StatusOr<TrainResult> Train(const TrainConfig& c, const std::vector<data::
                                   const std::vector<data::Sample>& val, const TrainContext& ctx) {
   SL_ASSIGN_OR_RETURN(const TrainChoices choices, c.Choices());
   if (ctx.output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
-  if (train.empty() || val.empty()) return absl::InvalidArgumentError("train and val samples are required");
+  // Without validation images the last epoch is the model (every epoch is "best").
+  if (train.empty()) return absl::InvalidArgumentError("training samples are required");
   Trainer trainer(c, choices, train, val, ctx);
   SL_RETURN_IF_ERROR(trainer.Setup());
   SL_RETURN_IF_ERROR(trainer.Resume());

@@ -115,6 +115,10 @@ struct TrainResult {
   std::string numerics_reason;
 };
 
+// Trains on `train`, choosing the epoch on `val` (config "monitor", early stopping
+// with "patience"). With no validation samples (a model trained on every image to
+// ship, its operating point fitted on cross-validation rounds) every epoch is the best
+// so far: the last one is the model, and patience never stops the run.
 absl::StatusOr<TrainResult> Train(const TrainConfig& config, const std::vector<data::Sample>& train,
                                   const std::vector<data::Sample>& val, const TrainContext& context);
 

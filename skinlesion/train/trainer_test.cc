@@ -174,6 +174,51 @@ TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
   ExpectIdentical(full_ema, resumed_ema);
 }
 
+// A model trained on every image to ship has no validation images: each epoch is the
+// model so far, patience cannot stop it, the log says there was no validation (null,
+// not a made-up loss) and an interrupted run resumes from that log.
+TEST(TrainerTest, WithoutValidationTheLastEpochIsTheModel) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  c.epochs = 3;
+  c.patience = 1;
+  TempDir full_dir, split_dir;
+  auto full = Train(c, samples, {}, Context(full_dir.path()));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->epochs_run, 3);
+  EXPECT_FALSE(full->early_stopped);
+  EXPECT_EQ(full->best_epoch, 2);
+  for (const EpochRecord& r : full->history) {
+    EXPECT_TRUE(r.best);
+    EXPECT_TRUE(r.val_metrics.empty());
+  }
+  models::ModelOptions mo;
+  mo.image_size = c.image_size;
+  auto best = models::CreateModel(c.architecture, mo);
+  ASSERT_TRUE(best.ok());
+  ASSERT_TRUE(LoadTrainCheckpoint(**best, full->best_checkpoint).ok());
+  ExpectIdentical(Weights(*full->model), Weights(**best));
+  std::ifstream log(full_dir.Join("train_log.jsonl"));
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  EXPECT_TRUE(nlohmann::json::parse(line)["val_loss"].is_null()) << line;
+  EXPECT_TRUE(std::filesystem::exists(full_dir.Join("training_curves.png")));
+
+  StopAfter stop(2);
+  TrainContext first = Context(split_dir.path());
+  first.listener = &stop;
+  EXPECT_THAT(Train(c, samples, {}, first),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  TrainContext second = Context(split_dir.path());
+  second.resume = true;
+  auto resumed = Train(c, samples, {}, second);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->history.size(), 3u);
+  ExpectIdentical(Weights(*full->model), Weights(*resumed->model));
+  EXPECT_THAT(Train(c, {}, samples, Context(split_dir.path())),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("training samples")));
+}
+
 // The best checkpoint of an EMA run holds the averaged state, batch norm's running
 // statistics included: with a decay so close to 1 that the average never leaves the
 // initial model, the checkpoint's statistics are still the initial ones (mean 0,

@@ -179,6 +179,24 @@ export function el(tag, options = {}, ...children) {
   return node;
 }
 
+// How the model looked at the photo (the API's model.test_time_views): the answer is
+// the average over these views of the photo (skinlesion/common/tta.h).
+export function viewsMessage(views) {
+  switch (views) {
+    case 'flips':
+      return '3 views averaged: the photo and its left-right and up-down mirror images';
+    case 'dihedral':
+      return '8 views averaged: the photo, its rotations by 90, 180 and 270 degrees and their mirror images';
+    case 'none':
+    case undefined:
+    case null:
+    case '':
+      return 'the photo as sent (one view)';
+    default:
+      return `views: ${views}`;
+  }
+}
+
 // What the page says about referral for a prediction (the API's refer, refer_rule,
 // refer_reason and referral fields). A flagged answer is never described as "not
 // uncertain": a risk referral says the risk crossed the model's threshold, an

@@ -3,7 +3,9 @@
 // HAM10000 classes for the bundled model), risk, referral advice, model and timing, and the
 // explanation overlay.
 
-import { describeError, el, formatBytes, formatMs, percent, postPrediction, referralMessage } from './api.js';
+import {
+  describeError, el, formatBytes, formatMs, percent, postPrediction, referralMessage, viewsMessage,
+} from './api.js';
 import { drawLegend, drawOverlay, validateExplanation } from './heatmap.js';
 
 const $ = (id) => document.getElementById(id);
@@ -243,6 +245,9 @@ function renderResult(json, roundTripMs) {
   const sha = $('model-sha');
   sha.textContent = model.sha256 ? `sha256 ${model.sha256.slice(0, 12)}…` : '';
   sha.title = model.sha256 || '';
+  const views = $('model-views');
+  views.textContent = viewsMessage(model.test_time_views);
+  views.dataset.views = model.test_time_views || 'none';
 
   const t = json.timing || {};
   const parts = [`model ${formatMs(t.inference_ms)}`];

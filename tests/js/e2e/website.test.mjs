@@ -322,6 +322,10 @@ test('predict: a photo gives 7 bars, model version, disclaimer; corrupt and over
     assert.equal(await shown.getAttribute('data-version'), String(prediction.model.version));
     assert.equal(await shown.innerText(), `${prediction.model.name} version ${prediction.model.version}`);
     assert.ok(await shown.isVisible());
+    // Which views of the photo the answer averages (the bundled model: flips).
+    const views = page.locator('#model-views');
+    assert.equal(await views.getAttribute('data-views'), prediction.model.test_time_views || 'none');
+    if (prediction.model.test_time_views === 'flips') assert.match(await views.innerText(), /^3 views averaged/);
 
     // Top class, confidence, risk badge, referral advice as the JSON says.
     const topText = await page.locator('#top-class').innerText();

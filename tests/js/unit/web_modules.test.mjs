@@ -20,7 +20,9 @@ async function load(name) {
   fs.copyFileSync(path.join(webJs, name), copy);
   return import(pathToFileURL(copy).href);
 }
-const { ApiError, describeError, errorFromResponse, formatDuration, percent, referralMessage } = await load('api.js');
+const {
+  ApiError, describeError, errorFromResponse, formatDuration, percent, referralMessage, viewsMessage,
+} = await load('api.js');
 const { colourMap, coveredRect, heatImage, validateExplanation } = await load('heatmap.js');
 fs.rmSync(copies, { recursive: true, force: true });
 
@@ -59,6 +61,14 @@ test('a flagged answer is never called "not uncertain"; each rule has its own wo
   assert.match(clear.text, /did not flag this photo for referral\. The malignancy risk is under this model's referral threshold of 18\.0%/);
   const old = referralMessage({ refer: false, referral: { malignancy_risk_threshold: null } });
   assert.match(old.text, /did not flag this photo for referral\. The answer is not uncertain\./);
+});
+
+test('the page says which views of the photo the answer averages', () => {
+  assert.match(viewsMessage('flips'), /^3 views averaged: .*left-right and up-down mirror/);
+  assert.match(viewsMessage('dihedral'), /^8 views averaged/);
+  assert.equal(viewsMessage('none'), 'the photo as sent (one view)');
+  assert.equal(viewsMessage(undefined), 'the photo as sent (one view)');  // An older server.
+  assert.equal(viewsMessage('rotations'), 'views: rotations');
 });
 
 test('every API error status gives a sentence a person can act on', () => {
