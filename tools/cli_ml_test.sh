@@ -492,6 +492,14 @@ if "$CLI" fit-thresholds --model "$OUT/ship_kept/model" "${DATA[@]}" --split "$O
   echo "fit-thresholds used answers whose label differs from the data's"; exit 1
 fi
 grep -q "round 1's answer for .* has another label" "$OUT/ship_kept_err.txt"
+# A finished round whose model is gone keeps its metrics; cv says it cannot answer again.
+for f in 0 1 2; do mkdir -p "$OUT/cv_pruned/fold$f/report"; cp "$OUT/cv/fold$f/report/metrics.json" "$OUT/cv_pruned/fold$f/report/"; done
+cp "$OUT/cv/cv_recipe.json" "$OUT/cv/fold0/"out_of_fold_*.csv "$OUT/cv_pruned/"
+mv "$OUT/cv_pruned/"out_of_fold_*.csv "$OUT/cv_pruned/fold0/"
+"$CLI" cv "${DATA[@]}" --split "$OUT/kfold.csv" --out "$OUT/cv_pruned" --device cpu --set "$TINY" \
+  2> "$OUT/cv_pruned_err.txt" | grep -q "3 of 3 rounds finished"
+grep -q "round 1 has no model left to answer its test fold again" "$OUT/cv_pruned_err.txt"
+if grep -q "round 0 has no model left" "$OUT/cv_pruned_err.txt"; then echo "round 0 had its answers"; exit 1; fi
 # Refused: a round's own model (its test fold is not held out from it), a model of
 # another recipe, --all_folds with a round or without a k-fold split.
 if "$CLI" fit-thresholds --model "$OUT/cv/fold0/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv" \

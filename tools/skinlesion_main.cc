@@ -81,7 +81,8 @@ ABSL_FLAG(
 ABSL_FLAG(
     std::string, from_cv, "",
     "fit-thresholds: a cv folder of the model's recipe and --split: fit on its rounds' out-of-fold "
-    "predictions (for a model trained with --all_folds)");
+    "predictions (for a model trained with --all_folds; --fit_on, --prior_from and --ood_fit_on "
+    "do not apply)");
 ABSL_FLAG(std::string, folds, "", "cv: comma-separated rounds to run (default: all)");
 ABSL_FLAG(std::string, hold_out_source, "",
           "split: test on every image of this source (HAM10000 `dataset`, e.g. rosendahl) and "
