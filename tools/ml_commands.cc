@@ -725,6 +725,31 @@ absl::StatusOr<std::vector<eval::FoldResult>> FinishedRounds(const std::string& 
 }  // namespace
 
 namespace {
+
+// What makes a recipe: a configuration (TrainConfig::ToJson) without the keys that only
+// say how a machine runs it (a round may resume elsewhere with other thread counts).
+nlohmann::json RecipeConfig(nlohmann::json config) {
+  if (!config.is_object()) return config;
+  for (const char* key : {"threads", "num_workers", "progress_interval_s"}) config.erase(key);
+  return config;
+}
+
+// Whether a recorded recipe configuration is `now`'s. A key added to the configuration
+// since it was recorded means what the recorded runs did when it has its default value.
+bool SameRecipe(nlohmann::json recorded, const nlohmann::json& now) {
+  if (recorded.is_object()) {
+    const nlohmann::json defaults = train::TrainConfig().ToJson();
+    for (const auto& [key, value] : now.items()) {
+      if (!recorded.contains(key) && defaults.contains(key) && defaults[key] == value)
+        recorded[key] = value;
+    }
+  }
+  return recorded == now;
+}
+
+}  // namespace
+
+namespace {
 // A round's out-of-fold answers under `tta` (skinlesion/eval/out_of_fold.h): read from
 // <cv_dir>/fold<fold>/out_of_fold_<views>.csv, or answered by the round's model and
 // written there. Defined with fit-thresholds below.
@@ -763,10 +788,7 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
   }
   // One recipe per folder: rounds of different recipes must not be averaged together.
   SL_ASSIGN_OR_RETURN(const train::TrainConfig config, BuildConfig(base));
-  // What makes a recipe: the configuration without the keys that only say how this
-  // machine runs it (a round may resume elsewhere with other thread counts).
-  nlohmann::json recipe_config = config.ToJson();
-  for (const char* key : {"threads", "num_workers", "progress_interval_s"}) recipe_config.erase(key);
+  const nlohmann::json recipe_config = RecipeConfig(config.ToJson());
   const nlohmann::json recipe = {{"config", recipe_config}, {"split_digest", split.Digest()},
                                  {"split_method", split.method()}};
   std::error_code ec;
@@ -774,18 +796,13 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
   const std::string recipe_file = base.out_dir + "/cv_recipe.json";
   if (fs::exists(recipe_file)) {
     SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(recipe_file, 1 << 20));
-    nlohmann::json before = nlohmann::json::parse(text, nullptr, false);
-    // A key added to the configuration since the folder's rounds ran means what they
-    // ran when it has its default value.
-    if (before.is_object() && before.contains("config") && before["config"].is_object()) {
-      const nlohmann::json defaults = train::TrainConfig().ToJson();
-      for (const auto& [key, value] : recipe_config.items()) {
-        if (!before["config"].contains(key) && defaults.contains(key) && defaults[key] == value) {
-          before["config"][key] = value;
-        }
-      }
-    }
-    if (before != recipe) {
+    const nlohmann::json before = nlohmann::json::parse(text, nullptr, false);
+    const bool same = before.is_object() && before.contains("config") &&
+                      SameRecipe(before["config"], recipe_config) &&
+                      before.value("split_digest", "") == recipe["split_digest"] &&
+                      before.value("split_method", "") == recipe["split_method"] &&
+                      before.size() == recipe.size();
+    if (!same) {
       return absl::FailedPreconditionError(absl::StrCat(
           base.out_dir, " holds rounds of another recipe or split (", recipe_file,
           "): use a new --out folder for a new recipe"));
@@ -1256,11 +1273,10 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
                      " (skinlesion train --all_folds): the rounds' held-out images would be its "
                      "training images"));
   }
-  nlohmann::json config = doc.contains("training")
-                              ? doc["training"].value("config", nlohmann::json())
-                              : nlohmann::json();
-  for (const char* key : {"threads", "num_workers", "progress_interval_s"}) config.erase(key);
-  if (config != recipe["config"]) {
+  const nlohmann::json config =
+      RecipeConfig(doc.contains("training") ? doc["training"].value("config", nlohmann::json())
+                                            : nlohmann::json());
+  if (!SameRecipe(recipe["config"], config)) {
     return absl::FailedPreconditionError(absl::StrCat(
         cmd.model_dir, " was trained with another recipe than the rounds in ", cmd.from_cv,
         " (compare its manifest's training.config with ", recipe_file, ")"));
