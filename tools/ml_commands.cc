@@ -656,9 +656,8 @@ absl::Status RunTrain(const TrainCommand& cmd) {
     std::printf(
         "trained on every image of the split (%zu): the last epoch is the model; no image was held "
         "out, so it has no report, temperature or operating point yet: fit them on the cv rounds' "
-        "out-of-fold predictions with\n  skinlesion fit-thresholds --model %s/model --from_cv "
-        "CV_DIR "
-        "--data ... --split %s\n",
+        "out-of-fold predictions with\n"
+        "  skinlesion fit-thresholds --model %s/model --from_cv CV_DIR --data ... --split %s\n",
         train_set.size(), cmd.out_dir.c_str(), cmd.split_file.c_str());
     std::printf("wrote %s/model, %s/train_log.jsonl\n", cmd.out_dir.c_str(), cmd.out_dir.c_str());
     return absl::OkStatus();
@@ -747,9 +746,6 @@ bool SameRecipe(nlohmann::json recorded, const nlohmann::json& now) {
   return recorded == now;
 }
 
-}  // namespace
-
-namespace {
 // A round's out-of-fold answers under `tta` (skinlesion/eval/out_of_fold.h): read from
 // <cv_dir>/fold<fold>/out_of_fold_<views>.csv, or answered by the round's model and
 // written there. Defined with fit-thresholds below.
@@ -757,11 +753,12 @@ absl::StatusOr<eval::RoundAnswers> RoundAnswersOf(const std::string& cv_dir, int
                                                   const data::Split& split,
                                                   const data::Catalogue& catalogue, Tta tta,
                                                   OodMethod ood_method);
+// `ood_method` nullopt: the round model's own (DefaultOodMethod).
 absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& cv_dir, int fold,
                                                             const data::Split& split,
                                                             const data::Catalogue& catalogue,
                                                             const std::vector<Tta>& views,
-                                                            OodMethod ood_method);
+                                                            std::optional<OodMethod> ood_method);
 }  // namespace
 
 absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
@@ -862,10 +859,8 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
     }
     SL_ASSIGN_OR_RETURN(const data::Dataset dataset,
                         LoadData(base.data_dir, base.metadata, base.skip_labels));
-    SL_ASSIGN_OR_RETURN(models::Checkpoint round, models::LoadCheckpoint(dir + "model"));
-    const OodMethod method =
-        models::HasEmbedding(*round.model) ? OodMethod::kMahalanobis : OodMethod::kEnergy;
-    return AnswerRound(base.out_dir, fold, split, dataset.catalogue, missing, method).status();
+    return AnswerRound(base.out_dir, fold, split, dataset.catalogue, missing, std::nullopt)
+        .status();
   };
   for (size_t i = 0; i < folds.size(); ++i) {
     const int fold = folds[i];
@@ -950,6 +945,12 @@ absl::StatusOr<std::vector<data::Sample>> ImagesOfFolder(const std::string& dir)
             [](const data::Sample& a, const data::Sample& b) { return a.path < b.path; });
   if (samples.empty()) return absl::NotFoundError(absl::StrCat(dir, " has no .jpg or .png image"));
   return samples;
+}
+
+// The not-a-lesion score a model gets unless told otherwise: mahalanobis where it has a
+// convolutional feature map, else energy.
+OodMethod DefaultOodMethod(const models::Classifier& model) {
+  return models::HasEmbedding(model) ? OodMethod::kMahalanobis : OodMethod::kEnergy;
 }
 
 // The OOD scores of `pred` under `method` (the Gaussian's for mahalanobis).
@@ -1105,42 +1106,6 @@ struct FitSetup {
   bool embed() const { return ood_method == OodMethod::kMahalanobis; }
 };
 
-// The served model's own predictions on a partition of the split it was trained with.
-absl::StatusOr<HeldOut> HeldOutPartition(const FitSetup& f) {
-  const FitThresholdsCommand& cmd = f.cmd;
-  const std::vector<data::Sample>& samples = f.part.samples;
-  const PreprocessOptions preprocess = serving::PreprocessOptionsFor(f.spec);
-  SL_ASSIGN_OR_RETURN(const train::Predictions pred,
-                      train::PredictSamples(*f.checkpoint.model, samples, preprocess, "cpu", 32, 2,
-                                            f.tta, {}, f.embed()));
-  HeldOut h;
-  h.samples = samples;
-  h.labels = pred.labels;
-  h.probs = eval::Softmax(pred.logits, f.spec.temperature);
-  h.name = cmd.partition;
-  h.fitted_data = {{"split_digest", f.part.split.Digest()},
-                   {"partition", cmd.partition},
-                   {"images", samples.size()}};
-  if (f.embed()) {
-    // The Gaussian of the training images' embeddings.
-    SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> fit_samples, f.part.Other(cmd.ood_fit_on));
-    std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n",
-                fit_samples.size(), cmd.ood_fit_on.c_str());
-    SL_ASSIGN_OR_RETURN(const train::Predictions fit_pred,
-                        train::PredictSamples(*f.checkpoint.model, fit_samples, preprocess, "cpu",
-                                              32, 2, Tta::kNone, {}, /*with_embeddings=*/true));
-    SL_ASSIGN_OR_RETURN(
-        h.gaussian,
-        models::FeatureGaussian::Fit(fit_pred.embeddings, fit_pred.labels, f.spec.classes.size()));
-    h.gaussian_fitted_data = {{"split_digest", f.part.split.Digest()},
-                              {"partition", cmd.ood_fit_on},
-                              {"images", fit_samples.size()}};
-  }
-  SL_ASSIGN_OR_RETURN(h.ood_scores,
-                      OodScores(f.ood_method, pred, h.gaussian ? &*h.gaussian : nullptr));
-  return h;
-}
-
 // A model's not-a-lesion scores of `samples` (its own training images) and, for
 // mahalanobis, the Gaussian fitted on them.
 struct TrainingScores {
@@ -1164,13 +1129,46 @@ absl::StatusOr<TrainingScores> ScoreTrainingImages(models::Classifier& model,
   return t;
 }
 
+// The served model's own predictions on a partition of the split it was trained with.
+absl::StatusOr<HeldOut> HeldOutPartition(const FitSetup& f) {
+  const FitThresholdsCommand& cmd = f.cmd;
+  const std::vector<data::Sample>& samples = f.part.samples;
+  const PreprocessOptions preprocess = serving::PreprocessOptionsFor(f.spec);
+  SL_ASSIGN_OR_RETURN(const train::Predictions pred,
+                      train::PredictSamples(*f.checkpoint.model, samples, preprocess, "cpu", 32, 2,
+                                            f.tta, {}, f.embed()));
+  HeldOut h;
+  h.samples = samples;
+  h.labels = pred.labels;
+  h.probs = eval::Softmax(pred.logits, f.spec.temperature);
+  h.name = cmd.partition;
+  h.fitted_data = {{"split_digest", f.part.split.Digest()},
+                   {"partition", cmd.partition},
+                   {"images", samples.size()}};
+  if (f.embed()) {
+    // The Gaussian of the training images' embeddings.
+    SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> fit_samples, f.part.Other(cmd.ood_fit_on));
+    std::printf("fitting the not-a-lesion Gaussian on the %zu %s images' features\n",
+                fit_samples.size(), cmd.ood_fit_on.c_str());
+    SL_ASSIGN_OR_RETURN(TrainingScores fitted, ScoreTrainingImages(*f.checkpoint.model, f.spec,
+                                                                   fit_samples, f.ood_method));
+    h.gaussian = std::move(fitted.gaussian);
+    h.gaussian_fitted_data = {{"split_digest", f.part.split.Digest()},
+                              {"partition", cmd.ood_fit_on},
+                              {"images", fit_samples.size()}};
+  }
+  SL_ASSIGN_OR_RETURN(h.ood_scores,
+                      OodScores(f.ood_method, pred, h.gaussian ? &*h.gaussian : nullptr));
+  return h;
+}
+
 // The round model's answers on its test fold under each of `views`, written to
 // <cv_dir>/fold<fold>/out_of_fold_<views>.csv; its training images are scored once.
 absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& cv_dir, int fold,
                                                             const data::Split& split,
                                                             const data::Catalogue& catalogue,
                                                             const std::vector<Tta>& views,
-                                                            OodMethod ood_method) {
+                                                            std::optional<OodMethod> method) {
   const std::string round_model = absl::StrCat(cv_dir, "/fold", fold, "/model");
   if (!fs::exists(round_model + "/manifest.json")) {
     return absl::FailedPreconditionError(
@@ -1181,6 +1179,7 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& c
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(round_model));
   SL_ASSIGN_OR_RETURN(models::Checkpoint round, models::LoadCheckpoint(round_model));
   round.model->eval();
+  const OodMethod ood_method = method.value_or(DefaultOodMethod(*round.model));
   if (ood_method == OodMethod::kMahalanobis && !models::HasEmbedding(*round.model)) {
     return absl::InvalidArgumentError(
         absl::StrCat(round_model, " has no feature map for mahalanobis scores"));
@@ -1292,12 +1291,11 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
         const eval::RoundAnswers answers,
         RoundAnswersOf(cmd.from_cv, fold, split, f.part.catalogue, f.tta, f.ood_method));
     // Exactly the round's test fold, with the catalogue's labels.
-    SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> test,
-                        f.part.Other(absl::StrCat("fold", fold)));
-    if (test.size() != answers.image_ids.size()) {
+    const int test_images = split.Count(absl::StrCat("fold", fold));
+    if (static_cast<size_t>(test_images) != answers.image_ids.size()) {
       return absl::FailedPreconditionError(absl::StrCat("round ", fold, "'s answers hold ",
                                                         answers.image_ids.size(),
-                                                        " images, its test fold ", test.size()));
+                                                        " images, its test fold ", test_images));
     }
     for (size_t i = 0; i < answers.image_ids.size(); ++i) {
       const auto it = by_id.find(answers.image_ids[i]);
@@ -1392,7 +1390,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
                                     cmd.from_cv.empty() ? cmd.partition : "fold0", spec.classes));
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(cmd.model_dir));
   checkpoint.model->eval();
-  OodMethod ood_method = models::HasEmbedding(*checkpoint.model) ? OodMethod::kMahalanobis : OodMethod::kEnergy;
+  OodMethod ood_method = DefaultOodMethod(*checkpoint.model);
   if (cmd.ood_method != "auto") {
     const std::optional<OodMethod> m = ParseOodMethod(cmd.ood_method);
     if (!m) return absl::InvalidArgumentError("--ood_method must be auto, mahalanobis or energy");

@@ -15,7 +15,8 @@
 //                           | --isic_csv F --images DIR) [--tta]
 //   skinlesion predict      IMAGE... [--model DIR] [--json] [--explain_out DIR]
 //   skinlesion jobs         submit|list|get|watch|cancel --trainer HOST:PORT ...
-//   (tools/jobs_command.h) skinlesion version
+//                           (tools/jobs_command.h)
+//   skinlesion version
 //
 // Flags live here only; every command is a few calls into the libraries.
 #include <algorithm>
@@ -461,9 +462,8 @@ const std::map<std::string, Command>& Commands() {
        {"fit a model's decision rule, referral and out-of-distribution thresholds on validation "
         "data",
         RunFitThresholdsCommand,
-        "--model DIR --data DIR --split F [--fit_on val | --from_cv CV_DIR] [--target_sensitivity "
-        "0.9] "
-        "[--sensitivity_confidence 0.95] "
+        "--model DIR --data DIR --split F [--fit_on val | --from_cv CV_DIR] "
+        "[--target_sensitivity 0.9] [--sensitivity_confidence 0.95] "
         "[--prior_from train] [--recall_target 0.7] [--ood_images DIR] [--tta_views dihedral]",
         {"model",
          "data",

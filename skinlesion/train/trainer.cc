@@ -867,6 +867,10 @@ absl::StatusOr<bool> Trainer::RunEpoch(int epoch) {
     state_.best_metric = 0;
     state_.best_epoch = epoch;
     state_.epochs_without_improvement = 0;
+    if (chief_) {
+      std::fprintf(stderr, "[train] epoch %d/%d done in %s: loss %.4f  (no validation images)\n",
+                   epoch + 1, c_.epochs, FormatDuration(record.seconds).c_str(), record.train_loss);
+    }
   } else {
     SL_ASSIGN_OR_RETURN(const eval::Metrics metrics, ValidateEpoch(record));
     const double score = record.val_metrics[c_.monitor].get<double>();
@@ -886,10 +890,6 @@ absl::StatusOr<bool> Trainer::RunEpoch(int epoch) {
           record.val_loss, c_.monitor.c_str(), score, metrics.accuracy,
           record.best ? "  (best)" : "");
     }
-  }
-  if (chief_ && val_.empty()) {
-    std::fprintf(stderr, "[train] epoch %d/%d done in %s: loss %.4f  (no validation images)\n",
-                 epoch + 1, c_.epochs, FormatDuration(record.seconds).c_str(), record.train_loss);
   }
   state_.history.push_back(record);
   state_.next_epoch = epoch + 1;
