@@ -429,13 +429,19 @@ grep -q "out of range" "$OUT/cv5_err.txt"
 # model, no report), then its temperature, decision rule, referral and not-a-lesion
 # thresholds are fitted on the rounds' out-of-fold predictions of the same recipe.
 "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --out "$OUT/ship" --device cpu --set "$TINY" \
-  > "$OUT/ship.txt"
+  --progress_jsonl "$OUT/ship_progress.jsonl" > "$OUT/ship.txt"
+# A progress listener hears it go from training to export, with no evaluation between.
+grep -q '"phase":"export"' "$OUT/ship_progress.jsonl"
+if grep -q '"phase":"evaluate"' "$OUT/ship_progress.jsonl"; then
+  echo "train --all_folds announced an evaluation"; exit 1
+fi
 grep -q "trained on every image of the split (14)" "$OUT/ship.txt"
 test ! -e "$OUT/ship/report"
 cp "$OUT/ship/model/manifest.json" "$OUT/ship_before.json"
 "$CLI" fit-thresholds --model "$OUT/ship/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv" \
   --ood_images "$FIX/../ood" --min_ood_auroc 0 --threads 1 > "$OUT/ship_fit.txt"
 grep -q "out of fold: 14 images from 3 rounds" "$OUT/ship_fit.txt"
+grep -q "each round at the operating point fitted on the other rounds' answers" "$OUT/ship_fit.txt"
 "$CLI" predict --model "$OUT/ship/model" --precision fp32 --json "$OUT/ship/model/golden_0.jpg" > "$OUT/ship_pred.json"
 /usr/bin/python3 - "$OUT" "$FIX/metadata_subset.csv" <<'PY'
 import csv, json, os, sys
@@ -463,6 +469,14 @@ rep = json.load(open(os.path.join(out, "ship", "report_out_of_fold", "metrics.js
 assert m["metrics_source"] == "out_of_fold" and m["metrics"]["n"] == 14 == rep["n"], (m["metrics"], rep)
 assert m["metrics"]["referral"]["policy"]["malignancy_risk_threshold"] == m["refer"]["malignancy_risk_threshold"]
 assert rep["context"]["partition"] == "out_of_fold", rep["context"]
+# Each round scored at the operating point the other rounds set (the check of the
+# pooled fit): every round once, fitted on the other rounds' images only.
+loro = json.load(open(os.path.join(out, "ship", "report_out_of_fold", "leave_one_round_out.json")))
+assert m["metrics_leave_one_round_out"] == loro, m["metrics_leave_one_round_out"]
+assert [r["fold"] for r in loro["rounds"]] == [0, 1, 2], loro["rounds"]
+assert sum(r["n"] for r in loro["rounds"]) == 14, loro["rounds"]
+assert all(r["fitted_on_images"] == 14 - r["n"] for r in loro["rounds"]), loro["rounds"]
+assert loro["summary"]["balanced_accuracy"]["n"] == 3 and 0 < loro["rounds"][0]["risk_threshold"] < 1, loro
 # The golden set follows the new temperature: predict answers as recorded.
 item, p = m["golden_set"]["items"][0], json.load(open(os.path.join(out, "ship_pred.json")))[0]
 assert max(abs(x - p["probabilities"][c]) for x, c in zip(item["probabilities"], m["labels"])) < 1e-4, (item, p)

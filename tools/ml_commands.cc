@@ -32,6 +32,7 @@
 #include "skinlesion/data/isic.h"
 #include "skinlesion/data/split.h"
 #include "skinlesion/eval/cross_validation.h"
+#include "skinlesion/eval/operating_point.h"
 #include "skinlesion/eval/out_of_fold.h"
 #include "skinlesion/eval/plots.h"
 #include "skinlesion/eval/referral_eval.h"
@@ -580,7 +581,8 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   }
   SL_ASSIGN_OR_RETURN(train::TrainResult result, train::Train(config, train_set, val_set, ctx));
   if (reducer != nullptr && reducer->rank() != 0) return absl::OkStatus();  // Rank 0 reports.
-  if (progress != nullptr) progress->Phase("evaluate");
+  // Without held-out images nothing is evaluated: the model goes straight to export.
+  if (progress != nullptr) progress->Phase(no_held_out ? "export" : "evaluate");
   SL_RETURN_IF_ERROR(train::LoadTrainCheckpoint(*result.model, result.best_checkpoint));
   result.model->eval();
   std::vector<data::Sample> golden_from = test_set;
@@ -1093,6 +1095,7 @@ struct HeldOut {
   std::vector<int> prior_labels;      // The served model's training labels, where known here.
   std::optional<double> temperature;  // A new temperature (out of fold), else the model's.
   nlohmann::json calibration;
+  std::vector<eval::RoundHeldOut> rounds;  // Out of fold: each round's answers on its own.
 };
 
 // The fitting choices common to both sources.
@@ -1313,6 +1316,7 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
     units.insert(units.end(), answers.ood_units.begin(), answers.ood_units.end());
     temperatures.push_back(answers.temperature);
     round_ends.push_back(units.size());
+    h.rounds.push_back({.fold = fold, .labels = answers.labels, .probs = answers.probs});
   }
   // Does a threshold in these units carry over to a model that did not set it? Each
   // round's model against the threshold the other rounds' held-out lesions set.
@@ -1363,6 +1367,30 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
   std::printf("out of fold: %zu images from %d rounds; temperature %.3f (the rounds' mean)\n",
               h.labels.size(), k, mean);
   return h;
+}
+
+// The rounds' own figures as `skinlesion cv` measured them (each round at the
+// operating point fitted on its validation fold, single view), beside the
+// leave-one-round-out check; nothing when the folder has no cv.json.
+void PrintRoundsOwnOperatingPoints(const std::string& cv_dir) {
+  absl::StatusOr<std::string> text = ReadFileToString(cv_dir + "/cv.json", 16 << 20);
+  if (!text.ok()) return;
+  const nlohmann::json cv = nlohmann::json::parse(*text, nullptr, false);
+  if (!cv.is_object() || !cv.contains("summary") || !cv["summary"].is_object()) return;
+  std::string line;
+  for (const char* path : {"balanced_accuracy", "melanoma_recall",
+                           "referral/malignant_sensitivity/value", "referral/refer_rate/value"}) {
+    const nlohmann::json& s = cv["summary"].value(path, nlohmann::json());
+    if (!s.is_object() || !s.contains("mean") || !s.contains("sd")) continue;
+    absl::StrAppend(&line, line.empty() ? "" : ", ", path, " ",
+                    absl::StrFormat("%.4f ± %.4f", s["mean"].get<double>(), s["sd"].get<double>()));
+  }
+  if (!line.empty()) {
+    std::printf(
+        "the rounds at their own operating points (%s/cv.json: each fitted on its validation "
+        "fold, single view): %s\n",
+        cv_dir.c_str(), line.c_str());
+  }
 }
 
 }  // namespace
@@ -1419,77 +1447,77 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   const std::string& fitted_on = held.name;
   const std::vector<int>& labels = held.labels;
   const size_t n_images = labels.size();
-  // Decision rule (before the referral: its close calls depend on the named class).
-  if (cmd.balanced_decision) {
-    std::vector<double> prior = spec.decision.prior;
-    std::string prior_source = "the model's training data";
-    if (prior.empty() && !held.prior_labels.empty()) {
-      prior = ClassPrior(held.prior_labels, spec.classes.size());
-      prior_source = absl::StrCat("every image of the split (", held.prior_labels.size(), ")");
-    } else if (prior.empty()) {
-      std::vector<int> train_labels;
-      for (const absl::string_view name : absl::StrSplit(cmd.prior_from, ',', absl::SkipEmpty())) {
-        SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> train_samples,
-                            part.Other(std::string(name)));
-        for (const data::Sample& s : train_samples) train_labels.push_back(s.label);
-      }
-      prior = ClassPrior(train_labels, spec.classes.size());
-      prior_source =
-          absl::StrCat("partitions ", cmd.prior_from, " (", train_labels.size(), " images)");
+  // The operating point: the decision rule, then the referral threshold (its close
+  // calls depend on the named class).
+  std::vector<double> prior = spec.decision.prior;
+  std::string prior_source = "the model's training data";
+  if (prior.empty() && !held.prior_labels.empty()) {
+    prior = ClassPrior(held.prior_labels, spec.classes.size());
+    prior_source = absl::StrCat("every image of the split (", held.prior_labels.size(), ")");
+  } else if (prior.empty() && cmd.balanced_decision) {
+    std::vector<int> train_labels;
+    for (const absl::string_view name : absl::StrSplit(cmd.prior_from, ',', absl::SkipEmpty())) {
+      SL_ASSIGN_OR_RETURN(const std::vector<data::Sample> train_samples,
+                          part.Other(std::string(name)));
+      for (const data::Sample& s : train_samples) train_labels.push_back(s.label);
     }
-    const std::optional<DecisionFit> fit = FitDecisionTau(labels, probs, prior);
-    if (!fit) {
+    prior = ClassPrior(train_labels, spec.classes.size());
+    prior_source =
+        absl::StrCat("partitions ", cmd.prior_from, " (", train_labels.size(), " images)");
+  }
+  eval::OperatingPointOptions options{
+      .balanced_decision = cmd.balanced_decision, .prior = prior, .referral = spec.refer};
+  options.referral.target_sensitivity = cmd.target_sensitivity;
+  options.referral.sensitivity_confidence = cmd.sensitivity_confidence;
+  std::optional<ClassInfo> floor_class;
+  if (cmd.balanced_decision && cmd.recall_target > 0) {
+    SL_ASSIGN_OR_RETURN(floor_class, spec.classes.Find(cmd.recall_target_class));
+    options.recall_class = floor_class->index;
+    options.recall_target = cmd.recall_target;
+  }
+  const eval::OperatingPoint op =
+      eval::FitOperatingPoint(labels, probs, spec.classes, spec.decision, options);
+  if (cmd.balanced_decision && !op.tau) {
+    std::printf(
+        "decision rule NOT fitted: the %s images have fewer than two classes; the model's rule "
+        "is kept\n",
+        fitted_on.c_str());
+  } else if (op.tau) {
+    manifest.decision = op.decision;
+    manifest.document["decision"] = {{"fitted_on", fitted_on},
+                                     {"fitted_data", fitted_data},
+                                     {"validation",
+                                      {{"balanced_accuracy_plain", op.tau->balanced_accuracy_plain},
+                                       {"balanced_accuracy", op.tau->balanced_accuracy}}}};
+    std::printf(
+        "decision rule fitted on %zu %s images (prior: %s): tau %.2f, balanced accuracy %.4f "
+        "(plain %.4f)\n",
+        n_images, fitted_on.c_str(), prior_source.c_str(), op.tau->tau, op.tau->balanced_accuracy,
+        op.tau->balanced_accuracy_plain);
+    // The recall floor on top (refitted, or removed with --recall_target 0).
+    if (op.floor) {
+      const RecallBiasFit& floor = *op.floor;
+      manifest.document["decision"]["recall_floor"] =
+          eval::RecallFloorToJson(floor, floor_class->code, cmd.recall_target);
       std::printf(
-          "decision rule NOT fitted: the %s images have fewer than two classes; the model's rule "
-          "is kept\n",
-          fitted_on.c_str());
-    } else {
-      manifest.decision = {.tau = fit->tau, .prior = prior};
-      manifest.document["decision"] = {{"fitted_on", fitted_on},
-                                       {"fitted_data", fitted_data},
-                                       {"validation",
-                                        {{"balanced_accuracy_plain", fit->balanced_accuracy_plain},
-                                         {"balanced_accuracy", fit->balanced_accuracy}}}};
-      std::printf(
-          "decision rule fitted on %zu %s images (prior: %s): tau %.2f, balanced accuracy %.4f "
-          "(plain %.4f)\n",
-          n_images, fitted_on.c_str(), prior_source.c_str(), fit->tau, fit->balanced_accuracy,
-          fit->balanced_accuracy_plain);
-      // The recall floor on top (refitted, or removed with --recall_target 0).
-      if (cmd.recall_target > 0) {
-        SL_ASSIGN_OR_RETURN(const ClassInfo target, spec.classes.Find(cmd.recall_target_class));
-        if (const auto floor =
-                FitRecallBias(labels, probs, manifest.decision, target.index, cmd.recall_target)) {
-          manifest.decision =
-              WithClassBias(manifest.decision, spec.classes.size(), target.index, floor->bias);
-          manifest.document["decision"]["recall_floor"] =
-              eval::RecallFloorToJson(*floor, target.code, cmd.recall_target);
-          std::printf(
-              "%s recall floor %.2f: bias %.2f%s, %s recall %.3f -> %.3f of %d, balanced accuracy "
-              "%.4f -> %.4f\n",
-              target.code.c_str(), cmd.recall_target, floor->bias,
-              floor->reached ? "" : " (the cap: target out of reach)", target.code.c_str(),
-              floor->recall_before, floor->recall, floor->cases, floor->balanced_accuracy_before,
-              floor->balanced_accuracy);
-        } else {
-          std::printf("recall floor NOT fitted: the %s images have no %s image\n",
-                      fitted_on.c_str(), target.code.c_str());
-        }
-      }
+          "%s recall floor %.2f: bias %.2f%s, %s recall %.3f -> %.3f of %d, balanced accuracy "
+          "%.4f -> %.4f\n",
+          floor_class->code.c_str(), cmd.recall_target, floor.bias,
+          floor.reached ? "" : " (the cap: target out of reach)", floor_class->code.c_str(),
+          floor.recall_before, floor.recall, floor.cases, floor.balanced_accuracy_before,
+          floor.balanced_accuracy);
+    } else if (floor_class) {
+      std::printf("recall floor NOT fitted: the %s images have no %s image\n", fitted_on.c_str(),
+                  floor_class->code.c_str());
     }
   }
 
   // Referral.
-  ReferralPolicy base = spec.refer;
-  base.target_sensitivity = cmd.target_sensitivity;
-  base.sensitivity_confidence = cmd.sensitivity_confidence;
-  const std::optional<ReferralPolicy> fitted_policy =
-      eval::FitReferralPolicy(labels, probs, base, spec.classes);
-  if (!fitted_policy) {
+  if (!op.referral) {
     return absl::FailedPreconditionError(
         absl::StrCat("the ", fitted_on, " images have no malignant case to fit a threshold on"));
   }
-  const ReferralPolicy& policy = *fitted_policy;
+  const ReferralPolicy& policy = *op.referral;
   const double threshold = *policy.risk_threshold;
   nlohmann::json fitted = {
       {"referral", eval::ReferralToJson(eval::EvaluateReferral(labels, probs, policy, spec.classes,
@@ -1609,6 +1637,27 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
     metrics.erase("confusion_matrix_normalized");
     manifest.document["metrics"] = metrics;
     manifest.document["metrics_source"] = "out_of_fold";
+    // The figures above are fitted and scored on the same answers; each round scored at
+    // the operating point the other rounds' answers set says what to expect elsewhere.
+    // (A check that cannot run, e.g. rounds too small to hold a malignant case once
+    // one is left out, does not stop the fit; the manifest then has no such figures.)
+    absl::StatusOr<nlohmann::json> check =
+        eval::LeaveOneRoundOut(held.rounds, spec.classes, spec.decision, options);
+    if (check.ok()) {
+      std::printf(
+          "each round at the operating point fitted on the other rounds' answers (what to "
+          "expect on images outside the fitting data):\n%s",
+          (*check)["markdown"].get<std::string>().c_str());
+      PrintRoundsOwnOperatingPoints(cmd.from_cv);
+      check->erase("markdown");
+      SL_RETURN_IF_ERROR(
+          WriteFileAtomically(report_dir + "/leave_one_round_out.json", check->dump(2) + "\n"));
+      std::printf("wrote %s/leave_one_round_out.json\n", report_dir.c_str());
+      manifest.document["metrics_leave_one_round_out"] = *std::move(check);
+    } else {
+      std::printf("leave-one-round-out check NOT run: %s\n",
+                  std::string(check.status().message()).c_str());
+    }
   }
   SL_RETURN_IF_ERROR(WriteModelManifest(cmd.model_dir, manifest));
   std::printf("wrote %s/manifest.json\n", cmd.model_dir.c_str());

@@ -102,6 +102,11 @@ std::optional<DecisionFit> FitDecisionTau(const std::vector<int>& labels,
   return fit;
 }
 
+DecisionRule WithoutBias(DecisionRule rule) {
+  rule.bias.clear();
+  return rule;
+}
+
 DecisionRule WithClassBias(DecisionRule rule, int num_classes, int k, double bias) {
   rule.bias.resize(num_classes, 0.0);
   rule.bias[k] = bias;

@@ -106,6 +106,9 @@ std::optional<RecallBiasFit> FitRecallBias(const std::vector<int>& labels,
 // `rule` with `bias` for class `k` (the other classes' biases kept, or 0).
 DecisionRule WithClassBias(DecisionRule rule, int num_classes, int k, double bias);
 
+// `rule` without its class biases (the recall floor): tau and prior only.
+DecisionRule WithoutBias(DecisionRule rule);
+
 }  // namespace skinlesion
 
 #endif  // SKINLESION_COMMON_DECISION_H_

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "skinlesion/common/status.h"
 
 namespace skinlesion::eval {
 namespace {
@@ -348,6 +349,16 @@ nlohmann::json MetricsToJson(const Metrics& m) {
   j["confusion_matrix"] = counts;
   j["confusion_matrix_normalized"] = normalized;
   return j;
+}
+
+absl::StatusOr<nlohmann::json> DecisionSummaryJson(const std::vector<int>& labels,
+                                                   const std::vector<Probs>& probs,
+                                                   const LabelSet& classes,
+                                                   const DecisionRule& decision) {
+  SL_ASSIGN_OR_RETURN(const Metrics m, ComputeMetrics(labels, probs, classes, decision));
+  return nlohmann::json{{"balanced_accuracy", m.balanced_accuracy},
+                        {"accuracy", m.accuracy},
+                        {"melanoma_recall", m.melanoma ? m.per_class[*m.melanoma].recall : 0.0}};
 }
 
 }  // namespace skinlesion::eval

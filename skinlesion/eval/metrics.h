@@ -105,6 +105,13 @@ absl::StatusOr<double> FitTemperature(const std::vector<int>& labels,
 // support, auc}}, confusion_matrix, ece, nll, brier, ...
 nlohmann::json MetricsToJson(const Metrics& m);
 
+// {"balanced_accuracy", "accuracy", "melanoma_recall" (0 without "mel")} of the answers
+// `decision` names: metrics.json's "decision.plain" and "decision.without_floor".
+absl::StatusOr<nlohmann::json> DecisionSummaryJson(const std::vector<int>& labels,
+                                                   const std::vector<Probs>& probs,
+                                                   const LabelSet& classes,
+                                                   const DecisionRule& decision);
+
 }  // namespace skinlesion::eval
 
 #endif  // SKINLESION_EVAL_METRICS_H_

@@ -4,15 +4,15 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <optional>
-
 #include <opencv2/imgproc.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/rng.h"
 #include "skinlesion/common/status.h"
+#include "skinlesion/eval/operating_point.h"
 #include "skinlesion/eval/plots.h"
 #include "skinlesion/eval/referral_eval.h"
 #include "skinlesion/eval/subgroups.h"
@@ -103,29 +103,29 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   // The calibrated validation probabilities the decision rule and the referral
   // threshold are fitted on (empty without validation logits).
   const std::vector<Probs> val_probs = Softmax(in.val_logits, temperature);
-  // The decision rule: given, or its tau fitted on the calibrated validation
-  // probabilities for balanced accuracy.
-  DecisionRule decision = in.decision;
-  nlohmann::json decision_json = {{"source", decision.Adjusted() ? "given" : "none"}};
-  if (in.fit_decision && !in.val_logits.empty() && !decision.prior.empty()) {
-    if (const auto fit = FitDecisionTau(in.val_labels, val_probs, decision.prior)) {
-      decision.tau = fit->tau;
-      decision_json["source"] = "fitted_on_val";
-      decision_json["validation"] = {{"balanced_accuracy_plain", fit->balanced_accuracy_plain},
-                                     {"balanced_accuracy", fit->balanced_accuracy}};
-    }
+  // The decision rule: given, or its tau (and the recall floor on top) fitted on the
+  // calibrated validation probabilities for balanced accuracy; the referral threshold
+  // likewise (below).
+  const bool fit = !in.val_logits.empty();
+  const OperatingPoint op = FitOperatingPoint(
+      in.val_labels, val_probs, in.classes, in.decision,
+      {.balanced_decision = fit && in.fit_decision,
+       .prior = in.decision.prior,
+       .recall_class =
+           in.recall_target_class >= 0 ? std::optional<int>(in.recall_target_class) : std::nullopt,
+       .recall_target = in.recall_target,
+       .referral = in.referral});
+  const DecisionRule& decision = op.decision;
+  nlohmann::json decision_json = {{"source", in.decision.Adjusted() ? "given" : "none"}};
+  if (op.tau) {
+    decision_json["source"] = "fitted_on_val";
+    decision_json["validation"] = {{"balanced_accuracy_plain", op.tau->balanced_accuracy_plain},
+                                   {"balanced_accuracy", op.tau->balanced_accuracy}};
   }
-  // The recall floor on top (a class bias).
-  if (in.fit_decision && !in.val_logits.empty() && in.recall_target > 0 &&
-      in.recall_target_class >= 0) {
-    if (const auto fit = FitRecallBias(in.val_labels, val_probs, decision, in.recall_target_class,
-                                       in.recall_target)) {
-      decision = WithClassBias(decision, static_cast<int>(in.classes.size()),
-                               in.recall_target_class, fit->bias);
-      decision_json["source"] = "fitted_on_val";
-      decision_json["recall_floor"] =
-          RecallFloorToJson(*fit, in.classes.at(in.recall_target_class).code, in.recall_target);
-    }
+  if (op.floor) {
+    decision_json["source"] = "fitted_on_val";
+    decision_json["recall_floor"] =
+        RecallFloorToJson(*op.floor, in.classes.at(in.recall_target_class).code, in.recall_target);
   }
   decision_json["rule"] = decision.Adjusted() ? "prior_adjusted" : "plain";
   decision_json["tau"] = decision.Adjusted() ? decision.tau : 0.0;
@@ -139,23 +139,14 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   j["decision"] = decision_json;
   if (decision.Adjusted()) {
     // What the most probable class alone would have scored, for comparison.
-    SL_ASSIGN_OR_RETURN(const Metrics plain, ComputeMetrics(in.labels, calibrated, in.classes));
-    j["decision"]["plain"] = {
-        {"balanced_accuracy", plain.balanced_accuracy},
-        {"accuracy", plain.accuracy},
-        {"melanoma_recall", plain.melanoma ? plain.per_class[*plain.melanoma].recall : 0.0}};
+    SL_ASSIGN_OR_RETURN(j["decision"]["plain"],
+                        DecisionSummaryJson(in.labels, calibrated, in.classes, {}));
   }
   if (decision.HasBias()) {
     // What the rule without the recall floor (its bias) would have scored.
-    DecisionRule without_floor = decision;
-    without_floor.bias.clear();
-    SL_ASSIGN_OR_RETURN(const Metrics unfloored,
-                        ComputeMetrics(in.labels, calibrated, in.classes, without_floor));
-    j["decision"]["without_floor"] = {
-        {"balanced_accuracy", unfloored.balanced_accuracy},
-        {"accuracy", unfloored.accuracy},
-        {"melanoma_recall",
-         unfloored.melanoma ? unfloored.per_class[*unfloored.melanoma].recall : 0.0}};
+    SL_ASSIGN_OR_RETURN(
+        j["decision"]["without_floor"],
+        DecisionSummaryJson(in.labels, calibrated, in.classes, WithoutBias(decision)));
   }
   j["n_val"] = in.val_labels.size();
   nlohmann::json uncalibrated = MetricsToJson(before);
@@ -164,13 +155,11 @@ absl::StatusOr<nlohmann::json> WriteReport(const ReportInput& in, const std::str
   ReferralPolicy policy = in.referral;
   std::string source = policy.risk_threshold ? "given" : "none";
   nlohmann::json validation;
-  if (in.fit_risk_threshold && !in.val_logits.empty()) {
-    if (std::optional<ReferralPolicy> fitted = FitReferralPolicy(in.val_labels, val_probs, policy, in.classes)) {
-      policy = *fitted;
-      source = "fitted_on_val";
-      validation =
-          ReferralToJson(EvaluateReferral(in.val_labels, val_probs, policy, in.classes, decision));
-    }
+  if (in.fit_risk_threshold && fit && op.referral) {
+    policy = *op.referral;
+    source = "fitted_on_val";
+    validation =
+        ReferralToJson(EvaluateReferral(in.val_labels, val_probs, policy, in.classes, decision));
   }
   j["referral"] =
       ReferralToJson(EvaluateReferral(in.labels, calibrated, policy, in.classes, decision));
