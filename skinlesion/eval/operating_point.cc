@@ -21,7 +21,7 @@ OperatingPoint FitOperatingPoint(const std::vector<int>& labels, const std::vect
       op.tau = FitDecisionTau(labels, probs, options.prior);
       if (op.tau) op.decision = {.tau = op.tau->tau, .prior = options.prior};
     }
-    if (options.recall_class && options.recall_target > 0) {
+    if (op.tau && options.recall_class && options.recall_target > 0) {
       op.floor =
           FitRecallBias(labels, probs, op.decision, *options.recall_class, options.recall_target);
       if (op.floor) {

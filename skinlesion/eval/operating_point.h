@@ -47,8 +47,8 @@ struct OperatingPoint {
 // Fits on (labels, probs) in this order: tau, then the floor on the tau-adjusted rule
 // (a fitted tau replaces the given rule's prior and biases), then the referral
 // threshold under the resulting rule (its close calls depend on the named class).
-// Where tau cannot be fitted (fewer than two classes) the given rule is kept, floor
-// included.
+// Where tau cannot be fitted (no prior, or fewer than two classes) the given rule is
+// kept, floor included, and no floor is fitted.
 OperatingPoint FitOperatingPoint(const std::vector<int>& labels, const std::vector<Probs>& probs,
                                  const LabelSet& classes, const DecisionRule& given,
                                  const OperatingPointOptions& options);

@@ -89,6 +89,12 @@ TEST(OperatingPointTest, FitsTauThenTheFloorThenTheReferralThreshold) {
   EXPECT_FALSE(kept.tau.has_value());
   EXPECT_FALSE(kept.floor.has_value());
   EXPECT_EQ(kept.referral->risk_threshold, referral->risk_threshold);
+  // Nor where tau cannot be fitted: one class only.
+  std::vector<int> one_class(a.labels.size(), kMel);
+  const OperatingPoint single = FitOperatingPoint(one_class, a.probs, classes, given, o);
+  EXPECT_FALSE(single.tau.has_value());
+  EXPECT_FALSE(single.floor.has_value());
+  EXPECT_EQ(single.decision, given);
 }
 
 TEST(OperatingPointTest, LeavingOneRoundOutFitsOnTheOthersOnly) {
