@@ -6,7 +6,9 @@
 #   3. skinlesion fit-thresholds --from_cv: its temperature (the rounds' mean), decision
 #      rule, referral threshold and not-a-lesion threshold fitted on the rounds'
 #      out-of-fold answers, the last carried over in units of each model's own
-#      training scores (checked round by round against the other rounds' threshold).
+#      training scores (checked round by round against the other rounds' threshold);
+#      each round scored at the operating point the other rounds' answers set (the
+#      leave-one-round-out check of the pooled fit, session 11).
 # What it measures is the mechanics (does the carried-over not-a-lesion threshold keep
 # its reject rate on a model that did not set it? how far apart are the rounds'
 # temperatures?), not a model: the recipe is far too short for that.
@@ -23,10 +25,15 @@ mkdir -p "$W"
 build/tools/skinlesion cv --config $C --data $D --split $S --out "$W/cv" --set $SET > "$W/cv.txt"
 [ -e "$W/ship/model/manifest.json" ] ||
   build/tools/skinlesion train --config $C --data $D --split $S --all_folds --out "$W/ship" --set $SET > "$W/ship.txt"
+# Single view first (the views the rounds' own figures in cv.json were measured with: the
+# leave-one-round-out table beside them is paired), then the served views, last.
+build/tools/skinlesion fit-thresholds --model "$W/ship/model" --data $D --split $S --from_cv "$W/cv" \
+  --ood_images tests/fixtures/ood --tta_views none --threads 2 | tee "$W/fit_none.txt"
 build/tools/skinlesion fit-thresholds --model "$W/ship/model" --data $D --split $S --from_cv "$W/cv" \
   --ood_images tests/fixtures/ood --tta_views flips --threads 2 | tee "$W/fit.txt"
 cp "$W/cv/cv.md" "$OUT/cv.md"
-cp "$W/fit.txt" "$OUT/fit.txt"
+cp "$W/fit.txt" "$W/fit_none.txt" "$OUT/"
+cp "$W/ship/report_out_of_fold/leave_one_round_out.json" "$OUT/leave_one_round_out_flips.json"
 /usr/bin/python3 - "$W" "$OUT" <<'PY'
 import json, os, sys
 w, out = sys.argv[1:3]
