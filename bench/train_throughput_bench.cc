@@ -40,7 +40,7 @@
 //
 //   train_throughput_bench [--archs resnet18,resnet50,efficientnet_b0,vit_b_16]
 //       [--size 224] [--batch 8] [--threads 2] [--warmup 5] [--iters 10]
-//       [--eval] [--channels_last] [--precision fp32|bf16|auto]
+//       [--eval] [--channels_last [--reference_nchw]] [--precision fp32|bf16|auto]
 //       [--python_precision fp32|bf16] [--op_profile N] [--python /usr/bin/python3]
 //       [--reference bench/reference/train_step_bench.py] [--no_reference]
 #include <ATen/record_function.h>
@@ -92,6 +92,9 @@ ABSL_FLAG(int, op_rows, 30, "Rows of the --op_profile table (the most expensive 
 ABSL_FLAG(bool, eval, false,
           "Time eval-mode forward passes (inference mode, both sides) instead of training steps");
 ABSL_FLAG(bool, channels_last, false, "Model and input in channels-last memory format, both sides");
+ABSL_FLAG(bool, reference_nchw, false,
+          "With --channels_last: keep the Python reference contiguous (NCHW), so the ratio says "
+          "what channels-last gains over the plain step (same LibTorch on both sides)");
 ABSL_FLAG(std::string, precision, "fp32",
           "C++ side: fp32, bf16 or auto (skinlesion/common/precision.h); bf16 CNNs run channels-last");
 ABSL_FLAG(std::string, python_precision, "fp32",
@@ -439,7 +442,7 @@ Row BenchArch(const std::string& arch, int64_t size, int64_t batch, int threads,
                                      absl::StrCat(batch),
                                      "--threads",
                                      absl::StrCat(threads)};
-    if (channels_last) argv.push_back("--channels_last");
+    if (channels_last && !absl::GetFlag(FLAGS_reference_nchw)) argv.push_back("--channels_last");
     if (eval_mode) argv.push_back("--eval");
     argv.push_back("--precision");
     argv.push_back(absl::GetFlag(FLAGS_python_precision));
@@ -648,9 +651,14 @@ int main(int argc, char** argv) {
       "median "
       "over pairs of the per-pair speed ratio (> 1: C++ faster), CPU = median process CPU time per "
       "step.\n",
-      absl::GetFlag(FLAGS_eval) ? "Eval-mode forward (inference mode)" : "Training step (fwd + bwd + AdamW)",
+      absl::GetFlag(FLAGS_eval) ? "Eval-mode forward (inference mode)"
+                                : "Training step (fwd + bwd + AdamW)",
       threads, wait_policy != nullptr ? wait_policy : "(unset)",
-      channels_last ? "channels-last" : "contiguous (NCHW)", iters, warmup);
+      channels_last
+          ? (absl::GetFlag(FLAGS_reference_nchw) ? "C++ channels-last, Python contiguous (NCHW)"
+                                                 : "channels-last")
+          : "contiguous (NCHW)",
+      iters, warmup);
   std::printf("Memory, C++ side: %s; Python side: glibc's defaults.\n",
               allocator.description.c_str());
   return failures == 0 ? 0 : 1;
