@@ -477,6 +477,13 @@ assert [r["fold"] for r in loro["rounds"]] == [0, 1, 2], loro["rounds"]
 assert sum(r["n"] for r in loro["rounds"]) == 14, loro["rounds"]
 assert all(r["fitted_on_images"] == 14 - r["n"] for r in loro["rounds"]), loro["rounds"]
 assert loro["summary"]["balanced_accuracy"]["n"] == 3 and 0 < loro["rounds"][0]["risk_threshold"] < 1, loro
+# Beside it, the rounds' own figures as cv.json has them (each at its own operating point).
+cvs = json.load(open(os.path.join(out, "cv", "cv.json")))["summary"]
+own = [l for l in open(os.path.join(out, "ship_fit.txt")) if l.startswith("the rounds at their own operating points")]
+assert len(own) == 1, own
+for path in ("balanced_accuracy", "melanoma_recall", "referral/refer_rate/value"):
+    s = cvs[path]
+    assert f"{path} {s['mean']:.4f} ± {s['sd']:.4f}" in own[0], (path, s, own[0])
 # The golden set follows the new temperature: predict answers as recorded.
 item, p = m["golden_set"]["items"][0], json.load(open(os.path.join(out, "ship_pred.json")))[0]
 assert max(abs(x - p["probabilities"][c]) for x, c in zip(item["probabilities"], m["labels"])) < 1e-4, (item, p)
