@@ -40,7 +40,7 @@ mkdir -p "$W" "$OUT"
 log() { echo "[run.sh $(date -u +%H:%M)] $*" >&2; }
 for f in ${FOLDS:-0 1 2 3 4}; do
   log "round $f"
-  "$CLI" cv --config $C "${DM[@]}" --split $S --out "$CV" --folds $f "${SETS[@]}" > "$CV.round$f.txt" 2>&1 ||
+  "$CLI" cv --config "$C" "${DM[@]}" --split "$S" --out "$CV" --folds "$f" "${SETS[@]}" > "$CV.round$f.txt" 2>&1 ||
     { tail -20 "$CV.round$f.txt"; exit 1; }
   "$HERE/collect.sh" "$CV" "$OUT"
 done
@@ -48,15 +48,15 @@ if [ ! -e "$SHIP/model/manifest.json" ]; then
   log "the model on every image"
   resume=()
   [ -e "$SHIP/checkpoints/last/state.json" ] && resume=(--resume)
-  "$CLI" train --config $C "${DM[@]}" --split $S --all_folds --out "$SHIP" "${SETS[@]}" "${resume[@]}" \
+  "$CLI" train --config "$C" "${DM[@]}" --split "$S" --all_folds --out "$SHIP" "${SETS[@]}" "${resume[@]}" \
     >> "$SHIP.txt" 2>&1 || { tail -20 "$SHIP.txt"; exit 1; }
 fi
 log "export and fit"
 rm -rf "$SHIP/bundled"
 "$CLI" export --model "$SHIP/model" --out "$SHIP/bundled" --fp16
 for views in none flips; do
-  "$CLI" fit-thresholds --model "$SHIP/bundled" "${DM[@]}" --split $S --from_cv "$CV" \
-    --ood_images tests/fixtures/ood --tta_views $views --threads 2 | tee "$OUT/fit_$views.txt"
+  "$CLI" fit-thresholds --model "$SHIP/bundled" "${DM[@]}" --split "$S" --from_cv "$CV" \
+    --ood_images tests/fixtures/ood --tta_views "$views" --threads 2 | tee "$OUT/fit_$views.txt"
   # fit-thresholds writes its reports beside the model folder.
   cp "$SHIP/report_out_of_fold/leave_one_round_out.json" "$OUT/leave_one_round_out_$views.json"
 done
