@@ -25,8 +25,8 @@ def decide(P, prior, tau, b):
     s = np.log(np.maximum(P, 1e-12)) - tau * np.log(prior); s[:, 4] += b; return s.argmax(1)
 def melrec(y, k): return (k[y == 4] == 4).mean()
 taus = np.round(np.arange(0, 0.5001, 0.05), 2); biases = np.round(np.arange(0, 1.5001, 0.05), 2)
-def sequential(P, y, prior, taumax=0.5):
-    best = max(((bal(y, decide(P, prior, t, 0)), -t) for t in taus if t <= taumax)); t = -best[1]
+def sequential(P, y, prior):
+    best = max((bal(y, decide(P, prior, t, 0)), -t) for t in taus); t = -best[1]
     for b in biases:
         if melrec(y, decide(P, prior, t, b)) >= 0.7: return t, b
     return t, biases[-1]
@@ -41,8 +41,9 @@ def joint(P, y, prior, taugrid):
                 break  # smallest bias reaching the floor at this tau
     return -best[1], -best[2]
 val = load(sys.argv[1]); test = load(sys.argv[2]); prior = np.array(json.load(open(sys.argv[3]))['decision']['prior'])
-for name, (t, b) in [('sequential', sequential(*val, prior)), ('joint tau<=0.5', joint(*val, prior, taus)),
+seq = sequential(*val, prior)
+for name, (t, b) in [('sequential', seq), ('joint tau<=0.5', joint(*val, prior, taus)),
                      ('joint tau<=1', joint(*val, prior, np.round(np.arange(0, 1.0001, 0.05), 2))),
-                     ('no floor', (sequential(*val, prior)[0], 0))]:
-    kv = decide(*val[:1], prior, t, b); kt = decide(test[0], prior, t, b)
+                     ('no floor', (seq[0], 0))]:
+    kv = decide(val[0], prior, t, b); kt = decide(test[0], prior, t, b)
     print(f'{name:15s} tau {t:.2f} bias {b:.2f}  val bal {bal(val[1], kv):.4f} mel {melrec(val[1], kv):.3f} | test bal {bal(test[1], kt):.4f} mel {melrec(test[1], kt):.3f} acc {(kt == test[1]).mean():.3f}')

@@ -22,11 +22,10 @@ def wilson_lower(k, n, z=Z):
     p = k / n; d = 1 + z * z / n
     c = p + z * z / (2 * n); s = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (c - s) / d
-def fit(risk, mal, target, conf=True):
+def fit(risk, mal, target):  # FitRiskThreshold (skinlesion/common/referral.h) at 95% confidence
     r = np.sort(risk[mal])[::-1]; n = len(r)
     for k in range(1, n + 1):
-        ok = wilson_lower(k, n) >= target if conf else k / n >= target
-        if ok: return r[k - 1]
+        if wilson_lower(k, n) >= target: return r[k - 1]
     return r[-1]
 def score(t, risk, mal):
     return (risk[mal] >= t).mean(), (risk >= t).mean()
