@@ -9,7 +9,8 @@
 #
 # For a dry run of the mechanics on small data, every input can be overridden:
 #   SHIP_WORK=/tmp/w DOCS_OUT=/tmp/w/docs DATA=... [METADATA=...] SPLIT=kfold3.csv FOLDS="0 1 2" \
-#       SET=image_size=32,epochs=1 docs/cv/36ep_160_balmix_oof/run.sh
+#       SET=image_size=32,epochs=1 [SKINLESION=path/to/skinlesion] docs/cv/36ep_160_balmix_oof/run.sh
+# (tools/ship_path_test.sh does that on the test fixtures, as the ctest ship_path_script).
 #
 #   1. skinlesion cv, one round at a time: each round's test answers are copied here
 #      (collect.sh) as soon as it finishes, so they can be committed;
@@ -35,12 +36,12 @@ C=configs/ham10000_resnet18_36ep_160_balmix.json
 W=${SHIP_WORK:-runs}
 CV=$W/cv36
 SHIP=$W/ship36_all
-CLI=build/tools/skinlesion
+CLI=$(realpath "${SKINLESION:-build/tools/skinlesion}")
 mkdir -p "$W" "$OUT"
 log() { echo "[run.sh $(date -u +%H:%M)] $*" >&2; }
 for f in ${FOLDS:-0 1 2 3 4}; do
   log "round $f"
-  "$CLI" cv --config "$C" "${DM[@]}" --split "$S" --out "$CV" --folds "$f" "${SETS[@]}" > "$CV.round$f.txt" 2>&1 ||
+  "$CLI" cv --config "$C" "${DM[@]}" --split "$S" --out "$CV" --folds "$f" "${SETS[@]}" >> "$CV.round$f.txt" 2>&1 ||
     { tail -20 "$CV.round$f.txt"; exit 1; }
   "$HERE/collect.sh" "$CV" "$OUT"
 done

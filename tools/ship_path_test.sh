@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# docs/cv/36ep_160_balmix_oof/run.sh (the shipped recipe's whole out-of-fold path) dry-run
+# on the fixtures with a tiny model: every round, the model on every image, the export
+# and both fits land where the script says; a second run keeps everything (resumable).
+set -euo pipefail
+CLI=$1 FIX=$2 OUT=$3
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+rm -rf "$OUT"
+mkdir -p "$OUT"
+"$CLI" split --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" --out "$OUT/kfold3.csv" \
+  --kfold 3 --seed 1 > /dev/null
+export SKINLESION=$CLI SHIP_WORK=$OUT/work DOCS_OUT=$OUT/docs DATA=$FIX/images \
+  METADATA=$FIX/metadata_subset.csv SPLIT=$OUT/kfold3.csv FOLDS="0 1 2" \
+  SET=architecture=resnet18,image_size=32,epochs=2,warmup_epochs=0,frozen_epochs=0,batch_size=4,num_workers=1,threads=1,progress_interval_s=0
+"$ROOT/docs/cv/36ep_160_balmix_oof/run.sh" > "$OUT/first.txt" 2>&1 || { cat "$OUT/first.txt"; exit 1; }
+D=$OUT/docs
+for f in cv.json cv.md cv.png cv_recipe.json fit_none.txt fit_flips.txt leave_one_round_out_none.json \
+         leave_one_round_out_flips.json ship_manifest.json; do
+  test -s "$D/$f" || { echo "missing $f"; cat "$OUT/first.txt"; exit 1; }
+done
+for r in 0 1 2; do
+  for f in out_of_fold_none.csv out_of_fold_flips.csv train_log.jsonl config.json training_curves.png; do
+    test -s "$D/fold$r/$f" || { echo "missing fold$r/$f"; exit 1; }
+  done
+  test -s "$D/fold${r}_metrics.json" || { echo "missing fold${r}_metrics.json"; exit 1; }
+done
+# No models or checkpoints are copied into the docs folder.
+if find "$D" -name '*.safetensors' -o -name '*.pt' | grep -q .; then
+  echo "models copied into the docs folder"; exit 1
+fi
+test -s "$OUT/work/ship36_all/bundled/model.safetensors"
+grep -q '"fitted_on": *"out_of_fold"' "$D/ship_manifest.json" || { echo "not fitted on the rounds' answers"; exit 1; }
+/usr/bin/python3 - "$D" <<'PY'
+import json, sys
+d = sys.argv[1]
+cv = json.load(open(f"{d}/cv.json"))
+assert len(cv["folds"]) == 3, list(cv)
+m = json.load(open(f"{d}/ship_manifest.json"))
+# The served views are the last fit's: flips.
+assert m.get("tta") == "flips", m.get("tta")
+for views in ("none", "flips"):
+    loro = json.load(open(f"{d}/leave_one_round_out_{views}.json"))
+    assert len(loro["rounds"]) == 3, loro.keys()
+PY
+grep -q "each round at the operating point fitted on the other rounds' answers" "$D/fit_flips.txt" ||
+  { echo "no leave-one-round-out table"; cat "$D/fit_flips.txt"; exit 1; }
+# A second run keeps every finished round and the trained model.
+"$ROOT/docs/cv/36ep_160_balmix_oof/run.sh" > "$OUT/second.txt" 2>&1 || { cat "$OUT/second.txt"; exit 1; }
+for r in 0 1 2; do
+  grep -q "round $r (fold$r) is finished: kept" "$OUT/work/cv36.round$r.txt" ||
+    { echo "round $r was not kept"; cat "$OUT/work/cv36.round$r.txt"; exit 1; }
+done
+if grep -q "the model on every image" "$OUT/second.txt"; then
+  echo "the model on every image was trained again"; exit 1
+fi
+grep -q "ready to bundle" "$OUT/second.txt"
+echo "ship path ok"
