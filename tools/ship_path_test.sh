@@ -15,7 +15,7 @@ export SKINLESION=$CLI SHIP_WORK=$OUT/work DOCS_OUT=$OUT/docs DATA=$FIX/images \
 "$ROOT/docs/cv/36ep_160_balmix_oof/run.sh" > "$OUT/first.txt" 2>&1 || { cat "$OUT/first.txt"; exit 1; }
 D=$OUT/docs
 for f in cv.json cv.md cv.png cv_recipe.json fit_none.txt fit_flips.txt leave_one_round_out_none.json \
-         leave_one_round_out_flips.json ship_manifest.json; do
+         leave_one_round_out_flips.json ship_manifest.json ship_metrics.json; do
   test -s "$D/$f" || { echo "missing $f"; cat "$OUT/first.txt"; exit 1; }
 done
 for r in 0 1 2; do
@@ -28,7 +28,11 @@ done
 if find "$D" -name '*.safetensors' -o -name '*.pt' | grep -q .; then
   echo "models copied into the docs folder"; exit 1
 fi
-test -s "$OUT/work/ship36_all/bundled/model.safetensors"
+B=$OUT/work/ship36_all/bundled
+for f in model.safetensors manifest.json metrics.json confusion_matrix.png reliability.png roc_curves.png \
+         training_curves.png; do
+  test -s "$B/$f" || { echo "missing bundled/$f"; exit 1; }
+done
 grep -q '"fitted_on": *"out_of_fold"' "$D/ship_manifest.json" || { echo "not fitted on the rounds' answers"; exit 1; }
 /usr/bin/python3 - "$D" <<'PY'
 import json, sys
@@ -41,6 +45,13 @@ assert m.get("tta") == "flips", m.get("tta")
 for views in ("none", "flips"):
     loro = json.load(open(f"{d}/leave_one_round_out_{views}.json"))
     assert len(loro["rounds"]) == 3, loro.keys()
+# The bundle's metrics.json (what the website's model card shows) is the out-of-fold
+# report of the served views, the same figures as the manifest's headline.
+b = json.load(open(f"{d}/ship_metrics.json"))
+assert b["context"]["partition"] == "out_of_fold" and b["context"]["tta"] == "flips", b["context"]
+assert b["n"] == 14, b["n"]
+for k in ("accuracy", "balanced_accuracy", "macro_auc", "melanoma_recall"):
+    assert b[k] == m["metrics"][k], (k, b[k], m["metrics"][k])
 PY
 grep -q "each round at the operating point fitted on the other rounds' answers" "$D/fit_flips.txt" ||
   { echo "no leave-one-round-out table"; cat "$D/fit_flips.txt"; exit 1; }

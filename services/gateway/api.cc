@@ -540,6 +540,12 @@ json VersionSummaryJson(const v1::ModelVersion& v) {
        {"accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "melanoma_recall"}) {
     summary[key] = NumberOr(metrics, key, nullptr);
   }
+  // What the figures were measured on: the report's partition ("test", "val", "fold2",
+  // "out_of_fold") and its number of images, so that a reader can tell held-out test
+  // figures from validation or cross-validated ones.
+  const json context = metrics.is_object() ? metrics.value("context", json()) : json();
+  summary["partition"] = StringOr(context, "partition");
+  summary["n"] = NumberOr(metrics, "n", nullptr);
   return {{"version", v.version()},
           {"created", CreatedOf(v, manifest)},
           {"architecture", StringOr(manifest, "architecture")},

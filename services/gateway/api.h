@@ -138,7 +138,8 @@ std::string Rfc3339(const google::protobuf::Timestamp& t);
 // The manifest of a version (its manifest_json parsed; {} when unparsable).
 nlohmann::json ManifestOf(const v1::ModelVersion& v);
 
-// One entry of "versions" in GET /api/v1/models.
+// One entry of "versions" in GET /api/v1/models: the manifest's headline metrics with
+// what they were measured on ("partition": test, val, fold<k> or out_of_fold; "n").
 nlohmann::json VersionSummaryJson(const v1::ModelVersion& v);
 // The model card of GET /api/v1/models/{name}/versions/{version}; `metrics` is the
 // parsed metrics.json (null when the version has none).

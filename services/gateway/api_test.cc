@@ -318,6 +318,30 @@ TEST(ModelCardJsonTest, ClassesOrTheManifestsError) {
   EXPECT_THAT(card["manifest_error"].get<std::string>(), HasSubstr("missing \"architecture\""));
 }
 
+// A version's headline says what its figures were measured on.
+TEST(VersionSummaryJsonTest, SaysWhatTheMetricsWereMeasuredOn) {
+  using json = nlohmann::json;
+  v1::ModelVersion v;
+  v.set_model("ham10000");
+  v.set_version(3);
+  v.set_manifest_json(R"({"architecture": "resnet18", "image_size": 160,
+      "metrics": {"balanced_accuracy": 0.65, "accuracy": 0.7, "n": 5984,
+                  "context": {"partition": "out_of_fold", "cv": "runs/cv36"}}})");
+  json s = VersionSummaryJson(v);
+  EXPECT_EQ(s["metrics"]["balanced_accuracy"], 0.65);
+  EXPECT_EQ(s["metrics"]["partition"], "out_of_fold");
+  EXPECT_EQ(s["metrics"]["n"], 5984);
+  EXPECT_TRUE(s["metrics"]["macro_auc"].is_null());
+  // Older reports have no context, or one of the wrong type: unknown, not an error.
+  v.set_manifest_json(
+      R"({"architecture": "resnet18", "metrics": {"accuracy": 0.7, "context": 3}})");
+  s = VersionSummaryJson(v);
+  EXPECT_TRUE(s["metrics"]["partition"].is_null());
+  EXPECT_TRUE(s["metrics"]["n"].is_null());
+  v.set_manifest_json(R"({"architecture": "resnet18"})");
+  EXPECT_TRUE(VersionSummaryJson(v)["metrics"].is_null());
+}
+
 TEST(RateLimiterTest, BurstThenRate) {
   RateLimiter limiter({.rate = 2, .burst = 3});
   const absl::Time t0 = absl::FromUnixSeconds(1000);

@@ -696,6 +696,8 @@ TEST_F(GatewayTest, ModelsFromTheRegistry) {
   EXPECT_EQ(v["image_size"], bundled["image_size"]);
   EXPECT_EQ(v["aliases"], json::array({"production"}));
   EXPECT_TRUE(v["metrics"]["balanced_accuracy"].is_number());
+  EXPECT_EQ(v["metrics"]["partition"], bundled["metrics"]["context"]["partition"]);
+  EXPECT_EQ(v["metrics"]["n"], bundled["metrics"]["n"]);
   EXPECT_EQ(v["created"].get<std::string>().size() >= 20, true) << v["created"];
 
   auto card = client.Get("/api/v1/models/ham10000/versions/1");

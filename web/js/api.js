@@ -197,6 +197,49 @@ export function viewsMessage(views) {
   }
 }
 
+// What a version's metrics were measured on, from the report's context.partition (the
+// gateway's version summary carries it as metrics.partition): held-out test images,
+// the validation images that chose the epoch and thresholds (optimistic), or the
+// cross-validation rounds' held-out answers. Returns the table caption, the label of
+// the image count, a short column text and a sentence for the reader.
+export function metricsSource(partition) {
+  if (partition === 'test' || /^fold[0-9]+$/.test(partition || '')) {
+    return {
+      caption: 'Metrics on held-out test images',
+      count: 'Test images',
+      short: 'test',
+      note: 'Measured on images the model never saw while it was trained or its thresholds were fitted.',
+    };
+  }
+  if (partition === 'val') {
+    return {
+      caption: 'Metrics on the validation images',
+      count: 'Validation images',
+      short: 'validation',
+      note: 'Measured on the validation images, which also chose the training epoch, the calibration ' +
+        'and the decision thresholds: these figures are optimistic. The model card\'s cross-validation ' +
+        'says what to expect on new images.',
+    };
+  }
+  if (partition === 'out_of_fold') {
+    return {
+      caption: 'Cross-validated metrics (every image held out once)',
+      count: 'Images, each held out once',
+      short: 'cross-validation',
+      note: 'Each image was answered by a cross-validation round\'s model that never saw it; the ' +
+        'served model is the same recipe trained on every image. Its decision rule and thresholds ' +
+        'were fitted on these answers, so the figures that depend on them are slightly optimistic.',
+    };
+  }
+  return {
+    caption: 'Metrics',
+    count: 'Images',
+    short: partition ? String(partition) : 'not recorded',
+    note: partition ? `Measured on the "${partition}" images.`
+      : 'What these figures were measured on is not recorded with this version.',
+  };
+}
+
 // What the page says about referral for a prediction (the API's refer, refer_rule,
 // refer_reason and referral fields). A flagged answer is never described as "not
 // uncertain": a risk referral says the risk crossed the model's threshold, an
@@ -218,7 +261,7 @@ export function referralMessage(json) {
   if (json.refer_rule === 'malignancy_risk') {
     const target = json.referral && Number(json.referral.target_sensitivity);
     const confidence = json.referral && Number(json.referral.sensitivity_confidence);
-    const shown = confidence > 0 ? ` (shown with ${percent(confidence, 0)} confidence on validation images)` : '';
+    const shown = confidence > 0 ? ` (shown with ${percent(confidence, 0)} confidence on held-out images)` : '';
     const point = target > 0 ? `, set to catch ${percent(target, 0)} of malignant lesions${shown}` : '';
     return {
       refer: true,

@@ -1,7 +1,7 @@
 // The models page: every model with its aliases, the version inference serves,
 // its versions with headline metrics, and a version's model card (#name/version).
 
-import { API, apiFetch, describeError, el, formatDate, formatMetric } from './api.js';
+import { API, apiFetch, describeError, el, formatDate, formatMetric, metricsSource } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 const main = $('main');
@@ -32,7 +32,7 @@ const CARD_METRICS = [
 ];
 
 const PLOT_TEXT = {
-  'confusion_matrix.png': ['Confusion matrix', 'rows: true class, columns: predicted class, on the test images'],
+  'confusion_matrix.png': ['Confusion matrix', 'rows: true class, columns: predicted class'],
   'roc_curves.png': ['ROC curves', 'one-vs-rest receiver operating characteristic curve per class'],
   'reliability.png': ['Reliability diagram', 'predicted confidence against observed accuracy (calibration)'],
   'training_curves.png': ['Training curves', 'loss and validation metrics per epoch'],
@@ -65,6 +65,7 @@ function versionsTable(model) {
     el('th', { scope: 'col', text: 'Aliases' }),
     HEADLINE.map(([, title, short]) => el('th', { scope: 'col', class: 'num' },
       short === title ? title : el('abbr', { title, text: short }))),
+    el('th', { scope: 'col', text: 'Measured on' }),
     el('th', { scope: 'col', text: 'Card' }));
   const rows = (model.versions || []).map((v) => {
     const metrics = v.metrics || {};
@@ -77,6 +78,11 @@ function versionsTable(model) {
       el('td', { class: 'num', text: v.image_size ? String(v.image_size) : '–' }),
       el('td', {}, (v.aliases || []).map((a) => el('span', { class: 'pill', text: a }))),
       HEADLINE.map(([key]) => el('td', { class: 'num', text: formatMetric(metrics[key]) })),
+      el('td', {
+        class: 'measured-on',
+        text: v.metrics ? metricsSource(metrics.partition).short +
+          (typeof metrics.n === 'number' ? ` (${metrics.n})` : '') : '–',
+      }),
       el('td', {}, el('a', {
         href: `#${encodeURIComponent(model.name)}/${v.version}`,
         text: 'Open',
@@ -111,18 +117,18 @@ function renderModels(models) {
 
 // Model card
 
-function metricsTable(metrics) {
+function metricsTable(metrics, source) {
   const rows = CARD_METRICS.filter(([key]) => typeof metrics[key] === 'number')
     .map(([key, title]) => el('tr', {},
       el('th', { scope: 'row', text: title }),
       el('td', { class: 'num', text: formatMetric(metrics[key]) })));
   if (typeof metrics.n === 'number') {
-    rows.push(el('tr', {}, el('th', { scope: 'row', text: 'Test images' }),
+    rows.push(el('tr', {}, el('th', { scope: 'row', text: source.count }),
       el('td', { class: 'num', text: String(metrics.n) })));
   }
   return el('div', { class: 'table-wrap' },
     el('table', { class: 'metrics' },
-      el('caption', { text: 'Test-set metrics' }),
+      el('caption', { text: source.caption }),
       el('thead', {}, el('tr', {},
         el('th', { scope: 'col', text: 'Metric' }), el('th', { scope: 'col', class: 'num', text: 'Value' }))),
       el('tbody', {}, rows)));
@@ -201,7 +207,11 @@ function renderCard(info) {
       el('dd', { class: k === 'Weights sha256' ? 'mono' : '', text: v })])),
   ];
   if (info.metrics && typeof info.metrics === 'object') {
-    children.push(el('h3', { text: 'Metrics' }), metricsTable(info.metrics));
+    const context = info.metrics.context;
+    const source = metricsSource(context && typeof context === 'object' ? context.partition : undefined);
+    children.push(el('h3', { text: 'Metrics' }),
+      el('p', { class: 'metrics-source', dataset: { partition: source.short }, text: source.note }),
+      metricsTable(info.metrics, source));
     const perClass = perClassTable(info.metrics);
     if (perClass) children.push(perClass);
     const confusion = confusionTable(info.metrics);

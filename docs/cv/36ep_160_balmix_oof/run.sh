@@ -18,7 +18,8 @@
 #   3. skinlesion export --fp16, then fit-thresholds --from_cv on the exported model:
 #      temperature, decision rule, referral and not-a-lesion thresholds from the rounds'
 #      pooled answers, with the leave-one-round-out check, single view then flips (the
-#      served views last); its outputs are copied here.
+#      served views last); its outputs are copied here, and the out-of-fold report
+#      (metrics.json, plots) and training curves into the bundle folder.
 # What it does not do: replace models/bundled (compare the leave-one-round-out table
 # with the bundled model's figures first; see docs/results.md).
 set -euo pipefail
@@ -61,5 +62,12 @@ for views in none flips; do
   # fit-thresholds writes its reports beside the model folder.
   cp "$SHIP/report_out_of_fold/leave_one_round_out.json" "$OUT/leave_one_round_out_$views.json"
 done
+# The bundle's report: the out-of-fold figures of the served views (the manifest's
+# "metrics" hold the same), their plots and the training curves, as the registry and the
+# website's model card show them beside the weights.
+cp "$SHIP/report_out_of_fold/metrics.json" "$SHIP/report_out_of_fold/confusion_matrix.png" \
+  "$SHIP/report_out_of_fold/reliability.png" "$SHIP/report_out_of_fold/roc_curves.png" \
+  "$SHIP/training_curves.png" "$SHIP/bundled/"
 cp "$SHIP/bundled/manifest.json" "$OUT/ship_manifest.json"
+cp "$SHIP/bundled/metrics.json" "$OUT/ship_metrics.json"
 log "done: $SHIP/bundled is ready to bundle"

@@ -585,6 +585,21 @@ test('models page: the bundled model, its served version and a loading plot', { 
   assert.ok(await card.isVisible());
   assert.equal(await card.getAttribute('data-version'), String(model.serving.version));
   assert.match(await card.innerText(), /Balanced accuracy/);
+  // The card and the row say what the figures were measured on (the bundled model's
+  // metrics.json context): validation or cross-validated figures are never called test ones.
+  const served = await getJson(`/api/v1/models/ham10000/versions/${model.serving.version}`);
+  const partition = served.metrics.context.partition;
+  const expected = {
+    val: [/Metrics on the validation images/, 'validation'],
+    out_of_fold: [/Cross-validated metrics/, 'cross-validation'],
+    test: [/Metrics on held-out test images/, 'test'],
+  }[partition];
+  assert.ok(expected, `the bundled model's metrics were measured on "${partition}"`);
+  const cardText = await card.innerText();
+  assert.match(cardText, expected[0]);
+  if (partition !== 'test') assert.doesNotMatch(cardText, /held-out test|Test images|Test-set/);
+  const servedRow = section.locator(`tr[data-version="${model.serving.version}"] td.measured-on`);
+  assert.equal(await servedRow.innerText(), `${expected[1]} (${served.metrics.n})`);
   const plot = card.locator('img[data-file="confusion_matrix.png"]');
   await plot.scrollIntoViewIfNeeded();
   await page.waitForFunction(

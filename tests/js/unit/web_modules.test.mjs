@@ -21,7 +21,8 @@ async function load(name) {
   return import(pathToFileURL(copy).href);
 }
 const {
-  ApiError, describeError, errorFromResponse, formatDuration, percent, referralMessage, viewsMessage,
+  ApiError, describeError, errorFromResponse, formatDuration, metricsSource, percent, referralMessage,
+  viewsMessage,
 } = await load('api.js');
 const { colourMap, coveredRect, heatImage, validateExplanation } = await load('heatmap.js');
 fs.rmSync(copies, { recursive: true, force: true });
@@ -45,13 +46,13 @@ test('a flagged answer is never called "not uncertain"; each rule has its own wo
   assert.match(risk.text, /at or above this model's referral threshold, set to catch 90% of malignant lesions/);
   assert.match(risk.text, /0\.26 >= 0\.18/);
   assert.doesNotMatch(risk.text, /not uncertain|indeterminate/);
-  assert.doesNotMatch(risk.text, /confidence on validation/);  // Fitted to the point estimate.
+  assert.doesNotMatch(risk.text, /confidence on/);  // Fitted to the point estimate.
   const shown = referralMessage({
     refer: true, refer_rule: 'malignancy_risk',
     refer_reason: 'malignancy risk 0.26 >= 0.15 (90% sensitivity point, 95% confidence)',
     referral: { malignancy_risk_threshold: 0.15, target_sensitivity: 0.9, sensitivity_confidence: 0.95 },
   });
-  assert.match(shown.text, /set to catch 90% of malignant lesions \(shown with 95% confidence on validation images\)/);
+  assert.match(shown.text, /set to catch 90% of malignant lesions \(shown with 95% confidence on held-out images\)/);
   const unsure = referralMessage({ refer: true, refer_rule: 'low_confidence', refer_reason: 'top probability 0.35 is under 0.50' });
   assert.equal(unsure.refer, true);
   assert.match(unsure.text, /indeterminate \(top probability 0\.35 is under 0\.50\)/);
@@ -61,6 +62,30 @@ test('a flagged answer is never called "not uncertain"; each rule has its own wo
   assert.match(clear.text, /did not flag this photo for referral\. The malignancy risk is under this model's referral threshold of 18\.0%/);
   const old = referralMessage({ refer: false, referral: { malignancy_risk_threshold: null } });
   assert.match(old.text, /did not flag this photo for referral\. The answer is not uncertain\./);
+});
+
+test('a model card says what its metrics were measured on', () => {
+  // Held-out test images: a training run's test partition or a cross-validation round's.
+  for (const partition of ['test', 'fold3']) {
+    const s = metricsSource(partition);
+    assert.equal(s.caption, 'Metrics on held-out test images');
+    assert.equal(s.count, 'Test images');
+  }
+  // Validation images chose the epoch and thresholds: never called test figures.
+  const val = metricsSource('val');
+  assert.equal(val.count, 'Validation images');
+  assert.match(val.note, /optimistic/);
+  assert.doesNotMatch(`${val.caption} ${val.count}`, /test/i);
+  const oof = metricsSource('out_of_fold');
+  assert.match(oof.caption, /Cross-validated/);
+  assert.equal(oof.short, 'cross-validation');
+  assert.match(oof.note, /never saw it/);
+  assert.doesNotMatch(`${oof.caption} ${oof.count}`, /test/i);
+  // Unknown or missing: said so, not guessed.
+  assert.equal(metricsSource(undefined).short, 'not recorded');
+  assert.match(metricsSource(null).note, /not recorded/);
+  assert.equal(metricsSource('train').short, 'train');
+  assert.doesNotMatch(metricsSource('train').caption, /test|held-out/i);
 });
 
 test('the page says which views of the photo the answer averages', () => {
