@@ -12,17 +12,19 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/csv.h"
-#include "skinlesion/manifest/manifest.h"
 #include "skinlesion/common/hash.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/rng.h"
 #include "skinlesion/common/status.h"
+#include "skinlesion/manifest/manifest.h"
 
 namespace skinlesion::registry {
 namespace fs = std::filesystem;
@@ -112,6 +114,26 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
 bool ParseVersionDirName(const std::string& name, int64_t* version) {
   return !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit) &&
          absl::SimpleAtoi(name, version) && *version > 0;
+}
+
+// What a manifest's metrics were measured on, as its report's context records it: the
+// partition ("test", "val", "fold2", "out_of_fold") and the split's digest. nullopt for
+// a manifest that does not record both (older reports, hand-written manifests).
+std::optional<std::pair<std::string, std::string>> MeasuredOn(const nlohmann::json& manifest) {
+  if (!manifest.is_object() || !manifest.contains("metrics")) return std::nullopt;
+  const nlohmann::json& metrics = manifest["metrics"];
+  if (!metrics.is_object() || !metrics.contains("context")) return std::nullopt;
+  const nlohmann::json& context = metrics["context"];
+  if (!context.is_object() || !context.contains("partition") || !context.contains("split_digest") ||
+      !context["partition"].is_string() || !context["split_digest"].is_string()) {
+    return std::nullopt;
+  }
+  return std::make_pair(context["partition"].get<std::string>(),
+                        context["split_digest"].get<std::string>());
+}
+
+std::string DescribeMeasuredOn(const std::pair<std::string, std::string>& on) {
+  return absl::StrCat("'", on.first, "' of split ", on.second.substr(0, 12));
 }
 
 }  // namespace
@@ -354,7 +376,19 @@ absl::Status Registry::SetAlias(absl::string_view model, absl::string_view alias
                                       theirs->ToString(), "] (metrics do not compare; promote with force and a reason)"));
     }
     const nlohmann::json& gates = target.manifest["promotion_gates"];
-    if (gates.contains("metrics") && gates["metrics"].is_array()) {
+    // Figures measured on different images (another split, or validation against test
+    // or cross-validated figures) do not compare: a gate passing or failing on them
+    // would decide by the images, not the model. A person decides (force).
+    const auto mine_on = MeasuredOn(target.manifest);
+    const auto theirs_on = MeasuredOn(current.manifest);
+    const bool comparable = !mine_on || !theirs_on || *mine_on == *theirs_on;
+    if (!comparable) {
+      failures.push_back(
+          absl::StrCat("its metrics were measured on ", DescribeMeasuredOn(*mine_on), ", v", from,
+                       "'s on ", DescribeMeasuredOn(*theirs_on),
+                       ": different images do not compare (promote with force and a reason)"));
+    }
+    if (comparable && gates.contains("metrics") && gates["metrics"].is_array()) {
       for (const auto& m : gates["metrics"]) {
         if (!m.is_string()) continue;
         const std::string name = m.get<std::string>();

@@ -158,6 +158,51 @@ TEST_F(RegistryTest, AModelWithOtherClassesNeedsAForcedPromotion) {
                        HasSubstr("its classes cannot be compared: the new version's manifest: \"labels\" must be an array")));
 }
 
+// Gates compare figures measured on the same images only: validation figures, another
+// split's test figures or cross-validated ones do not say which model is better.
+TEST_F(RegistryTest, MetricsMeasuredOnOtherImagesNeedAForcedPromotion) {
+  auto publish = [&](double ba, const nlohmann::json& context) {
+    nlohmann::json metrics = {{"balanced_accuracy", ba}, {"melanoma_recall", ba}};
+    if (!context.is_null()) metrics["context"] = context;
+    nlohmann::json manifest = {
+        {"architecture", "resnet18"},
+        {"metrics", metrics},
+        {"promotion_gates", {{"metrics", {"balanced_accuracy", "melanoma_recall"}}}}};
+    auto v = registry_->Publish("ham-resnet", {{"model.safetensors", weights_}}, manifest);
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.value_or(-1);
+  };
+  const nlohmann::json oof = {{"partition", "out_of_fold"}, {"split_digest", "201fd97fdbe8a46b"}};
+  const nlohmann::json test_a = {{"partition", "test"}, {"split_digest", "aaaaaaaaaaaaaaaa"}};
+  const nlohmann::json test_b = {{"partition", "test"}, {"split_digest", "bbbbbbbbbbbbbbbb"}};
+  ASSERT_EQ(publish(0.60, oof), 1);
+  ASSERT_THAT(registry_->SetAlias("ham-resnet", "production", 1, "bundled"), IsOk());
+  // Better-looking test figures of another split: not comparable, blocked with the reason.
+  ASSERT_EQ(publish(0.90, test_a), 2);
+  EXPECT_THAT(
+      registry_->SetAlias("ham-resnet", "production", 2, "try"),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr("its metrics were measured on 'test' of split aaaaaaaaaaaa, v1's on "
+                         "'out_of_fold' of split 201fd97fdbe8: different images do not compare")));
+  ASSERT_THAT(registry_->SetAlias("ham-resnet", "production", 2, "reviewed", /*force=*/true),
+              IsOk());
+  // The same split's test images: compared as numbers, both ways.
+  ASSERT_EQ(publish(0.85, test_a), 3);
+  EXPECT_THAT(registry_->SetAlias("ham-resnet", "production", 3, "worse"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("balanced_accuracy 0.85 < 0.9 of v2")));
+  ASSERT_EQ(publish(0.95, test_a), 4);
+  EXPECT_THAT(registry_->SetAlias("ham-resnet", "production", 4, "better"), IsOk());
+  // Same partition name, another split: not comparable either.
+  ASSERT_EQ(publish(0.99, test_b), 5);
+  EXPECT_THAT(registry_->SetAlias("ham-resnet", "production", 5, "try"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("different images do not compare")));
+  // A manifest that does not record its images is compared as before (numbers only).
+  ASSERT_EQ(publish(0.97, nullptr), 6);
+  EXPECT_THAT(registry_->SetAlias("ham-resnet", "production", 6, "legacy"), IsOk());
+}
+
 TEST_F(RegistryTest, RetentionKeepsNewestAndAliased) {
   for (int i = 0; i < 6; ++i) PublishWith(0.5, 0.5, /*gated=*/false);
   ASSERT_THAT(registry_->SetAlias("ham-resnet", "production", 2, ""), IsOk());
