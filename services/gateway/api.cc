@@ -609,6 +609,13 @@ json JobJson(const v1::Job& job) {
           {"published_version", job.has_published() && job.published().version() > 0
                                     ? json(job.published().version())
                                     : json(nullptr)},
+          // The alias the published version reached ("staging", or "production" when
+          // the job asked for it and the gates let it through), and why not when they
+          // did not: the job's notes.
+          {"published_alias", job.has_published() && !job.published().alias().empty()
+                                  ? json(job.published().alias())
+                                  : json(nullptr)},
+          {"notes", std::vector<std::string>(job.notes().begin(), job.notes().end())},
           {"error", job.failure_reason()}};
 }
 

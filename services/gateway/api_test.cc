@@ -342,6 +342,29 @@ TEST(VersionSummaryJsonTest, SaysWhatTheMetricsWereMeasuredOn) {
   EXPECT_TRUE(VersionSummaryJson(v)["metrics"].is_null());
 }
 
+// A finished job says which alias its version reached and, in its notes, why
+// production did not move.
+TEST(JobJsonTest, PublishedAliasAndNotes) {
+  using json = nlohmann::json;
+  v1::Job job;
+  job.set_id("job-1");
+  job.set_state(v1::JOB_STATE_RUNNING);
+  json j = JobJson(job);
+  EXPECT_TRUE(j["published_version"].is_null());
+  EXPECT_TRUE(j["published_alias"].is_null());
+  EXPECT_EQ(j["notes"], json::array());
+  job.set_state(v1::JOB_STATE_SUCCEEDED);
+  job.mutable_published()->set_version(2);
+  job.mutable_published()->set_alias("staging");
+  job.add_notes(
+      "production not moved: promotion of ham10000 v2 to 'production' blocked by its gates");
+  j = JobJson(job);
+  EXPECT_EQ(j["published_version"], 2);
+  EXPECT_EQ(j["published_alias"], "staging");
+  ASSERT_EQ(j["notes"].size(), 1u);
+  EXPECT_THAT(j["notes"][0].get<std::string>(), HasSubstr("production not moved"));
+}
+
 TEST(RateLimiterTest, BurstThenRate) {
   RateLimiter limiter({.rate = 2, .burst = 3});
   const absl::Time t0 = absl::FromUnixSeconds(1000);

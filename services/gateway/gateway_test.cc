@@ -842,9 +842,9 @@ TEST_F(GatewayTest, JobsThroughTheTrainer) {
       found = true;
       EXPECT_EQ(j["name"], "gateway-test");
       EXPECT_TRUE(j["state"] == "queued" || j["state"] == "running") << j;
-      for (const char* key :
-           {"created", "started", "finished", "phase", "epoch", "epochs", "step", "steps", "loss",
-            "val_balanced_accuracy", "throughput", "eta_s", "published_version", "error"}) {
+      for (const char* key : {"created", "started", "finished", "phase", "epoch", "epochs", "step",
+                              "steps", "loss", "val_balanced_accuracy", "throughput", "eta_s",
+                              "published_version", "published_alias", "notes", "error"}) {
         EXPECT_TRUE(j.contains(key)) << key;
       }
     }

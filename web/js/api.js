@@ -240,6 +240,13 @@ export function metricsSource(partition) {
   };
 }
 
+// What a job published (the API's published_version and published_alias): "v2 (staging)",
+// "v3 (production)"; '' when it published nothing.
+export function publishedWords(job) {
+  if (!job || !job.published_version) return '';
+  return `v${job.published_version}${job.published_alias ? ` (${job.published_alias})` : ''}`;
+}
+
 // What the page says about referral for a prediction (the API's refer, refer_rule,
 // refer_reason and referral fields). A flagged answer is never described as "not
 // uncertain": a risk referral says the risk crossed the model's threshold, an

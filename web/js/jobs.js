@@ -2,7 +2,9 @@
 // job is queued or running), job details, cancel, and a submit form. The access
 // token lives in sessionStorage only.
 
-import { API, apiFetch, describeError, el, formatDate, formatDuration, formatMetric } from './api.js';
+import {
+  API, apiFetch, describeError, el, formatDate, formatDuration, formatMetric, publishedWords,
+} from './api.js';
 
 const $ = (id) => document.getElementById(id);
 const main = $('main');
@@ -133,7 +135,8 @@ function updateRow(entry, job) {
   entry.throughput.textContent = measured && num(job.throughput) !== null ? job.throughput.toFixed(1) : '–';
   entry.eta.textContent = measured && ACTIVE.has(s) ? formatDuration(job.eta_s) : '–';
   const result = [];
-  if (job.published_version) result.push(`published v${job.published_version}`);
+  if (job.published_version) result.push(`published ${publishedWords(job)}`);
+  if (Array.isArray(job.notes)) result.push(...job.notes);
   if (job.error) result.push(job.error);
   if (job.finished) result.push(`finished ${formatDate(job.finished)}`);
   entry.result.textContent = result.join(' · ') || '–';
@@ -221,7 +224,8 @@ async function showDetail(id) {
     const facts = [
       ['State', stateName(job)], ['Name', job.name || '–'], ['Created', formatDate(job.created)],
       ['Started', formatDate(job.started)], ['Finished', formatDate(job.finished)],
-      ['Progress', progressWords(job) || '–'], ['Published version', job.published_version ? `v${job.published_version}` : '–'],
+      ['Progress', progressWords(job) || '–'], ['Published version', job.published_version ? publishedWords(job) : '–'],
+      ['Notes', Array.isArray(job.notes) && job.notes.length ? job.notes.join('; ') : '–'],
       ['Error', job.error || '–'],
     ];
     const events = Array.isArray(job.events) ? job.events : [];

@@ -21,8 +21,8 @@ async function load(name) {
   return import(pathToFileURL(copy).href);
 }
 const {
-  ApiError, describeError, errorFromResponse, formatDuration, metricsSource, percent, referralMessage,
-  viewsMessage,
+  ApiError, describeError, errorFromResponse, formatDuration, metricsSource, percent, publishedWords,
+  referralMessage, viewsMessage,
 } = await load('api.js');
 const { colourMap, coveredRect, heatImage, validateExplanation } = await load('heatmap.js');
 fs.rmSync(copies, { recursive: true, force: true });
@@ -86,6 +86,14 @@ test('a model card says what its metrics were measured on', () => {
   assert.match(metricsSource(null).note, /not recorded/);
   assert.equal(metricsSource('train').short, 'train');
   assert.doesNotMatch(metricsSource('train').caption, /test|held-out/i);
+});
+
+test('a job says which alias its published version reached', () => {
+  assert.equal(publishedWords({ published_version: 2, published_alias: 'staging' }), 'v2 (staging)');
+  assert.equal(publishedWords({ published_version: 3, published_alias: 'production' }), 'v3 (production)');
+  assert.equal(publishedWords({ published_version: 4, published_alias: null }), 'v4');
+  assert.equal(publishedWords({ published_version: null }), '');
+  assert.equal(publishedWords(undefined), '');
 });
 
 test('the page says which views of the photo the answer averages', () => {
