@@ -224,7 +224,7 @@ async function showDetail(id) {
     const facts = [
       ['State', stateName(job)], ['Name', job.name || '–'], ['Created', formatDate(job.created)],
       ['Started', formatDate(job.started)], ['Finished', formatDate(job.finished)],
-      ['Progress', progressWords(job) || '–'], ['Published version', job.published_version ? publishedWords(job) : '–'],
+      ['Progress', progressWords(job) || '–'], ['Published version', publishedWords(job) || '–'],
       ['Notes', Array.isArray(job.notes) && job.notes.length ? job.notes.join('; ') : '–'],
       ['Error', job.error || '–'],
     ];
