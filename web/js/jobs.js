@@ -129,7 +129,9 @@ function updateRow(entry, job) {
   }
   entry.progressText.textContent =
     `${fraction === null ? '' : `${Math.round(fraction * 100)}%`}${progressWords(job) ? ` ${progressWords(job)}` : ''}`.trim();
-  const measured = hasProgress(job);
+  // Loss, throughput and ETA come with training steps; a job that reported only a phase
+  // (e.g. publishing a model it did not train here) has none to show.
+  const measured = (num(job.steps) ?? 0) > 0;
   entry.loss.textContent = measured ? formatMetric(job.loss, 4) : '–';
   entry.val.textContent = formatMetric(job.val_balanced_accuracy);
   entry.throughput.textContent = measured && num(job.throughput) !== null ? job.throughput.toFixed(1) : '–';

@@ -32,6 +32,43 @@ const SETPRIV = '/usr/bin/setpriv';  // util-linux
 const START_TIMEOUT_MS = 90_000;
 const RESULT_TIMEOUT_MS = 60_000;
 
+// The trainer's stand-in for `skinlesion train --data=D --out=RUN --config=RUN/job_config.json
+// ...`, chosen by the job config's seed: without one it waits to be cancelled; with
+// PUBLISH_SEED it "trains" the bundled model (its files into RUN/model, its metrics.json
+// into RUN/report) and exits 0, so the trainer publishes it; with OTHER_IMAGES_SEED the
+// same, but its metrics say they were measured on the test partition of another split
+// (the registry's promotion gate must then refuse to compare them with production's).
+const PUBLISH_SEED = 1001;
+const OTHER_IMAGES_SEED = 1002;
+const STAND_IN_CLI = `#!/usr/bin/env node
+const fs = require('node:fs');
+const path = require('node:path');
+const arg = (name) => (process.argv.find((a) => a.startsWith('--' + name + '=')) || '').slice(name.length + 3);
+const seed = JSON.parse(fs.readFileSync(arg('config'), 'utf8')).seed;
+if (seed !== ${PUBLISH_SEED} && seed !== ${OTHER_IMAGES_SEED}) {
+  setTimeout(() => {}, 120000);
+} else {
+  const bundled = ${JSON.stringify(path.join(REPO, 'models', 'bundled'))};
+  const model = path.join(arg('out'), 'model');
+  const report = path.join(arg('out'), 'report');
+  fs.mkdirSync(model, { recursive: true });
+  fs.mkdirSync(report, { recursive: true });
+  for (const name of fs.readdirSync(bundled)) {
+    const to = name === 'metrics.json' || name.endsWith('.png') ? report : model;
+    fs.copyFileSync(path.join(bundled, name), path.join(to, name));
+  }
+  if (seed === ${OTHER_IMAGES_SEED}) {
+    const other = { partition: 'test', split_digest: 'e2e'.padEnd(64, '0') };
+    for (const file of [path.join(model, 'manifest.json'), path.join(report, 'metrics.json')]) {
+      const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+      const metrics = file.endsWith('manifest.json') ? doc.metrics : doc;
+      metrics.context = { ...metrics.context, ...other };
+      fs.writeFileSync(file, JSON.stringify(doc, null, 2));
+    }
+  }
+}
+`;
+
 const children = [];
 const screenshots = [];
 let chromium = null;
@@ -252,9 +289,9 @@ before(async () => {
   const bundled = path.join(REPO, 'models', 'bundled');
   const tokenFile = path.join(workDir, 'token');
   fs.writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
-  // The trainer's jobs run this instead of `skinlesion train`: it waits to be cancelled.
-  const fakeCli = path.join(workDir, 'fake-cli.sh');
-  fs.writeFileSync(fakeCli, '#!/bin/sh\nexec sleep 120\n', { mode: 0o755 });
+  // The trainer's jobs run this instead of `skinlesion train` (STAND_IN_CLI).
+  const fakeCli = path.join(workDir, 'fake-cli.cjs');
+  fs.writeFileSync(fakeCli, STAND_IN_CLI, { mode: 0o755 });
   const [registryPort, inferencePort, trainerPort] = await Promise.all([
     startService('registry', registryBin, [
       '--address', '127.0.0.1', '--port', '0', '--root', path.join(workDir, 'registry'),
@@ -691,3 +728,63 @@ test('jobs page: invalid config problems, wrong token, submit, live state, cance
   assertNoProblems(page, [/Failed to load resource: the server responded with a status of 40[01]/]);
   await page.context().close();
 });
+
+test('jobs page: a finished job names its published version, and why production did not move',
+  { timeout: 180_000 }, async (t) => {
+    // Two jobs of one model through the real trainer and its registry: the first becomes
+    // production; the second's metrics were measured on other images, so the promotion
+    // gate keeps production where it is and the job's notes say why.
+    const submitJob = async (seed) => {
+      const r = await fetch(`${gatewayUrl}/api/v1/jobs`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify({
+          model_name: 'e2e-published', architecture: 'resnet18', data_dir: path.join(FIXTURES, 'images'),
+          metadata_file: path.join(FIXTURES, 'metadata_subset.csv'), image_size: 32, epochs: 1,
+          batch_size: 4, frozen_epochs: 0, seed, promote_to_production: true,
+        }),
+      });
+      assert.equal(r.status, 201, await r.clone().text());
+      return (await r.json()).job_id;
+    };
+    // Until the job has ended (a page with no active job stops polling: it is reloaded after).
+    const ended = async (id) => {
+      const deadline = Date.now() + 90_000;
+      for (;;) {
+        const job = await (await fetch(`${gatewayUrl}/api/v1/jobs/${id}`)).json();
+        if (!['queued', 'running'].includes(job.state)) return job;
+        assert.ok(Date.now() < deadline, `job ${id} still ${job.state}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    };
+    const firstId = await submitJob(PUBLISH_SEED);
+    const firstJob = await ended(firstId);
+    assert.equal(firstJob.state, 'succeeded', JSON.stringify(firstJob));
+    const secondId = await submitJob(OTHER_IMAGES_SEED);
+    const secondJob = await ended(secondId);
+    assert.equal(secondJob.state, 'succeeded', JSON.stringify(secondJob));
+
+    const page = await newPage();
+    await page.goto(`${gatewayUrl}/jobs.html`);
+    await page.waitForSelector('#main[data-state="done"]', { timeout: RESULT_TIMEOUT_MS });
+    const first = page.locator(`tr[data-job-id="${firstId}"]`);
+    const second = page.locator(`tr[data-job-id="${secondId}"]`);
+    assert.equal(await first.locator('.state').innerText(), 'succeeded');
+    assert.match(await first.innerText(), /published v1 \(production\)/);
+    assert.equal(await second.locator('.state').innerText(), 'succeeded');
+    // The stand-in reported no training step: no loss or throughput made up from zeros.
+    assert.deepEqual(await second.locator('td.num').allInnerTexts(), ['–', '–', '–']);
+    const words = await second.innerText();
+    assert.match(words, /published v2 \(staging\)/);
+    assert.match(words, /production not moved to version 2: .*different images do not compare/);
+    await screenshot(page, t, 'jobs-published');
+
+    // The detail view says the same.
+    await second.getByRole('button', { name: `Details of job ${secondId}` }).click();
+    await page.waitForSelector('#job-detail:not([hidden])');
+    const detail = await page.locator('#job-detail').innerText();
+    assert.match(detail, /Published version\s+v2 \(staging\)/);
+    assert.match(detail, /Notes\s+production not moved to version 2/);
+    assertNoProblems(page);
+    await page.context().close();
+  });
