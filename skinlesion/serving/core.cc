@@ -32,6 +32,22 @@ namespace {
 
 using DoneFn = std::function<void(absl::StatusOr<InferResult>)>;
 
+// What the version's manifest says its answers' shares should be (telemetry.h): the
+// share of lesions its referral rule referred where it was fitted, and the share of
+// lesions its out-of-distribution threshold was fitted to reject.
+ExpectedAnswerShares ExpectedShares(const ModelSpec& spec) {
+  ExpectedAnswerShares e;
+  const nlohmann::json& doc = spec.document;
+  if (auto refer = doc.find("refer"); refer != doc.end() && refer->is_object()) {
+    if (auto fitted = refer->find("validation"); fitted != refer->end() && fitted->is_object()) {
+      auto rate = fitted->find("refer_rate");
+      if (rate != fitted->end() && rate->is_number()) e.refer = rate->get<double>();
+    }
+  }
+  if (spec.ood.threshold.has_value()) e.not_a_lesion = spec.ood.reject_rate;
+  return e;
+}
+
 // The nice value added to the heavy-decode threads (CFS: a nice-10 thread gets about
 // a tenth of a core that a nice-0 thread also wants).
 constexpr int kHeavyDecodeNice = 10;
@@ -142,6 +158,10 @@ class ServingCoreImpl final : public ServingCore {
       if (metrics_ != nullptr) {
         metrics_->RecordRequest(model, r.ok() ? r->version : version, r.status().code(),
                                 absl::ToDoubleSeconds(clock_.Now() - received));
+        if (r.ok()) {
+          metrics_->RecordAnswer(model, r->version,
+                                 AnswerLabel(r->out_of_distribution, r->refer, r->refer_rule));
+        }
       }
       (*shared_done)(std::move(r));
     };
@@ -510,7 +530,8 @@ class ServingCoreImpl final : public ServingCore {
     if (metrics_ != nullptr) {
       metrics_->RecordLoad(name, true, seconds);
       metrics_->SetServingVersion(name, spec.version, spec.sha256,
-                                  std::string(PrecisionName((*loaded)->instance->precision())));
+                                  std::string(PrecisionName((*loaded)->instance->precision())),
+                                  ExpectedShares(spec));
     }
     SL_LOG(INFO) << "serving: " << name << " v" << spec.version << " (" << spec.architecture
                  << ", sha256 " << spec.sha256.substr(0, 12) << ", "

@@ -726,6 +726,72 @@ TEST_F(CoreTest, BrokenVersionsAreNotSwappedIn) {
   EXPECT_EQ(Reloads("failure"), 4);
 }
 
+// Every successful prediction counts as one answer (not a lesion / referred by rule /
+// not referred) of its version, and the serving version's expected shares come from its
+// manifest; a swap replaces them.
+TEST_F(CoreTest, CountsAnswersAndExportsTheVersionsExpectedShares) {
+  auto answers = [&](const std::string& answer, const std::string& version) {
+    return MetricValue(prom_, "skinlesion_inference_answers_total",
+                       {{"model", kModel}, {"version", version}, {"answer", answer}});
+  };
+  auto expected = [&](const std::string& answer, const std::string& version) {
+    return MetricValue(prom_, "skinlesion_model_expected_answer_share",
+                       {{"model", kModel}, {"version", version}, {"answer", answer}});
+  };
+  // v1: [10, 0, ...]: akiec at 0.9996, no threshold: not referred; energy -10 is under
+  // its out-of-distribution threshold 0.
+  Alias(Publish({{"fake", {{"tag", 10.0}}},
+                 {"refer", {{"validation", {{"refer_rate", 0.3}}}}},
+                 {"ood", {{"method", "energy"}, {"threshold", 0.0}, {"reject_rate", 0.02}}}}));
+  StartReady();
+  EXPECT_EQ(answers("no_referral", "1"), 0);  // Declared before the first answer.
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(core_->Infer(Tensor()), IsOk());
+  EXPECT_EQ(answers("no_referral", "1"), 3);
+  EXPECT_EQ(answers("refer_malignancy_risk", "1"), 0);
+  EXPECT_DOUBLE_EQ(expected("refer", "1"), 0.3);
+  EXPECT_DOUBLE_EQ(expected("not_a_lesion", "1"), 0.02);
+  // A failed request is not an answer.
+  InferRequest bad = Tensor();
+  bad.tensor.pop_back();
+  EXPECT_FALSE(core_->Infer(bad).ok());
+  EXPECT_EQ(answers("no_referral", "1") + answers("refer_low_confidence", "1"), 3);
+
+  // v2: akiec is malignant: its risk 0.9996 is above the threshold 0.5.
+  Alias(Publish({{"fake", {{"tag", 10.0}}},
+                 {"refer",
+                  {{"malignancy_risk_threshold", 0.5},
+                   {"target_sensitivity", 0.9},
+                   {"validation", {{"refer_rate", 0.4}}}}}}));
+  ASSERT_TRUE(WaitServing(2)) << core_->Models()[0].last_error;
+  ASSERT_THAT(core_->Infer(Tensor()), IsOk());
+  EXPECT_EQ(answers("refer_malignancy_risk", "2"), 1);
+  EXPECT_DOUBLE_EQ(expected("refer", "2"), 0.4);
+  // v1's expected shares are gone; v2 has no out-of-distribution threshold, so none.
+  EXPECT_EQ(expected("refer", "1"), -1);  // -1: no such series.
+  EXPECT_EQ(expected("not_a_lesion", "2"), -1);
+
+  // v3: [1, 0, ...] tops at 0.31 < 0.5: referred as uncertain; v4: energy above its
+  // threshold: not a lesion, whatever the referral.
+  Alias(Publish({{"fake", {{"tag", 1.0}}}}));
+  ASSERT_TRUE(WaitServing(3)) << core_->Models()[0].last_error;
+  ASSERT_THAT(core_->Infer(Tensor()), IsOk());
+  EXPECT_EQ(answers("refer_low_confidence", "3"), 1);
+  Alias(Publish({{"fake", {{"tag", 10.0}}},
+                 {"ood", {{"method", "energy"}, {"threshold", -20.0}, {"reject_rate", 0.01}}}}));
+  ASSERT_TRUE(WaitServing(4)) << core_->Models()[0].last_error;
+  ASSERT_THAT(core_->Infer(Tensor()), IsOk());
+  EXPECT_EQ(answers("not_a_lesion", "4"), 1);
+  EXPECT_EQ(answers("no_referral", "4"), 0);
+}
+
+TEST(AnswerLabelTest, NotALesionFirstThenTheReferralRule) {
+  EXPECT_STREQ(AnswerLabel(true, true, ReferRule::kMalignancyRisk), "not_a_lesion");
+  EXPECT_STREQ(AnswerLabel(false, true, ReferRule::kMalignancyRisk), "refer_malignancy_risk");
+  EXPECT_STREQ(AnswerLabel(false, true, ReferRule::kLowConfidence), "refer_low_confidence");
+  EXPECT_STREQ(AnswerLabel(false, true, ReferRule::kCloseCall), "refer_close_call");
+  EXPECT_STREQ(AnswerLabel(false, false, ReferRule::kNone), "no_referral");
+}
+
 TEST_F(CoreTest, FailedVersionIsRetriedAfterBackoff) {
   options_.retry_failed_after_polls = 3;
   Alias(Publish());

@@ -31,6 +31,27 @@ const char* OutcomeLabel(absl::StatusCode code) {
   }
 }
 
+const char* AnswerLabel(bool out_of_distribution, bool refer, ReferRule rule) {
+  if (out_of_distribution) return "not_a_lesion";
+  if (!refer) return "no_referral";
+  switch (rule) {
+    case ReferRule::kMalignancyRisk:
+      return "refer_malignancy_risk";
+    case ReferRule::kLowConfidence:
+      return "refer_low_confidence";
+    case ReferRule::kCloseCall:
+      return "refer_close_call";
+    case ReferRule::kNone:
+      break;
+  }
+  return "refer_close_call";  // Referred without a rule: not produced by Summarize().
+}
+
+namespace {
+constexpr const char* kAnswers[] = {"not_a_lesion", "refer_malignancy_risk", "refer_low_confidence",
+                                    "refer_close_call", "no_referral"};
+}  // namespace
+
 ServingMetrics::ServingMetrics(prometheus::Registry& registry)
     : requests_(telemetry::AddCounter(registry, "skinlesion_inference_requests_total",
                                       "Inference requests by model, version and outcome")),
@@ -60,7 +81,15 @@ ServingMetrics::ServingMetrics(prometheus::Registry& registry)
           telemetry::AddHistogram(registry, "skinlesion_inference_explain_seconds",
                                   "Time of one explanation (decode, slot wait, heatmap)")),
       explanations_(telemetry::AddCounter(registry, "skinlesion_inference_explanations_total",
-                                          "Explanation requests by model and outcome")) {}
+                                          "Explanation requests by model and outcome")),
+      answers_(telemetry::AddCounter(
+          registry, "skinlesion_inference_answers_total",
+          "Successful predictions by what they told the caller: not a lesion, referred "
+          "(by rule) or not referred")),
+      expected_shares_(telemetry::AddGauge(
+          registry, "skinlesion_model_expected_answer_share",
+          "The serving version's expected share of referred lesions (refer) and of lesions "
+          "rejected as not a lesion (not_a_lesion), from its manifest")) {}
 
 void ServingMetrics::RecordRequest(const std::string& model, int64_t version, absl::StatusCode code,
                                    double request_seconds) {
@@ -125,7 +154,8 @@ void ServingMetrics::RecordExplain(const std::string& model, absl::StatusCode co
 }
 
 void ServingMetrics::SetServingVersion(const std::string& model, int64_t version,
-                                       const std::string& sha256, const std::string& precision) {
+                                       const std::string& sha256, const std::string& precision,
+                                       const ExpectedAnswerShares& expected) {
   absl::MutexLock lock(&mu_);
   auto it = serving_version_.find(model);
   if (it != serving_version_.end()) version_info_.Remove(it->second);
@@ -137,6 +167,26 @@ void ServingMetrics::SetServingVersion(const std::string& model, int64_t version
   g.Set(1);
   serving_version_[model] = &g;
   DeclareRequests(model, version);
+  for (const char* answer : kAnswers) {
+    answers_.Add({{"model", model}, {"version", VersionLabel(version)}, {"answer", answer}});
+  }
+  std::vector<prometheus::Gauge*>& shares = expected_[model];
+  for (prometheus::Gauge* old : shares) expected_shares_.Remove(old);
+  shares.clear();
+  for (const auto& [answer, share] :
+       {std::pair<const char*, std::optional<double>>{"refer", expected.refer},
+        {"not_a_lesion", expected.not_a_lesion}}) {
+    if (!share.has_value()) continue;
+    prometheus::Gauge& e = expected_shares_.Add(
+        {{"model", model}, {"version", VersionLabel(version)}, {"answer", answer}});
+    e.Set(*share);
+    shares.push_back(&e);
+  }
+}
+
+void ServingMetrics::RecordAnswer(const std::string& model, int64_t version, const char* answer) {
+  answers_.Add({{"model", model}, {"version", VersionLabel(version)}, {"answer", answer}})
+      .Increment();
 }
 
 }  // namespace skinlesion::serving

@@ -26,6 +26,18 @@
 //   skinlesion_model_version_info{model,version,sha256}  gauge  1 for the version serving
 //                                                             now (the old series is removed
 //                                                             on a swap)
+//   skinlesion_inference_answers_total{model,version,answer}  counter  what each successful
+//       prediction told its caller, one answer each: not_a_lesion (above the version's
+//       out-of-distribution threshold) | refer_malignancy_risk | refer_low_confidence |
+//       refer_close_call (the referral rule that fired, referral.h) | no_referral
+//   skinlesion_model_expected_answer_share{model,version,answer}  gauge  what the serving
+//       version's model card leads one to expect: answer "refer" (the share of lesions its
+//       referral rule referred on the images it was fitted on, manifest
+//       refer.validation.refer_rate) and "not_a_lesion" (the share of lesions its
+//       out-of-distribution threshold was fitted to reject, ood.reject_rate); only those the
+//       manifest has; the old version's series are removed on a swap. Alerts compare the
+//       answers' shares with these (a clinic whose images differ from the training data
+//       refers far more: docs/operations.md).
 //
 // Thread-safe.
 #ifndef SKINLESION_SERVING_TELEMETRY_H_
@@ -33,7 +45,9 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -43,11 +57,22 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "skinlesion/common/referral.h"
 
 namespace skinlesion::serving {
 
 // "ok", "invalid_argument", ... as in the outcome label; every other code: "internal".
 const char* OutcomeLabel(absl::StatusCode code);
+
+// The answer label of one prediction: "not_a_lesion" when it was out of distribution,
+// else "refer_<rule>" when referred, else "no_referral".
+const char* AnswerLabel(bool out_of_distribution, bool refer, ReferRule rule);
+
+// What a version's manifest says its answers' shares should be (absent: not said).
+struct ExpectedAnswerShares {
+  std::optional<double> refer;         // refer.validation.refer_rate
+  std::optional<double> not_a_lesion;  // ood.reject_rate (with a threshold)
+};
 
 class ServingMetrics {
  public:
@@ -71,9 +96,13 @@ class ServingMetrics {
   // One ServingCore::Explain() call; seconds observed for successes only.
   void RecordExplain(const std::string& model, absl::StatusCode code, double seconds);
   // Makes (model, version, sha256, precision) the only version_info series of
-  // `model`, and exports its request counters of that version at 0 for every outcome.
+  // `model` and `expected` its only expected_answer_share series, and exports its
+  // request and answer counters of that version at 0 for every outcome and answer.
   void SetServingVersion(const std::string& model, int64_t version, const std::string& sha256,
-                         const std::string& precision = "fp32") ABSL_LOCKS_EXCLUDED(mu_);
+                         const std::string& precision = "fp32",
+                         const ExpectedAnswerShares& expected = {}) ABSL_LOCKS_EXCLUDED(mu_);
+  // One successful prediction's answer (AnswerLabel).
+  void RecordAnswer(const std::string& model, int64_t version, const char* answer);
 
  private:
   // requests_total{model, version} at 0 for every outcome label.
@@ -91,10 +120,14 @@ class ServingMetrics {
   prometheus::Family<prometheus::Gauge>& version_info_;
   prometheus::Family<prometheus::Histogram>& explain_seconds_;
   prometheus::Family<prometheus::Counter>& explanations_;
+  prometheus::Family<prometheus::Counter>& answers_;
+  prometheus::Family<prometheus::Gauge>& expected_shares_;
 
   absl::Mutex mu_;
   // model -> its info series.
   std::map<std::string, prometheus::Gauge*> serving_version_ ABSL_GUARDED_BY(mu_);
+  // model -> its expected_answer_share series.
+  std::map<std::string, std::vector<prometheus::Gauge*>> expected_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace skinlesion::serving
