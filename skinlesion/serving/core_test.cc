@@ -785,11 +785,11 @@ TEST_F(CoreTest, CountsAnswersAndExportsTheVersionsExpectedShares) {
 }
 
 TEST(AnswerLabelTest, NotALesionFirstThenTheReferralRule) {
-  EXPECT_STREQ(AnswerLabel(true, true, ReferRule::kMalignancyRisk), "not_a_lesion");
-  EXPECT_STREQ(AnswerLabel(false, true, ReferRule::kMalignancyRisk), "refer_malignancy_risk");
-  EXPECT_STREQ(AnswerLabel(false, true, ReferRule::kLowConfidence), "refer_low_confidence");
-  EXPECT_STREQ(AnswerLabel(false, true, ReferRule::kCloseCall), "refer_close_call");
-  EXPECT_STREQ(AnswerLabel(false, false, ReferRule::kNone), "no_referral");
+  EXPECT_EQ(AnswerLabel(true, true, ReferRule::kMalignancyRisk), "not_a_lesion");
+  EXPECT_EQ(AnswerLabel(false, true, ReferRule::kMalignancyRisk), "refer_malignancy_risk");
+  EXPECT_EQ(AnswerLabel(false, true, ReferRule::kLowConfidence), "refer_low_confidence");
+  EXPECT_EQ(AnswerLabel(false, true, ReferRule::kCloseCall), "refer_close_call");
+  EXPECT_EQ(AnswerLabel(false, false, ReferRule::kNone), "no_referral");
 }
 
 TEST_F(CoreTest, FailedVersionIsRetriedAfterBackoff) {

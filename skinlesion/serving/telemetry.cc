@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "skinlesion/telemetry/families.h"
 
 namespace skinlesion::serving {
@@ -31,26 +32,13 @@ const char* OutcomeLabel(absl::StatusCode code) {
   }
 }
 
-const char* AnswerLabel(bool out_of_distribution, bool refer, ReferRule rule) {
+std::string AnswerLabel(bool out_of_distribution, bool refer, ReferRule rule) {
   if (out_of_distribution) return "not_a_lesion";
   if (!refer) return "no_referral";
-  switch (rule) {
-    case ReferRule::kMalignancyRisk:
-      return "refer_malignancy_risk";
-    case ReferRule::kLowConfidence:
-      return "refer_low_confidence";
-    case ReferRule::kCloseCall:
-      return "refer_close_call";
-    case ReferRule::kNone:
-      break;
-  }
-  return "refer_close_call";  // Referred without a rule: not produced by Summarize().
+  // Summarize() names the rule of every referral; one without is counted as a close call.
+  return absl::StrCat("refer_",
+                      ReferRuleName(rule == ReferRule::kNone ? ReferRule::kCloseCall : rule));
 }
-
-namespace {
-constexpr const char* kAnswers[] = {"not_a_lesion", "refer_malignancy_risk", "refer_low_confidence",
-                                    "refer_close_call", "no_referral"};
-}  // namespace
 
 ServingMetrics::ServingMetrics(prometheus::Registry& registry)
     : requests_(telemetry::AddCounter(registry, "skinlesion_inference_requests_total",
@@ -167,7 +155,14 @@ void ServingMetrics::SetServingVersion(const std::string& model, int64_t version
   g.Set(1);
   serving_version_[model] = &g;
   DeclareRequests(model, version);
-  for (const char* answer : kAnswers) {
+  // Every label AnswerLabel gives, at 0.
+  std::vector<std::string> answers = {AnswerLabel(true, false, ReferRule::kNone),
+                                      AnswerLabel(false, false, ReferRule::kNone)};
+  for (ReferRule rule :
+       {ReferRule::kMalignancyRisk, ReferRule::kLowConfidence, ReferRule::kCloseCall}) {
+    answers.push_back(AnswerLabel(false, true, rule));
+  }
+  for (const std::string& answer : answers) {
     answers_.Add({{"model", model}, {"version", VersionLabel(version)}, {"answer", answer}});
   }
   std::vector<prometheus::Gauge*>& shares = expected_[model];
@@ -184,7 +179,8 @@ void ServingMetrics::SetServingVersion(const std::string& model, int64_t version
   }
 }
 
-void ServingMetrics::RecordAnswer(const std::string& model, int64_t version, const char* answer) {
+void ServingMetrics::RecordAnswer(const std::string& model, int64_t version,
+                                  const std::string& answer) {
   answers_.Add({{"model", model}, {"version", VersionLabel(version)}, {"answer", answer}})
       .Increment();
 }

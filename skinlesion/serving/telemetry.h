@@ -65,8 +65,8 @@ namespace skinlesion::serving {
 const char* OutcomeLabel(absl::StatusCode code);
 
 // The answer label of one prediction: "not_a_lesion" when it was out of distribution,
-// else "refer_<rule>" when referred, else "no_referral".
-const char* AnswerLabel(bool out_of_distribution, bool refer, ReferRule rule);
+// else "refer_" + ReferRuleName(rule) when referred, else "no_referral".
+std::string AnswerLabel(bool out_of_distribution, bool refer, ReferRule rule);
 
 // What a version's manifest says its answers' shares should be (absent: not said).
 struct ExpectedAnswerShares {
@@ -102,7 +102,7 @@ class ServingMetrics {
                          const std::string& precision = "fp32",
                          const ExpectedAnswerShares& expected = {}) ABSL_LOCKS_EXCLUDED(mu_);
   // One successful prediction's answer (AnswerLabel).
-  void RecordAnswer(const std::string& model, int64_t version, const char* answer);
+  void RecordAnswer(const std::string& model, int64_t version, const std::string& answer);
 
  private:
   // requests_total{model, version} at 0 for every outcome label.

@@ -44,8 +44,13 @@ const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
 // Whether the training process has reported progress yet (before that the
 // numbers are zeros, not measurements).
+// Training steps reported: loss, throughput and ETA come with them.
+function hasSteps(job) {
+  return (num(job.steps) ?? 0) > 0;
+}
+
 function hasProgress(job) {
-  return Boolean(job.phase) || (num(job.steps) ?? 0) > 0;
+  return Boolean(job.phase) || hasSteps(job);
 }
 
 // Fraction done from epoch/epochs and step/steps, as the trainer computes it: the
@@ -129,9 +134,9 @@ function updateRow(entry, job) {
   }
   entry.progressText.textContent =
     `${fraction === null ? '' : `${Math.round(fraction * 100)}%`}${progressWords(job) ? ` ${progressWords(job)}` : ''}`.trim();
-  // Loss, throughput and ETA come with training steps; a job that reported only a phase
-  // (e.g. publishing a model it did not train here) has none to show.
-  const measured = (num(job.steps) ?? 0) > 0;
+  // A job that reported only a phase (e.g. publishing a model it did not train here)
+  // has no loss, throughput or ETA to show.
+  const measured = hasSteps(job);
   entry.loss.textContent = measured ? formatMetric(job.loss, 4) : '–';
   entry.val.textContent = formatMetric(job.val_balanced_accuracy);
   entry.throughput.textContent = measured && num(job.throughput) !== null ? job.throughput.toFixed(1) : '–';
