@@ -12,38 +12,23 @@
 #       --data ../shared/data/ham10000 --split configs/ham10000_kfold5_seed42.csv --out /tmp/valans --folds 1
 #   /usr/bin/python3 joint_rule_fit.py /tmp/valans/fold1/out_of_fold_none.csv \
 #       runs/cv36/fold0/out_of_fold_none.csv runs/cv36/fold0/report/metrics.json
-import csv, json, sys
+import json, sys
 import numpy as np
-C = ['akiec','bcc','bkl','df','mel','nv','vasc']
-def load(p):
-    rows = list(csv.DictReader(open(p)))
-    P = np.array([[float(r['p_'+c]) for c in C] for r in rows]); y = np.array([C.index(r['label']) for r in rows])
-    return P, y
-def bal(y, k):
-    return np.mean([(k[y == c] == c).mean() for c in range(7) if (y == c).any()])
-def decide(P, prior, tau, b):
-    s = np.log(np.maximum(P, 1e-12)) - tau * np.log(prior); s[:, 4] += b; return s.argmax(1)
-def melrec(y, k): return (k[y == 4] == 4).mean()
-taus = np.round(np.arange(0, 0.5001, 0.05), 2); biases = np.round(np.arange(0, 1.5001, 0.05), 2)
-def sequential(P, y, prior):
-    best = max((bal(y, decide(P, prior, t, 0)), -t) for t in taus); t = -best[1]
-    for b in biases:
-        if melrec(y, decide(P, prior, t, b)) >= 0.7: return t, b
-    return t, biases[-1]
+from oof_rule import BIASES, MEL_FLOOR, bal, decide, load, melrec, sequential, taus
 def joint(P, y, prior, taugrid):
     best = None
     for t in taugrid:
-        for b in biases:
+        for b in BIASES:
             k = decide(P, prior, t, b)
-            if melrec(y, k) >= 0.7:
+            if melrec(y, k) >= MEL_FLOOR:
                 v = (bal(y, k), -t, -b)
                 if best is None or v > best: best = v
                 break  # smallest bias reaching the floor at this tau
     return -best[1], -best[2]
 val = load(sys.argv[1]); test = load(sys.argv[2]); prior = np.array(json.load(open(sys.argv[3]))['decision']['prior'])
-seq = sequential(*val, prior)
-for name, (t, b) in [('sequential', seq), ('joint tau<=0.5', joint(*val, prior, taus)),
-                     ('joint tau<=1', joint(*val, prior, np.round(np.arange(0, 1.0001, 0.05), 2))),
+seq = sequential(*val, prior, taus())
+for name, (t, b) in [('sequential', seq), ('joint tau<=0.5', joint(*val, prior, taus())),
+                     ('joint tau<=1', joint(*val, prior, taus(1.0))),
                      ('no floor', (seq[0], 0))]:
     kv = decide(val[0], prior, t, b); kt = decide(test[0], prior, t, b)
     print(f'{name:15s} tau {t:.2f} bias {b:.2f}  val bal {bal(val[1], kv):.4f} mel {melrec(val[1], kv):.3f} | test bal {bal(test[1], kt):.4f} mel {melrec(test[1], kt):.3f} acc {(kt == test[1]).mean():.3f}')

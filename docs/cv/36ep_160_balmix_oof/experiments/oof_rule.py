@@ -1,0 +1,45 @@
+# Shared by the numpy previews in this folder: a round's out-of-fold answers
+# (fold<r>/out_of_fold_<views>.csv) and the C++ decision rule's parts
+# (skinlesion/common/decision.h): scores log P - tau * log prior, a melanoma bias, and the
+# sequential fit (tau for balanced accuracy, the smallest among ties, then the smallest
+# melanoma bias that names 70% of the melanomas).
+import csv
+import numpy as np
+
+C = ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc']
+MEL = C.index('mel')
+MEL_FLOOR = 0.7
+BIASES = np.round(np.arange(0, 1.5001, 0.05), 2)
+
+
+def taus(cap=0.5):
+    return np.round(np.arange(0, cap + 1e-4, 0.05), 2)
+
+
+def load(path):
+    """(probabilities [n, 7], labels [n]) from an out-of-fold answers file."""
+    rows = list(csv.DictReader(open(path)))
+    return (np.array([[float(r['p_' + c]) for c in C] for r in rows]),
+            np.array([C.index(r['label']) for r in rows]))
+
+
+def bal(y, k):
+    return np.mean([(k[y == c] == c).mean() for c in range(len(C)) if (y == c).any()])
+
+
+def melrec(y, k):
+    return (k[y == MEL] == MEL).mean()
+
+
+def decide(P, prior, tau, b):
+    s = np.log(np.maximum(P, 1e-12)) - tau * np.log(prior)
+    s[:, MEL] += b
+    return s.argmax(1)
+
+
+def sequential(P, y, prior, tau_grid):
+    t = -max((bal(y, decide(P, prior, t, 0)), -t) for t in tau_grid)[1]
+    for b in BIASES:
+        if melrec(y, decide(P, prior, t, b)) >= MEL_FLOOR:
+            return t, b
+    return t, BIASES[-1]
