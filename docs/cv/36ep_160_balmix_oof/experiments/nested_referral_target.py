@@ -5,28 +5,15 @@
 #   /usr/bin/python3 nested_referral_target.py CV_DIR [none|flips] [0,1,2,3,4]
 # (CV_DIR: a cv folder with fold<r>/out_of_fold_<views>.csv, e.g. this recipe's folder once
 # its five rounds are in, or the mechanics run of docs/cv/ship_out_of_fold_mechanics/run.sh).
-import csv, sys, math
+import sys
 import numpy as np
+from oof_rule import fit_risk_threshold as fit, load, risk_of, MALIGNANT
 cv = sys.argv[1]; views = sys.argv[2] if len(sys.argv) > 2 else 'none'
 folds = [int(f) for f in (sys.argv[3].split(',') if len(sys.argv) > 3 else '01234')]
-MAL = {'akiec', 'bcc', 'mel'}
 R = []
 for f in folds:
-    rows = list(csv.DictReader(open(f'{cv}/fold{f}/out_of_fold_{views}.csv')))
-    risk = np.array([float(r['p_akiec']) + float(r['p_bcc']) + float(r['p_mel']) for r in rows])
-    mal = np.array([r['label'] in MAL for r in rows])
-    R.append((risk, mal))
-Z = 1.6448536269514722
-def wilson_lower(k, n, z=Z):
-    if n == 0: return 0
-    p = k / n; d = 1 + z * z / n
-    c = p + z * z / (2 * n); s = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (c - s) / d
-def fit(risk, mal, target):  # FitRiskThreshold (skinlesion/common/referral.h) at 95% confidence
-    r = np.sort(risk[mal])[::-1]; n = len(r)
-    for k in range(1, n + 1):
-        if wilson_lower(k, n) >= target: return r[k - 1]
-    return r[-1]
+    P, y = load(f'{cv}/fold{f}/out_of_fold_{views}.csv')
+    R.append((risk_of(P), np.isin(y, MALIGNANT)))
 def score(t, risk, mal):
     return (risk[mal] >= t).mean(), (risk >= t).mean()
 def pool(idx):

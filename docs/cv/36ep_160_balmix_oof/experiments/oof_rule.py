@@ -43,3 +43,33 @@ def sequential(P, y, prior, tau_grid):
         if melrec(y, decide(P, prior, t, b)) >= MEL_FLOOR:
             return t, b
     return t, BIASES[-1]
+
+
+# The referral threshold's fit (FitRiskThreshold, skinlesion/common/referral.h): the largest
+# malignancy-risk threshold whose share of malignant lesions referred has a one-sided
+# Wilson lower bound (95%) at or above the target sensitivity.
+MALIGNANT = [C.index('akiec'), C.index('bcc'), C.index('mel')]
+Z95 = 1.6448536269514722
+
+
+def risk_of(P):
+    return P[:, MALIGNANT].sum(1)
+
+
+def wilson_lower(k, n, z=Z95):
+    if n == 0:
+        return 0
+    p = k / n
+    d = 1 + z * z / n
+    c = p + z * z / (2 * n)
+    s = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (c - s) / d
+
+
+def fit_risk_threshold(risk, mal, target):
+    r = np.sort(risk[mal])[::-1]
+    n = len(r)
+    for k in range(1, n + 1):
+        if wilson_lower(k, n) >= target:
+            return r[k - 1]
+    return r[-1]
