@@ -55,6 +55,25 @@ for k in ("accuracy", "balanced_accuracy", "macro_auc", "melanoma_recall"):
 PY
 grep -q "each round at the operating point fitted on the other rounds' answers" "$D/fit_flips.txt" ||
   { echo "no leave-one-round-out table"; cat "$D/fit_flips.txt"; exit 1; }
+# The model card's tables of this bundle (tools/model_card.py): every block renders.
+cat > "$OUT/MODEL_CARD.md" <<EOF
+<!-- model_card: setup $B -->
+<!-- /model_card -->
+<!-- model_card: report $B -->
+<!-- /model_card -->
+<!-- model_card: referral $B -->
+<!-- /model_card -->
+<!-- model_card: cv $D -->
+<!-- /model_card -->
+<!-- model_card: loro none=$D/leave_one_round_out_none.json flips=$D/leave_one_round_out_flips.json -->
+<!-- /model_card -->
+EOF
+/usr/bin/python3 "$ROOT/tools/model_card.py" update "$OUT/MODEL_CARD.md" > /dev/null
+/usr/bin/python3 "$ROOT/tools/model_card.py" check "$OUT/MODEL_CARD.md" > /dev/null
+for want in "every fold" "out-of-fold answers of 3 cv rounds" "14 out-of-fold answers" "(3 of 3)" \
+            "flips: each round scored"; do
+  grep -qF "$want" "$OUT/MODEL_CARD.md" || { echo "model card lacks: $want"; cat "$OUT/MODEL_CARD.md"; exit 1; }
+done
 # A second run keeps every finished round and the trained model.
 "$ROOT/docs/cv/36ep_160_balmix_oof/run.sh" > "$OUT/second.txt" 2>&1 || { cat "$OUT/second.txt"; exit 1; }
 for r in 0 1 2; do

@@ -1,0 +1,113 @@
+#!/usr/bin/python3
+"""tools/model_card.py on the committed bundled model and cv folder (ctest model_card_script)."""
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tools" / "model_card.py"
+CARD = """# A card
+
+Prose the script leaves alone.
+
+<!-- model_card: setup models/bundled -->
+stale
+<!-- /model_card -->
+
+More prose.
+
+<!-- model_card: report models/bundled -->
+<!-- /model_card -->
+
+<!-- model_card: referral models/bundled -->
+<!-- /model_card -->
+
+<!-- model_card: cv docs/cv/36ep_160_balmix_oof -->
+<!-- /model_card -->
+"""
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+
+
+class ModelCardTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.card = pathlib.Path(self.dir.name) / "MODEL_CARD.md"
+        self.card.write_text(CARD)
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def test_update_then_check(self):
+        self.assertEqual(run("check", str(self.card)).returncode, 1)  # "stale", empty blocks
+        done = run("update", str(self.card))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("4 blocks written", done.stdout)
+        text = self.card.read_text()
+        self.assertIn("Prose the script leaves alone.", text)
+        self.assertIn("More prose.", text)
+        self.assertNotIn("stale", text)
+        checked = run("check", str(self.card))
+        self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
+        self.assertIn("4 blocks match", checked.stdout)
+
+    def test_figures_come_from_the_files(self):
+        run("update", str(self.card))
+        text = self.card.read_text()
+        manifest = json.loads((ROOT / "models/bundled/manifest.json").read_text())
+        metrics = json.loads((ROOT / "models/bundled/metrics.json").read_text())
+        cv = json.loads((ROOT / "docs/cv/36ep_160_balmix_oof/cv.json").read_text())
+        self.assertIn(f"**{manifest['refer']['malignancy_risk_threshold']:.3f}**", text)
+        self.assertIn(f"sha256 `{manifest['sha256'][:12]}`", text)
+        self.assertIn(f"- {manifest['decision']['tau']:.2f} log prior(class)", text)
+        self.assertIn(f"| balanced accuracy (mean recall) | **{metrics['balanced_accuracy']:.3f}** |", text)
+        ref = metrics["referral"]["malignant_sensitivity"]
+        self.assertIn(f"({ref['k']} of {ref['n']})", text)
+        for fold in cv["folds"]:
+            self.assertIn(f"| round {fold['fold']} | {fold['balanced_accuracy']:.3f} |", text)
+        self.assertIn(f"({len(cv['folds'])} of {cv['k']})", text)
+
+    def test_an_edited_figure_fails_the_check(self):
+        run("update", str(self.card))
+        text = self.card.read_text()
+        metrics = json.loads((ROOT / "models/bundled/metrics.json").read_text())
+        figure = f"**{metrics['macro_auc']:.3f}**"
+        self.assertIn(figure, text)
+        self.card.write_text(text.replace(figure, "**0.999**"))
+        checked = run("check", str(self.card))
+        self.assertEqual(checked.returncode, 1)
+        self.assertIn("+| macro ROC AUC (one-vs-rest) | " + figure, checked.stdout)  # The diff says what.
+        self.assertIn("figures differ from their files", checked.stderr)
+
+    def test_leave_one_round_out_block(self):
+        out = run("show", "loro", "flips=docs/cv/ship_out_of_fold_mechanics/leave_one_round_out_flips.json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        loro = json.loads((ROOT / "docs/cv/ship_out_of_fold_mechanics/leave_one_round_out_flips.json").read_text())
+        sens = [r["referral/malignant_sensitivity/value"] for r in loro["rounds"]]
+        self.assertIn("flips: each round scored at the operating point fitted on the other rounds' answers",
+                      out.stdout)
+        worst = [line for line in out.stdout.splitlines() if line.startswith("| worst round")]
+        self.assertEqual(len(worst), 1)
+        self.assertIn(f"| {min(sens):.3f} |", worst[0])
+
+    def test_errors(self):
+        self.card.write_text("# no blocks\n")
+        self.assertEqual(run("check", str(self.card)).returncode, 1)
+        self.card.write_text("<!-- model_card: frobnicate x -->\n<!-- /model_card -->\n")
+        out = run("update", str(self.card))
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("unknown model_card block 'frobnicate x'", out.stderr)
+        out = run("show", "report", "no/such/model")
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("No such file", out.stderr)
+        out = run("show", "loro", "no-equals-sign")
+        self.assertIn("expected LABEL=FILE", out.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
