@@ -21,6 +21,10 @@ Blocks (paths relative to the repository root):
   referral DIR    DIR/metrics.json's referral at the served operating point, with 95%
                   Wilson intervals, and the risk rule alone
   cv DIR          a `skinlesion cv` folder's cv.json: each round and the mean +- sd
+  subgroups DIR [GROUPING ...]
+                  the cv folder's pooled subgroups (source, sex, age_band,
+                  localization): balanced accuracy mean [min, max] of the rounds,
+                  melanoma recall and malignant lesions referred with 95% intervals
   loro LABEL=FILE ...
                   leave_one_round_out_*.json of `fit-thresholds --from_cv`: each
                   file's rounds, mean +- sd and lowest round
@@ -256,7 +260,32 @@ def block_loro(*pairs):
     return "\n".join(out)
 
 
-BLOCKS = {"setup": block_setup, "report": block_report, "referral": block_referral, "cv": block_cv,
+def block_subgroups(cv_dir, *groupings):
+    """cv.json's pooled subgroups: balanced accuracy mean [min, max] of the rounds,
+    melanoma recall and malignant lesions referred pooled with 95% Wilson intervals."""
+    subgroups = load(f"{cv_dir}/cv.json")["subgroups"]
+    out = []
+    for grouping in groupings or list(subgroups):
+        if grouping not in subgroups:
+            raise KeyError(f"no subgroups {grouping!r} in {cv_dir}/cv.json (it has {', '.join(subgroups)})")
+        rows = []
+        for g in subgroups[grouping]:
+            b = g.get("balanced_accuracy") or {}
+            rows.append([g["group"], f"{g['n']:,}",
+                         f"{b['mean']:.3f} [{b['min']:.3f}, {b['max']:.3f}]" if b else "–",
+                         pooled(g.get("melanoma_recall")), pooled(g.get("malignant_referred"))])
+        out.append(table([grouping.replace("_", " "), "n", "balanced accuracy", "melanoma recall",
+                          "malignant referred"], rows, ["---"] + ["---:"] * 4))
+    return "\n".join(out)
+
+
+def pooled(x):
+    if not x or not x.get("n"):
+        return "–"
+    return f"{x['value']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}] of {x['n']:,}"
+
+
+BLOCKS = {"setup": block_setup, "subgroups": block_subgroups, "report": block_report, "referral": block_referral, "cv": block_cv,
           "loro": block_loro}
 
 

@@ -95,6 +95,19 @@ class ModelCardTest(unittest.TestCase):
         self.assertEqual(len(worst), 1)
         self.assertIn(f"| {min(sens):.3f} |", worst[0])
 
+    def test_subgroups_block(self):
+        out = run("show", "subgroups", "docs/cv/36ep_160_balmix_oof", "source")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        cv = json.loads((ROOT / "docs/cv/36ep_160_balmix_oof/cv.json").read_text())
+        for g in cv["subgroups"]["source"]:
+            b, mel = g["balanced_accuracy"], g["melanoma_recall"]
+            self.assertIn(f"| {g['group']} | {g['n']:,} | {b['mean']:.3f} [{b['min']:.3f}, {b['max']:.3f}] | "
+                          f"{mel['value']:.2f} [{mel['ci95'][0]:.2f}, {mel['ci95'][1]:.2f}] of {mel['n']} |",
+                          out.stdout)
+        self.assertNotIn("| sex |", out.stdout)  # Only the groupings asked for.
+        out = run("show", "subgroups", "docs/cv/36ep_160_balmix_oof", "shoe_size")
+        self.assertIn("no subgroups 'shoe_size'", out.stderr)
+
     def test_errors(self):
         self.card.write_text("# no blocks\n")
         self.assertEqual(run("check", str(self.card)).returncode, 1)

@@ -65,13 +65,15 @@ cat > "$OUT/MODEL_CARD.md" <<EOF
 <!-- /model_card -->
 <!-- model_card: cv $D -->
 <!-- /model_card -->
+<!-- model_card: subgroups $D source sex -->
+<!-- /model_card -->
 <!-- model_card: loro none=$D/leave_one_round_out_none.json flips=$D/leave_one_round_out_flips.json -->
 <!-- /model_card -->
 EOF
 /usr/bin/python3 "$ROOT/tools/model_card.py" update "$OUT/MODEL_CARD.md" > /dev/null
 /usr/bin/python3 "$ROOT/tools/model_card.py" check "$OUT/MODEL_CARD.md" > /dev/null
 for want in "every fold" "out-of-fold answers of 3 cv rounds" "14 out-of-fold answers" "(3 of 3)" \
-            "flips: each round scored"; do
+            "flips: each round scored" "| source | n |"; do
   grep -qF "$want" "$OUT/MODEL_CARD.md" || { echo "model card lacks: $want"; cat "$OUT/MODEL_CARD.md"; exit 1; }
 done
 # A second run keeps every finished round and the trained model.
