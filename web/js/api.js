@@ -319,3 +319,30 @@ export function formatDate(value, { time = true } = {}) {
 export function formatMetric(value, digits = 3) {
   return typeof value === 'number' && Number.isFinite(value) ? value.toFixed(digits) : '–';
 }
+
+// What to expect on new images, from a manifest's metrics_leave_one_round_out (written by
+// `skinlesion fit-thresholds --from_cv`): every cross-validation round scored at the
+// operating point fitted on the other rounds' answers, as the served model's was fitted
+// on all of them. Rows of [label, "mean ± sd", the worst round's figure], or null when
+// the manifest has no such check (a model fitted on its own validation images).
+const EXPECTED = [
+  ['balanced_accuracy', 'Balanced accuracy', 'min'],
+  ['macro_auc', 'Macro AUC', 'min'],
+  ['melanoma_recall', 'Melanoma recall', 'min'],
+  ['referral/malignant_sensitivity/value', 'Malignant lesions referred', 'min'],
+  ['referral/refer_rate/value', 'Images referred', 'max'],
+];
+
+export function expectedFigures(check) {
+  const summary = check && typeof check === 'object' ? check.summary : null;
+  if (!summary || typeof summary !== 'object') return null;
+  const present = EXPECTED.filter(([key]) => summary[key] && Number.isFinite(summary[key].mean));
+  const rows = present.map(([key, label, worst]) => {
+    const s = summary[key];
+    const spread = Number.isFinite(s.sd) ? ` ± ${formatMetric(s.sd)}` : '';
+    return [label, `${formatMetric(s.mean)}${spread}`, formatMetric(s[worst])];
+  });
+  if (rows.length === 0) return null;
+  const rounds = Array.isArray(check.rounds) ? check.rounds.length : summary[present[0][0]].n;
+  return { rounds: Number.isFinite(rounds) ? rounds : null, rows };
+}

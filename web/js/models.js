@@ -1,7 +1,9 @@
 // The models page: every model with its aliases, the version inference serves,
 // its versions with headline metrics, and a version's model card (#name/version).
 
-import { API, apiFetch, describeError, el, formatDate, formatMetric, metricsSource } from './api.js';
+import {
+  API, apiFetch, describeError, el, expectedFigures, formatDate, formatMetric, metricsSource,
+} from './api.js';
 
 const $ = (id) => document.getElementById(id);
 const main = $('main');
@@ -134,6 +136,33 @@ function metricsTable(metrics, source) {
       el('tbody', {}, rows)));
 }
 
+// The leave-one-round-out check of a version fitted on cross-validation answers.
+function expectedSection(manifest) {
+  const expected = expectedFigures(manifest.metrics_leave_one_round_out);
+  if (!expected) return [];
+  const rounds = expected.rounds ? `${expected.rounds} cross-validation rounds` : 'the cross-validation rounds';
+  return [
+    el('h3', { text: 'What to expect on new images' }),
+    el('p', {
+      class: 'expected-note',
+      text: `Each of ${rounds} was answered by a model of this recipe that never saw its images, at the ` +
+        'decision rule and thresholds fitted on the other rounds\' answers (this version\'s were fitted on all ' +
+        'of them). Images from another hospital or camera can do worse.',
+    }),
+    el('div', { class: 'table-wrap' },
+      el('table', { class: 'metrics expected', dataset: { rounds: String(expected.rounds ?? '') } },
+        el('caption', { text: 'Each round scored at the operating point fitted on the others' }),
+        el('thead', {}, el('tr', {},
+          el('th', { scope: 'col', text: 'Metric' }),
+          el('th', { scope: 'col', class: 'num', text: 'Mean ± sd over the rounds' }),
+          el('th', { scope: 'col', class: 'num', text: 'Worst round' }))),
+        el('tbody', {}, expected.rows.map(([label, mean, worst]) => el('tr', {},
+          el('th', { scope: 'row', text: label }),
+          el('td', { class: 'num', text: mean }),
+          el('td', { class: 'num', text: worst })))))),
+  ];
+}
+
 function perClassTable(metrics) {
   const perClass = metrics.per_class;
   if (!perClass || typeof perClass !== 'object') return null;
@@ -206,6 +235,7 @@ function renderCard(info) {
     el('dl', { class: 'meta' }, facts.flatMap(([k, v]) => [el('dt', { text: k }),
       el('dd', { class: k === 'Weights sha256' ? 'mono' : '', text: v })])),
   ];
+  children.push(...expectedSection(manifest));
   if (info.metrics && typeof info.metrics === 'object') {
     const context = info.metrics.context;
     const source = metricsSource(context && typeof context === 'object' ? context.partition : undefined);

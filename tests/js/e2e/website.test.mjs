@@ -635,6 +635,20 @@ test('models page: the bundled model, its served version and a loading plot', { 
   const cardText = await card.innerText();
   assert.match(cardText, expected[0]);
   if (partition !== 'test') assert.doesNotMatch(cardText, /held-out test|Test images|Test-set/);
+  // "What to expect on new images": the manifest's leave-one-round-out check, when the
+  // version was fitted on cross-validation answers; no such section otherwise.
+  const check = served.manifest.metrics_leave_one_round_out;
+  const expectedTable = card.locator('table.expected');
+  if (check) {
+    assert.match(cardText, /What to expect on new images/);
+    assert.equal(await expectedTable.getAttribute('data-rounds'), String(check.rounds.length));
+    const balanced = check.summary.balanced_accuracy;
+    assert.equal(await expectedTable.locator('tbody tr').first().innerText(),
+      `Balanced accuracy\t${balanced.mean.toFixed(3)} ± ${balanced.sd.toFixed(3)}\t${balanced.min.toFixed(3)}`);
+  } else {
+    assert.equal(await expectedTable.count(), 0);
+    assert.doesNotMatch(cardText, /What to expect on new images/);
+  }
   const servedRow = section.locator(`tr[data-version="${model.serving.version}"] td.measured-on`);
   assert.equal(await servedRow.innerText(), `${expected[1]} (${served.metrics.n})`);
   const plot = card.locator('img[data-file="confusion_matrix.png"]');

@@ -21,8 +21,8 @@ async function load(name) {
   return import(pathToFileURL(copy).href);
 }
 const {
-  ApiError, describeError, errorFromResponse, formatDuration, metricsSource, percent, publishedWords,
-  referralMessage, viewsMessage,
+  ApiError, describeError, errorFromResponse, expectedFigures, formatDuration, metricsSource, percent,
+  publishedWords, referralMessage, viewsMessage,
 } = await load('api.js');
 const { colourMap, coveredRect, heatImage, validateExplanation } = await load('heatmap.js');
 fs.rmSync(copies, { recursive: true, force: true });
@@ -86,6 +86,31 @@ test('a model card says what its metrics were measured on', () => {
   assert.match(metricsSource(null).note, /not recorded/);
   assert.equal(metricsSource('train').short, 'train');
   assert.doesNotMatch(metricsSource('train').caption, /test|held-out/i);
+});
+
+test('a model card says what to expect on new images (the leave-one-round-out check)', () => {
+  // The committed check of the out-of-fold mechanics run (fit-thresholds --from_cv).
+  const file = path.join(webJs, '..', '..', 'docs', 'cv', 'ship_out_of_fold_mechanics', 'leave_one_round_out_flips.json');
+  const check = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const expected = expectedFigures(check);
+  assert.equal(expected.rounds, check.rounds.length);
+  const byLabel = Object.fromEntries(expected.rows.map(([label, mean, worst]) => [label, { mean, worst }]));
+  const s = check.summary;
+  assert.equal(byLabel['Balanced accuracy'].mean,
+    `${s.balanced_accuracy.mean.toFixed(3)} ± ${s.balanced_accuracy.sd.toFixed(3)}`);
+  // The worst round: the lowest sensitivity, the highest refer rate.
+  assert.equal(byLabel['Malignant lesions referred'].worst,
+    Math.min(...check.rounds.map((r) => r['referral/malignant_sensitivity/value'])).toFixed(3));
+  assert.equal(byLabel['Images referred'].worst,
+    Math.max(...check.rounds.map((r) => r['referral/refer_rate/value'])).toFixed(3));
+  assert.deepEqual(expected.rows.map(([label]) => label), ['Balanced accuracy', 'Macro AUC', 'Melanoma recall',
+    'Malignant lesions referred', 'Images referred']);
+  // One round: no spread to show. Missing or malformed: no section, not zeros.
+  const one = expectedFigures({ summary: { macro_auc: { mean: 0.9, n: 1 } } });
+  assert.deepEqual(one, { rounds: 1, rows: [['Macro AUC', '0.900', '–']] });
+  for (const bad of [undefined, null, 'x', {}, { summary: null }, { summary: { macro_auc: { mean: 'NaN' } } }]) {
+    assert.equal(expectedFigures(bad), null, JSON.stringify(bad));
+  }
 });
 
 test('a job says which alias its published version reached', () => {
