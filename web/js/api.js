@@ -346,3 +346,41 @@ export function expectedFigures(check) {
   const rounds = Array.isArray(check.rounds) ? check.rounds.length : summary[present[0][0]].n;
   return { rounds: Number.isFinite(rounds) ? rounds : null, rows };
 }
+
+// A version's operating point, from its manifest, as [fact, text] rows for the model
+// card: the test-time views, the referral rule (risk threshold with its sensitivity
+// target, and the uncertainty limits) and the not-a-lesion check. Missing parts are
+// said to be missing, not guessed.
+const OOD_SCORES = {
+  mahalanobis: 'Mahalanobis distance of the photo\'s features to the training lesions',
+  energy: 'energy score of the logits',
+};
+
+export function operatingPointFacts(manifest) {
+  const m = manifest && typeof manifest === 'object' ? manifest : {};
+  const facts = [['Test-time views', viewsMessage(m.tta)]];
+  const r = m.refer && typeof m.refer === 'object' ? m.refer : null;
+  if (r && Number(r.malignancy_risk_threshold) > 0) {
+    const confidence = Number(r.sensitivity_confidence);
+    const target = Number(r.target_sensitivity) > 0
+      ? ` (set to refer ${percent(r.target_sensitivity, 0)} of malignant lesions` +
+        `${confidence > 0 ? `, shown with ${percent(confidence, 0)} confidence` : ''})` : '';
+    const limits = Number(r.min_confidence) > 0
+      ? `, or top probability under ${percent(r.min_confidence, 0)}` +
+        `${Number(r.min_margin) > 0 ? `, or the top two classes under ${(100 * r.min_margin).toFixed(0)} ` +
+          'points apart' : ''}` : '';
+    facts.push(['Referral', `malignancy risk ≥ ${percent(r.malignancy_risk_threshold)}${target}${limits}`]);
+  } else {
+    facts.push(['Referral', r ? 'uncertain answers only (no malignancy-risk threshold fitted)'
+      : 'not recorded with this version']);
+  }
+  const o = m.ood && typeof m.ood === 'object' ? m.ood : null;
+  if (o && Number.isFinite(Number(o.threshold))) {
+    const rate = Number(o.reject_rate) > 0 ? `, rejecting ${percent(o.reject_rate)} of held-out lesions` : '';
+    const score = OOD_SCORES[o.method] || `${o.method || 'out-of-distribution'} score`;
+    facts.push(['Not-a-lesion check', `${score} above ${Number(o.threshold).toFixed(1)}${rate}`]);
+  } else {
+    facts.push(['Not-a-lesion check', 'none: every photo gets a lesion answer']);
+  }
+  return facts;
+}

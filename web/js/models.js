@@ -2,7 +2,7 @@
 // its versions with headline metrics, and a version's model card (#name/version).
 
 import {
-  API, apiFetch, describeError, el, expectedFigures, formatDate, formatMetric, metricsSource,
+  API, apiFetch, describeError, el, expectedFigures, formatDate, formatMetric, metricsSource, operatingPointFacts,
 } from './api.js';
 
 const $ = (id) => document.getElementById(id);
@@ -230,6 +230,7 @@ function renderCard(info) {
     ['Data', data.dataset ? `${data.dataset}${data.split_method ? `, split ${data.split_method}` : ''}` +
       `${typeof data.test_images === 'number' ? `, ${data.test_images} test images` : ''}` : '–'],
     ['Licence', data.licence || '–'],
+    ...operatingPointFacts(manifest),
   ];
   const children = [
     el('dl', { class: 'meta' }, facts.flatMap(([k, v]) => [el('dt', { text: k }),

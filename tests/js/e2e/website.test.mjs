@@ -635,6 +635,10 @@ test('models page: the bundled model, its served version and a loading plot', { 
   const cardText = await card.innerText();
   assert.match(cardText, expected[0]);
   if (partition !== 'test') assert.doesNotMatch(cardText, /held-out test|Test images|Test-set/);
+  // The operating point the version serves with, from its manifest.
+  const threshold = served.manifest.refer.malignancy_risk_threshold;
+  assert.match(cardText, new RegExp(`Referral\\s+malignancy risk ≥ ${(100 * threshold).toFixed(1)}%`));
+  assert.match(cardText, new RegExp(`Not-a-lesion check\\s+.*above ${served.manifest.ood.threshold.toFixed(1)}`));
   // "What to expect on new images": the manifest's leave-one-round-out check, when the
   // version was fitted on cross-validation answers; no such section otherwise.
   const check = served.manifest.metrics_leave_one_round_out;

@@ -21,8 +21,8 @@ async function load(name) {
   return import(pathToFileURL(copy).href);
 }
 const {
-  ApiError, describeError, errorFromResponse, expectedFigures, formatDuration, metricsSource, percent,
-  publishedWords, referralMessage, viewsMessage,
+  ApiError, describeError, errorFromResponse, expectedFigures, formatDuration, metricsSource,
+  operatingPointFacts, percent, publishedWords, referralMessage, viewsMessage,
 } = await load('api.js');
 const { colourMap, coveredRect, heatImage, validateExplanation } = await load('heatmap.js');
 fs.rmSync(copies, { recursive: true, force: true });
@@ -111,6 +111,31 @@ test('a model card says what to expect on new images (the leave-one-round-out ch
   for (const bad of [undefined, null, 'x', {}, { summary: null }, { summary: { macro_auc: { mean: 'NaN' } } }]) {
     assert.equal(expectedFigures(bad), null, JSON.stringify(bad));
   }
+});
+
+test('a model card states the operating point from the manifest', () => {
+  const facts = Object.fromEntries(operatingPointFacts({
+    tta: 'flips',
+    refer: { malignancy_risk_threshold: 0.1907, target_sensitivity: 0.9, sensitivity_confidence: 0.95,
+      min_confidence: 0.5, min_margin: 0.1 },
+    ood: { method: 'mahalanobis', threshold: 330.418, reject_rate: 0.01 },
+  }));
+  assert.match(facts['Test-time views'], /^3 views averaged/);
+  assert.equal(facts.Referral, 'malignancy risk ≥ 19.1% (set to refer 90% of malignant lesions, shown with ' +
+    '95% confidence), or top probability under 50%, or the top two classes under 10 points apart');
+  assert.equal(facts['Not-a-lesion check'],
+    'Mahalanobis distance of the photo\'s features to the training lesions above 330.4, rejecting 1.0% of held-out lesions');
+  // Older manifests: said to be missing, never invented.
+  const old = Object.fromEntries(operatingPointFacts({ refer: { malignancy_risk_threshold: null, min_confidence: 0.5 } }));
+  assert.equal(old['Test-time views'], 'the photo as sent (one view)');
+  assert.match(old.Referral, /uncertain answers only/);
+  assert.match(old['Not-a-lesion check'], /^none/);
+  for (const bad of [undefined, null, 'x']) {
+    const facts = Object.fromEntries(operatingPointFacts(bad));
+    assert.equal(facts.Referral, 'not recorded with this version');
+  }
+  const energy = Object.fromEntries(operatingPointFacts({ ood: { method: 'energy', threshold: -4.25 } }));
+  assert.equal(energy['Not-a-lesion check'], 'energy score of the logits above -4.3');
 });
 
 test('a job says which alias its published version reached', () => {
