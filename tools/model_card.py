@@ -35,7 +35,6 @@ without its card (or a card edited by hand inside a block) fails the tests.
 import argparse
 import difflib
 import json
-import math
 import pathlib
 import re
 import shlex
@@ -215,15 +214,14 @@ CV_COLUMNS = [("balanced accuracy", "balanced_accuracy"),
               ("refer rate", "referral/refer_rate/value")]
 
 
-def mean_sd(values, digits=3):
-    values = [v for v in values if v is not None]
-    if not values:
+def mean_sd(summary, digits=3):
+    """A figure's summary over the rounds ({mean, sd, min, max, n}, as cv.json and the
+    leave-one-round-out file write it) as "mean ± sd"; the mean alone for one round."""
+    if not summary:
         return "–"
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{mean:.{digits}f}"
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    if summary.get("n", 0) < 2:
+        return f"{summary['mean']:.{digits}f}"
+    return f"{summary['mean']:.{digits}f} ± {summary['sd']:.{digits}f}"
 
 
 LOWER_IS_BETTER = {"ece", "referral/refer_rate/value"}
@@ -235,8 +233,8 @@ def block_cv(cv_dir):
     rows = [[f"round {f['fold']}"] + [f3(f.get(k)) for _, k in CV_COLUMNS] +
             [f"{f.get('train_minutes', 0):.0f}"] for f in folds]
     rows.append([f"**mean ± sd ({len(folds)} of {cv['k']})**"] +
-                [mean_sd([f.get(k) for f in folds]) for _, k in CV_COLUMNS] +
-                [mean_sd([f.get("train_minutes") for f in folds], 0)])
+                [mean_sd(cv["summary"].get(k)) for _, k in CV_COLUMNS] +
+                [mean_sd(cv.get("train_minutes"), 0)])
     return table(["", *[c for c, _ in CV_COLUMNS], "training min"], rows)
 
 
@@ -250,10 +248,11 @@ def block_loro(*pairs):
         rounds = sorted(loro["rounds"], key=lambda r: r["fold"])
         rows = [[f"round {r['fold']} ({r['n']:,} images)"] + [f3(r.get(k)) for _, k in CV_COLUMNS] +
                 [f"{r.get('risk_threshold', float('nan')):.3f}"] for r in rounds]
-        rows.append(["**mean ± sd**"] + [mean_sd([r.get(k) for r in rounds]) for _, k in CV_COLUMNS] + [""])
+        summary = loro["summary"]
+        rows.append(["**mean ± sd**"] + [mean_sd(summary.get(k)) for _, k in CV_COLUMNS] + [""])
         # The worst round: the lowest of each figure, the highest ECE and refer rate.
         rows.append(["worst round"] + [
-            f3((max if k in LOWER_IS_BETTER else min)(r[k] for r in rounds)) if all(k in r for r in rounds) else "–"
+            f3(summary[k]["max" if k in LOWER_IS_BETTER else "min"]) if k in summary else "–"
             for _, k in CV_COLUMNS] + [""])
         out.append(f"{label}: each round scored at the operating point fitted on the other rounds' answers\n\n"
                    + table(["", *[c for c, _ in CV_COLUMNS], "risk threshold"], rows))

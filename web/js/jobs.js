@@ -42,13 +42,13 @@ let lastSummary = '';
 const stateName = (job) => String(job.state || 'unknown').toLowerCase();
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
-// Whether the training process has reported progress yet (before that the
-// numbers are zeros, not measurements).
 // Training steps reported: loss, throughput and ETA come with them.
 function hasSteps(job) {
   return (num(job.steps) ?? 0) > 0;
 }
 
+// Whether the training process has reported progress yet (before that the
+// numbers are zeros, not measurements).
 function hasProgress(job) {
   return Boolean(job.phase) || hasSteps(job);
 }
