@@ -4,6 +4,8 @@
 # sequential fit (tau for balanced accuracy, the smallest among ties, then the smallest
 # melanoma bias that names 70% of the melanomas).
 import csv
+import json
+
 import numpy as np
 
 C = ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc']
@@ -73,3 +75,17 @@ def fit_risk_threshold(risk, mal, target):
         if wilson_lower(k, n) >= target:
             return r[k - 1]
     return r[-1]
+
+
+def prior_of(cv_dir, rounds):
+    """The training-class shares the rounds' decision rules used (the first round's)."""
+    with open(f'{cv_dir}/fold{rounds[0]}_metrics.json') as f:
+        return np.array(json.load(f)['decision']['prior'])
+
+
+def leave_one_round_out(cv_dir, rounds, views):
+    """For each round: (round, (P, y) pooled over the other rounds, (P, y) of the round)."""
+    answers = {r: load(f'{cv_dir}/fold{r}/out_of_fold_{views}.csv') for r in rounds}
+    for test in rounds:
+        others = [answers[r] for r in rounds if r != test]
+        yield test, (np.concatenate([a[0] for a in others]), np.concatenate([a[1] for a in others])), answers[test]

@@ -6,9 +6,9 @@
 # serving change; there was none. docs/results.md, "The shipped recipe through the
 # out-of-fold path".
 #   /usr/bin/python3 per_class_bias.py docs/cv/36ep_160_balmix_oof 0 1 2 3 4
-import json, sys
+import sys
 import numpy as np
-from oof_rule import C, MEL, MEL_FLOOR, bal, decide, load, melrec, sequential, taus
+from oof_rule import C, MEL, MEL_FLOOR, bal, decide, leave_one_round_out, melrec, prior_of, sequential, taus
 GRID = np.round(np.arange(-1.5, 1.5001, 0.1), 2)
 
 
@@ -34,16 +34,13 @@ def fit_bias(P, y, prior, tau, mel_bias, sweeps=3):
 
 
 D, R = sys.argv[1], [int(x) for x in sys.argv[2:]]
-prior = np.array(json.load(open(f'{D}/fold{R[0]}_metrics.json'))['decision']['prior'])
+prior = prior_of(D, R)
 for views in ('none', 'flips'):
-    A = {r: load(f'{D}/fold{r}/out_of_fold_{views}.csv') for r in R}
     rows = []
-    for test in R:
-        P = np.concatenate([A[r][0] for r in R if r != test])
-        y = np.concatenate([A[r][1] for r in R if r != test])
+    for test, (P, y), held_out in leave_one_round_out(D, R, views):
         tau, mel_bias = sequential(P, y, prior, taus())
         b = fit_bias(P, y, prior, tau, mel_bias)
-        P, y = A[test]
+        P, y = held_out
         two = decide(P, prior, tau, mel_bias)
         vector = (np.log(np.maximum(P, 1e-12)) - tau * np.log(prior) + b).argmax(1)
         rows.append((bal(y, two), bal(y, vector), melrec(y, two), melrec(y, vector), (two == y).mean(),

@@ -6,21 +6,19 @@
 # targets (95% confidence). docs/results.md, "The shipped recipe through the out-of-fold
 # path".
 #   /usr/bin/python3 pooled_referral_full_rule.py docs/cv/36ep_160_balmix_oof 0 1 2 3 4
-import json, sys
+import sys
 import numpy as np
-from oof_rule import MALIGNANT, MEL, decide, fit_risk_threshold, load, risk_of, sequential, taus
+from oof_rule import (MALIGNANT, MEL, decide, fit_risk_threshold, leave_one_round_out, prior_of, risk_of,
+                      sequential, taus)
 D, R = sys.argv[1], [int(x) for x in sys.argv[2:]]
-prior = np.array(json.load(open(f'{D}/fold{R[0]}_metrics.json'))['decision']['prior'])
+prior = prior_of(D, R)
 for views in ('none', 'flips'):
-    A = {r: load(f'{D}/fold{r}/out_of_fold_{views}.csv') for r in R}
     for target in (0.90, 0.92, 0.93, 0.95):
         out = []
-        for test in R:
-            P = np.concatenate([A[r][0] for r in R if r != test])
-            y = np.concatenate([A[r][1] for r in R if r != test])
+        for test, (P, y), held_out in leave_one_round_out(D, R, views):
             tau, bias = sequential(P, y, prior, taus())
             threshold = fit_risk_threshold(risk_of(P), np.isin(y, MALIGNANT), target)
-            P, y = A[test]
+            P, y = held_out
             mal, risk = np.isin(y, MALIGNANT), risk_of(P)
             named = decide(P, prior, tau, bias)
             confidence = P[np.arange(len(y)), named]

@@ -5,20 +5,17 @@
 # recipe through the out-of-fold path".
 #
 #   /usr/bin/python3 pooled_rule_tau_grid.py docs/cv/36ep_160_balmix_oof 0 1 2 3
-import json, sys
+import sys
 import numpy as np
-from oof_rule import bal, decide, load, melrec, sequential, taus
+from oof_rule import bal, decide, leave_one_round_out, melrec, prior_of, sequential, taus
 D, R = sys.argv[1], [int(x) for x in sys.argv[2:]]
-prior = np.array(json.load(open(f'{D}/fold{R[0]}_metrics.json'))['decision']['prior'])
+prior = prior_of(D, R)
 for cap in (0.5, 1.0):
     for views in ('none', 'flips'):
-        A = {r: load(f'{D}/fold{r}/out_of_fold_{views}.csv') for r in R}
         scores = []
-        for test in R:
-            P = np.concatenate([A[r][0] for r in R if r != test])
-            y = np.concatenate([A[r][1] for r in R if r != test])
+        for test, (P, y), held_out in leave_one_round_out(D, R, views):
             t, b = sequential(P, y, prior, taus(cap))
-            P, y = A[test]
+            P, y = held_out
             k, k0 = decide(P, prior, t, b), decide(P, prior, t, 0)
             scores.append((bal(y, k), bal(y, k0), melrec(y, k), (k == y).mean()))
             print(f'tau <= {cap}, {views}: round {test} tau {t:.2f} bias {b:.2f}: balanced accuracy '
