@@ -13,9 +13,11 @@
 # (tools/ship_path_test.sh does that on the test fixtures, as the ctest ship_path_script).
 #
 #   1. skinlesion cv, one round at a time: each round's test answers are copied here
-#      (collect.sh) as soon as it finishes, so they can be committed;
+#      (collect.sh) as soon as it finishes, so they can be committed; a round already
+#      here is skipped;
 #   2. skinlesion train --all_folds: the recipe on all 5,984 images (the last epoch);
-#   3. skinlesion export --fp16, then fit-thresholds --from_cv on the exported model:
+#   3. skinlesion export --fp16, then fit-thresholds --from_cv (the rounds' answers here)
+#      on the exported model:
 #      temperature, decision rule, referral and not-a-lesion thresholds from the rounds'
 #      pooled answers, with the leave-one-round-out check, single view then flips (the
 #      served views last); its outputs are copied here, and the out-of-fold report
@@ -41,6 +43,12 @@ CLI=$(realpath "${SKINLESION:-build/tools/skinlesion}")
 mkdir -p "$W" "$OUT"
 log() { echo "[run.sh $(date -u +%H:%M)] $*" >&2; }
 for f in ${FOLDS:-0 1 2 3 4}; do
+  # A round whose answers are already here (committed) is not trained again: a fresh
+  # clone goes straight to the model on every image.
+  if [ -e "$OUT/fold$f/out_of_fold_flips.csv" ]; then
+    log "round $f: answers already in $OUT"
+    continue
+  fi
   log "round $f"
   "$CLI" cv --config "$C" "${DM[@]}" --split "$S" --out "$CV" --folds "$f" "${SETS[@]}" >> "$CV.round$f.txt" 2>&1 ||
     { tail -20 "$CV.round$f.txt"; exit 1; }
@@ -57,7 +65,7 @@ log "export and fit"
 rm -rf "$SHIP/bundled"
 "$CLI" export --model "$SHIP/model" --out "$SHIP/bundled" --fp16
 for views in none flips; do
-  "$CLI" fit-thresholds --model "$SHIP/bundled" "${DM[@]}" --split "$S" --from_cv "$CV" \
+  "$CLI" fit-thresholds --model "$SHIP/bundled" "${DM[@]}" --split "$S" --from_cv "$OUT" \
     --ood_images tests/fixtures/ood --tta_views "$views" --threads 2 | tee "$OUT/fit_$views.txt"
   # fit-thresholds writes its reports beside the model folder.
   cp "$SHIP/report_out_of_fold/leave_one_round_out.json" "$OUT/leave_one_round_out_$views.json"
