@@ -537,11 +537,38 @@ if "$CLI" fit-thresholds --model "$OUT/ship2/model" "${DATA[@]}" --split "$OUT/k
   echo "fit-thresholds --from_cv mixed two recipes"; exit 1
 fi
 grep -q "another recipe" "$OUT/ship_err2.txt"
-if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --fold 1 --out "$OUT/ship3" --set "$TINY" \
+# --all_folds --fold 1: the shipped procedure with fold 1 kept out as its test images;
+# fit-thresholds --from_cv then leaves round 1's answers (on those images) out of the fit,
+# and evaluate scores the model on fold 1 at that operating point.
+"$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --fold 1 --out "$OUT/ship3" --device cpu \
+  --set "$TINY" > "$OUT/ship3.txt"
+n1=$(grep -c ',fold1,' "$OUT/kfold.csv")
+grep -q "trained on every image of the split but fold1's ($((14 - n1)))" "$OUT/ship3.txt"
+"$CLI" fit-thresholds --model "$OUT/ship3/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv" \
+  --ood_images "$FIX/../ood" --min_ood_auroc 0 --threads 1 > "$OUT/ship3_fit.txt"
+grep -q "round 1's answers are left out of the fit" "$OUT/ship3_fit.txt"
+grep -q "out of fold: $((14 - n1)) images from 2 rounds" "$OUT/ship3_fit.txt"
+grep -q "scoring the served model's $((14 - n1)) training images" "$OUT/ship3_fit.txt"
+"$CLI" evaluate --model "$OUT/ship3/model" "${DATA[@]}" --split "$OUT/kfold.csv" --partition fold1 \
+  --out "$OUT/ship3_eval" > "$OUT/ship3_eval.txt"
+/usr/bin/python3 - "$OUT" "$n1" <<'PY'
+import json, os, sys
+out, n1 = sys.argv[1], int(sys.argv[2])
+m = json.load(open(os.path.join(out, "ship3", "model", "manifest.json")))
+assert m["data"]["fold"] == "all" and m["data"]["test_fold"] == 1, m["data"]
+assert m["data"]["train_images"] == 14 - n1 and m["data"]["test_images"] == n1, m["data"]
+fd = m["decision"]["fitted_data"]
+assert fd["left_out_round"] == 1 and fd["rounds"] == 2 and fd["images"] == 14 - n1, fd
+assert m["calibration"]["fitted_on"] == "out_of_fold" and len(m["calibration"]["rounds"]) == 2, m["calibration"]
+e = json.load(open(os.path.join(out, "ship3_eval", "metrics.json")))
+assert e["n"] == n1 and e["context"]["partition"] == "fold1", (e["n"], e["context"])
+PY
+# The round kept out must be a fold of the split.
+if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --fold 3 --out "$OUT/ship5" --set "$TINY" \
      2> "$OUT/ship_err3.txt"; then
-  echo "train accepted --all_folds with --fold"; exit 1
+  echo "train --all_folds accepted a fold out of range"; exit 1
 fi
-grep -q "not both" "$OUT/ship_err3.txt"
+grep -q "fold 3 is out of range" "$OUT/ship_err3.txt"
 if "$CLI" train "${DATA[@]}" --split "$OUT/split.csv" --all_folds --out "$OUT/ship4" --set "$TINY" \
      2> "$OUT/ship_err4.txt"; then
   echo "train --all_folds accepted a holdout split"; exit 1

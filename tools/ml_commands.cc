@@ -530,10 +530,10 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                                           : data::LoadSplit(cmd.split_file);
   if (!split.ok()) return split.status();
   SL_RETURN_IF_ERROR(data::SaveSplit(*split, cmd.out_dir + "/split.csv"));
-  if (cmd.all_folds && cmd.fold >= 0)
-    return absl::InvalidArgumentError("give --fold or --all_folds, not both");
+  // --all_folds --fold N: every image but fold N's (the test fold), as the model to ship
+  // is trained, to measure that procedure on images it never saw.
   SL_ASSIGN_OR_RETURN(const data::TrainValTest sets,
-                      cmd.all_folds ? data::ApplyAllFolds(*split, catalogue)
+                      cmd.all_folds ? data::ApplyAllFolds(*split, catalogue, cmd.fold)
                                     : data::ApplyRound(*split, catalogue, cmd.fold));
   const std::vector<data::Sample>& train_set = sets.train;
   const std::vector<data::Sample>& val_set = sets.val;
@@ -638,9 +638,12 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                  {"format", data::DatasetFormatName(dataset.format)},
                  {"split_digest", split->Digest()},
                  {"split_method", split->method()},
-                 {"fold", cmd.fold >= 0   ? nlohmann::json(cmd.fold)
-                          : cmd.all_folds ? nlohmann::json("all")
+                 {"fold", cmd.all_folds   ? nlohmann::json("all")
+                          : cmd.fold >= 0 ? nlohmann::json(cmd.fold)
                                           : nlohmann::json(nullptr)},
+                 // --all_folds --fold N: the fold kept out of "all" (its test images).
+                 {"test_fold", cmd.all_folds && cmd.fold >= 0 ? nlohmann::json(cmd.fold)
+                                                              : nlohmann::json(nullptr)},
                  {"train_images", train_set.size()},
                  {"val_images", val_set.size()},
                  {"test_images", sets.test.size()},
@@ -656,11 +659,18 @@ absl::Status RunTrain(const TrainCommand& cmd) {
               result.best_epoch + 1, result.epochs_run, result.early_stopped ? " (early stop)" : "");
   if (no_held_out) {
     std::printf(
-        "trained on every image of the split (%zu): the last epoch is the model; no image was held "
-        "out, so it has no report, temperature or operating point yet: fit them on the cv rounds' "
-        "out-of-fold predictions with\n"
+        "trained on every image of the split%s (%zu): the last epoch is the model; it has no "
+        "report, temperature or operating point yet: fit them on the cv rounds' out-of-fold "
+        "predictions with\n"
         "  skinlesion fit-thresholds --model %s/model --from_cv CV_DIR --data ... --split %s\n",
-        train_set.size(), cmd.out_dir.c_str(), cmd.split_file.c_str());
+        cmd.fold >= 0 ? absl::StrCat(" but fold", cmd.fold, "'s").c_str() : "", train_set.size(),
+        cmd.out_dir.c_str(), cmd.split_file.c_str());
+    if (cmd.fold >= 0) {
+      std::printf(
+          "(fit-thresholds leaves round %d's answers out; then skinlesion evaluate --partition "
+          "fold%d scores it on its %zu test images)\n",
+          cmd.fold, cmd.fold, sets.test.size());
+    }
     std::printf("wrote %s/model, %s/train_log.jsonl\n", cmd.out_dir.c_str(), cmd.out_dir.c_str());
     return absl::OkStatus();
   }
@@ -1275,6 +1285,24 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
                      " (skinlesion train --all_folds): the rounds' held-out images would be its "
                      "training images"));
   }
+  // Trained with --all_folds --fold N: fold N's images are its test images, so round N's
+  // answers (on those images) are left out of the fit, and its own training images are
+  // every image but fold N's.
+  const nlohmann::json test_fold_json = doc["data"].value("test_fold", nlohmann::json());
+  int test_fold = -1;
+  if (!test_fold_json.is_null()) {
+    if (!test_fold_json.is_number_integer() || test_fold_json.get<int>() < 0 ||
+        test_fold_json.get<int>() >= k) {
+      return absl::DataLossError(absl::StrCat(cmd.model_dir, "'s manifest has data.test_fold ",
+                                              test_fold_json.dump(), ", not a fold of ",
+                                              cmd.split_file));
+    }
+    test_fold = test_fold_json.get<int>();
+    std::printf(
+        "the model was trained on every image but fold%d's: round %d's answers are left out of "
+        "the fit (they are its test images)\n",
+        test_fold, test_fold);
+  }
   const nlohmann::json config =
       RecipeConfig(doc.contains("training") ? doc["training"].value("config", nlohmann::json())
                                             : nlohmann::json());
@@ -1290,6 +1318,7 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
   absl::flat_hash_map<std::string, const data::Sample*> by_id;
   for (const data::Sample& sample : f.part.catalogue.samples) by_id[sample.image_id] = &sample;
   for (int fold = 0; fold < k; ++fold) {
+    if (fold == test_fold) continue;
     SL_ASSIGN_OR_RETURN(
         const eval::RoundAnswers answers,
         RoundAnswersOf(cmd.from_cv, fold, split, f.part.catalogue, f.tta, f.ood_method));
@@ -1338,7 +1367,8 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
       "held-out lesions (target %.3f)\n",
       carry_over.dump().c_str(), cmd.ood_reject_rate);
   // The served model: its own training images (all of them) set its scale.
-  SL_ASSIGN_OR_RETURN(const data::TrainValTest every, data::ApplyAllFolds(split, f.part.catalogue));
+  SL_ASSIGN_OR_RETURN(const data::TrainValTest every,
+                      data::ApplyAllFolds(split, f.part.catalogue, test_fold));
   const std::vector<data::Sample>& all = every.train;
   std::printf("scoring the served model's %zu training images for its not-a-lesion scale\n",
               all.size());
@@ -1349,7 +1379,9 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
   for (double u : units) h.ood_scores.push_back(scale->FromUnits(u));
   h.gaussian = std::move(served.gaussian);
   h.gaussian_fitted_data = {
-      {"split_digest", split.Digest()}, {"partition", "all"}, {"images", all.size()}};
+      {"split_digest", split.Digest()},
+      {"partition", test_fold >= 0 ? absl::StrCat("all_but_fold", test_fold) : "all"},
+      {"images", all.size()}};
   for (const data::Sample& s : all) h.prior_labels.push_back(s.label);
   double mean = 0;
   for (double t : temperatures) mean += t / static_cast<double>(temperatures.size());
@@ -1358,14 +1390,16 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
       {"fitted_on", "out_of_fold"},
       {"method", "mean of the rounds' temperatures (each fitted on its validation fold)"},
       {"rounds", temperatures}};
-  h.fitted_data = {{"split_digest", split.Digest()},
-                   {"partition", "out_of_fold"},
-                   {"cv", cmd.from_cv},
-                   {"rounds", k},
-                   {"images", h.labels.size()},
-                   {"ood_carried_over_rejects", carry_over}};
-  std::printf("out of fold: %zu images from %d rounds; temperature %.3f (the rounds' mean)\n",
-              h.labels.size(), k, mean);
+  h.fitted_data = {
+      {"split_digest", split.Digest()},
+      {"partition", "out_of_fold"},
+      {"cv", cmd.from_cv},
+      {"rounds", static_cast<int>(h.rounds.size())},
+      {"left_out_round", test_fold >= 0 ? nlohmann::json(test_fold) : nlohmann::json()},
+      {"images", h.labels.size()},
+      {"ood_carried_over_rejects", carry_over}};
+  std::printf("out of fold: %zu images from %zu rounds; temperature %.3f (the rounds' mean)\n",
+              h.labels.size(), h.rounds.size(), mean);
   return h;
 }
 

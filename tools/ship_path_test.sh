@@ -2,6 +2,7 @@
 # docs/cv/36ep_160_balmix_oof/run.sh (the shipped recipe's whole out-of-fold path) dry-run
 # on the fixtures with a tiny model: every round, the model on every image, the export
 # and both fits land where the script says; a second run as on a fresh clone trains nothing again.
+# Then docs/cv/36ep_160_balmix_allbut/run.sh (that procedure with one fold kept out) on one round.
 set -euo pipefail
 CLI=$1 FIX=$2 OUT=$3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,4 +94,33 @@ if grep -q "the model on every image" "$OUT/second.txt"; then
   echo "the model on every image was trained again"; exit 1
 fi
 grep -q "ready to bundle" "$OUT/second.txt"
+# The shipped procedure measured (docs/cv/36ep_160_balmix_allbut/run.sh): round 1's model
+# trained on every image but fold 1's, its operating point fitted on the other rounds'
+# answers (round 1's left out), scored on fold 1 with the served views.
+AB=$OUT/allbut_docs
+DOCS_OUT=$AB FROM_CV=$D FOLDS="1" "$ROOT/docs/cv/36ep_160_balmix_allbut/run.sh" > "$OUT/allbut.txt" 2>&1 ||
+  { cat "$OUT/allbut.txt"; exit 1; }
+for f in fold1_metrics.json fold1/manifest.json fold1/fit.txt fold1/eval.txt fold1/train_log.jsonl; do
+  test -s "$AB/$f" || { echo "missing allbut $f"; cat "$OUT/allbut.txt"; exit 1; }
+done
+if find "$AB" -name '*.safetensors' -o -name '*.pt' | grep -q .; then
+  echo "models copied into the allbut docs folder"; exit 1
+fi
+grep -q "round 1's answers are left out of the fit" "$AB/fold1/fit.txt"
+/usr/bin/python3 - "$AB" "$OUT/kfold3.csv" <<'PY'
+import csv, json, sys
+ab, split = sys.argv[1:3]
+n1 = sum(1 for r in csv.DictReader(open(split)) if r["partition"] == "fold1")
+m = json.load(open(f"{ab}/fold1/manifest.json"))
+assert m["data"]["test_fold"] == 1 and m["data"]["train_images"] == 14 - n1, m["data"]
+assert m["decision"]["fitted_data"]["left_out_round"] == 1, m["decision"]["fitted_data"]
+assert m["tta"] == "flips", m["tta"]
+e = json.load(open(f"{ab}/fold1_metrics.json"))
+assert e["n"] == n1 and e["context"]["partition"] == "fold1" and e["context"]["tta"] == "flips", e["context"]
+PY
+/usr/bin/python3 "$ROOT/docs/cv/36ep_160_balmix_allbut/summary.py" "$AB" "$D/leave_one_round_out_flips.json" \
+  > "$OUT/allbut_summary.txt"
+grep -q "paired difference" "$AB/summary.md" || { echo "no paired row"; cat "$OUT/allbut_summary.txt"; exit 1; }
+DOCS_OUT=$AB FROM_CV=$D FOLDS="1" "$ROOT/docs/cv/36ep_160_balmix_allbut/run.sh" > "$OUT/allbut2.txt" 2>&1
+grep -q "round 1: metrics already in" "$OUT/allbut2.txt" || { echo "allbut round 1 ran again"; exit 1; }
 echo "ship path ok"

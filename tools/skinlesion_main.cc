@@ -8,7 +8,7 @@
 //   skinlesion models       [--image_size 224]
 //   skinlesion train        --data DIR --out RUN [--config cfg.json] [--set k=v,...]
 //                           [--split split.csv] [--device auto] [--resume]
-//                           [--progress_jsonl events.jsonl] [--fold N | --all_folds]
+//                           [--progress_jsonl events.jsonl] [--fold N] [--all_folds]
 //   skinlesion cv           --data DIR --split kfold.csv --out DIR [--config cfg.json]
 //                           [--set k=v,...] [--folds 0,1,2]
 //   skinlesion evaluate     --model DIR --out DIR (--data DIR --split F [--partition test]
@@ -78,7 +78,8 @@ ABSL_FLAG(
     bool, all_folds, false,
     "train: with a k-fold split, train on every image (no validation or test images: the last "
     "epoch is the model); then fit-thresholds --from_cv fits its temperature and operating point "
-    "on the cv rounds' out-of-fold predictions");
+    "on the cv rounds' out-of-fold predictions. With --fold N: every image but fold N's, which "
+    "are its test images (the shipped model's procedure, measured on images it never saw)");
 ABSL_FLAG(
     std::string, from_cv, "",
     "fit-thresholds: a cv folder of the model's recipe and --split: fit on its rounds' out-of-fold "
@@ -426,7 +427,7 @@ const std::map<std::string, Command>& Commands() {
        {"train a classifier (two-phase fine-tuning) and export it",
         RunTrainCommand,
         "--data DIR --out RUN [--config cfg.json] [--set k=v,...] [--split split.csv] "
-        "[--device auto] [--resume] [--progress_jsonl events.jsonl] [--fold N | --all_folds]",
+        "[--device auto] [--resume] [--progress_jsonl events.jsonl] [--fold N] [--all_folds]",
         {"config", "set", "data", "metadata", "skip_labels", "split", "seed", "out", "device",
          "resume", "progress_jsonl", "fold", "all_folds"}}},
       {"cv",

@@ -422,14 +422,26 @@ absl::StatusOr<TrainValTest> ApplyRound(const Split& split, const Catalogue& cat
   return sets;
 }
 
-absl::StatusOr<TrainValTest> ApplyAllFolds(const Split& split, const Catalogue& catalogue) {
-  if (KFoldCount(split) == 0) {
+absl::StatusOr<TrainValTest> ApplyAllFolds(const Split& split, const Catalogue& catalogue,
+                                           int except_fold) {
+  const int k = KFoldCount(split);
+  if (k == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("training on every fold needs a k-fold split; split is ", split.method()));
   }
+  TrainValTest sets;
+  if (except_fold >= 0) {
+    if (except_fold >= k) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("fold ", except_fold, " is out of range: the split has folds 0 to ", k - 1));
+    }
+    const std::string test = absl::StrCat("fold", except_fold);
+    SL_ASSIGN_OR_RETURN(sets.test, Apply(split, catalogue, test));
+    SL_ASSIGN_OR_RETURN(sets.train, ApplyExcept(split, catalogue, test));
+    return sets;
+  }
   // Checks that the split and the catalogue hold the same images and lesions.
   SL_RETURN_IF_ERROR(Apply(split, catalogue, "fold0").status());
-  TrainValTest sets;
   sets.train = catalogue.samples;
   return sets;
 }

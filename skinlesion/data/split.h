@@ -131,7 +131,14 @@ absl::StatusOr<TrainValTest> ApplyRound(const Split& split, const Catalogue& cat
 // model to ship once `skinlesion cv` has measured the recipe on the k rounds (its
 // temperature and operating point are then fitted on the rounds' out-of-fold
 // predictions). InvalidArgument for a split that is not k-fold.
-absl::StatusOr<TrainValTest> ApplyAllFolds(const Split& split, const Catalogue& catalogue);
+//
+// except_fold >= 0: the same training on every image but fold<except_fold>'s, which is
+// the test set (still no validation: the last epoch is the model). That is the shipped
+// model's procedure with one fold kept out, so it measures what the model on every
+// image gets (with an operating point fitted on the other rounds' out-of-fold answers)
+// on images it never saw. InvalidArgument for a fold out of range.
+absl::StatusOr<TrainValTest> ApplyAllFolds(const Split& split, const Catalogue& catalogue,
+                                           int except_fold = -1);
 // "kfold:5" -> 5; 0 for any other method.
 int KFoldCount(const Split& split);
 

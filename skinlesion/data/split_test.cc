@@ -266,6 +266,31 @@ TEST(SplitTest, AllFoldsTrainOnEveryImage) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not in the catalogue")));
 }
 
+// Every image but one fold's (the shipped model's procedure, measured): that fold is the
+// test set, whole; the rest trains; nothing validates.
+TEST(SplitTest, AllFoldsButOneTestsOnThatFold) {
+  const Catalogue& catalogue = RealCatalogue();
+  auto kfold = MakeKFold(catalogue, 5, 11);
+  ASSERT_THAT(kfold, IsOk());
+  for (int fold : {0, 4}) {
+    auto sets = ApplyAllFolds(*kfold, catalogue, fold);
+    ASSERT_THAT(sets, IsOk());
+    EXPECT_TRUE(sets->val.empty());
+    EXPECT_EQ(sets->test.size(), static_cast<size_t>(kfold->Count(absl::StrCat("fold", fold))));
+    EXPECT_EQ(sets->train.size() + sets->test.size(), catalogue.samples.size());
+    for (const Sample& s : sets->test)
+      EXPECT_EQ(*kfold->PartitionOf(s.image_id), absl::StrCat("fold", fold));
+    std::set<std::string> test_lesions;
+    for (const Sample& s : sets->test) test_lesions.insert(s.lesion_id);
+    for (const Sample& s : sets->train) {
+      EXPECT_NE(*kfold->PartitionOf(s.image_id), absl::StrCat("fold", fold)) << s.image_id;
+      EXPECT_EQ(test_lesions.count(s.lesion_id), 0u) << s.lesion_id;
+    }
+  }
+  EXPECT_THAT(ApplyAllFolds(*kfold, catalogue, 5),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("out of range")));
+}
+
 // Train without one hospital, test on it: every test image comes from the held-out
 // source, none of the training or validation images does, lesions stay whole.
 TEST(SplitTest, SourceHoldoutTestsOnlyTheHeldOutSource) {
