@@ -28,6 +28,11 @@ Blocks (paths relative to the repository root):
   loro LABEL=FILE ...
                   leave_one_round_out_*.json of `fit-thresholds --from_cv`: each
                   file's rounds, mean +- sd and lowest round
+  kept_out DIR LORO_FILE
+                  the shipped model's procedure with one fold kept out (`train
+                  --all_folds --fold N`, docs/cv/36ep_160_balmix_allbut): DIR's
+                  fold<N>_metrics.json, each paired with round N of LORO_FILE, the
+                  means and the paired difference
 
 ctest model_card_check runs `check` on the bundled model's card, so a model replaced
 without its card (or a card edited by hand inside a block) fails the tests.
@@ -284,8 +289,73 @@ def pooled(x):
     return f"{x['value']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}] of {x['n']:,}"
 
 
+def train_minutes(log_path):
+    """(logged training minutes, median epoch seconds) of a train_log.jsonl; None without one."""
+    path = pathlib.Path(log_path)
+    if not path.exists():
+        return None
+    seconds = sorted(s for s in (json.loads(line).get("seconds") for line in path.read_text().splitlines()
+                                 if line.strip()) if s is not None)
+    if not seconds:
+        return None
+    n = len(seconds)
+    median = seconds[n // 2] if n % 2 else (seconds[n // 2 - 1] + seconds[n // 2]) / 2
+    return sum(seconds) / 60, median
+
+
+def summary_of(values):
+    """{mean, sd, n} of a list of numbers (sample sd), as mean_sd reads it."""
+    n = len(values)
+    if n == 0:
+        return None
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return {"mean": mean, "sd": sd, "n": n}
+
+
+def block_kept_out(allbut_dir, loro_file):
+    """Each round's model trained on every image but its test fold (`train --all_folds
+    --fold N`: the shipped model's procedure), scored on that fold at the operating point
+    fitted on the other rounds' answers (DIR/fold<N>_metrics.json of `skinlesion
+    evaluate`), paired with the same round of the leave-one-round-out check of the
+    rounds' own models (LORO_FILE): same test images, same source of the operating point."""
+    loro = {r["fold"]: r for r in load(loro_file)["rounds"]}
+    files = sorted(pathlib.Path(allbut_dir).glob("fold*_metrics.json"))
+    if not files:
+        raise ValueError(f"no fold*_metrics.json in {allbut_dir}")
+    rows, ours, theirs, diffs = [], {}, {}, {}
+    for path in files:
+        fold = int(path.name[len("fold"):-len("_metrics.json")])
+        m = load(path)
+        values = [get(m, k) for _, k in CV_COLUMNS]
+        cost = train_minutes(pathlib.Path(allbut_dir) / f"fold{fold}" / "train_log.jsonl")
+        rows.append([f"round {fold}, every image but its fold ({m['n']:,} images)"] + [f3(v) for v in values] +
+                    [f"{cost[0]:.0f} ({cost[1]:.0f} s an epoch)" if cost else "–"])
+        for (_, k), v in zip(CV_COLUMNS, values):
+            if v is not None:
+                ours.setdefault(k, []).append(v)
+        if fold in loro:
+            r = loro[fold]
+            if r["n"] != m["n"]:
+                raise ValueError(f"round {fold}: {m['n']} test images in {path}, {r['n']} in {loro_file}")
+            rows.append([f"round {fold}, three folds (the rounds' model)"] + [f3(r.get(k)) for _, k in CV_COLUMNS] + [""])
+            for (_, k), v in zip(CV_COLUMNS, values):
+                if v is not None and r.get(k) is not None:
+                    theirs.setdefault(k, []).append(r[k])
+                    diffs.setdefault(k, []).append(v - r[k])
+    rows.append([f"**mean ± sd, every image but the fold ({len(files)} rounds)**"] +
+                [mean_sd(summary_of(ours.get(k, []))) for _, k in CV_COLUMNS] + [""])
+    if diffs:
+        paired = len(diffs[CV_COLUMNS[0][1]]) if CV_COLUMNS[0][1] in diffs else 0
+        rows.append([f"mean ± sd, three folds (the same {paired} rounds)"] +
+                    [mean_sd(summary_of(theirs.get(k, []))) for _, k in CV_COLUMNS] + [""])
+        rows.append(["paired difference"] +
+                    [f"{sum(diffs[k]) / len(diffs[k]):+.3f}" if diffs.get(k) else "–" for _, k in CV_COLUMNS] + [""])
+    return table(["", *[c for c, _ in CV_COLUMNS], "training min"], rows)
+
+
 BLOCKS = {"setup": block_setup, "subgroups": block_subgroups, "report": block_report, "referral": block_referral, "cv": block_cv,
-          "loro": block_loro}
+          "loro": block_loro, "kept_out": block_kept_out}
 
 
 def render(args_text):

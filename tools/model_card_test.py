@@ -108,6 +108,43 @@ class ModelCardTest(unittest.TestCase):
         out = run("show", "subgroups", "docs/cv/36ep_160_balmix_oof", "shoe_size")
         self.assertIn("no subgroups 'shoe_size'", out.stderr)
 
+    def test_kept_out_block(self):
+        d = pathlib.Path(self.dir.name)
+
+        def metrics(bal, mel, n=100):
+            return {"n": n, "balanced_accuracy": bal, "melanoma_recall": mel, "macro_auc": 0.9,
+                    "decision": {"without_floor": {"balanced_accuracy": bal - 0.01}},
+                    "referral": {"malignant_sensitivity": {"value": 0.9}, "refer_rate": {"value": 0.4}}}
+
+        (d / "fold0_metrics.json").write_text(json.dumps(metrics(0.66, 0.70)))
+        (d / "fold2_metrics.json").write_text(json.dumps(metrics(0.62, 0.80)))
+        (d / "fold0").mkdir()
+        (d / "fold0" / "train_log.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": 60.0 + e}) + "\n"
+                                                         for e in range(3)))
+        loro = {"rounds": [{"fold": 0, "n": 100, "balanced_accuracy": 0.64, "melanoma_recall": 0.72},
+                           {"fold": 1, "n": 100, "balanced_accuracy": 0.50},
+                           {"fold": 2, "n": 100, "balanced_accuracy": 0.61, "melanoma_recall": 0.70}]}
+        (d / "loro.json").write_text(json.dumps(loro))
+        out = run("show", "kept_out", str(d), str(d / "loro.json"))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = out.stdout.splitlines()
+        row = lambda prefix: next(l for l in lines if l.startswith(prefix))
+        self.assertIn("| 0.660 | 0.650 | 0.900 | 0.700 |", row("| round 0, every image but its fold (100 images)"))
+        self.assertIn("| 3 (61 s an epoch) |", row("| round 0, every image"))
+        self.assertIn("| 0.640 | – | – | 0.720 |", row("| round 0, three folds"))
+        # Means over the two rounds kept out, and over the same rounds of the check (not round 1).
+        self.assertIn("| 0.640 ± 0.028 |", row("| **mean ± sd, every image but the fold (2 rounds)**"))
+        self.assertIn("| 0.625 ± 0.021 |", row("| mean ± sd, three folds (the same 2 rounds)"))
+        paired = row("| paired difference")
+        self.assertIn("| +0.015 |", paired)  # ((0.66 - 0.64) + (0.62 - 0.61)) / 2
+        self.assertIn("| +0.040 |", paired)  # melanoma recall: (-0.02 + 0.10) / 2
+        # Different test images in the two files: refused.
+        loro["rounds"][2]["n"] = 99
+        (d / "loro.json").write_text(json.dumps(loro))
+        out = run("show", "kept_out", str(d), str(d / "loro.json"))
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("round 2: 100 test images", out.stderr)
+
     def test_errors(self):
         self.card.write_text("# no blocks\n")
         self.assertEqual(run("check", str(self.card)).returncode, 1)

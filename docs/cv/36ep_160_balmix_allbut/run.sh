@@ -10,8 +10,9 @@
 # About 33 minutes a round with bf16 on 2 cores (the shipped model: 46 min on 5,984).
 #
 #   docs/cv/36ep_160_balmix_allbut/run.sh          # FOLDS="0 1 2 3 4" by default
-#   /usr/bin/python3 docs/cv/36ep_160_balmix_allbut/summary.py   # the table, paired with
-#                                                   # the leave-one-round-out figures
+# At the end it writes summary.md: the rounds kept out, each paired with the same round of
+# the leave-one-round-out check of the three-fold round models (FROM_CV's
+# leave_one_round_out_flips.json), `tools/model_card.py show kept_out`.
 # Dry run on the test fixtures: SHIP_WORK=/tmp/w DOCS_OUT=/tmp/w/docs DATA=... [METADATA=...]
 #   SPLIT=kfold3.csv FOLDS="0" SET=image_size=32,epochs=1 FROM_CV=cv_dir_of_that_split run.sh
 set -euo pipefail
@@ -58,3 +59,8 @@ for f in ${FOLDS:-0 1 2 3 4}; do
   cp "$R/eval/metrics.json" "$OUT/fold${f}_metrics.json"
   log "round $f: done"
 done
+if ls "$OUT"/fold*_metrics.json > /dev/null 2>&1; then
+  /usr/bin/python3 tools/model_card.py show kept_out "$OUT" "$FROM_CV/leave_one_round_out_flips.json" \
+    > "$OUT/summary.md"
+  cat "$OUT/summary.md"
+fi
