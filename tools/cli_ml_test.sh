@@ -549,8 +549,20 @@ grep -q "trained on every image of the split but fold1's ($((14 - n1)))" "$OUT/s
 grep -q "round 1's answers are left out of the fit" "$OUT/ship3_fit.txt"
 grep -q "out of fold: $((14 - n1)) images from 2 rounds" "$OUT/ship3_fit.txt"
 grep -q "scoring the served model's $((14 - n1)) training images" "$OUT/ship3_fit.txt"
+grep -q "prior: the model's training images ($((14 - n1)))" "$OUT/ship3_fit.txt"
 "$CLI" evaluate --model "$OUT/ship3/model" "${DATA[@]}" --split "$OUT/kfold.csv" --partition fold1 \
-  --out "$OUT/ship3_eval" > "$OUT/ship3_eval.txt"
+  --out "$OUT/ship3_eval" --answers_dir "$OUT/ship3_answers" > "$OUT/ship3_eval.txt"
+# Its answers on fold 1 as a cv round keeps them; a fold it trained on is refused.
+test -s "$OUT/ship3_answers/out_of_fold_none.csv"
+for bad in "--partition fold0" "--partition test"; do
+  # shellcheck disable=SC2086
+  if "$CLI" evaluate --model "$OUT/ship3/model" "${DATA[@]}" --split "$OUT/kfold.csv" $bad \
+       --out "$OUT/ship3_eval_bad" --answers_dir "$OUT/ship3_answers_bad" 2> "$OUT/ship3_bad.txt"; then
+    echo "evaluate --answers_dir accepted $bad"; exit 1
+  fi
+done
+grep -q "did not keep fold0 out of its training" <("$CLI" evaluate --model "$OUT/ship3/model" "${DATA[@]}" \
+  --split "$OUT/kfold.csv" --partition fold0 --out "$OUT/ship3_eval_bad" --answers_dir "$OUT/ship3_answers_bad" 2>&1 || true)
 /usr/bin/python3 - "$OUT" "$n1" <<'PY'
 import json, os, sys
 out, n1 = sys.argv[1], int(sys.argv[2])
@@ -562,6 +574,13 @@ assert fd["left_out_round"] == 1 and fd["rounds"] == 2 and fd["images"] == 14 - 
 assert m["calibration"]["fitted_on"] == "out_of_fold" and len(m["calibration"]["rounds"]) == 2, m["calibration"]
 e = json.load(open(os.path.join(out, "ship3_eval", "metrics.json")))
 assert e["n"] == n1 and e["context"]["partition"] == "fold1", (e["n"], e["context"])
+import csv
+rows = list(csv.DictReader(open(os.path.join(out, "ship3_answers", "out_of_fold_none.csv"))))
+assert len(rows) == n1, (len(rows), n1)
+split = {r["image_id"]: r["partition"] for r in csv.DictReader(open(os.path.join(out, "kfold.csv")))}
+assert all(split[r["image_id"]] == "fold1" for r in rows), rows
+assert all(r["views"] == "none" and abs(float(r["temperature"]) - m["calibration"]["temperature"]) < 1e-6
+           for r in rows), (rows[0], m["calibration"])
 PY
 # The round kept out must be a fold of the split.
 if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --fold 3 --out "$OUT/ship5" --set "$TINY" \

@@ -771,6 +771,15 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& c
                                                             const data::Catalogue& catalogue,
                                                             const std::vector<Tta>& views,
                                                             std::optional<OodMethod> ood_method);
+// The same for any model that never saw fold<fold>: a cv round's (trained on the other
+// folds but its validation one) or one trained with --all_folds --fold <fold> (every
+// other image; its manifest's data.test_fold). Writes <out_dir>/out_of_fold_<views>.csv.
+absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerFold(const std::string& model_dir, int fold,
+                                                           const data::Split& split,
+                                                           const data::Catalogue& catalogue,
+                                                           const std::vector<Tta>& views,
+                                                           std::optional<OodMethod> ood_method,
+                                                           const std::string& out_dir);
 }  // namespace
 
 absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
@@ -1020,6 +1029,16 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
     context["partition"] = cmd.partition;
   }
   if (samples.empty()) return absl::InvalidArgumentError("no images to evaluate");
+  int answers_fold = -1;
+  if (!cmd.answers_dir.empty()) {
+    absl::string_view partition = cmd.partition;
+    if (!cmd.isic_csv.empty() || !absl::ConsumePrefix(&partition, "fold") ||
+        !absl::SimpleAtoi(partition, &answers_fold) || answers_fold < 0) {
+      return absl::InvalidArgumentError(
+          "--answers_dir needs --split with a k-fold --partition fold<N> (the fold the model never "
+          "saw)");
+    }
+  }
   SL_ASSIGN_OR_RETURN(models::Checkpoint checkpoint, models::LoadCheckpoint(model_dir));
   const std::string device = ResolveDevice(cmd.device);
   SL_ASSIGN_OR_RETURN(const PrecisionChoice precision, ParsePrecisionChoice(cmd.precision));
@@ -1058,6 +1077,18 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   PrintHeadline(metrics);
   PrintSubgroups(metrics);
   std::printf("wrote %s/metrics.json and plots\n", cmd.out_dir.c_str());
+  if (!cmd.answers_dir.empty()) {
+    // The fold's answers as a cv round keeps them (single view and the model's own
+    // views), so that fit-thresholds --from_cv can pool models trained this way.
+    SL_ASSIGN_OR_RETURN(const data::Dataset d,
+                        LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels, &spec.classes));
+    SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
+    std::vector<Tta> views = {Tta::kNone};
+    if (tta != Tta::kNone) views.push_back(tta);
+    SL_RETURN_IF_ERROR(AnswerFold(model_dir, answers_fold, split, d.catalogue, views, std::nullopt,
+                                  cmd.answers_dir)
+                           .status());
+  }
   return absl::OkStatus();
 }
 
@@ -1189,6 +1220,16 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& c
                      eval::RoundAnswersFile(TtaName(views.front())),
                      " nor its model: every image must be answered once"));
   }
+  return AnswerFold(round_model, fold, split, catalogue, views, method,
+                    absl::StrCat(cv_dir, "/fold", fold));
+}
+
+absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerFold(const std::string& round_model, int fold,
+                                                           const data::Split& split,
+                                                           const data::Catalogue& catalogue,
+                                                           const std::vector<Tta>& views,
+                                                           std::optional<OodMethod> method,
+                                                           const std::string& out_dir) {
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(round_model));
   SL_ASSIGN_OR_RETURN(models::Checkpoint round, models::LoadCheckpoint(round_model));
   round.model->eval();
@@ -1197,7 +1238,21 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& c
     return absl::InvalidArgumentError(
         absl::StrCat(round_model, " has no feature map for mahalanobis scores"));
   }
-  SL_ASSIGN_OR_RETURN(const data::TrainValTest sets, data::ApplyRound(split, catalogue, fold));
+  // Its training images: every image but fold<fold>'s for a model trained with
+  // --all_folds --fold <fold>, else the cv round's.
+  const nlohmann::json& data_doc = spec.document.value("data", nlohmann::json::object());
+  const nlohmann::json test_fold = data_doc.value("test_fold", nlohmann::json());
+  const nlohmann::json trained_fold = data_doc.value("fold", nlohmann::json());
+  const bool all_but = test_fold.is_number_integer();
+  if (all_but ? test_fold.get<int>() != fold
+              : !trained_fold.is_number_integer() || trained_fold.get<int>() != fold) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        round_model, " did not keep fold", fold, " out of its training (its manifest's data: fold ",
+        trained_fold.dump(), ", test_fold ", test_fold.dump(), ")"));
+  }
+  SL_ASSIGN_OR_RETURN(const data::TrainValTest sets,
+                      all_but ? data::ApplyAllFolds(split, catalogue, fold)
+                              : data::ApplyRound(split, catalogue, fold));
   // The not-a-lesion scores are in units of the round model's own training scores.
   SL_ASSIGN_OR_RETURN(const TrainingScores own,
                       ScoreTrainingImages(*round.model, spec, sets.train, ood_method));
@@ -1222,8 +1277,9 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& c
     SL_ASSIGN_OR_RETURN(const std::vector<double> scores,
                         OodScores(ood_method, pred, own.gaussian ? &*own.gaussian : nullptr));
     for (double score : scores) a.ood_units.push_back(scale->ToUnits(score));
-    const std::string file =
-        absl::StrCat(cv_dir, "/fold", fold, "/", eval::RoundAnswersFile(a.views));
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    const std::string file = absl::StrCat(out_dir, "/", eval::RoundAnswersFile(a.views));
     SL_ASSIGN_OR_RETURN(const std::string text, eval::RoundAnswersToCsv(a, catalogue.classes));
     SL_RETURN_IF_ERROR(WriteFileAtomically(file, text));
     std::printf("wrote %s\n", file.c_str());
@@ -1487,7 +1543,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   std::string prior_source = "the model's training data";
   if (prior.empty() && !held.prior_labels.empty()) {
     prior = ClassPrior(held.prior_labels, spec.classes.size());
-    prior_source = absl::StrCat("every image of the split (", held.prior_labels.size(), ")");
+    prior_source = absl::StrCat("the model's training images (", held.prior_labels.size(), ")");
   } else if (prior.empty() && cmd.balanced_decision) {
     std::vector<int> train_labels;
     for (const absl::string_view name : absl::StrSplit(cmd.prior_from, ',', absl::SkipEmpty())) {

@@ -64,6 +64,9 @@ struct EvaluateCommand {
   std::string device = "auto";
   int threads = 2;
   std::string precision = "auto";  // auto, fp32, bf16 (skinlesion/common/precision.h)
+  // Non-empty: also writes the model's answers on partition fold<N> (a fold it never
+  // saw) as a cv round keeps them, DIR/out_of_fold_{none,<its views>}.csv (fp32).
+  std::string answers_dir;
 };
 
 struct PredictCommand {

@@ -100,7 +100,8 @@ grep -q "ready to bundle" "$OUT/second.txt"
 AB=$OUT/allbut_docs
 DOCS_OUT=$AB FROM_CV=$D FOLDS="1" "$ROOT/docs/cv/36ep_160_balmix_allbut/run.sh" > "$OUT/allbut.txt" 2>&1 ||
   { cat "$OUT/allbut.txt"; exit 1; }
-for f in fold1_metrics.json fold1/manifest.json fold1/fit.txt fold1/eval.txt fold1/train_log.jsonl; do
+for f in fold1_metrics.json fold1/manifest.json fold1/fit.txt fold1/eval.txt fold1/train_log.jsonl \
+         fold1/out_of_fold_none.csv fold1/out_of_fold_flips.csv cv_recipe.json; do
   test -s "$AB/$f" || { echo "missing allbut $f"; cat "$OUT/allbut.txt"; exit 1; }
 done
 if find "$AB" -name '*.safetensors' -o -name '*.pt' | grep -q .; then

@@ -104,6 +104,10 @@ ABSL_FLAG(std::string, progress_jsonl, "",
           "train: append one JSON object per progress report and epoch to this file");
 ABSL_FLAG(std::string, model, "", "Model directory (default for predict: the bundled model)");
 ABSL_FLAG(std::string, partition, "test", "Split partition to evaluate");
+ABSL_FLAG(std::string, answers_dir, "",
+          "evaluate: with --partition fold<N> of a k-fold split, also write the model's answers on "
+          "that fold as a cv round keeps them (out_of_fold_none.csv and its views'), for "
+          "fit-thresholds --from_cv; the model must not have trained on fold<N>");
 ABSL_FLAG(std::string, isic_csv, "", "ISIC 2018/2019 one-hot ground-truth CSV (evaluate)");
 ABSL_FLAG(std::string, images, "", "Image folder for --isic_csv");
 ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate): --tta_views flips");
@@ -310,6 +314,7 @@ absl::Status RunEvaluateCommand() {
   c.device = absl::GetFlag(FLAGS_device);
   c.threads = absl::GetFlag(FLAGS_threads);
   c.precision = absl::GetFlag(FLAGS_precision);
+  c.answers_dir = absl::GetFlag(FLAGS_answers_dir);
   return cli::RunEvaluate(c);
 }
 
@@ -441,9 +446,11 @@ const std::map<std::string, Command>& Commands() {
        {"evaluate a model on a split or an ISIC 2018 ground truth",
         RunEvaluateCommand,
         "--model DIR|NAME@ALIAS --out DIR (--data DIR --split F [--partition test] | --isic_csv F "
-        "--images DIR) [--tta | --tta_views none|flips|dihedral] [--precision auto]",
+        "--images DIR) [--tta | --tta_views none|flips|dihedral] [--precision auto] "
+        "[--answers_dir DIR]",
         {"model", "out", "data", "metadata", "skip_labels", "split", "partition", "isic_csv",
-         "images", "registry", "tta", "tta_views", "device", "threads", "precision"}}},
+         "images", "registry", "tta", "tta_views", "device", "threads", "precision",
+         "answers_dir"}}},
       {"export",
        {"copy a model directory (optionally as float16) with a fresh golden set",
         RunExportCommand,

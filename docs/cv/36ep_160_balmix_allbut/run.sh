@@ -5,7 +5,9 @@
 # (`--fold r`: 4,787 images), exported fp16, its operating point fitted by
 # `fit-thresholds --from_cv docs/cv/36ep_160_balmix_oof` on the other four rounds'
 # out-of-fold answers (round r's are left out: they are answers on its test images), and
-# scored on fold r by `skinlesion evaluate` with the served views (flips). Resumable: a
+# scored on fold r by `skinlesion evaluate` with the served views (flips), which also keeps
+# its answers on fold r as a cv round does (fold<r>/out_of_fold_{none,flips}.csv; with all
+# five rounds here this folder works as `fit-thresholds --from_cv`). Resumable: a
 # round whose metrics are here is skipped; a round in training resumes from its last epoch.
 # About 33 minutes a round with bf16 on 2 cores (the shipped model: 46 min on 5,984).
 #
@@ -52,9 +54,12 @@ for f in ${FOLDS:-0 1 2 3 4}; do
     --ood_images tests/fixtures/ood --tta_views flips --threads 2 > "$R/fit.txt"
   # fp32: the rounds' answers the comparison reads were computed in fp32 too.
   "$CLI" evaluate --model "$R/bundled" "${DM[@]}" --split "$S" --partition "fold$f" \
-    --precision fp32 --out "$R/eval" > "$R/eval.txt"
+    --precision fp32 --out "$R/eval" --answers_dir "$R/answers" > "$R/eval.txt"
   mkdir -p "$OUT/fold$f"
-  cp "$R/fit.txt" "$R/eval.txt" "$R/train_log.jsonl" "$R/training_curves.png" "$OUT/fold$f/"
+  cp "$R/fit.txt" "$R/eval.txt" "$R/train_log.jsonl" "$R/training_curves.png" \
+    "$R"/answers/out_of_fold_*.csv "$OUT/fold$f/"
+  # The recipe and split of the answers, as in a cv folder.
+  cp "$FROM_CV/cv_recipe.json" "$OUT/"
   cp "$R/bundled/manifest.json" "$OUT/fold$f/manifest.json"
   cp "$R/eval/metrics.json" "$OUT/fold${f}_metrics.json"
   log "round $f: done"
