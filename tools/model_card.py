@@ -320,7 +320,7 @@ def block_kept_out(allbut_dir, loro_file):
     evaluate`), paired with the same round of the leave-one-round-out check of the
     rounds' own models (LORO_FILE): same test images, same source of the operating point."""
     loro = {r["fold"]: r for r in load(loro_file)["rounds"]}
-    files = sorted(pathlib.Path(allbut_dir).glob("fold*_metrics.json"))
+    files = sorted((ROOT / allbut_dir).glob("fold*_metrics.json"))
     if not files:
         raise ValueError(f"no fold*_metrics.json in {allbut_dir}")
     rows, ours, theirs, diffs = [], {}, {}, {}
@@ -328,7 +328,7 @@ def block_kept_out(allbut_dir, loro_file):
         fold = int(path.name[len("fold"):-len("_metrics.json")])
         m = load(path)
         values = [get(m, k) for _, k in CV_COLUMNS]
-        cost = train_minutes(pathlib.Path(allbut_dir) / f"fold{fold}" / "train_log.jsonl")
+        cost = train_minutes(ROOT / allbut_dir / f"fold{fold}" / "train_log.jsonl")
         rows.append([f"round {fold}, every image but its fold ({m['n']:,} images)"] + [f3(v) for v in values] +
                     [f"{cost[0]:.0f} ({cost[1]:.0f} s an epoch)" if cost else "–"])
         for (_, k), v in zip(CV_COLUMNS, values):
