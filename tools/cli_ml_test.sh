@@ -582,6 +582,46 @@ assert all(split[r["image_id"]] == "fold1" for r in rows), rows
 assert all(r["views"] == "none" and abs(float(r["temperature"]) - m["calibration"]["temperature"]) < 1e-6
            for r in rows), (rows[0], m["calibration"])
 PY
+# A folder of answers where round 1's are the kept-out model's (its manifest beside them,
+# as docs/cv/*_allbut keeps them): fit-thresholds says so and records it; the threshold
+# fitted for 0.90 with a margin of 0.05 is the one fitted for 0.95, with 0.90 kept as the aim.
+mkdir -p "$OUT/cv_allbut"
+cp "$OUT/cv/cv_recipe.json" "$OUT/cv_allbut/"
+for f in 0 2; do mkdir -p "$OUT/cv_allbut/fold$f"; cp "$OUT/cv/fold$f/"out_of_fold_*.csv "$OUT/cv_allbut/fold$f/"; done
+mkdir -p "$OUT/cv_allbut/fold1"
+cp "$OUT/ship3_answers/"out_of_fold_*.csv "$OUT/ship3/model/manifest.json" "$OUT/cv_allbut/fold1/"
+for run in margin plain95; do
+  cp -r "$OUT/ship" "$OUT/ship_$run"
+  cp "$OUT/ship_before.json" "$OUT/ship_$run/model/manifest.json"
+done
+"$CLI" fit-thresholds --model "$OUT/ship_margin/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv_allbut" \
+  --sensitivity_margin 0.05 --sensitivity_confidence 0 --threads 1 > "$OUT/ship_margin_fit.txt"
+grep -q "out of fold: 14 images from 3 rounds (1 of them answered by a model trained on every image but that fold)" \
+  "$OUT/ship_margin_fit.txt"
+grep -q "(target sensitivity 0.90, fitted for 0.95: margin 0.05," "$OUT/ship_margin_fit.txt"
+"$CLI" fit-thresholds --model "$OUT/ship_plain95/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv_allbut" \
+  --target_sensitivity 0.95 --sensitivity_confidence 0 --threads 1 > /dev/null
+/usr/bin/python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+a, b = (json.load(open(os.path.join(out, f"ship_{r}", "model", "manifest.json"))) for r in ("margin", "plain95"))
+assert a["refer"]["malignancy_risk_threshold"] == b["refer"]["malignancy_risk_threshold"], (a["refer"], b["refer"])
+assert a["refer"]["target_sensitivity"] == 0.9 and a["refer"]["sensitivity_margin"] == 0.05, a["refer"]
+assert b["refer"]["target_sensitivity"] == 0.95 and "sensitivity_margin" not in b["refer"], b["refer"]
+assert a["refer"]["fitted_data"]["kept_out_models"] == 1, a["refer"]["fitted_data"]
+PY
+# A margin that aims above 1; a kept-out manifest beside another round's answers.
+if "$CLI" fit-thresholds --model "$OUT/ship_margin/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv_allbut" \
+     --sensitivity_margin 0.2 --threads 1 2> "$OUT/ship_margin_err.txt"; then
+  echo "fit-thresholds accepted a target plus margin above 1"; exit 1
+fi
+grep -q "sensitivity_margin must be" "$OUT/ship_margin_err.txt"
+cp "$OUT/ship3/model/manifest.json" "$OUT/cv_allbut/fold0/"
+if "$CLI" fit-thresholds --model "$OUT/ship_margin/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv_allbut" \
+     --threads 1 2> "$OUT/ship_allbut_err.txt"; then
+  echo "fit-thresholds took round 0's answers beside a model that kept fold1 out"; exit 1
+fi
+grep -q "fold0/manifest.json is of a model that kept fold1 out, not fold0" "$OUT/ship_allbut_err.txt"
 # The round kept out must be a fold of the split.
 if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --fold 3 --out "$OUT/ship5" --set "$TINY" \
      2> "$OUT/ship_err3.txt"; then

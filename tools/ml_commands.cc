@@ -765,6 +765,24 @@ absl::StatusOr<eval::RoundAnswers> RoundAnswersOf(const std::string& cv_dir, int
                                                   const data::Split& split,
                                                   const data::Catalogue& catalogue, Tta tta,
                                                   OodMethod ood_method);
+// The fold a model trained with --all_folds --fold N kept out (its manifest's
+// data.test_fold), -1 for a model without one; an error when it is not a fold of a
+// k-fold split.
+absl::StatusOr<int> KeptOutFold(const nlohmann::json& manifest_doc, int k,
+                                const std::string& model_dir) {
+  const nlohmann::json& data_doc = manifest_doc.contains("data") && manifest_doc["data"].is_object()
+                                       ? manifest_doc["data"]
+                                       : nlohmann::json::object();
+  const nlohmann::json test_fold = data_doc.value("test_fold", nlohmann::json());
+  if (test_fold.is_null()) return -1;
+  if (!test_fold.is_number_integer() || test_fold.get<int>() < 0 || test_fold.get<int>() >= k) {
+    return absl::DataLossError(absl::StrCat(model_dir, "'s manifest has data.test_fold ",
+                                            test_fold.dump(), ", not a fold of a ", k,
+                                            "-fold split"));
+  }
+  return test_fold.get<int>();
+}
+
 // `ood_method` nullopt: the round model's own (DefaultOodMethod).
 absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& cv_dir, int fold,
                                                             const data::Split& split,
@@ -1011,6 +1029,9 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   SL_ASSIGN_OR_RETURN(const Tta tta, ChooseTta(cmd.tta_views, spec));
   std::vector<data::Sample> samples;
   nlohmann::json context = {{"model", cmd.model_dir}, {"tta", std::string(TtaName(tta))}};
+  // With --split: the data and split, kept for --answers_dir.
+  std::optional<data::Dataset> dataset;
+  std::optional<data::Split> split;
   if (!cmd.isic_csv.empty()) {
     if (cmd.isic_images.empty()) return absl::InvalidArgumentError("--isic_csv needs --images");
     SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.isic_images, cmd.isic_csv, cmd.skip_labels, &spec.classes));
@@ -1021,11 +1042,11 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
     if (cmd.data_dir.empty() || cmd.split_file.empty()) {
       return absl::InvalidArgumentError("give --data with --split, or --isic_csv with --images");
     }
-    SL_ASSIGN_OR_RETURN(const data::Dataset d, LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels, &spec.classes));
-    const data::Catalogue& c = d.catalogue;
-    SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
-    SL_ASSIGN_OR_RETURN(samples, data::Apply(split, c, cmd.partition));
-    context["split_digest"] = split.Digest();
+    SL_ASSIGN_OR_RETURN(dataset,
+                        LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels, &spec.classes));
+    SL_ASSIGN_OR_RETURN(split, data::LoadSplit(cmd.split_file));
+    SL_ASSIGN_OR_RETURN(samples, data::Apply(*split, dataset->catalogue, cmd.partition));
+    context["split_digest"] = split->Digest();
     context["partition"] = cmd.partition;
   }
   if (samples.empty()) return absl::InvalidArgumentError("no images to evaluate");
@@ -1080,13 +1101,10 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
   if (!cmd.answers_dir.empty()) {
     // The fold's answers as a cv round keeps them (single view and the model's own
     // views), so that fit-thresholds --from_cv can pool models trained this way.
-    SL_ASSIGN_OR_RETURN(const data::Dataset d,
-                        LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels, &spec.classes));
-    SL_ASSIGN_OR_RETURN(const data::Split split, data::LoadSplit(cmd.split_file));
     std::vector<Tta> views = {Tta::kNone};
     if (tta != Tta::kNone) views.push_back(tta);
-    SL_RETURN_IF_ERROR(AnswerFold(model_dir, answers_fold, split, d.catalogue, views, std::nullopt,
-                                  cmd.answers_dir)
+    SL_RETURN_IF_ERROR(AnswerFold(model_dir, answers_fold, *split, dataset->catalogue, views,
+                                  std::nullopt, cmd.answers_dir)
                            .status());
   }
   return absl::OkStatus();
@@ -1240,15 +1258,16 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerFold(const std::string& ro
   }
   // Its training images: every image but fold<fold>'s for a model trained with
   // --all_folds --fold <fold>, else the cv round's.
+  SL_ASSIGN_OR_RETURN(const int test_fold,
+                      KeptOutFold(spec.document, data::KFoldCount(split), round_model));
   const nlohmann::json& data_doc = spec.document.value("data", nlohmann::json::object());
-  const nlohmann::json test_fold = data_doc.value("test_fold", nlohmann::json());
   const nlohmann::json trained_fold = data_doc.value("fold", nlohmann::json());
-  const bool all_but = test_fold.is_number_integer();
-  if (all_but ? test_fold.get<int>() != fold
+  const bool all_but = test_fold >= 0;
+  if (all_but ? test_fold != fold
               : !trained_fold.is_number_integer() || trained_fold.get<int>() != fold) {
     return absl::FailedPreconditionError(absl::StrCat(
         round_model, " did not keep fold", fold, " out of its training (its manifest's data: fold ",
-        trained_fold.dump(), ", test_fold ", test_fold.dump(), ")"));
+        trained_fold.dump(), ", test_fold ", all_but ? absl::StrCat(test_fold) : "none", ")"));
   }
   SL_ASSIGN_OR_RETURN(const data::TrainValTest sets,
                       all_but ? data::ApplyAllFolds(split, catalogue, fold)
@@ -1344,16 +1363,8 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
   // Trained with --all_folds --fold N: fold N's images are its test images, so round N's
   // answers (on those images) are left out of the fit, and its own training images are
   // every image but fold N's.
-  const nlohmann::json test_fold_json = doc["data"].value("test_fold", nlohmann::json());
-  int test_fold = -1;
-  if (!test_fold_json.is_null()) {
-    if (!test_fold_json.is_number_integer() || test_fold_json.get<int>() < 0 ||
-        test_fold_json.get<int>() >= k) {
-      return absl::DataLossError(absl::StrCat(cmd.model_dir, "'s manifest has data.test_fold ",
-                                              test_fold_json.dump(), ", not a fold of ",
-                                              cmd.split_file));
-    }
-    test_fold = test_fold_json.get<int>();
+  SL_ASSIGN_OR_RETURN(const int test_fold, KeptOutFold(doc, k, cmd.model_dir));
+  if (test_fold >= 0) {
     std::printf(
         "the model was trained on every image but fold%d's: round %d's answers are left out of "
         "the fit (they are its test images)\n",
@@ -1371,6 +1382,10 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
   h.name = "out_of_fold";
   std::vector<double> temperatures, units;
   std::vector<size_t> round_ends;  // units[round_ends[r-1] .. round_ends[r]) are round r's.
+  // Rounds whose answers are of a model trained as the served one on every image but
+  // the round's fold (train --all_folds --fold; evaluate --answers_dir keeps its
+  // manifest as fold<N>/manifest.json), not of a cv round model.
+  int kept_out_models = 0;
   absl::flat_hash_map<std::string, const data::Sample*> by_id;
   for (const data::Sample& sample : f.part.catalogue.samples) by_id[sample.image_id] = &sample;
   for (int fold = 0; fold < k; ++fold) {
@@ -1402,6 +1417,20 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
     temperatures.push_back(answers.temperature);
     round_ends.push_back(units.size());
     h.rounds.push_back({.fold = fold, .labels = answers.labels, .probs = answers.probs});
+    const std::string round_manifest = absl::StrCat(cmd.from_cv, "/fold", fold, "/manifest.json");
+    if (fs::exists(round_manifest)) {
+      SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(round_manifest, 4 << 20));
+      const nlohmann::json round_doc = nlohmann::json::parse(text, nullptr, false);
+      if (round_doc.is_discarded()) {
+        return absl::DataLossError(absl::StrCat(round_manifest, " is not JSON"));
+      }
+      SL_ASSIGN_OR_RETURN(const int kept_out, KeptOutFold(round_doc, k, round_manifest));
+      if (kept_out >= 0 && kept_out != fold) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            round_manifest, " is of a model that kept fold", kept_out, " out, not fold", fold));
+      }
+      kept_out_models += kept_out == fold;
+    }
   }
   // Does a threshold in these units carry over to a model that did not set it? Each
   // round's model against the threshold the other rounds' held-out lesions set.
@@ -1444,7 +1473,9 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
   h.temperature = mean;
   h.calibration = {
       {"fitted_on", "out_of_fold"},
-      {"method", "mean of the rounds' temperatures (each fitted on its validation fold)"},
+      {"method",
+       "mean of the temperatures of the rounds' answers (a cv round's fitted on its validation "
+       "fold, a kept-out model's carried over from cv rounds)"},
       {"rounds", temperatures}};
   h.fitted_data = {
       {"split_digest", split.Digest()},
@@ -1452,10 +1483,13 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
       {"cv", cmd.from_cv},
       {"rounds", static_cast<int>(h.rounds.size())},
       {"left_out_round", test_fold >= 0 ? nlohmann::json(test_fold) : nlohmann::json()},
+      {"kept_out_models", kept_out_models},
       {"images", h.labels.size()},
       {"ood_carried_over_rejects", carry_over}};
-  std::printf("out of fold: %zu images from %zu rounds; temperature %.3f (the rounds' mean)\n",
-              h.labels.size(), h.rounds.size(), mean);
+  std::printf(
+      "out of fold: %zu images from %zu rounds (%d of them answered by a model trained on every "
+      "image but that fold); temperature %.3f (the rounds' mean)\n",
+      h.labels.size(), h.rounds.size(), kept_out_models, mean);
   return h;
 }
 
@@ -1495,6 +1529,10 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   if (!(cmd.sensitivity_confidence >= 0 && cmd.sensitivity_confidence < 1)) {
     return absl::InvalidArgumentError(
         "--sensitivity_confidence must be in [0, 1) (0: the share itself)");
+  }
+  if (!(cmd.sensitivity_margin >= 0 && cmd.target_sensitivity + cmd.sensitivity_margin <= 1)) {
+    return absl::InvalidArgumentError(
+        "--sensitivity_margin must be >= 0 and leave --target_sensitivity plus it at most 1");
   }
   if (!(cmd.ood_reject_rate >= 0 && cmd.ood_reject_rate < 1)) {
     return absl::InvalidArgumentError("--ood_reject_rate must be in [0, 1)");
@@ -1557,7 +1595,7 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   }
   eval::OperatingPointOptions options{
       .balanced_decision = cmd.balanced_decision, .prior = prior, .referral = spec.refer};
-  options.referral.target_sensitivity = cmd.target_sensitivity;
+  options.referral.target_sensitivity = cmd.target_sensitivity + cmd.sensitivity_margin;
   options.referral.sensitivity_confidence = cmd.sensitivity_confidence;
   std::optional<ClassInfo> floor_class;
   if (cmd.balanced_decision && cmd.recall_target > 0) {
@@ -1607,7 +1645,9 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
     return absl::FailedPreconditionError(
         absl::StrCat("the ", fitted_on, " images have no malignant case to fit a threshold on"));
   }
-  const ReferralPolicy& policy = *op.referral;
+  // Served with the aim, not the aim plus the margin it was fitted for.
+  ReferralPolicy policy = *op.referral;
+  policy.target_sensitivity = cmd.target_sensitivity;
   const double threshold = *policy.risk_threshold;
   nlohmann::json fitted = {
       {"referral", eval::ReferralToJson(eval::EvaluateReferral(labels, probs, policy, spec.classes,
@@ -1616,9 +1656,17 @@ absl::Status RunFitThresholds(const FitThresholdsCommand& cmd) {
   fitted["referral"]["validation"] = fitted["referral"];
   SetRefer(fitted, manifest);
   manifest.document["refer"]["fitted_data"] = fitted_data;
+  if (cmd.sensitivity_margin > 0)
+    manifest.document["refer"]["sensitivity_margin"] = cmd.sensitivity_margin;
   std::printf(
-      "fitted on %zu %s images: refer when malignancy risk >= %.4f (target sensitivity %.2f, %s)\n",
+      "fitted on %zu %s images: refer when malignancy risk >= %.4f (target sensitivity %.2f%s, "
+      "%s)\n",
       n_images, fitted_on.c_str(), threshold, cmd.target_sensitivity,
+      cmd.sensitivity_margin > 0
+          ? absl::StrFormat(", fitted for %.2f: margin %.2f",
+                            cmd.target_sensitivity + cmd.sensitivity_margin, cmd.sensitivity_margin)
+                .c_str()
+          : "",
       cmd.sensitivity_confidence > 0
           ? absl::StrFormat("shown with %.0f%% confidence", 100 * cmd.sensitivity_confidence)
                 .c_str()

@@ -115,6 +115,12 @@ struct FitThresholdsCommand {
   std::string skip_labels;  // LoadData.
   double target_sensitivity = 0.9;
   double sensitivity_confidence = kDefaultSensitivityConfidence;
+  // Fit the threshold for target_sensitivity + sensitivity_margin on the fitting data
+  // while the manifest keeps target_sensitivity as the aim (refer.sensitivity_margin
+  // records the margin): for fitting data from models that are not the served one (cv
+  // rounds trained on fewer images give softer answers, so a threshold fitted on them
+  // refers fewer of the served model's malignant lesions).
+  double sensitivity_margin = 0;
   double ood_reject_rate = 0.01;
   std::string ood_images;
   // The "ood" threshold is written only when measured on ood_images with at least

@@ -83,15 +83,21 @@ def fitted_on(fitted):
         return "not recorded"
     n = f"{fitted.get('images', 0):,}"
     if fitted.get("partition") == "out_of_fold":
-        return f"the {n} out-of-fold answers of {fitted.get('rounds', '?')} cv rounds"
+        rounds = fitted.get("rounds", "?")
+        if fitted.get("kept_out_models") and fitted["kept_out_models"] == rounds:
+            return f"the {n} answers of {rounds} models trained as this one on every image but the fold they answered"
+        return f"the {n} out-of-fold answers of {rounds} cv rounds"
     return f"the {n} {fitted.get('partition', '?')} images"
 
 
 def refer_policy(p, fitted=""):
     """The referral rule of a manifest's "refer" object or a report's referral policy."""
     confidence = p.get("sensitivity_confidence")
+    margin = p.get("sensitivity_margin") or 0
     return (f"malignancy risk >= **{p['malignancy_risk_threshold']:.3f}** (target malignant sensitivity "
-            f"{p['target_sensitivity']:.2f}" + (f" at {100 * confidence:.0f}% confidence" if confidence else "")
+            f"{p['target_sensitivity']:.2f}"
+            + (f", fitted for {p['target_sensitivity'] + margin:.2f} (margin {margin:.2f})" if margin else "")
+            + (f" at {100 * confidence:.0f}% confidence" if confidence else "")
             + f"{fitted}), or top probability < {p['min_confidence']:.2f}, or margin < {p['min_margin']:.2f}")
 
 

@@ -145,6 +145,23 @@ class ModelCardTest(unittest.TestCase):
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("round 2: 100 test images", out.stderr)
 
+    def test_margin_and_kept_out_answers_are_named(self):
+        sys.path.insert(0, str(SCRIPT.parent))
+        import model_card
+        p = {"malignancy_risk_threshold": 0.12, "target_sensitivity": 0.9, "sensitivity_confidence": 0.95,
+             "min_confidence": 0.5, "min_margin": 0.1}
+        self.assertIn("(target malignant sensitivity 0.90 at 95% confidence", model_card.refer_policy(p))
+        p["sensitivity_margin"] = 0.03
+        self.assertIn("(target malignant sensitivity 0.90, fitted for 0.93 (margin 0.03) at 95% confidence",
+                      model_card.refer_policy(p))
+        fitted = {"partition": "out_of_fold", "images": 5984, "rounds": 5}
+        self.assertEqual(model_card.fitted_on(fitted), "the 5,984 out-of-fold answers of 5 cv rounds")
+        fitted["kept_out_models"] = 4  # Not every round's: still cv rounds.
+        self.assertIn("of 5 cv rounds", model_card.fitted_on(fitted))
+        fitted["kept_out_models"] = 5
+        self.assertEqual(model_card.fitted_on(fitted), "the 5,984 answers of 5 models trained as this one on "
+                         "every image but the fold they answered")
+
     def test_errors(self):
         self.card.write_text("# no blocks\n")
         self.assertEqual(run("check", str(self.card)).returncode, 1)

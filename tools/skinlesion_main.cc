@@ -125,6 +125,10 @@ ABSL_FLAG(double, sensitivity_confidence, skinlesion::kDefaultSensitivityConfide
           "fit-thresholds: the one-sided confidence with which the fitting data must show "
           "--target_sensitivity (the Wilson lower bound of their share reaches it; 0: the share "
           "itself)");
+ABSL_FLAG(double, sensitivity_margin, 0,
+          "fit-thresholds: fit the risk threshold for --target_sensitivity plus this margin, "
+          "keeping --target_sensitivity as the aim in the manifest (refer.sensitivity_margin): "
+          "for fitting answers of models other than the served one (--from_cv)");
 ABSL_FLAG(std::string, ood_method, "auto",
           "fit-thresholds: the not-a-lesion score: mahalanobis (penultimate features; auto where the "
           "model has a feature map), energy, or auto");
@@ -362,6 +366,7 @@ absl::Status RunFitThresholdsCommand() {
   c.partition = absl::GetFlag(FLAGS_fit_on);
   c.target_sensitivity = absl::GetFlag(FLAGS_target_sensitivity);
   c.sensitivity_confidence = absl::GetFlag(FLAGS_sensitivity_confidence);
+  c.sensitivity_margin = absl::GetFlag(FLAGS_sensitivity_margin);
   c.ood_reject_rate = absl::GetFlag(FLAGS_ood_reject_rate);
   c.ood_images = absl::GetFlag(FLAGS_ood_images);
   c.min_ood_auroc = absl::GetFlag(FLAGS_min_ood_auroc);
@@ -471,7 +476,7 @@ const std::map<std::string, Command>& Commands() {
         "data",
         RunFitThresholdsCommand,
         "--model DIR --data DIR --split F [--fit_on val | --from_cv CV_DIR] "
-        "[--target_sensitivity 0.9] [--sensitivity_confidence 0.95] "
+        "[--target_sensitivity 0.9] [--sensitivity_confidence 0.95] [--sensitivity_margin 0] "
         "[--prior_from train] [--recall_target 0.7] [--ood_images DIR] [--tta_views dihedral]",
         {"model",
          "data",
@@ -481,6 +486,7 @@ const std::map<std::string, Command>& Commands() {
          "fit_on",
          "target_sensitivity",
          "sensitivity_confidence",
+         "sensitivity_margin",
          "ood_reject_rate",
          "ood_method",
          "ood_fit_on",

@@ -16,7 +16,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 OOF = os.path.join(HERE, '..', '..', '36ep_160_balmix_oof')
 sys.path.insert(0, os.path.join(OOF, 'experiments'))
-from oof_rule import MALIGNANT, MEL, decide, fit_risk_threshold, load, prior_of, risk_of, sequential, taus  # noqa: E402
+from oof_rule import MALIGNANT, MEL, fit_risk_threshold, load, prior_of, refer_mask, risk_of, sequential, taus  # noqa: E402
 
 views = sys.argv[1] if len(sys.argv) > 1 else 'flips'
 ROUNDS = [0, 1, 2, 3, 4]
@@ -26,12 +26,8 @@ kept = sorted(int(os.path.basename(d)[4:]) for d in glob.glob(os.path.join(HERE,
 
 
 def referred(P, y, tau, bias, threshold):
-    mal, risk = np.isin(y, MALIGNANT), risk_of(P)
-    named = decide(P, prior, tau, bias)
-    confidence = P[np.arange(len(y)), named]
-    others = P.copy()
-    others[np.arange(len(y)), named] = -1
-    refer = (risk >= threshold) | (confidence < 0.5) | (confidence - others.max(1) < 0.1)
+    mal = np.isin(y, MALIGNANT)
+    refer = refer_mask(P, prior, tau, bias, threshold)
     return refer[mal].mean(), refer[y == MEL].mean(), refer.mean()
 
 

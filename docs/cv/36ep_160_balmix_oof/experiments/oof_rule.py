@@ -77,6 +77,18 @@ def fit_risk_threshold(risk, mal, target):
     return r[-1]
 
 
+def refer_mask(P, prior, tau, bias, threshold):
+    """The served referral rule (skinlesion/common/referral.h): malignancy risk >= threshold,
+    or the named class's probability < 0.5, or its margin over the most probable other class
+    < 0.1 (the named class by the decision rule tau, bias)."""
+    rows = np.arange(len(P))
+    named = decide(P, prior, tau, bias)
+    confidence = P[rows, named]
+    others = P.copy()
+    others[rows, named] = -1
+    return (risk_of(P) >= threshold) | (confidence < 0.5) | (confidence - others.max(1) < 0.1)
+
+
 def prior_of(cv_dir, rounds):
     """The training-class shares the rounds' decision rules used (the first round's)."""
     with open(f'{cv_dir}/fold{rounds[0]}_metrics.json') as f:

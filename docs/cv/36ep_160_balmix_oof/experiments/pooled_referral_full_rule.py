@@ -8,7 +8,7 @@
 #   /usr/bin/python3 pooled_referral_full_rule.py docs/cv/36ep_160_balmix_oof 0 1 2 3 4
 import sys
 import numpy as np
-from oof_rule import (MALIGNANT, MEL, decide, fit_risk_threshold, leave_one_round_out, prior_of, risk_of,
+from oof_rule import (MALIGNANT, MEL, fit_risk_threshold, leave_one_round_out, prior_of, refer_mask, risk_of,
                       sequential, taus)
 D, R = sys.argv[1], [int(x) for x in sys.argv[2:]]
 prior = prior_of(D, R)
@@ -20,11 +20,7 @@ for views in ('none', 'flips'):
             threshold = fit_risk_threshold(risk_of(P), np.isin(y, MALIGNANT), target)
             P, y = held_out
             mal, risk = np.isin(y, MALIGNANT), risk_of(P)
-            named = decide(P, prior, tau, bias)
-            confidence = P[np.arange(len(y)), named]
-            others = P.copy()
-            others[np.arange(len(y)), named] = -1
-            refer = (risk >= threshold) | (confidence < 0.5) | (confidence - others.max(1) < 0.1)
+            refer = refer_mask(P, prior, tau, bias, threshold)
             out.append((refer[mal].mean(), (risk >= threshold)[mal].mean(), refer[y == MEL].mean(),
                         refer.mean(), threshold))
         a = np.array(out)
