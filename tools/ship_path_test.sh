@@ -2,7 +2,8 @@
 # docs/cv/36ep_160_balmix_oof/run.sh (the shipped recipe's whole out-of-fold path) dry-run
 # on the fixtures with a tiny model: every round, the model on every image, the export
 # and both fits land where the script says; a second run as on a fresh clone trains nothing again.
-# Then docs/cv/36ep_160_balmix_allbut/run.sh (that procedure with one fold kept out) on one round.
+# Then docs/cv/36ep_160_balmix_allbut/run.sh (that procedure with one fold kept out) on one
+# round, then every round and refit_bundled.sh (the bundle's operating point on their answers).
 set -euo pipefail
 CLI=$1 FIX=$2 OUT=$3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -122,4 +123,34 @@ PY
 grep -q "^| paired difference" "$AB/summary.md" || { echo "no paired row"; cat "$OUT/allbut.txt"; exit 1; }
 DOCS_OUT=$AB FROM_CV=$D FOLDS="1" "$ROOT/docs/cv/36ep_160_balmix_allbut/run.sh" > "$OUT/allbut2.txt" 2>&1
 grep -q "round 1: metrics already in" "$OUT/allbut2.txt" || { echo "allbut round 1 ran again"; exit 1; }
+# The bundled model's operating point refitted on the kept-out models' answers
+# (refit_bundled.sh): refused until every round has answers, then fitted with the margin
+# on a copy (the model it was given is left as it was).
+if DOCS_OUT=$AB MODEL=$B "$ROOT/docs/cv/36ep_160_balmix_allbut/refit_bundled.sh" > "$OUT/refit0.txt" 2>&1; then
+  echo "refit_bundled.sh ran with one round's answers"; exit 1
+fi
+grep -q "round 0 has no answers" "$OUT/refit0.txt" || { cat "$OUT/refit0.txt"; exit 1; }
+DOCS_OUT=$AB FROM_CV=$D FOLDS="0 1 2" "$ROOT/docs/cv/36ep_160_balmix_allbut/run.sh" > "$OUT/allbut3.txt" 2>&1 ||
+  { cat "$OUT/allbut3.txt"; exit 1; }
+cp "$B/manifest.json" "$OUT/bundled_before.json"
+DOCS_OUT=$AB MODEL=$B "$ROOT/docs/cv/36ep_160_balmix_allbut/refit_bundled.sh" > "$OUT/refit.txt" 2>&1 ||
+  { cat "$OUT/refit.txt"; exit 1; }
+cmp -s "$B/manifest.json" "$OUT/bundled_before.json" || { echo "refit_bundled.sh changed its input"; exit 1; }
+for f in fit_none.txt fit_flips.txt leave_one_round_out_none.json leave_one_round_out_flips.json \
+         ship_manifest.json ship_metrics.json; do
+  test -s "$AB/$f" || { echo "missing allbut $f"; cat "$OUT/refit.txt"; exit 1; }
+done
+grep -q "3 of them answered by a model trained on every image but that fold" "$AB/fit_flips.txt"
+/usr/bin/python3 - "$AB" "$OUT/work/allbut/ship/bundled" <<'PY'
+import json, sys
+ab, bundled = sys.argv[1:3]
+m = json.load(open(f"{ab}/ship_manifest.json"))
+assert m == json.load(open(f"{bundled}/manifest.json"))
+r = m["refer"]
+assert r["target_sensitivity"] == 0.9 and r["sensitivity_margin"] == 0.03, r
+assert r["fitted_data"]["kept_out_models"] == 3 and r["fitted_data"]["cv"].endswith("allbut_docs"), r["fitted_data"]
+assert m["tta"] == "flips" and m["calibration"]["fitted_on"] == "out_of_fold", (m["tta"], m["calibration"])
+loro = json.load(open(f"{ab}/leave_one_round_out_flips.json"))
+assert [x["fold"] for x in loro["rounds"]] == [0, 1, 2], loro["rounds"]
+PY
 echo "ship path ok"
