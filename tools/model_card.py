@@ -84,7 +84,7 @@ def fitted_on(fitted):
     n = f"{fitted.get('images', 0):,}"
     if fitted.get("partition") == "out_of_fold":
         rounds = fitted.get("rounds", "?")
-        if fitted.get("kept_out_models") and fitted["kept_out_models"] == rounds:
+        if kept_out(fitted):
             return f"the {n} answers of {rounds} models trained as this one on every image but the fold they answered"
         return f"the {n} out-of-fold answers of {rounds} cv rounds"
     return f"the {n} {fitted.get('partition', '?')} images"
@@ -161,9 +161,17 @@ def block_setup(model_dir):
     return table(["", ""], rows, ["---", "---"])
 
 
-def context_line(metrics):
+def kept_out(fitted):
+    """Whether a fit's out-of-fold answers all came from models trained as the served one."""
+    fitted = fitted or {}
+    return bool(fitted.get("kept_out_models")) and fitted["kept_out_models"] == fitted.get("rounds")
+
+
+def context_line(metrics, manifest=None):
     c = metrics.get("context", {})
-    where = {"out_of_fold": "out-of-fold answers (each image answered by the cv round that never saw it)",
+    by = ("a model trained as this one on every image but its fold"
+          if kept_out(get(manifest or {}, "refer/fitted_data", {})) else "the cv round that never saw it")
+    where = {"out_of_fold": f"out-of-fold answers (each image answered by {by})",
              "val": "validation images", "test": "test images"}.get(c.get("partition"), c.get("partition", "?"))
     if c.get("report_on_fitting_data"):
         where += " (they also fitted the operating point: optimistic)"
@@ -173,6 +181,7 @@ def context_line(metrics):
 
 def block_report(model_dir):
     b = load(f"{model_dir}/metrics.json")
+    m = load(f"{model_dir}/manifest.json")
     d = b.get("decision", {})
     wf, plain = d.get("without_floor", {}), d.get("plain", {})
     rows = [
@@ -189,7 +198,7 @@ def block_report(model_dir):
         ("melanoma sensitivity at 90% specificity", f3(b["melanoma_sensitivity_at_specificity_90"]), "", ""),
         ("ECE (15 bins), calibrated", f3(b["ece"]), "", ""),
     ]
-    out = context_line(b)
+    out = context_line(b, m)
     out += table(["metric", "served rule", "without the floor", "most probable class"], rows)
     out += "\n"
     rows = [(c, f3(v["precision"]), f3(v["recall"]), f3(v["f1"]), f3(v["auc"]), v["support"])
@@ -204,9 +213,11 @@ def interval(x):
 
 def block_referral(model_dir):
     b = load(f"{model_dir}/metrics.json")
+    m = load(f"{model_dir}/manifest.json")
     r = b["referral"]
-    p = r["policy"]
-    out = context_line(b)
+    # The margin the threshold was fitted with is the manifest's (the policy has the aim).
+    p = dict(r["policy"], sensitivity_margin=get(m, "refer/sensitivity_margin", 0))
+    out = context_line(b, m)
     out += f"Refer when {refer_policy(p)}; 95% Wilson intervals.\n\n"
     risk = r.get("risk_rule", {})
     names = [("malignant lesions referred (sensitivity)", "malignant_sensitivity"),
