@@ -86,6 +86,9 @@ def fitted_on(fitted):
         rounds = fitted.get("rounds", "?")
         if kept_out(fitted):
             return f"the {n} answers of {rounds} models trained as this one on every image but the fold they answered"
+        if fitted.get("kept_out_models"):
+            return (f"the {n} out-of-fold answers of {rounds} rounds ({fitted['kept_out_models']} of them "
+                    f"of models trained as this one on every image but the fold they answered)")
         return f"the {n} out-of-fold answers of {rounds} cv rounds"
     return f"the {n} {fitted.get('partition', '?')} images"
 

@@ -156,8 +156,9 @@ class ModelCardTest(unittest.TestCase):
                       model_card.refer_policy(p))
         fitted = {"partition": "out_of_fold", "images": 5984, "rounds": 5}
         self.assertEqual(model_card.fitted_on(fitted), "the 5,984 out-of-fold answers of 5 cv rounds")
-        fitted["kept_out_models"] = 4  # Not every round's: still cv rounds.
-        self.assertIn("of 5 cv rounds", model_card.fitted_on(fitted))
+        fitted["kept_out_models"] = 4  # Not every round's: said so.
+        self.assertEqual(model_card.fitted_on(fitted), "the 5,984 out-of-fold answers of 5 rounds (4 of them of "
+                         "models trained as this one on every image but the fold they answered)")
         fitted["kept_out_models"] = 5
         self.assertEqual(model_card.fitted_on(fitted), "the 5,984 answers of 5 models trained as this one on "
                          "every image but the fold they answered")
