@@ -1417,17 +1417,14 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
     temperatures.push_back(answers.temperature);
     round_ends.push_back(units.size());
     h.rounds.push_back({.fold = fold, .labels = answers.labels, .probs = answers.probs});
-    const std::string round_manifest = absl::StrCat(cmd.from_cv, "/fold", fold, "/manifest.json");
-    if (fs::exists(round_manifest)) {
-      SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(round_manifest, 4 << 20));
-      const nlohmann::json round_doc = nlohmann::json::parse(text, nullptr, false);
-      if (round_doc.is_discarded()) {
-        return absl::DataLossError(absl::StrCat(round_manifest, " is not JSON"));
-      }
-      SL_ASSIGN_OR_RETURN(const int kept_out, KeptOutFold(round_doc, k, round_manifest));
+    const std::string round_dir = absl::StrCat(cmd.from_cv, "/fold", fold);
+    if (fs::exists(round_dir + "/manifest.json")) {
+      SL_ASSIGN_OR_RETURN(const ModelManifest round_manifest, ReadModelManifest(round_dir));
+      SL_ASSIGN_OR_RETURN(const int kept_out, KeptOutFold(round_manifest.document, k, round_dir));
       if (kept_out >= 0 && kept_out != fold) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            round_manifest, " is of a model that kept fold", kept_out, " out, not fold", fold));
+        return absl::FailedPreconditionError(
+            absl::StrCat(round_dir, "/manifest.json is of a model that kept fold", kept_out,
+                         " out, not fold", fold));
       }
       kept_out_models += kept_out == fold;
     }

@@ -77,6 +77,9 @@ def table(header, rows, align=None):
     return "\n".join(lines) + "\n"
 
 
+KEPT_OUT_MODELS = "models trained as this one on every image but the fold they answered"
+
+
 def fitted_on(fitted):
     """"the 5,984 out-of-fold answers of 5 cv rounds" / "the 900 val images"."""
     if not fitted:
@@ -85,10 +88,9 @@ def fitted_on(fitted):
     if fitted.get("partition") == "out_of_fold":
         rounds = fitted.get("rounds", "?")
         if kept_out(fitted):
-            return f"the {n} answers of {rounds} models trained as this one on every image but the fold they answered"
+            return f"the {n} answers of {rounds} {KEPT_OUT_MODELS}"
         if fitted.get("kept_out_models"):
-            return (f"the {n} out-of-fold answers of {rounds} rounds ({fitted['kept_out_models']} of them "
-                    f"of models trained as this one on every image but the fold they answered)")
+            return f"the {n} out-of-fold answers of {rounds} rounds ({fitted['kept_out_models']} of them of {KEPT_OUT_MODELS})"
         return f"the {n} out-of-fold answers of {rounds} cv rounds"
     return f"the {n} {fitted.get('partition', '?')} images"
 
