@@ -109,6 +109,16 @@ if "$CLI" train "${DATA[@]}" --out "$OUT/bad" --set epochs=0,optimizer=adam 2> "
 fi
 grep -q "epochs must be >= 1" "$OUT/err2.txt"
 grep -q "unknown optimizer 'adam'" "$OUT/err2.txt"
+printf '{"epochs": 3,' > "$OUT/truncated_config.json"
+if "$CLI" train "${DATA[@]}" --out "$OUT/bad" --config "$OUT/truncated_config.json" 2> "$OUT/err3.txt"; then
+  echo "train accepted a config that is not JSON"; exit 1
+fi
+grep -q "truncated_config.json is not valid JSON" "$OUT/err3.txt"
+printf '[3]' > "$OUT/array_config.json"
+if "$CLI" train "${DATA[@]}" --out "$OUT/bad" --config "$OUT/array_config.json" 2> "$OUT/err3.txt"; then
+  echo "train accepted a config that is not a JSON object"; exit 1
+fi
+grep -q "array_config.json is not a JSON object" "$OUT/err3.txt"
 # The referral and not-a-lesion thresholds of an existing model: the mahalanobis
 # Gaussian is fitted on the training images' features and written beside the weights
 # with its digest; predict and evaluate then report the feature score.
@@ -515,6 +525,14 @@ if "$CLI" fit-thresholds --model "$OUT/ship_kept/model" "${DATA[@]}" --split "$O
   echo "fit-thresholds used answers whose label differs from the data's"; exit 1
 fi
 grep -q "round 1's answer for .* has another label" "$OUT/ship_kept_err.txt"
+# A cut-off recipe file is named as such, not taken for another recipe.
+cp -r "$OUT/cv_kept" "$OUT/cv_cut"
+head -c 40 "$OUT/cv_kept/cv_recipe.json" > "$OUT/cv_cut/cv_recipe.json"
+if "$CLI" fit-thresholds --model "$OUT/ship_kept/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv_cut" \
+     --threads 1 2> "$OUT/cv_cut_err.txt"; then
+  echo "fit-thresholds read a cut-off cv_recipe.json"; exit 1
+fi
+grep -q "cv_cut/cv_recipe.json is not valid JSON" "$OUT/cv_cut_err.txt"
 # A finished round whose model is gone keeps its metrics; cv says it cannot answer again.
 for f in 0 1 2; do mkdir -p "$OUT/cv_pruned/fold$f/report"; cp "$OUT/cv/fold$f/report/metrics.json" "$OUT/cv_pruned/fold$f/report/"; done
 cp "$OUT/cv/cv_recipe.json" "$OUT/cv/fold0/"out_of_fold_*.csv "$OUT/cv_pruned/"

@@ -17,9 +17,10 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "skinlesion/common/csv.h"
+#include "skinlesion/common/json_file.h"
 #include "skinlesion/common/status.h"
-#include "skinlesion/v1/training.grpc.pb.h"
 #include "skinlesion/rpc/status.h"
+#include "skinlesion/v1/training.grpc.pb.h"
 
 ABSL_DECLARE_FLAG(std::string, config);
 ABSL_DECLARE_FLAG(std::string, set);
@@ -176,10 +177,7 @@ absl::Status Watch(const Connection& c, const std::string& id) {
 absl::StatusOr<v1::TrainingConfig> SubmitConfig() {
   nlohmann::json j = nlohmann::json::object();
   if (const std::string file = absl::GetFlag(FLAGS_config); !file.empty()) {
-    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(file, 1 << 20));
-    j = nlohmann::json::parse(text, nullptr, false);
-    if (!j.is_object())
-      return absl::InvalidArgumentError(absl::StrCat(file, " is not a JSON object"));
+    SL_ASSIGN_OR_RETURN(j, ReadJsonObject(file, 1 << 20, absl::StatusCode::kInvalidArgument));
   }
   SL_ASSIGN_OR_RETURN(const nlohmann::json overrides, ParseSet(absl::GetFlag(FLAGS_set)));
   for (const auto& [k, v] : overrides.items()) j[k] = v;

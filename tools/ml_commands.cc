@@ -22,6 +22,7 @@
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/decision.h"
 #include "skinlesion/common/hash.h"
+#include "skinlesion/common/json_file.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/ood.h"
 #include "skinlesion/common/precision.h"
@@ -80,9 +81,8 @@ absl::StatusOr<nlohmann::json> ParseOverrides(const std::string& text) {
 absl::StatusOr<train::TrainConfig> BuildConfig(const TrainCommand& cmd) {
   train::TrainConfig config;
   if (!cmd.config_file.empty()) {
-    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.config_file, 1 << 20));
-    const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(cmd.config_file, " is not valid JSON"));
+    SL_ASSIGN_OR_RETURN(const nlohmann::json j, ReadJsonObject(cmd.config_file, 1 << 20,
+                                                               absl::StatusCode::kInvalidArgument));
     SL_ASSIGN_OR_RETURN(config, train::TrainConfig::FromJson(j, config));
   }
   SL_ASSIGN_OR_RETURN(const nlohmann::json overrides, ParseOverrides(cmd.overrides));
@@ -353,9 +353,9 @@ absl::Status RunPublish(const PublishCommand& cmd) {
   if (cmd.model_dir.empty() || cmd.registry.empty() || cmd.name.empty()) {
     return absl::InvalidArgumentError("--model (a model directory), --registry and --name are required");
   }
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(cmd.model_dir + "/manifest.json", 16 << 20));
-  const nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
-  if (!manifest.is_object()) return absl::InvalidArgumentError(absl::StrCat(cmd.model_dir, "/manifest.json is not a JSON object"));
+  SL_ASSIGN_OR_RETURN(const nlohmann::json manifest,
+                      ReadJsonObject(cmd.model_dir + "/manifest.json", 16 << 20,
+                                     absl::StatusCode::kInvalidArgument));
   std::map<std::string, std::string> files;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(cmd.model_dir, ec)) {
@@ -723,9 +723,7 @@ absl::StatusOr<std::vector<eval::FoldResult>> FinishedRounds(const std::string& 
     const std::string dir = absl::StrCat(out_dir, "/fold", fold);
     const std::string metrics_file = dir + "/report/metrics.json";
     if (!fs::exists(metrics_file)) continue;
-    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(metrics_file, size_t{64} << 20));
-    nlohmann::json metrics = nlohmann::json::parse(text, nullptr, false);
-    if (!metrics.is_object()) return absl::DataLossError(absl::StrCat(metrics_file, " is not a JSON object"));
+    SL_ASSIGN_OR_RETURN(nlohmann::json metrics, ReadJsonObject(metrics_file, size_t{64} << 20));
     const TrainCost cost = TrainMinutes(dir);
     rounds.push_back({.fold = fold, .metrics = std::move(metrics), .train_minutes = cost.median_based,
                       .logged_minutes = cost.logged});
@@ -831,10 +829,8 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
   fs::create_directories(base.out_dir, ec);
   const std::string recipe_file = base.out_dir + "/cv_recipe.json";
   if (fs::exists(recipe_file)) {
-    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(recipe_file, 1 << 20));
-    const nlohmann::json before = nlohmann::json::parse(text, nullptr, false);
-    const bool same = before.is_object() && before.contains("config") &&
-                      SameRecipe(before["config"], recipe_config) &&
+    SL_ASSIGN_OR_RETURN(const nlohmann::json before, ReadJsonObject(recipe_file, 1 << 20));
+    const bool same = before.contains("config") && SameRecipe(before["config"], recipe_config) &&
                       before.value("split_digest", "") == recipe["split_digest"] &&
                       before.value("split_method", "") == recipe["split_method"] &&
                       before.size() == recipe.size();
@@ -1342,9 +1338,8 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
         "--from_cv needs the k-fold split the rounds ran on (--split)");
   // The rounds must be of this model's recipe and split.
   const std::string recipe_file = cmd.from_cv + "/cv_recipe.json";
-  SL_ASSIGN_OR_RETURN(const std::string recipe_text, ReadFileToString(recipe_file, 1 << 20));
-  const nlohmann::json recipe = nlohmann::json::parse(recipe_text, nullptr, false);
-  if (!recipe.is_object() || !recipe.contains("config") || !recipe.contains("split_digest")) {
+  SL_ASSIGN_OR_RETURN(const nlohmann::json recipe, ReadJsonObject(recipe_file, 1 << 20));
+  if (!recipe.contains("config") || !recipe.contains("split_digest")) {
     return absl::DataLossError(absl::StrCat(recipe_file, " is not a cv recipe"));
   }
   if (recipe["split_digest"] != split.Digest()) {
@@ -1494,10 +1489,10 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
 // operating point fitted on its validation fold, single view), beside the
 // leave-one-round-out check; nothing when the folder has no cv.json.
 void PrintRoundsOwnOperatingPoints(const std::string& cv_dir) {
-  absl::StatusOr<std::string> text = ReadFileToString(cv_dir + "/cv.json", 16 << 20);
-  if (!text.ok()) return;
-  const nlohmann::json cv = nlohmann::json::parse(*text, nullptr, false);
-  if (!cv.is_object() || !cv.contains("summary") || !cv["summary"].is_object()) return;
+  const absl::StatusOr<nlohmann::json> read = ReadJsonObject(cv_dir + "/cv.json", 16 << 20);
+  if (!read.ok()) return;
+  const nlohmann::json& cv = *read;
+  if (!cv.contains("summary") || !cv["summary"].is_object()) return;
   std::string line;
   for (const char* path : {"balanced_accuracy", "melanoma_recall",
                            "referral/malignant_sensitivity/value", "referral/refer_rate/value"}) {

@@ -21,6 +21,7 @@
 #include "skinlesion/common/classes.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/hash.h"
+#include "skinlesion/common/json_file.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/rng.h"
 #include "skinlesion/common/status.h"
@@ -103,13 +104,6 @@ class FileLock {
   explicit FileLock(int fd) : fd_(fd) {}
   int fd_;
 };
-
-absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, kMaxManifestBytes));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(path, " is not valid JSON"));
-  return j;
-}
 
 bool ParseVersionDirName(const std::string& name, int64_t* version) {
   return !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit) &&
@@ -291,7 +285,8 @@ absl::StatusOr<VersionInfo> Registry::GetVersion(absl::string_view model, int64_
   if (!fs::is_directory(info.path, ec)) {
     return absl::NotFoundError(absl::StrCat("model '", model, "' version ", version, " not found"));
   }
-  SL_ASSIGN_OR_RETURN(info.manifest, ReadJsonFile(info.path + "/manifest.json"));
+  SL_ASSIGN_OR_RETURN(info.manifest,
+                      ReadJsonObject(info.path + "/manifest.json", kMaxManifestBytes));
   try {
     for (const auto& f : info.manifest.at("files")) {
       info.files.push_back({f.at("name").get<std::string>(), f.at("size").get<int64_t>(),
@@ -316,8 +311,7 @@ absl::StatusOr<std::map<std::string, int64_t>> Registry::Aliases(absl::string_vi
   std::map<std::string, int64_t> aliases;
   std::error_code ec;
   if (!fs::exists(path, ec)) return aliases;
-  SL_ASSIGN_OR_RETURN(const nlohmann::json j, ReadJsonFile(path));
-  if (!j.is_object()) return absl::DataLossError(absl::StrCat(path, " is not an object"));
+  SL_ASSIGN_OR_RETURN(const nlohmann::json j, ReadJsonObject(path, kMaxManifestBytes));
   for (const auto& [name, v] : j.items()) {
     if (!v.is_number_integer()) return absl::DataLossError(absl::StrCat(path, ": bad alias ", name));
     aliases[name] = v.get<int64_t>();

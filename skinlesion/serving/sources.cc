@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/hash.h"
+#include "skinlesion/common/json_file.h"
 #include "skinlesion/common/status.h"
 
 namespace skinlesion::serving {
@@ -88,11 +89,7 @@ absl::StatusOr<std::string> DirectorySource::Fetch(const std::string& model, int
                                             " (it holds ", name_, " v1)"));
   }
   const std::string path = directory_ + "/manifest.json";
-  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, 16 << 20));
-  const nlohmann::json m = nlohmann::json::parse(text, nullptr, false);
-  if (m.is_discarded() || !m.is_object()) {
-    return absl::DataLossError(absl::StrCat(path, " is not a valid JSON object"));
-  }
+  SL_ASSIGN_OR_RETURN(const nlohmann::json m, ReadJsonObject(path, 16 << 20));
   if (m.contains("sha256")) {
     if (!m["sha256"].is_string())
       return absl::InvalidArgumentError(absl::StrCat(path, ": \"sha256\" must be a string"));

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/csv.h"
+#include "skinlesion/common/json_file.h"
 #include "skinlesion/common/logging.h"
 #include "skinlesion/common/precision.h"
 #include "skinlesion/common/rng.h"
@@ -667,9 +668,7 @@ void Trainer::SetUpNumerics() {
 
 absl::Status Trainer::Resume() {
   if (ctx_.resume && fs::exists(last_dir_ + "/state.json")) {
-    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(last_dir_ + "/state.json", 64 << 20));
-    resumed_state_ = nlohmann::json::parse(text, nullptr, false);
-    if (resumed_state_.is_discarded()) return absl::DataLossError(last_dir_ + "/state.json is not JSON");
+    SL_ASSIGN_OR_RETURN(resumed_state_, ReadJsonObject(last_dir_ + "/state.json", 64 << 20));
     SL_ASSIGN_OR_RETURN(state_, StateFromJson(resumed_state_));
     SL_RETURN_IF_ERROR(LoadModelArchive(*model_, last_dir_ + "/model.pt"));
     if (chief_) SL_LOG(INFO) << "resuming from " << last_dir_ << " at epoch " << state_.next_epoch + 1;

@@ -1,0 +1,18 @@
+#include "skinlesion/common/json_file.h"
+
+#include "absl/strings/str_cat.h"
+#include "skinlesion/common/csv.h"
+#include "skinlesion/common/status.h"
+
+namespace skinlesion {
+
+absl::StatusOr<nlohmann::json> ReadJsonObject(const std::string& path, size_t max_bytes,
+                                              absl::StatusCode bad_content) {
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, max_bytes));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::Status(bad_content, absl::StrCat(path, " is not valid JSON"));
+  if (!j.is_object()) return absl::Status(bad_content, absl::StrCat(path, " is not a JSON object"));
+  return j;
+}
+
+}  // namespace skinlesion
