@@ -9,7 +9,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 "$CLI" split --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" --out "$OUT/kfold3.csv" \
   --kfold 3 --seed 1 > /dev/null
-TINY=architecture=resnet18,image_size=32,batch_size=4,threads=1,progress_interval_s=0,warmup_epochs=0,frozen_epochs=0
+TINY=architecture=resnet18,image_size=32,batch_size=4,threads=1,progress_interval_s=0,frozen_epochs=0
 SKINLESION=$CLI DATA=$FIX/images METADATA=$FIX/metadata_subset.csv SPLIT=$OUT/kfold3.csv REPEATS=2 SET=$TINY \
   "$ROOT/bench/train_workers_bench.sh" "$OUT/bench" > "$OUT/bench.txt" 2> "$OUT/bench_err.txt" ||
   { cat "$OUT/bench.txt" "$OUT/bench_err.txt"; exit 1; }
