@@ -19,7 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ALLBUT = os.path.join(HERE, '..')
 OOF = os.path.join(HERE, '..', '..', '36ep_160_balmix_oof')
 sys.path.insert(0, os.path.join(OOF, 'experiments'))
+sys.path.insert(0, os.path.join(HERE, '..', '..', '..', '..', 'bench', 'reference'))
 from oof_rule import C, MALIGNANT, MEL, bal, decide, fit_risk_threshold, prior_of, refer_mask, risk_of, sequential, taus  # noqa: E402
+from train_reference import roc_auc  # noqa: E402  (the reference's one-vs-rest AUC)
 
 views = sys.argv[1] if len(sys.argv) > 1 else 'flips'
 ROUNDS = [0, 1, 2, 3, 4]
@@ -32,23 +34,6 @@ def answers(cv_dir, r):
     with open(os.path.join(cv_dir, f'fold{r}', f'out_of_fold_{views}.csv')) as f:
         return {row['image_id']: (np.array([float(row['p_' + c]) for c in C]), C.index(row['label']))
                 for row in csv.DictReader(f)}
-
-
-def auc(score, positive):
-    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
-    order = np.argsort(score, kind='mergesort')
-    s = score[order]
-    ranks = np.empty(len(s))
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    n1 = positive.sum()
-    n0 = len(positive) - n1
-    return (ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
 CANDIDATES = {
@@ -84,7 +69,7 @@ for name in CANDIDATES:
         k = decide(P, prior, tau, bias)
         mal = np.isin(y, MALIGNANT)
         refer = refer_mask(P, prior, tau, bias, threshold)
-        rows.append([bal(y, k), np.mean([auc(P[:, c], y == c) for c in range(len(C))]),
+        rows.append([bal(y, k), np.mean([roc_auc(P[:, c], y == c) for c in range(len(C))]),
                      (k[y == MEL] == MEL).mean(), (k == y).mean(), refer[mal].mean(), refer.mean()])
     scores[name] = np.array(rows)
 
