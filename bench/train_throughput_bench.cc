@@ -3,7 +3,9 @@
 //
 // One step = zero_grad, forward in training mode, cross-entropy (label smoothing
 // 0.1) on random labels, backward, AdamW step (lr 1e-4, weight decay 0.05, all
-// parameters): what Train() does per batch, without data loading. Input N(0, 1)
+// parameters): what Train() does per batch, without data loading (C++: FusedAdamW
+// and gradients cleared to undefined, as Train(); --cpp_optimizer torch for
+// torch::optim::AdamW; bench/optimizer_bench compares the two alone). Input N(0, 1)
 // [batch, 3, size, size]; torch::manual_seed(0); torch::set_num_threads(--threads)
 // on both sides; same LibTorch (Debian's 1.13) under both.
 //
@@ -76,10 +78,14 @@
 #include "skinlesion/common/precision.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/models/numerics.h"
+#include "skinlesion/train/fused_adamw.h"
 
 ABSL_FLAG(std::string, archs, "resnet18,resnet50,efficientnet_b0,vit_b_16",
           "Comma-separated architectures (models::ListArchitectures names)");
 ABSL_FLAG(int64_t, size, 224, "Image side in pixels");
+ABSL_FLAG(std::string, cpp_optimizer, "fused",
+          "C++ side's optimizer: fused (skinlesion::train::FusedAdamW and gradients cleared to "
+          "undefined, as Train() does) or torch (torch::optim::AdamW and zero_grad())");
 ABSL_FLAG(int64_t, batch, 8, "Batch size");
 ABSL_FLAG(int, threads, 2, "Intra-op threads (torch::set_num_threads), both sides");
 ABSL_FLAG(int, warmup, 5, "Untimed steps (pairs) first");
@@ -241,7 +247,11 @@ class CppStepper {
       return s;
     }
     namespace F = torch::nn::functional;
-    optimizer_.zero_grad();
+    if (fused_) {
+      skinlesion::train::ClearGradients(*optimizer_);
+    } else {
+      optimizer_->zero_grad();
+    }
     torch::Tensor logits;
     {
       skinlesion::models::AutocastGuard autocast(
@@ -256,7 +266,7 @@ class CppStepper {
     loss.backward();
     if (profile) OpProfiler::TakeInto("backward", s.ops);
     const auto t2 = std::chrono::steady_clock::now();
-    optimizer_.step();
+    optimizer_->step();
     if (profile) OpProfiler::TakeInto("optimizer", s.ops);
     const auto end = std::chrono::steady_clock::now();
     s.wall_ms = Ms(end - start).count();
@@ -277,12 +287,21 @@ class CppStepper {
     return model.parameters();
   }
 
+  // Train() uses FusedAdamW and clears gradients to undefined; --cpp_optimizer=torch
+  // measures torch::optim::AdamW with zero_grad() instead.
+  static std::unique_ptr<torch::optim::AdamW> MakeOptimizer(std::vector<torch::Tensor> params,
+                                                            bool fused) {
+    const auto options = torch::optim::AdamWOptions(1e-4).weight_decay(0.05);
+    if (fused) return std::make_unique<skinlesion::train::FusedAdamW>(std::move(params), options);
+    return std::make_unique<torch::optim::AdamW>(std::move(params), options);
+  }
+
   CppStepper(std::shared_ptr<skinlesion::models::Classifier> model, int64_t size, int64_t batch,
              const skinlesion::models::Numerics& numerics, bool eval_mode)
       : model_(std::move(model)),
         numerics_(numerics),
-        optimizer_(Prepare(*model_, numerics, eval_mode),
-                   torch::optim::AdamWOptions(1e-4).weight_decay(0.05)),
+        fused_(absl::GetFlag(FLAGS_cpp_optimizer) == "fused"),
+        optimizer_(MakeOptimizer(Prepare(*model_, numerics, eval_mode), fused_)),
         x_(torch::randn({batch, 3, size, size})),
         y_(torch::randint(0, 7, {batch}, torch::kLong)) {
     if (numerics.channels_last) x_ = x_.contiguous(torch::MemoryFormat::ChannelsLast);
@@ -290,7 +309,8 @@ class CppStepper {
 
   std::shared_ptr<skinlesion::models::Classifier> model_;
   skinlesion::models::Numerics numerics_;
-  torch::optim::AdamW optimizer_;
+  bool fused_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
   torch::Tensor x_, y_;
   bool eval_mode_ = false;
 };

@@ -756,6 +756,32 @@ bool SameRecipe(nlohmann::json recorded, const nlohmann::json& now) {
   return recorded == now;
 }
 
+// samples_per_epoch sizes an epoch's draws; a round drew its training pool's size (0).
+// The model on every image is trained drawing a kept-out round's pool, every image but
+// one fold (docs/cv/36ep_160_balmix_oof/run.sh): the steps and schedule of the models
+// that measured the recipe, so it is of the rounds' recipe. `model_config` with such an
+// epoch size read as the rounds' (0); any other epoch size stays and differs.
+nlohmann::json WithTheRoundsEpoch(nlohmann::json model_config, const nlohmann::json& rounds_config,
+                                  const data::Split& split) {
+  if (!model_config.is_object() || !rounds_config.is_object()) return model_config;
+  const int64_t draws = model_config.value("samples_per_epoch", int64_t{0});
+  if (draws <= 0 || rounds_config.value("samples_per_epoch", int64_t{0}) != 0) return model_config;
+  std::map<std::string, int64_t> per_fold;
+  for (const data::Split::Entry& e : split.entries()) ++per_fold[e.partition];
+  const int64_t n = static_cast<int64_t>(split.entries().size());
+  for (const auto& [fold, count] : per_fold) {
+    if (n - count == draws) {
+      std::printf(
+          "the model draws %lld images an epoch, every image but %s's: the kept-out rounds' "
+          "steps\n",
+          static_cast<long long>(draws), fold.c_str());
+      model_config["samples_per_epoch"] = 0;
+      break;
+    }
+  }
+  return model_config;
+}
+
 // A round's out-of-fold answers under `tta` (skinlesion/eval/out_of_fold.h): read from
 // <cv_dir>/fold<fold>/out_of_fold_<views>.csv, or answered by the round's model and
 // written there. Defined with fit-thresholds below.
@@ -1368,7 +1394,7 @@ absl::StatusOr<HeldOut> HeldOutOfRounds(const FitSetup& f) {
   const nlohmann::json config =
       RecipeConfig(doc.contains("training") ? doc["training"].value("config", nlohmann::json())
                                             : nlohmann::json());
-  if (!SameRecipe(recipe["config"], config)) {
+  if (!SameRecipe(recipe["config"], WithTheRoundsEpoch(config, recipe["config"], split))) {
     return absl::FailedPreconditionError(absl::StrCat(
         cmd.model_dir, " was trained with another recipe than the rounds in ", cmd.from_cv,
         " (compare its manifest's training.config with ", recipe_file, ")"));

@@ -124,6 +124,10 @@ def block_setup(model_dir):
                                   f"(digest `{data.get('split_digest', '')[:12]}`{fold}): {images} images"))
     epoch = (f"epoch {best} of {training.get('epochs_run')}" if data.get("val_images")
              else f"the last epoch of {training.get('epochs_run')} (no validation images to choose with)")
+    draws = (training.get("config") or {}).get("samples_per_epoch") or 0
+    if draws:
+        epoch += f", epochs of {draws:,} images drawn (class-balanced)"
+
     rows.append(("Training run", f"{epoch}; {training.get('numerics', '?')} on {get(training, 'cpu/model', '?')} "
                                  f"({training.get('numerics_reason', '')})"))
     cal = m.get("calibration", {})

@@ -64,6 +64,10 @@ class ModelCardTest(unittest.TestCase):
         cv = json.loads((ROOT / "docs/cv/36ep_160_balmix_oof/cv.json").read_text())
         self.assertIn(f"**{manifest['refer']['malignancy_risk_threshold']:.3f}**", text)
         self.assertIn(f"sha256 `{manifest['sha256'][:12]}`", text)
+        # The bundled model draws a kept-out round's pool per epoch (samples_per_epoch).
+        draws = manifest["training"]["config"].get("samples_per_epoch")
+        self.assertTrue(draws)
+        self.assertIn(f"epochs of {draws:,} images drawn", text)
         self.assertIn(f"- {manifest['decision']['tau']:.2f} log prior(class)", text)
         self.assertIn(f"| balanced accuracy (mean recall) | **{metrics['balanced_accuracy']:.3f}** |", text)
         ref = metrics["referral"]["malignant_sensitivity"]

@@ -36,6 +36,26 @@ for f in model.safetensors manifest.json metrics.json confusion_matrix.png relia
   test -s "$B/$f" || { echo "missing bundled/$f"; exit 1; }
 done
 grep -q '"fitted_on": *"out_of_fold"' "$D/ship_manifest.json" || { echo "not fitted on the rounds' answers"; exit 1; }
+# The model on every image draws a kept-out round's pool per epoch (every image but the
+# largest fold): the steps of the models that measured the procedure.
+/usr/bin/python3 - "$B/manifest.json" "$OUT/kfold3.csv" <<'PY'
+import collections, csv, json, sys
+m = json.load(open(sys.argv[1]))
+n = collections.Counter(r["partition"] for r in csv.DictReader(open(sys.argv[2])))
+want = sum(n.values()) - max(n.values())
+got = m["training"]["config"].get("samples_per_epoch")
+assert got == want and 0 < want < sum(n.values()), (got, want, n)
+PY
+# Another epoch size is another recipe: fit-thresholds --from_cv refuses it.
+"$CLI" train --config "$ROOT/configs/ham10000_resnet18_36ep_160_balmix.json" --data "$FIX/images" \
+  --metadata "$FIX/metadata_subset.csv" --split "$OUT/kfold3.csv" --all_folds --out "$OUT/work/other_epoch" \
+  --set "${SET},samples_per_epoch=5" > /dev/null 2>&1
+if "$CLI" fit-thresholds --model "$OUT/work/other_epoch/model" --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" \
+     --split "$OUT/kfold3.csv" --from_cv "$D" --threads 1 2> "$OUT/other_epoch_err.txt"; then
+  echo "fit-thresholds --from_cv took a model of another epoch size"; exit 1
+fi
+grep -q "another recipe" "$OUT/other_epoch_err.txt"
+grep -q "the kept-out rounds' steps" "$D/fit_flips.txt" || { echo "the epoch size was not named"; exit 1; }
 /usr/bin/python3 - "$D" <<'PY'
 import json, sys
 d = sys.argv[1]

@@ -119,7 +119,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DEFAULTS = {
     "architecture": "vit_b_16", "image_size": 224, "init_weights": "", "dropout": -1.0,
-    "augmentation": "medical", "sampler": "shuffle", "class_weighting": "sqrt",
+    "augmentation": "medical", "sampler": "shuffle", "class_weighting": "sqrt", "samples_per_epoch": 0,
     "batch_size": 32, "grad_accum": 1, "num_workers": 2, "threads": 2,
     "epochs": 30, "frozen_epochs": 3, "optimizer": "adamw", "lr": 3e-4,
     "backbone_lr_factor": 0.1, "layer_decay": 0.75, "weight_decay": 0.05,
@@ -162,6 +162,10 @@ def load_config(path):
         p.append(f"unknown augmentation '{c['augmentation']}'")
     if c["sampler"] not in ("shuffle", "balanced"):
         p.append(f"unknown sampler '{c['sampler']}'")
+    if c["samples_per_epoch"] < 0:
+        p.append("samples_per_epoch must be >= 0 (0: the training set's size)")
+    if c["samples_per_epoch"] > 0 and c["sampler"] != "balanced":
+        p.append('samples_per_epoch needs sampler "balanced" (a shuffled epoch is the training set)')
     if c["class_weighting"] not in ("inverse", "sqrt"):
         p.append(f"unknown class_weighting '{c['class_weighting']}'")
     if c["optimizer"] not in ("adamw", "sgd"):
@@ -1153,7 +1157,8 @@ def make_loader(samples, sampler, c, augmentation, persistent=True, training=Fal
     es = EpochSampler(sampler)
     nw = c["num_workers"]
     # As the C++ trainer: a last training batch of one image is dropped.
-    drop_last = training and len(samples) > 1 and len(samples) % c["batch_size"] == 1
+    n = sampler.num_samples if hasattr(sampler, "num_samples") else len(samples)  # The epoch's draws.
+    drop_last = training and n > 1 and n % c["batch_size"] == 1
     loader = torch.utils.data.DataLoader(ds, batch_size=c["batch_size"], sampler=es, num_workers=nw,
                                          drop_last=drop_last, persistent_workers=persistent and nw > 0)
     return loader, es
@@ -1204,7 +1209,8 @@ def main():
 
     labels = [s[2] for s in train]
     if c["sampler"] == "balanced":
-        sampler = ClassBalancedSampler(labels, c["class_weighting"], len(train), c["seed"])
+        draws = c["samples_per_epoch"] or len(train)  # As the C++ trainer: 0 = the pool's size.
+        sampler = ClassBalancedSampler(labels, c["class_weighting"], draws, c["seed"])
     else:
         sampler = ShuffleSampler(len(train), c["seed"])
     train_loader, train_sampler = make_loader(train, sampler, c, c["augmentation"], training=True)

@@ -21,6 +21,7 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("augmentation", c.augmentation);
   f("sampler", c.sampler);
   f("class_weighting", c.class_weighting);
+  f("samples_per_epoch", c.samples_per_epoch);
   f("batch_size", c.batch_size);
   f("grad_accum", c.grad_accum);
   f("num_workers", c.num_workers);
@@ -136,6 +137,12 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   }
   parse(ParseSamplerKind(sampler), choices.sampler);
   parse(ParseClassWeighting(class_weighting), choices.class_weighting);
+  if (samples_per_epoch < 0)
+    p.push_back("samples_per_epoch must be >= 0 (0: the training set's size)");
+  if (samples_per_epoch > 0 && sampler != "balanced") {
+    p.push_back(
+        "samples_per_epoch needs sampler \"balanced\" (a shuffled epoch is the training set)");
+  }
   if (batch_size < 1) p.push_back("batch_size must be >= 1");
   if (grad_accum < 1) p.push_back("grad_accum must be >= 1");
   if (num_workers < 0) p.push_back("num_workers must be >= 0");

@@ -28,6 +28,11 @@ struct TrainConfig {
   std::string augmentation = "medical";    // none, light, medical
   std::string sampler = "shuffle";         // shuffle, balanced
   std::string class_weighting = "sqrt";    // inverse, sqrt: for balanced sampler & weighted loss
+  // Balanced sampler: images drawn per epoch (with replacement); 0 = the training set's
+  // size. Fixing it fixes the steps of a run whatever the pool: the bundled model is
+  // trained on every image with the epoch of the cv rounds that measured its recipe
+  // (4,787 = every image but one fold), so it takes those models' steps and schedule.
+  int64_t samples_per_epoch = 0;
   int batch_size = 32;
   int grad_accum = 1;                      // Micro-batches per optimiser step.
   int num_workers = 2;

@@ -59,6 +59,7 @@ TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
   c.epochs = 0;
   c.recall_target = 1.5;
   c.referral_confidence = 1;
+  c.samples_per_epoch = -1;
   const absl::Status s = c.Validate();
   EXPECT_THAT(
       s,
@@ -69,7 +70,8 @@ TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
                      HasSubstr("unknown schedule 'linear'"), HasSubstr("unknown loss 'mse'"),
                      HasSubstr("unknown precision 'int8' (expected auto, fp32, bf16, fp16)"),
                      HasSubstr("epochs must be >= 1"), HasSubstr("recall_target must be in [0, 1]"),
-                     HasSubstr("referral_confidence must be in [0, 1)"))));
+                     HasSubstr("referral_confidence must be in [0, 1)"),
+                     HasSubstr("samples_per_epoch must be >= 0"))));
   EXPECT_EQ(c.Choices().status(), s);
   TrainConfig no_class;
   no_class.recall_target_class = "";

@@ -25,6 +25,7 @@
 #include "skinlesion/eval/plots.h"
 #include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/model_zoo.h"
+#include "skinlesion/train/fused_adamw.h"
 #include "skinlesion/train/losses.h"
 #include "skinlesion/train/mix.h"
 #include "skinlesion/train/schedule.h"
@@ -159,7 +160,16 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(Groups& g, const TrainCon
   if (optimizer == OptimizerKind::kSgd) {
     return std::make_unique<torch::optim::SGD>(g.groups, torch::optim::SGDOptions(c.lr));
   }
-  return std::make_unique<torch::optim::AdamW>(g.groups, torch::optim::AdamWOptions(c.lr));
+  // torch::optim::AdamW's update in one pass per parameter on CPU (its own step elsewhere).
+  return std::make_unique<FusedAdamW>(g.groups, torch::optim::AdamWOptions(c.lr));
+}
+
+std::string OptimizerStepName(torch::optim::Optimizer& optimizer) {
+  if (auto* fused = dynamic_cast<FusedAdamW*>(&optimizer)) {
+    return fused->last_step_fused() ? "fused AdamW" : "LibTorch AdamW";
+  }
+  return dynamic_cast<torch::optim::SGD*>(&optimizer) != nullptr ? "LibTorch SGD"
+                                                                 : "LibTorch AdamW";
 }
 
 // Freezes BatchNorm running statistics of the backbone in phase 1 so a frozen
@@ -306,6 +316,8 @@ absl::StatusOr<RunState> StateFromJson(const nlohmann::json& j) {
       e.lr = r.at("lr");
       e.images_per_second = r.at("images_per_second");
       e.seconds = r.at("seconds");
+      e.images = r.value("images", int64_t{0});  // Absent in checkpoints of older versions.
+      e.optimizer_step = r.value("optimizer_step", "");
       // A run without validation images logs no validation loss (null).
       e.val_loss = r.at("val_loss").is_null() ? std::numeric_limits<double>::quiet_NaN()
                                               : r.at("val_loss").get<double>();
@@ -387,6 +399,8 @@ nlohmann::json EpochRecord::ToJson() const {
           {"lr", lr},
           {"images_per_second", images_per_second},
           {"seconds", seconds},
+          {"images", images},
+          {"optimizer_step", optimizer_step},
           {"val_loss", val_loss},
           {"val_metrics", val_metrics},
           {"best", best}};
@@ -591,11 +605,14 @@ absl::Status Trainer::SetUpData() {
   }
   std::unique_ptr<data::Sampler> sampler;
   if (choices_.sampler == SamplerKind::kBalanced) {
-    sampler = std::make_unique<data::ClassBalancedSampler>(labels_, num_classes_, choices_.class_weighting,
-                                                          train_.size(), c_.seed);
+    const int64_t draws =
+        c_.samples_per_epoch > 0 ? c_.samples_per_epoch : static_cast<int64_t>(train_.size());
+    sampler = std::make_unique<data::ClassBalancedSampler>(
+        labels_, num_classes_, choices_.class_weighting, draws, c_.seed);
   } else {
     sampler = std::make_unique<data::ShuffleSampler>(train_.size(), c_.seed);
   }
+  const int64_t epoch_samples = sampler->size();
   data::LoaderOptions lo;
   lo.batch_size = c_.batch_size / world_;
   lo.num_workers = c_.num_workers;
@@ -609,7 +626,7 @@ absl::Status Trainer::SetUpData() {
   // A last batch of one image cannot train batch norm (one value per channel at a 1x1
   // feature map) and gives noisy statistics anyway: drop it (the shuffled image lands
   // in a full batch in other epochs).
-  if (train_.size() > 1 && train_.size() % static_cast<size_t>(lo.batch_size) == 1) lo.drop_last = true;
+  if (epoch_samples > 1 && epoch_samples % lo.batch_size == 1) lo.drop_last = true;
   SL_ASSIGN_OR_RETURN(loader_, data::DataLoader::Create(train_, std::move(sampler), lo));
   steps_per_epoch_ = loader_->num_batches();
   if (steps_per_epoch_ == 0) return absl::InvalidArgumentError("the training set is smaller than one batch");
@@ -754,11 +771,18 @@ absl::Status Trainer::ApplyGradients() {
   }
   const bool finite = fp16_ ? scaler_.Unscale(trainable_) : true;
   if (finite) {
-    if (c_.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(trainable_, c_.clip_grad_norm);
+    if (c_.clip_grad_norm > 0) {
+      // FusedAdamW clips as it updates (one read of the gradients for the norm).
+      if (auto* fused = dynamic_cast<FusedAdamW*>(optimizer_.get())) {
+        fused->ClipGradNorm(c_.clip_grad_norm);
+      } else {
+        torch::nn::utils::clip_grad_norm_(trainable_, c_.clip_grad_norm);
+      }
+    }
     optimizer_->step();
     if (ema_) ema_->Update(*model_);
   }
-  optimizer_->zero_grad();
+  ClearGradients(*optimizer_);
   return absl::OkStatus();
 }
 
@@ -826,7 +850,7 @@ absl::StatusOr<bool> Trainer::RunEpoch(int epoch) {
   double loss_sum = 0;
   int64_t loss_count = 0, step = 0, images = 0;
   double head_lr = c_.lr;
-  optimizer_->zero_grad();
+  ClearGradients(*optimizer_);
   while (true) {
     SL_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader_->Next());
     if (!batch) break;
@@ -856,6 +880,8 @@ absl::StatusOr<bool> Trainer::RunEpoch(int epoch) {
   record.lr = head_lr;
   record.seconds = SecondsSince(epoch_start);
   record.images_per_second = images / std::max(1e-9, record.seconds);
+  record.images = images;
+  record.optimizer_step = OptimizerStepName(*optimizer_);
 
   if (val_.empty()) {
     // No validation images (a model trained on every image to ship): nothing chooses

@@ -55,6 +55,9 @@ struct EpochRecord {
   double lr = 0;
   double images_per_second = 0;
   double seconds = 0;
+  int64_t images = 0;  // Drawn this epoch (the sampler's epoch, all ranks).
+  std::string
+      optimizer_step;  // How the last step ran: "fused AdamW", "LibTorch AdamW", "LibTorch SGD".
   double val_loss = 0;
   nlohmann::json val_metrics;  // eval::MetricsToJson of the validation split.
   bool best = false;

@@ -266,6 +266,9 @@ TEST(TrainerTest, Bf16AutocastTrainsWithFp32MasterWeights) {
     EXPECT_EQ(p.value().scalar_type(), torch::kFloat32) << p.key();
   }
   for (const auto& r : ra->history) EXPECT_TRUE(std::isfinite(r.train_loss));
+  // Channels-last weights, gradients through the bf16 casts, 1x1 downsample convs
+  // (whose size-1 dimensions may carry other strides): still the fused pass.
+  for (const auto& r : ra->history) EXPECT_EQ(r.optimizer_step, "fused AdamW");
   auto rb = Train(c, samples, samples, Context(b.path()));
   ASSERT_TRUE(rb.ok()) << rb.status();
   const auto wa = Weights(*ra->model), wb = Weights(*rb->model);
@@ -295,6 +298,38 @@ TEST(TrainerTest, ALastBatchOfOneImageIsDropped) {
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->history.size(), 1u);
   EXPECT_TRUE(std::isfinite(r->history[0].train_loss));
+}
+
+// samples_per_epoch fixes an epoch's draws (and steps) whatever the pool's size; the
+// steps on CPU fp32 take the fused AdamW pass (a layout that made it fall back to
+// LibTorch's step would show here).
+TEST(TrainerTest, SamplesPerEpochSetsTheEpochAndStepsAreFused) {
+  const auto samples = FixtureSamples();
+  ASSERT_EQ(samples.size(), 14u);
+  TrainConfig c = TinyConfig();
+  c.precision = "fp32";
+  c.epochs = 2;
+  c.frozen_epochs = 0;
+  c.sampler = "balanced";
+  c.samples_per_epoch = 10;
+  TempDir dir;
+  auto r = Train(c, samples, {}, Context(dir.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->history.size(), 2u);
+  for (const auto& e : r->history) {
+    EXPECT_EQ(e.images, 10);
+    EXPECT_EQ(e.optimizer_step, "fused AdamW");
+  }
+  c.samples_per_epoch = 0;  // The pool's size.
+  TempDir dir2;
+  r = Train(c, samples, {}, Context(dir2.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->history.back().images, 14);
+  c.sampler = "shuffle";
+  c.samples_per_epoch = 10;
+  EXPECT_THAT(
+      Train(c, samples, {}, Context(dir2.path())).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("samples_per_epoch needs sampler")));
 }
 
 TEST(TrainerTest, TheDatasLabelSetSizesTheModel) {
