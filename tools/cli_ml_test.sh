@@ -416,6 +416,17 @@ assert mix(2)[1] is None
 out, partner, lam = mix(3)  # mixup
 assert partner.tolist() == [6, 2, 1, 7, 4, 3, 0, 5] and lam == 0.0004579783919513169, (partner, lam)
 assert torch.allclose(out[0], x[0] * lam + x[6] * (1 - lam))
+# The illuminant preset: medical with RandomIlluminant after BrightnessContrast, whose
+# gains change the light's colour, not its brightness (their product is 1).
+import numpy as np
+ops = ref.make_preset("medical_illuminant", 32)
+assert [type(o).__name__ for o in ops[5:7]] == ["BrightnessContrast", "RandomIlluminant"], ops
+assert len(ops) == len(ref.make_preset("medical", 32)) + 1
+gray = torch.full((3, 4, 4), 128, dtype=torch.uint8)
+for seed in range(8):
+    lit = ops[6].transform(gray, np.random.default_rng(seed))
+    assert (lit == lit[:, :1, :1]).all() and not (lit == gray).all(), lit[:, 0, 0]
+    assert abs((lit[:, 0, 0].double() / 128).log().sum()) < 0.015, lit[:, 0, 0]
 PY
 REF=(/usr/bin/python3 "$(dirname "$0")/../bench/reference/train_reference.py" --config "$OUT/ref_config.json"
      --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" --split "$OUT/kfold.csv")
@@ -446,6 +457,17 @@ if grep -q '"phase":"evaluate"' "$OUT/ship_progress.jsonl"; then
   echo "train --all_folds announced an evaluation"; exit 1
 fi
 grep -q "trained on every image of the split (14)" "$OUT/ship.txt"
+# --kept_out_epoch: only for the model on every image, and it names a conflicting epoch size.
+if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --fold 0 --kept_out_epoch --out "$OUT/koe" \
+     --set "$TINY,sampler=balanced" 2> "$OUT/koe_err.txt"; then
+  echo "--kept_out_epoch took a kept-out round"; exit 1
+fi
+grep -q "kept_out_epoch is for the model on every image" "$OUT/koe_err.txt"
+if "$CLI" train "${DATA[@]}" --split "$OUT/kfold.csv" --all_folds --kept_out_epoch --out "$OUT/koe" \
+     --set "$TINY,sampler=balanced,samples_per_epoch=3" 2> "$OUT/koe_err.txt"; then
+  echo "--kept_out_epoch took another samples_per_epoch"; exit 1
+fi
+grep -q "sets samples_per_epoch to [0-9]* (every image but the largest fold's); the configuration has 3" "$OUT/koe_err.txt"
 test ! -e "$OUT/ship/report"
 cp "$OUT/ship/model/manifest.json" "$OUT/ship_before.json"
 "$CLI" fit-thresholds --model "$OUT/ship/model" "${DATA[@]}" --split "$OUT/kfold.csv" --from_cv "$OUT/cv" \

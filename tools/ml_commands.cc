@@ -507,7 +507,11 @@ absl::StatusOr<nlohmann::json> ReportOnHeldOut(
 absl::Status RunTrain(const TrainCommand& cmd) {
   if (cmd.data_dir.empty()) return absl::InvalidArgumentError("--data is required");
   if (cmd.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
-  SL_ASSIGN_OR_RETURN(const train::TrainConfig config, BuildConfig(cmd));
+  if (cmd.kept_out_epoch && (!cmd.all_folds || cmd.fold >= 0)) {
+    return absl::InvalidArgumentError(
+        "--kept_out_epoch is for the model on every image (train --all_folds without --fold)");
+  }
+  SL_ASSIGN_OR_RETURN(train::TrainConfig config, BuildConfig(cmd));
   torch::set_num_threads(config.threads);
   const std::string device = ResolveDevice(cmd.device);
   SL_ASSIGN_OR_RETURN(const data::Dataset dataset, LoadData(cmd.data_dir, cmd.metadata, cmd.skip_labels));
@@ -529,6 +533,22 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                                           ? data::MakeSplit(catalogue, {.seed = cmd.split_seed})
                                           : data::LoadSplit(cmd.split_file);
   if (!split.ok()) return split.status();
+  if (cmd.kept_out_epoch) {
+    const int64_t images = data::KeptOutRoundImages(*split);
+    if (images == 0) return absl::InvalidArgumentError("--kept_out_epoch needs a k-fold split");
+    if (config.samples_per_epoch != 0 && config.samples_per_epoch != images) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kept_out_epoch sets samples_per_epoch to ", images,
+                       " (every image but the largest fold's); the configuration has ",
+                       config.samples_per_epoch));
+    }
+    config.samples_per_epoch = images;
+    SL_RETURN_IF_ERROR(config.Validate());
+    std::fprintf(stderr,
+                 "[train] %lld images drawn an epoch: every image but the largest fold's, as the "
+                 "kept-out rounds train on\n",
+                 static_cast<long long>(images));
+  }
   SL_RETURN_IF_ERROR(data::SaveSplit(*split, cmd.out_dir + "/split.csv"));
   // --all_folds --fold N: every image but fold N's (the test fold), as the model to ship
   // is trained, to measure that procedure on images it never saw.

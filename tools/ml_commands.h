@@ -29,6 +29,8 @@ struct TrainCommand {
   // test images; the last epoch is the model and its temperature and operating point
   // come from the `cv` rounds' out-of-fold predictions (fit-thresholds --from_cv).
   bool all_folds = false;
+  // With all_folds and no fold: samples_per_epoch = data::KeptOutRoundImages(split).
+  bool kept_out_epoch = false;
   std::string out_dir;
   std::string device = "auto";  // auto: cuda when available.
   bool resume = false;

@@ -80,6 +80,11 @@ ABSL_FLAG(
     "epoch is the model); then fit-thresholds --from_cv fits its temperature and operating point "
     "on the cv rounds' out-of-fold predictions. With --fold N: every image but fold N's, which "
     "are its test images (the shipped model's procedure, measured on images it never saw)");
+ABSL_FLAG(bool, kept_out_epoch, false,
+          "train --all_folds (without --fold): draw as many images an epoch as the rounds with "
+          "a fold kept out train on (every image but the largest fold's; sets samples_per_epoch, "
+          "balanced sampler), so the model on every image takes the steps of the kept-out rounds "
+          "that measured its procedure");
 ABSL_FLAG(
     std::string, from_cv, "",
     "fit-thresholds: a cv folder of the model's recipe and --split: fit on its rounds' out-of-fold "
@@ -90,7 +95,8 @@ ABSL_FLAG(std::string, hold_out_source, "",
           "split: test on every image of this source (HAM10000 `dataset`, e.g. rosendahl) and "
           "train/validate on the others (--val of them for validation)");
 ABSL_FLAG(std::string, image, "", "Input image");
-ABSL_FLAG(std::string, preset, "medical", "Augmentation preset: none, light, medical");
+ABSL_FLAG(std::string, preset, "medical",
+          "Augmentation preset: none, light, medical, medical_illuminant");
 ABSL_FLAG(int, rows, 3, "Grid rows");
 ABSL_FLAG(int, cols, 4, "Grid columns");
 ABSL_FLAG(int, tile, 224, "Grid tile size in pixels");
@@ -278,6 +284,7 @@ cli::TrainCommand TrainCommandFromFlags() {
   c.progress_jsonl = absl::GetFlag(FLAGS_progress_jsonl);
   c.fold = absl::GetFlag(FLAGS_fold);
   c.all_folds = absl::GetFlag(FLAGS_all_folds);
+  c.kept_out_epoch = absl::GetFlag(FLAGS_kept_out_epoch);
   c.command_line = g_command_line;
   return c;
 }
@@ -437,9 +444,10 @@ const std::map<std::string, Command>& Commands() {
        {"train a classifier (two-phase fine-tuning) and export it",
         RunTrainCommand,
         "--data DIR --out RUN [--config cfg.json] [--set k=v,...] [--split split.csv] "
-        "[--device auto] [--resume] [--progress_jsonl events.jsonl] [--fold N] [--all_folds]",
+        "[--device auto] [--resume] [--progress_jsonl events.jsonl] [--fold N] [--all_folds] "
+        "[--kept_out_epoch]",
         {"config", "set", "data", "metadata", "skip_labels", "split", "seed", "out", "device",
-         "resume", "progress_jsonl", "fold", "all_folds"}}},
+         "resume", "progress_jsonl", "fold", "all_folds", "kept_out_epoch"}}},
       {"cv",
        {"cross-validate a recipe: one resumable training run per k-fold round, mean ± sd",
         RunCrossValidateCommand,

@@ -84,7 +84,9 @@ same parameter distributions as the C++ ops. Differences from the C++ pipeline:
   * GaussianNoise: continuous N(0, sigma) rounded, instead of our 4096-quantile
     table (tails beyond 3.5 sigma are not cut);
   * GaussianBlur: OpenCV's fixed 3- and 5-tap kernels, exact up to rounding.
-`light` is ported the same way; `none` applies no ops.
+`light` is ported the same way; `none` applies no ops; `medical_illuminant` is
+`medical` with RandomIlluminant (per-channel gains through a lookup table, rounded as
+cv::saturate_cast) after BrightnessContrast.
 
 Not supported (warned and ignored): init_weights (pretrained weights), precision
 fp16 (CUDA only in C++ too); device is always the CPU; no resume, no distributed.
@@ -158,7 +160,7 @@ def load_config(path):
             continue
         c[key] = float(value) if isinstance(d, float) else value
     p = problems
-    if c["augmentation"] not in ("none", "light", "medical"):
+    if c["augmentation"] not in ("none", "light", "medical", "medical_illuminant"):
         p.append(f"unknown augmentation '{c['augmentation']}'")
     if c["sampler"] not in ("shuffle", "balanced"):
         p.append(f"unknown sampler '{c['sampler']}'")
@@ -695,6 +697,20 @@ class BrightnessContrast(Op):
         return lut[img.long()]
 
 
+class RandomIlluminant(Op):
+    """Per-channel log gains uniform in [-limit, limit], centred to a product of 1."""
+
+    def __init__(self, limit, p):
+        super().__init__(p)
+        self.limit = limit
+
+    def transform(self, img, rng):
+        log_gains = np.array([rng.uniform(-self.limit, self.limit) for _ in range(3)])
+        gains = np.exp(log_gains - log_gains.mean())
+        levels = torch.arange(256, dtype=torch.float64)
+        return torch.stack([to_u8(levels * g)[img[c].long()] for c, g in enumerate(gains)])
+
+
 class HueSaturationValue(Op):
     def __init__(self, hue, sat, val, p):
         super().__init__(p)
@@ -807,10 +823,11 @@ def make_preset(name, size):
     if name == "light":
         return [HorizontalFlip(0.5), VerticalFlip(0.5), ShiftScaleRotate(0.0, 0.0, 15.0, 0.5),
                 BrightnessContrast(0.1, 0.1, 0.5)]
-    if name == "medical":
+    if name in ("medical", "medical_illuminant"):
+        illuminant = [RandomIlluminant(0.2, 0.7)] if name == "medical_illuminant" else []
         return [RandomResizedCrop(size, (0.8, 1.0), (3 / 4, 4 / 3), 1.0),
                 HorizontalFlip(0.5), VerticalFlip(0.5), RandomRotate90(0.5),
-                ShiftScaleRotate(0.05, 0.1, 30.0, 0.5), BrightnessContrast(0.2, 0.2, 0.5),
+                ShiftScaleRotate(0.05, 0.1, 30.0, 0.5), BrightnessContrast(0.2, 0.2, 0.5)] + illuminant + [
                 HueSaturationValue(10, 20, 10, 0.3), Clahe(2.0, 8, 0.3),
                 ElasticTransform(120.0, 6.0, 0.2), GaussianBlur(3, 5, 0.1),
                 GaussianNoise(3.0, 7.0, 0.2), CoarseDropout(8, 0.08, 1, 0, 0.2)]

@@ -76,7 +76,7 @@ struct LoaderOptions {
   int prefetch_batches = 2;
   bool drop_last = false;
   uint64_t seed = 0;
-  // An augmentation preset of MakePreset(): "none", "light", "medical".
+  // An augmentation preset of MakePreset(), one of PresetNames().
   std::string augmentation = "none";
   PreprocessOptions preprocess;
   DecodeLimits decode_limits;

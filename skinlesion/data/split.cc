@@ -387,6 +387,15 @@ int KFoldCount(const Split& split) {
   return k;
 }
 
+int64_t KeptOutRoundImages(const Split& split) {
+  if (KFoldCount(split) == 0) return 0;
+  std::map<std::string, int64_t> per_fold;
+  for (const Split::Entry& e : split.entries()) ++per_fold[e.partition];
+  int64_t largest = 0;
+  for (const auto& [fold, count] : per_fold) largest = std::max(largest, count);
+  return static_cast<int64_t>(split.entries().size()) - largest;
+}
+
 absl::StatusOr<TrainValTest> ApplyRound(const Split& split, const Catalogue& catalogue, int fold) {
   TrainValTest sets;
   const int k = KFoldCount(split);

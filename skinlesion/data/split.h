@@ -141,6 +141,11 @@ absl::StatusOr<TrainValTest> ApplyAllFolds(const Split& split, const Catalogue& 
                                            int except_fold = -1);
 // "kfold:5" -> 5; 0 for any other method.
 int KFoldCount(const Split& split);
+// The fewest images a round of ApplyAllFolds(split, catalogue, r) trains on over the
+// rounds r: every image of the split but its largest fold's. The epoch size
+// (samples_per_epoch) that gives the model on every image the steps of the kept-out
+// rounds that measured its procedure. 0 for a split that is not k-fold.
+int64_t KeptOutRoundImages(const Split& split);
 
 }  // namespace skinlesion::data
 

@@ -218,6 +218,15 @@ TEST(SplitTest, KFoldRoundsTestEachLesionOnceAndKeepSetsDisjoint) {
   }
   EXPECT_EQ(times_tested.size(), catalogue.samples.size());
   for (const auto& [image, n] : times_tested) EXPECT_EQ(n, 1) << image;
+  // The kept-out rounds' epoch: the smallest training set of ApplyAllFolds's rounds.
+  size_t fewest = catalogue.samples.size();
+  for (int fold = 0; fold < 4; ++fold) {
+    auto sets = ApplyAllFolds(*split, catalogue, fold);
+    ASSERT_THAT(sets, IsOk());
+    fewest = std::min(fewest, sets->train.size());
+  }
+  EXPECT_LT(fewest, catalogue.samples.size());
+  EXPECT_EQ(KeptOutRoundImages(*split), static_cast<int64_t>(fewest));
 }
 
 TEST(SplitTest, RoundsAreRefusedWhereTheyMakeNoSense) {
@@ -229,6 +238,7 @@ TEST(SplitTest, RoundsAreRefusedWhereTheyMakeNoSense) {
   ASSERT_THAT(two, IsOk());
   ASSERT_THAT(holdout, IsOk());
   EXPECT_EQ(KFoldCount(*holdout), 0);
+  EXPECT_EQ(KeptOutRoundImages(*holdout), 0);
   EXPECT_THAT(ApplyRound(*kfold, catalogue, -1),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("from 0 to 4")));
   EXPECT_THAT(ApplyRound(*kfold, catalogue, 5),

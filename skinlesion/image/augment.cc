@@ -98,6 +98,16 @@ void AdjustBrightnessContrast(cv::Mat& img, double alpha, double beta) {
   cv::LUT(img, lut, img);
 }
 
+void ScaleChannels(cv::Mat& img, const std::array<double, 3>& gains) {
+  if (gains[0] == 1.0 && gains[1] == 1.0 && gains[2] == 1.0) return;
+  cv::Mat lut(1, 256, CV_8UC3);
+  auto* table = lut.ptr<cv::Vec3b>();
+  for (int v = 0; v < 256; ++v) {
+    for (int c = 0; c < 3; ++c) table[v][c] = cv::saturate_cast<uint8_t>(gains[c] * v);
+  }
+  cv::LUT(img, lut, img);
+}
+
 void ShiftHueSaturationValue(cv::Mat& img, int hue_shift, int sat_shift, int val_shift) {
   if (hue_shift == 0 && sat_shift == 0 && val_shift == 0) return;
   cv::Mat lut(1, 256, CV_8UC3);
@@ -308,6 +318,24 @@ std::string HueSaturationValue::Name() const {
                       ", val=", val_shift_limit_, ", p=", p(), ")");
 }
 
+RandomIlluminant::RandomIlluminant(double log_gain_limit, double p)
+    : Augmentation(p), log_gain_limit_(log_gain_limit) {
+  SL_CHECK(log_gain_limit >= 0.0 && log_gain_limit <= 1.0) << "log_gain_limit " << log_gain_limit;
+}
+
+void RandomIlluminant::Transform(cv::Mat& img, Rng& rng) const {
+  std::array<double, 3> log_gains;
+  for (double& g : log_gains) g = Symmetric(rng, log_gain_limit_);
+  const double mean = (log_gains[0] + log_gains[1] + log_gains[2]) / 3.0;
+  std::array<double, 3> gains;
+  for (int c = 0; c < 3; ++c) gains[c] = std::exp(log_gains[c] - mean);
+  ScaleChannels(img, gains);
+}
+
+std::string RandomIlluminant::Name() const {
+  return absl::StrCat("RandomIlluminant(log_gain=", log_gain_limit_, ", p=", p(), ")");
+}
+
 ColorJitter::ColorJitter(double brightness, double contrast, int saturation, int hue, double p)
     : Augmentation(p),
       brightness_contrast_(brightness, contrast, 1.0),
@@ -461,7 +489,8 @@ std::string Pipeline::Describe() const {
 }
 
 const std::vector<std::string>& PresetNames() {
-  static const auto* const kNames = new std::vector<std::string>{"none", "light", "medical"};
+  static const auto* const kNames =
+      new std::vector<std::string>{"none", "light", "medical", "medical_illuminant"};
   return *kNames;
 }
 
@@ -479,15 +508,16 @@ absl::StatusOr<Pipeline> MakePreset(absl::string_view name, int output_size) {
         .Emplace<BrightnessContrast>(0.1, 0.1, 0.5);
     return pipeline;
   }
-  if (name == "medical") {
+  if (name == "medical" || name == "medical_illuminant") {
     pipeline
         .Emplace<RandomResizedCrop>(output_size, output_size, 0.8, 1.0, 3.0 / 4.0, 4.0 / 3.0, 1.0)
         .Emplace<HorizontalFlip>(0.5)
         .Emplace<VerticalFlip>(0.5)
         .Emplace<RandomRotate90>(0.5)
         .Emplace<ShiftScaleRotate>(0.05, 0.1, 30.0, 0.5)
-        .Emplace<BrightnessContrast>(0.2, 0.2, 0.5)
-        .Emplace<HueSaturationValue>(10, 20, 10, 0.3)
+        .Emplace<BrightnessContrast>(0.2, 0.2, 0.5);
+    if (name == "medical_illuminant") pipeline.Emplace<RandomIlluminant>(0.2, 0.7);
+    pipeline.Emplace<HueSaturationValue>(10, 20, 10, 0.3)
         .Emplace<Clahe>(2.0, 8, 0.3)
         .Emplace<ElasticTransform>(120.0, 6.0, 0.2)
         .Emplace<GaussianBlur>(3, 5, 0.1)

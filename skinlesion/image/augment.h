@@ -18,6 +18,7 @@
 #ifndef SKINLESION_IMAGE_AUGMENT_H_
 #define SKINLESION_IMAGE_AUGMENT_H_
 
+#include <array>
 #include <memory>
 #include <string>
 #include <utility>
@@ -62,6 +63,10 @@ void AdjustBrightnessContrast(cv::Mat& img, double alpha, double beta);
 // S and V clamp to 0..255). Achromatic pixels (S = 0) keep S = 0, so grays stay
 // gray (albumentations would tint them red). All shifts 0: image unchanged.
 void ShiftHueSaturationValue(cv::Mat& img, int hue_shift, int sat_shift, int val_shift);
+// Multiplies channel c by gains[c]: out = saturate(round(gains[c] * x)). The von Kries
+// model of a change of light source or camera white balance (what Shades of Gray
+// estimates and divides out). Gains all 1: image unchanged.
+void ScaleChannels(cv::Mat& img, const std::array<double, 3>& gains);
 
 // Mirrors left-right. p default 0.5.
 class HorizontalFlip final : public Augmentation {
@@ -150,6 +155,22 @@ class HueSaturationValue final : public Augmentation {
 
  private:
   int hue_shift_limit_, sat_shift_limit_, val_shift_limit_;
+};
+
+// A random illuminant: log gains uniform in [-log_gain_limit, log_gain_limit] per
+// channel, centred so that the three gains' product is 1 (the colour of the light
+// changes, not its brightness: BrightnessContrast does that), then ScaleChannels().
+// With the default 0.2 the red gain relative to green spans about 0.67-1.49, wider than
+// the spread between HAM10000's four sources' mean illuminants (docs/results.md,
+// "A random illuminant"). Limit 0: identity. p default 0.5.
+class RandomIlluminant final : public Augmentation {
+ public:
+  explicit RandomIlluminant(double log_gain_limit = 0.2, double p = 0.5);
+  void Transform(cv::Mat& img, Rng& rng) const override;
+  std::string Name() const override;
+
+ private:
+  double log_gain_limit_;
 };
 
 // BrightnessContrast(brightness, contrast) then HueSaturationValue(hue, saturation,
@@ -268,7 +289,8 @@ class Pipeline {
   std::vector<std::shared_ptr<const Augmentation>> ops_;
 };
 
-// The preset names MakePreset accepts: "none", "light", "medical".
+// The preset names MakePreset accepts: "none", "light", "medical", "medical_illuminant"
+// ("medical" with RandomIlluminant(0.2, p 0.7) after its brightness and contrast).
 const std::vector<std::string>& PresetNames();
 
 // Builds a named pipeline:

@@ -1,6 +1,7 @@
 #include "skinlesion/image/augment.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -78,6 +79,7 @@ std::vector<std::shared_ptr<const Augmentation>> AllOps(int output_size) {
       std::make_shared<RandomResizedCrop>(output_size, output_size),
       std::make_shared<BrightnessContrast>(0.3, 0.3, 1.0),
       std::make_shared<HueSaturationValue>(20, 30, 20, 1.0),
+      std::make_shared<RandomIlluminant>(0.2, 1.0),
       std::make_shared<ColorJitter>(0.2, 0.2, 20, 10, 1.0),
       std::make_shared<Clahe>(2.0, 8, 1.0),
       std::make_shared<ElasticTransform>(120.0, 6.0, 1.0),
@@ -379,8 +381,50 @@ TEST(ImageAugmentTest, ColorJitterZeroIsIdentity) {
   EXPECT_TRUE(Same(Augmented(ColorJitter(0.0, 0.0, 0, 0, 1.0), img, 5), img));
 }
 
+TEST(ImageAugmentTest, ScaleChannelsMultipliesEachChannelAndSaturates) {
+  cv::Mat img(2, 2, CV_8UC3, cv::Scalar(100, 200, 50));
+  img.at<cv::Vec3b>(1, 1) = cv::Vec3b(0, 255, 9);
+  const cv::Mat before = img.clone();
+  ScaleChannels(img, {1.0, 1.0, 1.0});
+  EXPECT_TRUE(Same(img, before));
+  ScaleChannels(img, {1.5, 0.5, 1.1});
+  EXPECT_EQ(img.at<cv::Vec3b>(0, 0), cv::Vec3b(150, 100, 55));
+  EXPECT_EQ(img.at<cv::Vec3b>(1, 1), cv::Vec3b(0, 128, 10));  // 127.5 and 9.9 round up.
+  ScaleChannels(img, {2.0, 1.0, 1.0});
+  EXPECT_EQ(img.at<cv::Vec3b>(0, 0)[0], 255);  // 300 saturates.
+}
+
+// The illuminant changes the colour of the light, not its brightness: the three
+// channel gains multiply to 1 (checked on a mid-gray image, away from saturation and
+// with rounding of at most half a level per channel), the gains vary between draws
+// within exp(+-2 * limit), and gray pixels become the illuminant's colour.
+TEST(ImageAugmentTest, RandomIlluminantKeepsTheGainsProductAtOne) {
+  const RandomIlluminant op(0.2, 1.0);
+  std::set<std::vector<uint8_t>> distinct;
+  for (uint64_t seed = 0; seed < 32; ++seed) {
+    cv::Mat img(4, 4, CV_8UC3, cv::Scalar(128, 128, 128));
+    Rng rng(seed);
+    op.Apply(img, rng);
+    const cv::Vec3b px = img.at<cv::Vec3b>(2, 3);
+    EXPECT_TRUE(Same(img, cv::Mat(4, 4, CV_8UC3, cv::Scalar(px[0], px[1], px[2]))));
+    double log_product = 0.0;
+    for (int c = 0; c < 3; ++c) {
+      const double gain = px[c] / 128.0;
+      EXPECT_GT(gain, std::exp(-0.4) - 0.01);
+      EXPECT_LT(gain, std::exp(0.4) + 0.01);
+      log_product += std::log(gain);
+    }
+    EXPECT_NEAR(log_product, 0.0, 3 * 0.5 / 110.0);
+    distinct.insert({px[0], px[1], px[2]});
+  }
+  EXPECT_GT(distinct.size(), 24u);
+  const cv::Mat textured = Textured(20, 20);
+  EXPECT_TRUE(Same(Augmented(RandomIlluminant(0.0, 1.0), textured, 3), textured));
+}
+
 TEST(ImageAugmentTest, PresetsAreBuiltAndUnknownNamesListTheValidOnes) {
-  EXPECT_EQ(PresetNames(), (std::vector<std::string>{"none", "light", "medical"}));
+  EXPECT_EQ(PresetNames(),
+            (std::vector<std::string>{"none", "light", "medical", "medical_illuminant"}));
   auto none = MakePreset("none", 224);
   ASSERT_THAT(none, IsOk());
   EXPECT_TRUE(none->empty());
@@ -396,7 +440,14 @@ TEST(ImageAugmentTest, PresetsAreBuiltAndUnknownNamesListTheValidOnes) {
 
   EXPECT_THAT(MakePreset("heavy", 224),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("'heavy'; valid presets: none, light, medical")));
+                       HasSubstr("'heavy'; valid presets: none, light, medical, "
+                                 "medical_illuminant")));
+  auto illuminant = MakePreset("medical_illuminant", 96);
+  ASSERT_THAT(illuminant, IsOk());
+  EXPECT_EQ(illuminant->size(), 13u);
+  EXPECT_THAT(illuminant->Describe(),
+              HasSubstr("BrightnessContrast(brightness=0.2, contrast=0.2, p=0.5), "
+                        "RandomIlluminant(log_gain=0.2, p=0.7), HueSaturationValue"));
   EXPECT_THAT(MakePreset("medical", 0), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
 }
 

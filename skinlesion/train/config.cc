@@ -1,11 +1,13 @@
 #include "skinlesion/train/config.h"
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "skinlesion/image/augment.h"
 #include "skinlesion/train/schedule.h"
 
 namespace skinlesion::train {
@@ -63,13 +65,6 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("patience", c.patience);
   f("seed", c.seed);
   f("progress_interval_s", c.progress_interval_s);
-}
-
-bool OneOf(const std::string& v, std::initializer_list<const char*> options) {
-  for (const char* o : options) {
-    if (v == o) return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -132,8 +127,10 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   };
   if (architecture.empty()) p.push_back("architecture is empty");
   if (image_size < 16 || image_size > 1024) p.push_back("image_size must be in [16, 1024]");
-  if (!OneOf(augmentation, {"none", "light", "medical"})) {
-    p.push_back(absl::StrCat("unknown augmentation '", augmentation, "' (expected none, light, medical)"));
+  if (const auto& presets = PresetNames();
+      std::find(presets.begin(), presets.end(), augmentation) == presets.end()) {
+    p.push_back(absl::StrCat("unknown augmentation '", augmentation, "' (expected ",
+                             absl::StrJoin(presets, ", "), ")"));
   }
   parse(ParseSamplerKind(sampler), choices.sampler);
   parse(ParseClassWeighting(class_weighting), choices.class_weighting);

@@ -25,7 +25,7 @@ struct TrainConfig {
   double dropout = -1;            // < 0: the architecture's default.
 
   // Data.
-  std::string augmentation = "medical";    // none, light, medical
+  std::string augmentation = "medical";    // a preset of MakePreset(): PresetNames()
   std::string sampler = "shuffle";         // shuffle, balanced
   std::string class_weighting = "sqrt";    // inverse, sqrt: for balanced sampler & weighted loss
   // Balanced sampler: images drawn per epoch (with replacement); 0 = the training set's

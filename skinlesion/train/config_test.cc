@@ -60,6 +60,7 @@ TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
   c.recall_target = 1.5;
   c.referral_confidence = 1;
   c.samples_per_epoch = -1;
+  c.augmentation = "heavy";
   const absl::Status s = c.Validate();
   EXPECT_THAT(
       s,
@@ -71,7 +72,9 @@ TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
                      HasSubstr("unknown precision 'int8' (expected auto, fp32, bf16, fp16)"),
                      HasSubstr("epochs must be >= 1"), HasSubstr("recall_target must be in [0, 1]"),
                      HasSubstr("referral_confidence must be in [0, 1)"),
-                     HasSubstr("samples_per_epoch must be >= 0"))));
+                     HasSubstr("samples_per_epoch must be >= 0"),
+                     HasSubstr("unknown augmentation 'heavy' (expected none, light, medical, "
+                               "medical_illuminant)"))));
   EXPECT_EQ(c.Choices().status(), s);
   TrainConfig no_class;
   no_class.recall_target_class = "";

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -146,28 +147,41 @@ double FusedAdamW::ClipGradNorm(double max_norm) {
 
 torch::Tensor FusedAdamW::step(LossClosure closure) {
   last_step_fused_ = false;
-  const float grad_scale = pending_grad_scale_;
-  pending_grad_scale_ = 1.0f;
-  if (!CanFuse()) return torch::optim::AdamW::step(std::move(closure));
+  const float grad_scale = std::exchange(pending_grad_scale_, 1.0f);
   torch::NoGradGuard no_grad;
   torch::Tensor loss = {};
   if (closure != nullptr) {
+    // Before the layout check: the closure writes the gradients that are read.
     at::AutoGradMode enable_grad(true);
     loss = closure();
+  }
+  if (!CanFuse()) {
+    // A clip coefficient ClipGradNorm left for the fused pass (the gradients changed
+    // layout since) is applied here, so the step is still clip_grad_norm_'s.
+    if (grad_scale != 1.0f) {
+      for (auto& group : param_groups()) {
+        for (auto& p : group.params()) {
+          if (p.grad().defined()) p.mutable_grad().mul_(grad_scale);
+        }
+      }
+    }
+    torch::optim::AdamW::step();
+    return loss;
   }
   for (auto& group : param_groups()) {
     const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       const auto key = StateKey(state(), p);
-      if (state().find(key) == state().end()) {
-        auto st = std::make_unique<torch::optim::AdamWParamState>();
-        st->step(0);
-        st->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        st->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        state()[key] = std::move(st);
+      auto it = state().find(key);
+      if (it == state().end()) {
+        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+        fresh->step(0);
+        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        it = state().emplace(key, std::move(fresh)).first;
       }
-      auto& st = static_cast<torch::optim::AdamWParamState&>(*state()[key]);
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
       st.step(st.step() + 1);
       const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());
       const double bias_correction1 = 1 - std::pow(beta1, st.step());

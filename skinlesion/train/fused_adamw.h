@@ -37,7 +37,9 @@ class FusedAdamW : public torch::optim::AdamW {
   // coefficient min(1, max_norm / (norm + 1e-6)) multiplies each gradient element as
   // the fused pass reads it, instead of in a pass of its own (the gradients in memory
   // stay as backward left them). Where the fused pass does not apply, it is
-  // clip_grad_norm_ itself. Returns the total norm, as clip_grad_norm_ does.
+  // clip_grad_norm_ itself; if the gradients change layout before step() so that the
+  // step falls back, step() multiplies them by the coefficient first. Returns the
+  // total norm, as clip_grad_norm_ does.
   double ClipGradNorm(double max_norm);
 
   // Whether the last step() took the fused pass (false: it fell back to AdamW's).

@@ -196,6 +196,53 @@ TEST(FusedAdamWTest, SizeOneDimensionsMayHaveOtherStrides) {
   EXPECT_TRUE(torch::allclose(ref, cl, 1e-5, 1e-6));
 }
 
+// ClipGradNorm takes the fused path and leaves its coefficient for the step; when the
+// gradient is replaced by one of another layout before step(), the step falls back to
+// AdamW's and must still be clipped.
+TEST(FusedAdamWTest, AClipLeftForAStepThatFallsBackIsApplied) {
+  torch::manual_seed(4);
+  torch::Tensor ref = torch::randn({8, 12}).set_requires_grad(true);
+  torch::Tensor p = ref.detach().clone().set_requires_grad(true);
+  torch::optim::AdamW reference(std::vector<torch::Tensor>{ref}, torch::optim::AdamWOptions(1e-2));
+  FusedAdamW optimizer(std::vector<torch::Tensor>{p}, torch::optim::AdamWOptions(1e-2));
+  // A first step unclipped: Adam's update is nearly blind to a gradient's scale on the
+  // first step, not once the moments hold an earlier one.
+  ref.mutable_grad() = torch::sin(ref.detach());
+  p.mutable_grad() = torch::sin(p.detach());
+  reference.step();
+  optimizer.step();
+  const torch::Tensor grad = 50 * torch::cos(ref.detach());
+  ref.mutable_grad() = grad.clone();
+  p.mutable_grad() = grad.clone();
+  const double expected = torch::nn::utils::clip_grad_norm_(std::vector<torch::Tensor>{ref}, 1.0);
+  EXPECT_NEAR(optimizer.ClipGradNorm(1.0), expected, 1e-5 * expected);
+  p.mutable_grad() = grad.t().contiguous().t();  // Same values, column-major.
+  reference.step();
+  optimizer.step();
+  EXPECT_FALSE(optimizer.last_step_fused());
+  EXPECT_TRUE(torch::allclose(ref, p, 1e-6, 1e-7))
+      << "largest difference " << (ref - p).abs().max().item<double>();
+}
+
+// step(closure): the closure's gradients are the ones checked and read.
+TEST(FusedAdamWTest, TheClosureRunsBeforeTheLayoutCheck) {
+  torch::manual_seed(5);
+  torch::Tensor ref = torch::randn({8, 12}).set_requires_grad(true);
+  torch::Tensor p = ref.detach().clone().set_requires_grad(true);
+  torch::optim::AdamW reference(std::vector<torch::Tensor>{ref}, torch::optim::AdamWOptions(1e-2));
+  FusedAdamW optimizer(std::vector<torch::Tensor>{p}, torch::optim::AdamWOptions(1e-2));
+  ref.mutable_grad() = torch::sin(ref.detach());
+  p.mutable_grad() = torch::sin(p.detach()).t().contiguous().t();  // A layout it cannot fuse.
+  const torch::Tensor loss = optimizer.step([&] {
+    p.mutable_grad() = torch::sin(p.detach()).contiguous();  // The closure's: fusable.
+    return p.sum();
+  });
+  reference.step();
+  EXPECT_TRUE(optimizer.last_step_fused());
+  EXPECT_TRUE(loss.defined());
+  EXPECT_TRUE(torch::allclose(ref, p, 1e-6, 1e-7));
+}
+
 TEST(FusedAdamWTest, FallsBackWhereTheFusedPassDoesNotApply) {
   // A non-dense parameter (a strided view) and amsgrad: AdamW's own step, same result.
   torch::manual_seed(3);

@@ -15,11 +15,11 @@
 #   1. skinlesion cv, one round at a time: each round's test answers are copied here
 #      (collect.sh) as soon as it finishes, so they can be committed; a round already
 #      here is skipped;
-#   2. skinlesion train --all_folds: the recipe on all 5,984 images (the last epoch),
-#      each epoch drawing as many images as a round trained on every image but one fold
-#      has (samples_per_epoch = all - the largest fold = 4,787): the steps and schedule
-#      of the models that measured the procedure (docs/cv/36ep_160_balmix_allbut), in
-#      their 36-41 minutes (36 epochs of 5,984 took 46.7, over the 45-minute budget);
+#   2. skinlesion train --all_folds --kept_out_epoch: the recipe on all 5,984 images
+#      (the last epoch), each epoch drawing as many images as a round trained on every
+#      image but one fold has (the flag sets samples_per_epoch = all - the largest
+#      fold = 4,787): the steps and schedule of the models that measured the procedure
+#      (docs/cv/36ep_160_balmix_allbut), in their 36-41 minutes (36 epochs of 5,984 took 46.7, over the 45-minute budget);
 #   3. skinlesion export --fp16, then fit-thresholds --from_cv (the rounds' answers here)
 #      on the exported model:
 #      temperature, decision rule, referral and not-a-lesion thresholds from the rounds'
@@ -59,15 +59,11 @@ for f in ${FOLDS:-0 1 2 3 4}; do
   "$HERE/collect.sh" "$CV" "$OUT"
 done
 if [ ! -e "$SHIP/model/manifest.json" ]; then
-  samples=$(/usr/bin/python3 -c 'import collections, csv, sys
-n = collections.Counter(r["partition"] for r in csv.DictReader(open(sys.argv[1])))
-print(sum(n.values()) - max(n.values()))' "$S")
-  log "the model on every image, $samples images an epoch"
+  log "the model on every image, drawing a kept-out round's images an epoch"
   resume=()
   [ -e "$SHIP/checkpoints/last/state.json" ] && resume=(--resume)
-  "$CLI" train --config "$C" "${DM[@]}" --split "$S" --all_folds --out "$SHIP" \
-    --set "samples_per_epoch=$samples${SET:+,$SET}" "${resume[@]}" \
-    >> "$SHIP.txt" 2>&1 || { tail -20 "$SHIP.txt"; exit 1; }
+  "$CLI" train --config "$C" "${DM[@]}" --split "$S" --all_folds --kept_out_epoch --out "$SHIP" \
+    "${SETS[@]}" "${resume[@]}" >> "$SHIP.txt" 2>&1 || { tail -20 "$SHIP.txt"; exit 1; }
 fi
 log "export and fit"
 rm -rf "$SHIP/bundled"
