@@ -9,7 +9,6 @@
 # pooled answers of the same candidate, and scored on fold r. Prints a markdown table
 # (mean ± sd over the rounds) and the paired differences against the kept-out model.
 #   /usr/bin/python3 docs/cv/36ep_160_balmix_allbut/experiments/ensemble.py [flips|none]
-import csv
 import os
 import sys
 
@@ -20,7 +19,7 @@ ALLBUT = os.path.join(HERE, '..')
 OOF = os.path.join(HERE, '..', '..', '36ep_160_balmix_oof')
 sys.path.insert(0, os.path.join(OOF, 'experiments'))
 sys.path.insert(0, os.path.join(HERE, '..', '..', '..', '..', 'bench', 'reference'))
-from oof_rule import C, MALIGNANT, MEL, bal, decide, fit_risk_threshold, prior_of, refer_mask, risk_of, sequential, taus  # noqa: E402
+from oof_rule import C, MALIGNANT, MEL, bal, decide, fit_risk_threshold, load_ids, prior_of, refer_mask, risk_of, sequential, taus  # noqa: E402
 from train_reference import roc_auc  # noqa: E402  (the reference's one-vs-rest AUC)
 
 views = sys.argv[1] if len(sys.argv) > 1 else 'flips'
@@ -31,9 +30,8 @@ prior = prior_of(OOF, ROUNDS)
 
 def answers(cv_dir, r):
     """{image_id: (probabilities [7], label)} of one round's answers."""
-    with open(os.path.join(cv_dir, f'fold{r}', f'out_of_fold_{views}.csv')) as f:
-        return {row['image_id']: (np.array([float(row['p_' + c]) for c in C]), C.index(row['label']))
-                for row in csv.DictReader(f)}
+    ids, P, y = load_ids(os.path.join(cv_dir, f'fold{r}', f'out_of_fold_{views}.csv'))
+    return {i: (p, int(label)) for i, p, label in zip(ids, P, y)}
 
 
 CANDIDATES = {

@@ -18,11 +18,18 @@ def taus(cap=0.5):
     return np.round(np.arange(0, cap + 1e-4, 0.05), 2)
 
 
+def load_ids(path):
+    """(image ids [n], probabilities [n, 7], labels [n]) from an out-of-fold answers file."""
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    return ([r['image_id'] for r in rows],
+            np.array([[float(r['p_' + c]) for c in C] for r in rows]),
+            np.array([C.index(r['label']) for r in rows]))
+
+
 def load(path):
     """(probabilities [n, 7], labels [n]) from an out-of-fold answers file."""
-    rows = list(csv.DictReader(open(path)))
-    return (np.array([[float(r['p_' + c]) for c in C] for r in rows]),
-            np.array([C.index(r['label']) for r in rows]))
+    return load_ids(path)[1:]
 
 
 def bal(y, k):
