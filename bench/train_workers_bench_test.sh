@@ -2,14 +2,8 @@
 # bench/train_workers_bench.sh dry-run on the fixtures (tiny model), and the premise it
 # rests on: the trained model does not depend on the loader's worker count (same
 # weights, byte for byte, with 0 and 2 workers).
-set -euo pipefail
-CLI=$1 FIX=$2 OUT=$3
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-rm -rf "$OUT"
-mkdir -p "$OUT"
-"$CLI" split --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" --out "$OUT/kfold3.csv" \
-  --kfold 3 --seed 1 > /dev/null
-TINY=architecture=resnet18,image_size=32,batch_size=4,threads=1,progress_interval_s=0,frozen_epochs=0
+# shellcheck source=tools/fixture_scripts.sh
+source "$(dirname "$0")/../tools/fixture_scripts.sh"
 SKINLESION=$CLI DATA=$FIX/images METADATA=$FIX/metadata_subset.csv SPLIT=$OUT/kfold3.csv REPEATS=2 SET=$TINY \
   "$ROOT/bench/train_workers_bench.sh" "$OUT/bench" > "$OUT/bench.txt" 2> "$OUT/bench_err.txt" ||
   { cat "$OUT/bench.txt" "$OUT/bench_err.txt"; exit 1; }

@@ -4,16 +4,11 @@
 # and both fits land where the script says; a second run as on a fresh clone trains nothing again.
 # Then docs/cv/36ep_160_balmix_allbut/run.sh (that procedure with one fold kept out) on one
 # round, then every round and refit_bundled.sh (the bundle's operating point on their answers).
-set -euo pipefail
-CLI=$1 FIX=$2 OUT=$3
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-rm -rf "$OUT"
-mkdir -p "$OUT"
-"$CLI" split --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" --out "$OUT/kfold3.csv" \
-  --kfold 3 --seed 1 > /dev/null
+# shellcheck source=tools/fixture_scripts.sh
+source "$(dirname "$0")/fixture_scripts.sh"
 export SKINLESION=$CLI SHIP_WORK=$OUT/work DOCS_OUT=$OUT/docs DATA=$FIX/images \
   METADATA=$FIX/metadata_subset.csv SPLIT=$OUT/kfold3.csv FOLDS="0 1 2" \
-  SET=architecture=resnet18,image_size=32,epochs=2,warmup_epochs=0,frozen_epochs=0,batch_size=4,num_workers=1,threads=1,progress_interval_s=0
+  SET=$TINY,epochs=2,warmup_epochs=0,num_workers=1
 "$ROOT/docs/cv/36ep_160_balmix_oof/run.sh" > "$OUT/first.txt" 2>&1 || { cat "$OUT/first.txt"; exit 1; }
 D=$OUT/docs
 for f in cv.json cv.md cv.png cv_recipe.json fit_none.txt fit_flips.txt leave_one_round_out_none.json \

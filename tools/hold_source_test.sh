@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# docs/cv/hold_36_illuminant/run.sh (a source held out, trained with an augmentation
+# preset) dry-run on the fixtures with a tiny model: the preset reaches the training
+# config, the test and flip-view reports land in docs/cv/hold_<source>_36_<AUG>/, a
+# second run trains nothing again, AUG=medical writes its own folder, and a source
+# without a split is refused.
+# shellcheck source=tools/fixture_scripts.sh
+source "$(dirname "$0")/fixture_scripts.sh"
+"$CLI" split --data "$FIX/images" --metadata "$FIX/metadata_subset.csv" --hold_out_source rosendahl \
+  --val 0.3 --out "$OUT/hold.csv" > /dev/null
+export SKINLESION=$CLI DATA=$FIX/images METADATA=$FIX/metadata_subset.csv WORK=$OUT/work \
+  DOCS_OUT=$OUT/docs SOURCES=rosendahl SPLIT_rosendahl=$OUT/hold.csv SET=$TINY,epochs=1,warmup_epochs=0
+RUN=$ROOT/docs/cv/hold_36_illuminant/run.sh
+"$RUN" > "$OUT/first.txt" 2>&1 || { cat "$OUT/first.txt"; exit 1; }
+D=$OUT/docs/hold_rosendahl_36_medical_illuminant
+for f in metrics.json tta_metrics.json confusion_matrix.png train_log.jsonl training_curves.png; do
+  test -s "$D/$f" || { echo "missing $f"; cat "$OUT/first.txt"; exit 1; }
+done
+/usr/bin/python3 - "$OUT" "$D" <<'PY'
+import csv, json, os, sys
+out, d = sys.argv[1:]
+config = json.load(open(os.path.join(out, "work", "hold_rosendahl_36_medical_illuminant", "config.json")))
+assert config["augmentation"] == "medical_illuminant" and config["epochs"] == 1, config
+test = sum(r["partition"] == "test" for r in csv.DictReader(open(os.path.join(out, "hold.csv"))))
+m, t = (json.load(open(os.path.join(d, f))) for f in ("metrics.json", "tta_metrics.json"))
+assert m["n"] == test and t["n"] == test and m["context"]["partition"] == "test", (m["n"], t["n"], test)
+assert t["context"]["tta"] == "flips", t["context"]
+PY
+"$RUN" > "$OUT/second.txt" 2>&1
+grep -q "rosendahl: metrics already in" "$OUT/second.txt"
+if grep -q "training" "$OUT/second.txt"; then echo "the second run trained again"; exit 1; fi
+AUG=medical "$RUN" > "$OUT/medical.txt" 2>&1 || { cat "$OUT/medical.txt"; exit 1; }
+grep -q '"augmentation": "medical"' "$OUT/work/hold_rosendahl_36_medical/config.json"
+test -s "$OUT/docs/hold_rosendahl_36_medical/metrics.json"
+if SOURCES=vienna_dias "$RUN" > "$OUT/unknown.txt" 2>&1; then echo "a source without a split ran"; exit 1; fi
+grep -q "no split for source vienna_dias" "$OUT/unknown.txt"
