@@ -24,12 +24,14 @@ def runs(source):
     named = [("session 8, medical", f"hold_{source}_36")]
     for aug in ("medical", "medical_illuminant"):
         named.append((f"today, {aug}", f"hold_{source}_36_{aug}"))
+        # The first illuminant run on Rosendahl: patience 20 stopped it (run.sh).
+        named.append((f"today, {aug}, stopped after epoch 29", f"hold_{source}_36_{aug}/stopped_after_29"))
     return [(name, os.path.join(CV, d)) for name, d in named if os.path.exists(os.path.join(CV, d, "metrics.json"))]
 
 
-def row(m):
+def row(m, epoch):
     r = m["referral"]
-    return (f"{m['balanced_accuracy']:.3f} | {m['decision']['plain']['balanced_accuracy']:.3f} | "
+    return (f"{epoch} | {m['balanced_accuracy']:.3f} | {m['decision']['plain']['balanced_accuracy']:.3f} | "
             f"{m['macro_auc']:.3f} | {m['malignant_auc']:.3f} | {m['melanoma_recall']:.3f} | "
             f"{m['accuracy']:.3f} | {r['malignant_sensitivity']['value']:.3f} / {r['refer_rate']['value']:.3f} "
             f"(threshold {r['policy']['malignancy_risk_threshold']:.3f}, "
@@ -40,14 +42,15 @@ def main():
     for source in sys.argv[1:] or ["rosendahl", "vidir_modern"]:
         found = runs(source)
         print(f"\n### {source} held out\n")
-        print("| model | views | balanced accuracy (rule) | most probable class | macro AUC | malignant AUC | "
+        print("| model | views | epoch | balanced accuracy (rule) | most probable class | macro AUC | malignant AUC | "
               "melanoma recall | accuracy | malignant referred / refer rate |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, d in found:
+            epoch = json.load(open(os.path.join(d, "metrics.json")))["context"]["best_epoch"]
             for views, f in (("single", "metrics.json"), ("flips", "tta_metrics.json")):
                 path = os.path.join(d, f)
                 if os.path.exists(path):
-                    print(f"| {name} | {views} | {row(json.load(open(path)))} |")
+                    print(f"| {name} | {views} | {row(json.load(open(path)), epoch)} |")
         print("\nPer class, single view: recall / one-vs-rest AUC (test images)\n")
         print("| model | " + " | ".join(CLASSES) + " |")
         print("|---|" + "---:|" * len(CLASSES))

@@ -26,7 +26,12 @@ AUG=${AUG:-medical_illuminant}
 CLI=$(realpath "${SKINLESION:-build/tools/skinlesion}")
 C=configs/ham10000_resnet18_36ep_160_balmix.json
 W=${WORK:-runs}
-SET_ARG="augmentation=$AUG${SET:+,$SET}"
+# patience 0: all 36 epochs run, as session 8's did (its runs never stopped early), and
+# the epoch is chosen on the validation images among all of them. With the recipe's
+# patience 20 the first illuminant run stopped after epoch 29 on a validation spike at
+# epoch 9 (the Vienna validation images hold 2 akiec, 7 df and 12 vasc) and served
+# that epoch: a different selection, not a different augmentation.
+SET_ARG="augmentation=$AUG,patience=0${SET:+,$SET}"
 log() { echo "[hold $AUG $(date -u +%H:%M)] $*" >&2; }
 for src in ${SOURCES:-rosendahl vidir_modern}; do
   case $src in
