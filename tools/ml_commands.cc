@@ -786,10 +786,8 @@ nlohmann::json WithTheRoundsEpoch(nlohmann::json model_config, const nlohmann::j
   if (!model_config.is_object() || !rounds_config.is_object()) return model_config;
   const int64_t draws = model_config.value("samples_per_epoch", int64_t{0});
   if (draws <= 0 || rounds_config.value("samples_per_epoch", int64_t{0}) != 0) return model_config;
-  std::map<std::string, int64_t> per_fold;
-  for (const data::Split::Entry& e : split.entries()) ++per_fold[e.partition];
   const int64_t n = static_cast<int64_t>(split.entries().size());
-  for (const auto& [fold, count] : per_fold) {
+  for (const auto& [fold, count] : data::PartitionSizes(split)) {
     if (n - count == draws) {
       std::printf(
           "the model draws %lld images an epoch, every image but %s's: the kept-out rounds' "

@@ -160,7 +160,7 @@ def load_config(path):
             continue
         c[key] = float(value) if isinstance(d, float) else value
     p = problems
-    if c["augmentation"] not in ("none", "light", "medical", "medical_illuminant"):
+    if c["augmentation"] not in PRESETS:
         p.append(f"unknown augmentation '{c['augmentation']}'")
     if c["sampler"] not in ("shuffle", "balanced"):
         p.append(f"unknown sampler '{c['sampler']}'")
@@ -815,6 +815,9 @@ class CoarseDropout(Op):
             x = int(rng.integers(0, cols - w + 1))
             img[:, y:y + h, x:x + w] = self.fill
         return img
+
+
+PRESETS = ("none", "light", "medical", "medical_illuminant")  # image/augment.cc PresetNames()
 
 
 def make_preset(name, size):

@@ -387,12 +387,16 @@ int KFoldCount(const Split& split) {
   return k;
 }
 
+std::map<std::string, int64_t> PartitionSizes(const Split& split) {
+  std::map<std::string, int64_t> sizes;
+  for (const Split::Entry& e : split.entries()) ++sizes[e.partition];
+  return sizes;
+}
+
 int64_t KeptOutRoundImages(const Split& split) {
   if (KFoldCount(split) == 0) return 0;
-  std::map<std::string, int64_t> per_fold;
-  for (const Split::Entry& e : split.entries()) ++per_fold[e.partition];
   int64_t largest = 0;
-  for (const auto& [fold, count] : per_fold) largest = std::max(largest, count);
+  for (const auto& [fold, count] : PartitionSizes(split)) largest = std::max(largest, count);
   return static_cast<int64_t>(split.entries().size()) - largest;
 }
 

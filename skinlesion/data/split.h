@@ -23,6 +23,7 @@
 #define SKINLESION_DATA_SPLIT_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -141,6 +142,9 @@ absl::StatusOr<TrainValTest> ApplyAllFolds(const Split& split, const Catalogue& 
                                            int except_fold = -1);
 // "kfold:5" -> 5; 0 for any other method.
 int KFoldCount(const Split& split);
+// The split's images per partition ("fold0".. of a k-fold split; "train", "val",
+// "test" of another).
+std::map<std::string, int64_t> PartitionSizes(const Split& split);
 // The fewest images a round of ApplyAllFolds(split, catalogue, r) trains on over the
 // rounds r: every image of the split but its largest fold's. The epoch size
 // (samples_per_epoch) that gives the model on every image the steps of the kept-out

@@ -227,6 +227,11 @@ TEST(SplitTest, KFoldRoundsTestEachLesionOnceAndKeepSetsDisjoint) {
   }
   EXPECT_LT(fewest, catalogue.samples.size());
   EXPECT_EQ(KeptOutRoundImages(*split), static_cast<int64_t>(fewest));
+  const std::map<std::string, int64_t> sizes = PartitionSizes(*split);
+  ASSERT_EQ(sizes.size(), 4u);
+  int64_t total = 0;
+  for (int fold = 0; fold < 4; ++fold) total += sizes.at(absl::StrCat("fold", fold));
+  EXPECT_EQ(total, static_cast<int64_t>(catalogue.samples.size()));
 }
 
 TEST(SplitTest, RoundsAreRefusedWhereTheyMakeNoSense) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -91,6 +92,17 @@ void UpdateRange(const Scalars& s, float* p, const float* g, float* m, float* v,
   for (; i < end; ++i) UpdateOne(s, p[i], g[i], m[i], v[i]);
 }
 
+// The parameters of `optimizer` that have a gradient.
+std::vector<torch::Tensor> ParamsWithGradients(torch::optim::Optimizer& optimizer) {
+  std::vector<torch::Tensor> params;
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      if (p.grad().defined()) params.push_back(p);
+    }
+  }
+  return params;
+}
+
 }  // namespace
 
 bool FusedAdamW::CanFuse() {
@@ -115,12 +127,7 @@ bool FusedAdamW::CanFuse() {
 
 double FusedAdamW::ClipGradNorm(double max_norm) {
   pending_grad_scale_ = 1.0f;
-  std::vector<torch::Tensor> params;
-  for (auto& group : param_groups()) {
-    for (auto& p : group.params()) {
-      if (p.grad().defined()) params.push_back(p);
-    }
-  }
+  const std::vector<torch::Tensor> params = ParamsWithGradients(*this);
   if (!CanFuse()) return torch::nn::utils::clip_grad_norm_(params, max_norm);
   if (params.empty()) return 0.0;
   double sum_squares = 0;
@@ -159,11 +166,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
     // A clip coefficient ClipGradNorm left for the fused pass (the gradients changed
     // layout since) is applied here, so the step is still clip_grad_norm_'s.
     if (grad_scale != 1.0f) {
-      for (auto& group : param_groups()) {
-        for (auto& p : group.params()) {
-          if (p.grad().defined()) p.mutable_grad().mul_(grad_scale);
-        }
-      }
+      for (torch::Tensor& p : ParamsWithGradients(*this)) p.mutable_grad().mul_(grad_scale);
     }
     torch::optim::AdamW::step();
     return loss;
@@ -218,11 +221,7 @@ torch::optim::AdamWParamState* AdamWStateOf(torch::optim::Optimizer& optimizer,
 }
 
 void ClearGradients(torch::optim::Optimizer& optimizer) {
-  for (auto& group : optimizer.param_groups()) {
-    for (auto& p : group.params()) {
-      if (p.grad().defined()) p.mutable_grad().reset();
-    }
-  }
+  for (torch::Tensor& p : ParamsWithGradients(optimizer)) p.mutable_grad().reset();
 }
 
 }  // namespace skinlesion::train

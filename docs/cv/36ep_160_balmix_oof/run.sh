@@ -19,7 +19,8 @@
 #      (the last epoch), each epoch drawing as many images as a round trained on every
 #      image but one fold has (the flag sets samples_per_epoch = all - the largest
 #      fold = 4,787): the steps and schedule of the models that measured the procedure
-#      (docs/cv/36ep_160_balmix_allbut), in their 36-41 minutes (36 epochs of 5,984 took 46.7, over the 45-minute budget);
+#      (docs/cv/36ep_160_balmix_allbut), in their 36-41 minutes (36 epochs of 5,984
+#      took 46.7, over the 45-minute budget);
 #   3. skinlesion export --fp16, then fit-thresholds --from_cv (the rounds' answers here)
 #      on the exported model:
 #      temperature, decision rule, referral and not-a-lesion thresholds from the rounds'
