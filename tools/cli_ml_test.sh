@@ -5,6 +5,8 @@ set -euo pipefail
 CLI=$1 FIX=$2 OUT=$3
 rm -rf "$OUT"
 mkdir -p "$OUT"
+# shellcheck source=tools/drop_weights.sh
+source "$(dirname "$0")/drop_weights.sh"
 DATA=(--data "$FIX/images" --metadata "$FIX/metadata_subset.csv")
 
 "$CLI" split "${DATA[@]}" --out "$OUT/split0.csv" --train 0.34 --val 0.33 --test 0.33 --seed 1
@@ -276,7 +278,7 @@ if grep -q '"ood"' "$OUT/fitted2/manifest.json"; then echo "an unmeasured check 
 # Bring your own data: the same 14 images as class folders, as a plain CSV with
 # patient ids, and as an ISIC 2019 ground truth with an SCC row.
 mkdir -p "$OUT/folders"
-tail -n +2 "$FIX/metadata_subset.csv" | while IFS=, read -r lesion image dx _; do
+tail -n +2 "$FIX/metadata_subset.csv" | while IFS=, read -r _ image dx _; do
   mkdir -p "$OUT/folders/$dx" && cp "$FIX/images/$image.jpg" "$OUT/folders/$dx/"
 done
 "$CLI" dataset --data "$OUT/folders" 2> "$OUT/byo_folders.txt" | grep -q "14 images"

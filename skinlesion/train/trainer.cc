@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -331,34 +333,83 @@ absl::StatusOr<RunState> StateFromJson(const nlohmann::json& j) {
   }
 }
 
-// Writes model, optimizer, EMA and state into dir atomically (tmp dir + rename).
+// LibTorch's zip writer finishes a file in its destructor and throws there when the file
+// system refuses a write, which aborts the process (a full disk did, in CI). The archives are
+// therefore built in memory, where writing cannot fail, and written by WriteFileAtomically,
+// which reports the errno.
+using ArchiveWriter = std::function<size_t(const void*, size_t)>;
+template <typename Save>
+absl::Status WriteArchive(const std::string& path, Save save) {
+  std::string bytes;
+  const ArchiveWriter append = [&bytes](const void* data, size_t n) {
+    bytes.append(static_cast<const char*>(data), n);
+    return n;
+  };
+  try {
+    save(append);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("serializing ", path, ": ", e.what_without_backtrace()));
+  }
+  return WriteFileAtomically(path, bytes);
+}
+
+// Writes model, optimizer (when given), EMA (when given) and state into dir atomically
+// (tmp dir + rename). The best checkpoint carries no optimizer: only `last` is resumed from.
 absl::Status SaveCheckpoint(const std::string& dir, models::Classifier& model,
-                            torch::optim::Optimizer& optimizer, Ema* ema, const RunState& state,
+                            torch::optim::Optimizer* optimizer, Ema* ema, const RunState& state,
                             bool frozen) {
   const std::string tmp = dir + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", ec.message()));
-  try {
-    torch::serialize::OutputArchive archive;
-    for (const auto& p : model.named_parameters()) archive.write(p.key(), p.value().detach().cpu());
-    for (const auto& b : model.named_buffers()) archive.write(b.key(), b.value().cpu(), /*is_buffer=*/true);
-    archive.save_to(tmp + "/model.pt");
-    torch::save(optimizer, tmp + "/optimizer.pt");
-    if (ema != nullptr) torch::save(ema->shadow(), tmp + "/ema.pt");
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("saving checkpoint ", dir, ": ", e.what_without_backtrace()));
+  const absl::Status written = [&]() -> absl::Status {
+    SL_RETURN_IF_ERROR(WriteArchive(tmp + "/model.pt", [&](const ArchiveWriter& writer) {
+      torch::serialize::OutputArchive archive;
+      for (const auto& p : model.named_parameters())
+        archive.write(p.key(), p.value().detach().cpu());
+      for (const auto& b : model.named_buffers())
+        archive.write(b.key(), b.value().cpu(), /*is_buffer=*/true);
+      archive.save_to(writer);
+    }));
+    if (optimizer != nullptr) {
+      SL_RETURN_IF_ERROR(WriteArchive(tmp + "/optimizer.pt", [&](const ArchiveWriter& writer) {
+        torch::save(*optimizer, writer);
+      }));
+    }
+    if (ema != nullptr) {
+      SL_RETURN_IF_ERROR(WriteArchive(tmp + "/ema.pt", [&](const ArchiveWriter& writer) {
+        torch::save(ema->shadow(), writer);
+      }));
+    }
+    nlohmann::json j = StateToJson(state);
+    j["phase"] = frozen ? "frozen" : "finetune";
+    return WriteFileAtomically(tmp + "/state.json", j.dump(2));
+  }();
+  if (!written.ok()) {
+    fs::remove_all(tmp, ec);  // A half-written checkpoint holds the disk space that failed it.
+    return absl::Status(written.code(),
+                        absl::StrCat("saving checkpoint ", dir, ": ", written.message()));
   }
-  nlohmann::json j = StateToJson(state);
-  j["phase"] = frozen ? "frozen" : "finetune";
-  SL_RETURN_IF_ERROR(WriteFileAtomically(tmp + "/state.json", j.dump(2)));
   const std::string old = dir + ".old";
   fs::remove_all(old, ec);
   if (fs::exists(dir)) fs::rename(dir, old, ec);
   fs::rename(tmp, dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot move checkpoint into ", dir, ": ", ec.message()));
   fs::remove_all(old, ec);
+  return absl::OkStatus();
+}
+
+// torch::load with LibTorch's errors (a truncated or foreign file) as a status.
+template <typename Value>
+absl::Status LoadArchive(Value& value, const std::string& path) {
+  try {
+    torch::load(value, path);
+  } catch (const c10::Error& e) {
+    return absl::DataLossError(
+        absl::StrCat("cannot load ", path, ": ", e.what_without_backtrace()));
+  }
   return absl::OkStatus();
 }
 
@@ -509,7 +560,7 @@ class Trainer {
   void SetUpNumerics();
   // A new optimiser when the phase changes (frozen backbone or everything), with the
   // checkpoint's state when resuming into the same phase.
-  void PrepareOptimizer(int epoch, bool frozen);
+  absl::Status PrepareOptimizer(int epoch, bool frozen);
   // Forward and backward of one micro-batch; the loss value.
   absl::StatusOr<double> Step(const data::Batch& batch, int epoch, int64_t step);
   // Averages across workers, unscales (fp16), clips, steps the optimiser and the EMA.
@@ -699,7 +750,7 @@ absl::Status Trainer::Resume() {
     ema_ = std::make_unique<Ema>(*model_, c_.ema_decay);
     if (!resumed_state_.is_null() && fs::exists(last_dir_ + "/ema.pt")) {
       ema_->shadow().clear();  // torch::load appends to the vector.
-      torch::load(ema_->shadow(), last_dir_ + "/ema.pt");
+      SL_RETURN_IF_ERROR(LoadArchive(ema_->shadow(), last_dir_ + "/ema.pt"));
       if (!ema_->Matches(*model_)) {
         return absl::FailedPreconditionError(absl::StrCat(
             last_dir_,
@@ -712,20 +763,21 @@ absl::Status Trainer::Resume() {
   return absl::OkStatus();
 }
 
-void Trainer::PrepareOptimizer(int epoch, bool frozen) {
+absl::Status Trainer::PrepareOptimizer(int epoch, bool frozen) {
   if (!optimizer_ || optimizer_frozen_ != frozen) {
     groups_ = BuildGroups(*model_, frozen, c_, choices_.optimizer);
     optimizer_ = MakeOptimizer(groups_, c_, choices_.optimizer);
     optimizer_frozen_ = frozen;
     if (epoch == state_.next_epoch && !resumed_state_.is_null() &&
         resumed_state_.value("phase", "") == (frozen ? "frozen" : "finetune")) {
-      torch::load(*optimizer_, last_dir_ + "/optimizer.pt");
+      SL_RETURN_IF_ERROR(LoadArchive(*optimizer_, last_dir_ + "/optimizer.pt"));
     }
   }
   trainable_.clear();
   for (auto& g : optimizer_->param_groups()) {
     for (auto& p : g.params()) trainable_.push_back(p);
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<double> Trainer::Step(const data::Batch& batch, int epoch, int64_t step) {
@@ -828,20 +880,27 @@ absl::StatusOr<eval::Metrics> Trainer::ValidateEpoch(EpochRecord& record) {
 }
 
 absl::Status Trainer::WriteCheckpoints(const EpochRecord& record, bool frozen) {
-  std::ofstream log(ctx_.output_dir + "/train_log.jsonl", std::ios::app);
+  const std::string log_path = ctx_.output_dir + "/train_log.jsonl";
+  std::ofstream log(log_path, std::ios::app);
   log << record.ToJson().dump() << "\n";
+  if (!log.flush()) {
+    return absl::InternalError(absl::StrCat("cannot append epoch ", record.epoch + 1, " to ",
+                                            log_path, ": ", std::strerror(errno)));
+  }
   if (ctx_.listener) ctx_.listener->OnEpoch(record);
-  SL_RETURN_IF_ERROR(SaveCheckpoint(last_dir_, *model_, *optimizer_, ema_.get(), state_, frozen));
+  SL_RETURN_IF_ERROR(
+      SaveCheckpoint(last_dir_, *model_, optimizer_.get(), ema_.get(), state_, frozen));
   if (!record.best) return absl::OkStatus();
   if (ema_) ema_->Swap(*model_);
-  const absl::Status s = SaveCheckpoint(best_dir_, *model_, *optimizer_, nullptr, state_, frozen);
+  const absl::Status s =
+      SaveCheckpoint(best_dir_, *model_, /*optimizer=*/nullptr, /*ema=*/nullptr, state_, frozen);
   if (ema_) ema_->Swap(*model_);
   return s;
 }
 
 absl::StatusOr<bool> Trainer::RunEpoch(int epoch) {
   const bool frozen = epoch < c_.frozen_epochs;
-  PrepareOptimizer(epoch, frozen);
+  SL_RETURN_IF_ERROR(PrepareOptimizer(epoch, frozen));
   SetTrainMode(*model_, frozen);
   torch::manual_seed(DeriveSeed({c_.seed, static_cast<uint64_t>(epoch), 0x70c4}));
   SL_RETURN_IF_ERROR(loader_->StartEpoch(epoch));

@@ -1,10 +1,12 @@
 #include "skinlesion/train/trainer.h"
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -21,6 +23,7 @@ namespace {
 using ::skinlesion::testing::SourcePath;
 using ::skinlesion::testing::StatusIs;
 using ::skinlesion::testing::TempDir;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::vector<data::Sample> FixtureSamples() {
@@ -90,6 +93,9 @@ TEST(TrainerTest, SameSeedGivesIdenticalWeightsAndWritesTheRun) {
                         "checkpoints/last/state.json", "checkpoints/best/model.pt"}) {
     EXPECT_TRUE(std::filesystem::exists(a.Join(f))) << f;
   }
+  // Only `last` is resumed from: the best checkpoint keeps no optimizer state (twice the
+  // model's bytes for Adam).
+  EXPECT_FALSE(std::filesystem::exists(a.Join("checkpoints/best/optimizer.pt")));
   std::ifstream log(a.Join("train_log.jsonl"));
   int lines = 0;
   for (std::string line; std::getline(log, line);) {
@@ -172,6 +178,65 @@ TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
   torch::load(full_ema, full->last_checkpoint + "/ema.pt");
   torch::load(resumed_ema, resumed->last_checkpoint + "/ema.pt");
   ExpectIdentical(full_ema, resumed_ema);
+}
+
+// Files larger than `bytes` cannot be written while it lives (write() fails with EFBIG, as
+// it fails with ENOSPC on a full disk).
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    EXPECT_EQ(getrlimit(RLIMIT_FSIZE, &old_), 0);
+    rlimit limited = old_;
+    limited.rlim_cur = bytes;
+    EXPECT_EQ(setrlimit(RLIMIT_FSIZE, &limited), 0);
+  }
+  ~FileSizeLimit() {
+    setrlimit(RLIMIT_FSIZE, &old_);
+    std::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit old_{};
+  void (*old_handler_)(int) = nullptr;
+};
+
+// LibTorch's zip writer throws from a destructor when a write fails, which aborted the
+// trainer on a full disk (CI). Now the run ends with the errno, and no half-written
+// checkpoint keeps the space.
+TEST(TrainerTest, ACheckpointThatCannotBeWrittenIsAnErrorNotACrash) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  c.epochs = 1;
+  TempDir dir;
+  absl::StatusOr<TrainResult> result;
+  {
+    FileSizeLimit limit(1 << 20);  // The config and the log fit; ResNet-18's 45 MB do not.
+    result = Train(c, samples, samples, Context(dir.path()));
+  }
+  EXPECT_THAT(result.status(),
+              StatusIs(absl::StatusCode::kInternal,
+                       AllOf(HasSubstr("saving checkpoint"), HasSubstr("File too large"))));
+  EXPECT_FALSE(std::filesystem::exists(dir.Join("checkpoints/last.tmp")));
+  EXPECT_FALSE(std::filesystem::exists(dir.Join("checkpoints/last")));
+}
+
+// A damaged optimizer state (a copy cut short) stops the resume with the file's name.
+TEST(TrainerTest, ResumingFromADamagedOptimizerStateIsAnError) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  TempDir dir;
+  StopAfter stop(2);  // Stopped in the fine-tuning phase, whose optimizer the resume loads.
+  TrainContext first = Context(dir.path());
+  first.listener = &stop;
+  ASSERT_THAT(Train(c, samples, samples, first),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  const std::string state = dir.Join("checkpoints/last/optimizer.pt");
+  std::filesystem::resize_file(state, std::filesystem::file_size(state) / 2);
+  TrainContext second = Context(dir.path());
+  second.resume = true;
+  EXPECT_THAT(Train(c, samples, samples, second).status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("optimizer.pt")));
 }
 
 // A model trained on every image to ship has no validation images: each epoch is the
