@@ -397,9 +397,12 @@ grep -q "needs a k-fold split" "$OUT/cv4_err.txt"
 # draws mix_test pins for the C++ trainer (DrawsArePinnedForThePythonReference).
 /usr/bin/python3 - "$OUT/ref_config.json" "$OUT/cv/fold1/config.json" "$(dirname "$0")/../bench/reference" <<'PY'
 import json, sys
-json.dump({"architecture": "resnet18", "image_size": 32, "epochs": 1, "frozen_epochs": 0, "batch_size": 4,
+# select_epoch last with a monitor that never improves (the image count): the monitor's
+# best is the first epoch, the model the last.
+json.dump({"architecture": "resnet18", "image_size": 32, "epochs": 2, "frozen_epochs": 0, "batch_size": 4,
            "num_workers": 0, "threads": 1, "colour_constancy_p": 6, "progress_interval_s": 0,
-           "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.5}, open(sys.argv[1], "w"))
+           "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.5, "monitor": "n", "patience": 0,
+           "select_epoch": "last"}, open(sys.argv[1], "w"))
 sys.path.insert(0, sys.argv[3])
 import torch
 import train_reference as ref
@@ -439,6 +442,7 @@ import json, os, sys
 m = json.load(open(os.path.join(sys.argv[1], "metrics.json")))
 c = json.load(open(sys.argv[2]))["data"]
 assert m["n"] == c["test_images"], (m["n"], c)  # the same test fold as the C++ round
+assert (m["best_epoch"], m["monitor_best_epoch"], m["epochs_run"]) == (1, 0, 2), m
 PY
 if "${REF[@]}" --out "$OUT/ref_nofold" 2> "$OUT/ref_err.txt"; then
   echo "the reference ran a k-fold split without a round"; exit 1

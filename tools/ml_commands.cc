@@ -642,16 +642,21 @@ absl::Status RunTrain(const TrainCommand& cmd) {
     test_metrics.erase("confusion_matrix_normalized");
     doc["metrics"] = test_metrics;
   }
-  doc["training"] = {{"config", config.ToJson()},
-                     {"best_epoch", result.best_epoch + 1},
-                     {"epochs_run", result.epochs_run},
-                     {"early_stopped", result.early_stopped},
-                     {"device", device},
-                     {"numerics", result.numerics},
-                     {"numerics_reason", result.numerics_reason},
-                     {"cpu", {{"model", DetectCpuFeatures().model_name},
-                              {"flags", DetectCpuFeatures().FlagList()}}},
-                     {"command", cmd.command_line}};
+  doc["training"] = {
+      {"config", config.ToJson()},
+      {"best_epoch", result.best_epoch + 1},
+      {"select_epoch", config.select_epoch},
+      {"monitor_best_epoch", result.monitor_best_epoch < 0
+                                 ? nlohmann::json(nullptr)
+                                 : nlohmann::json(result.monitor_best_epoch + 1)},
+      {"epochs_run", result.epochs_run},
+      {"early_stopped", result.early_stopped},
+      {"device", device},
+      {"numerics", result.numerics},
+      {"numerics_reason", result.numerics_reason},
+      {"cpu",
+       {{"model", DetectCpuFeatures().model_name}, {"flags", DetectCpuFeatures().FlagList()}}},
+      {"command", cmd.command_line}};
   const bool ham10000 = dataset.format == data::DatasetFormat::kHam10000;
   doc["data"] = {{"dataset", ham10000 ? std::string("HAM10000")
                                       : fs::path(dataset.source).filename().string()},
@@ -675,8 +680,16 @@ absl::Status RunTrain(const TrainCommand& cmd) {
   SL_RETURN_IF_ERROR(WriteModelManifest(model_dir, manifest));
   SL_RETURN_IF_ERROR(WriteGoldenSet(model_dir, PickGoldenImages(golden_from, classes.size(), 4)));
   if (progress != nullptr) progress->Phase("exported");
-  std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
-              result.best_epoch + 1, result.epochs_run, result.early_stopped ? " (early stop)" : "");
+  if (config.select_epoch == "last" && result.monitor_best_epoch >= 0) {
+    std::printf(
+        "trained %s: epoch %d of %d (select_epoch last; validation %s peaked at epoch %d)\n",
+        config.architecture.c_str(), result.best_epoch + 1, result.epochs_run,
+        config.monitor.c_str(), result.monitor_best_epoch + 1);
+  } else {
+    std::printf("trained %s: best epoch %d of %d%s\n", config.architecture.c_str(),
+                result.best_epoch + 1, result.epochs_run,
+                result.early_stopped ? " (early stop)" : "");
+  }
   if (no_held_out) {
     std::printf(
         "trained on every image of the split%s (%zu): the last epoch is the model; it has no "

@@ -17,7 +17,7 @@ folder; metadata CSV default <data>/HAM10000_metadata.csv).
 
 Outputs in --out: config.json (the effective config), train_log.jsonl (one record per
 epoch, the C++ EpochRecord keys), best_model.pt (state_dict of the best epoch by
-`monitor` on val) and metrics.json: the test-split metrics of the best model with the
+`monitor` on val, or of the last with select_epoch "last") and metrics.json: the test-split metrics of the best model with the
 keys of eval::MetricsToJson (accuracy, balanced_accuracy, macro_f1, macro_auc,
 per_class{code: {precision, recall, f1, support, auc}}, melanoma_recall, ...) plus
   images_per_second   median over epochs of training throughput (images / training
@@ -129,7 +129,8 @@ DEFAULTS = {
     "t_mult": 2.0, "min_lr_factor": 0.01, "warmup_epochs": 1.0, "step_epochs": 10.0,
     "gamma": 0.1, "loss": "weighted_ce", "focal_gamma": 2.0, "label_smoothing": 0.1, "logit_adjust_tau": 1.0,
     "precision": "auto", "clip_grad_norm": 1.0, "ema_decay": 0.0, "target_sensitivity": 0.9,
-    "monitor": "balanced_accuracy", "patience": 8, "seed": 42, "progress_interval_s": 10.0,
+    "monitor": "balanced_accuracy", "patience": 8, "select_epoch": "best", "seed": 42,
+    "progress_interval_s": 10.0,
     "colour_constancy_p": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
     # Read and ignored: what train fits after training (the referral rule's classes, the
     # balanced-accuracy decision rule and its recall floor, the referral threshold's
@@ -187,6 +188,10 @@ def load_config(path):
         p.append("epochs must be >= 1 and frozen_epochs in [0, epochs]")
     if not 16 <= c["image_size"] <= 1024:
         p.append("image_size must be in [16, 1024]")
+    if c["select_epoch"] not in ("best", "last"):
+        p.append(f"select_epoch '{c['select_epoch']}' is not best or last")
+    elif c["select_epoch"] == "last" and c["patience"] > 0:
+        p.append("select_epoch last runs every epoch: set patience 0")
     if p:
         sys.exit("training config: " + "; ".join(p))
     if c["init_weights"]:
@@ -1261,6 +1266,7 @@ def main():
     log_path = os.path.join(a.out, "train_log.jsonl")
     open(log_path, "w").close()
     best_metric, best_epoch, best_state, no_improve = -math.inf, -1, None, 0
+    monitor_best_epoch = -1
     history, epoch_rates = [], []
     train_seconds = 0.0
     images_total = 0
@@ -1337,14 +1343,16 @@ def main():
             sys.exit(f"monitor '{c['monitor']}' is not a numeric metric")
         best = score > best_metric
         if best:
-            best_metric, best_epoch, no_improve = score, epoch, 0
+            best_metric, monitor_best_epoch, no_improve = score, epoch, 0
+        else:
+            no_improve += 1
+        if best or c["select_epoch"] == "last":
+            best_epoch = epoch
             if ema is not None:
                 ema_swap()
             best_state = copy.deepcopy(model.state_dict())
             if ema is not None:
                 ema_swap()
-        else:
-            no_improve += 1
         record = {"epoch": epoch, "phase": phase, "train_loss": loss_sum / max(1, loss_count),
                   "lr": head_lr, "images_per_second": epoch_rates[-1], "seconds": seconds,
                   "val_loss": vm["nll"], "val_metrics": vm, "best": best}
@@ -1368,6 +1376,7 @@ def main():
     metrics["seconds"] = time.perf_counter() - run_start
     metrics["train_seconds"] = train_seconds
     metrics["best_epoch"] = best_epoch
+    metrics["monitor_best_epoch"] = monitor_best_epoch
     metrics["epochs_run"] = len(history)
     metrics["architecture"] = c["architecture"]
     metrics["framework"] = f"python torch {torch.__version__} torchvision {torchvision.__version__}"

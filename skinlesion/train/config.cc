@@ -63,6 +63,7 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("colour_constancy_p", c.colour_constancy_p);
   f("monitor", c.monitor);
   f("patience", c.patience);
+  f("select_epoch", c.select_epoch);
   f("seed", c.seed);
   f("progress_interval_s", c.progress_interval_s);
 }
@@ -188,6 +189,12 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
     p.push_back("recall_target_class is empty (a class code, e.g. mel)");
   }
   if (patience < 0) p.push_back("patience must be >= 0");
+  if (select_epoch != "best" && select_epoch != "last") {
+    p.push_back(absl::StrCat("select_epoch '", select_epoch, "' is not best or last"));
+  } else if (select_epoch == "last" && patience > 0) {
+    p.push_back(
+        "select_epoch last runs every epoch: set patience 0 (early stopping picks by the monitor)");
+  }
   if (monitor.empty()) p.push_back("monitor is empty");
   if (p.empty()) return choices;
   return absl::InvalidArgumentError(absl::StrCat("invalid training config: ", absl::StrJoin(p, "; ")));

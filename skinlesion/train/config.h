@@ -104,6 +104,11 @@ struct TrainConfig {
   // Selection.
   std::string monitor = "balanced_accuracy";  // A key of the metrics JSON; higher is better.
   int patience = 8;                        // Epochs without improvement; 0: off.
+  // Which epoch is the model: "best" (the monitor's best on the validation images) or
+  // "last" (the schedule's end, for recipes compared at a fixed length: a validation set
+  // with a handful of images of a class makes "best" a noisy choice). Validation still
+  // draws the curves and fits the temperature and thresholds. "last" needs patience 0.
+  std::string select_epoch = "best";
   uint64_t seed = 42;
 
   // Logging: a progress line at most every this many seconds within an epoch.

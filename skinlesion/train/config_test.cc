@@ -84,6 +84,22 @@ TEST(TrainChoicesTest, EveryBadChoiceIsNamedWithTheAcceptedOnes) {
   EXPECT_TRUE(no_class.Validate().ok());
 }
 
+TEST(TrainConfigTest, SelectEpochIsBestOrLastAndLastRunsEveryEpoch) {
+  TrainConfig c;
+  c.select_epoch = "median";
+  EXPECT_THAT(c.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("select_epoch 'median' is not best or last")));
+  c.select_epoch = "last";  // The default patience (8) would stop by the monitor.
+  EXPECT_THAT(c.Validate(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("select_epoch last runs every epoch: set patience 0")));
+  c.patience = 0;
+  EXPECT_TRUE(c.Validate().ok());
+  auto round_trip = TrainConfig::FromJson(c.ToJson());
+  ASSERT_TRUE(round_trip.ok()) << round_trip.status();
+  EXPECT_EQ(round_trip->select_epoch, "last");
+}
+
 // The recipes committed under configs/ (the bundled model's among them) stay valid
 // as keys are added or renamed.
 TEST(TrainConfigTest, EveryCommittedRecipeIsValid) {

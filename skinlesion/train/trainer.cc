@@ -458,7 +458,20 @@ nlohmann::json EpochRecord::ToJson() const {
 }
 
 absl::Status LoadTrainCheckpoint(models::Classifier& model, const std::string& checkpoint_dir) {
-  return LoadModelArchive(model, checkpoint_dir + "/model.pt");
+  SL_RETURN_IF_ERROR(LoadModelArchive(model, checkpoint_dir + "/model.pt"));
+  // `last` keeps the live weights in model.pt and, with EMA, their average in ema.pt: the
+  // average is what validation scored, so it is the model (`best` holds it in model.pt).
+  const std::string ema_path = checkpoint_dir + "/ema.pt";
+  if (!fs::exists(ema_path)) return absl::OkStatus();
+  Ema average(model, /*decay=*/0);
+  average.shadow().clear();  // torch::load appends to the vector.
+  SL_RETURN_IF_ERROR(LoadArchive(average.shadow(), ema_path));
+  if (!average.Matches(model)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ema_path, " does not match the model's parameters and buffers"));
+  }
+  average.Swap(model);
+  return absl::OkStatus();
 }
 
 namespace {
@@ -1012,8 +1025,16 @@ TrainResult Trainer::Finish() {
   result_.epochs_run = static_cast<int>(state_.history.size());
   result_.best_epoch = state_.best_epoch;
   result_.best_metric = state_.best_metric;
+  result_.monitor_best_epoch = val_.empty() ? -1 : state_.best_epoch;
+  if (c_.select_epoch == "last" && !state_.history.empty()) {
+    const EpochRecord& last = state_.history.back();
+    result_.best_epoch = last.epoch;
+    result_.best_metric = last.val_metrics.value(c_.monitor, 0.0);
+  }
   result_.history = state_.history;
-  result_.best_checkpoint = best_dir_;
+  // select_epoch "last" hands on `last` even when a run resumed after its last epoch
+  // with the key switched (its `best` is still the monitor's).
+  result_.best_checkpoint = c_.select_epoch == "last" ? last_dir_ : best_dir_;
   result_.last_checkpoint = last_dir_;
   model_->eval();
   result_.model = model_;

@@ -103,12 +103,13 @@ struct TrainContext {
 struct TrainResult {
   int epochs_run = 0;
   bool early_stopped = false;
-  int best_epoch = -1;
+  int best_epoch = -1;  // The epoch of best_checkpoint (the last with select_epoch "last").
   double best_metric = 0;
+  int monitor_best_epoch = -1;  // The monitor's best epoch on validation (-1: none).
   std::vector<EpochRecord> history;
-  // The model with the weights of the last epoch run (eval mode). The best
-  // epoch's weights (EMA weights when EMA is on) are in best_checkpoint; load them
-  // with LoadTrainCheckpoint. Only rank 0 writes checkpoints.
+  // The model with the weights of the last epoch run (eval mode). The selected
+  // epoch's weights (config select_epoch; EMA weights when EMA is on) are in
+  // best_checkpoint; load them with LoadTrainCheckpoint. Only rank 0 writes checkpoints.
   std::shared_ptr<models::Classifier> model;
   std::string best_checkpoint;
   std::string last_checkpoint;
@@ -119,7 +120,8 @@ struct TrainResult {
 };
 
 // Trains on `train`, choosing the epoch on `val` (config "monitor", early stopping
-// with "patience"). With no validation samples (a model trained on every image to
+// with "patience"; with "select_epoch" "last" the last epoch is the model and `val`
+// only reports). With no validation samples (a model trained on every image to
 // ship, its operating point fitted on cross-validation rounds) every epoch is the best
 // so far: the last one is the model, and patience never stops the run.
 absl::StatusOr<TrainResult> Train(const TrainConfig& config, const std::vector<data::Sample>& train,

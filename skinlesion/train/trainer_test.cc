@@ -239,6 +239,53 @@ TEST(TrainerTest, ResumingFromADamagedOptimizerStateIsAnError) {
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("optimizer.pt")));
 }
 
+// select_epoch "last": the checkpoint handed on is the last epoch's (its EMA weights),
+// whatever epoch the monitor preferred, also when a finished run is resumed with the key
+// switched; the monitor's best is still reported.
+TEST(TrainerTest, SelectEpochLastHandsOnTheLastEpochsAverage) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  c.epochs = 4;
+  c.ema_decay = 0.9;
+  // The validation image count never improves: the monitor's best is the first epoch on
+  // every machine, so "best" hands on another checkpoint than "last".
+  c.monitor = "n";
+  const auto selected_weights = [](const TrainResult& r) {
+    auto model = models::CreateModel("resnet18", {.num_classes = 7, .image_size = 32});
+    EXPECT_TRUE(model.ok());
+    EXPECT_TRUE(LoadTrainCheckpoint(**model, r.best_checkpoint).ok());
+    std::vector<torch::Tensor> state = (*model)->parameters();
+    for (const auto& b : (*model)->buffers()) state.push_back(b);
+    return state;
+  };
+  std::vector<torch::Tensor> average;
+  for (const std::string select : {"last", "best"}) {
+    SCOPED_TRACE(select);
+    c.select_epoch = select;
+    TempDir dir;
+    auto r = Train(c, samples, samples, Context(dir.path()));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->monitor_best_epoch, 0);
+    EXPECT_EQ(r->best_epoch, select == "last" ? 3 : 0);
+    average.clear();
+    torch::load(average, r->last_checkpoint + "/ema.pt");
+    if (select == "last") {
+      ExpectIdentical(selected_weights(*r), average);
+      continue;
+    }
+    EXPECT_FALSE(torch::equal(selected_weights(*r)[0], average[0]));
+    // The finished run resumed with "last": nothing trains, the last epoch is handed on.
+    c.select_epoch = "last";
+    TrainContext again = Context(dir.path());
+    again.resume = true;
+    auto resumed = Train(c, samples, samples, again);
+    ASSERT_TRUE(resumed.ok()) << resumed.status();
+    EXPECT_EQ(resumed->best_epoch, 3);
+    EXPECT_EQ(resumed->history.size(), 4u);
+    ExpectIdentical(selected_weights(*resumed), average);
+  }
+}
+
 // A model trained on every image to ship has no validation images: each epoch is the
 // model so far, patience cannot stop it, the log says there was no validation (null,
 // not a made-up loss) and an interrupted run resumes from that log.

@@ -3,7 +3,8 @@
 
 Rows: session 8's model (docs/cv/hold_<source>_36, the medical preset), then each
 docs/cv/hold_<source>_36_<AUG> folder that exists (run.sh: medical_illuminant, and
-medical for the same preset rerun with today's code). Single view (metrics.json) and
+medical for the same preset rerun with today's code), each followed by its
+_last folder (the same training's 36th epoch, SELECT=last). Single view (metrics.json) and
 flip views (tta_metrics.json); every figure at the run's own rule and referral
 threshold, fitted on the other sources' validation images (session 8's vidir_modern
 model's threshold was fitted as a point estimate, its 95%-confidence fit is in
@@ -26,6 +27,7 @@ def runs(source):
         named.append((f"today, {aug}", f"hold_{source}_36_{aug}"))
         # The first illuminant run on Rosendahl: patience 20 stopped it (run.sh).
         named.append((f"today, {aug}, stopped after epoch 29", f"hold_{source}_36_{aug}/stopped_after_29"))
+        named.append((f"today, {aug}, last epoch", f"hold_{source}_36_{aug}_last"))
     return [(name, os.path.join(CV, d)) for name, d in named if os.path.exists(os.path.join(CV, d, "metrics.json"))]
 
 
