@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/json_file.h"
@@ -401,6 +402,38 @@ absl::Status SaveCheckpoint(const std::string& dir, models::Classifier& model,
   return absl::OkStatus();
 }
 
+// The keys a resumed run may change: how it runs (threads, workers, numerics, logging),
+// how it stops and which epoch is handed on, and the initial weights it no longer reads.
+// Every other key shapes the weights: a run resumed with another value would train a
+// model no single recipe describes (a cosine schedule over other epochs, another lr).
+bool ResumableKey(absl::string_view key) {
+  for (absl::string_view k : {"threads", "num_workers", "precision", "progress_interval_s",
+                              "patience", "select_epoch", "init_weights"}) {
+    if (key == k) return true;
+  }
+  return false;
+}
+
+// `saved_path`: the config.json the run wrote when it started.
+absl::Status CheckResumedConfig(const std::string& saved_path, const TrainConfig& c) {
+  SL_ASSIGN_OR_RETURN(const nlohmann::json saved_json, ReadJsonObject(saved_path, 1 << 20));
+  auto saved = TrainConfig::FromJson(saved_json);
+  if (!saved.ok())
+    return absl::Status(saved.status().code(),
+                        absl::StrCat(saved_path, ": ", saved.status().message()));
+  const nlohmann::json before = saved->ToJson(), now = c.ToJson();
+  std::vector<std::string> changed;
+  for (const auto& [key, value] : now.items()) {
+    if (ResumableKey(key) || before.value(key, nlohmann::json()) == value) continue;
+    changed.push_back(
+        absl::StrCat(key, " ", before.value(key, nlohmann::json()).dump(), " -> ", value.dump()));
+  }
+  if (changed.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "resuming with another recipe than ", saved_path, " (", absl::StrJoin(changed, ", "),
+      "): resume with that config, or train into a new --out"));
+}
+
 // torch::load with LibTorch's errors (a truncated or foreign file) as a status.
 template <typename Value>
 absl::Status LoadArchive(Value& value, const std::string& path) {
@@ -630,7 +663,11 @@ absl::Status Trainer::Setup() {
   std::error_code ec;
   fs::create_directories(ctx_.output_dir + "/checkpoints", ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", ctx_.output_dir, ": ", ec.message()));
-  if (chief_) SL_RETURN_IF_ERROR(WriteFileAtomically(ctx_.output_dir + "/config.json", c_.ToJson().dump(2) + "\n"));
+  const std::string config_path = ctx_.output_dir + "/config.json";
+  if (ctx_.resume && fs::exists(last_dir_ + "/state.json") && fs::exists(config_path)) {
+    SL_RETURN_IF_ERROR(CheckResumedConfig(config_path, c_));
+  }
+  if (chief_) SL_RETURN_IF_ERROR(WriteFileAtomically(config_path, c_.ToJson().dump(2) + "\n"));
   SL_RETURN_IF_ERROR(SetUpModel());
   SL_RETURN_IF_ERROR(SetUpData());
   SetUpLoss();

@@ -221,6 +221,36 @@ TEST(TrainerTest, ACheckpointThatCannotBeWrittenIsAnErrorNotACrash) {
   EXPECT_FALSE(std::filesystem::exists(dir.Join("checkpoints/last")));
 }
 
+// --resume continues the recipe the run started with: a key that shapes the weights may
+// not change (the message names each), one that only says how the run goes may.
+TEST(TrainerTest, AResumeRefusesAnotherRecipe) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  TempDir dir;
+  StopAfter stop(2);
+  TrainContext first = Context(dir.path());
+  first.listener = &stop;
+  ASSERT_THAT(Train(c, samples, samples, first),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  TrainContext again = Context(dir.path());
+  again.resume = true;
+  TrainConfig other = c;
+  other.lr = 3e-4;
+  other.epochs = 5;
+  EXPECT_THAT(Train(other, samples, samples, again).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("resuming with another recipe"),
+                             HasSubstr("lr 0.001 -> 0.0003"), HasSubstr("epochs 3 -> 5"))));
+  TrainConfig how = c;
+  how.threads = 2;
+  how.num_workers = 0;
+  how.progress_interval_s = 5;
+  how.select_epoch = "last";
+  auto resumed = Train(how, samples, samples, again);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->history.size(), 3u);
+}
+
 // A damaged optimizer state (a copy cut short) stops the resume with the file's name.
 TEST(TrainerTest, ResumingFromADamagedOptimizerStateIsAnError) {
   const auto samples = FixtureSamples();

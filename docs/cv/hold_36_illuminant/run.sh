@@ -63,7 +63,7 @@ for src in ${SOURCES:-rosendahl vidir_modern}; do
     log "$src: the last epoch of $FINISHED"
     mkdir -p "$R/checkpoints"
     cp -r "$FINISHED/checkpoints/last" "$R/checkpoints/"
-    cp "$FINISHED/train_log.jsonl" "$R/"
+    cp "$FINISHED/train_log.jsonl" "$FINISHED/config.json" "$R/"
   fi
   mkdir -p "$R" "$OUT"
   if [ ! -e "$R/report/metrics.json" ]; then
