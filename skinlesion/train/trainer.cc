@@ -1,8 +1,11 @@
 #include "skinlesion/train/trainer.h"
 
+#include <fcntl.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -334,25 +337,43 @@ absl::StatusOr<RunState> StateFromJson(const nlohmann::json& j) {
   }
 }
 
-// LibTorch's zip writer finishes a file in its destructor and throws there when the file
-// system refuses a write, which aborts the process (a full disk did, in CI). The archives are
-// therefore built in memory, where writing cannot fail, and written by WriteFileAtomically,
-// which reports the errno.
+// LibTorch's zip writer throws when its sink reports a short write, and again from its
+// destructor, which aborts the process (a full disk did, in CI). The archive is therefore
+// streamed to the file through a sink that never reports one: the first failed write is
+// recorded, the rest of the archive skipped, and the errno returned here. Streaming, not
+// building the archive in memory first: that copy cost about a second an epoch here.
 using ArchiveWriter = std::function<size_t(const void*, size_t)>;
 template <typename Save>
 absl::Status WriteArchive(const std::string& path, Save save) {
-  std::string bytes;
-  const ArchiveWriter append = [&bytes](const void* data, size_t n) {
-    bytes.append(static_cast<const char*>(data), n);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return absl::InternalError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
+  int error = 0;
+  const ArchiveWriter sink = [fd, &error](const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    size_t left = n;
+    while (error == 0 && left > 0) {
+      const ssize_t w = ::write(fd, p, left);
+      if (w < 0) {
+        if (errno != EINTR) error = errno;
+        continue;
+      }
+      p += w;
+      left -= static_cast<size_t>(w);
+    }
     return n;
   };
   try {
-    save(append);
+    save(sink);
   } catch (const c10::Error& e) {
+    ::close(fd);
     return absl::InternalError(
         absl::StrCat("serializing ", path, ": ", e.what_without_backtrace()));
   }
-  return WriteFileAtomically(path, bytes);
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error != 0)
+    return absl::InternalError(absl::StrCat("write ", path, ": ", std::strerror(error)));
+  return absl::OkStatus();
 }
 
 // Writes model, optimizer (when given), EMA (when given) and state into dir atomically
