@@ -124,6 +124,18 @@ absl::StatusOr<std::vector<CsvRecord>> ReadCsvFile(const std::string& path,
   return records;
 }
 
+int WriteAll(int fd, absl::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t w = ::write(fd, bytes.data(), bytes.size());
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    bytes.remove_prefix(static_cast<size_t>(w));
+  }
+  return 0;
+}
+
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content) {
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -131,17 +143,10 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
   }
-  size_t written = 0;
-  while (written < content.size()) {
-    const ssize_t w = ::write(fd, content.data() + written, content.size() - written);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return absl::InternalError(absl::StrCat("write ", tmp, ": ", std::strerror(err)));
-    }
-    written += static_cast<size_t>(w);
+  if (const int err = WriteAll(fd, content); err != 0) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat("write ", tmp, ": ", std::strerror(err)));
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());

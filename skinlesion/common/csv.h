@@ -42,6 +42,10 @@ absl::StatusOr<std::vector<CsvRecord>> ReadCsvFile(const std::string& path,
 // Reads a whole file into memory, refusing files above max_bytes.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes);
 
+// Writes every byte of `bytes` to `fd` (retrying short and interrupted writes): 0, or the
+// errno of the write that failed.
+int WriteAll(int fd, absl::string_view bytes);
+
 // Writes `content` to `path` atomically (temporary file + fsync + rename).
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content);
 

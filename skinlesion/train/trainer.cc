@@ -350,17 +350,7 @@ absl::Status WriteArchive(const std::string& path, Save save) {
     return absl::InternalError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
   int error = 0;
   const ArchiveWriter sink = [fd, &error](const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    size_t left = n;
-    while (error == 0 && left > 0) {
-      const ssize_t w = ::write(fd, p, left);
-      if (w < 0) {
-        if (errno != EINTR) error = errno;
-        continue;
-      }
-      p += w;
-      left -= static_cast<size_t>(w);
-    }
+    if (error == 0) error = WriteAll(fd, absl::string_view(static_cast<const char*>(data), n));
     return n;
   };
   try {
@@ -445,9 +435,9 @@ absl::Status CheckResumedConfig(const std::string& saved_path, const TrainConfig
   const nlohmann::json before = saved->ToJson(), now = c.ToJson();
   std::vector<std::string> changed;
   for (const auto& [key, value] : now.items()) {
-    if (ResumableKey(key) || before.value(key, nlohmann::json()) == value) continue;
-    changed.push_back(
-        absl::StrCat(key, " ", before.value(key, nlohmann::json()).dump(), " -> ", value.dump()));
+    const nlohmann::json was = before.value(key, nlohmann::json());
+    if (ResumableKey(key) || was == value) continue;
+    changed.push_back(absl::StrCat(key, " ", was.dump(), " -> ", value.dump()));
   }
   if (changed.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
@@ -465,6 +455,18 @@ absl::Status LoadArchive(Value& value, const std::string& path) {
         absl::StrCat("cannot load ", path, ": ", e.what_without_backtrace()));
   }
   return absl::OkStatus();
+}
+
+// Reads an ema.pt (written by SaveCheckpoint) into `ema`'s shadow, which must then match
+// `model`'s parameters and buffers.
+absl::Status LoadEmaShadow(Ema& ema, models::Classifier& model, const std::string& path) {
+  ema.shadow().clear();  // torch::load appends to the vector.
+  SL_RETURN_IF_ERROR(LoadArchive(ema.shadow(), path));
+  if (ema.Matches(model)) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat(path,
+                   " does not match the model's parameters and buffers (written by an older "
+                   "version that averaged the parameters only?)"));
 }
 
 absl::Status LoadModelArchive(models::Classifier& model, const std::string& path) {
@@ -518,12 +520,7 @@ absl::Status LoadTrainCheckpoint(models::Classifier& model, const std::string& c
   const std::string ema_path = checkpoint_dir + "/ema.pt";
   if (!fs::exists(ema_path)) return absl::OkStatus();
   Ema average(model, /*decay=*/0);
-  average.shadow().clear();  // torch::load appends to the vector.
-  SL_RETURN_IF_ERROR(LoadArchive(average.shadow(), ema_path));
-  if (!average.Matches(model)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(ema_path, " does not match the model's parameters and buffers"));
-  }
+  SL_RETURN_IF_ERROR(LoadEmaShadow(average, model, ema_path));
   average.Swap(model);
   return absl::OkStatus();
 }
@@ -820,14 +817,12 @@ absl::Status Trainer::Resume() {
   if (c_.ema_decay > 0) {
     ema_ = std::make_unique<Ema>(*model_, c_.ema_decay);
     if (!resumed_state_.is_null() && fs::exists(last_dir_ + "/ema.pt")) {
-      ema_->shadow().clear();  // torch::load appends to the vector.
-      SL_RETURN_IF_ERROR(LoadArchive(ema_->shadow(), last_dir_ + "/ema.pt"));
-      if (!ema_->Matches(*model_)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            last_dir_,
-            "/ema.pt does not match the model's parameters and buffers (written by an older "
-            "version that averaged the parameters only); resume without EMA or start afresh"));
+      const absl::Status loaded = LoadEmaShadow(*ema_, *model_, last_dir_ + "/ema.pt");
+      if (absl::IsFailedPrecondition(loaded)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(loaded.message(), "; resume without EMA or start afresh"));
       }
+      SL_RETURN_IF_ERROR(loaded);
     }
   }
   run_start_ = Clock::now();
