@@ -16,7 +16,7 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev
   # reference models for the conformance tests (system interpreter)
-  python3 python3-torch python3-torchvision python3-numpy
+  python3 python3-torch python3-torchvision python3-numpy python3-pil
   # Python gRPC clients in the service tests (stubs generated from our protos)
   python3-grpcio python3-protobuf
   # gateway HTTP server; browser, load generator and Prometheus for the cluster tests

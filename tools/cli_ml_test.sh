@@ -51,6 +51,50 @@ if "$CLI" export --model "$OUT/run/model" --out "$OUT/fp16" 2> "$OUT/err_export.
 fi
 grep -q "exists and is not empty" "$OUT/err_export.txt"
 
+# Another shape: exported with --resize resize, the copy squashes the whole image to the
+# model's square (as HAM10000's 224 px copies were made from 600x450) where the source
+# crops the centre square. On a 600x450 image the crop never sees columns 0-74 and
+# 525-599: blacking them out leaves the source's answer exactly as it was and changes
+# the squashing copy's.
+# The copy is made from the float16 copy: the same float16 weights, byte for byte, and
+# the chain of copies back to the weights training wrote.
+"$CLI" export --model "$OUT/fp16" --out "$OUT/squash" --fp16 --resize resize | grep -q "preprocessing resize"
+/usr/bin/python3 - "$OUT/run/model" "$OUT/squash" "$FIX/images/ISIC_0024698.jpg" "$OUT" <<'PY'
+import json, os, sys
+from PIL import Image
+a, b, image, out = sys.argv[1:]
+ma, mb, mh = (json.load(open(os.path.join(d, "manifest.json"))) for d in (a, b, os.path.join(out, "fp16")))
+assert ma["preprocessing"]["resize"] == mh["preprocessing"]["resize"] == "shorter_side_center_crop"
+assert mb["preprocessing"]["resize"] == "resize", mb["preprocessing"]
+assert mb["exported_from"]["resize"] == "shorter_side_center_crop", mb["exported_from"]
+assert mb["sha256"] == mh["sha256"] == mb["exported_from"]["sha256"], (mb["sha256"], mh["sha256"])
+assert mb["exported_from"]["exported_from"]["sha256"] == ma["sha256"], mb["exported_from"]
+assert {k: v for k, v in mb["preprocessing"].items() if k != "resize"} == \
+    {k: v for k, v in ma["preprocessing"].items() if k != "resize"}
+wide = Image.open(image).convert("RGB").resize((600, 450), Image.BICUBIC)
+wide.save(os.path.join(out, "wide.png"))
+for x0, x1 in ((0, 75), (525, 600)):
+    wide.paste((0, 0, 0), (x0, 0, x1, 450))
+wide.save(os.path.join(out, "wide_banded.png"))
+PY
+for m in run/model squash; do  # One image a call: the same batch shape for both.
+  for i in wide wide_banded; do
+    "$CLI" predict --model "$OUT/$m" --json "$OUT/$i.png" > "$OUT/pred_${i}_${m%%/*}.json"
+  done
+done
+/usr/bin/python3 - "$OUT" <<'PY'
+import json, os, sys
+p = {f: json.load(open(os.path.join(sys.argv[1], f"pred_{f}.json")))[0]["probabilities"]
+     for f in ("wide_run", "wide_banded_run", "wide_squash", "wide_banded_squash")}
+assert p["wide_run"] == p["wide_banded_run"], "the centre crop saw the outer columns"
+diff = max(abs(p["wide_squash"][c] - p["wide_banded_squash"][c]) for c in p["wide_squash"])
+assert diff > 1e-4, ("the squashing copy did not see the outer columns", diff)
+PY
+if "$CLI" export --model "$OUT/run/model" --out "$OUT/squash2" --resize stretch 2> "$OUT/err_resize.txt"; then
+  echo "export accepted an unknown resize mode"; exit 1
+fi
+grep -q "resize must be shorter_side_center_crop or resize, got 'stretch'" "$OUT/err_resize.txt"
+
 "$CLI" evaluate --model "$OUT/run/model" "${DATA[@]}" --split "$OUT/split.csv" --out "$OUT/eval" --device cpu --tta
 grep -q '"balanced_accuracy"' "$OUT/eval/metrics.json"
 grep -q '"per_class"' "$OUT/eval/metrics.json"
@@ -287,9 +331,11 @@ grep -q "(class folders): 14 images" "$OUT/byo_folders.txt"
   | grep -q "holdout"
 awk -F, 'BEGIN{OFS=","} NR>1 && $3=="val" && (n++ % 2) {$3="test"} {print}' "$OUT/byo_split.csv" > "$OUT/byo_split2.csv"
 "$CLI" train --data "$OUT/folders" --split "$OUT/byo_split2.csv" --out "$OUT/byo_run" --device cpu \
-  --set architecture=resnet18,image_size=32,epochs=1,frozen_epochs=0,batch_size=4,num_workers=1,threads=1,progress_interval_s=0 \
+  --set architecture=resnet18,image_size=32,epochs=1,frozen_epochs=0,batch_size=4,num_workers=1,threads=1,progress_interval_s=0,resize=resize \
   > "$OUT/byo_train.txt" 2>&1
 test -s "$OUT/byo_run/model/model.safetensors"
+# The training key `resize` is what the exported manifest tells serving to do.
+/usr/bin/python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m['preprocessing']['resize'] == 'resize' == m['training']['config']['resize'], m['preprocessing']" "$OUT/byo_run/model/manifest.json"
 /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1]))['data']; assert d['format'] == 'class folders' and d['dataset'] == 'folders' and 'HAM10000' not in d['licence'], d" "$OUT/byo_run/model/manifest.json"
 # A model made to ship trains on every image but the validation ones (no test partition):
 # the report is on the validation images and says they also fitted it.

@@ -627,7 +627,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
     SetDecision(metrics, manifest);
   }
   manifest.image_size = config.image_size;
-  manifest.resize = kResizeShorterSideCenterCrop;
+  manifest.resize = config.resize;
   manifest.mean = kImageNetMean;
   manifest.std = kImageNetStd;
   manifest.shades_of_gray_p = config.colour_constancy_p;
@@ -977,6 +977,12 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
 absl::Status RunExport(const ExportCommand& cmd) {
   if (cmd.model_dir.empty() || cmd.out_dir.empty()) return absl::InvalidArgumentError("--model and --out are required");
   std::error_code ec;
+  if (!cmd.resize.empty() && cmd.resize != kResizeShorterSideCenterCrop &&
+      cmd.resize != kResizeDirect) {
+    return absl::InvalidArgumentError(absl::StrCat("--resize must be ",
+                                                   kResizeShorterSideCenterCrop, " or ",
+                                                   kResizeDirect, ", got '", cmd.resize, "'"));
+  }
   if (fs::exists(cmd.out_dir, ec) && !fs::is_empty(cmd.out_dir, ec)) {
     return absl::AlreadyExistsError(absl::StrCat(cmd.out_dir, " exists and is not empty"));
   }
@@ -1002,6 +1008,14 @@ absl::Status RunExport(const ExportCommand& cmd) {
   }
   manifest.document["exported_from"] = {{"sha256", source_sha256},
                                         {"created", source.document.value("created", "")}};
+  // A copy of a copy keeps the whole chain back to the weights training wrote.
+  if (source.document.contains("exported_from")) {
+    manifest.document["exported_from"]["exported_from"] = source.document["exported_from"];
+  }
+  if (!cmd.resize.empty() && cmd.resize != source.resize) {
+    manifest.resize = cmd.resize;
+    manifest.document["exported_from"]["resize"] = source.resize;
+  }
   manifest.document.erase("sha256");
   SL_ASSIGN_OR_RETURN(manifest.sha256, Sha256File(cmd.out_dir + "/" + kWeightsFile));
   // The not-a-lesion check's fitted Gaussian travels with the weights it was fitted on.
@@ -1015,9 +1029,10 @@ absl::Status RunExport(const ExportCommand& cmd) {
   }
   SL_RETURN_IF_ERROR(WriteModelManifest(cmd.out_dir, manifest));
   SL_RETURN_IF_ERROR(WriteGoldenSet(cmd.out_dir, golden));
-  std::printf("exported %s -> %s (%s weights, %lld bytes, golden set of %zu)\n", cmd.model_dir.c_str(),
-              cmd.out_dir.c_str(), cmd.fp16 ? "float16" : "float32",
-              static_cast<long long>(fs::file_size(cmd.out_dir + "/model.safetensors")), golden.size());
+  std::printf("exported %s -> %s (%s weights, %lld bytes, golden set of %zu, preprocessing %s)\n",
+              cmd.model_dir.c_str(), cmd.out_dir.c_str(), cmd.fp16 ? "float16" : "float32",
+              static_cast<long long>(fs::file_size(cmd.out_dir + "/model.safetensors")),
+              golden.size(), manifest.resize.c_str());
   return absl::OkStatus();
 }
 

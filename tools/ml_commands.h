@@ -89,6 +89,11 @@ struct ExportCommand {
   std::string out_dir;          // New model directory (must not exist or be empty).
   bool fp16 = false;            // Store weights as F16 (half the size).
   std::vector<std::string> golden;  // Images for the golden set; empty: the source's.
+  // Preprocessing resize mode for the copy ("shorter_side_center_crop" or "resize");
+  // empty: the source's. For a model whose training images were squashed to squares
+  // (HAM10000's 224 px copies of 600x450 images), "resize" shows other images to it in
+  // the shape its training images had; recorded in exported_from.
+  std::string resize;
 };
 
 // Publishes a model directory (every regular file; manifest.json as the manifest)

@@ -113,7 +113,10 @@ def block_setup(model_dir):
     data, training = m.get("data", {}), m.get("training", {})
     rows = [
         ("Architecture", f"`{m['architecture']}`, {m['num_classes']} classes ({', '.join(m['labels'])}), "
-                         f"{m['image_size']} x {m['image_size']} input"),
+                         f"{m['image_size']} x {m['image_size']} input ("
+                         + {"resize": "the whole image squashed to it"}.get(
+                             get(m, "preprocessing/resize"), "the centred square of the shorter side")
+                         + ")"),
         ("Weights", f"`model.safetensors`, {m.get('weights_dtype', 'float32')}, {size_mb:.1f} MB, "
                     f"sha256 `{m.get('sha256', '')[:12]}`"),
     ]

@@ -59,6 +59,8 @@ assert len(cv["folds"]) == 3, list(cv)
 m = json.load(open(f"{d}/ship_manifest.json"))
 # The served views are the last fit's: flips.
 assert m.get("tta") == "flips", m.get("tta")
+# Served squashed whole, as HAM10000's 224 px images were made (docs/cv/aspect_600x450).
+assert m["preprocessing"]["resize"] == "resize", m["preprocessing"]
 for views in ("none", "flips"):
     loro = json.load(open(f"{d}/leave_one_round_out_{views}.json"))
     assert len(loro["rounds"]) == 3, loro.keys()
@@ -132,6 +134,7 @@ m = json.load(open(f"{ab}/fold1/manifest.json"))
 assert m["data"]["test_fold"] == 1 and m["data"]["train_images"] == 14 - n1, m["data"]
 assert m["decision"]["fitted_data"]["left_out_round"] == 1, m["decision"]["fitted_data"]
 assert m["tta"] == "flips", m["tta"]
+assert m["preprocessing"]["resize"] == "resize", m["preprocessing"]
 e = json.load(open(f"{ab}/fold1_metrics.json"))
 assert e["n"] == n1 and e["context"]["partition"] == "fold1" and e["context"]["tta"] == "flips", e["context"]
 PY

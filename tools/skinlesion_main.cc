@@ -171,6 +171,10 @@ ABSL_FLAG(std::string, name, "", "Registry model name (publish)");
 ABSL_FLAG(std::string, alias, "staging", "Alias moved to the new version (publish; empty: none)");
 ABSL_FLAG(bool, fp16, false, "Store the exported weights as float16 (export)");
 ABSL_FLAG(std::string, golden, "", "Comma-separated images for the golden set (export; default: the source's)");
+ABSL_FLAG(
+    std::string, resize, "",
+    "Preprocessing of the exported model: shorter_side_center_crop or resize (squash the whole "
+    "image; export; default: the source's)");
 
 namespace skinlesion {
 namespace {
@@ -348,6 +352,7 @@ absl::Status RunExportCommand() {
   c.model_dir = absl::GetFlag(FLAGS_model);
   c.out_dir = absl::GetFlag(FLAGS_out);
   c.fp16 = absl::GetFlag(FLAGS_fp16);
+  c.resize = absl::GetFlag(FLAGS_resize);
   for (absl::string_view g : absl::StrSplit(absl::GetFlag(FLAGS_golden), ',', absl::SkipEmpty())) {
     c.golden.emplace_back(g);
   }
@@ -467,8 +472,9 @@ const std::map<std::string, Command>& Commands() {
       {"export",
        {"copy a model directory (optionally as float16) with a fresh golden set",
         RunExportCommand,
-        "--model DIR --out DIR [--fp16] [--golden a.jpg,b.jpg]",
-        {"model", "out", "fp16", "golden"}}},
+        "--model DIR --out DIR [--fp16] [--golden a.jpg,b.jpg] [--resize "
+        "resize|shorter_side_center_crop]",
+        {"model", "out", "fp16", "golden", "resize"}}},
       {"publish",
        {"publish a model directory to a registry and move an alias",
         RunPublishCommand,

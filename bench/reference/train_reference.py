@@ -131,7 +131,7 @@ DEFAULTS = {
     "precision": "auto", "clip_grad_norm": 1.0, "ema_decay": 0.0, "target_sensitivity": 0.9,
     "monitor": "balanced_accuracy", "patience": 8, "select_epoch": "best", "seed": 42,
     "progress_interval_s": 10.0,
-    "colour_constancy_p": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
+    "colour_constancy_p": 0, "resize": "shorter_side_center_crop", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
     # Read and ignored: what train fits after training (the referral rule's classes, the
     # balanced-accuracy decision rule and its recall floor, the referral threshold's
     # confidence). The reference reports the plain rule at T = 1.
@@ -188,6 +188,8 @@ def load_config(path):
         p.append("epochs must be >= 1 and frozen_epochs in [0, epochs]")
     if not 16 <= c["image_size"] <= 1024:
         p.append("image_size must be in [16, 1024]")
+    if c["resize"] not in ("shorter_side_center_crop", "resize"):
+        p.append(f"resize must be shorter_side_center_crop or resize, got '{c['resize']}'")
     if c["select_epoch"] not in ("best", "last"):
         p.append(f"select_epoch '{c['select_epoch']}' is not best or last")
     elif c["select_epoch"] == "last" and c["patience"] > 0:
@@ -853,13 +855,16 @@ def shades_of_gray_gains(img, p):
     return (mean_e / e.clamp(min=1e-6)).clamp(1.0 / 3, 3.0).float()
 
 
-def preprocess(img, size, colour_constancy_p=0):
-    """Centred square of the shorter side, bilinear resize, Shades of Gray colour
-    constancy when p > 0 (values not clipped), ImageNet normalisation."""
+def preprocess(img, size, colour_constancy_p=0, resize="shorter_side_center_crop"):
+    """Centred square of the shorter side (or, with resize "resize", the whole image),
+    bilinear resize, Shades of Gray colour constancy when p > 0 (values not clipped),
+    ImageNet normalisation."""
     _, rows, cols = img.shape
-    side = min(rows, cols)
-    y, x = (rows - side) // 2, (cols - side) // 2
-    img = resize_u8(img[:, y:y + side, x:x + side], size, size)
+    if resize != "resize":
+        side = min(rows, cols)
+        y, x = (rows - side) // 2, (cols - side) // 2
+        img = img[:, y:y + side, x:x + side]
+    img = resize_u8(img, size, size)
     x = img.float().div_(255.0)
     if colour_constancy_p > 0:
         x = x * shades_of_gray_gains(img, colour_constancy_p).view(3, 1, 1)
@@ -869,9 +874,10 @@ def preprocess(img, size, colour_constancy_p=0):
 
 
 class LesionDataset(torch.utils.data.Dataset):
-    def __init__(self, samples, augmentation, size, seed, colour_constancy_p=0):
+    def __init__(self, samples, augmentation, size, seed, colour_constancy_p=0,
+                 resize="shorter_side_center_crop"):
         self.samples, self.size, self.seed = samples, size, seed
-        self.colour_constancy_p = colour_constancy_p
+        self.colour_constancy_p, self.resize = colour_constancy_p, resize
         self.ops = make_preset(augmentation, size)
 
     def __len__(self):
@@ -885,7 +891,7 @@ class LesionDataset(torch.utils.data.Dataset):
             rng = np.random.Generator(np.random.PCG64(derive_seed(self.seed, epoch, pos)))
             for op in self.ops:
                 img = op.apply(img, rng)
-        return preprocess(img, self.size, self.colour_constancy_p), label
+        return preprocess(img, self.size, self.colour_constancy_p, self.resize), label
 
 
 # ---------------------------------------------------------------------------
@@ -1178,7 +1184,8 @@ def fmt_duration(s):
 
 
 def make_loader(samples, sampler, c, augmentation, persistent=True, training=False):
-    ds = LesionDataset(samples, augmentation, c["image_size"], c["seed"], c["colour_constancy_p"])
+    ds = LesionDataset(samples, augmentation, c["image_size"], c["seed"], c["colour_constancy_p"],
+                       c["resize"])
     es = EpochSampler(sampler)
     nw = c["num_workers"]
     # As the C++ trainer: a last training batch of one image is dropped.

@@ -39,6 +39,10 @@ enum class Interpolation {
   kBicubic,   // cv::INTER_CUBIC.
 };
 
+// Resize() shrinks by at most this factor with the chosen interpolation; a larger
+// shrink first averages the source down (INTER_AREA) to this multiple of the output.
+inline constexpr int kMaxInterpolatedShrink = 2;
+
 struct PreprocessOptions {
   // Output side in pixels. Default 224.
   int size = 224;
@@ -72,7 +76,8 @@ int ResizedShorterSide(const PreprocessOptions& options);
 // as long as the decoded shorter side stays at least this many times
 // ResizedShorterSide. At 4x, ordinary images (HAM10000's 600x450 for a 112 px
 // model) decode at full size, exactly as in training; only images far larger than
-// the model needs are reduced, and Resize() still shrinks them by >= 4x.
+// the model needs are reduced, and Resize() still shrinks them by >= 4x (averaging
+// first: kMaxInterpolatedShrink).
 inline constexpr int kReducedDecodeMargin = 4;
 
 // kReducedDecodeMargin * ResizedShorterSide(options): the reduce_to_side for images

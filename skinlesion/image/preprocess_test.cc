@@ -171,6 +171,33 @@ TEST(ImagePreprocessTest, DirectResizeIgnoresAspect) {
   EXPECT_GT(g.at<cv::Vec3b>(5, 31)[0], 194);
 }
 
+// 1-pixel stripes (0, 255, 0, ...) shrunk 3.75x, as a 600 px wide photograph squashed
+// to 160: bilinear alone reads two of every ~4 columns and draws moire bars from black
+// to white; averaging first leaves the grey the stripes average to.
+TEST(ImagePreprocessTest, LargeShrinksAverageBeforeInterpolating) {
+  cv::Mat stripes(450, 600, CV_8UC3);
+  for (int x = 0; x < stripes.cols; ++x) stripes.col(x).setTo(cv::Scalar::all(x % 2 ? 255 : 0));
+  PreprocessOptions options;
+  options.size = 160;
+  options.mode = ResizeMode::kDirectResize;
+  const cv::Mat out = Resize(stripes, options);
+  ASSERT_EQ(out.size(), cv::Size(160, 160));
+  double lo = 255, hi = 0;
+  cv::minMaxLoc(out.reshape(1), &lo, &hi);
+  EXPECT_GT(lo, 110) << "aliasing: darkest output pixel";
+  EXPECT_LT(hi, 145) << "aliasing: brightest output pixel";
+  cv::Mat plain;  // What bilinear alone gives: the bars the averaging removes.
+  cv::resize(stripes, plain, cv::Size(160, 160), 0, 0, cv::INTER_LINEAR);
+  cv::minMaxLoc(plain.reshape(1), &lo, &hi);
+  EXPECT_LT(lo, 64);
+  EXPECT_GT(hi, 191);
+  // A shrink of 2x or less, as HAM10000's 224 px images to 160, is exactly bilinear.
+  const cv::Mat small = Gradient(224, 224);
+  cv::Mat expected;
+  cv::resize(small, expected, cv::Size(160, 160), 0, 0, cv::INTER_LINEAR);
+  EXPECT_EQ(cv::norm(Resize(small, options), expected, cv::NORM_INF), 0.0);
+}
+
 TEST(ImagePreprocessTest, ResizeOutputIsContinuousAndOwnsItsPixels) {
   cv::Mat rgb = Gradient(64, 64);
   PreprocessOptions options;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "skinlesion/image/augment.h"
+#include "skinlesion/manifest/manifest.h"
 #include "skinlesion/train/schedule.h"
 
 namespace skinlesion::train {
@@ -61,6 +62,7 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("recall_target", c.recall_target);
   f("malignant_classes", c.malignant_classes);
   f("colour_constancy_p", c.colour_constancy_p);
+  f("resize", c.resize);
   f("monitor", c.monitor);
   f("patience", c.patience);
   f("select_epoch", c.select_epoch);
@@ -112,6 +114,8 @@ PreprocessOptions TrainConfig::Preprocess() const {
   PreprocessOptions o;
   o.size = static_cast<int>(image_size);
   o.shades_of_gray_p = colour_constancy_p;
+  o.mode = resize == kResizeDirect ? ResizeMode::kDirectResize
+                                   : ResizeMode::kResizeShorterThenCenterCrop;
   return o;
 }
 
@@ -178,6 +182,10 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   parse(ParseTrainPrecision(precision), choices.precision);
   if (ema_decay < 0 || ema_decay >= 1) p.push_back("ema_decay must be in [0, 1)");
   if (colour_constancy_p < 0 || colour_constancy_p > 16) p.push_back("colour_constancy_p must be in [0, 16]");
+  if (resize != kResizeShorterSideCenterCrop && resize != kResizeDirect) {
+    p.push_back(absl::StrCat("resize must be ", kResizeShorterSideCenterCrop, " or ", kResizeDirect,
+                             ", got '", resize, "'"));
+  }
   if (!(target_sensitivity > 0 && target_sensitivity <= 1)) {
     p.push_back("target_sensitivity must be in (0, 1]");
   }

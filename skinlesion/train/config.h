@@ -100,6 +100,14 @@ struct TrainConfig {
   // Colour constancy in preprocessing (training, evaluation and the exported
   // manifest, so serving does the same): Shades of Gray norm p, 0 = off.
   int colour_constancy_p = 0;
+  // How evaluation and serving bring an image to image_size (recorded in the exported
+  // manifest): "shorter_side_center_crop" keeps the aspect ratio and crops the longer
+  // side; "resize" squashes the whole image. Square training images look the same either
+  // way, but a model learns the geometry they were made with: HAM10000's 224 px copies
+  // were squashed from 600x450, so a 600x450 image from another clinic reaches such a
+  // model as its training images did only with "resize" (docs/results.md, "The shape
+  // external images arrive in").
+  std::string resize = "shorter_side_center_crop";
 
   // Selection.
   std::string monitor = "balanced_accuracy";  // A key of the metrics JSON; higher is better.

@@ -100,6 +100,23 @@ TEST(TrainConfigTest, SelectEpochIsBestOrLastAndLastRunsEveryEpoch) {
   EXPECT_EQ(round_trip->select_epoch, "last");
 }
 
+// The evaluation and serving geometry: the centre crop by default, the whole image
+// squashed with "resize"; anything else is named in the error.
+TEST(TrainConfigTest, ResizeChoosesTheEvaluationGeometry) {
+  TrainConfig c;
+  EXPECT_EQ(c.Preprocess().mode, ResizeMode::kResizeShorterThenCenterCrop);
+  auto parsed = TrainConfig::FromJson(nlohmann::json{{"resize", "resize"}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->Validate().ok());
+  EXPECT_EQ(parsed->Preprocess().mode, ResizeMode::kDirectResize);
+  EXPECT_EQ(parsed->ToJson()["resize"], "resize");
+  c.resize = "stretch";
+  EXPECT_THAT(
+      c.Validate(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("resize must be shorter_side_center_crop or resize, got 'stretch'")));
+}
+
 // The recipes committed under configs/ (the bundled model's among them) stay valid
 // as keys are added or renamed.
 TEST(TrainConfigTest, EveryCommittedRecipeIsValid) {
