@@ -23,6 +23,19 @@ grep -q '"temperature"' "$OUT/run/model/manifest.json"
 grep -q '"split_digest"' "$OUT/run/model/manifest.json"
 grep -q '"code_version"' "$OUT/run/model/manifest.json"
 cmp "$OUT/split.csv" "$OUT/run/split.csv"
+# --resume goes on with the images the run started with: another split is refused before
+# anything of the run is touched.
+grep -q '"split_digest"' "$OUT/run/run_data.json"
+awk -F, 'BEGIN{OFS=","} NR>1 && $3=="test" && !done {$3="train"; done=1} {print}' "$OUT/split.csv" > "$OUT/split_other.csv"
+cp "$OUT/run/run_data.json" "$OUT/run_data_before.json"
+if "$CLI" train "${DATA[@]}" --split "$OUT/split_other.csv" --out "$OUT/run" --device cpu --resume \
+  --set architecture=resnet18,image_size=32,epochs=2,frozen_epochs=1,batch_size=4,num_workers=1,threads=1,progress_interval_s=0 \
+  2> "$OUT/err_resume_split.txt"; then
+  echo "train --resume went on with another split"; exit 1
+fi
+grep -q "was started on other images (split_digest" "$OUT/err_resume_split.txt"
+cmp "$OUT/split.csv" "$OUT/run/split.csv"
+cmp "$OUT/run_data_before.json" "$OUT/run/run_data.json"
 # The golden set: images copied into the model and the outputs the trainer recorded.
 /usr/bin/python3 - "$OUT/run/model" <<'PY'
 import json, os, sys

@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "skinlesion/common/cpu_features.h"
@@ -502,6 +503,44 @@ absl::StatusOr<nlohmann::json> ReportOnHeldOut(
   return eval::WriteReport(report, cmd.out_dir + "/report");
 }
 
+// Which images a run trains on: its split (by digest) and the partitions that train.
+nlohmann::json RunData(const TrainCommand& cmd, const data::Split& split) {
+  return {{"split_digest", split.Digest()}, {"fold", cmd.fold}, {"all_folds", cmd.all_folds}};
+}
+
+// A resumed run goes on with the images it started with: --resume with another split,
+// --fold or --all_folds is refused, each difference named (the recipe is checked by the
+// trainer). Records what a run starts with in <out>/run_data.json; a run started before
+// that file existed is checked by the split it saved.
+absl::Status CheckResumedData(const TrainCommand& cmd, const data::Split& split) {
+  const std::string file = cmd.out_dir + "/run_data.json";
+  const nlohmann::json now = RunData(cmd, split);
+  std::error_code ec;
+  if (cmd.resume && fs::exists(file, ec)) {
+    SL_ASSIGN_OR_RETURN(const nlohmann::json before, ReadJsonObject(file, 1 << 16));
+    std::vector<std::string> changes;
+    for (const auto& [key, value] : now.items()) {
+      const nlohmann::json was = before.contains(key) ? before[key] : nlohmann::json();
+      if (was != value) changes.push_back(absl::StrCat(key, " ", was.dump(), " -> ", value.dump()));
+    }
+    if (!changes.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--resume: ", cmd.out_dir, " was started on other images (", absl::StrJoin(changes, ", "),
+          "); resume with the split and folds it started with, or train into a new --out"));
+    }
+    return absl::OkStatus();
+  }
+  if (cmd.resume && fs::exists(cmd.out_dir + "/split.csv", ec)) {
+    SL_ASSIGN_OR_RETURN(const data::Split saved, data::LoadSplit(cmd.out_dir + "/split.csv"));
+    if (saved.Digest() != split.Digest()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--resume: ", cmd.out_dir, " was started on another split (digest ",
+          saved.Digest().substr(0, 12), ", given ", split.Digest().substr(0, 12), ")"));
+    }
+  }
+  return WriteFileAtomically(file, now.dump(2) + "\n");
+}
+
 }  // namespace
 
 absl::Status RunTrain(const TrainCommand& cmd) {
@@ -549,6 +588,7 @@ absl::Status RunTrain(const TrainCommand& cmd) {
                  "kept-out rounds train on\n",
                  static_cast<long long>(images));
   }
+  SL_RETURN_IF_ERROR(CheckResumedData(cmd, *split));
   SL_RETURN_IF_ERROR(data::SaveSplit(*split, cmd.out_dir + "/split.csv"));
   // --all_folds --fold N: every image but fold N's (the test fold), as the model to ship
   // is trained, to measure that procedure on images it never saw.
