@@ -516,27 +516,25 @@ absl::Status CheckResumedData(const TrainCommand& cmd, const data::Split& split)
   const std::string file = cmd.out_dir + "/run_data.json";
   const nlohmann::json now = RunData(cmd, split);
   std::error_code ec;
-  if (cmd.resume && fs::exists(file, ec)) {
-    SL_ASSIGN_OR_RETURN(const nlohmann::json before, ReadJsonObject(file, 1 << 16));
-    std::vector<std::string> changes;
-    for (const auto& [key, value] : now.items()) {
-      const nlohmann::json was = before.contains(key) ? before[key] : nlohmann::json();
-      if (was != value) changes.push_back(absl::StrCat(key, " ", was.dump(), " -> ", value.dump()));
+  const bool recorded = fs::exists(file, ec);
+  if (cmd.resume) {
+    // What the run started with: its record, or the split a run from before the record saved.
+    nlohmann::json before = nlohmann::json::object();
+    if (recorded) {
+      SL_ASSIGN_OR_RETURN(before, ReadJsonObject(file, 1 << 16));
+    } else if (fs::exists(cmd.out_dir + "/split.csv", ec)) {
+      SL_ASSIGN_OR_RETURN(const data::Split saved, data::LoadSplit(cmd.out_dir + "/split.csv"));
+      before["split_digest"] = saved.Digest();
     }
+    // A record has every key; the saved split tells only the split.
+    const std::vector<std::string> changes = ChangedKeys(
+        before, now, [&](const std::string& key) { return recorded || before.contains(key); });
     if (!changes.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "--resume: ", cmd.out_dir, " was started on other images (", absl::StrJoin(changes, ", "),
           "); resume with the split and folds it started with, or train into a new --out"));
     }
-    return absl::OkStatus();
-  }
-  if (cmd.resume && fs::exists(cmd.out_dir + "/split.csv", ec)) {
-    SL_ASSIGN_OR_RETURN(const data::Split saved, data::LoadSplit(cmd.out_dir + "/split.csv"));
-    if (saved.Digest() != split.Digest()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "--resume: ", cmd.out_dir, " was started on another split (digest ",
-          saved.Digest().substr(0, 12), ", given ", split.Digest().substr(0, 12), ")"));
-    }
+    if (recorded) return absl::OkStatus();
   }
   return WriteFileAtomically(file, now.dump(2) + "\n");
 }
@@ -1017,11 +1015,8 @@ absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
 absl::Status RunExport(const ExportCommand& cmd) {
   if (cmd.model_dir.empty() || cmd.out_dir.empty()) return absl::InvalidArgumentError("--model and --out are required");
   std::error_code ec;
-  if (!cmd.resize.empty() && cmd.resize != kResizeShorterSideCenterCrop &&
-      cmd.resize != kResizeDirect) {
-    return absl::InvalidArgumentError(absl::StrCat("--resize must be ",
-                                                   kResizeShorterSideCenterCrop, " or ",
-                                                   kResizeDirect, ", got '", cmd.resize, "'"));
+  if (!cmd.resize.empty() && !IsResizeMode(cmd.resize)) {
+    return absl::InvalidArgumentError(ResizeModeProblem("--resize", cmd.resize));
   }
   if (fs::exists(cmd.out_dir, ec) && !fs::is_empty(cmd.out_dir, ec)) {
     return absl::AlreadyExistsError(absl::StrCat(cmd.out_dir, " exists and is not empty"));

@@ -15,4 +15,15 @@ absl::StatusOr<nlohmann::json> ReadJsonObject(const std::string& path, size_t ma
   return j;
 }
 
+std::vector<std::string> ChangedKeys(const nlohmann::json& before, const nlohmann::json& now,
+                                     const std::function<bool(const std::string&)>& compared) {
+  std::vector<std::string> changed;
+  for (const auto& [key, value] : now.items()) {
+    if (!compared(key)) continue;
+    const nlohmann::json was = before.contains(key) ? before[key] : nlohmann::json();
+    if (was != value) changed.push_back(absl::StrCat(key, " ", was.dump(), " -> ", value.dump()));
+  }
+  return changed;
+}
+
 }  // namespace skinlesion

@@ -12,7 +12,9 @@
 #define SKINLESION_COMMON_JSON_FILE_H_
 
 #include <cstddef>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -23,6 +25,12 @@ namespace skinlesion {
 absl::StatusOr<nlohmann::json> ReadJsonObject(
     const std::string& path, size_t max_bytes,
     absl::StatusCode bad_content = absl::StatusCode::kDataLoss);
+
+// The keys of object `now` for which `compared(key)` holds and whose value differs from
+// `before`'s (null where `before` lacks the key), each as "key <before> -> <now>" in
+// JSON (e.g. `lr 0.001 -> 0.0003`): what a resumed run would change.
+std::vector<std::string> ChangedKeys(const nlohmann::json& before, const nlohmann::json& now,
+                                     const std::function<bool(const std::string&)>& compared);
 
 }  // namespace skinlesion
 

@@ -55,5 +55,15 @@ TEST_F(ReadJsonObjectTest, MissingAndOversizedFilesKeepTheReadersErrors) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("over the limit")));
 }
 
+// A changed value and a key `before` lacks are listed in `now`'s order; equal values and
+// keys not compared are not.
+TEST(ChangedKeysTest, ListsTheComparedKeysWhoseValuesDiffer) {
+  const nlohmann::json before = {{"lr", 0.001}, {"epochs", 3}, {"threads", 1}};
+  const nlohmann::json now = {{"epochs", 3}, {"lr", 0.0003}, {"resize", "resize"}, {"threads", 2}};
+  EXPECT_EQ(ChangedKeys(before, now, [](const std::string& key) { return key != "threads"; }),
+            (std::vector<std::string>{"lr 0.001 -> 0.0003", "resize null -> \"resize\""}));
+  EXPECT_TRUE(ChangedKeys(now, now, [](const std::string&) { return true; }).empty());
+}
+
 }  // namespace
 }  // namespace skinlesion

@@ -144,7 +144,7 @@ absl::Status ParsePreprocessing(const FieldReader& r, const json& p, bool has_si
   }
   if (p.contains("resize")) {
     SL_ASSIGN_OR_RETURN(out.resize, r.String("preprocessing.resize", p["resize"]));
-    if (out.resize != kResizeShorterSideCenterCrop && out.resize != kResizeDirect) {
+    if (!IsResizeMode(out.resize)) {
       return r.Error("preprocessing.resize", "must be \"shorter_side_center_crop\" or \"resize\"", p["resize"]);
     }
   }
@@ -355,6 +355,16 @@ json& ObjectAt(json& j, const char* key) {
 }
 
 }  // namespace
+
+bool IsResizeMode(absl::string_view mode) {
+  return mode == kResizeShorterSideCenterCrop || mode == kResizeDirect;
+}
+
+std::string ResizeModeProblem(absl::string_view what, absl::string_view mode) {
+  if (IsResizeMode(mode)) return "";
+  return absl::StrCat(what, " must be ", kResizeShorterSideCenterCrop, " or ", kResizeDirect,
+                      ", got '", mode, "'");
+}
 
 absl::StatusOr<ModelManifest> ModelManifest::Parse(const json& m, absl::string_view source) {
   const FieldReader r(source);

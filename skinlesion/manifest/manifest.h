@@ -78,6 +78,11 @@ inline constexpr int kDefaultImageSize = 224;
 inline constexpr int64_t kMaxVitDimension = 65536;
 inline constexpr char kResizeShorterSideCenterCrop[] = "shorter_side_center_crop";
 inline constexpr char kResizeDirect[] = "resize";
+// Whether `mode` is one of the two resize modes above.
+bool IsResizeMode(absl::string_view mode);
+// "" for a resize mode, else "<what> must be shorter_side_center_crop or resize, got
+// '<mode>'" (training configs and `export --resize` name the problem the same way).
+std::string ResizeModeProblem(absl::string_view what, absl::string_view mode);
 
 // The golden set's tolerances on a probability (max abs): fp32 reproduces the
 // trainer's outputs to rounding; bf16 keeps 8 bits of mantissa and moves the bundled

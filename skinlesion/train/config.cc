@@ -182,10 +182,8 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   parse(ParseTrainPrecision(precision), choices.precision);
   if (ema_decay < 0 || ema_decay >= 1) p.push_back("ema_decay must be in [0, 1)");
   if (colour_constancy_p < 0 || colour_constancy_p > 16) p.push_back("colour_constancy_p must be in [0, 16]");
-  if (resize != kResizeShorterSideCenterCrop && resize != kResizeDirect) {
-    p.push_back(absl::StrCat("resize must be ", kResizeShorterSideCenterCrop, " or ", kResizeDirect,
-                             ", got '", resize, "'"));
-  }
+  if (std::string problem = ResizeModeProblem("resize", resize); !problem.empty())
+    p.push_back(problem);
   if (!(target_sensitivity > 0 && target_sensitivity <= 1)) {
     p.push_back("target_sensitivity must be in (0, 1]");
   }

@@ -432,13 +432,8 @@ absl::Status CheckResumedConfig(const std::string& saved_path, const TrainConfig
   if (!saved.ok())
     return absl::Status(saved.status().code(),
                         absl::StrCat(saved_path, ": ", saved.status().message()));
-  const nlohmann::json before = saved->ToJson(), now = c.ToJson();
-  std::vector<std::string> changed;
-  for (const auto& [key, value] : now.items()) {
-    const nlohmann::json was = before.value(key, nlohmann::json());
-    if (ResumableKey(key) || was == value) continue;
-    changed.push_back(absl::StrCat(key, " ", was.dump(), " -> ", value.dump()));
-  }
+  const std::vector<std::string> changed = ChangedKeys(
+      saved->ToJson(), c.ToJson(), [](const std::string& key) { return !ResumableKey(key); });
   if (changed.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       "resuming with another recipe than ", saved_path, " (", absl::StrJoin(changed, ", "),
