@@ -36,6 +36,20 @@ fi
 grep -q "was started on other images (split_digest" "$OUT/err_resume_split.txt"
 cmp "$OUT/split.csv" "$OUT/run/split.csv"
 cmp "$OUT/run_data_before.json" "$OUT/run/run_data.json"
+# ... and so are the same ids in another folder whose files differ (one byte after a JPEG's
+# end here, which decodes the same: a resized or re-encoded copy differs more).
+grep -q '"images_digest"' "$OUT/run/run_data.json"
+cp -r "$FIX/images" "$OUT/images_changed"
+changed=$(find "$OUT/images_changed" -name "$(awk -F, 'NR==2 {print $1}' "$OUT/split.csv").*")
+printf 'x' >> "$changed"
+if "$CLI" train --data "$OUT/images_changed" --metadata "$FIX/metadata_subset.csv" --split "$OUT/split.csv" \
+  --out "$OUT/run" --device cpu --resume \
+  --set architecture=resnet18,image_size=32,epochs=2,frozen_epochs=1,batch_size=4,num_workers=1,threads=1,progress_interval_s=0 \
+  2> "$OUT/err_resume_files.txt"; then
+  echo "train --resume went on with other files under the same ids"; exit 1
+fi
+grep -q "was started on other images (images_digest" "$OUT/err_resume_files.txt"
+cmp "$OUT/run_data_before.json" "$OUT/run/run_data.json"
 # The golden set: images copied into the model and the outputs the trainer recorded.
 /usr/bin/python3 - "$OUT/run/model" <<'PY'
 import json, os, sys

@@ -2,7 +2,7 @@
 # docs/cv/hold_36_illuminant/run.sh (a source held out, trained with an augmentation
 # preset) dry-run on the fixtures with a tiny model: the preset reaches the training
 # config, the test and flip-view reports land in docs/cv/hold_<source>_36_<AUG>/, a
-# second run trains nothing again, AUG=medical writes its own folder, and a source
+# second run trains nothing again, AUG=medical and SEED=7 write their own folders, and a source
 # without a split is refused; SELECT=last hands on the finished run's last epoch.
 # shellcheck source=tools/fixture_scripts.sh
 source "$(dirname "$0")/fixture_scripts.sh"
@@ -54,3 +54,10 @@ assert os.path.exists(os.path.join(d, "tta_metrics.json"))
 PY
 if SELECT=first "$RUN" > "$OUT/bad_select.txt" 2>&1; then echo "SELECT=first ran"; exit 1; fi
 grep -q "SELECT is best or last, not first" "$OUT/bad_select.txt"
+# SEED=N: another seed of the same arm, in its own folders, with the seed in its config.
+SEED=7 AUG=medical "$RUN" > "$OUT/seed.txt" 2>&1 || { cat "$OUT/seed.txt"; exit 1; }
+grep -q '"seed": 7' "$OUT/work/hold_rosendahl_36_medical_seed7/config.json"
+test -s "$OUT/docs/hold_rosendahl_36_medical_seed7/metrics.json"
+grep -q '"seed": 42' "$OUT/work/hold_rosendahl_36_medical/config.json"
+if SEED=x "$RUN" > "$OUT/bad_seed.txt" 2>&1; then echo "SEED=x ran"; exit 1; fi
+grep -q "SEED is a whole number, not x" "$OUT/bad_seed.txt"

@@ -6,9 +6,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "skinlesion/common/status.h"
 
 namespace skinlesion {
 
@@ -136,6 +139,26 @@ int WriteAll(int fd, absl::string_view bytes) {
   return 0;
 }
 
+namespace {
+
+std::string ParentOf(const std::string& path) {
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  return parent.empty() ? "." : parent;
+}
+
+// Swaps the names of two existing entries in one step: 0, or -1 with errno (EINVAL or ENOSYS
+// where the filesystem or the C library cannot).
+int ExchangeNames(const std::string& a, const std::string& b) {
+#ifdef RENAME_EXCHANGE
+  return ::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE);
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+}  // namespace
+
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content) {
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -157,7 +180,49 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
     ::unlink(tmp.c_str());
     return absl::InternalError(absl::StrCat("rename to ", path, ": ", std::strerror(err)));
   }
+  return FsyncPath(ParentOf(path), /*directory=*/true);
+}
+
+absl::Status FsyncPath(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return absl::InternalError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", path, ": ", std::strerror(err)));
   return absl::OkStatus();
+}
+
+absl::Status ReplaceDirectory(const std::string& staged, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(staged, ec)) {
+    return absl::NotFoundError(absl::StrCat("no directory ", staged, " to put in place of ", dir));
+  }
+  SL_RETURN_IF_ERROR(FsyncPath(staged, /*directory=*/true));
+  const auto failed = [&](absl::string_view what, int err) {
+    return absl::InternalError(
+        absl::StrCat("cannot ", what, " ", staged, " and ", dir, ": ", std::strerror(err)));
+  };
+  if (!fs::exists(dir, ec)) {
+    if (::rename(staged.c_str(), dir.c_str()) != 0) return failed("rename", errno);
+  } else if (ExchangeNames(staged, dir) == 0) {
+    fs::remove_all(staged, ec);  // The previous content, now under the staged name.
+  } else if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) {
+    // No exchange on this filesystem: aside, in, and the previous content removed.
+    const std::string old = dir + ".old";
+    fs::remove_all(old, ec);
+    if (::rename(dir.c_str(), old.c_str()) != 0) return failed("move aside for", errno);
+    if (::rename(staged.c_str(), dir.c_str()) != 0) {
+      const int err = errno;
+      (void)::rename(old.c_str(), dir.c_str());
+      return failed("rename", err);
+    }
+    fs::remove_all(old, ec);
+  } else {
+    return failed("exchange", errno);
+  }
+  return FsyncPath(ParentOf(dir), /*directory=*/true);
 }
 
 }  // namespace skinlesion

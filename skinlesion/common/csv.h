@@ -46,8 +46,19 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max
 // errno of the write that failed.
 int WriteAll(int fd, absl::string_view bytes);
 
-// Writes `content` to `path` atomically (temporary file + fsync + rename).
+// Writes `content` to `path` atomically and durably (temporary file, fsync, rename, fsync of
+// the directory): after a crash `path` holds the old content or the new, whole.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content);
+
+// fsyncs a file, or a directory's entries (`directory` true).
+absl::Status FsyncPath(const std::string& path, bool directory);
+
+// Puts the directory `staged` (its files written and fsynced by the caller) in the place of
+// `dir`, which may not exist yet, and removes the previous content. Where the filesystem can
+// exchange two names in one step (Linux renameat2 RENAME_EXCHANGE), `dir` is whole at every
+// moment, old or new, to readers and after a crash; elsewhere it is moved aside first, and
+// missing for the moment between two renames. The parent directory is fsynced after.
+absl::Status ReplaceDirectory(const std::string& staged, const std::string& dir);
 
 }  // namespace skinlesion
 

@@ -60,15 +60,6 @@ class Sha256 {
   EVP_MD_CTX* ctx_;
 };
 
-absl::Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return absl::InternalError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", path, ": ", std::strerror(errno)));
-  return absl::OkStatus();
-}
-
 // The payload of a download's DataLoss: what it found damaged (DownloadDamageOf).
 constexpr char kDamagePayload[] = "type.skinlesion/skinlesion.registry.DownloadDamage";
 

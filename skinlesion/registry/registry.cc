@@ -51,15 +51,6 @@ absl::Status ErrnoStatus(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
 
-absl::Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open", path);
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return ErrnoStatus("fsync", path);
-  return absl::OkStatus();
-}
-
 // Copies src to dst while hashing; fsyncs dst.
 absl::StatusOr<FileEntry> CopyAndHash(const std::string& src, const std::string& dst,
                                       const std::string& name) {

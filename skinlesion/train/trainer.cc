@@ -360,14 +360,18 @@ absl::Status WriteArchive(const std::string& path, Save save) {
     return absl::InternalError(
         absl::StrCat("serializing ", path, ": ", e.what_without_backtrace()));
   }
+  // On disk before the checkpoint's directory is put in place (ReplaceDirectory): a crash
+  // leaves the previous checkpoint or this one, never a whole-looking one of empty files.
+  if (error == 0 && ::fsync(fd) != 0) error = errno;
   if (::close(fd) != 0 && error == 0) error = errno;
   if (error != 0)
     return absl::InternalError(absl::StrCat("write ", path, ": ", std::strerror(error)));
   return absl::OkStatus();
 }
 
-// Writes model, optimizer (when given), EMA (when given) and state into dir atomically
-// (tmp dir + rename). The best checkpoint carries no optimizer: only `last` is resumed from.
+// Writes model, optimizer (when given), EMA (when given) and state into dir atomically and
+// durably (files fsynced in a tmp dir, then ReplaceDirectory). The best checkpoint carries no
+// optimizer: only `last` is resumed from.
 absl::Status SaveCheckpoint(const std::string& dir, models::Classifier& model,
                             torch::optim::Optimizer* optimizer, Ema* ema, const RunState& state,
                             bool frozen) {
@@ -404,12 +408,10 @@ absl::Status SaveCheckpoint(const std::string& dir, models::Classifier& model,
     return absl::Status(written.code(),
                         absl::StrCat("saving checkpoint ", dir, ": ", written.message()));
   }
-  const std::string old = dir + ".old";
-  fs::remove_all(old, ec);
-  if (fs::exists(dir)) fs::rename(dir, old, ec);
-  fs::rename(tmp, dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot move checkpoint into ", dir, ": ", ec.message()));
-  fs::remove_all(old, ec);
+  if (const absl::Status placed = ReplaceDirectory(tmp, dir); !placed.ok()) {
+    return absl::Status(placed.code(),
+                        absl::StrCat("saving checkpoint ", dir, ": ", placed.message()));
+  }
   return absl::OkStatus();
 }
 
@@ -677,6 +679,17 @@ absl::Status Trainer::Setup() {
   fs::create_directories(ctx_.output_dir + "/checkpoints", ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", ctx_.output_dir, ": ", ec.message()));
   const std::string config_path = ctx_.output_dir + "/config.json";
+  // A crash between ReplaceDirectory's two renames (filesystems without an exchange, or this
+  // program before it used one) leaves `last` moved aside, whole: resume from it.
+  // Every rank of a run on one machine may try; one rename wins.
+  if (ctx_.resume && !fs::exists(last_dir_) && fs::exists(last_dir_ + ".old/state.json")) {
+    fs::rename(last_dir_ + ".old", last_dir_, ec);
+    if (ec && !fs::exists(last_dir_))
+      return absl::InternalError(
+          absl::StrCat("cannot restore ", last_dir_, ".old: ", ec.message()));
+    SL_LOG(WARNING) << "restored " << last_dir_ << " from " << last_dir_
+                    << ".old (the run stopped while saving it)";
+  }
   if (ctx_.resume && fs::exists(last_dir_ + "/state.json") && fs::exists(config_path)) {
     SL_RETURN_IF_ERROR(CheckResumedConfig(config_path, c_));
   }

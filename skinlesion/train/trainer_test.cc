@@ -145,6 +145,7 @@ class StopAfter : public ProgressListener {
   explicit StopAfter(int epochs) : epochs_(epochs) {}
   void OnEpoch(const EpochRecord&) override { ++seen_; }
   bool ShouldStop() override { return seen_ >= epochs_; }
+  int seen() const { return seen_; }
 
  private:
   int epochs_, seen_ = 0;
@@ -178,6 +179,31 @@ TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
   torch::load(full_ema, full->last_checkpoint + "/ema.pt");
   torch::load(resumed_ema, resumed->last_checkpoint + "/ema.pt");
   ExpectIdentical(full_ema, resumed_ema);
+}
+
+// A run stopped between the two renames that put a checkpoint in place where the filesystem
+// cannot exchange names (ReplaceDirectory) finds `last` moved aside to last.old: the
+// resume takes it back and trains only the epochs left.
+TEST(TrainerTest, AResumeTakesBackACheckpointMovedAside) {
+  const auto samples = FixtureSamples();
+  TrainConfig c = TinyConfig();
+  c.epochs = 3;
+  TempDir dir;
+  StopAfter stop(2);
+  TrainContext first = Context(dir.path());
+  first.listener = &stop;
+  EXPECT_THAT(Train(c, samples, samples, first),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  std::filesystem::rename(dir.Join("checkpoints/last"), dir.Join("checkpoints/last.old"));
+  StopAfter count(100);
+  TrainContext second = Context(dir.path());
+  second.resume = true;
+  second.listener = &count;
+  auto resumed = Train(c, samples, samples, second);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(count.seen(), 1) << "the resume trained from the start";
+  EXPECT_EQ(resumed->history.size(), 3u);
+  EXPECT_FALSE(std::filesystem::exists(dir.Join("checkpoints/last.old")));
 }
 
 // Files larger than `bytes` cannot be written while it lives (write() fails with EFBIG, as

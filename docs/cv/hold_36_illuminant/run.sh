@@ -13,12 +13,15 @@
 # (select_epoch last: the arms compared at one length, without the selection's noise) and
 # writes docs/cv/hold_<source>_36_<AUG>_last/; it reuses the finished run of the same AUG
 # (all 36 epochs either way) instead of training again.
+# SEED=N trains with seed N instead of the recipe's 42 (a second run of the same arm, to
+# measure how far one seed moves the figures) and appends _seedN to the folders.
 # Resumable: a source whose metrics are there is skipped, a training resumes from its
 # last epoch. About 33 minutes a source with bf16 on 2 cores.
 #
 #   docs/cv/hold_36_illuminant/run.sh                        # SOURCES="rosendahl vidir_modern"
 #   AUG=medical SOURCES=rosendahl docs/cv/hold_36_illuminant/run.sh
 #   SELECT=last AUG=medical SOURCES=rosendahl docs/cv/hold_36_illuminant/run.sh
+#   SEED=7 SELECT=last AUG=medical SOURCES=vidir_modern docs/cv/hold_36_illuminant/run.sh
 # Dry run on the fixtures: DATA=tests/fixtures/ham10000/images
 #   METADATA=tests/fixtures/ham10000/metadata_subset.csv WORK=/tmp/w DOCS_OUT=/tmp/w/docs
 #   SET=image_size=32,epochs=1 SOURCES=rosendahl SPLIT_rosendahl=split.csv run.sh
@@ -43,7 +46,12 @@ case $SELECT in
   last) SUFFIX=_last SET_ARG+=",select_epoch=last" ;;
   *) echo "SELECT is best or last, not $SELECT" >&2; exit 2 ;;
 esac
-log() { echo "[hold $AUG$SUFFIX $(date -u +%H:%M)] $*" >&2; }
+SEED_SUFFIX=
+if [ -n "${SEED:-}" ]; then
+  [[ $SEED =~ ^[0-9]+$ ]] || { echo "SEED is a whole number, not $SEED" >&2; exit 2; }
+  SET_ARG+=",seed=$SEED" SEED_SUFFIX=_seed$SEED
+fi
+log() { echo "[hold $AUG$SUFFIX$SEED_SUFFIX $(date -u +%H:%M)] $*" >&2; }
 for src in ${SOURCES:-rosendahl vidir_modern}; do
   case $src in
     rosendahl) default_split=docs/cv/hold_rosendahl_24ep/split.csv ;;
@@ -52,9 +60,10 @@ for src in ${SOURCES:-rosendahl vidir_modern}; do
   esac
   split_var=SPLIT_$src
   S=${!split_var:-$default_split}
-  OUT=${DOCS_OUT:-docs/cv}/hold_${src}_36_$AUG$SUFFIX
-  R=$W/hold_${src}_36_$AUG$SUFFIX
-  FINISHED=$W/hold_${src}_36_$AUG  # The same training, its epoch chosen on validation.
+  OUT=${DOCS_OUT:-docs/cv}/hold_${src}_36_$AUG$SUFFIX$SEED_SUFFIX
+  R=$W/hold_${src}_36_$AUG$SUFFIX$SEED_SUFFIX
+  # The same training, its epoch chosen on validation.
+  FINISHED=$W/hold_${src}_36_$AUG$SEED_SUFFIX
   if [ -e "$OUT/metrics.json" ]; then
     log "$src: metrics already in $OUT"
     continue
