@@ -61,3 +61,14 @@ test -s "$OUT/docs/hold_rosendahl_36_medical_seed7/metrics.json"
 grep -q '"seed": 42' "$OUT/work/hold_rosendahl_36_medical/config.json"
 if SEED=x "$RUN" > "$OUT/bad_seed.txt" 2>&1; then echo "SEED=x ran"; exit 1; fi
 grep -q "SEED is a whole number, not x" "$OUT/bad_seed.txt"
+# SEED=7 at one length for both arms (the medical one from the SEED=7 run above), and the
+# seed table of compare.py: a row per arm and seed, the spread over seeds, the paired difference.
+SEED=7 SELECT=last AUG=medical "$RUN" > "$OUT/seed_last_medical.txt" 2>&1 || { cat "$OUT/seed_last_medical.txt"; exit 1; }
+grep -q "the last epoch of $OUT/work/hold_rosendahl_36_medical_seed7" "$OUT/seed_last_medical.txt"
+SEED=7 SELECT=last "$RUN" > "$OUT/seed_last.txt" 2>&1 || { cat "$OUT/seed_last.txt"; exit 1; }
+HOLD_DOCS=$OUT/docs /usr/bin/python3 "$ROOT/docs/cv/hold_36_illuminant/compare.py" --seeds rosendahl > "$OUT/seeds.md"
+for row in "| medical | 7 |" "| medical_illuminant | 7 |" "| medical_illuminant | 42 |" \
+           "| medical_illuminant: largest - smallest over seeds |" "| illuminant - medical | 7 |"; do
+  grep -qF "$row" "$OUT/seeds.md" || { echo "no row $row"; cat "$OUT/seeds.md"; exit 1; }
+done
+if grep -qF "| illuminant - medical | 42 |" "$OUT/seeds.md"; then echo "a difference without both arms"; exit 1; fi

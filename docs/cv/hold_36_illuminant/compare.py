@@ -10,14 +10,22 @@ threshold, fitted on the other sources' validation images (session 8's vidir_mod
 model's threshold was fitted as a point estimate, its 95%-confidence fit is in
 confidence_metrics.json there). Then the per-class recall and one-vs-rest AUC.
 
-    /usr/bin/python3 docs/cv/hold_36_illuminant/compare.py [rosendahl vidir_modern]
+--seeds: the arms at one length (the _last folders), one row per seed (42, the recipe's,
+and every _last_seed<N> folder run.sh SEED=N wrote), single view, and per seed the
+difference medical_illuminant - medical: whether the arms differ by more than a seed
+moves one arm.
+
+    /usr/bin/python3 docs/cv/hold_36_illuminant/compare.py [--seeds] [rosendahl vidir_modern]
 """
+import glob
 import json
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CV = os.path.dirname(HERE)
+# The folders run.sh wrote: docs/cv, or its DOCS_OUT (HOLD_DOCS).
+CV = os.environ.get("HOLD_DOCS", os.path.dirname(HERE))
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
@@ -40,8 +48,72 @@ def row(m, epoch):
             f"{'95% confidence' if r['policy'].get('sensitivity_confidence') else 'point estimate'})")
 
 
+ARMS = ("medical", "medical_illuminant")
+SEED_COLUMNS = (("macro AUC", lambda m: m["macro_auc"]),
+                ("malignant AUC", lambda m: m["malignant_auc"]),
+                ("balanced accuracy (rule)", lambda m: m["balanced_accuracy"]),
+                ("melanoma recall", lambda m: m["melanoma_recall"]),
+                ("melanoma AUC", lambda m: m["per_class"]["mel"]["auc"]),
+                ("naevus recall", lambda m: m["per_class"]["nv"]["recall"]),
+                ("naevus AUC", lambda m: m["per_class"]["nv"]["auc"]),
+                ("malignant referred", lambda m: m["referral"]["malignant_sensitivity"]["value"]),
+                ("refer rate", lambda m: m["referral"]["refer_rate"]["value"]))
+
+
+def cell(x, sign=""):
+    """A figure, or a dash where the test images cannot give it (a class absent)."""
+    return "—" if x is None else f"{x:{sign}.3f}"
+
+
+def figures(m):
+    return [f(m) for _, f in SEED_COLUMNS]
+
+
+def seed_runs(source, arm):
+    """{seed: metrics} of an arm's last-epoch runs on a source."""
+    found = {}
+    base = os.path.join(CV, f"hold_{source}_36_{arm}_last")
+    if os.path.exists(os.path.join(base, "metrics.json")):
+        found[42] = json.load(open(os.path.join(base, "metrics.json")))
+    for d in glob.glob(base + "_seed*"):
+        seed = re.fullmatch(r".*_seed(\d+)", d)
+        if seed and os.path.exists(os.path.join(d, "metrics.json")):
+            found[int(seed.group(1))] = json.load(open(os.path.join(d, "metrics.json")))
+    return found
+
+
+def seeds(sources):
+    for source in sources:
+        runs_by_arm = {arm: seed_runs(source, arm) for arm in ARMS}
+        print(f"\n### {source} held out, last epoch, single view\n")
+        print("| arm | seed | " + " | ".join(name for name, _ in SEED_COLUMNS) + " |")
+        print("|---|---:|" + "---:|" * len(SEED_COLUMNS))
+        for arm in ARMS:
+            for seed, m in sorted(runs_by_arm[arm].items()):
+                print(f"| {arm} | {seed} | " + " | ".join(cell(x) for x in figures(m)) + " |")
+        for arm in ARMS:  # How far a seed moves one arm.
+            found = runs_by_arm[arm]
+            if len(found) >= 2:
+                values = [figures(m) for _, m in sorted(found.items())]
+                spread = [None if None in v else max(v) - min(v) for v in zip(*values)]
+                print(f"| {arm}: largest - smallest over seeds | | " + " | ".join(cell(x) for x in spread) + " |")
+        both = sorted(set(runs_by_arm[ARMS[0]]) & set(runs_by_arm[ARMS[1]]))
+        diffs = []
+        for seed in both:
+            a, b = (figures(runs_by_arm[arm][seed]) for arm in ARMS)
+            diffs.append([None if None in (x, y) else y - x for x, y in zip(a, b)])
+            print(f"| illuminant - medical | {seed} | " + " | ".join(cell(x, "+") for x in diffs[-1]) + " |")
+        if len(diffs) >= 2:
+            mean = [None if None in v else sum(v) / len(v) for v in zip(*diffs)]
+            print("| illuminant - medical, mean over seeds | | " + " | ".join(cell(x, "+") for x in mean) + " |")
+
+
 def main():
-    for source in sys.argv[1:] or ["rosendahl", "vidir_modern"]:
+    args = sys.argv[1:]
+    if args and args[0] == "--seeds":
+        seeds(args[1:] or ["rosendahl", "vidir_modern"])
+        return
+    for source in args or ["rosendahl", "vidir_modern"]:
         found = runs(source)
         print(f"\n### {source} held out\n")
         print("| model | views | epoch | balanced accuracy (rule) | most probable class | macro AUC | malignant AUC | "
