@@ -486,14 +486,18 @@ y = torch.arange(8)
 c = {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.5}
 def mix(step):
     return ref.mix_batch(x, y, c, ref.Rng(ref.derive_seed(42, ref.MIX_SEED_TAG, 0, step, 0)))
-out, partner, lam = mix(0)  # CutMix
+out, partner, lam, perm = mix(0)  # CutMix
 assert partner.tolist() == [4, 5, 7, 0, 1, 3, 6, 2] and lam == 0.525, (partner, lam)
+assert perm.tolist() == partner.tolist()  # y is 0..7: each row's partner is its label
 box = (out[0, 0] != 1).nonzero()
 assert box.amin(0).tolist() == [0, 11] and box.amax(0).tolist() == [14, 29], box
 assert mix(2)[1] is None
-out, partner, lam = mix(3)  # mixup
+out, partner, lam, perm = mix(3)  # mixup
 assert partner.tolist() == [6, 2, 1, 7, 4, 3, 0, 5] and lam == 0.0004579783919513169, (partner, lam)
 assert torch.allclose(out[0], x[0] * lam + x[6] * (1 - lam))
+# Distillation: the value skinlesion/train/losses_test.cc pins (DistillationByHand, T = 2).
+d = ref.distillation_loss(torch.tensor([[1.0, -1.0]]), torch.tensor([[0.2, 0.8]]), 2.0).item()
+assert abs(d - 1.3736567435603062) < 1e-5, d
 # The illuminant preset: medical with RandomIlluminant after BrightnessContrast, whose
 # gains change the light's colour, not its brightness (their product is 1).
 import numpy as np
@@ -517,6 +521,36 @@ c = json.load(open(sys.argv[2]))["data"]
 assert m["n"] == c["test_images"], (m["n"], c)  # the same test fold as the C++ round
 assert (m["best_epoch"], m["monitor_best_epoch"], m["epochs_run"]) == (1, 0, 2), m
 PY
+# Distillation in the reference: teachers' answers for every image train it; answers that
+# miss a training image are refused as in C++.
+/usr/bin/python3 - "$FIX/metadata_subset.csv" "$OUT/ref_config.json" "$OUT" <<'PY'
+import csv, json, os, sys
+meta, config, out = sys.argv[1:]
+rows = list(csv.DictReader(open(meta)))
+# Round 1 trains on fold0 (fold1 tests, fold2 validates): one of its images goes unanswered.
+unanswered = next(r["image_id"] for r in csv.DictReader(open(os.path.join(out, "kfold.csv"))) if r["partition"] == "fold0")
+classes = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+def write(path, rows):
+    with open(path, "w") as f:
+        f.write("image_id,label,views,temperature,ood_method,ood_units," + ",".join("p_" + c for c in classes) + "\n")
+        for r in rows:
+            f.write(f"{r['image_id']},{r['dx']},none,1,energy,0," + ",".join("0.94" if c == "vasc" else "0.01" for c in classes) + "\n")
+write(os.path.join(out, "teacher_all.csv"), rows)
+write(os.path.join(out, "teacher_fewer.csv"), [r for r in rows if r["image_id"] != unanswered])
+c = json.load(open(config))
+for name, files in (("distill", "teacher_all.csv"), ("distill_fewer", "teacher_fewer.csv")):
+    c.update(distill_answers=os.path.join(out, files), distill_weight=0.5, distill_temperature=2.0)
+    json.dump(c, open(os.path.join(out, f"ref_{name}.json"), "w"))
+PY
+REF_DISTILL=("${REF[@]}")
+REF_DISTILL[3]=$OUT/ref_distill.json
+OMP_NUM_THREADS=1 "${REF_DISTILL[@]}" --fold 1 --out "$OUT/ref_distill" 2> "$OUT/ref_distill.txt" || { cat "$OUT/ref_distill.txt"; exit 1; }
+test -s "$OUT/ref_distill/metrics.json"
+REF_DISTILL[3]=$OUT/ref_distill_fewer.json
+if OMP_NUM_THREADS=1 "${REF_DISTILL[@]}" --fold 1 --out "$OUT/ref_distill_fewer" 2> "$OUT/ref_distill_fewer.txt"; then
+  echo "the reference distilled without an answer for every training image"; exit 1
+fi
+grep -q "distill_answers: no teacher answer for 1 of" "$OUT/ref_distill_fewer.txt"
 if "${REF[@]}" --out "$OUT/ref_nofold" 2> "$OUT/ref_err.txt"; then
   echo "the reference ran a k-fold split without a round"; exit 1
 fi

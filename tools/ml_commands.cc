@@ -913,12 +913,15 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& c
 // The same for any model that never saw fold<fold>: a cv round's (trained on the other
 // folds but its validation one) or one trained with --all_folds --fold <fold> (every
 // other image; its manifest's data.test_fold). Writes <out_dir>/out_of_fold_<views>.csv.
+// `training_images_allowed`: a fold the model trained on is answered too (a teacher's
+// answers for distillation) instead of refused.
 absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerFold(const std::string& model_dir, int fold,
                                                            const data::Split& split,
                                                            const data::Catalogue& catalogue,
                                                            const std::vector<Tta>& views,
                                                            std::optional<OodMethod> ood_method,
-                                                           const std::string& out_dir);
+                                                           const std::string& out_dir,
+                                                           bool training_images_allowed = false);
 }  // namespace
 
 absl::Status RunCrossValidate(const CrossValidateCommand& cmd) {
@@ -1235,7 +1238,7 @@ absl::Status RunEvaluate(const EvaluateCommand& cmd) {
     std::vector<Tta> views = {Tta::kNone};
     if (tta != Tta::kNone) views.push_back(tta);
     SL_RETURN_IF_ERROR(AnswerFold(model_dir, answers_fold, *split, dataset->catalogue, views,
-                                  std::nullopt, cmd.answers_dir)
+                                  std::nullopt, cmd.answers_dir, cmd.answers_of_training_images)
                            .status());
   }
   return absl::OkStatus();
@@ -1373,12 +1376,10 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerRound(const std::string& c
                     absl::StrCat(cv_dir, "/fold", fold));
 }
 
-absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerFold(const std::string& round_model, int fold,
-                                                           const data::Split& split,
-                                                           const data::Catalogue& catalogue,
-                                                           const std::vector<Tta>& views,
-                                                           std::optional<OodMethod> method,
-                                                           const std::string& out_dir) {
+absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerFold(
+    const std::string& round_model, int fold, const data::Split& split,
+    const data::Catalogue& catalogue, const std::vector<Tta>& views,
+    std::optional<OodMethod> method, const std::string& out_dir, bool training_images_allowed) {
   SL_ASSIGN_OR_RETURN(const serving::ModelSpec spec, serving::ReadModelSpec(round_model));
   SL_ASSIGN_OR_RETURN(models::Checkpoint round, models::LoadCheckpoint(round_model));
   round.model->eval();
@@ -1394,15 +1395,27 @@ absl::StatusOr<std::vector<eval::RoundAnswers>> AnswerFold(const std::string& ro
   const nlohmann::json& data_doc = spec.document.value("data", nlohmann::json::object());
   const nlohmann::json trained_fold = data_doc.value("fold", nlohmann::json());
   const bool all_but = test_fold >= 0;
-  if (all_but ? test_fold != fold
-              : !trained_fold.is_number_integer() || trained_fold.get<int>() != fold) {
+  // The fold the model kept out of its training (its test fold).
+  const int own_fold = all_but                            ? test_fold
+                       : trained_fold.is_number_integer() ? trained_fold.get<int>()
+                                                          : -1;
+  if (own_fold < 0 || (own_fold != fold && !training_images_allowed)) {
     return absl::FailedPreconditionError(absl::StrCat(
         round_model, " did not keep fold", fold, " out of its training (its manifest's data: fold ",
-        trained_fold.dump(), ", test_fold ", all_but ? absl::StrCat(test_fold) : "none", ")"));
+        trained_fold.dump(), ", test_fold ", all_but ? absl::StrCat(test_fold) : "none", ")",
+        own_fold >= 0 ? "; --answers_of_training_images for a teacher's answers" : ""));
   }
-  SL_ASSIGN_OR_RETURN(const data::TrainValTest sets,
-                      all_but ? data::ApplyAllFolds(split, catalogue, fold)
-                              : data::ApplyRound(split, catalogue, fold));
+  // Its own training images (for the not-a-lesion units) and the fold's images answered.
+  SL_ASSIGN_OR_RETURN(data::TrainValTest sets, all_but
+                                                   ? data::ApplyAllFolds(split, catalogue, own_fold)
+                                                   : data::ApplyRound(split, catalogue, own_fold));
+  if (fold != own_fold) {
+    SL_ASSIGN_OR_RETURN(sets.test, data::Apply(split, catalogue, absl::StrCat("fold", fold)));
+    std::printf(
+        "round %d: fold%d is among the model's training images: its answers teach, they "
+        "measure nothing\n",
+        fold, fold);
+  }
   // The not-a-lesion scores are in units of the round model's own training scores.
   SL_ASSIGN_OR_RETURN(const TrainingScores own,
                       ScoreTrainingImages(*round.model, spec, sets.train, ood_method));

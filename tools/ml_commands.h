@@ -69,6 +69,9 @@ struct EvaluateCommand {
   // Non-empty: also writes the model's answers on partition fold<N> (a fold it never
   // saw) as a cv round keeps them, DIR/out_of_fold_{none,<its views>}.csv (fp32).
   std::string answers_dir;
+  // With answers_dir: a fold the model trained on is answered too (teacher answers for
+  // distillation) instead of refused.
+  bool answers_of_training_images = false;
 };
 
 struct PredictCommand {

@@ -114,6 +114,9 @@ ABSL_FLAG(std::string, answers_dir, "",
           "evaluate: with --partition fold<N> of a k-fold split, also write the model's answers on "
           "that fold as a cv round keeps them (out_of_fold_none.csv and its views'), for "
           "fit-thresholds --from_cv; the model must not have trained on fold<N>");
+ABSL_FLAG(bool, answers_of_training_images, false,
+          "evaluate: with --answers_dir, also on a fold the model trained on: a teacher's answers "
+          "on a student's training images (train distill_answers); they measure nothing");
 ABSL_FLAG(std::string, isic_csv, "", "ISIC 2018/2019 one-hot ground-truth CSV (evaluate)");
 ABSL_FLAG(std::string, images, "", "Image folder for --isic_csv");
 ABSL_FLAG(bool, tta, false, "Test-time augmentation with flips (evaluate): --tta_views flips");
@@ -330,6 +333,7 @@ absl::Status RunEvaluateCommand() {
   c.threads = absl::GetFlag(FLAGS_threads);
   c.precision = absl::GetFlag(FLAGS_precision);
   c.answers_dir = absl::GetFlag(FLAGS_answers_dir);
+  c.answers_of_training_images = absl::GetFlag(FLAGS_answers_of_training_images);
   return cli::RunEvaluate(c);
 }
 
@@ -465,10 +469,10 @@ const std::map<std::string, Command>& Commands() {
         RunEvaluateCommand,
         "--model DIR|NAME@ALIAS --out DIR (--data DIR --split F [--partition test] | --isic_csv F "
         "--images DIR) [--tta | --tta_views none|flips|dihedral] [--precision auto] "
-        "[--answers_dir DIR]",
+        "[--answers_dir DIR [--answers_of_training_images]]",
         {"model", "out", "data", "metadata", "skip_labels", "split", "partition", "isic_csv",
-         "images", "registry", "tta", "tta_views", "device", "threads", "precision",
-         "answers_dir"}}},
+         "images", "registry", "tta", "tta_views", "device", "threads", "precision", "answers_dir",
+         "answers_of_training_images"}}},
       {"export",
        {"copy a model directory (optionally as float16) with a fresh golden set",
         RunExportCommand,

@@ -132,6 +132,7 @@ DEFAULTS = {
     "monitor": "balanced_accuracy", "patience": 8, "select_epoch": "best", "seed": 42,
     "progress_interval_s": 10.0,
     "colour_constancy_p": 0, "resize": "shorter_side_center_crop", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
+    "distill_answers": "", "distill_weight": 0.5, "distill_temperature": 2.0,
     # Read and ignored: what train fits after training (the referral rule's classes, the
     # balanced-accuracy decision rule and its recall floor, the referral threshold's
     # confidence). The reference reports the plain rule at T = 1.
@@ -182,6 +183,10 @@ def load_config(path):
             p.append(f"{key} must be in [0, 10]")
     if not 0 <= c["mix_prob"] <= 1:
         p.append("mix_prob must be in [0, 1]")
+    if not 0 <= c["distill_weight"] <= 1:
+        p.append("distill_weight must be in [0, 1]")
+    if not 0 < c["distill_temperature"] <= 20:
+        p.append("distill_temperature must be in (0, 20]")
     if c["batch_size"] < 1 or c["grad_accum"] < 1 or c["threads"] < 1 or c["num_workers"] < 0:
         p.append("batch_size, grad_accum, threads must be >= 1 and num_workers >= 0")
     if c["epochs"] < 1 or not 0 <= c["frozen_epochs"] <= c["epochs"]:
@@ -875,8 +880,9 @@ def preprocess(img, size, colour_constancy_p=0, resize="shorter_side_center_crop
 
 class LesionDataset(torch.utils.data.Dataset):
     def __init__(self, samples, augmentation, size, seed, colour_constancy_p=0,
-                 resize="shorter_side_center_crop"):
+                 resize="shorter_side_center_crop", teacher=None):
         self.samples, self.size, self.seed = samples, size, seed
+        self.teacher = teacher  # [n, classes] teachers' answers (distillation) or None.
         self.colour_constancy_p, self.resize = colour_constancy_p, resize
         self.ops = make_preset(augmentation, size)
 
@@ -891,7 +897,8 @@ class LesionDataset(torch.utils.data.Dataset):
             rng = np.random.Generator(np.random.PCG64(derive_seed(self.seed, epoch, pos)))
             for op in self.ops:
                 img = op.apply(img, rng)
-        return preprocess(img, self.size, self.colour_constancy_p, self.resize), label
+        x = preprocess(img, self.size, self.colour_constancy_p, self.resize)
+        return (x, (label, self.teacher[idx])) if self.teacher is not None else (x, label)
 
 
 # ---------------------------------------------------------------------------
@@ -992,6 +999,37 @@ def set_train_mode(model, frozen):
             m.eval()
 
 
+def distillation_loss(logits, q, temperature):
+    """DistillationLoss: T^2 * mean KL(softmax(log q / T) || softmax(z / T))."""
+    log_q = torch.log_softmax(torch.log(q.float().clamp_min(1e-12)) / temperature, 1)
+    log_p = torch.log_softmax(logits.float() / temperature, 1)
+    return (log_q.exp() * (log_q - log_p)).sum(1).mean() * temperature * temperature
+
+
+def load_teacher(c, train):
+    """Trainer::SetUpTeacher: the mean answer of the distill_answers files for every
+    training image ([n, classes]); None without distillation."""
+    if not c["distill_answers"]:
+        return None
+    sums, labels = {}, {}
+    for path in (p.strip() for p in c["distill_answers"].split(":") if p.strip()):
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                probs = [float(r["p_" + k]) for k in CLASSES]
+                total, teachers = sums.get(r["image_id"], ([0.0] * NUM_CLASSES, 0))
+                sums[r["image_id"]] = ([a + b for a, b in zip(total, probs)], teachers + 1)
+                labels.setdefault(r["image_id"], CLASSES.index(r["label"]))
+    missing = [s[0] for s in train if s[0] not in sums]
+    if missing:
+        sys.exit(f"distill_answers: no teacher answer for {len(missing)} of {len(train)} training images "
+                 f"({', '.join(missing[:3])}); every training image needs one")
+    relabelled = [s[0] for s in train if labels[s[0]] != s[2]]
+    if relabelled:
+        sys.exit(f"distill_answers: {len(relabelled)} training images carry another label in the answers "
+                 f"({', '.join(relabelled[:3])}): answers of other data")
+    return torch.tensor([[p / sums[s[0]][1] for p in sums[s[0]][0]] for s in train], dtype=torch.float32)
+
+
 def compute_loss(logits, y, c, weights, log_prior=None):
     z = logits.float()
     if c["loss"] == "logit_adjusted":
@@ -1051,11 +1089,11 @@ def _llround(x):
 
 
 def mix_batch(x, y, c, rng):
-    """MixBatch: (images, partner labels or None, lambda)."""
+    """MixBatch: (images, partner labels or None, lambda, partner of each row or None)."""
     n = x.shape[0]
     enabled = (c["mixup_alpha"] > 0 or c["cutmix_alpha"] > 0) and c["mix_prob"] > 0
     if not enabled or n < 2 or not rng.bernoulli(c["mix_prob"]):
-        return x, None, 1.0
+        return x, None, 1.0, None
     if c["mixup_alpha"] > 0 and c["cutmix_alpha"] > 0:
         cutmix = rng.bernoulli(0.5)
     else:
@@ -1066,7 +1104,7 @@ def mix_batch(x, y, c, rng):
     partner = y.index_select(0, perm)
     if not cutmix:
         lam = sample_symmetric_beta(c["mixup_alpha"], rng)
-        return x * lam + x.index_select(0, perm) * (1.0 - lam), partner, lam
+        return x * lam + x.index_select(0, perm) * (1.0 - lam), partner, lam, perm
     h, w = x.shape[2], x.shape[3]
     cut = math.sqrt(1.0 - sample_symmetric_beta(c["cutmix_alpha"], rng))
     ch, cw = _llround(h * cut), _llround(w * cut)
@@ -1076,7 +1114,7 @@ def mix_batch(x, y, c, rng):
     out = x.clone()
     if y1 > y0 and x1 > x0:
         out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].index_select(0, perm)
-    return out, partner, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    return out, partner, 1.0 - (y1 - y0) * (x1 - x0) / (h * w), perm
 
 
 # ---------------------------------------------------------------------------
@@ -1183,9 +1221,9 @@ def fmt_duration(s):
     return f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60}:{t % 60:02d}"
 
 
-def make_loader(samples, sampler, c, augmentation, persistent=True, training=False):
+def make_loader(samples, sampler, c, augmentation, persistent=True, training=False, teacher=None):
     ds = LesionDataset(samples, augmentation, c["image_size"], c["seed"], c["colour_constancy_p"],
-                       c["resize"])
+                       c["resize"], teacher)
     es = EpochSampler(sampler)
     nw = c["num_workers"]
     # As the C++ trainer: a last training batch of one image is dropped.
@@ -1245,7 +1283,9 @@ def main():
         sampler = ClassBalancedSampler(labels, c["class_weighting"], draws, c["seed"])
     else:
         sampler = ShuffleSampler(len(train), c["seed"])
-    train_loader, train_sampler = make_loader(train, sampler, c, c["augmentation"], training=True)
+    teacher = load_teacher(c, train)
+    train_loader, train_sampler = make_loader(train, sampler, c, c["augmentation"], training=True,
+                                              teacher=teacher)
     val_loader, _ = make_loader(val, SequentialSampler(len(val)), c, "none")
     steps_per_epoch = len(train_loader)
     weights = None
@@ -1301,12 +1341,20 @@ def main():
             for g, s in zip(optimizer.param_groups, scales):
                 g["lr"] = c["lr"] * s * factor
             mix_rng = Rng(derive_seed(c["seed"], MIX_SEED_TAG, epoch, step, 0))  # rank 0
-            x, partner, lam = mix_batch(x, y, c, mix_rng)
+            q = None
+            if teacher is not None:
+                y, q = y
+            x, partner, lam, perm = mix_batch(x, y, c, mix_rng)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             loss = compute_loss(logits, y, c, weights, log_prior)
             if partner is not None:
                 loss = loss * lam + compute_loss(logits, partner, c, weights, log_prior) * (1.0 - lam)
+            if q is not None:
+                if perm is not None:
+                    q = q * lam + q.index_select(0, perm) * (1.0 - lam)
+                w = c["distill_weight"]
+                loss = loss * (1.0 - w) + distillation_loss(logits, q, c["distill_temperature"]) * w
             (loss / c["grad_accum"]).backward()
             loss_value = loss.item()
             if not math.isfinite(loss_value):

@@ -52,6 +52,9 @@ void ForEachField(TrainConfig& c, F&& f) {
   f("mixup_alpha", c.mixup_alpha);
   f("cutmix_alpha", c.cutmix_alpha);
   f("mix_prob", c.mix_prob);
+  f("distill_answers", c.distill_answers);
+  f("distill_weight", c.distill_weight);
+  f("distill_temperature", c.distill_temperature);
   f("precision", c.precision);
   f("clip_grad_norm", c.clip_grad_norm);
   f("ema_decay", c.ema_decay);
@@ -179,6 +182,11 @@ absl::StatusOr<TrainChoices> TrainConfig::Choices() const {
   if (!(mixup_alpha >= 0 && mixup_alpha <= 10)) p.push_back("mixup_alpha must be in [0, 10]");
   if (!(cutmix_alpha >= 0 && cutmix_alpha <= 10)) p.push_back("cutmix_alpha must be in [0, 10]");
   if (!(mix_prob >= 0 && mix_prob <= 1)) p.push_back("mix_prob must be in [0, 1]");
+  if (!(distill_weight >= 0 && distill_weight <= 1))
+    p.push_back("distill_weight must be in [0, 1]");
+  if (!(distill_temperature > 0 && distill_temperature <= 20)) {
+    p.push_back("distill_temperature must be in (0, 20]");
+  }
   parse(ParseTrainPrecision(precision), choices.precision);
   if (ema_decay < 0 || ema_decay >= 1) p.push_back("ema_decay must be in [0, 1)");
   if (colour_constancy_p < 0 || colour_constancy_p > 16) p.push_back("colour_constancy_p must be in [0, 16]");

@@ -67,6 +67,16 @@ struct TrainConfig {
   double mixup_alpha = 0.0;
   double cutmix_alpha = 0.0;
   double mix_prob = 1.0;
+  // Knowledge distillation (DistillationLoss, skinlesion/train/losses.h): teachers'
+  // answers, CSV files as `skinlesion cv` and `evaluate --answers_dir` write them
+  // (skinlesion/eval/out_of_fold.h), ':'-separated like PATH (`--set` splits on commas),
+  // together answering every training image; an image in
+  // several files gets their mean (an ensemble of teachers). The loss becomes
+  // (1 - distill_weight) * the loss above + distill_weight * the distillation term at
+  // distill_temperature. "" = off.
+  std::string distill_answers;
+  double distill_weight = 0.5;
+  double distill_temperature = 2.0;
 
   // Numerics.
   // auto: fp16 autocast on CUDA; on a CPU bf16 autocast where it has native bf16

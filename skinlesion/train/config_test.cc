@@ -117,6 +117,23 @@ TEST(TrainConfigTest, ResizeChoosesTheEvaluationGeometry) {
                HasSubstr("resize must be shorter_side_center_crop or resize, got 'stretch'")));
 }
 
+TEST(TrainConfigTest, DistillationKeysRoundTripAndAreChecked) {
+  TrainConfig c;
+  c.distill_answers = "a/out_of_fold_flips.csv:b/out_of_fold_flips.csv";
+  c.distill_weight = 0.7;
+  c.distill_temperature = 3;
+  auto round_trip = TrainConfig::FromJson(c.ToJson());
+  ASSERT_TRUE(round_trip.ok()) << round_trip.status();
+  EXPECT_EQ(round_trip->distill_answers, c.distill_answers);
+  EXPECT_EQ(round_trip->distill_weight, 0.7);
+  EXPECT_EQ(round_trip->distill_temperature, 3);
+  c.distill_weight = 1.5;
+  c.distill_temperature = 0;
+  EXPECT_THAT(c.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     AllOf(HasSubstr("distill_weight must be in [0, 1]"),
+                                           HasSubstr("distill_temperature must be in (0, 20]"))));
+}
+
 // The recipes committed under configs/ (the bundled model's among them) stay valid
 // as keys are added or renamed.
 TEST(TrainConfigTest, EveryCommittedRecipeIsValid) {

@@ -45,4 +45,17 @@ at::Tensor ComputeLoss(const at::Tensor& logits, const at::Tensor& targets,
   return loss.mean();
 }
 
+at::Tensor DistillationLoss(const at::Tensor& logits, const at::Tensor& teacher_probs,
+                            double temperature) {
+  TORCH_CHECK(temperature > 0, "distillation temperature must be > 0, got ", temperature);
+  TORCH_CHECK(logits.sizes() == teacher_probs.sizes(), "teacher answers ", teacher_probs.sizes(),
+              " do not match the logits ", logits.sizes());
+  const at::Tensor z = logits.to(torch::kFloat32) / temperature;
+  // A probability of 0 (a teacher sure of a class) softens to 0, not to NaN.
+  const at::Tensor log_q = torch::log_softmax(
+      torch::log(teacher_probs.to(torch::kFloat32).clamp_min(1e-12)) / temperature, 1);
+  const at::Tensor kl = (log_q.exp() * (log_q - torch::log_softmax(z, 1))).sum(1);
+  return kl.mean() * (temperature * temperature);
+}
+
 }  // namespace skinlesion::train

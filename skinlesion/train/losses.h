@@ -10,6 +10,8 @@
 //                 of logits + tau * log(prior), prior = the training class frequencies.
 //                 The model's plain logits then estimate the class-balanced posterior,
 //                 which is what balanced accuracy rewards; nothing changes at inference.
+//   Distillation: a teacher's answers as soft targets (DistillationLoss), added to one
+//                 of the above by the trainer (config distill_*).
 #ifndef SKINLESION_TRAIN_LOSSES_H_
 #define SKINLESION_TRAIN_LOSSES_H_
 
@@ -38,6 +40,14 @@ struct LossOptions {
 // logits [N, K] (any floating dtype), targets [N] int64. Returns a scalar.
 at::Tensor ComputeLoss(const at::Tensor& logits, const at::Tensor& targets,
                        const LossOptions& options);
+
+// Knowledge distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural
+// Network"): T^2 * mean_i KL(q_i^T || softmax(z_i / T)), where q [N, K] are a teacher's
+// probabilities (rows summing to 1; zeros allowed) and q^T = softmax(log q / T) softens
+// them as the logits are softened; T^2 keeps the gradients' scale as T changes. Zero where
+// the logits equal log q up to a constant per row. A scalar in fp32.
+at::Tensor DistillationLoss(const at::Tensor& logits, const at::Tensor& teacher_probs,
+                            double temperature);
 
 }  // namespace skinlesion::train
 

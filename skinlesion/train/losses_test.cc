@@ -107,6 +107,42 @@ TEST(LossesTest, LogitAdjustedByHand) {
   EXPECT_THROW(ComputeLoss(logits, targets, o), c10::Error);
 }
 
+TEST(LossesTest, DistillationByHand) {
+  // One row, two classes: KL(q^T || softmax(z / T)) * T^2 written out.
+  const auto logits = torch::tensor({{1.0f, -1.0f}});
+  const auto q = torch::tensor({{0.2f, 0.8f}});
+  for (const double t : {1.0, 2.0, 4.0}) {
+    const double a = std::pow(0.2, 1 / t), b = std::pow(0.8, 1 / t);
+    const double q0 = a / (a + b), q1 = b / (a + b);
+    const double lse = std::log(std::exp(1 / t) + std::exp(-1 / t));
+    const double p0 = 1 / t - lse, p1 = -1 / t - lse;
+    const double kl = q0 * (std::log(q0) - p0) + q1 * (std::log(q1) - p1);
+    EXPECT_NEAR(DistillationLoss(logits, q, t).item<double>(), kl * t * t, 1e-5) << "T " << t;
+  }
+  // The same value pinned for the Python reference's distillation_loss (cli_ml_test.sh).
+  EXPECT_NEAR(DistillationLoss(logits, q, 2.0).item<double>(), 1.3736567435603062, 1e-5);
+}
+
+TEST(LossesTest, DistillationIsZeroOnTheTeachersLogitsAndPullsTowardsThem) {
+  torch::manual_seed(3);
+  const auto teacher_logits = torch::randn({5, 7});
+  auto q = torch::softmax(teacher_logits, 1);
+  q.index_put_({0, 2}, 0.0f);  // A teacher sure a class is absent: finite, not NaN.
+  q = q / q.sum(1, true);
+  EXPECT_NEAR(DistillationLoss(torch::log(q.clamp_min(1e-12)) + 5.0, q, 2.0).item<double>(), 0,
+              1e-5);
+  const auto student = torch::zeros({5, 7}, torch::requires_grad());
+  const auto loss = DistillationLoss(student, q, 2.0);
+  EXPECT_TRUE(std::isfinite(loss.item<double>()));
+  EXPECT_GT(loss.item<double>(), 0);
+  loss.backward();
+  // From uniform logits the gradient step raises what the teacher favours most.
+  const auto step = -student.grad();
+  EXPECT_TRUE(torch::equal(step.argmax(1), q.argmax(1)));
+  EXPECT_THROW(DistillationLoss(student, q.narrow(1, 0, 6), 2.0), c10::Error);
+  EXPECT_THROW(DistillationLoss(student, q, 0.0), c10::Error);
+}
+
 TEST(LossesTest, ParseNames) {
   EXPECT_EQ(*ParseLossKind("focal"), LossOptions::Kind::kFocal);
   EXPECT_EQ(*ParseLossKind("logit_adjusted"), LossOptions::Kind::kLogitAdjusted);

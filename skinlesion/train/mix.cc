@@ -58,6 +58,7 @@ MixedBatch MixBatch(const at::Tensor& images, const at::Tensor& targets, const M
                   : (options.cutmix_alpha > 0 ? MixKind::kCutMix : MixKind::kMixup);
   const torch::Tensor perm = Permutation(n, rng, images.device());
   out.partner_targets = targets.index_select(0, perm);
+  out.partner_index = perm;
   if (out.kind == MixKind::kMixup) {
     out.lambda = SampleSymmetricBeta(options.mixup_alpha, rng);
     out.images = images * out.lambda + images.index_select(0, perm) * (1.0 - out.lambda);
@@ -90,6 +91,12 @@ at::Tensor MixedLoss(const at::Tensor& logits, const at::Tensor& targets, const 
   if (batch.kind == MixKind::kNone) return loss;
   return loss * batch.lambda +
          ComputeLoss(logits, batch.partner_targets, options) * (1.0 - batch.lambda);
+}
+
+at::Tensor MixedTeacher(const at::Tensor& teacher_probs, const MixedBatch& batch) {
+  if (batch.kind == MixKind::kNone) return teacher_probs;
+  return teacher_probs * batch.lambda +
+         teacher_probs.index_select(0, batch.partner_index) * (1.0 - batch.lambda);
 }
 
 }  // namespace skinlesion::train

@@ -33,6 +33,7 @@ struct MixedBatch {
   MixKind kind = MixKind::kNone;
   at::Tensor images;           // The (possibly) mixed images, same shape and layout.
   at::Tensor partner_targets;  // Undefined when kind is kNone.
+  at::Tensor partner_index;    // The partner of each row (int64 [N]); undefined for kNone.
   double lambda = 1.0;         // Weight of the images' own labels.
 };
 
@@ -48,6 +49,10 @@ MixedBatch MixBatch(const at::Tensor& images, const at::Tensor& targets, const M
 // a mixed batch lambda-weighted with ComputeLoss on the partners' labels.
 at::Tensor MixedLoss(const at::Tensor& logits, const at::Tensor& targets, const MixedBatch& batch,
                      const LossOptions& options);
+
+// A teacher's answers [N, K] for a (possibly) mixed batch, mixed as its labels are:
+// lambda * q + (1 - lambda) * q of the partner (the answers unchanged for kNone).
+at::Tensor MixedTeacher(const at::Tensor& teacher_probs, const MixedBatch& batch);
 
 }  // namespace skinlesion::train
 

@@ -191,5 +191,30 @@ TEST(MixTest, MixedLossIsTheLambdaWeightedSum) {
   EXPECT_GT(l.grad().abs().sum().item<double>(), 0);
 }
 
+// A teacher's answers follow the images: each row mixed with its partner's by lambda.
+TEST(MixTest, TeacherAnswersAreMixedAsTheImages) {
+  const auto q = torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}, {0.5f, 0.5f}});
+  MixedBatch none;
+  EXPECT_TRUE(torch::equal(MixedTeacher(q, none), q));
+  MixOptions o;
+  o.mixup_alpha = 0.4;
+  Rng rng(11);
+  const auto images = torch::arange(3, torch::kFloat32).view({3, 1, 1, 1});
+  const MixedBatch b = MixBatch(images, torch::tensor({0, 1, 0}, torch::kInt64), o, rng);
+  ASSERT_EQ(b.kind, MixKind::kMixup);
+  const auto mixed = MixedTeacher(q, b);
+  for (int64_t i = 0; i < 3; ++i) {
+    const int64_t j = b.partner_index[i].item<int64_t>();
+    // The same lambda and partner as the image: image i is lambda i + (1 - lambda) j.
+    EXPECT_NEAR(b.images[i].item<double>(), b.lambda * i + (1 - b.lambda) * j, 1e-6);
+    for (int64_t k = 0; k < 2; ++k) {
+      EXPECT_NEAR(mixed[i][k].item<double>(),
+                  b.lambda * q[i][k].item<double>() + (1 - b.lambda) * q[j][k].item<double>(),
+                  1e-6);
+    }
+  }
+  EXPECT_NEAR(mixed.sum().item<double>(), 3.0, 1e-5);
+}
+
 }  // namespace
 }  // namespace skinlesion::train

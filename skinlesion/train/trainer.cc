@@ -13,12 +13,16 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
+#include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "skinlesion/common/cpu_features.h"
 #include "skinlesion/common/csv.h"
 #include "skinlesion/common/json_file.h"
@@ -28,6 +32,7 @@
 #include "skinlesion/common/status.h"
 #include "skinlesion/data/loader.h"
 #include "skinlesion/data/sampler.h"
+#include "skinlesion/eval/out_of_fold.h"
 #include "skinlesion/eval/plots.h"
 #include "skinlesion/models/feature_ood.h"
 #include "skinlesion/models/model_zoo.h"
@@ -618,6 +623,7 @@ class Trainer {
   absl::Status SetUpModel();
   absl::Status SetUpData();
   void SetUpLoss();
+  absl::Status SetUpTeacher();
   void SetUpNumerics();
   // A new optimiser when the phase changes (frozen backbone or everything), with the
   // checkpoint's state when resuming into the same phase.
@@ -650,6 +656,7 @@ class Trainer {
   std::vector<int> labels_;  // Of the training samples.
   LossOptions loss_options_;
   MixOptions mix_options_;
+  torch::Tensor teacher_;  // distill_answers: [training samples, classes]; else undefined.
   ScheduleOptions schedule_;
   bool cuda_ = false, fp16_ = false, bf16_ = false, channels_last_ = false;
   LossScaler scaler_;
@@ -697,6 +704,7 @@ absl::Status Trainer::Setup() {
   SL_RETURN_IF_ERROR(SetUpModel());
   SL_RETURN_IF_ERROR(SetUpData());
   SetUpLoss();
+  SL_RETURN_IF_ERROR(SetUpTeacher());
   schedule_ = MakeSchedule(c_, choices_.schedule);
   SetUpNumerics();
   return absl::OkStatus();
@@ -781,6 +789,71 @@ void Trainer::SetUpLoss() {
   }
   mix_options_ = {
       .mixup_alpha = c_.mixup_alpha, .cutmix_alpha = c_.cutmix_alpha, .prob = c_.mix_prob};
+}
+
+// The teachers' answers of every training sample, averaged over the files that have it.
+absl::Status Trainer::SetUpTeacher() {
+  if (c_.distill_answers.empty()) return absl::OkStatus();
+  std::map<std::string, std::pair<std::vector<double>, int>> sums;  // id -> (sum, teachers)
+  std::map<std::string, int> labels;
+  int files = 0;
+  for (absl::string_view part : absl::StrSplit(c_.distill_answers, ':', absl::SkipWhitespace())) {
+    const std::string path(absl::StripAsciiWhitespace(part));
+    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, size_t{256} << 20));
+    auto answers = eval::ParseRoundAnswers(text, ctx_.classes);
+    if (!answers.ok()) {
+      return absl::Status(answers.status().code(),
+                          absl::StrCat("distill_answers ", path, ": ", answers.status().message()));
+    }
+    for (size_t i = 0; i < answers->image_ids.size(); ++i) {
+      auto& [sum, teachers] = sums[answers->image_ids[i]];
+      sum.resize(num_classes_, 0.0);
+      for (int k = 0; k < num_classes_; ++k) sum[k] += answers->probs[i][k];
+      ++teachers;
+      labels.emplace(answers->image_ids[i], answers->labels[i]);
+    }
+    ++files;
+  }
+  std::vector<float> rows;
+  rows.reserve(train_.size() * num_classes_);
+  std::vector<std::string> missing, relabelled;
+  int64_t answers = 0;
+  for (const data::Sample& s : train_) {
+    const auto it = sums.find(s.image_id);
+    if (it == sums.end()) {
+      missing.push_back(s.image_id);
+      continue;
+    }
+    if (labels.at(s.image_id) != s.label) relabelled.push_back(s.image_id);
+    const auto& [sum, teachers] = it->second;
+    for (double p : sum) rows.push_back(static_cast<float>(p / teachers));
+    answers += teachers;
+  }
+  const auto few = [](const std::vector<std::string>& ids) {
+    return absl::StrJoin(ids.begin(), ids.begin() + std::min<size_t>(ids.size(), 3), ", ");
+  };
+  if (!missing.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "distill_answers: no teacher answer for ", missing.size(), " of ", train_.size(),
+        " training images (", few(missing), "); every training image needs one"));
+  }
+  if (!relabelled.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("distill_answers: ", relabelled.size(),
+                     " training images carry another label in the answers (", few(relabelled),
+                     "): answers of other data"));
+  }
+  teacher_ = torch::tensor(rows, torch::kFloat32)
+                 .view({static_cast<int64_t>(train_.size()), num_classes_})
+                 .to(device_);
+  if (chief_ && ctx_.log_progress) {
+    std::fprintf(stderr,
+                 "[train] distilling from %d answer file(s): %zu training images, %.2f teachers an "
+                 "image, weight %g, temperature %g\n",
+                 files, train_.size(), static_cast<double>(answers) / train_.size(),
+                 c_.distill_weight, c_.distill_temperature);
+  }
+  return absl::OkStatus();
 }
 
 void Trainer::SetUpNumerics() {
@@ -871,6 +944,12 @@ absl::StatusOr<double> Trainer::Step(const data::Batch& batch, int epoch, int64_
       logits = model_->forward(mixed.images).to(torch::kFloat32);
     }
     loss = MixedLoss(logits, y, mixed, loss_options_);
+    if (teacher_.defined()) {
+      const torch::Tensor rows = torch::tensor(batch.indices, torch::kInt64).to(device_);
+      const torch::Tensor q = MixedTeacher(teacher_.index_select(0, rows), mixed);
+      loss = loss * (1.0 - c_.distill_weight) +
+             DistillationLoss(logits, q, c_.distill_temperature) * c_.distill_weight;
+    }
     torch::Tensor scaled = loss / c_.grad_accum;
     if (fp16_) scaled = scaled * scaler_.scale();
     scaled.backward();

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "skinlesion/data/ham10000.h"
+#include "skinlesion/eval/out_of_fold.h"
 #include "skinlesion/models/model_zoo.h"
 #include "skinlesion/testing/testing.h"
 #include "skinlesion/train/distributed.h"
@@ -545,6 +546,97 @@ TEST(TrainerTest, BatchMixingTrainsOnMixedBatchesReproducibly) {
   ExpectIdentical(Weights(*rp->model), Weights(*rn->model));
   ExpectIdentical(Weights(*rm->model), Weights(*rm2->model));
   EXPECT_FALSE(torch::equal(Weights(*rp->model)[0], Weights(*rm->model)[0]));
+}
+
+// Teacher answers for `samples` as `skinlesion cv` writes them: every image answered
+// `probs`, its label as the data has it.
+std::string TeacherAnswers(const std::vector<data::Sample>& samples, const eval::Probs& probs,
+                           const std::string& path) {
+  eval::RoundAnswers a;
+  a.views = "none";
+  a.ood_method = "energy";
+  for (const auto& s : samples) {
+    a.image_ids.push_back(s.image_id);
+    a.labels.push_back(s.label);
+    a.probs.push_back(probs);
+    a.ood_units.push_back(0);
+  }
+  auto text = eval::RoundAnswersToCsv(a, LabelSet::Ham10000());
+  EXPECT_TRUE(text.ok()) << text.status();
+  std::ofstream(path) << *text;
+  return path;
+}
+
+double MeanProbability(models::Classifier& model, const std::vector<data::Sample>& samples,
+                       const TrainConfig& c, int k) {
+  auto pred = PredictSamples(model, samples, c.Preprocess(), "cpu", 4, 1);
+  EXPECT_TRUE(pred.ok()) << pred.status();
+  double sum = 0;
+  for (const auto& logits : pred->logits) {
+    sum += torch::softmax(torch::tensor(logits), 0)[k].item<double>();
+  }
+  return sum / pred->logits.size();
+}
+
+// Distillation: a student trained only on a teacher that calls every image vasc (class 6)
+// learns to say vasc, which the labels alone never teach it; answers that miss a training
+// image or label it otherwise are refused before training.
+TEST(TrainerTest, DistillationLearnsTheTeachersAnswers) {
+  const auto samples = FixtureSamples();
+  TempDir dir;
+  TrainConfig c = TinyConfig();
+  c.frozen_epochs = 0;
+  c.epochs = 4;
+  c.lr = 3e-3;
+  c.augmentation = "none";
+  c.label_smoothing = 0;
+  c.mixup_alpha = 0.4;  // Teacher answers mixed with the images.
+  auto hard = Train(c, samples, samples, Context(dir.Join("hard")));
+  ASSERT_TRUE(hard.ok()) << hard.status();
+  c.distill_answers =
+      TeacherAnswers(samples, {0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.94}, dir.Join("a.csv"));
+  c.distill_weight = 1.0;
+  c.distill_temperature = 1.0;
+  auto soft = Train(c, samples, samples, Context(dir.Join("soft")));
+  ASSERT_TRUE(soft.ok()) << soft.status();
+  for (const auto& e : soft->history) EXPECT_TRUE(std::isfinite(e.train_loss));
+  const double p_hard = MeanProbability(*hard->model, samples, c, 6);
+  const double p_soft = MeanProbability(*soft->model, samples, c, 6);
+  EXPECT_GT(p_soft, 0.5) << "hard labels only: " << p_hard;
+  EXPECT_GT(p_soft, p_hard + 0.2);
+  const auto config = nlohmann::json::parse(std::ifstream(dir.Join("soft/config.json")));
+  EXPECT_EQ(config["distill_answers"], c.distill_answers);
+
+  // A second file answers the same images akiec (class 0): the mean of the two teaches,
+  // half akiec, half vasc.
+  c.distill_answers +=
+      ":" + TeacherAnswers(samples, {0.94, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01}, dir.Join("b.csv"));
+  auto two = Train(c, samples, samples, Context(dir.Join("two")));
+  ASSERT_TRUE(two.ok()) << two.status();
+  const double p_akiec = MeanProbability(*two->model, samples, c, 0);
+  const double p_vasc = MeanProbability(*two->model, samples, c, 6);
+  EXPECT_GT(p_akiec, 0.25);
+  EXPECT_GT(p_vasc, 0.25);
+  EXPECT_GT(p_akiec + p_vasc, 0.7);
+  c.epochs = 1;
+
+  std::vector<data::Sample> fewer(samples.begin() + 1, samples.end());
+  c.distill_answers =
+      TeacherAnswers(fewer, {0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.4}, dir.Join("fewer.csv"));
+  EXPECT_THAT(
+      Train(c, samples, samples, Context(dir.Join("fewer"))).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("no teacher answer for 1 of"), HasSubstr(samples[0].image_id))));
+  std::vector<data::Sample> relabelled = samples;
+  relabelled[2].label = (relabelled[2].label + 1) % 7;
+  c.distill_answers =
+      TeacherAnswers(relabelled, {0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.4}, dir.Join("other.csv"));
+  EXPECT_THAT(Train(c, samples, samples, Context(dir.Join("other"))).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("carry another label"), HasSubstr(samples[2].image_id))));
+  c.distill_answers = dir.Join("absent.csv");
+  EXPECT_THAT(Train(c, samples, samples, Context(dir.Join("absent"))).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("absent.csv")));
 }
 
 TEST(TrainerTest, InvalidConfigListsEveryProblem) {

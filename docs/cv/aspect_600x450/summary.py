@@ -9,12 +9,14 @@ differences that decide the served preprocessing.
 MODEL_DIR (default WORK_FOLD_DIR/model_resize): its manifest's decision rule names each
 answer's class for the bootstrapped balanced accuracy, as `evaluate` does.
 """
-import csv
 import json
 import os
 import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
+from paired_answers import answers_in, auc, interval_cells, paired_intervals, read_answers  # noqa: E402
 
 PAIRS = [("wide_resize", "wide_crop_before"), ("wide_resize", "wide_crop"), ("wide_crop", "wide_crop_before"),
          ("wide_resize", "wide_resize_before"), ("wide_resize", "square"), ("wide_crop_before", "square")]
@@ -45,26 +47,9 @@ LABELS = {}  # work folder -> image id -> label, as the answers files give them
 
 
 def answers(work, name):
-    folder = os.path.join(work, name, "answers")
-    # The views evaluate answered with (the model's own); flips where there are several.
-    found = sorted(f for f in os.listdir(folder) if f.startswith("out_of_fold_") and f.endswith(".csv"))
-    path = os.path.join(folder, "out_of_fold_flips.csv" if "out_of_fold_flips.csv" in found else found[0])
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    classes = [k[2:] for k in rows[0] if k.startswith("p_")]
-    LABELS.setdefault(work, {}).update({r["image_id"]: r["label"] for r in rows})
-    return {r["image_id"]: [float(r["p_" + c]) for c in classes] for r in rows}, classes
-
-
-def auc(score, positive):
-    """Mann-Whitney AUC with average ranks for ties; nan without both groups."""
-    n1 = int(positive.sum())
-    n0 = len(positive) - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based, ties averaged
-    return (ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
+    probs, labels, classes = read_answers(answers_in(os.path.join(work, name, "answers")))
+    LABELS.setdefault(work, {}).update(labels)
+    return probs, classes
 
 
 def figures(p, labels, rule, malignant):
@@ -90,8 +75,6 @@ def paired(work, names, classes, model_dir, resamples=1000, seed=7):
     for n in names:
         got, _ = answers(work, n)
         probs[n] = np.array([got[i] for i in ids])
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, len(ids), len(ids)) for _ in range(resamples)]
     print(f"\nPaired differences (first minus second), 95% interval of {resamples} bootstrap "
           f"resamples of the {len(ids)} lesions:\n")
     print("| difference | balanced acc. | macro AUC | malignant AUC |")
@@ -99,12 +82,10 @@ def paired(work, names, classes, model_dir, resamples=1000, seed=7):
     for a, b in PAIRS:
         if a not in probs or b not in probs:
             continue
-        point = figures(probs[a], labels, rule, malignant) - figures(probs[b], labels, rule, malignant)
-        boot = np.array([figures(probs[a][i], labels[i], rule, malignant) -
-                         figures(probs[b][i], labels[i], rule, malignant) for i in draws])
-        lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
-        cells = " | ".join(f"{x:+.3f} [{l:+.3f}, {h:+.3f}]" for x, l, h in zip(point, lo, hi))
-        print(f"| {a} - {b} | {cells} |")
+        point, lo, hi = paired_intervals(lambda i: figures(probs[a][i], labels[i], rule, malignant),
+                                         lambda i: figures(probs[b][i], labels[i], rule, malignant),
+                                         len(ids), resamples, seed)
+        print(f"| {a} - {b} | {interval_cells(point, lo, hi)} |")
 
 
 def main():
