@@ -36,6 +36,8 @@ def runs(source):
         # The first illuminant run on Rosendahl: patience 20 stopped it (run.sh).
         named.append((f"today, {aug}, stopped after epoch 29", f"hold_{source}_36_{aug}/stopped_after_29"))
         named.append((f"today, {aug}, last epoch", f"hold_{source}_36_{aug}_last"))
+        for d in sorted(glob.glob(os.path.join(CV, f"hold_{source}_36_{aug}_last_seed*"))):
+            named.append((f"{aug}, last epoch, seed {d.rsplit('_seed', 1)[1]}", os.path.basename(d)))
     return [(name, os.path.join(CV, d)) for name, d in named if os.path.exists(os.path.join(CV, d, "metrics.json"))]
 
 
