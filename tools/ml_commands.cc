@@ -1458,13 +1458,10 @@ absl::StatusOr<eval::RoundAnswers> RoundAnswersOf(const std::string& cv_dir, int
   const std::string file =
       absl::StrCat(cv_dir, "/fold", fold, "/", eval::RoundAnswersFile(TtaName(tta)));
   if (fs::exists(file)) {
-    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(file, size_t{64} << 20));
-    absl::StatusOr<eval::RoundAnswers> a = eval::ParseRoundAnswers(text, catalogue.classes);
-    if (!a.ok())
-      return absl::Status(a.status().code(), absl::StrCat(file, ": ", a.status().message()));
-    if (a->ood_method == OodMethodName(ood_method)) return a;
-    std::printf("%s holds %s scores, not %s: answering again\n", file.c_str(),
-                a->ood_method.c_str(), OodMethodName(ood_method));
+    SL_ASSIGN_OR_RETURN(eval::RoundAnswers a, eval::ReadRoundAnswers(file, catalogue.classes));
+    if (a.ood_method == OodMethodName(ood_method)) return a;
+    std::printf("%s holds %s scores, not %s: answering again\n", file.c_str(), a.ood_method.c_str(),
+                OodMethodName(ood_method));
   }
   SL_ASSIGN_OR_RETURN(std::vector<eval::RoundAnswers> a,
                       AnswerRound(cv_dir, fold, split, catalogue, {tta}, ood_method));

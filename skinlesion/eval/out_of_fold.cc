@@ -122,4 +122,13 @@ absl::StatusOr<RoundAnswers> ParseRoundAnswers(absl::string_view text, const Lab
   return a;
 }
 
+absl::StatusOr<RoundAnswers> ReadRoundAnswers(const std::string& path, const LabelSet& classes,
+                                              size_t max_bytes) {
+  SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, max_bytes));
+  absl::StatusOr<RoundAnswers> a = ParseRoundAnswers(text, classes);
+  if (!a.ok())
+    return absl::Status(a.status().code(), absl::StrCat(path, ": ", a.status().message()));
+  return a;
+}
+
 }  // namespace skinlesion::eval

@@ -50,6 +50,11 @@ absl::StatusOr<std::string> RoundAnswersToCsv(const RoundAnswers& answers, const
 // (within 1e-3), a non-finite value, an image twice or no rows.
 absl::StatusOr<RoundAnswers> ParseRoundAnswers(absl::string_view text, const LabelSet& classes);
 
+// Reads and parses an answers file (files above max_bytes refused); a parse error names the
+// file ("<path>: out-of-fold answers line 3: ...").
+absl::StatusOr<RoundAnswers> ReadRoundAnswers(const std::string& path, const LabelSet& classes,
+                                              size_t max_bytes = size_t{64} << 20);
+
 }  // namespace skinlesion::eval
 
 #endif  // SKINLESION_EVAL_OUT_OF_FOLD_H_

@@ -76,5 +76,26 @@ TEST(OutOfFoldTest, BadFilesAreRefusedWithTheLine) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("differ in length")));
 }
 
+// A file on disk: read whole, its parse errors named by its path, a missing or too large
+// file refused.
+TEST(OutOfFoldTest, ReadRoundAnswersNamesTheFile) {
+  const LabelSet& classes = LabelSet::Ham10000();
+  skinlesion::testing::TempDir dir;
+  const std::string good = *RoundAnswersToCsv(TwoImages(), classes);
+  const std::string path = dir.Join("out_of_fold_flips.csv");
+  skinlesion::testing::WriteFile(path, good);
+  auto read = ReadRoundAnswers(path, classes);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->image_ids, TwoImages().image_ids);
+  EXPECT_THAT(ReadRoundAnswers(path, classes, good.size() - 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("over the limit")));
+  skinlesion::testing::WriteFile(path, absl::StrReplaceAll(good, {{",mel,", ",unk,"}}));
+  EXPECT_THAT(ReadRoundAnswers(path, classes),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr(path + ": out-of-fold answers line 2: label 'unk'")));
+  EXPECT_THAT(ReadRoundAnswers(dir.Join("absent.csv"), classes),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("absent.csv")));
+}
+
 }  // namespace
 }  // namespace skinlesion::eval

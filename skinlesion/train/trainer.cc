@@ -794,23 +794,27 @@ void Trainer::SetUpLoss() {
 // The teachers' answers of every training sample, averaged over the files that have it.
 absl::Status Trainer::SetUpTeacher() {
   if (c_.distill_answers.empty()) return absl::OkStatus();
-  std::map<std::string, std::pair<std::vector<double>, int>> sums;  // id -> (sum, teachers)
-  std::map<std::string, int> labels;
+  struct Answered {
+    std::vector<double> sum;  // Of the teachers' probabilities.
+    int teachers = 0;
+    int label = -1;  // The first file's.
+  };
+  std::map<std::string, Answered> answered;  // By image id.
   int files = 0;
   for (absl::string_view part : absl::StrSplit(c_.distill_answers, ':', absl::SkipWhitespace())) {
     const std::string path(absl::StripAsciiWhitespace(part));
-    SL_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, size_t{256} << 20));
-    auto answers = eval::ParseRoundAnswers(text, ctx_.classes);
+    auto answers = eval::ReadRoundAnswers(path, ctx_.classes, size_t{256} << 20);
     if (!answers.ok()) {
       return absl::Status(answers.status().code(),
-                          absl::StrCat("distill_answers ", path, ": ", answers.status().message()));
+                          absl::StrCat("distill_answers ", answers.status().message()));
     }
     for (size_t i = 0; i < answers->image_ids.size(); ++i) {
-      auto& [sum, teachers] = sums[answers->image_ids[i]];
-      sum.resize(num_classes_, 0.0);
-      for (int k = 0; k < num_classes_; ++k) sum[k] += answers->probs[i][k];
-      ++teachers;
-      labels.emplace(answers->image_ids[i], answers->labels[i]);
+      Answered& a = answered[answers->image_ids[i]];
+      if (a.teachers++ == 0) {
+        a.sum.assign(num_classes_, 0.0);
+        a.label = answers->labels[i];
+      }
+      for (int k = 0; k < num_classes_; ++k) a.sum[k] += answers->probs[i][k];
     }
     ++files;
   }
@@ -819,15 +823,15 @@ absl::Status Trainer::SetUpTeacher() {
   std::vector<std::string> missing, relabelled;
   int64_t answers = 0;
   for (const data::Sample& s : train_) {
-    const auto it = sums.find(s.image_id);
-    if (it == sums.end()) {
+    const auto it = answered.find(s.image_id);
+    if (it == answered.end()) {
       missing.push_back(s.image_id);
       continue;
     }
-    if (labels.at(s.image_id) != s.label) relabelled.push_back(s.image_id);
-    const auto& [sum, teachers] = it->second;
-    for (double p : sum) rows.push_back(static_cast<float>(p / teachers));
-    answers += teachers;
+    const Answered& a = it->second;
+    if (a.label != s.label) relabelled.push_back(s.image_id);
+    for (double p : a.sum) rows.push_back(static_cast<float>(p / a.teachers));
+    answers += a.teachers;
   }
   const auto few = [](const std::vector<std::string>& ids) {
     return absl::StrJoin(ids.begin(), ids.begin() + std::min<size_t>(ids.size(), 3), ", ");

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "skinlesion/data/ham10000.h"
 #include "skinlesion/eval/out_of_fold.h"
@@ -152,6 +153,18 @@ class StopAfter : public ProgressListener {
   int epochs_, seen_ = 0;
 };
 
+// Trains `c` into `dir` and stops it after `epochs` epochs, as an interrupted run ends
+// (Cancelled, its checkpoints kept for a resume). Call under ASSERT_NO_FATAL_FAILURE.
+void TrainInterrupted(const TrainConfig& c, const std::vector<data::Sample>& train,
+                      const std::vector<data::Sample>& val, const std::string& dir,
+                      int epochs = 2) {
+  StopAfter stop(epochs);
+  TrainContext ctx = Context(dir);
+  ctx.listener = &stop;
+  ASSERT_THAT(Train(c, train, val, ctx), StatusIs(absl::StatusCode::kCancelled,
+                                                  HasSubstr(absl::StrCat("after epoch ", epochs))));
+}
+
 TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
   const auto samples = FixtureSamples();
   TrainConfig c = TinyConfig();
@@ -164,10 +177,8 @@ TEST(TrainerTest, ResumeEndsWhereTheUninterruptedRunEnds) {
   auto full = Train(c, samples, samples, Context(full_dir.path()));
   ASSERT_TRUE(full.ok()) << full.status();
 
-  StopAfter stop(2);  // Interrupted in the fine-tuning phase.
-  TrainContext first = Context(split_dir.path());
-  first.listener = &stop;
-  EXPECT_THAT(Train(c, samples, samples, first), StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  // Interrupted in the fine-tuning phase.
+  ASSERT_NO_FATAL_FAILURE(TrainInterrupted(c, samples, samples, split_dir.path()));
   TrainContext second = Context(split_dir.path());
   second.resume = true;
   auto resumed = Train(c, samples, samples, second);
@@ -190,11 +201,7 @@ TEST(TrainerTest, AResumeTakesBackACheckpointMovedAside) {
   TrainConfig c = TinyConfig();
   c.epochs = 3;
   TempDir dir;
-  StopAfter stop(2);
-  TrainContext first = Context(dir.path());
-  first.listener = &stop;
-  EXPECT_THAT(Train(c, samples, samples, first),
-              StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  ASSERT_NO_FATAL_FAILURE(TrainInterrupted(c, samples, samples, dir.path()));
   std::filesystem::rename(dir.Join("checkpoints/last"), dir.Join("checkpoints/last.old"));
   StopAfter count(100);
   TrainContext second = Context(dir.path());
@@ -254,11 +261,7 @@ TEST(TrainerTest, AResumeRefusesAnotherRecipe) {
   const auto samples = FixtureSamples();
   TrainConfig c = TinyConfig();
   TempDir dir;
-  StopAfter stop(2);
-  TrainContext first = Context(dir.path());
-  first.listener = &stop;
-  ASSERT_THAT(Train(c, samples, samples, first),
-              StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  ASSERT_NO_FATAL_FAILURE(TrainInterrupted(c, samples, samples, dir.path()));
   TrainContext again = Context(dir.path());
   again.resume = true;
   TrainConfig other = c;
@@ -283,11 +286,8 @@ TEST(TrainerTest, ResumingFromADamagedOptimizerStateIsAnError) {
   const auto samples = FixtureSamples();
   TrainConfig c = TinyConfig();
   TempDir dir;
-  StopAfter stop(2);  // Stopped in the fine-tuning phase, whose optimizer the resume loads.
-  TrainContext first = Context(dir.path());
-  first.listener = &stop;
-  ASSERT_THAT(Train(c, samples, samples, first),
-              StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  // Stopped in the fine-tuning phase, whose optimizer the resume loads.
+  ASSERT_NO_FATAL_FAILURE(TrainInterrupted(c, samples, samples, dir.path()));
   const std::string state = dir.Join("checkpoints/last/optimizer.pt");
   std::filesystem::resize_file(state, std::filesystem::file_size(state) / 2);
   TrainContext second = Context(dir.path());
@@ -373,11 +373,7 @@ TEST(TrainerTest, WithoutValidationTheLastEpochIsTheModel) {
   EXPECT_TRUE(nlohmann::json::parse(line)["val_loss"].is_null()) << line;
   EXPECT_TRUE(std::filesystem::exists(full_dir.Join("training_curves.png")));
 
-  StopAfter stop(2);
-  TrainContext first = Context(split_dir.path());
-  first.listener = &stop;
-  EXPECT_THAT(Train(c, samples, {}, first),
-              StatusIs(absl::StatusCode::kCancelled, HasSubstr("after epoch 2")));
+  ASSERT_NO_FATAL_FAILURE(TrainInterrupted(c, samples, {}, split_dir.path()));
   TrainContext second = Context(split_dir.path());
   second.resume = true;
   auto resumed = Train(c, samples, {}, second);
